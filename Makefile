@@ -1,0 +1,32 @@
+# Two commands a user types on a fresh machine:  `make demo`  and  `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+TORCH_PIN := torch==2.13.0
+
+.PHONY: setup setup-dev demo test lint bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+
+# torch first, and only where it is missing: a bare `torch` pulls gigabytes of CUDA wheels.
+setup: $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e .
+
+setup-dev: $(PY)
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
+	$(PY) -m pip install -q -e ".[dev]"
+
+demo: setup
+	$(VENV)/bin/ppl-vae demo
+
+test: setup-dev
+	$(PY) -m pytest -q
+
+lint: setup-dev
+	$(VENV)/bin/ruff check ppl_vae tests benchmarks
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,251 @@
+"""Variational autoencoders written as Pyro programs.
+
+The generative model and the amortised guide (Kingma & Welling, 2014;
+Rezende et al., 2014) are, for a batch ``x: (N, D)``::
+
+    model:  z_n ~ N(0, I_d),            x_n | z_n ~ p(x | decoder(z_n))     (plate "data")
+    guide:  z_n ~ N(mu(x_n), diag sigma(x_n)^2),  z = mu + sigma * eps,  eps ~ N(0, I)
+
+Both are plain Pyro functions (bound methods) with the data plate as the
+right-most batch dimension, the latent site ``"z"`` and the observed site
+``"x"``. The latent is an ``Independent(Normal)`` with event shape ``(d,)`` on
+both sides, so ``TraceMeanField_ELBO`` finds the closed-form
+``KL(q || p) = 1/2 sum_j (sigma_j^2 + mu_j^2 - 1 - log sigma_j^2)`` instead of
+falling back to a sampled KL.
+
+:class:`LinearGaussianVAE` is probabilistic PCA / factor analysis written the
+same way: ``x = W z + b + noise`` with diagonal Gaussian noise, whose marginal
+``x ~ N(b, W W^T + diag(s^2))`` gives the exact ``log p(x)`` that the
+estimators in :mod:`ppl_vae.evaluate` are tested against (Tipping & Bishop, 1999).
+
+Networks are registered with ``pyro.module`` under the names ``"encoder"`` and
+``"decoder"``; :func:`ppl_vae.train.fit` scopes Pyro's parameter store so that
+two models can live in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import pyro
+import pyro.distributions as dist
+import torch
+from torch import nn
+
+from .likelihoods import GaussianLikelihood, Likelihood, make_likelihood
+from .nets import Decoder, GaussianEncoder
+
+
+class VAE(nn.Module):
+    """A VAE as a Pyro ``model``/``guide`` pair with MLP encoder and decoder.
+
+    Args:
+        input_dim: D, the size of one flattened observation.
+        latent_dim: d, the size of the latent code.
+        hidden_dims: widths of the encoder's hidden layers; the decoder mirrors them.
+        likelihood: ``"bernoulli"`` (data in {0, 1}), ``"continuous_bernoulli"``
+            (data in [0, 1]), ``"gaussian"`` (learned scale) or ``"gaussian:scale=s"``.
+        activation: hidden-layer non-linearity (``"relu"``, ``"tanh"``, ...).
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int = 2,
+        hidden_dims: Sequence[int] = (256,),
+        likelihood: str | Likelihood = "bernoulli",
+        activation: str = "relu",
+    ) -> None:
+        super().__init__()
+        for arg, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{arg} must be a positive integer; got {value!r}")
+        hidden_dims = tuple(int(h) for h in hidden_dims)
+        if any(h < 1 for h in hidden_dims):
+            raise ValueError(f"hidden_dims must be positive integers; got {hidden_dims!r}")
+        self.input_dim = input_dim
+        self.latent_dim = latent_dim
+        self.hidden_dims = hidden_dims
+        self.activation = activation
+        self.likelihood = make_likelihood(likelihood, input_dim)
+        self.encoder = GaussianEncoder(input_dim, latent_dim, hidden_dims, activation)
+        self.decoder = Decoder(latent_dim, self.likelihood.out_dim(), hidden_dims, activation)
+
+    # ------------------------------------------------------------------ Pyro programs
+    def model(self, x: torch.Tensor) -> None:
+        """p(z) p(x | z) for a batch ``x: (N, D)``; ``z: (N, d)`` (``(K, N, d)`` under a particle plate)."""
+        pyro.module("decoder", self.decoder)
+        pyro.module("likelihood", self.likelihood)
+        n = x.shape[0]
+        with pyro.plate("data", n, dim=-1):
+            prior = dist.Normal(x.new_zeros(n, self.latent_dim), x.new_ones(n, self.latent_dim))
+            z = pyro.sample("z", prior.to_event(1))
+            pyro.sample("x", self.likelihood.dist(self.decoder(z)), obs=x)
+
+    def guide(self, x: torch.Tensor) -> None:
+        """q(z | x) = N(mu(x), diag sigma(x)^2), reparameterised, for ``x: (N, D)``."""
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0], dim=-1):
+            loc, scale = self.encoder(x)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    # ------------------------------------------------------------------ plain-torch helpers
+    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior parameters ``(loc, scale)``, each ``(N, d)``, for ``x: (N, D)``."""
+        return self.encoder(x)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        """The mean of ``p(x | z)`` in data space, ``(..., D)`` for ``z: (..., d)``."""
+        return self.likelihood.mean(self.decoder(z))
+
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """Decode the posterior mean: ``x: (N, D) -> (N, D)``."""
+        loc, _ = self.encode(x)
+        return self.decode(loc)
+
+    @torch.no_grad()
+    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Means of ``p(x | z)`` for ``n`` draws ``z ~ N(0, I)``: ``(n, D)``."""
+        device = next(self.parameters()).device
+        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        return self.decode(z)
+
+    def check_data(self, x: Any, arg: str = "x") -> torch.Tensor:
+        """Validate a batch at the boundary: a finite float tensor ``(N, D)`` in the likelihood's support."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{arg} must be a torch.Tensor of shape (N, {self.input_dim}); got {type(x).__name__}")
+        if x.dim() != 2 or x.shape[1] != self.input_dim:
+            hint = " (flatten images with x.reshape(len(x), -1))" if x.dim() > 2 else ""
+            raise ValueError(
+                f"{arg} must have shape (N, {self.input_dim}) for this model; got {tuple(x.shape)}{hint}"
+            )
+        if x.shape[0] == 0:
+            raise ValueError(f"{arg} is empty (0 rows): nothing to train on or evaluate")
+        if not x.is_floating_point():
+            x = x.float()
+        self.likelihood.check(x, arg)
+        return x
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """Everything needed to rebuild this model (JSON-able); see :func:`build_model`."""
+        return {
+            "class": type(self).__name__,
+            "input_dim": self.input_dim,
+            "latent_dim": self.latent_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "likelihood": self.likelihood.spec,
+            "activation": self.activation,
+        }
+
+    def extra_repr(self) -> str:
+        return f"D={self.input_dim}, d={self.latent_dim}, likelihood={self.likelihood.spec!r}"
+
+
+class LinearGaussianVAE(VAE):
+    """Probabilistic PCA as a VAE: ``x = W z + b + e``, ``e ~ N(0, diag s^2)``, with a linear guide.
+
+    The marginal is Gaussian, ``x ~ N(b, W W^T + diag(s^2))``, so ``log p(x)`` and the
+    posterior ``p(z | x) = N(S W^T diag(s^-2) (x - b), S)`` with
+    ``S = (I + W^T diag(s^-2) W)^-1`` are known exactly. The default guide is
+    mean-field (diagonal), so it is *not* the exact posterior unless ``S`` is diagonal;
+    :meth:`exact_guide` samples the exact posterior.
+
+    Args:
+        input_dim: D.
+        latent_dim: d.
+        noise_scale: fix the noise scale s (same for every dimension); ``None`` learns one per dimension.
+    """
+
+    def __init__(self, input_dim: int, latent_dim: int = 2, noise_scale: float | None = None) -> None:
+        super().__init__(
+            input_dim,
+            latent_dim,
+            hidden_dims=(),
+            likelihood=GaussianLikelihood(input_dim, scale=noise_scale),
+            activation="relu",
+        )
+        self.noise_scale = noise_scale
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """W: (D, d)."""
+        return self.decoder.net[0].weight
+
+    @property
+    def bias(self) -> torch.Tensor:
+        """b: (D,)."""
+        return self.decoder.net[0].bias
+
+    def noise_variance(self) -> torch.Tensor:
+        """s^2: (D,)."""
+        return self.likelihood.scale() ** 2
+
+    def marginal(self) -> dist.MultivariateNormal:
+        """The exact marginal ``p(x) = N(b, W W^T + diag(s^2))``."""
+        w = self.weight
+        cov = w @ w.T + torch.diag(self.noise_variance())
+        return dist.MultivariateNormal(self.bias, covariance_matrix=cov)
+
+    def exact_log_likelihood(self, x: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(x)`` in nats per data point: ``x: (N, D) -> (N,)``."""
+        x = self.check_data(x)
+        return self.marginal().log_prob(x)
+
+    def exact_posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact posterior mean ``(N, d)`` and covariance ``(d, d)`` (shared by all points)."""
+        w, prec_noise = self.weight, 1.0 / self.noise_variance()
+        eye = torch.eye(self.latent_dim, dtype=w.dtype, device=w.device)
+        cov = torch.linalg.inv(eye + w.T @ (prec_noise[:, None] * w))
+        cov = 0.5 * (cov + cov.T)
+        loc = ((x - self.bias) * prec_noise) @ w @ cov
+        return loc, cov
+
+    def exact_guide(self, x: torch.Tensor) -> None:
+        """A guide that samples the exact posterior ``p(z | x)`` (full covariance)."""
+        n = x.shape[0]
+        with pyro.plate("data", n, dim=-1):
+            loc, cov = self.exact_posterior(x)
+            pyro.sample("z", dist.MultivariateNormal(loc, covariance_matrix=cov.expand(n, -1, -1)))
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return {
+            "class": type(self).__name__,
+            "input_dim": self.input_dim,
+            "latent_dim": self.latent_dim,
+            "noise_scale": self.noise_scale,
+        }
+
+
+MODELS: dict[str, type[nn.Module]] = {"VAE": VAE, "LinearGaussianVAE": LinearGaussianVAE}
+
+
+def register_model(cls: type[nn.Module]) -> type[nn.Module]:
+    """Let :func:`build_model` rebuild ``cls`` from its ``config`` (``cls(**config)`` minus ``"class"``).
+
+    Used by :mod:`ppl_vae.autoencoders` so checkpoints of autoencoders load like a VAE's;
+    usable as a class decorator.
+    """
+    MODELS[cls.__name__] = cls
+    return cls
+
+
+def build_model(config: dict[str, Any]) -> VAE:
+    """Rebuild a model from its :attr:`VAE.config` (as stored beside a checkpoint)."""
+    config = dict(config)
+    cls_name = config.pop("class", "VAE")
+    if cls_name not in MODELS:
+        raise ValueError(f"unknown model class {cls_name!r} in config; known: {sorted(MODELS)}")
+    return MODELS[cls_name](**config)
+
+
+def standard_normal_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Closed-form ``KL(N(loc, diag scale^2) || N(0, I))`` per dimension (nats).
+
+    ``1/2 (scale^2 + loc^2 - 1 - log scale^2)``, same shape as ``loc``.
+    """
+    return 0.5 * (scale.pow(2) + loc.pow(2) - 1.0 - 2.0 * scale.log())
+

@@ -1,0 +1,129 @@
+"""The SVI loop: learning, reproducibility, continuation, resume, scoping, the NaN guard."""
+
+from __future__ import annotations
+
+import math
+
+import pyro
+import pytest
+import torch
+
+import ppl_vae as pv
+from ppl_vae.checkpoint import load_model_state, read_config
+
+
+def _small(digits_data, **kw):
+    torch.manual_seed(0)
+    return pv.VAE(digits_data.meta.input_dim, 4, (32,), **kw)
+
+
+@pytest.mark.parametrize("objective", ["trace", "analytic"])
+def test_fit_raises_the_test_elbo(digits, objective):
+    vae = _small(digits)
+    history = pv.fit(vae, digits, objective, epochs=4, batch_size=64, lr=3e-3, progress=False)
+    tests = [r["test_elbo"] for r in history]
+    assert all(math.isfinite(t) for t in tests)
+    assert tests[-1] > tests[0] + 1.0, tests
+    assert [r["epoch"] for r in history] == [1, 2, 3, 4]
+
+
+def test_same_seed_same_history_and_caller_rng_untouched(digits):
+    model = _small(digits)
+    torch.manual_seed(123)
+    before = torch.rand(1)
+    torch.manual_seed(123)
+    h1 = pv.fit(model, digits, "trace", epochs=2, seed=7, progress=False)
+    after = torch.rand(1)
+    h2 = pv.fit(_small(digits), digits, "trace", epochs=2, seed=7, progress=False)
+    assert [r["train_elbo"] for r in h1] == [r["train_elbo"] for r in h2]
+    assert [r["test_elbo"] for r in h1] == [r["test_elbo"] for r in h2]
+    assert torch.equal(before, after), "fit must not consume the caller's global RNG"
+    h3 = pv.fit(_small(digits), digits, "trace", epochs=2, seed=8, progress=False)
+    assert [r["train_elbo"] for r in h3] != [r["train_elbo"] for r in h1]
+
+
+def test_second_fit_call_continues(digits):
+    a = _small(digits)
+    pv.fit(a, digits, "analytic", epochs=2, progress=False)
+    h = pv.fit(a, digits, "analytic", epochs=1, progress=False)
+    assert [r["epoch"] for r in h] == [1, 2, 3]
+    b = _small(digits)
+    h_once = pv.fit(b, digits, "analytic", epochs=3, progress=False)
+    assert h[-1]["train_elbo"] == pytest.approx(h_once[-1]["train_elbo"], rel=1e-5)
+
+
+def test_resume_from_checkpoint_equals_uninterrupted_run(digits, tmp_path):
+    a = _small(digits)
+    pv.fit(a, digits, "analytic", epochs=2, checkpoint_dir=tmp_path / "ck", progress=False)
+    b = _small(digits)  # fresh weights: resume must load them from disk
+    h = pv.fit(b, digits, "analytic", epochs=1, checkpoint_dir=tmp_path / "ck", resume=True, progress=False)
+    c = _small(digits)
+    h_once = pv.fit(c, digits, "analytic", epochs=3, progress=False)
+    assert [r["epoch"] for r in h] == [1, 2, 3]
+    assert h[-1]["test_elbo"] == pytest.approx(h_once[-1]["test_elbo"], rel=1e-5)
+    assert read_config(tmp_path / "ck")["training"]["epoch"] == 3
+
+
+def test_two_models_in_one_process_leave_the_param_store_alone(digits):
+    pyro.clear_param_store()
+    a, b = _small(digits), pv.VAE(digits.meta.input_dim, 2, (16,))
+    pv.fit(a, digits, epochs=1, progress=False)
+    pv.fit(b, digits, epochs=1, progress=False)
+    assert len(pyro.get_param_store()) == 0
+    assert a.decoder.net[0].weight.shape != b.decoder.net[0].weight.shape
+
+
+def test_fit_accepts_a_plain_tensor(binary_x):
+    vae = pv.VAE(12, 2, (16,))
+    h = pv.fit(vae, binary_x, epochs=2, batch_size=16, progress=False)
+    assert len(h) == 2 and math.isfinite(h[-1]["train_elbo"])
+
+
+class _Exploding(pv.VAE):
+    """Turns the decoder's output to NaN from a given step on (a stand-in for a diverging run)."""
+
+    def __init__(self, *args, explode_at: int, **kw):
+        super().__init__(*args, **kw)
+        self.calls, self.explode_at = 0, explode_at
+
+    def model(self, x):
+        self.calls += 1
+        if self.calls >= self.explode_at:
+            with torch.no_grad():
+                self.decoder.net[-1].bias.fill_(float("nan"))
+        super().model(x)
+
+
+@pytest.mark.filterwarnings("ignore:Encountered NaN")
+def test_nan_loss_stops_restores_and_keeps_the_last_good_checkpoint(digits, tmp_path):
+    steps_per_epoch = math.ceil(digits.meta.n_train / 128)
+    torch.manual_seed(0)
+    vae = _Exploding(64, 4, (32,), explode_at=2 * steps_per_epoch + 3)
+    ck = tmp_path / "ck"
+    with pytest.raises(pv.TrainingDiverged, match=r"epoch 3, step \d+.*restored to the end of epoch 2"):
+        pv.fit(vae, digits, "trace", epochs=5, checkpoint_dir=ck, progress=False)
+    assert read_config(ck)["training"]["epoch"] == 2
+    assert all(torch.isfinite(p).all() for p in vae.parameters()), "model restored to the last good state"
+    again = pv.VAE(64, 4, (32,))
+    load_model_state(ck, again)
+    for (name, p), q in zip(vae.state_dict().items(), again.state_dict().values()):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"epochs": -1}, "epochs"),
+    ({"batch_size": 0}, "batch_size"),
+    ({"lr": float("nan")}, "lr"),
+    ({"objective": "nope"}, "unknown objective 'nope'.*trace.*analytic"),
+    ({"objective": "trace:foo=1"}, "no parameter 'foo'"),
+    ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
+])
+def test_fit_rejects_bad_arguments(digits, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        pv.fit(_small(digits), digits, epochs=kwargs.pop("epochs", 1), progress=False, **kwargs)
+
+
+def test_fit_rejects_grey_data_for_bernoulli():
+    data = pv.load_dataset("digits", seed=0)  # no binarisation: grey levels
+    with pytest.raises(ValueError, match="bernoulli.*binarize='dynamic'"):
+        pv.fit(_small(data), data, epochs=1, progress=False)
