@@ -106,7 +106,7 @@ def test_nan_loss_stops_restores_and_keeps_the_last_good_checkpoint(digits, tmp_
     assert all(torch.isfinite(p).all() for p in vae.parameters()), "model restored to the last good state"
     again = pv.VAE(64, 4, (32,))
     load_model_state(ck, again)
-    for (name, p), q in zip(vae.state_dict().items(), again.state_dict().values()):
+    for (name, p), q in zip(vae.state_dict().items(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
 
 

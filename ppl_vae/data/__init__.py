@@ -1,0 +1,92 @@
+"""Datasets as torch tensors with metadata.
+
+>>> from ppl_vae.data import load_dataset
+>>> data = load_dataset("digits", binarize="dynamic", seed=0)
+>>> data.train.shape, data.test.shape, data.meta.image_shape
+(torch.Size([1437, 64]), torch.Size([360, 64]), (8, 8))
+
+Names: ``three_clusters`` and ``two_moons`` (2-D points), ``digits`` (scikit-learn's 8x8
+digits, the default), ``mnist`` and ``fashion_mnist`` (IDX files on disk, see
+:func:`download_mnist`), and a user's file as ``"csv:PATH"`` / ``"npy:PATH"``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from .builtin import digits, three_clusters, two_moons
+from .dataset import Dataset, DatasetMeta
+from .idx import download_mnist, fashion_mnist, mnist, read_idx
+from .tabular import load_tabular, parse_tabular_name
+
+__all__ = [
+    "DATASETS",
+    "Dataset",
+    "DatasetMeta",
+    "download_mnist",
+    "load_dataset",
+    "read_idx",
+]
+
+#: Dataset name -> loader; each loader takes the keyword arguments of :func:`load_dataset`.
+DATASETS: dict[str, Callable[..., Dataset]] = {
+    "three_clusters": three_clusters,
+    "two_moons": two_moons,
+    "digits": digits,
+    "mnist": mnist,
+    "fashion_mnist": fashion_mnist,
+}
+
+
+def load_dataset(
+    name: str,
+    *,
+    binarize: str | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    test_fraction: float = 0.2,
+    standardize: bool = False,
+    n_samples: int | None = None,
+    noise: float | None = None,
+) -> Dataset:
+    """Load a dataset by name as float32 train/test tensors ``(N, D)`` / ``(M, D)`` plus metadata.
+
+    Args:
+        name: a key of :data:`DATASETS`, or ``"csv:PATH"`` / ``"npy:PATH"`` / a path ending
+            in ``.csv`` or ``.npy``.
+        binarize: None (values as they are), ``"static"`` (one seeded {0, 1} draw of train
+            and test) or ``"dynamic"`` (the same seeded draw for ``.train``/``.test``, and a
+            fresh draw of the train grey levels on each ``resample_train``). Needs data in [0, 1].
+        seed: seeds the split, synthetic data and binarisation; same seed, same tensors.
+        data_dir: folder with the IDX files (``mnist``, ``fashion_mnist`` only); default
+            ``$PPL_VAE_DATA/<name>`` or ``$PPL_VAE_DATA``.
+        test_fraction: fraction of rows held out as test (ignored by the MNIST official split).
+        standardize: z-score columns with the train mean/std (not with ``binarize``).
+        n_samples: synthetic data: points generated (default 1500); other data: keep the
+            first n train rows (the test split is untouched) for quick runs.
+        noise: synthetic data only: cluster std (default 0.5) / moon noise (default 0.1).
+
+    Raises:
+        ValueError: unknown name or bad argument values, data that fail validation.
+        FileNotFoundError: missing data files.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string; got {type(name).__name__}: {name!r}")
+    kwargs = dict(
+        binarize=binarize,
+        seed=seed,
+        data_dir=data_dir,
+        test_fraction=test_fraction,
+        standardize=standardize,
+        n_samples=n_samples,
+        noise=noise,
+    )
+    if name in DATASETS:
+        return DATASETS[name](**kwargs)
+    if parse_tabular_name(name) is not None:
+        return load_tabular(name, **kwargs)
+    raise ValueError(
+        f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}, "
+        "or a file as 'csv:PATH' / 'npy:PATH'"
+    )

@@ -1,0 +1,148 @@
+"""A user's own data from a CSV or NumPy ``.npy`` file.
+
+Named as ``"csv:PATH"``, ``"npy:PATH"``, or a path ending in ``.csv`` / ``.npy``. A CSV
+must be numeric; a header row is optional, and a column named ``label`` (integers) is
+taken as labels. An ``.npy`` file holds one 2-D numeric array and has no labels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .dataset import (
+    Dataset,
+    as_float_matrix,
+    build_dataset,
+    check_options,
+    reject_unused,
+    split_indices,
+)
+
+LABEL_COLUMN = "label"
+
+
+def parse_tabular_name(name: str) -> tuple[str, Path] | None:
+    """``("csv" | "npy", path)`` when ``name`` names a file, else None."""
+    for fmt in ("csv", "npy"):
+        if name.startswith(f"{fmt}:"):
+            return fmt, Path(name[len(fmt) + 1 :]).expanduser()
+        if name.lower().endswith(f".{fmt}"):
+            return fmt, Path(name).expanduser()
+    return None
+
+
+def _is_number(text: object) -> bool:
+    try:
+        float(str(text))
+    except ValueError:
+        return False
+    return True
+
+
+def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Read a numeric CSV into ``x: (N, D)`` float64 and ``labels: (N,)`` or None.
+
+    A first row made only of numbers is read as data, not as a header.
+    """
+    import pandas as pd
+
+    try:
+        df = pd.read_csv(path)
+        if all(_is_number(c) for c in df.columns):
+            df = pd.read_csv(path, header=None)
+    except pd.errors.EmptyDataError as err:
+        raise ValueError(f"{path}: the CSV file is empty") from err
+    except pd.errors.ParserError as err:
+        raise ValueError(f"{path}: cannot parse the CSV ({err})") from err
+    if len(df) == 0:
+        raise ValueError(f"{path}: the CSV has a header but no data rows")
+    labels = None
+    if LABEL_COLUMN in df.columns:
+        labels = df.pop(LABEL_COLUMN).to_numpy()
+    bad = [f"{c!r} ({df[c].dtype})" for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
+    if bad:
+        raise ValueError(
+            f"{path}: the CSV needs numeric columns only (plus an optional integer "
+            f"{LABEL_COLUMN!r} column); non-numeric: {', '.join(bad[:5])}"
+            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
+            + ": convert them to numbers or drop them"
+        )
+    return df.to_numpy(dtype=np.float64), labels
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """Read one numeric array from an ``.npy`` file (no pickles)."""
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise ValueError(f"{path}: cannot read as a numeric .npy array ({err})") from err
+    if not isinstance(arr, np.ndarray):
+        raise ValueError(f"{path}: holds several arrays (.npz?); save one 2-D array with np.save")
+    return arr
+
+
+def load_tabular(
+    name: str,
+    *,
+    binarize: str | None = None,
+    seed: int = 0,
+    data_dir: str | os.PathLike[str] | None = None,
+    test_fraction: float = 0.2,
+    standardize: bool = False,
+    n_samples: int | None = None,
+    noise: float | None = None,
+) -> Dataset:
+    """Load ``"csv:PATH"``, ``"npy:PATH"`` or a ``.csv`` / ``.npy`` path.
+
+    Seeded random split (``test_fraction`` to test); ``n_samples`` keeps the first n train
+    rows; ``standardize=True`` z-scores both splits with the train mean/std, recorded in
+    ``meta.mean`` / ``meta.std``. Kind ``"points2d"`` when D == 2, else ``"tabular"``.
+    """
+    parsed = parse_tabular_name(name)
+    if parsed is None:
+        raise ValueError(f"{name!r} is not 'csv:PATH', 'npy:PATH' or a .csv/.npy path")
+    fmt, path = parsed
+    check_options(
+        binarize=binarize,
+        seed=seed,
+        test_fraction=test_fraction,
+        standardize=standardize,
+        n_samples=n_samples,
+        noise=noise,
+    )
+    reject_unused(name, data_dir=data_dir, noise=noise)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{name!r}: no file at {path} (resolved to {path.resolve()}); check the path"
+        )
+    if fmt == "csv":
+        raw, labels = read_csv(path)
+    else:
+        raw, labels = read_npy(path), None
+    x = as_float_matrix(raw, str(path), copy=False)  # validate before splitting
+    idx_train, idx_test = split_indices(len(x), test_fraction, seed)
+    if n_samples is not None:
+        if n_samples > len(idx_train):
+            raise ValueError(
+                f"n_samples={n_samples} exceeds the {len(idx_train)} train rows of {path}"
+            )
+        idx_train = idx_train[:n_samples]
+    return build_dataset(
+        name=name,
+        kind="points2d" if x.shape[1] == 2 else "tabular",
+        source=str(path.resolve()),
+        x_train=x[idx_train],
+        x_test=x[idx_test],
+        y_train=None if labels is None else labels[idx_train],
+        y_test=None if labels is None else labels[idx_test],
+        image_shape=None,
+        binarize=binarize,
+        seed=seed,
+        test_fraction=test_fraction,
+        standardize=standardize,
+        n_samples=n_samples,
+        noise=noise,
+    )
