@@ -6,29 +6,86 @@
     history = pv.fit(vae, data, objective="analytic", epochs=50, seed=0)
 """
 
+from .autoencoders import (
+    Autoencoder,
+    ContractiveAE,
+    DenoisingAE,
+    SparseAE,
+    evaluate_autoencoder,
+    fit_autoencoder,
+    make_autoencoder,
+)
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .compare import (
+    Comparison,
+    DataMismatch,
+    compare,
+    compare_runs,
+    paired_differences,
+    run_comparison,
+)
 from .data import Dataset, DatasetMeta, load_dataset
+from .evaluate import (
+    Report,
+    active_units,
+    elbo,
+    evaluate,
+    iw_log_likelihood,
+    kl_per_dimension,
+    log_weights,
+    psis_diagnostics,
+    quadrature_log_likelihood,
+)
 from .likelihoods import make_likelihood
 from .models import VAE, LinearGaussianVAE, build_model
-from .objectives import available_objectives, parse_objective
+from .objectives import available_objectives, format_objective, parse_objective, register_objective
+from .posterior import ReferencePosterior, amortization_gap, reference_posterior
 from .train import History, TrainingDiverged, fit
 
 __version__ = "0.1.0"
 
 __all__ = [
     "VAE",
+    "Autoencoder",
+    "ContractiveAE",
+    "DenoisingAE",
+    "SparseAE",
     "CheckpointError",
     "Dataset",
     "DatasetMeta",
     "History",
     "LinearGaussianVAE",
+    "Report",
     "TrainingDiverged",
+    "active_units",
     "available_objectives",
     "build_model",
+    "elbo",
+    "evaluate",
+    "evaluate_autoencoder",
+    "fit_autoencoder",
     "fit",
+    "iw_log_likelihood",
+    "kl_per_dimension",
     "load_checkpoint",
     "load_dataset",
+    "log_weights",
+    "make_autoencoder",
     "make_likelihood",
     "parse_objective",
+    "psis_diagnostics",
+    "quadrature_log_likelihood",
     "save_checkpoint",
+    # comparison of inference methods and q vs the true posterior (issue 4)
+    "Comparison",
+    "DataMismatch",
+    "ReferencePosterior",
+    "amortization_gap",
+    "compare",
+    "compare_runs",
+    "format_objective",
+    "paired_differences",
+    "reference_posterior",
+    "register_objective",
+    "run_comparison",
 ]

@@ -44,6 +44,24 @@ def check_finite(x: torch.Tensor, arg: str = "x") -> None:
         )
 
 
+def check_matrix(x: object, input_dim: int, arg: str = "x") -> torch.Tensor:
+    """Validate a batch at the boundary: a non-empty, finite float tensor ``(N, input_dim)``.
+
+    Integer tensors are cast to float; anything else raises with the argument's name and value.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{arg} must be a torch.Tensor of shape (N, {input_dim}); got {type(x).__name__}")
+    if x.dim() != 2 or x.shape[1] != input_dim:
+        hint = " (flatten images with x.reshape(len(x), -1))" if x.dim() > 2 else ""
+        raise ValueError(f"{arg} must have shape (N, {input_dim}) for this model; got {tuple(x.shape)}{hint}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{arg} is empty (0 rows): nothing to train on or evaluate")
+    if not x.is_floating_point():
+        x = x.float()
+    check_finite(x, arg)
+    return x
+
+
 def _range(x: torch.Tensor) -> str:
     return f"[{float(x.min()):.4g}, {float(x.max()):.4g}]"
 

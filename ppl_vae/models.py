@@ -33,7 +33,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .likelihoods import GaussianLikelihood, Likelihood, make_likelihood
+from .likelihoods import GaussianLikelihood, Likelihood, check_matrix, make_likelihood
 from .nets import Decoder, GaussianEncoder
 
 
@@ -114,17 +114,7 @@ class VAE(nn.Module):
 
     def check_data(self, x: Any, arg: str = "x") -> torch.Tensor:
         """Validate a batch at the boundary: a finite float tensor ``(N, D)`` in the likelihood's support."""
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{arg} must be a torch.Tensor of shape (N, {self.input_dim}); got {type(x).__name__}")
-        if x.dim() != 2 or x.shape[1] != self.input_dim:
-            hint = " (flatten images with x.reshape(len(x), -1))" if x.dim() > 2 else ""
-            raise ValueError(
-                f"{arg} must have shape (N, {self.input_dim}) for this model; got {tuple(x.shape)}{hint}"
-            )
-        if x.shape[0] == 0:
-            raise ValueError(f"{arg} is empty (0 rows): nothing to train on or evaluate")
-        if not x.is_floating_point():
-            x = x.float()
+        x = check_matrix(x, self.input_dim, arg)
         self.likelihood.check(x, arg)
         return x
 

@@ -20,8 +20,10 @@ from typing import Any
 
 import torch
 
+from .autoencoders import Autoencoder, fit_autoencoder, make_autoencoder
 from .checkpoint import CheckpointError, load_checkpoint, write_json
 from .data import Dataset, load_dataset
+from .distributed import is_main_process
 from .models import VAE
 from .train import History, fit, resolve_device, training_summary
 
@@ -73,12 +75,28 @@ def train_run(
     resume: bool = False,
     progress: bool = True,
     time_budget: float | None = None,
+    model: str = "vae",
+    ae_options: dict[str, Any] | None = None,
 ) -> Run:
     """Load data, build a VAE, train it, and write ``metrics.json`` + ``checkpoint/`` into ``out``.
 
     Refuses to overwrite an existing run unless ``resume=True`` (then training continues from
     its checkpoint for ``epochs`` more epochs with the recorded model and data settings).
+
+    ``model``: ``"vae"`` (default), or an autoencoder of :mod:`ppl_vae.autoencoders`
+    (``"ae"``, ``"dae"``, ``"sae"``, ``"cae"``) trained by
+    :func:`~ppl_vae.autoencoders.fit_autoencoder` on the same data; ``ae_options`` are its
+    keyword arguments (``reconstruction`` ``"auto"``/None: BCE for images, MSE otherwise;
+    ``noise``, ``sigma``, ``p``, ``rho``, ``lam``, ``code_activation``). ``objective`` and
+    ``likelihood`` apply to the VAE only. The run folder has the same layout; its history has
+    ``train_loss``/``test_loss`` (reconstruction error per point) instead of ELBOs.
     """
+    if model != "vae" and model not in ("ae", "dae", "sae", "cae"):
+        raise ValueError(f"model must be 'vae', 'ae', 'dae', 'sae' or 'cae'; got {model!r}")
+    ae_options = dict(ae_options or {})
+    if model == "vae" and any(v is not None for v in ae_options.values()):
+        raise ValueError(f"options {sorted(k for k, v in ae_options.items() if v is not None)} are for "
+                         "autoencoders (model 'ae', 'dae', 'sae', 'cae'), not for the VAE")
     out_path = Path(out) if out is not None else None
     if out_path is not None and (out_path / "checkpoint" / "config.json").exists() and not resume:
         raise FileExistsError(
@@ -92,6 +110,12 @@ def train_run(
         objective = config["objective"] if objective is None else objective
     else:
         lik = default_likelihood(dataset) if likelihood == "auto" else likelihood
+        if model != "vae":
+            if likelihood not in ("auto", None):
+                raise ValueError(f"likelihood={likelihood!r} is for the VAE; an autoencoder takes reconstruction='bce'|'mse'")
+            if ae_options.get("reconstruction") in ("auto", None):
+                ae_options["reconstruction"] = "bce" if dataset in IMAGE_DATASETS else "mse"
+            lik = "bernoulli" if ae_options["reconstruction"] == "bce" else "gaussian"
         data_args = {
             "name": dataset,
             "binarize": resolve_binarize(binarize, lik.partition(":")[0]),
@@ -101,7 +125,11 @@ def train_run(
         }
         model_config = None
     data = load_dataset(**data_args)
-    if model_config is None:
+    kind = model
+    if model_config is None and kind != "vae":
+        model = make_autoencoder(kind, data.meta.input_dim, latent_dim, hidden_dims=hidden_dims,
+                                 activation=activation, **ae_options)
+    elif model_config is None:
         model = VAE(data.meta.input_dim, latent_dim, hidden_dims, likelihood=lik, activation=activation)
     else:
         from .models import build_model
@@ -111,15 +139,18 @@ def train_run(
         torch.manual_seed(seed)
         model = model if resume else _reinit(model, seed)
     ckpt = out_path / "checkpoint" if out_path is not None else None
-    history = fit(
-        model, data, objective, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-        device=device, checkpoint_dir=ckpt, resume=resume, progress=progress, time_budget=time_budget,
-    )
+    common = dict(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, checkpoint_dir=ckpt,
+                  resume=resume, progress=progress, time_budget=time_budget)
+    if isinstance(model, Autoencoder):
+        history = fit_autoencoder(model, data, **common)
+    else:
+        history = fit(model, data, objective, **common)
     config = {
         "dataset": data_args["name"],
         "data_args": data_args,
         "data_meta": data.meta.to_dict(),
         "model": model.config,
+        "model_kind": getattr(model, "short_name", "vae"),
         "objective": str(model._train_state.objective),
         "epochs": model._train_state.epoch,
         "batch_size": batch_size,
@@ -127,11 +158,13 @@ def train_run(
         "seed": seed,
         "device": str(resolve_device(device)),
     }
-    if out_path is not None:
+    if out_path is not None and is_main_process():  # under torchrun, rank 0 alone writes
         write_json(out_path / "metrics.json", {
             "history": list(history),
             "config": config,
             "final_test_elbo": history.final_test_elbo,
+            **({"final_test_loss": history[-1].get("test_loss") if history else None}
+               if isinstance(model, Autoencoder) else {}),
             "training": training_summary(model._train_state),
         })
     return Run(model, data, history, config, out_path)

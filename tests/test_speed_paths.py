@@ -1,0 +1,150 @@
+"""The fast paths of the SVI loop compute Pyro's ELBO, come from the user's programs, and fall back."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import pytest
+import torch
+from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+
+import ppl_vae as pv
+from ppl_vae.objectives import parse_objective, scale_latents
+from ppl_vae.train import _FastEngine, fast_elbo_loss, fast_path_problem
+
+
+def _vae(d: int = 12, likelihood: str = "bernoulli", seed: int = 0) -> pv.VAE:
+    torch.manual_seed(seed)
+    return pv.VAE(d, 3, (16,), likelihood=likelihood)
+
+
+def _loss_and_grads(fn, params, seed=3):
+    torch.manual_seed(seed)
+    loss = fn()
+    return loss, torch.autograd.grad(loss, params)
+
+
+@pytest.mark.parametrize("analytic", [False, True])
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("weight", [1.0, 0.3])
+def test_fast_elbo_equals_pyro_elbo_and_its_gradients(binary_x, analytic, likelihood, weight):
+    vae = _vae(likelihood=likelihood)
+    params = list(vae.parameters())
+    elbo = TraceMeanField_ELBO() if analytic else Trace_ELBO()
+    scale = 7.5
+
+    def pyro_loss():
+        with pyro.validation_enabled(False), poutine.scale(scale=scale), scale_latents(weight):
+            return elbo.differentiable_loss(vae.model, vae.guide, binary_x)
+
+    def fast_loss():
+        return fast_elbo_loss(vae.model, vae.guide, binary_x, analytic=analytic, scale=scale, latent_weight=weight)
+
+    ref, ref_grads = _loss_and_grads(pyro_loss, params)
+    got, got_grads = _loss_and_grads(fast_loss, params)
+    torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-4)
+    for g, r in zip(got_grads, ref_grads, strict=True):
+        torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("objective", ["trace", "analytic"])
+def test_graph_and_eager_paths_train_exactly_like_pyro(digits, objective):
+    """One epoch per mode from the same start: same parameters, same history (incl. the short last batch)."""
+    results = {}
+    for mode in ("off", "eager", "graph"):
+        vae = _vae(64, seed=1)
+        h = pv.fit(vae, digits, objective, epochs=1, batch_size=200, seed=5, device="cpu", progress=False, fast=mode)
+        results[mode] = (vae, h[-1])
+    engine = results["graph"][0]._train_state.engine
+    shapes = sorted(key[0] for key, run in engine.graphs.items() if run is not None)
+    assert shapes == [(digits.meta.n_train % 200, 64), (200, 64)], "one graph per batch shape"
+    ref_vae, ref_rec = results["off"]
+    for mode in ("eager", "graph"):
+        vae, rec = results[mode]
+        assert rec["train_elbo"] == pytest.approx(ref_rec["train_elbo"], rel=1e-6)
+        assert rec["test_elbo"] == pytest.approx(ref_rec["test_elbo"], rel=1e-6)
+        for p, q in zip(vae.parameters(), ref_vae.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6, msg=f"fast={mode}")
+
+
+class _DiscreteGuideVAE(pv.VAE):
+    """A user's program the fast ELBO cannot take: a discrete latent needs a score-function term."""
+
+    def model(self, x):
+        pyro.module("decoder", self.decoder)
+        with pyro.plate("data", x.shape[0]):
+            flip = pyro.sample("flip", dist.Bernoulli(x.new_full((x.shape[0],), 0.5)))
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], self.latent_dim), 1.0).to_event(1))
+            logits = self.decoder(z) + flip.unsqueeze(-1)
+            pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
+
+    def guide(self, x):
+        pyro.module("encoder", self.encoder)
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample("flip", dist.Bernoulli(x.new_full((x.shape[0],), 0.5)))
+            loc, scale = self.encoder(x)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+
+def test_a_program_the_fast_path_cannot_take_falls_back_to_pyro(binary_x):
+    torch.manual_seed(0)
+    vae = _DiscreteGuideVAE(12, 3, (16,))
+    problem = fast_path_problem(vae.model, vae.guide, binary_x, analytic=False, params=list(vae.parameters()))
+    assert problem is not None and "flip" in problem
+    runs = {}
+    for mode in ("auto", "off"):
+        torch.manual_seed(0)
+        m = _DiscreteGuideVAE(12, 3, (16,))
+        runs[mode] = (m, pv.fit(m, binary_x, "trace", epochs=2, batch_size=16, device="cpu", progress=False, fast=mode))
+    assert runs["auto"][0]._train_state.engine.problem == problem
+    assert [r["train_elbo"] for r in runs["auto"][1]] == [r["train_elbo"] for r in runs["off"][1]]
+    for p, q in zip(runs["auto"][0].parameters(), runs["off"][0].parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+class _CountingVAE(pv.VAE):
+    """A user's model with a Python side effect: the eager fast path runs it every step."""
+
+    calls = 0
+
+    def model(self, x):
+        self.calls += 1
+        super().model(x)
+
+
+def test_user_programs_run_eagerly_every_step_and_get_graphs_only_when_asked(binary_x):
+    torch.manual_seed(0)
+    vae = _CountingVAE(12, 3, (16,))
+    engine = _FastEngine(vae, parse_objective("analytic"), "auto")
+    engine.planned = {tuple(binary_x.shape): 10**6}
+    assert engine.check(binary_x, 1.0) and vae.calls == 0, "the up-front check runs on a copy"
+    assert not engine.pure_programs() and engine.graph_for(binary_x, 1.0) is None
+    pv.fit(vae, binary_x, "analytic", epochs=3, batch_size=40, device="cpu", progress=False)
+    assert vae.calls == 3
+    ours = _FastEngine(_vae(), parse_objective("analytic"), "auto")
+    ours.planned = {tuple(binary_x.shape): 10**6}
+    assert ours.pure_programs() and ours.graph_for(binary_x, 1.0) is not None
+
+
+def test_kl_weight_schedules_use_the_fast_path_with_the_weight(binary_x):
+    """An annealed objective (if registered) trains on the fast path and matches Pyro's ELBO with scale_latents."""
+    try:
+        obj = parse_objective("analytic:anneal=2")
+    except ValueError:
+        pytest.skip("this objectives registry has no KL annealing")
+    runs = {}
+    for mode in ("eager", "off"):
+        vae = _vae(seed=2)
+        runs[mode] = (vae, pv.fit(vae, binary_x, obj, epochs=2, batch_size=16, device="cpu", progress=False, fast=mode))
+    assert runs["eager"][0]._train_state.engine.problem is None
+    for p, q in zip(runs["eager"][0].parameters(), runs["off"][0].parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+
+def test_fit_uses_fused_adam_and_rejects_unknown_fast_modes(binary_x):
+    vae = _vae()
+    pv.fit(vae, binary_x, epochs=1, batch_size=16, device="cpu", progress=False)
+    assert vae._train_state.optimizer.defaults.get("fused") in (True, None)
+    with pytest.raises(ValueError, match="fast must be one of"):
+        pv.fit(vae, binary_x, epochs=1, progress=False, fast="turbo")
