@@ -22,8 +22,9 @@ setup-dev: $(PY)
 demo: setup
 	$(VENV)/bin/ppl-vae demo
 
+# One OpenMP thread by default: small networks on a shared 2-core machine stall on thread barriers.
 test: setup-dev
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 lint: setup-dev
 	$(VENV)/bin/ruff check ppl_vae tests benchmarks

@@ -1,4 +1,4 @@
-"""Throughput and peak memory of ``ppl_vae.evaluate.iw_log_likelihood`` against plain PyTorch and Pyro.
+"""Throughput and peak memory of ``ppl_vae.diagnostics.iw_log_likelihood`` against plain PyTorch and Pyro.
 
 The model is VAE-shaped as in Burda et al. (2015): MLP 784-400-50 with a Bernoulli likelihood on
 logits (``ppl_vae.VAE(784, 50, (400,))``, seeded initial weights), evaluated on random binary
@@ -21,16 +21,16 @@ logits (``ppl_vae.VAE(784, 50, (400,))``, seeded initial weights), evaluated on 
 
 All estimators are timed in one process, interleaved (the order rotates every round), ``--repeats``
 rounds; the tables give medians (wall clock) and ratios of medians. On a shared machine read the
-load average printed with them. Peak memory is measured in fresh subprocesses (``--memory``):
-peak resident set size of the whole process (``ru_maxrss``) and its rise over the resident size
-after building the model and data.
+load average printed with them. Peak memory at K=5000 is measured in fresh subprocesses (on by
+default, N=100; ``--memory-points 100 1000 10000`` for more): peak resident set size of the whole
+process (``ru_maxrss``) and its rise over the resident size after building the model and data.
 
 Checks before timing: ours vs ``ref`` and vs ``renyi`` on the same random draws (same seed and
 chunking: they must agree to float rounding), and our fast log-density path vs the generic one.
 
-    python benchmarks/bench_iw.py                          # defaults: a few minutes on 2 busy cores
+    python benchmarks/bench_iw.py                          # defaults: 1-6 minutes on 2 busy cores
     python benchmarks/bench_iw.py --threads 1 --repeats 7  # 1 intra-op thread: steadier on a busy machine
-    python benchmarks/bench_iw.py --memory --memory-points 100 1000 10000   # peak RSS at K=5000
+    python benchmarks/bench_iw.py --memory-only --memory-points 100 1000 10000   # peak RSS at K=5000
     python benchmarks/bench_iw.py --sweep 1024 2048 4096 8192   # rows per call, ours and ref-softplus
 
 With fewer free cores than torch threads, OpenMP's intra-op parallelism can stall (element-wise
@@ -75,11 +75,11 @@ def build(points: int, seed: int = 0) -> tuple[Any, torch.Tensor]:
 
 
 def _ev() -> Any:
-    return importlib.import_module("ppl_vae.evaluate")  # the package re-exports the function evaluate
+    return importlib.import_module("ppl_vae.diagnostics")  # the package re-exports the function evaluate
 
 
 def chunks(n: int, k: int, rows: int) -> tuple[int, int]:
-    """(points per call, particles per call) for ``rows`` rows per call: the rule of ppl_vae.evaluate."""
+    """(points per call, particles per call) for ``rows`` rows per call: the rule of ppl_vae.diagnostics."""
     ev = _ev()
     saved = ev.ROWS_PER_CALL
     try:
@@ -90,13 +90,14 @@ def chunks(n: int, k: int, rows: int) -> tuple[int, int]:
 
 
 # ----------------------------------------------------------------------------- estimators
-def reference_iw(vae: Any, x: torch.Tensor, k: int, seed: int = 0, rows: int = 2048,
+def reference_iw(vae: Any, x: torch.Tensor, k: int, seed: int = 0, rows: int | None = None,
                  likelihood: str = "softplus") -> torch.Tensor:
-    """IW_K per point in plain torch, ``(N,)`` nats; the random stream of ``iw_log_likelihood`` with
-    the same chunking (one ``randn(k_c, n_b, d)`` per chunk), so both see the same draws."""
+    """IW_K per point in plain torch, ``(N,)`` nats, ``rows`` rows per decoder call (default: ours);
+    the random stream of ``iw_log_likelihood`` with the same chunking (one ``randn(k_c, n_b, d)`` per
+    chunk), so both see the same draws."""
     from torch.nn import functional as F
 
-    n_b, k_c = chunks(len(x), k, rows)
+    n_b, k_c = chunks(len(x), k, rows or _ev().ROWS_PER_CALL)
     d = vae.latent_dim  # log p(z) - log q(z): the -d/2 log(2 pi) terms cancel
     out = torch.empty(len(x))
     with torch.random.fork_rng(), torch.no_grad():
@@ -289,8 +290,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--renyi-points", type=int, default=50, help="points for the RenyiELBO route (default 50)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds; medians reported (default 5)")
-    p.add_argument("--memory", action="store_true", help="also measure peak memory at K=5000 in subprocesses")
-    p.add_argument("--memory-points", type=int, nargs="+", default=[100, 1000], help="N for --memory")
+    p.add_argument("--memory", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure peak memory at K=5000 in fresh subprocesses (default on; --no-memory skips)")
+    p.add_argument("--memory-points", type=int, nargs="+", default=[100], help="N for --memory (default 100)")
+    p.add_argument("--memory-only", action="store_true", help="skip the checks and timings: only --memory")
+    p.add_argument("--memory-estimators", nargs="+", choices=["ours", "reference"], default=["ours", "reference"])
     p.add_argument("--sweep", type=int, nargs="+", metavar="ROWS", help="only sweep rows per call")
     p.add_argument("--memory-worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -316,6 +320,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"load average at the end: {_load()}")
         return 0
 
+    ok = True
+    if not args.memory_only:
+        ok = checks_and_timings(args)
+    if args.memory:
+        k = 5000
+        print(f"\npeak memory at K={k}, one fresh process per run (ru_maxrss; rise = over the resident "
+              f"size after building model and data); torch threads {args.threads or 'default'}")
+        print(f"{'points':>6}  {'estimator':<10} {'data MB':>8} {'baseline MB':>11} {'peak MB':>8} {'rise MB':>8} {'seconds':>8}")
+        for n in args.memory_points:
+            for which in args.memory_estimators:
+                m = run_memory_worker(which, k, n, args.threads)
+                print(f"{n:>6}  {which:<10} {m['data_mb']:>8.1f} {m['baseline_mb']:>11.1f} {m['peak_mb']:>8.1f} "
+                      f"{m['rise_mb']:>8.1f} {m['seconds']:>8.1f}", flush=True)
+    print(f"\nload average at the end: {_load()}; total {time.perf_counter() - started:.0f} s")
+    return 0 if ok else 1
+
+
+def checks_and_timings(args: argparse.Namespace) -> bool:
+    """Print the agreement checks and the throughput tables; True when the estimators agree."""
     agree = agreement()
     print(f"\nagreement, 12 points, K=1000, same seed and chunks {agree['chunks']} (max |diff| per point, nats):")
     print(f"  ours vs ref-softplus {agree['ours_vs_ref_same_draws']:.1e}, vs ref-bce "
@@ -340,28 +363,21 @@ def main(argv: list[str] | None = None) -> int:
         refs = [r for r in rows if r["estimator"].startswith("ref")]
         best = max(refs, key=lambda r: r["points_per_s"])
         bce = max((r for r in refs if "bce" in r["estimator"]), key=lambda r: r["points_per_s"])
+        best_min = min(r["min_s"] / r["points"] for r in refs)
         print(f"{'':>5} {'':>6}  ours / fastest reference ({best['estimator']}): "
               f"{ours['points_per_s'] / best['points_per_s']:.2f}x its points/s; ours / fastest ref-bce: "
-              f"{ours['points_per_s'] / bce['points_per_s']:.2f}x")
-        renyi = {r["estimator"]: r["points_per_s"] for r in rows if r["estimator"].startswith("renyi")}
+              f"{ours['points_per_s'] / bce['points_per_s']:.2f}x; best-of-rounds times: "
+              f"{best_min / (ours['min_s'] / ours['points']):.2f}x the fastest reference")
+        renyi = {r["estimator"]: r for r in rows if r["estimator"].startswith("renyi")}
         if renyi:
-            print(f"{'':>5} {'':>6}  ours / renyi: {ours['points_per_s'] / renyi['renyi']:.2f}x its points/s "
+            on, off = renyi["renyi"], renyi["renyi-novalidation"]
+            print(f"{'':>5} {'':>6}  ours / renyi: {ours['points_per_s'] / on['points_per_s']:.2f}x its points/s "
                   f"(Pyro's default validation on; with it off: "
-                  f"{ours['points_per_s'] / renyi['renyi-novalidation']:.2f}x)")
+                  f"{ours['points_per_s'] / off['points_per_s']:.2f}x); best-of-rounds: "
+                  f"{(on['min_s'] / on['points']) / (ours['min_s'] / ours['points']):.2f}x "
+                  f"({(off['min_s'] / off['points']) / (ours['min_s'] / ours['points']):.2f}x)")
     print(f"load average after: {_load()}")
-
-    if args.memory:
-        k = 5000
-        print(f"\npeak memory at K={k}, one fresh process per run (ru_maxrss; rise = over the resident "
-              "size after building model and data)")
-        print(f"{'points':>6}  {'estimator':<10} {'data MB':>8} {'baseline MB':>11} {'peak MB':>8} {'rise MB':>8} {'seconds':>8}")
-        for n in args.memory_points:
-            for which in ("ours", "reference"):
-                m = run_memory_worker(which, k, n, args.threads)
-                print(f"{n:>6}  {which:<10} {m['data_mb']:>8.1f} {m['baseline_mb']:>11.1f} {m['peak_mb']:>8.1f} "
-                      f"{m['rise_mb']:>8.1f} {m['seconds']:>8.1f}", flush=True)
-    print(f"\nload average at the end: {_load()}; total {time.perf_counter() - started:.0f} s")
-    return 0 if ok else 1
+    return ok
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from .compare import (
     run_comparison,
 )
 from .data import Dataset, DatasetMeta, load_dataset
-from .evaluate import (
+from .diagnostics import (
     Report,
     active_units,
     elbo,

@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
 from .data import Dataset
@@ -572,7 +572,7 @@ def fit_autoencoder(
 def evaluate_autoencoder(ae: Autoencoder, x: torch.Tensor, batch_size: int = 1024) -> dict[str, Any]:
     """Reconstruction error of clean ``x: (N, D)`` (normally the test split); no likelihood.
 
-    Returns a JSON-able dict (names and units as in :func:`ppl_vae.evaluate.reconstruction_error`
+    Returns a JSON-able dict (names and units as in :func:`ppl_vae.diagnostics.reconstruction_error`
     and the VAE's evaluation summary, so the two can be put side by side):
         ``model`` (spec), ``n``, ``loss`` (the training reconstruction error, per point),
         ``mse`` (squared error per coordinate, mean over points and coordinates),

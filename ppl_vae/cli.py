@@ -277,7 +277,7 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .evaluate import evaluate
+    from .diagnostics import evaluate
     from .runs import load_run
 
     run = load_run(args.run_dir, device=args.device)

@@ -3,7 +3,7 @@ r"""Compare inference methods: methods x seeds -> one tidy table, paired differe
 For every seed the data are loaded once (same split, same binarisation for every method)
 and every method starts from the **same initial weights**; each model is trained with
 :func:`ppl_vae.fit` and evaluated on the test split with the **same estimator settings**
-(:func:`ppl_vae.evaluate.evaluate`: K importance samples, one evaluation seed). Per run the
+(:func:`ppl_vae.diagnostics.evaluate`: K importance samples, one evaluation seed). Per run the
 table reports
 
 * ``test_elbo``: mean over test points of the ELBO estimated from the same K draws
@@ -49,7 +49,7 @@ import pandas as pd
 import torch
 
 from .data import Dataset, load_dataset
-from .evaluate import evaluate
+from .diagnostics import evaluate
 from .models import VAE
 from .objectives import parse_objective
 from .train import fit, resolve_device
@@ -166,7 +166,7 @@ class Comparison:
         """An ArviZ ``InferenceData`` with groups ``points`` (dims method, seed, point), ``curves``
         (method, seed, epoch), ``summary`` (method, seed; ``kl_per_dim`` on latent) and the settings
         as attributes. Runs with fewer test points or epochs are padded with NaN."""
-        from .evaluate import _arviz
+        from .diagnostics import _arviz
 
         az = _arviz()
         import xarray as xr

@@ -16,7 +16,7 @@ falling back to a sampled KL.
 :class:`LinearGaussianVAE` is probabilistic PCA / factor analysis written the
 same way: ``x = W z + b + noise`` with diagonal Gaussian noise, whose marginal
 ``x ~ N(b, W W^T + diag(s^2))`` gives the exact ``log p(x)`` that the
-estimators in :mod:`ppl_vae.evaluate` are tested against (Tipping & Bishop, 1999).
+estimators in :mod:`ppl_vae.diagnostics` are tested against (Tipping & Bishop, 1999).
 
 Networks are registered with ``pyro.module`` under the names ``"encoder"`` and
 ``"decoder"``; :func:`ppl_vae.train.fit` scopes Pyro's parameter store so that

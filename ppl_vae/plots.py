@@ -27,8 +27,8 @@ have labels.
 :func:`plot_interpolation` decodes along the straight line between two inputs' latents
 :func:`plot_curves`        train/test ELBO (VAE) or loss (autoencoder) per epoch, many runs
 :func:`plot_overview_2d`   2-D data, reconstructions and prior samples on one scatter
-:func:`plot_khat`          PSIS k-hat per point (from :mod:`ppl_vae.evaluate`)
-:func:`plot_gap_hist`      histogram of IW log p(x) - ELBO per point (from :mod:`ppl_vae.evaluate`)
+:func:`plot_khat`          PSIS k-hat per point (from :mod:`ppl_vae.diagnostics`)
+:func:`plot_gap_hist`      histogram of IW log p(x) - ELBO per point (from :mod:`ppl_vae.diagnostics`)
 :func:`plot_elbo_vs_iw`    per-point ELBO against IW log p(x), coloured by k-hat
 :func:`plot_run`           the above for a run folder, written as PNGs (``ppl-vae plot``)
 =========================  ===========================================================
@@ -649,15 +649,15 @@ def plot_curves(
 
 # --------------------------------------------------------------------------- diagnostics (evaluate)
 def plot_khat(report: Any, *, path: str | Path | None = None) -> Figure:
-    """PSIS k-hat per point of an :class:`ppl_vae.evaluate.Report` (thresholds 0.5 and 0.7)."""
-    from .evaluate import plot_khat as _plot_khat
+    """PSIS k-hat per point of an :class:`ppl_vae.diagnostics.Report` (thresholds 0.5 and 0.7)."""
+    from .diagnostics import plot_khat as _plot_khat
 
     return _finish(_plot_khat(report), path)
 
 
 def plot_gap_hist(report: Any, *, path: str | Path | None = None) -> Figure:
-    """Histogram of the per-point gap IW log p(x) - ELBO of an :class:`ppl_vae.evaluate.Report`."""
-    from .evaluate import plot_gap_hist as _plot_gap_hist
+    """Histogram of the per-point gap IW log p(x) - ELBO of an :class:`ppl_vae.diagnostics.Report`."""
+    from .diagnostics import plot_gap_hist as _plot_gap_hist
 
     return _finish(_plot_gap_hist(report), path)
 
@@ -702,7 +702,7 @@ def plot_run(
 
     ``kinds``: any of :data:`KINDS` or ``"all"`` (latent, recon, samples, interpolate, curves and,
     for 2-D data, overview; ``samples`` is left out for an autoencoder, which has no prior).
-    ``khat`` and ``gap`` run :func:`ppl_vae.evaluate.evaluate` on the test split with
+    ``khat`` and ``gap`` run :func:`ppl_vae.diagnostics.evaluate` on the test split with
     ``num_samples`` importance samples (VAE only). Files: ``KIND.png``. Returns the paths
     written; the reasons for kinds left out of ``all`` are appended to ``skipped``.
     """
@@ -753,7 +753,7 @@ def plot_run(
                 raise ValueError(f"{kind!r} needs a VAE (importance weights need p(x, z) and q(z | x)); "
                                  f"{type(model).__name__} defines no likelihood")
             if report is None:
-                from .evaluate import evaluate
+                from .diagnostics import evaluate
 
                 report = evaluate(model, data.test, num_samples=num_samples, name=name)
             fig = (plot_khat if kind == "khat" else plot_gap_hist)(report)

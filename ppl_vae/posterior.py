@@ -55,7 +55,7 @@ import torch
 from pyro.infer import MCMC, NUTS, TraceMeanField_ELBO
 from pyro.poutine.util import site_is_subsample
 
-from .evaluate import _arviz, elbo, iw_log_likelihood
+from .diagnostics import _arviz, elbo, iw_log_likelihood
 
 if TYPE_CHECKING:
     import arviz

@@ -80,7 +80,7 @@ from pyro.poutine.messenger import Messenger
 from pyro.poutine.subsample_messenger import _Subsample
 from torch import nn
 from torch.distributions import kl_divergence
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from .checkpoint import load_model_state, load_optimizer_state, read_config, save_checkpoint
 from .data import Dataset
@@ -93,6 +93,8 @@ from .objectives import Objective, parse_objective, scale_latents
 FAST_MODES = ("auto", "graph", "eager", "compile", "off")
 #: ``fast="auto"`` captures a graph for a batch shape when a fit call runs it this often.
 CAPTURE_MIN_STEPS = 300
+#: Adam is fused on the CPU only for models with at least this many parameters.
+FUSED_ADAM_MIN_CPU = 1 << 17
 #: On CUDA the NaN guard reads the losses back once per this many steps.
 CUDA_CHECK_EVERY = 32
 
@@ -518,7 +520,15 @@ class _FastEngine:
 
 
 def _adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
-    """Adam, fused into one kernel per step where this torch and device support it."""
+    """Adam, fused into one kernel per step where this torch and device support it and it pays.
+
+    On the CPU the fused kernel always opens an OpenMP parallel region; for a small model
+    (under ``FUSED_ADAM_MIN_CPU`` parameters) that costs more than it saves, and on a busy
+    machine the region waits for a descheduled thread (tens of milliseconds per step), while the
+    plain implementation's small element-wise ops stay on one thread.
+    """
+    if all(p.device.type == "cpu" for p in params) and sum(p.numel() for p in params) < FUSED_ADAM_MIN_CPU:
+        return torch.optim.Adam(params, lr=lr)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
     except (RuntimeError, ValueError, TypeError):

@@ -154,7 +154,7 @@ def test_curves_put_several_runs_on_one_axis_and_separate_vae_from_ae():
 
 
 def test_khat_and_gap_plots_from_an_evaluation(clusters, tmp_path):
-    from ppl_vae.evaluate import evaluate
+    from ppl_vae.diagnostics import evaluate
 
     report = evaluate(_vae(clusters, 2), clusters.test[:40], num_samples=100, name="tiny")
     for make, name in ((plots.plot_khat, "khat.png"), (plots.plot_gap_hist, "gap.png"),

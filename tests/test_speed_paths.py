@@ -142,9 +142,14 @@ def test_kl_weight_schedules_use_the_fast_path_with_the_weight(binary_x):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
-def test_fit_uses_fused_adam_and_rejects_unknown_fast_modes(binary_x):
+def test_fit_fuses_adam_for_large_models_only_and_rejects_unknown_fast_modes(binary_x):
+    from ppl_vae.train import FUSED_ADAM_MIN_CPU, _adam
+
+    small = _vae()
+    pv.fit(small, binary_x, epochs=1, batch_size=16, device="cpu", progress=False)
+    assert not small._train_state.optimizer.defaults.get("fused")
+    big = [torch.zeros(FUSED_ADAM_MIN_CPU, requires_grad=True)]
+    assert _adam(big, 1e-3).defaults.get("fused") in (True, None)  # None: a torch without CPU fused Adam
     vae = _vae()
-    pv.fit(vae, binary_x, epochs=1, batch_size=16, device="cpu", progress=False)
-    assert vae._train_state.optimizer.defaults.get("fused") in (True, None)
     with pytest.raises(ValueError, match="fast must be one of"):
         pv.fit(vae, binary_x, epochs=1, progress=False, fast="turbo")

@@ -51,9 +51,9 @@ log-densities of the sites are then evaluated by :func:`_fast_log_prob` where a 
 ``Bernoulli(logits)`` on binary values or a ``Normal`` (through any ``.to_event``): the same numbers as
 ``log_prob`` up to float rounding, at about the cost of hand-written torch (no particle-expanded copy
 of ``x``, one cache-sized temporary, ``log scale`` on the un-broadcast scale); any other distribution
-goes through its own ``log_prob``. On an MLP 784-400-50 Bernoulli VAE this runs at about 0.9-1.0x the
-points per second of plain torch (``benchmarks/bench_iw.py``, ``benchmarks/IW_PERFORMANCE.md``), and
-memory is bounded by the chunk, not by ``N * K``.
+goes through its own ``log_prob``. On an MLP 784-400-50 Bernoulli VAE this runs at about 0.85-0.95x the
+points per second of hand-written torch (``benchmarks/bench_iw.py``, ``benchmarks/IW_PERFORMANCE.md``),
+and memory is bounded by the chunk, not by ``N * K``.
 
 Exact references for testing the estimators: :meth:`ppl_vae.models.LinearGaussianVAE.exact_log_likelihood`
 and :func:`quadrature_log_likelihood` (a dense grid over a 1-D or 2-D latent).
@@ -73,6 +73,7 @@ References:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import time
@@ -119,10 +120,11 @@ Program = Callable[..., Any]
 
 #: Rows (particles x points) per model/guide call when the caller does not choose chunk sizes.
 #: Measured on a busy 2-core AVX-512 CPU with an MLP 784-400-50 decoder (benchmarks/IW_PERFORMANCE.md):
-#: 2048 rows per call is as fast as any for us and for plain torch; from 4096 the decoder's own
-#: (rows, 784) float32 temporaries (12-25 MB) fall out of a shared L3 and come back from the OS as
-#: fresh pages on every call, and below ~1000 rows the per-call tracing overhead starts to show.
-ROWS_PER_CALL = 2048
+#: with 2 intra-op threads 4096 rows is about 1.7x faster per row than 2048, for plain torch and for
+#: us (fewer, larger ops: each is an OpenMP parallel region, and each region can stall when another
+#: process holds a core); with 1 thread 2048-4096 are within noise of each other. 8192 and more cost
+#: more per row (the decoder's (rows, 784) float32 temporaries, 25 MB each, outgrow the L3 cache).
+ROWS_PER_CALL = 4096
 
 #: Use the closed-form log-densities of :func:`_fast_log_prob` where they apply (see there).
 #: ``False`` sends every site through ``site["fn"].log_prob``; the tests compare the two.
@@ -355,20 +357,27 @@ def _per_point(t: torch.Tensor, info: _Program) -> torch.Tensor:
     return t
 
 
-def _run(model: Program, guide: Program, xb: torch.Tensor, k: int, info: _Program) -> tuple[poutine.Trace, poutine.Trace]:
+def _run(model: Program, guide: Program, xb: torch.Tensor, k: int, info: _Program,
+         scratch: dict | None = None) -> tuple[poutine.Trace, poutine.Trace]:
     with pyro.plate(_PARTICLE_PLATE, k, dim=-info.rank):
         guide_tr = poutine.trace(guide).get_trace(xb)
         model_tr = poutine.trace(poutine.replay(model, trace=guide_tr)).get_trace(xb)
+    if scratch is not None:
+        # Keep this chunk's tensors alive until the next chunk's exist, as the loop variables of a
+        # plain-torch loop do: freeing a whole chunk at once leaves the top of the C heap free and
+        # large, glibc hands it back to the OS, and the next chunk takes it again page by page
+        # (measured: up to 25 MB of page faults per 4096-row call, 10-25% of the time).
+        scratch["previous_traces"] = (model_tr, guide_tr)
     return model_tr, guide_tr
 
 
 # ------------------------------------------------------------------------------- fast log-densities
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
-#: Block size, in elements, of :func:`_blocked_event_sum` (4 MiB of float32) for inputs of more than
-#: twice that; smaller ones (a default chunk, 2048 x 784) take one op: fewer, larger ops also keep the
+#: Block size, in elements, of :func:`_blocked_event_sum` (8 MiB of float32) for inputs of more than
+#: twice that; smaller ones (a default chunk, 4096 x 784) take one op: fewer, larger ops keep the
 #: number of OpenMP parallel regions (each a possible stall on a busy machine) low.
-_BLOCK_ELEMENTS = 2**20
+_BLOCK_ELEMENTS = 2**21
 
 
 def _compact(t: torch.Tensor) -> torch.Tensor:
@@ -406,10 +415,8 @@ def _blocked_event_sum(
     larger than twice that, so that no temporary is larger than a block.
 
     ``op`` is elementwise; it may return a view of an argument only with ``squares=True`` (the sum of
-    squares is one ``vector_norm`` pass that writes nothing of ``(K, N, D)`` size).
-    Why blocks: a ``(K, N, D)`` temporary (6-25 MB for an MNIST decoder chunk) is memory the C allocator
-    hands back to the OS when freed and takes again, page by page, on the next chunk; that and the trips
-    to DRAM cost as much as the arithmetic. Blocks of a few MiB are reused from the heap and stay in cache.
+    squares is one ``vector_norm`` pass that writes nothing of ``(K, N, D)`` size). Blocks bound the
+    temporaries of callers who choose very large chunks; at the default chunk size this is one op.
     """
 
     def reduce(t: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -421,7 +428,7 @@ def _blocked_event_sum(
 
     batch = full[: len(full) - event_dims]
     dim = next((i for i in range(len(batch)) if math.prod(full[i + 1:]) <= _BLOCK_ELEMENTS), None)
-    if event_dims == 0 or math.prod(full) <= 2 * _BLOCK_ELEMENTS or dim is None:  # 2048 x 784: one op
+    if event_dims == 0 or math.prod(full) <= 2 * _BLOCK_ELEMENTS or dim is None:  # 4096 x 784: one op
         return reduce(op(*args), full)
     step = max(1, _BLOCK_ELEMENTS // math.prod(full[dim + 1:]))
     args = tuple(a.reshape((1,) * (len(full) - a.dim()) + tuple(a.shape)) for a in args)
@@ -433,9 +440,27 @@ def _blocked_event_sum(
     return out
 
 
-def _softplus_signed(logits: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    """``softplus(sign * logits)`` as ``logaddexp(sign * logits, 0)`` in place: one temporary."""
-    t = logits * sign
+def _scratch_tensor(scratch: dict | None, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+    """An uninitialised tensor of ``shape``: a view of a buffer kept in ``scratch`` and reused by every
+    chunk of one scan, or a new one. A fresh ``(K, N, D)`` temporary per chunk (12 MB at 4096 x 784) is
+    memory glibc may hand back to the OS when freed and take again, page by page, on the next chunk:
+    measured at up to a quarter of the time on this CPU."""
+    if scratch is None:
+        return torch.empty(shape, dtype=like.dtype, device=like.device)
+    key = (like.dtype, like.device)
+    size = math.prod(shape)
+    buf = scratch.get(key)
+    if buf is None or buf.numel() < size:
+        buf = scratch[key] = torch.empty(size, dtype=like.dtype, device=like.device)
+    return buf[:size].view(shape)
+
+
+def _softplus_signed(logits: torch.Tensor, sign: torch.Tensor, scratch: dict | None = None) -> torch.Tensor:
+    """``softplus(sign * logits)`` as ``logaddexp(sign * logits, 0)`` in place: one temporary (out of
+    place when autograd records, which the estimators never ask for: they run under ``no_grad``)."""
+    if torch.is_grad_enabled() and logits.requires_grad:
+        return F.softplus(logits * sign)
+    t = torch.mul(logits, sign, out=_scratch_tensor(scratch, _broadcast(logits.shape, sign.shape), logits))
     return torch.logaddexp(t, t.new_zeros(()), out=t)
 
 
@@ -451,7 +476,7 @@ def _is_standard(loc: torch.Tensor, scale: torch.Tensor, limit: int = 1 << 16) -
             and bool((scale == 1).all()))
 
 
-def _fast_log_prob(fn: Any, value: torch.Tensor) -> torch.Tensor | None:
+def _fast_log_prob(fn: Any, value: torch.Tensor, scratch: dict | None = None) -> torch.Tensor | None:
     """``fn.log_prob(value)`` for the families that dominate VAE evaluation, or None (use ``fn.log_prob``).
 
     Handled, through any number of ``Independent`` (``.to_event``) wrappers, where the class uses
@@ -459,15 +484,16 @@ def _fast_log_prob(fn: Any, value: torch.Tensor) -> torch.Tensor | None:
 
     * ``Bernoulli(logits=l)`` on a float value in {0, 1} (checked on the value itself, e.g. ``x: (N, D)``,
       not on its particle-broadcast copy): ``-softplus((1 - 2 x) l)``, the same number as torch's
-      ``-binary_cross_entropy_with_logits(l, x)`` up to rounding, without materialising ``x`` broadcast to
-      ``(K, N, D)`` (``broadcast_all``), nor BCE's three full-size temporaries, nor negating the full
-      result. Other values (grey levels, which validation refuses) go to the generic path.
+      ``-binary_cross_entropy_with_logits(l, x)`` up to rounding, in one ``(K, N, D)`` temporary (a
+      ``scratch`` buffer reused by every chunk of a scan, see :func:`_scratch_tensor`) where torch's
+      ``Bernoulli.log_prob`` makes four (``x`` broadcast by ``broadcast_all``, BCE's log-sigmoid and
+      its buffer, ``1 - x``) and negates the full result. Other values (grey levels, which validation
+      refuses) go to the generic path.
     * ``Normal(loc, scale)``: ``-((v - loc) / scale)^2 / 2 - log scale - log sqrt(2 pi)`` summed over
       the event dims, with ``log scale`` taken on the compact (un-broadcast) ``scale`` (:func:`_compact`)
       rather than on its ``(K, N, d)`` expansion.
 
-    Sums over ``Independent``'s event dims are evaluated in cache-sized blocks (:func:`_blocked_event_sum`).
-    The result has exactly the shape of ``fn.log_prob(value)`` (broadcast views where values repeat) and
+    Very large inputs are evaluated in blocks (:func:`_blocked_event_sum`). The result has exactly the shape of ``fn.log_prob(value)`` (broadcast views where values repeat) and
     equals it up to float rounding (the tests compare both paths on several programs).
     """
     if not isinstance(value, torch.Tensor) or not value.is_floating_point():
@@ -487,7 +513,8 @@ def _fast_log_prob(fn: Any, value: torch.Tensor) -> torch.Tensor | None:
         full = _broadcast(logits.shape, value.shape)
         if len(full) < event_dims:
             return None
-        return torch.neg(_blocked_event_sum(_softplus_signed, (logits, 1 - 2 * x), full, event_dims))
+        op = functools.partial(_softplus_signed, scratch=scratch)
+        return torch.neg(_blocked_event_sum(op, (logits, 1 - 2 * x), full, event_dims))
     if method is torch.distributions.Normal.log_prob:
         loc, scale = fn.loc, fn.scale
         full = _broadcast(loc.shape, value.shape)
@@ -509,20 +536,21 @@ def _fast_log_prob(fn: Any, value: torch.Tensor) -> torch.Tensor | None:
     return None
 
 
-def _site_log_prob(site: dict) -> torch.Tensor:
+def _site_log_prob(site: dict, scratch: dict | None = None) -> torch.Tensor:
     """``site["fn"].log_prob(site["value"])``, through :func:`_fast_log_prob` where it applies."""
-    lp = _fast_log_prob(site["fn"], site["value"]) if FAST_LOG_PROB else None
+    lp = _fast_log_prob(site["fn"], site["value"], scratch) if FAST_LOG_PROB else None
     return site["fn"].log_prob(site["value"]) if lp is None else lp
 
 
 def _sum_sites(
-    trace: poutine.Trace, names: tuple[str, ...], info: _Program, shape: tuple[int, int], like: torch.Tensor
+    trace: poutine.Trace, names: tuple[str, ...], info: _Program, shape: tuple[int, int], like: torch.Tensor,
+    scratch: dict | None = None,
 ) -> torch.Tensor:
     """Sum of the named sites' log-probs (scale and mask applied), per particle and point: ``shape``."""
     total = None
     for name in names:
         site = trace.nodes[name]
-        lp = scale_and_mask(_site_log_prob(site), site["scale"], site["mask"])
+        lp = scale_and_mask(_site_log_prob(site, scratch), site["scale"], site["mask"])
         lp = _per_point(lp, info)
         total = lp if total is None else total + lp
     if total is None:
@@ -530,12 +558,13 @@ def _sum_sites(
     return total.expand(shape)
 
 
-def _log_w_chunk(model: Program, guide: Program, xb: torch.Tensor, k: int, info: _Program) -> torch.Tensor:
-    """``(k, n)`` log weights ``log p(x, z) - log q(z | x)`` for one chunk."""
-    model_tr, guide_tr = _run(model, guide, xb, k, info)
+def _log_w_chunk(model: Program, guide: Program, xb: torch.Tensor, k: int, info: _Program,
+                 scratch: dict | None = None) -> torch.Tensor:
+    """``(k, n)`` log weights ``log p(x, z) - log q(z | x)`` for one chunk (``scratch``: see :func:`_scan`)."""
+    model_tr, guide_tr = _run(model, guide, xb, k, info, scratch)
     shape = (k, len(xb))
-    log_p = _sum_sites(model_tr, info.observed + info.latent, info, shape, xb)
-    log_q = _sum_sites(guide_tr, info.latent + info.guide_extra, info, shape, xb)
+    log_p = _sum_sites(model_tr, info.observed + info.latent, info, shape, xb, scratch)
+    log_q = _sum_sites(guide_tr, info.latent + info.guide_extra, info, shape, xb, scratch)
     return log_p - log_q
 
 
@@ -562,11 +591,12 @@ def _check_analytic(info: _Program, guide_tr: poutine.Trace, model_tr: poutine.T
             ) from None
 
 
-def _analytic_chunk(model: Program, guide: Program, xb: torch.Tensor, k: int, info: _Program) -> torch.Tensor:
+def _analytic_chunk(model: Program, guide: Program, xb: torch.Tensor, k: int, info: _Program,
+                    scratch: dict | None = None) -> torch.Tensor:
     """``(k, n)`` values of ``log p(x | z) - sum_sites KL(q || p)``, the KL in closed form."""
-    model_tr, guide_tr = _run(model, guide, xb, k, info)
+    model_tr, guide_tr = _run(model, guide, xb, k, info, scratch)
     shape = (k, len(xb))
-    total = _sum_sites(model_tr, info.observed, info, shape, xb)
+    total = _sum_sites(model_tr, info.observed, info, shape, xb, scratch)
     for name in info.latent:
         q_site, p_site = guide_tr.nodes[name], model_tr.nodes[name]
         kl = torch.distributions.kl_divergence(q_site["fn"], p_site["fn"])
@@ -597,6 +627,7 @@ def _scan(
     """
     n = len(x)
     n_b, k_c = _chunk_sizes(n, num_samples, batch_size, particle_chunk)
+    scratch: dict = {}  # buffers reused across chunks (see _scratch_tensor) and the last chunk's traces
     with _sandbox(seed, x.device), pyro.validation_enabled(False):
         for start in range(0, n, n_b):
             xb = x[start : start + n_b]
@@ -605,7 +636,7 @@ def _scan(
             kept = []
             for k_start in range(0, num_samples, k_c):
                 k = min(k_c, num_samples - k_start)
-                lw = chunk_fn(model, guide, xb, k, info)
+                lw = chunk_fn(model, guide, xb, k, info, scratch)
                 if torch.isnan(lw).any():
                     bad = torch.isnan(lw).any(0).nonzero().flatten() + start
                     raise ValueError(
@@ -639,7 +670,7 @@ def log_weights(
         num_samples: K draws per point.
         batch_size: points per call (default: about :data:`ROWS_PER_CALL` / particle_chunk).
         particle_chunk: particles per call (default: K cut into equal chunks of at most
-            :data:`ROWS_PER_CALL`, e.g. 1000 -> 1000, 5000 -> 3 x 1667).
+            :data:`ROWS_PER_CALL`, e.g. 1000 -> 1000, 5000 -> 2 x 2500).
         seed, generator: the random stream: an int seed (None: 0) or a ``torch.Generator`` to draw
             one from; same seed and chunk sizes, same numbers on CPU (the draws are laid out by chunk,
             so other chunk sizes give other, equally valid, draws). The caller's global RNG is
