@@ -734,7 +734,7 @@ def _fit(
                     "train_elbo": -total / (scale * n),
                     "test_elbo": _test_elbo(vae, test_x, seed, ctx) if test_x is not None else None,
                     "seconds": seconds,
-                    "kl_weight": obj.kl_weight(state.step, epoch),
+                    "kl_weight": obj.kl_weight(max(state.step - 1, 0), epoch),  # the epoch's last step
                     "objective": obj.spec,
                 }
                 if ddp is not None:

@@ -119,6 +119,9 @@ def test_beta_one_trains_exactly_like_the_plain_objective(digits):
     assert histories[0] == histories[1]
     annealed = pv.fit(_vae(64), digits, "analytic:anneal=2", epochs=3, progress=False)
     assert [r["kl_weight"] for r in annealed] == [0.0, 0.5, 1.0]  # the weight used in each epoch
+    steps = math.ceil(digits.meta.n_train / 128)  # batch 128: steps 0 .. steps-1 in epoch 1
+    by_steps = pv.fit(_vae(64), digits, f"analytic:anneal_steps={4 * steps}", epochs=1, progress=False)
+    assert by_steps[0]["kl_weight"] == pytest.approx((steps - 1) / (4 * steps))  # the last step's weight
 
 
 # ----------------------------------------------------------------------------- IWAE and Renyi
