@@ -4,9 +4,13 @@ The model is VAE-shaped as in Burda et al. (2015): MLP 784-400-50 with a Bernoul
 logits (``ppl_vae.VAE(784, 50, (400,))``, seeded initial weights), evaluated on random binary
 "images" (the time does not depend on the data being MNIST). Estimators of IW_K per point:
 
-* ``ours``: ``iw_log_likelihood(vae.model, vae.guide, x, K)`` with its default chunking: Pyro traces
-  of the guide (under a particle plate) and the replayed model, per-site log-densities, running
-  log-sum-exp over particle chunks;
+* ``ours``: ``iw_log_likelihood(vae.model, vae.guide, x, K, fast="eager")`` with its default chunking:
+  Pyro traces of the guide (under a particle plate) and the replayed model every chunk, per-site
+  log-densities, running log-sum-exp over particle chunks;
+* ``ours-compiled``: the same call with ``fast="compile"``: the chunk traced once and compiled by
+  ``torch.compile`` (:mod:`ppl_vae.compiled`; ``fast="auto"``, the default, does this for jobs of at
+  least ``COMPILE_MIN_ROWS`` rows). The one-off compile happens in the warm-up; every timed call still
+  pays its own re-capture and the eager check of its first chunk;
 * ``ref``: the same estimator written out in plain torch (:func:`reference_iw`): encoder once per chunk
   of points, ``z = mu + sigma * eps``, decoder logits, ``log p(x|z)`` on logits, Normal log-prior minus
   log q, log-sum-exp; two ways of scoring the Bernoulli, each at two chunk sizes:
@@ -23,7 +27,7 @@ All estimators are timed in one process, interleaved (the order rotates every ro
 rounds; the tables give medians (wall clock) and ratios of medians. On a shared machine read the
 load average printed with them. Peak memory at K=5000 is measured in fresh subprocesses (on by
 default, N=100; ``--memory-points 100 1000 10000`` for more): peak resident set size of the whole
-process (``ru_maxrss``) and its rise over the resident size after building the model and data.
+process (``VmHWM``) and its rise over the resident size after building the model and data.
 
 Checks before timing: ours vs ``ref`` and vs ``renyi`` on the same random draws (same seed and
 chunking: they must agree to float rounding), and our fast log-density path vs the generic one.
@@ -122,8 +126,8 @@ def reference_iw(vae: Any, x: torch.Tensor, k: int, seed: int = 0, rows: int | N
     return out
 
 
-def ours_iw(vae: Any, x: torch.Tensor, k: int, seed: int = 0, **chunking: int) -> torch.Tensor:
-    return _ev().iw_log_likelihood(vae.model, vae.guide, x, k, seed=seed, **chunking)
+def ours_iw(vae: Any, x: torch.Tensor, k: int, seed: int = 0, fast: str = "eager", **chunking: int) -> torch.Tensor:
+    return _ev().iw_log_likelihood(vae.model, vae.guide, x, k, seed=seed, fast=fast, **chunking)
 
 
 def renyi_iw(vae: Any, x: torch.Tensor, k: int, seed: int = 0, validation: bool = True) -> torch.Tensor:
@@ -143,7 +147,7 @@ def renyi_iw(vae: Any, x: torch.Tensor, k: int, seed: int = 0, validation: bool 
 
 
 def estimators(k: int, with_renyi: bool) -> dict[str, Estimator]:
-    table: dict[str, Estimator] = {"ours": ours_iw}
+    table: dict[str, Estimator] = {"ours": ours_iw, "ours-compiled": functools.partial(ours_iw, fast="compile")}
     for lik in ("softplus", "bce"):
         for rows in REFERENCE_ROWS:
             table[f"ref-{lik}@{rows}"] = functools.partial(reference_iw, rows=rows, likelihood=lik)
@@ -174,6 +178,7 @@ def agreement(k: int = 1000, points: int = 12) -> dict[str, float]:
         result["fast_vs_generic_path"] = float((ours - ours_iw(vae, x, k, seed=11)).abs().max())
     finally:
         ev.FAST_LOG_PROB = saved
+    result["compiled_vs_eager"] = float((ours - ours_iw(vae, x, k, seed=11, fast="compile")).abs().max())
     result["mean_iw"] = float(ours.mean())
     result["chunks"] = (n_b, k_c)
     return result
@@ -201,8 +206,9 @@ def throughput(ks: list[int], points: dict[int, int], repeats: int, renyi_k: int
         ests = estimators(k, with_renyi=k == renyi_k)
         fns = {name: functools.partial(f, vae, x[:renyi_points] if name.startswith("renyi") else x, k)
                for name, f in ests.items()}
-        for f in ests.values():  # warm-up: imports, first-call costs
-            f(vae, x[:2], k)
+        warm = x[: 2 * chunks(n, k, _ev().ROWS_PER_CALL)[0]]  # two chunks of the timed shape
+        for f in ests.values():  # warm-up: imports, first-call costs, the compile of ours-compiled
+            f(vae, warm, k)
         times = timed_rounds(fns, repeats)
         for name, ts in times.items():
             m = renyi_points if name.startswith("renyi") else n
@@ -244,14 +250,27 @@ def _rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
+def _peak_rss_mb() -> float:
+    """This process's peak resident size: ``VmHWM`` (``ru_maxrss`` also counts the parent's size at fork,
+    which a big parent - one that compiled with Inductor - would report as ours)."""
+    with contextlib.suppress(OSError), open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
 def memory_worker(which: str, k: int, points: int) -> dict:
     """In a fresh process: build model and data, run one estimator once, report peak RSS."""
     vae, x = build(points)
     base = _rss_mb()
     t0 = time.perf_counter()
-    values = ours_iw(vae, x, k) if which == "ours" else reference_iw(vae, x, k)
+    if which == "reference":
+        values = reference_iw(vae, x, k)
+    else:
+        values = ours_iw(vae, x, k, fast="compile" if which == "ours-compiled" else "eager")
     seconds = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    peak = _peak_rss_mb()
     return {"which": which, "k": k, "points": points, "baseline_mb": base, "peak_mb": peak,
             "rise_mb": peak - base, "seconds": seconds, "mean_iw": float(values.mean()),
             "data_mb": x.numel() * x.element_size() / 2**20}
@@ -284,8 +303,8 @@ def _load() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--points", type=int, default=100, help="points timed at K <= 1000 (default 100)")
-    p.add_argument("--points-at-5000", type=int, default=20, help="points timed at K > 1000 (default 20)")
+    p.add_argument("--points", type=int, default=200, help="points timed at K <= 1000 (default 200)")
+    p.add_argument("--points-at-5000", type=int, default=40, help="points timed at K > 1000 (default 40)")
     p.add_argument("--k", type=int, nargs="+", default=[1000, 5000], help="importance samples (default 1000 5000)")
     p.add_argument("--renyi-points", type=int, default=50, help="points for the RenyiELBO route (default 50)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
@@ -294,9 +313,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="measure peak memory at K=5000 in fresh subprocesses (default on; --no-memory skips)")
     p.add_argument("--memory-points", type=int, nargs="+", default=[100], help="N for --memory (default 100)")
     p.add_argument("--memory-only", action="store_true", help="skip the checks and timings: only --memory")
-    p.add_argument("--memory-estimators", nargs="+", choices=["ours", "reference"], default=["ours", "reference"])
+    p.add_argument("--memory-estimators", nargs="+", choices=["ours", "ours-compiled", "reference"],
+                   default=["ours", "ours-compiled", "reference"])
     p.add_argument("--sweep", type=int, nargs="+", metavar="ROWS", help="only sweep rows per call")
-    p.add_argument("--memory-worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
+    p.add_argument("--memory-worker", choices=["ours", "ours-compiled", "reference"], help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -325,13 +345,13 @@ def main(argv: list[str] | None = None) -> int:
         ok = checks_and_timings(args)
     if args.memory:
         k = 5000
-        print(f"\npeak memory at K={k}, one fresh process per run (ru_maxrss; rise = over the resident "
+        print(f"\npeak memory at K={k}, one fresh process per run (VmHWM; rise = over the resident "
               f"size after building model and data); torch threads {args.threads or 'default'}")
-        print(f"{'points':>6}  {'estimator':<10} {'data MB':>8} {'baseline MB':>11} {'peak MB':>8} {'rise MB':>8} {'seconds':>8}")
+        print(f"{'points':>6}  {'estimator':<13} {'data MB':>8} {'baseline MB':>11} {'peak MB':>8} {'rise MB':>8} {'seconds':>8}")
         for n in args.memory_points:
             for which in args.memory_estimators:
                 m = run_memory_worker(which, k, n, args.threads)
-                print(f"{n:>6}  {which:<10} {m['data_mb']:>8.1f} {m['baseline_mb']:>11.1f} {m['peak_mb']:>8.1f} "
+                print(f"{n:>6}  {which:<13} {m['data_mb']:>8.1f} {m['baseline_mb']:>11.1f} {m['peak_mb']:>8.1f} "
                       f"{m['rise_mb']:>8.1f} {m['seconds']:>8.1f}", flush=True)
     print(f"\nload average at the end: {_load()}; total {time.perf_counter() - started:.0f} s")
     return 0 if ok else 1
@@ -344,10 +364,11 @@ def checks_and_timings(args: argparse.Namespace) -> bool:
     print(f"  ours vs ref-softplus {agree['ours_vs_ref_same_draws']:.1e}, vs ref-bce "
           f"{agree['ours_vs_ref_bce_same_draws']:.1e}, vs renyi (1 point x K per call) "
           f"{agree['ours_vs_renyi_same_draws']:.1e}; fast vs generic log-density path "
-          f"{agree['fast_vs_generic_path']:.1e}; ours vs ref on other draws {agree['ours_vs_ref_other_draws']:.2f} "
+          f"{agree['fast_vs_generic_path']:.1e}; compiled vs eager {agree['compiled_vs_eager']:.1e}; "
+          f"ours vs ref on other draws {agree['ours_vs_ref_other_draws']:.2f} "
           f"(Monte Carlo noise; mean IW {agree['mean_iw']:.2f})")
     ok = max(agree[key] for key in ("ours_vs_ref_same_draws", "ours_vs_ref_bce_same_draws",
-                                    "ours_vs_renyi_same_draws", "fast_vs_generic_path")) < 2e-3
+                                    "ours_vs_renyi_same_draws", "fast_vs_generic_path", "compiled_vs_eager")) < 2e-3
 
     points = {k: (args.points if k <= 1000 else args.points_at_5000) for k in args.k}
     print(f"\nthroughput: {args.repeats} interleaved rounds, medians; rows/s = decoder evaluations "
@@ -359,23 +380,24 @@ def checks_and_timings(args: argparse.Namespace) -> bool:
         for r in rows:
             print(f"{k:>5} {r['points']:>6}  {r['estimator']:<20} {r['median_s']:>8.2f} {r['min_s']:>7.2f} "
                   f"{r['points_per_s']:>9.1f} {r['rows_per_s']:>9.3g}")
-        ours = next(r for r in rows if r["estimator"] == "ours")
         refs = [r for r in rows if r["estimator"].startswith("ref")]
         best = max(refs, key=lambda r: r["points_per_s"])
         bce = max((r for r in refs if "bce" in r["estimator"]), key=lambda r: r["points_per_s"])
         best_min = min(r["min_s"] / r["points"] for r in refs)
-        print(f"{'':>5} {'':>6}  ours / fastest reference ({best['estimator']}): "
-              f"{ours['points_per_s'] / best['points_per_s']:.2f}x its points/s; ours / fastest ref-bce: "
-              f"{ours['points_per_s'] / bce['points_per_s']:.2f}x; best-of-rounds times: "
-              f"{best_min / (ours['min_s'] / ours['points']):.2f}x the fastest reference")
         renyi = {r["estimator"]: r for r in rows if r["estimator"].startswith("renyi")}
-        if renyi:
-            on, off = renyi["renyi"], renyi["renyi-novalidation"]
-            print(f"{'':>5} {'':>6}  ours / renyi: {ours['points_per_s'] / on['points_per_s']:.2f}x its points/s "
-                  f"(Pyro's default validation on; with it off: "
-                  f"{ours['points_per_s'] / off['points_per_s']:.2f}x); best-of-rounds: "
-                  f"{(on['min_s'] / on['points']) / (ours['min_s'] / ours['points']):.2f}x "
-                  f"({(off['min_s'] / off['points']) / (ours['min_s'] / ours['points']):.2f}x)")
+        for label in ("ours", "ours-compiled"):
+            ours = next(r for r in rows if r["estimator"] == label)
+            print(f"{'':>5} {'':>6}  {label} / fastest reference ({best['estimator']}): "
+                  f"{ours['points_per_s'] / best['points_per_s']:.2f}x its points/s; / fastest ref-bce: "
+                  f"{ours['points_per_s'] / bce['points_per_s']:.2f}x; best-of-rounds times: "
+                  f"{best_min / (ours['min_s'] / ours['points']):.2f}x the fastest reference")
+            if renyi:
+                on, off = renyi["renyi"], renyi["renyi-novalidation"]
+                print(f"{'':>5} {'':>6}  {label} / renyi: {ours['points_per_s'] / on['points_per_s']:.2f}x its "
+                      f"points/s (Pyro's default validation on; with it off: "
+                      f"{ours['points_per_s'] / off['points_per_s']:.2f}x); best-of-rounds: "
+                      f"{(on['min_s'] / on['points']) / (ours['min_s'] / ours['points']):.2f}x "
+                      f"({(off['min_s'] / off['points']) / (ours['min_s'] / ours['points']):.2f}x)")
     print(f"load average after: {_load()}")
     return ok
 

@@ -93,14 +93,14 @@ def train_one(name: str, data: pv.Dataset, args: argparse.Namespace) -> dict:
     next_eval = 0.0
     epochs_done = 0
     t_wall = time.perf_counter()
-    print(f"[{name}] objective {OBJECTIVES[name]}, batch {args.batch_size}, lr {args.lr}", flush=True)
+    print(f"[{name}] objective {OBJECTIVES[name]}, batch {args.batch_size}, lr {args.lr}, fast={args.fast}",
+          flush=True)
     chunks = chunked(data, args.chunk_rows, args.curve_points)
     rows_seen = 0
     while epochs_done < args.epochs and (args.time_budget <= 0 or trained < args.time_budget):
         chunk = chunks[(rows_seen // args.chunk_rows) % len(chunks)] if chunks else data
         record = pv.fit(vae, chunk, OBJECTIVES[name], epochs=1, batch_size=args.batch_size, lr=args.lr,
-                        seed=args.seed, device=args.device, progress=False,
-                        fast="graph" if name == "vae" else "auto")[-1]
+                        seed=args.seed, device=args.device, progress=False, fast=args.fast)[-1]
         trained += record["seconds"]
         rows_seen += len(chunk.train)
         epochs_done = rows_seen / len(data.train)
@@ -144,6 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--final-k", type=int, default=5000)
     p.add_argument("--test-points", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--fast", default="compile", choices=["auto", "graph", "compile", "eager", "off"],
+                   help="fit's speed path (default compile: one compile per model, then fused kernels; "
+                        "the fit calls here are passes of --chunk-rows rows, too short for auto to capture)")
     p.add_argument("--out", default=str(REPO / "runs" / "bench_mnist.json"))
     args = p.parse_args(argv)
     if args.threads:

@@ -176,7 +176,11 @@ def report(batch_size: int, times: dict[str, list[float]]) -> list[tuple[str, fl
 
 
 def ddp_throughput(args: argparse.Namespace) -> None:
-    """Seconds per epoch of ``ppl-vae train`` in 1 process vs 2 ``torchrun`` processes (gloo) on the CPU."""
+    """Seconds per epoch of ``ppl-vae train`` in 1 process vs 2 ``torchrun`` processes (gloo) on the CPU.
+
+    One table per ``HIDDENxBATCH`` size: the MLP 784-HIDDEN-50 and the global batch. Small sizes are
+    bound by gloo's all-reduce of the gradients (one per step); larger ones by the arithmetic.
+    """
     import json
     import os
     import subprocess
@@ -185,33 +189,36 @@ def ddp_throughput(args: argparse.Namespace) -> None:
     repo = Path(__file__).resolve().parents[1]
     data_dir = repo.parent / "shared" / "data" / "mnist"
     data = ["--dataset", "mnist", "--data-dir", str(data_dir)] if data_dir.is_dir() else ["--dataset", "digits"]
-    train = ["train", *data, "--n-samples", str(args.rows), "--latent-dim", "50", "--hidden-dims", "400",
-             "--batch-size", str(args.ddp_batch), "--epochs", str(args.epochs + 1), "--device", "cpu", "--no-progress"]
     configs = [
-        ("1 process, 2 threads", [sys.executable, "-m", "ppl_vae.cli"], "2"),
         ("1 process, 1 thread", [sys.executable, "-m", "ppl_vae.cli"], "1"),
+        ("1 process, 2 threads", [sys.executable, "-m", "ppl_vae.cli"], "2"),
         ("2 processes (torchrun, gloo), 1 thread each",
          [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ppl_vae.cli"],
          "1"),
     ]
-    print(f"data-parallel throughput: ppl-vae train on {' '.join(data[:2])} ({args.rows} rows), MLP 784-400-50, "
-          f"global batch {args.ddp_batch}, analytic, median of {args.epochs} epochs after 1 warm-up")
-    rows = []
-    for name, launcher, threads in configs:
-        with tempfile.TemporaryDirectory() as tmp:
-            env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(repo)}
-            proc = subprocess.run([*launcher, *train, "--out", f"{tmp}/run"], env=env, capture_output=True, text=True)
-            if proc.returncode != 0:
-                print(f"  {name}: failed\n{proc.stderr[-2000:]}")
-                continue
-            history = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["history"]
-        secs = statistics.median(r["seconds"] for r in history[1:])
-        rows.append((name, secs))
-    base = rows[0][1] if rows else float("nan")
-    print(f"  {'configuration':<46} {'s/epoch':>8} {'rows/s':>8} {'speed-up':>8}")
-    for name, secs in rows:
-        print(f"  {name:<46} {secs:>8.2f} {args.rows / secs:>8.0f} {base / secs:>8.2f}")
-    print()
+    for size in args.ddp_sizes:
+        hidden, batch = (int(v) for v in size.lower().split("x"))
+        train = ["train", *data, "--n-samples", str(args.rows), "--latent-dim", "50", "--hidden-dims", str(hidden),
+                 "--batch-size", str(batch), "--epochs", str(args.epochs + 1), "--device", "cpu", "--no-progress"]
+        print(f"data-parallel throughput: ppl-vae train on {' '.join(data[:2])} ({args.rows} rows), "
+              f"MLP 784-{hidden}-50, global batch {batch}, analytic, median of {args.epochs} epochs after 1 warm-up")
+        rows = []
+        for name, launcher, threads in configs:
+            with tempfile.TemporaryDirectory() as tmp:
+                env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(repo)}
+                proc = subprocess.run([*launcher, *train, "--out", f"{tmp}/run"], env=env, capture_output=True,
+                                      text=True)
+                if proc.returncode != 0:
+                    print(f"  {name}: failed\n{proc.stderr[-2000:]}")
+                    continue
+                history = json.loads(Path(f"{tmp}/run/metrics.json").read_text())["history"]
+            secs = statistics.median(r["seconds"] for r in history[1:])
+            rows.append((name, secs))
+        base = rows[0][1] if rows else float("nan")
+        print(f"  {'configuration':<46} {'s/epoch':>8} {'rows/s':>8} {'speed-up':>8}")
+        for name, secs in rows:
+            print(f"  {name:<46} {secs:>8.2f} {args.rows / secs:>8.0f} {base / secs:>8.2f}")
+        print()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -225,7 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2 000 rows, 2 timed epochs, fewer methods")
     p.add_argument("--ddp", action="store_true",
                    help="instead: throughput of 2 torchrun processes vs 1 (ppl-vae train on MNIST if present)")
-    p.add_argument("--ddp-batch", type=int, default=512, help="global batch for --ddp (default 512)")
+    p.add_argument("--ddp-sizes", nargs="+", default=["400x512", "1024x1024"], metavar="HIDDENxBATCH",
+                   help="MLP hidden width and global batch for --ddp (default: 400x512 1024x1024)")
     args = p.parse_args(argv)
     if args.quick:
         args.rows, args.epochs = min(args.rows, 2_000), min(args.epochs, 2)

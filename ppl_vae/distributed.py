@@ -25,6 +25,7 @@ The semantics are those of one process with the same ``batch_size``:
 
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 
@@ -39,7 +40,6 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
-    owns_group: bool = False  # this context initialised the group (and destroys it)
 
     @property
     def active(self) -> bool:
@@ -68,11 +68,6 @@ class DistContext:
         if self.world_size == 1:
             return rows
         return rows.tensor_split(self.world_size)[self.rank]
-
-    def close(self) -> None:
-        if self.owns_group and dist.is_initialized():
-            dist.destroy_process_group()
-            self.owns_group = False
 
     def _comm_device(self) -> torch.device:
         return self.device if dist.get_backend() == "nccl" else torch.device("cpu")
@@ -107,7 +102,6 @@ def setup(device: torch.device) -> DistContext:
     """
     if not dist.is_available():
         return DistContext(device=device)
-    owns = False
     if not dist.is_initialized():
         if env_world_size() <= 1 or "MASTER_ADDR" not in os.environ:
             return DistContext(device=device)
@@ -119,7 +113,9 @@ def setup(device: torch.device) -> DistContext:
             dist.init_process_group(backend, device_id=device)
         else:
             dist.init_process_group(backend)
-        owns = True
+        # the group lives as long as the process: a second ``fit`` in the same torchrun script
+        # reuses it (re-initialising from torchrun's store after a destroy hangs)
+        atexit.register(_destroy_group)
     elif device.type == "cuda" and device.index is None:
         device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
     backend = dist.get_backend()
@@ -127,7 +123,12 @@ def setup(device: torch.device) -> DistContext:
         raise ValueError(f"training on {device} needs the NCCL backend; the process group uses {backend!r}")
     if device.type == "cpu" and backend == "nccl":
         raise ValueError("the process group uses NCCL, which cannot train on the CPU: use device='cuda' or gloo")
-    return DistContext(dist.get_rank(), dist.get_world_size(), device, owns_group=owns)
+    return DistContext(dist.get_rank(), dist.get_world_size(), device)
+
+
+def _destroy_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def parameters_in_sync(module: torch.nn.Module, ctx: DistContext) -> bool:

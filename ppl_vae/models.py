@@ -78,7 +78,7 @@ class VAE(nn.Module):
         pyro.module("decoder", self.decoder)
         pyro.module("likelihood", self.likelihood)
         n = x.shape[0]
-        with pyro.plate("data", n, dim=-1):
+        with pyro.plate("data", n, dim=-1, device=x.device):
             prior = dist.Normal(x.new_zeros(n, self.latent_dim), x.new_ones(n, self.latent_dim))
             z = pyro.sample("z", prior.to_event(1))
             pyro.sample("x", self.likelihood.dist(self.decoder(z)), obs=x)
@@ -86,7 +86,7 @@ class VAE(nn.Module):
     def guide(self, x: torch.Tensor) -> None:
         """q(z | x) = N(mu(x), diag sigma(x)^2), reparameterised, for ``x: (N, D)``."""
         pyro.module("encoder", self.encoder)
-        with pyro.plate("data", x.shape[0], dim=-1):
+        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
             loc, scale = self.encoder(x)
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
@@ -196,7 +196,7 @@ class LinearGaussianVAE(VAE):
     def exact_guide(self, x: torch.Tensor) -> None:
         """A guide that samples the exact posterior ``p(z | x)`` (full covariance)."""
         n = x.shape[0]
-        with pyro.plate("data", n, dim=-1):
+        with pyro.plate("data", n, dim=-1, device=x.device):
             loc, cov = self.exact_posterior(x)
             pyro.sample("z", dist.MultivariateNormal(loc, covariance_matrix=cov.expand(n, -1, -1)))
 

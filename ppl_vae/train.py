@@ -47,10 +47,15 @@ definition; what changes is how much of Pyro runs per step:
   replays tensor operations only: Python side effects in a user's program (counters,
   prints, state on ``self``) would not run, so user programs get graphs only when asked.
 
-The fast paths apply to ``trace`` and ``analytic`` (one particle, any KL weight;
-graphs only at weight 1) when the guide's latent sites are all reparameterised, not
-enumerated and all in the model; anything else, including a user's model/guide
-that breaks these assumptions, runs on Pyro's ELBO as before, with no error.
+The fast ELBO (``"eager"``) applies to ``trace`` and ``analytic`` (one particle, any KL
+weight; graphs only at weight 1) when the guide's latent sites are all reparameterised, not
+enumerated and all in the model. The importance-weighted objectives (``iwae``, ``renyi``:
+:class:`~ppl_vae.objectives.VectorizedRenyiELBO`) get graphs of their own Pyro loss
+(``"graph"``/``"compile"``/``"auto"`` as above; ``"eager"`` is Pyro's loss there). Every graph
+is replayed once against the eager step on the same random numbers before it is used (loss
+and gradients to 1e-6 relative; 1e-3 compiled) and dropped, with a warning, if they differ.
+Anything else, including a user's model/guide that breaks these assumptions, runs on
+Pyro's ELBO as before, with no error.
 
 Data-parallel training: under ``torchrun`` (or inside an initialised
 ``torch.distributed`` process group) :func:`fit` trains with
@@ -88,7 +93,7 @@ from .distributed import DistContext, parameters_in_sync
 from .distributed import setup as setup_distributed
 from .likelihoods import LIKELIHOODS
 from .models import VAE
-from .objectives import Objective, parse_objective, scale_latents
+from .objectives import Objective, VectorizedRenyiELBO, parse_objective, scale_latents
 
 FAST_MODES = ("auto", "graph", "eager", "compile", "off")
 #: ``fast="auto"`` captures a graph for a batch shape when a fit call runs it this often.
@@ -389,14 +394,26 @@ def fast_path_supports(objective: Objective) -> bool:
     )
 
 
+def graph_path_supports(objective: Objective) -> bool:
+    """Whether the training step can be captured as a graph: the fast ELBO's objectives, and the
+    importance-weighted ones (``iwae``/``renyi``), whose own Pyro loss is captured."""
+    return fast_path_supports(objective) or (
+        type(objective.elbo) is VectorizedRenyiELBO and type(objective).loss is Objective.loss
+    )
+
+
 class _FastEngine:
-    """The fast step for one VAE and objective: checked once, then eager or captured per batch shape."""
+    """The fast step for one VAE and objective: checked once, then eager or captured per batch shape.
+
+    For the fast ELBO's objectives the eager step is :func:`fast_elbo_loss`; for the
+    importance-weighted ones it is the objective's own Pyro loss (nothing to check).
+    """
 
     def __init__(self, vae: VAE, objective: Objective, mode: str) -> None:
         self.vae = vae
         self.objective = objective
         self.mode = mode
-        self.module = ELBOLoss(vae, objective, fast=True)
+        self.module = ELBOLoss(vae, objective, fast=fast_path_supports(objective))
         self.problem: str | None = None
         self.checked = False
         self.graphs: dict[tuple, Callable | None] = {}
@@ -405,6 +422,8 @@ class _FastEngine:
 
     def check(self, x: torch.Tensor, scale: float) -> bool:
         """Whether the fast ELBO stands in for Pyro's on this VAE (decided once, on a copy of it)."""
+        if not self.module.fast:
+            return True  # the eager step is the objective's own loss
         if not self.checked:
             saved = self.vae.__dict__.pop("_train_state", None)  # not the optimizer, graphs, ...
             try:  # a copy, so that a program with side effects (counters, ...) does not see extra calls
@@ -506,7 +525,7 @@ class _FastEngine:
             except Exception:  # noqa: BLE001
                 return False
         rtol = 1e-6 if self.mode != "compile" else 1e-3
-        if not math.isclose(float(loss), float(eager), rel_tol=rtol, abs_tol=rtol):
+        if not math.isclose(float(loss), float(eager.detach()), rel_tol=rtol, abs_tol=rtol):
             return False
         return all(_close(a, b, rtol) for a, b in zip(grads, eager_grads, strict=True))
 
@@ -607,12 +626,9 @@ def fit(
         vae.check_data(dataset.train_probs.clamp(0, 1).round(), "data.train_probs")
 
     ctx = setup_distributed(dev)
-    try:
-        return _fit(vae, dataset, obj, train_x, test_x, ctx, epochs=epochs, batch_size=batch_size, lr=lr,
-                    seed=seed, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
-                    time_budget=time_budget, callback=callback, fast=fast)
-    finally:
-        ctx.close()
+    return _fit(vae, dataset, obj, train_x, test_x, ctx, epochs=epochs, batch_size=batch_size, lr=lr,
+                seed=seed, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+                time_budget=time_budget, callback=callback, fast=fast)
 
 
 def _fit(
@@ -646,7 +662,7 @@ def _fit(
 
     # the fast step: kept on the train state so that a second fit call reuses its checks and graphs
     engine: _FastEngine | None = None
-    if fast != "off" and fast_path_supports(obj):
+    if fast != "off" and graph_path_supports(obj):
         engine = state.engine
         if not (isinstance(engine, _FastEngine) and engine.vae is vae and engine.mode == fast
                 and engine.objective.spec == obj.spec):
@@ -664,7 +680,8 @@ def _fit(
     if ctx.active:
         from torch.nn.parallel import DistributedDataParallel
 
-        use_fast = engine is not None and engine.check(dataset.train[:batch_size], scale / min(batch_size, n))
+        use_fast = (engine is not None and engine.module.fast
+                    and engine.check(dataset.train[:batch_size], scale / min(batch_size, n)))
         loss_module = ELBOLoss(vae, obj, fast=use_fast)
         ddp = DistributedDataParallel(loss_module, device_ids=[dev] if dev.type == "cuda" else None)
 

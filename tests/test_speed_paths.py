@@ -48,9 +48,11 @@ def test_fast_elbo_equals_pyro_elbo_and_its_gradients(binary_x, analytic, likeli
         torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("objective", ["trace", "analytic"])
+@pytest.mark.parametrize("objective", ["trace", "analytic", "iwae:k=3", "renyi:alpha=0.5,k=2"])
 def test_graph_and_eager_paths_train_exactly_like_pyro(digits, objective):
-    """One epoch per mode from the same start: same parameters, same history (incl. the short last batch)."""
+    """One epoch per mode from the same start: same parameters, same history (incl. the short last batch).
+
+    For the importance-weighted objectives the eager step is Pyro's loss and the graph is captured from it."""
     results = {}
     for mode in ("off", "eager", "graph"):
         vae = _vae(64, seed=1)
