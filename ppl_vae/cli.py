@@ -267,12 +267,16 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=["test", "train"], default="test", help="which split to evaluate (default test)")
     p.add_argument("--seed", type=int, default=0, help="seed of the importance samples (default 0)")
     p.add_argument("--batch-size", type=_positive_int, default=None,
-                   help="points per model call (default: about 8192 / K, at least 1)")
+                   help="points per model call (default: about 4096 / K, at least 1)")
     p.add_argument("--max-points", type=_positive_int, default=None, help="evaluate only the first N points")
+    p.add_argument("--fast", choices=["auto", "compile", "eager"], default="auto",
+                   help="auto (default): compile the importance-sampling chunk with torch.compile when N x K is "
+                        "at least 2 million; compile: always; eager: never (same numbers up to float rounding)")
     p.add_argument("--no-log-weights", action="store_true",
                    help="leave the (N, K) log weights out of evaluation.nc (4 N K bytes otherwise)")
     p.add_argument("--out", default=None, help="folder for the outputs (default: RUN_DIR)")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -289,7 +293,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     x = x.to(next(run.model.parameters()).device)
     name = f"{Path(args.run_dir).name} ({args.split}, {run.config.get('dataset', '?')})"
     report = evaluate(run.model, x, num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size,
-                      keep_log_weights=not args.no_log_weights, name=name)
+                      keep_log_weights=not args.no_log_weights, name=name, fast=args.fast,
+                      progress=not args.no_progress and sys.stderr.isatty())
     paths = report.save(args.out or args.run_dir)
     s = report.summary
     print(f"{name}: {s['n']} points, K={s['num_samples']} importance samples, seed {s['seed']}, "

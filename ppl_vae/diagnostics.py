@@ -55,6 +55,12 @@ goes through its own ``log_prob``. On an MLP 784-400-50 Bernoulli VAE this runs 
 points per second of hand-written torch (``benchmarks/bench_iw.py``, ``benchmarks/IW_PERFORMANCE.md``),
 and memory is bounded by the chunk, not by ``N * K``.
 
+For large jobs (``fast="auto"`` from :data:`COMPILE_MIN_ROWS` particles x points, or ``fast="compile"``)
+the chunk is traced once on fake tensors and compiled by ``torch.compile`` (:mod:`ppl_vae.compiled`):
+no Pyro work per chunk, the element-wise work and the sums fused around the decoder's matrix products,
+the same random draws, the first chunk of every call checked against the eager one. On the same
+VAE that is level with hand-written eager torch (0.98-1.00x; 1.08-1.10x its BCE form) with 2 threads.
+
 Exact references for testing the estimators: :meth:`ppl_vae.models.LinearGaussianVAE.exact_log_likelihood`
 and :func:`quadrature_log_likelihood` (a dense grid over a 1-D or 2-D latent).
 
@@ -91,6 +97,7 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch.nn import functional as F
+from tqdm.auto import tqdm
 
 from .compiled import ChunkRunner
 from .models import standard_normal_kl
@@ -665,13 +672,14 @@ def _compile_shapes(n: int, k: int, n_b: int, k_c: int, fast: str) -> set[tuple[
 def _scan(
     model: Program, guide: Program, x: torch.Tensor, info: _Program, num_samples: int, seed: int,
     batch_size: int | None, particle_chunk: int | None, keep: bool, chunk_fn: Callable = _log_w_chunk,
-    fast: str = "auto",
+    fast: str = "auto", progress: bool = False,
 ) -> Iterator[tuple[slice, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
     """Walk ``x`` in chunks of points and particles, on one seeded random stream.
 
     Yields ``(rows, log_w, lse, total)`` per chunk of points: ``log_w: (n_b, K)`` if ``keep``,
     ``lse: (n_b,)`` the log-sum-exp over all K particles, ``total: (n_b,)`` their sum. ``fast``: see
     :data:`FAST_MODES`; compiled chunks draw the same numbers as eager ones (:mod:`ppl_vae.compiled`).
+    ``progress``: a tqdm bar over points (for long jobs).
     """
     n = len(x)
     n_b, k_c = _chunk_sizes(n, num_samples, batch_size, particle_chunk)
@@ -683,7 +691,8 @@ def _scan(
 
     run = ChunkRunner(lambda xb, k: chunk_fn(model, guide, xb, k, info, scratch), traceable,
                       _compile_shapes(n, num_samples, n_b, k_c, fast), explicit=fast == "compile")
-    with _sandbox(seed, x.device), pyro.validation_enabled(False):
+    bar = tqdm(total=n, desc=f"log weights, K={num_samples}", unit="pt", disable=not progress, leave=False)
+    with _sandbox(seed, x.device), pyro.validation_enabled(False), bar:
         for start in range(0, n, n_b):
             xb = x[start : start + n_b]
             lse = torch.full((len(xb),), -math.inf, dtype=x.dtype, device=x.device)
@@ -702,6 +711,7 @@ def _scan(
                 total = total + lw.sum(0)
                 if keep:
                     kept.append(lw.T)
+            bar.update(len(xb))
             yield slice(start, start + len(xb)), (torch.cat(kept, 1) if keep else None), lse, total
 
 
@@ -717,6 +727,7 @@ def log_weights(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     fast: str = "auto",
+    progress: bool = False,
 ) -> torch.Tensor:
     """Log importance weights ``log p(x_n, z_nk) - log q(z_nk | x_n)``, ``z_nk ~ q(. | x_n)``.
 
@@ -736,6 +747,7 @@ def log_weights(
             (never). Compiled chunks draw the same numbers and agree with eager ones to float
             rounding (checked on the first chunk of every call; anything that cannot be compiled
             runs eagerly, with a warning); see :mod:`ppl_vae.compiled`.
+        progress: show a progress bar over the points (tqdm).
 
     Returns:
         ``(N, K)`` tensor of log weights (nats), samples on the last axis (as ArviZ's ``psislw`` wants).
@@ -744,7 +756,7 @@ def log_weights(
     _check_fast(fast)
     x, seed, info = _prepare(model, guide, x, num_samples, seed, generator)
     parts = [lw for _, lw, _, _ in _scan(model, guide, x, info, num_samples, seed, batch_size, particle_chunk, True,
-                                         fast=fast)]
+                                         fast=fast, progress=progress)]
     return torch.cat(parts, 0)
 
 
@@ -759,6 +771,7 @@ def iw_log_likelihood(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     fast: str = "auto",
+    progress: bool = False,
 ) -> torch.Tensor:
     """Importance-weighted estimate of ``log p(x_n)`` per point (Burda et al., 2015), nats.
 
@@ -774,7 +787,7 @@ def iw_log_likelihood(
     x, seed, info = _prepare(model, guide, x, num_samples, seed, generator)
     out = torch.empty(len(x), dtype=x.dtype, device=x.device)
     for rows, _, lse, _ in _scan(model, guide, x, info, num_samples, seed, batch_size, particle_chunk, False,
-                                 fast=fast):
+                                 fast=fast, progress=progress):
         out[rows] = lse - math.log(num_samples)
     return out
 
@@ -791,6 +804,7 @@ def elbo(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     fast: str = "auto",
+    progress: bool = False,
 ) -> torch.Tensor:
     """The evidence lower bound per point, averaged over ``num_samples`` draws of ``z``, nats.
 
@@ -813,7 +827,7 @@ def elbo(
         chunk_fn = _analytic_chunk
     out = torch.empty(len(x), dtype=x.dtype, device=x.device)
     for rows, _, _, total in _scan(model, guide, x, info, num_samples, seed, batch_size, particle_chunk,
-                                   False, chunk_fn, fast):
+                                   False, chunk_fn, fast, progress):
         out[rows] = total / num_samples
     return out
 
@@ -1182,6 +1196,7 @@ def evaluate(
     keep_log_weights: bool = True,
     name: str | None = None,
     fast: str = "auto",
+    progress: bool = False,
 ) -> Report:
     """ELBO, IW log p(x), their gap, PSIS k-hat and ESS per point, plus collapse measures.
 
@@ -1191,7 +1206,7 @@ def evaluate(
             and reconstruction error are added.
         x: data ``(N, D)``.
         num_samples: K importance samples per point (>= 2; >= 100 for a trustworthy k-hat).
-        seed, generator, batch_size, particle_chunk, fast: as in :func:`log_weights`.
+        seed, generator, batch_size, particle_chunk, fast, progress: as in :func:`log_weights`.
         keep_log_weights: keep the ``(N, K)`` log weights on the report (for ``to_inference_data``).
         name: a label for tables and plot titles (e.g. the run folder).
 
@@ -1236,7 +1251,7 @@ def evaluate(
 
     block = max(1, 2**22 // num_samples)  # about 16 MB of float32 log weights per PSIS call
     for rows, lw, lse, total in _scan(vae.model, vae.guide, x, info, num_samples, seed, batch_size,
-                                      particle_chunk, True, fast=fast):
+                                      particle_chunk, True, fast=fast, progress=progress):
         iw_v[rows] = (lse - math.log(num_samples)).cpu().numpy()
         elbo_v[rows] = (total / num_samples).cpu().numpy()
         buffer.append((rows, lw))

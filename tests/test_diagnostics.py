@@ -625,6 +625,19 @@ def test_cli_evaluate_digits_run(digits_run, capsys):
         assert (digits_run / name).stat().st_size > 0
 
 
+def test_cli_evaluate_compiled_and_eager_agree(digits_run, tmp_path):
+    from ppl_vae.cli import main
+
+    summaries = {}
+    for mode in ("eager", "compile"):
+        out = tmp_path / mode
+        assert main(["evaluate", str(digits_run), "-k", "100", "--max-points", "80", "--batch-size", "20",
+                     "--fast", mode, "--out", str(out)]) == 0
+        summaries[mode] = json.loads((out / "evaluation.json").read_text())
+    for key in ("elbo_mean", "iw_mean", "gap_mean", "khat_median"):
+        assert summaries["compile"][key] == pytest.approx(summaries["eager"][key], rel=1e-5, abs=1e-4), key
+
+
 def test_cli_evaluate_mismatched_checkpoint(digits_run, tmp_path, capsys):
     import shutil
 
@@ -638,3 +651,12 @@ def test_cli_evaluate_mismatched_checkpoint(digits_run, tmp_path, capsys):
     assert main(["evaluate", str(bad), "--num-samples", "10"]) == 2
     err = capsys.readouterr().err
     assert "error" in err and "dimension" in err and "Traceback" not in err
+
+
+def test_progress_bar_counts_points(linear, capsys):
+    vae, x, _ = linear
+    ev.iw_log_likelihood(vae.model, vae.guide, x[:50], 20, batch_size=8, progress=True)
+    err = capsys.readouterr().err
+    assert "log weights, K=20" in err and "/50 " in err, err
+    ev.iw_log_likelihood(vae.model, vae.guide, x[:50], 20, batch_size=8)
+    assert "log weights" not in capsys.readouterr().err, "no bar unless asked"

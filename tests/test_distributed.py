@@ -70,3 +70,22 @@ def test_torchrun_two_gloo_processes_keep_identical_parameters_and_learn(tmp_pat
     saved = load_file(str(out / "checkpoint" / "model.safetensors"))
     for name, value in saved.items():
         assert torch.equal(value, ranks[0][name]), "the checkpoint holds the trained parameters"
+
+
+@pytest.mark.slow
+def test_a_second_fit_in_the_same_torchrun_process_reuses_the_group(tmp_path):
+    """The first call starts the group from torchrun's environment; the second must not hang re-creating it."""
+    from safetensors import safe_open
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           str(REPO / "tests" / "ddp_two_fits.py"), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [load_file(str(tmp_path / f"rank{r}.safetensors")) for r in (0, 1)]
+    for name in ranks[0]:
+        assert torch.equal(ranks[0][name], ranks[1][name]), f"{name} differs between ranks"
+    with safe_open(str(tmp_path / "rank0.safetensors"), "pt") as f:
+        meta = f.metadata()
+    assert meta["epochs"] == "4", "the second call continues the first (epochs 3 and 4)"
+    assert float(meta["last_elbo"]) > float(meta["first_elbo"]) + 1.0
