@@ -127,8 +127,14 @@ def setup(device: torch.device) -> DistContext:
 
 
 def _destroy_group() -> None:
+    """At exit: wait for every rank, then destroy the group while the interpreter is fully alive (a
+    rank that tears its gloo group down while a peer still uses it, or leaves it to the interpreter's
+    finalisation, can abort with SIGABRT)."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 def parameters_in_sync(module: torch.nn.Module, ctx: DistContext) -> bool:
