@@ -59,7 +59,7 @@ from .checkpoint import save_checkpoint
 from .data import Dataset
 from .likelihoods import check_matrix
 from .models import register_model
-from .nets import Decoder, mlp
+from .nets import Decoder, check_sizes, mlp
 from .train import (
     History,
     TrainingDiverged,
@@ -108,12 +108,7 @@ class Autoencoder(nn.Module):
         code_activation: str | None = None,
     ) -> None:
         super().__init__()
-        for arg, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer; got {value!r}")
-        hidden_dims = tuple(int(h) for h in hidden_dims)
-        if any(h < 1 for h in hidden_dims):
-            raise ValueError(f"hidden_dims must be positive integers; got {hidden_dims!r}")
+        hidden_dims = check_sizes(input_dim, latent_dim, hidden_dims)
         if reconstruction not in RECONSTRUCTIONS:
             raise ValueError(
                 f"reconstruction must be 'bce' (data in [0, 1]) or 'mse' (real data); got {reconstruction!r}"

@@ -34,7 +34,7 @@ import torch
 from torch import nn
 
 from .likelihoods import GaussianLikelihood, Likelihood, check_matrix, make_likelihood
-from .nets import Decoder, GaussianEncoder
+from .nets import Decoder, GaussianEncoder, check_sizes
 
 
 class VAE(nn.Module):
@@ -58,12 +58,7 @@ class VAE(nn.Module):
         activation: str = "relu",
     ) -> None:
         super().__init__()
-        for arg, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"{arg} must be a positive integer; got {value!r}")
-        hidden_dims = tuple(int(h) for h in hidden_dims)
-        if any(h < 1 for h in hidden_dims):
-            raise ValueError(f"hidden_dims must be positive integers; got {hidden_dims!r}")
+        hidden_dims = check_sizes(input_dim, latent_dim, hidden_dims)
         self.input_dim = input_dim
         self.latent_dim = latent_dim
         self.hidden_dims = hidden_dims

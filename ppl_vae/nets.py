@@ -26,6 +26,17 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+def check_sizes(input_dim: int, latent_dim: int, hidden_dims: Sequence[int]) -> tuple[int, ...]:
+    """Validate the sizes of an encoder/decoder pair; returns ``hidden_dims`` as a tuple of ints."""
+    for arg, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{arg} must be a positive integer; got {value!r}")
+    hidden = tuple(int(h) for h in hidden_dims)
+    if any(h < 1 for h in hidden):
+        raise ValueError(f"hidden_dims must be positive integers; got {hidden!r}")
+    return hidden
+
+
 def _activation(name: str) -> type[nn.Module]:
     try:
         return ACTIVATIONS[name]
