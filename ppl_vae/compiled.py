@@ -43,7 +43,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["CACHE_SIZE", "ChunkRunner", "clear_cache"]
+__all__ = ["CACHE_SIZE", "ChunkRunner", "clear_cache", "inductor_random"]
 
 Chunk = Callable[[torch.Tensor, int], torch.Tensor]
 
@@ -60,7 +60,8 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def _inductor_random() -> Any:
+def inductor_random() -> Any:
+    """A context in which Inductor draws random numbers through PyTorch's generator, as eager code does."""
     import torch._inductor.config as inductor_config
 
     return inductor_config.patch(fallback_random=True)
@@ -115,7 +116,6 @@ class ChunkRunner:
         self.compile_shapes = compile_shapes
         self.explicit = explicit
         self.graphs: dict[tuple[int, int], Callable | None] = {}
-        self.compiled_chunks = 0  # chunks computed by a compiled graph (for tests and benchmarks)
 
     def __call__(self, xb: torch.Tensor, k: int) -> torch.Tensor:
         shape = (len(xb), k)
@@ -125,10 +125,8 @@ class ChunkRunner:
             run = self.graphs[shape]
             if run is None:
                 return self.eager(xb, k)
-            with _inductor_random():
-                out = run(xb)
-            self.compiled_chunks += 1
-            return out
+            with inductor_random():
+                return run(xb)
         run, out = self._first(xb, k)
         self.graphs[shape] = run
         return out
@@ -142,7 +140,7 @@ class ChunkRunner:
             run = _CACHE.get(key)
             if run is None:
                 run = torch.compile(graph, dynamic=False)
-            with _inductor_random():
+            with inductor_random():
                 compiled = run(xb)
         except Exception as err:  # noqa: BLE001 - data-dependent Python, no compiler, unsupported ops
             _set_rng_state(state, xb.device)

@@ -88,6 +88,7 @@ from torch.distributions import kl_divergence
 from tqdm import tqdm
 
 from .checkpoint import load_model_state, load_optimizer_state, read_config, save_checkpoint
+from .compiled import inductor_random
 from .data import Dataset
 from .distributed import DistContext, parameters_in_sync
 from .distributed import setup as setup_distributed
@@ -504,11 +505,7 @@ class _FastEngine:
 
     def _random_as_eager(self) -> Any:
         """Inductor draws random numbers its own way unless told to call PyTorch's generator."""
-        if self.mode != "compile":
-            return contextlib.nullcontext()
-        import torch._inductor.config as inductor_config
-
-        return inductor_config.patch(fallback_random=True)
+        return inductor_random() if self.mode == "compile" else contextlib.nullcontext()
 
     def _verify(self, run: Callable, x: torch.Tensor, scale: float) -> bool:
         """Replay the graph and the eager step on the same random numbers; compare loss and gradients."""
