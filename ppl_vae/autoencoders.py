@@ -557,6 +557,7 @@ def fit_autoencoder(
                     break
     finally:
         bar.close()
+    state.history.state = state
     return state.history
 
 

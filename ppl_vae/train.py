@@ -115,6 +115,9 @@ class History(list):
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame(list(self))
 
+    #: the training state (optimizer, epoch, step, parameters) of the fit call that returned it
+    state: Any = None
+
     @property
     def final_test_elbo(self) -> float | None:
         return self[-1].get("test_elbo") if self else None
@@ -774,6 +777,7 @@ def _fit(
                     break
     finally:
         bar.close()
+    state.history.state = state
     return state.history
 
 
