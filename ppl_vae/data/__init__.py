@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from ..errors import DataError
 from .builtin import digits, three_clusters, two_moons
 from .dataset import Dataset, DatasetMeta
 from .idx import download_mnist, fashion_mnist, mnist, read_idx
@@ -68,11 +69,11 @@ def load_dataset(
         noise: synthetic data only: cluster std (default 0.5) / moon noise (default 0.1).
 
     Raises:
-        ValueError: unknown name or bad argument values, data that fail validation.
-        FileNotFoundError: missing data files.
+        DataError: unknown name or bad argument values, data that fail validation (a ValueError).
+        MissingFileError: missing data files (a FileNotFoundError).
     """
     if not isinstance(name, str):
-        raise ValueError(f"name must be a string; got {type(name).__name__}: {name!r}")
+        raise DataError(f"name must be a string; got {type(name).__name__}: {name!r}")
     kwargs = dict(
         binarize=binarize,
         seed=seed,
@@ -86,7 +87,7 @@ def load_dataset(
         return DATASETS[name](**kwargs)
     if parse_tabular_name(name) is not None:
         return load_tabular(name, **kwargs)
-    raise ValueError(
+    raise DataError(
         f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}, "
         "or a file as 'csv:PATH' / 'npy:PATH'"
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import DataError
 from .dataset import Dataset, build_dataset, check_options, reject_unused, split_indices
 
 #: Centres of the three Gaussian clusters, as in the classic NumPy VAE demo.
@@ -35,7 +36,7 @@ def _split_and_build(
     idx_train, idx_test = split_indices(len(x), test_fraction, seed, stratify=y)
     if truncate_train is not None:
         if truncate_train > len(idx_train):
-            raise ValueError(
+            raise DataError(
                 f"n_samples={truncate_train} exceeds the {len(idx_train)} training rows of {name!r}"
             )
         idx_train = idx_train[:truncate_train]

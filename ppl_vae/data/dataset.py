@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..errors import ArgumentTypeError, DataError
+
 BINARIZE_MODES: tuple[None, str, str] = (None, "static", "dynamic")
 KINDS: tuple[str, ...] = ("image", "points2d", "tabular")
 
@@ -72,10 +74,10 @@ class DatasetMeta:
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
-            raise ValueError(f"DatasetMeta: kind must be one of {KINDS}; got {self.kind!r}")
+            raise DataError(f"DatasetMeta: kind must be one of {KINDS}; got {self.kind!r}")
         check_binarize(self.binarize)
         if self.image_shape is not None and math.prod(self.image_shape) != self.input_dim:
-            raise ValueError(
+            raise DataError(
                 f"DatasetMeta: image_shape {self.image_shape} has {math.prod(self.image_shape)} "
                 f"pixels but input_dim is {self.input_dim}"
             )
@@ -94,7 +96,7 @@ class DatasetMeta:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(
+            raise DataError(
                 f"DatasetMeta.from_dict: unknown keys {unknown}; expected a subset of {sorted(known)}"
             )
         d = dict(d)
@@ -157,12 +159,12 @@ class Dataset:
             ("train_probs", self.train_probs),
         ):
             if not isinstance(x, Tensor) or x.ndim != 2 or x.dtype != torch.float32:
-                raise ValueError(
+                raise DataError(
                     f"Dataset.{what} must be a 2-D float32 tensor; got "
                     f"{getattr(x, 'dtype', type(x).__name__)} of shape {tuple(getattr(x, 'shape', ()))}"
                 )
         if self.test.shape[1] != self.train.shape[1] or self.train_probs.shape != self.train.shape:
-            raise ValueError(
+            raise DataError(
                 f"Dataset: train {tuple(self.train.shape)}, test {tuple(self.test.shape)} and "
                 f"train_probs {tuple(self.train_probs.shape)} must share D"
             )
@@ -171,7 +173,7 @@ class Dataset:
             ("test_labels", self.test_labels, self.test),
         ):
             if y is not None and (y.dtype != torch.int64 or tuple(y.shape) != (len(x),)):
-                raise ValueError(
+                raise DataError(
                     f"Dataset.{what} must be int64 of shape ({len(x)},); "
                     f"got {y.dtype} of shape {tuple(y.shape)}"
                 )
@@ -192,7 +194,7 @@ class Dataset:
         Otherwise: :attr:`train` itself, unchanged.
         """
         if not isinstance(generator, torch.Generator):
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"resample_train: generator must be a torch.Generator; got {type(generator).__name__}: "
                 "pass torch.Generator().manual_seed(seed)"
             )
@@ -252,7 +254,7 @@ class Dataset:
             y = None
             if labels is not None:
                 if isinstance(labels, tuple):
-                    raise ValueError(
+                    raise DataError(
                         "from_tensors: labels must be one (N,) array when test is None "
                         "(it is split with the rows); got a tuple"
                     )
@@ -271,7 +273,7 @@ class Dataset:
             y_train = y_test = None
             if labels is not None:
                 if not (isinstance(labels, tuple) and len(labels) == 2):
-                    raise ValueError(
+                    raise DataError(
                         "from_tensors: with a test set, labels must be a pair "
                         f"(train_labels, test_labels); got {type(labels).__name__}"
                     )
@@ -311,7 +313,7 @@ class Dataset:
 def check_binarize(binarize: object) -> None:
     """Raise unless ``binarize`` is None, ``"static"`` or ``"dynamic"``."""
     if binarize not in BINARIZE_MODES:
-        raise ValueError(
+        raise DataError(
             f"binarize must be None, 'static' or 'dynamic'; got {binarize!r}: 'static' draws "
             "one seeded {0, 1} sample, 'dynamic' a fresh one each epoch"
         )
@@ -320,7 +322,7 @@ def check_binarize(binarize: object) -> None:
 def check_seed(seed: object) -> None:
     """Raise unless ``seed`` is an int in [0, 2**32)."""
     if isinstance(seed, bool) or not isinstance(seed, int | np.integer) or not 0 <= seed < 2**32:
-        raise ValueError(f"seed must be an integer in [0, 2**32); got {seed!r}")
+        raise DataError(f"seed must be an integer in [0, 2**32); got {seed!r}")
 
 
 def check_test_fraction(test_fraction: object) -> None:
@@ -330,7 +332,7 @@ def check_test_fraction(test_fraction: object) -> None:
         or not isinstance(test_fraction, int | float)
         or not 0 < test_fraction < 1
     ):
-        raise ValueError(
+        raise DataError(
             f"test_fraction must be a number strictly between 0 and 1; got {test_fraction!r}"
         )
 
@@ -340,7 +342,7 @@ def check_n_samples(n_samples: object) -> None:
     if n_samples is None:
         return
     if isinstance(n_samples, bool) or not isinstance(n_samples, int | np.integer) or n_samples < 1:
-        raise ValueError(f"n_samples must be None or a positive integer; got {n_samples!r}")
+        raise DataError(f"n_samples must be None or a positive integer; got {n_samples!r}")
 
 
 def check_options(
@@ -358,9 +360,9 @@ def check_options(
     check_test_fraction(test_fraction)
     check_n_samples(n_samples)
     if not isinstance(standardize, bool | np.bool_):
-        raise ValueError(f"standardize must be True or False; got {standardize!r}")
+        raise DataError(f"standardize must be True or False; got {standardize!r}")
     if binarize is not None and standardize:
-        raise ValueError(
+        raise DataError(
             f"standardize=True and binarize={binarize!r} cannot be combined: binarisation needs "
             "values in [0, 1], z-scores are not; choose one"
         )
@@ -370,14 +372,14 @@ def check_options(
         or not math.isfinite(noise)
         or noise < 0
     ):
-        raise ValueError(f"noise must be None or a finite number >= 0; got {noise!r}")
+        raise DataError(f"noise must be None or a finite number >= 0; got {noise!r}")
 
 
 def reject_unused(dataset: str, **kwargs: object) -> None:
     """Raise if an argument that ``dataset`` does not use was set (not None)."""
     for key, value in kwargs.items():
         if value is not None:
-            raise ValueError(
+            raise DataError(
                 f"{key}={value!r} does not apply to dataset {dataset!r}; leave it as None"
             )
 
@@ -394,21 +396,21 @@ def as_float_matrix(x: object, what: str, *, copy: bool = True) -> Tensor:
         try:
             arr = np.asarray(x)
         except Exception as err:  # ragged lists and the like
-            raise ValueError(f"{what}: cannot convert to an array ({err})") from err
+            raise DataError(f"{what}: cannot convert to an array ({err})") from err
         if arr.dtype.kind not in "biuf":
-            raise ValueError(f"{what}: needs numbers; got an array of dtype {arr.dtype}")
+            raise DataError(f"{what}: needs numbers; got an array of dtype {arr.dtype}")
         arr = np.ascontiguousarray(arr)
         t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     if t.is_complex():
-        raise ValueError(f"{what}: needs real numbers; got dtype {t.dtype}")
+        raise DataError(f"{what}: needs real numbers; got dtype {t.dtype}")
     if t.ndim != 2:
         hint = "x.reshape(-1, 1)" if t.ndim <= 1 else "x.reshape(len(x), -1)"
-        raise ValueError(
+        raise DataError(
             f"{what}: needs a 2-D (rows, features) array; got shape {tuple(t.shape)}: "
             f"flatten it with {hint}"
         )
     if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(
+        raise DataError(
             f"{what}: is empty (shape {tuple(t.shape)}); needs at least one row and column"
         )
     t = t.to(torch.float32, copy=copy)
@@ -426,7 +428,7 @@ def check_finite(x: Tensor, what: str) -> None:
         rows = torch.nonzero(bad.any(dim=1)).flatten()
         row = int(rows[0])
         col = int(torch.nonzero(bad[row]).flatten()[0])
-        raise ValueError(
+        raise DataError(
             f"{what}: {n_bad} non-finite value(s) (NaN or inf) in {len(rows)} row(s); the first "
             f"is row {row}, column {col} (value {x[row, col].item()}): drop or impute those rows"
         )
@@ -435,7 +437,7 @@ def check_finite(x: Tensor, what: str) -> None:
 def check_same_dim(train: Tensor, test: Tensor) -> None:
     """Raise unless train and test have the same number of columns."""
     if train.shape[1] != test.shape[1]:
-        raise ValueError(
+        raise DataError(
             f"train has {train.shape[1]} columns but test has {test.shape[1]} "
             f"(shapes {tuple(train.shape)} and {tuple(test.shape)})"
         )
@@ -448,15 +450,15 @@ def as_labels(y: object, n: int, what: str) -> Tensor:
     else:
         arr = np.asarray(y)
         if arr.dtype.kind not in "iuf":
-            raise ValueError(f"{what}: labels must be integers; got an array of dtype {arr.dtype}")
+            raise DataError(f"{what}: labels must be integers; got an array of dtype {arr.dtype}")
         t = torch.from_numpy(np.array(arr))
     if t.ndim != 1 or len(t) != n:
-        raise ValueError(f"{what}: needs shape ({n},), one label per row; got {tuple(t.shape)}")
+        raise DataError(f"{what}: needs shape ({n},), one label per row; got {tuple(t.shape)}")
     if t.is_floating_point():
         if not bool(torch.isfinite(t).all()) or not bool((t == t.round()).all()):
-            raise ValueError(f"{what}: labels must be integers; got NaN, inf or fractions")
+            raise DataError(f"{what}: labels must be integers; got NaN, inf or fractions")
     elif t.dtype == torch.bool or t.is_complex():
-        raise ValueError(f"{what}: labels must be integers; got dtype {t.dtype}")
+        raise DataError(f"{what}: labels must be integers; got dtype {t.dtype}")
     return t.to(torch.int64, copy=True)
 
 
@@ -488,7 +490,7 @@ def split_indices(
 
     n_test = math.ceil(test_fraction * n)
     if n_test < 1 or n - n_test < 1:
-        raise ValueError(
+        raise DataError(
             f"test_fraction={test_fraction} of {n} rows leaves an empty train or test split; "
             "use more rows or another test_fraction"
         )
@@ -552,7 +554,7 @@ def build_dataset(
     """
     check_binarize(binarize)
     if binarize is not None and standardize:
-        raise ValueError(f"standardize and binarize={binarize!r} are exclusive")
+        raise DataError(f"standardize and binarize={binarize!r} are exclusive")
     train = as_float_matrix(x_train, f"{name} train data", copy=False)
     test = as_float_matrix(x_test, f"{name} test data", copy=False)
     check_same_dim(train, test)
@@ -566,7 +568,7 @@ def build_dataset(
         lo = min(float(train.min()), float(test.min()))
         hi = max(float(train.max()), float(test.max()))
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(
+            raise DataError(
                 f"binarize={binarize!r} needs data in [0, 1] (read as Bernoulli probabilities); "
                 f"dataset {name!r} has values in [{lo:.4g}, {hi:.4g}]: pass binarize=None and use a "
                 "likelihood for real values (e.g. Gaussian, with standardize=True if you like), "

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import DataError, MissingFileError
 from .dataset import Dataset, build_dataset, check_options, reject_unused
 
 logger = logging.getLogger(__name__)
@@ -88,37 +89,37 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as err:
-            raise ValueError(
+            raise DataError(
                 f"{path}: corrupt or truncated gzip data ({err}); delete the file and download "
                 "it again (ppl_vae.data.download_mnist checks the MD5 sums)"
             ) from err
     if len(raw) < 4:
-        raise ValueError(f"{path}: truncated: {len(raw)} bytes, too short for an IDX header")
+        raise DataError(f"{path}: truncated: {len(raw)} bytes, too short for an IDX header")
     magic = int.from_bytes(raw[:4], "big")
     if magic not in _MAGIC:
         detail = ""
         if raw[0] == 0 and raw[1] == 0 and raw[2] != 0x08:
             detail = f" (dtype byte 0x{raw[2]:02x}; only 0x08, unsigned byte, is supported)"
-        raise ValueError(
+        raise DataError(
             f"{path}: bad magic number 0x{magic:08x}{detail}; expected 0x00000803 (images) or "
             "0x00000801 (labels): this is not an MNIST-format IDX file"
         )
     ndim = raw[3]
     header_len = 4 + 4 * ndim
     if len(raw) < header_len:
-        raise ValueError(
+        raise DataError(
             f"{path}: truncated header: {len(raw)} bytes, the {ndim}-D IDX header needs {header_len}"
         )
     dims = struct.unpack(f">{ndim}I", raw[4:header_len])
     expected = math.prod(dims)
     payload = len(raw) - header_len
     if payload < expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: truncated: the header says {_MAGIC[magic]} of shape {dims}, i.e. "
             f"{expected} bytes of data, but the file holds {payload}"
         )
     if payload > expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: size mismatch: the header says {_MAGIC[magic]} of shape {dims}, i.e. "
             f"{expected} bytes of data, but the file holds {payload} ({payload - expected} extra)"
         )
@@ -184,14 +185,14 @@ def download_mnist(
         OSError: no mirror could be reached.
     """
     if which not in MD5:
-        raise ValueError(f"which must be one of {sorted(MD5)}; got {which!r}")
+        raise DataError(f"which must be one of {sorted(MD5)}; got {which!r}")
     sums = dict(MD5[which] if checksums is None else checksums)
     missing = [f for f in FILES if f not in sums]
     if missing:
-        raise ValueError(f"checksums lacks entries for {missing}")
+        raise DataError(f"checksums lacks entries for {missing}")
     bases = MIRRORS[which] if mirrors is None else tuple(mirrors)
     if not bases:
-        raise ValueError("mirrors is empty; give at least one base URL")
+        raise DataError("mirrors is empty; give at least one base URL")
     fetch = _fetch_url if fetch is None else fetch
     dest = Path(dest_dir).expanduser()
     dest.mkdir(parents=True, exist_ok=True)
@@ -221,7 +222,7 @@ def download_mnist(
         else:
             report = "\n  ".join(errors)
             if bad_md5:
-                raise ValueError(
+                raise DataError(
                     f"download_mnist: no mirror gave {name} with the published MD5; nothing was "
                     f"written to {target}:\n  {report}"
                 )
@@ -254,7 +255,7 @@ def find_idx_files(which: str, data_dir: str | os.PathLike[str] | None = None) -
     if data_dir is not None:
         root = Path(data_dir).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{which}: data_dir={str(data_dir)!r} is not a folder. Expected {list(FILES)} "
                 f"there: {how_to}"
             )
@@ -262,7 +263,7 @@ def find_idx_files(which: str, data_dir: str | os.PathLike[str] | None = None) -
     else:
         env = os.environ.get(ENV_VAR)
         if not env:
-            raise FileNotFoundError(
+            raise MissingFileError(
                 f"{which}: no data_dir given and {ENV_VAR} is not set, so there is nowhere to "
                 f"look for {list(FILES)}: {how_to}"
             )
@@ -281,10 +282,10 @@ def find_idx_files(which: str, data_dir: str | os.PathLike[str] | None = None) -
     if best is not None:
         folder, present = best
         absent = [name for name in FILES if name not in present]
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{which}: {folder} lacks {absent} (has {present}); looked in {looked}: {how_to}"
         )
-    raise FileNotFoundError(f"{which}: none of {list(FILES)} found; looked in {looked}: {how_to}")
+    raise MissingFileError(f"{which}: none of {list(FILES)} found; looked in {looked}: {how_to}")
 
 
 def _check_not_other_dataset(which: str, labels_path: Path) -> None:
@@ -294,7 +295,7 @@ def _check_not_other_dataset(which: str, labels_path: Path) -> None:
     got = _md5(labels_path.read_bytes())
     for other, sums in MD5.items():
         if other != which and got == sums[TRAIN_LABELS]:
-            raise ValueError(
+            raise DataError(
                 f"{which}: {labels_path} is the {other!r} train-label file (by its MD5), not "
                 f"{which!r}: keep each dataset in its own folder, e.g. $PPL_VAE_DATA/{which}"
             )
@@ -326,24 +327,24 @@ def _load_idx_dataset(
     for images, labels in ((TRAIN_IMAGES, TRAIN_LABELS), (TEST_IMAGES, TEST_LABELS)):
         x, y = arrays[images], arrays[labels]
         if x.ndim != 3 or y.ndim != 1:
-            raise ValueError(
+            raise DataError(
                 f"{which}: expected 3-D images in {paths[images]} and 1-D labels in "
                 f"{paths[labels]}; got shapes {x.shape} and {y.shape}"
             )
         if len(x) != len(y):
-            raise ValueError(
+            raise DataError(
                 f"{which}: image and label counts disagree: {len(x)} images in {paths[images]} "
                 f"but {len(y)} labels in {paths[labels]}"
             )
     x_train, y_train = arrays[TRAIN_IMAGES], arrays[TRAIN_LABELS]
     x_test, y_test = arrays[TEST_IMAGES], arrays[TEST_LABELS]
     if x_train.shape[1:] != x_test.shape[1:]:
-        raise ValueError(
+        raise DataError(
             f"{which}: train images are {x_train.shape[1:]} but test images {x_test.shape[1:]}"
         )
     if n_samples is not None:
         if n_samples > len(x_train):
-            raise ValueError(
+            raise DataError(
                 f"n_samples={n_samples} exceeds the {len(x_train)} training images of {which!r}"
             )
         x_train, y_train = x_train[:n_samples], y_train[:n_samples]

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError, MissingFileError
 from .dataset import (
     Dataset,
     as_float_matrix,
@@ -54,17 +55,17 @@ def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         if all(_is_number(c) for c in df.columns):
             df = pd.read_csv(path, header=None)
     except pd.errors.EmptyDataError as err:
-        raise ValueError(f"{path}: the CSV file is empty") from err
+        raise DataError(f"{path}: the CSV file is empty") from err
     except pd.errors.ParserError as err:
-        raise ValueError(f"{path}: cannot parse the CSV ({err})") from err
+        raise DataError(f"{path}: cannot parse the CSV ({err})") from err
     if len(df) == 0:
-        raise ValueError(f"{path}: the CSV has a header but no data rows")
+        raise DataError(f"{path}: the CSV has a header but no data rows")
     labels = None
     if LABEL_COLUMN in df.columns:
         labels = df.pop(LABEL_COLUMN).to_numpy()
     bad = [f"{c!r} ({df[c].dtype})" for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
     if bad:
-        raise ValueError(
+        raise DataError(
             f"{path}: the CSV needs numeric columns only (plus an optional integer "
             f"{LABEL_COLUMN!r} column); non-numeric: {', '.join(bad[:5])}"
             + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
@@ -78,9 +79,9 @@ def read_npy(path: Path) -> np.ndarray:
     try:
         arr = np.load(path, allow_pickle=False)
     except ValueError as err:
-        raise ValueError(f"{path}: cannot read as a numeric .npy array ({err})") from err
+        raise DataError(f"{path}: cannot read as a numeric .npy array ({err})") from err
     if not isinstance(arr, np.ndarray):
-        raise ValueError(f"{path}: holds several arrays (.npz?); save one 2-D array with np.save")
+        raise DataError(f"{path}: holds several arrays (.npz?); save one 2-D array with np.save")
     return arr
 
 
@@ -103,7 +104,7 @@ def load_tabular(
     """
     parsed = parse_tabular_name(name)
     if parsed is None:
-        raise ValueError(f"{name!r} is not 'csv:PATH', 'npy:PATH' or a .csv/.npy path")
+        raise DataError(f"{name!r} is not 'csv:PATH', 'npy:PATH' or a .csv/.npy path")
     fmt, path = parsed
     check_options(
         binarize=binarize,
@@ -115,7 +116,7 @@ def load_tabular(
     )
     reject_unused(name, data_dir=data_dir, noise=noise)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{name!r}: no file at {path} (resolved to {path.resolve()}); check the path"
         )
     if fmt == "csv":
@@ -126,7 +127,7 @@ def load_tabular(
     idx_train, idx_test = split_indices(len(x), test_fraction, seed)
     if n_samples is not None:
         if n_samples > len(idx_train):
-            raise ValueError(
+            raise DataError(
                 f"n_samples={n_samples} exceeds the {len(idx_train)} train rows of {path}"
             )
         idx_train = idx_train[:n_samples]

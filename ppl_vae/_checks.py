@@ -1,0 +1,191 @@
+"""Boundary checks, one copy: integers, finite numbers, sizes against memory, output paths.
+
+Every entry point (the API and the command line) checks what a user gave it here, before
+anything is allocated or written, and raises a :mod:`ppl_vae.errors` user error whose message
+names the argument, the value, and what to do.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from .errors import ArgumentTypeError, ResourceError, RunExistsError, UserError
+
+__all__ = [
+    "available_memory",
+    "check_finite_number",
+    "check_device",
+    "check_int",
+    "check_memory",
+    "check_output_path",
+    "check_positive_int",
+    "format_bytes",
+    "mlp_parameters",
+    "training_bytes",
+]
+
+#: bytes per trained parameter: the float32 value, its gradient and Adam's two moments
+TRAINING_BYTES_PER_PARAMETER = 4 * 4
+
+
+def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an ``int`` (not a bool, not a float) within ``[minimum, maximum]``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
+    if minimum is not None and value < minimum:
+        raise UserError(f"{name} must be at least {minimum}; got {value}")
+    if maximum is not None and value > maximum:
+        raise UserError(f"{name} must be at most {maximum}; got {value}")
+    return int(value)
+
+
+def check_positive_int(value: object, name: str) -> int:
+    return check_int(value, name, minimum=1)
+
+
+def check_finite_number(value: object, name: str, *, positive: bool = False) -> float:
+    """``value`` as a finite float (and > 0 when ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{name} must be a number; got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise UserError(f"{name} must be a finite number; got {value}")
+    if positive and value <= 0:
+        raise UserError(f"{name} must be positive; got {value:g}")
+    return value
+
+
+# ------------------------------------------------------------------------------ memory
+def available_memory() -> int:
+    """Bytes a new allocation can use now: ``MemAvailable`` (else free pages), capped by a cgroup limit."""
+    avail = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    avail = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError, IndexError):
+        pass
+    if avail is None:
+        try:
+            avail = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+        except (OSError, ValueError, AttributeError):
+            avail = 1 << 62  # unknown: do not refuse
+    try:  # cgroup v2: the container's limit minus what it uses
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit.isdigit():
+            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
+            avail = min(avail, max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(n) < 1024 or unit == "PiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} PiB"  # pragma: no cover
+
+
+def check_memory(nbytes: float, what: str, hint: str = "") -> None:
+    """Refuse (:class:`~ppl_vae.errors.ResourceError`) when ``nbytes`` exceed the available memory.
+
+    Args:
+        nbytes: an estimate of what the step will allocate.
+        what: what needs it, e.g. ``"a VAE with hidden_dims (20000, 20000)"``.
+        hint: what to do instead, e.g. ``"use fewer importance samples"``.
+    """
+    avail = available_memory()
+    if nbytes > avail:
+        raise ResourceError(
+            f"{what} needs about {format_bytes(nbytes)} of memory, but this machine has "
+            f"{format_bytes(avail)} available" + (f": {hint}" if hint else "")
+        )
+
+
+def mlp_parameters(sizes: Sequence[int]) -> int:
+    """Weights and biases of a chain of linear layers ``sizes[0] -> sizes[1] -> ...``."""
+    sizes = [int(s) for s in sizes]
+    return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def training_bytes(n_parameters: int) -> int:
+    """Memory to train ``n_parameters`` float32 parameters with Adam (value, gradient, 2 moments)."""
+    return int(n_parameters) * TRAINING_BYTES_PER_PARAMETER
+
+
+def check_device(device: object):
+    """``"auto"`` -> CUDA when present, else CPU; ``"cpu"``, ``"cuda"``, ``"cuda:N"``; returns a ``torch.device``."""
+    import torch
+
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise ArgumentTypeError(f"device must be a string like 'auto', 'cpu' or 'cuda'; got {type(device).__name__}")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise UserError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device {device!r} was asked for, but torch sees no CUDA device: use device 'cpu' or 'auto'")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
+    return dev
+
+
+# ------------------------------------------------------------------------------ output paths
+def check_output_path(
+    path: str | os.PathLike[str] | None,
+    what: str,
+    *,
+    kind: str = "folder",
+    force: bool = False,
+) -> Path:
+    """Check, before any work starts, that ``path`` can be created and written.
+
+    ``kind="folder"``: ``path`` must not be an existing file; if it exists it must be a writable
+    folder, else its nearest existing parent must be a writable folder. ``kind="file"``: the
+    same for the parent folder, and an existing file is refused unless ``force``. Creates
+    nothing. Returns the path.
+    """
+    if path is None or str(path).strip() == "":
+        raise UserError(f"{what}: the path is empty; name a {kind}")
+    p = Path(path).expanduser()
+    if kind == "file":
+        if p.is_dir():
+            raise RunExistsError(f"{what}: {str(p)!r} is a folder; name a file inside it")
+        if p.exists() and not force:
+            raise RunExistsError(f"{what}: {str(p)!r} already exists: choose another name, or pass --force "
+                                 "to replace it")
+        if p.exists() and not os.access(p, os.W_OK):
+            raise ResourceError(f"{what}: {str(p)!r} is not writable")
+        _check_creatable(p.parent, what)
+        return p
+    if p.exists() and not p.is_dir():
+        raise RunExistsError(f"{what}: {str(p)!r} is a file, not a folder: choose another path")
+    _check_creatable(p, what)
+    return p
+
+
+def _check_creatable(folder: Path, what: str) -> None:
+    """``folder`` exists and is writable, or its nearest existing ancestor is a writable folder."""
+    probe = folder.absolute()
+    while not probe.exists():
+        if probe.parent == probe:
+            break
+        if probe.is_symlink():  # a dangling link: creating through it would go elsewhere
+            raise UserError(f"{what}: {str(probe)!r} is a broken symbolic link")
+        probe = probe.parent
+    if not probe.is_dir():
+        raise RunExistsError(f"{what}: cannot create {str(folder)!r}: {str(probe)!r} is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ResourceError(f"{what}: cannot write in {str(probe)!r} (permission denied or a read-only "
+                            "file system): choose a folder you can write to")

@@ -1,0 +1,221 @@
+"""The settings of a run as flags: defaults, checks, canonical values, and what ``--resume`` may change.
+
+A flag left out is :data:`UNSET` (not its default), so a resumed run can tell "not given" (use
+the recorded value) from "given" (it must agree with the record, or be overridden explicitly).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from .._checks import check_finite_number, check_int, check_positive_int
+from ..errors import ArgumentTypeError, RunError, UserError
+from .settings import FIXED, OVERRIDABLE
+
+__all__ = ["DEFAULTS", "UNSET", "canonical", "check_overrides", "resolve_binarize"]
+
+
+class _Unset:
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+#: "not given": the default for a new run, the recorded value on ``--resume``
+UNSET: Any = _Unset()
+
+DEFAULTS: dict[str, Any] = {
+    "model": "vae", "dataset": "digits", "data_dir": None, "n_samples": None, "binarize": "auto",
+    "latent_dim": 8, "hidden_dims": [256], "likelihood": "auto", "activation": "relu",
+    "reconstruction": None, "noise": None, "sigma": None, "mask_prob": None, "rho": None, "lam": None,
+    "objective": "analytic", "lr": 1e-3, "batch_size": 128, "seed": 0, "device": "auto",
+}
+AUTOENCODERS = ("ae", "dae", "sae", "cae")
+AE_OPTIONS = {"reconstruction": "reconstruction", "noise": "noise", "sigma": "sigma", "p": "mask_prob",
+              "rho": "rho", "lam": "lam"}
+IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist")
+
+
+def default_likelihood(dataset: str) -> str:
+    """Bernoulli (after binarisation) for the image sets, Gaussian for points and tables."""
+    return "bernoulli" if dataset in IMAGE_DATASETS else "gaussian"
+
+
+def resolve_binarize(binarize: str | None, likelihood: str) -> str | None:
+    """``"auto"``: dynamic binarisation where the likelihood is Bernoulli, none otherwise."""
+    if binarize == "auto":
+        return "dynamic" if likelihood == "bernoulli" else None
+    if binarize in ("none", "", None):
+        return None
+    return binarize
+
+
+def _dataset_name(name: object) -> str:
+    from ..data.tabular import parse_tabular_name
+
+    if not isinstance(name, str) or not name:
+        raise ArgumentTypeError(f"dataset must be a name or a file path; got {name!r}")
+    parsed = parse_tabular_name(name)
+    if parsed is None:
+        return name
+    fmt, path = parsed
+    return f"{fmt}:{path.expanduser().resolve()}"
+
+
+def canonical(name: str, value: Any) -> Any:
+    """The checked, canonical form of flag ``name`` (paths absolute, objective spelled one way)."""
+    if value is None and DEFAULTS.get(name, 0) is None:
+        return None
+    if name in ("latent_dim", "batch_size", "n_samples"):
+        return check_positive_int(value, name)
+    if name == "seed":
+        return check_int(value, "seed", minimum=0, maximum=2**32 - 1)
+    if name == "lr":
+        return check_finite_number(value, "lr", positive=True)
+    if name in ("sigma", "mask_prob", "rho", "lam"):
+        return check_finite_number(value, name)
+    if name == "hidden_dims":
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ArgumentTypeError(f"hidden_dims must be a sequence of positive integers; got {value!r}")
+        return [check_positive_int(h, "hidden_dims") for h in value]
+    if name == "dataset":
+        return _dataset_name(value)
+    if name == "data_dir":
+        return str(Path(value).expanduser().resolve()) if isinstance(value, (str, Path)) else \
+            _bad(name, value)
+    if name == "binarize":
+        value = "none" if value is None else value
+        if value not in ("auto", "dynamic", "static", "none"):
+            raise UserError(f"binarize must be 'auto', 'dynamic', 'static' or 'none'; got {value!r}")
+        return value
+    if name == "model":
+        if value not in ("vae", *AUTOENCODERS):
+            raise UserError(f"model must be 'vae', 'ae', 'dae', 'sae' or 'cae'; got {value!r}")
+        return value
+    if name == "objective":
+        return objective_spec(value)
+    if name == "device":
+        from .._checks import check_device
+
+        check_device(value)
+        return str(value)
+    return value if isinstance(value, str) else _bad(name, value)
+
+
+def _bad(name: str, value: Any):
+    raise ArgumentTypeError(f"{name} must be a string; got {type(value).__name__} {value!r}")
+
+
+def objective_spec(value: object) -> str:
+    """The objective as the registry spells it; an unknown name is a user error."""
+    from ..objectives import parse_objective
+
+    if not isinstance(value, str):
+        spec = getattr(value, "spec", None)
+        if isinstance(spec, str):
+            return spec
+        raise ArgumentTypeError(f"objective must be a string like 'analytic' or 'iwae:k=5'; got {value!r}")
+    try:
+        return parse_objective(value).spec
+    except UserError:
+        raise
+    except (ValueError, TypeError, KeyError) as err:  # the registry's own message names the choices
+        raise UserError(str(err).strip("'\"")) from None
+
+
+def given_flags(ae_options: dict[str, Any] | None, **values: Any) -> dict[str, Any]:
+    """The flags a caller gave (UNSET and, for the objective, None mean "not given"), canonical."""
+    given = {}
+    for name, value in values.items():
+        if value is UNSET or (name == "objective" and value is None):
+            continue
+        given[name] = canonical(name, value)
+    for key, value in (ae_options or {}).items():
+        if key not in AE_OPTIONS:
+            raise UserError(f"unknown autoencoder option {key!r}; known: {sorted(AE_OPTIONS)}")
+        if value is not None and value is not UNSET:
+            given[AE_OPTIONS[key]] = canonical(AE_OPTIONS[key], value)
+    return given
+
+
+def complete(given: dict[str, Any]) -> dict[str, Any]:
+    """Flags of a new run: the given ones over the defaults, checked for consistency."""
+    flags = {**DEFAULTS, **given}
+    ae_given = sorted(k for k in AE_OPTIONS.values() if k in given)
+    if flags["model"] == "vae":
+        if ae_given:
+            raise UserError(f"options {ae_given} are for autoencoders (model 'ae', 'dae', 'sae', 'cae'), "
+                            "not for the VAE")
+        if flags["likelihood"] == "auto":
+            flags["likelihood"] = default_likelihood(flags["dataset"])
+        lik = flags["likelihood"].partition(":")[0]
+    else:
+        if "objective" in given or given.get("likelihood", "auto") != "auto":
+            raise UserError(f"objective and likelihood are for the VAE; model {flags['model']!r} is trained on its "
+                            "reconstruction error (choose it with reconstruction='bce'|'mse')")
+        flags["objective"] = None
+        flags["likelihood"] = None
+        if flags["reconstruction"] in ("auto", None):
+            flags["reconstruction"] = "bce" if flags["dataset"] in IMAGE_DATASETS else "mse"
+        lik = "bernoulli" if flags["reconstruction"] == "bce" else "gaussian"
+    flags["binarize_resolved"] = resolve_binarize(flags["binarize"], lik)
+    return flags
+
+
+def check_overrides(given: dict[str, Any], recorded: dict[str, Any], override: list[str]) -> dict[str, Any]:
+    """On ``--resume``: the overrides to record, ``{name: {"from": old, "to": new}}``.
+
+    A given flag that differs from the record is refused unless ``override`` names it; the
+    model, data and architecture cannot be overridden.
+    """
+    unknown = sorted(set(override) - set(OVERRIDABLE) - set(FIXED))
+    if unknown:
+        raise UserError(f"--override {', '.join(unknown)}: unknown setting; these can be overridden on "
+                        f"resume: {', '.join(OVERRIDABLE)}")
+    fixed = sorted(set(override) & set(FIXED))
+    if fixed:
+        raise RunError(f"--override {', '.join(fixed)}: the model, data and architecture of a run cannot "
+                       "change; start a new run with another --out")
+    missing = sorted(n for n in override if n not in given)
+    if missing:
+        raise UserError(f"--override {', '.join(missing)} needs the new value too, e.g. --override lr --lr 3e-4")
+    conflicts, changes = [], {}
+    for name, value in given.items():
+        old = recorded.get(name, DEFAULTS.get(name))
+        if value == "auto" and name == "likelihood":
+            value = default_likelihood(recorded["dataset"]) if recorded.get("model") == "vae" else None
+        elif value == "auto" and name == "reconstruction" and recorded.get("model") != "vae":
+            value = "bce" if recorded["dataset"] in IMAGE_DATASETS else "mse"
+        if _same(value, old):
+            continue
+        if name in override:
+            changes[name] = {"from": old, "to": value}
+        elif name in FIXED:
+            conflicts.append(f"{_flag(name)} {_show(value)} (the run has {_show(old)}; the model, data and "
+                             "architecture cannot change: start a new run with another --out)")
+        else:
+            conflicts.append(f"{_flag(name)} {_show(value)} differs from the run's {name} {_show(old)} "
+                             f"(to change it from now on: --override {name} {_flag(name)} {_show(value)})")
+    if conflicts:
+        raise RunError("--resume continues the run with its recorded settings; refused: " + "; ".join(conflicts))
+    return changes
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, float) and isinstance(b, (int, float)):
+        return math.isclose(a, b, rel_tol=0, abs_tol=0)
+    return a == b
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    return "none" if value is None else str(value)

@@ -1,0 +1,406 @@
+"""Run folders: the life of one training run on disk, from its settings to its last epoch.
+
+A run folder holds::
+
+    RUN/settings.json    what the run was started with (flags, model config, data provenance),
+                         written before the first epoch; --resume appends, never rewrites
+    RUN/checkpoint/      the committed checkpoint sets (ppl_vae.runs.checkpoint); the history
+                         lives inside, so the checkpoint is the record of the run
+    RUN/metrics.json     views of the history, rewritten atomically after every epoch
+    RUN/metrics.csv
+    RUN/tensorboard/     event files (with log="tensorboard")
+    RUN/.lock            the writer's lock (one writer per run folder)
+
+After every epoch the folder is complete: a run killed at any moment can be resumed
+(``train_run(..., resume=True)``), evaluated and plotted (:func:`load_run`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .._checks import (
+    check_device,
+    check_finite_number,
+    check_memory,
+    check_output_path,
+    check_positive_int,
+    mlp_parameters,
+    training_bytes,
+)
+from ..errors import MissingFileError, RunError, RunExistsError, UserError
+from ..train import History, fit
+from .checkpoint import POINTER, load_run_checkpoint, read_config
+from .flags import UNSET, complete, default_likelihood, given_flags, resolve_binarize
+from .flags import check_overrides as _check_overrides
+from .lock import LOCK_FILE, lock_folder
+from .logs import LOGS, TensorBoardLog, check_tensorboard, write_metrics
+from .settings import (
+    SETTINGS_FILE,
+    annotate,
+    check_provenance,
+    data_provenance,
+    effective_settings,
+    new_resume,
+    now,
+    read_settings,
+    same_start,
+    target_epochs,
+    versions,
+    write_settings,
+)
+
+__all__ = ["UNSET", "Run", "default_likelihood", "load_run", "read_history", "resolve_binarize", "train_run"]
+
+
+@dataclass
+class Run:
+    """A trained model with its data, history (annotated with overrides), config and folder."""
+
+    model: Any
+    data: Any
+    history: History
+    config: dict[str, Any]
+    path: Path | None = None
+    settings: dict[str, Any] | None = None
+
+
+def _is_main() -> bool:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank() == 0
+    return os.environ.get("RANK", "0") in ("0", "")
+
+
+def _reinit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Re-initialise every layer from ``seed`` so the same seed gives the same starting weights."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if hasattr(module, "reset_parameters") and module is not model:
+                module.reset_parameters()
+    return model
+
+
+# ------------------------------------------------------------------------------ building blocks
+def _user_call(fn, *args, **kwargs):
+    """Call a constructor with the user's values; its ValueError/TypeError is about those values."""
+    try:
+        return fn(*args, **kwargs)
+    except UserError:
+        raise
+    except (ValueError, TypeError) as err:
+        raise UserError(str(err)) from None
+
+
+def _check_model_size(input_dim: Any, latent_dim: Any, hidden: Any, batch_size: int, what: str) -> None:
+    if not (isinstance(input_dim, int) and isinstance(latent_dim, int) and isinstance(hidden, (list, tuple))
+            and all(isinstance(h, int) for h in hidden)):
+        return
+    widths = [input_dim, *hidden, 2 * latent_dim]
+    params = mlp_parameters(widths) + mlp_parameters([latent_dim, *reversed(hidden), 2 * input_dim])
+    activations = 4 * batch_size * 4 * (2 * sum(widths) + input_dim)
+    check_memory(training_bytes(params) + activations,
+                 f"{what} (input {input_dim}, hidden_dims {tuple(hidden)}, latent_dim {latent_dim}: "
+                 f"{params:,} parameters, trained with Adam)",
+                 "choose smaller --hidden-dims / --latent-dim")
+
+
+def _build_model(flags: dict[str, Any], input_dim: int) -> torch.nn.Module:
+    kind = flags["model"]
+    _check_model_size(input_dim, flags["latent_dim"], flags["hidden_dims"], flags["batch_size"], f"a {kind}")
+    hidden = tuple(flags["hidden_dims"])
+    if kind == "vae":
+        from ..models import VAE
+
+        return _user_call(VAE, input_dim, flags["latent_dim"], hidden, likelihood=flags["likelihood"],
+                          activation=flags["activation"])
+    from ..autoencoders import make_autoencoder
+
+    options = {k: flags[v] for k, v in (("reconstruction", "reconstruction"), ("noise", "noise"),
+                                        ("sigma", "sigma"), ("p", "mask_prob"), ("rho", "rho"), ("lam", "lam"))
+               if flags[v] is not None}
+    return _user_call(make_autoencoder, kind, input_dim, flags["latent_dim"], hidden_dims=hidden,
+                      activation=flags["activation"], **options)
+
+
+def _rebuild_model(config: dict[str, Any], batch_size: int, where: str) -> torch.nn.Module:
+    from ..models import build_model
+
+    _check_model_size(config.get("input_dim"), config.get("latent_dim"), config.get("hidden_dims"), batch_size,
+                      "the run's model")
+    try:
+        return build_model(config)
+    except (TypeError, ValueError, KeyError) as err:
+        raise RunError(f"{where}: field 'settings.model' is unusable: {err}") from None
+
+
+def _data_args(flags: dict[str, Any]) -> dict[str, Any]:
+    return {"name": flags["dataset"], "binarize": flags["binarize_resolved"], "seed": flags["seed"],
+            "data_dir": flags["data_dir"], "n_samples": flags["n_samples"]}
+
+
+def _load_data(args: dict[str, Any]):
+    from ..data import load_dataset
+
+    return load_dataset(**args)
+
+
+def _metrics_config(doc: dict[str, Any], flags: dict[str, Any], history: list[dict], data_meta: Any) -> dict:
+    s = doc["settings"]
+    objective = history[-1].get("objective") if history else None
+    return {
+        "dataset": s["data"]["args"]["name"], "data_args": s["data"]["args"],
+        "data_provenance": s["data"]["provenance"], "data_meta": data_meta, "model": s["model"],
+        "model_kind": s["model_kind"], "objective": objective or flags.get("objective"),
+        "epochs": history[-1]["epoch"] if history else 0, "batch_size": flags["batch_size"],
+        "lr": flags["lr"], "seed": flags["seed"], "device": flags["device"],
+        "overrides": [e for e in doc["resumes"] if e.get("overrides")],
+    }
+
+
+class _Recorder:
+    """fit's per-epoch callback: metrics.json / .csv / TensorBoard from the committed checkpoint."""
+
+    def __init__(self, run_dir: Path, doc: dict[str, Any], flags: dict[str, Any], tensorboard: bool) -> None:
+        self.run_dir, self.doc, self.flags = run_dir, doc, flags
+        self.tb = TensorBoardLog(run_dir) if tensorboard else None
+
+    def write(self, training: dict[str, Any] | None = None) -> list[dict]:
+        config = read_config(self.run_dir / "checkpoint")
+        history = annotate(config["training"]["history"], self.doc)
+        write_metrics(self.run_dir, history, _metrics_config(self.doc, self.flags, history, config["data"]),
+                      training)
+        return history
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        history = self.write()
+        if self.tb is not None:
+            mine = [r for r in history if r.get("epoch") == record.get("epoch")]
+            self.tb.add(mine[-1] if mine else record)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _folder_state(path: Path) -> str:
+    """``"absent"``, ``"empty"``, ``"run"`` (ours) or ``"foreign"`` (something else is there)."""
+    if not path.exists():
+        return "absent"
+    entries = [e for e in os.listdir(path) if e != LOCK_FILE]
+    if not entries:
+        return "empty"
+    if (path / SETTINGS_FILE).is_file() or (path / "checkpoint" / POINTER).is_file():
+        return "run"
+    return "foreign"
+
+
+def _refuse_existing(path: Path) -> None:
+    state = _folder_state(path)
+    if state == "run":
+        raise RunExistsError(f"{str(path)!r} already holds a run: pass --resume to continue it, or choose "
+                             "another --out")
+    if state == "foreign":
+        shown = sorted(e for e in os.listdir(path) if e != LOCK_FILE)
+        raise RunExistsError(f"{str(path)!r} exists and holds files ppl_vae did not make ({', '.join(shown[:3])}"
+                             f"{', ...' if len(shown) > 3 else ''}): choose another --out (nothing was changed)")
+
+
+# ------------------------------------------------------------------------------ train
+def train_run(
+    out: str | os.PathLike[str] | None,
+    *,
+    dataset: Any = UNSET, objective: Any = UNSET, latent_dim: Any = UNSET, hidden_dims: Any = UNSET,
+    likelihood: Any = UNSET, activation: Any = UNSET, binarize: Any = UNSET, data_dir: Any = UNSET,
+    n_samples: Any = UNSET, epochs: Any = UNSET, batch_size: Any = UNSET, lr: Any = UNSET, seed: Any = UNSET,
+    device: Any = UNSET, resume: bool = False, progress: bool = True, time_budget: float | None = None,
+    model: Any = UNSET, ae_options: dict[str, Any] | None = None, override: Any = (), log: Any = UNSET,
+) -> Run:
+    """Train a model into run folder ``out`` (or in memory when ``out`` is None) and return the run.
+
+    A new run refuses an ``out`` that exists and is not empty. Its settings (defaults: dataset
+    ``"digits"``, objective ``"analytic"``, latent_dim 8, hidden_dims (256,), likelihood ``"auto"``,
+    binarize ``"auto"``, epochs 20, batch_size 128, lr 1e-3, seed 0, device ``"auto"``, model
+    ``"vae"``; or ``"ae"``, ``"dae"``, ``"sae"``, ``"cae"`` with ``ae_options``) are recorded before
+    the first epoch; after each epoch the folder holds the checkpoint and metrics.
+
+    ``resume=True`` continues the run in ``out`` with its recorded settings: a setting given here
+    that differs from the record is refused unless ``override`` names it (``objective``, ``lr``,
+    ``batch_size``, ``seed``, ``device``; recorded in the settings and in the history); the model
+    and data cannot change. ``epochs`` is then the number of further epochs (default: up to the
+    number the run was asked for). ``log=["tensorboard"]`` also writes TensorBoard event files.
+    """
+    given = given_flags(ae_options, dataset=dataset, objective=objective, latent_dim=latent_dim,
+                        hidden_dims=hidden_dims, likelihood=likelihood, activation=activation, binarize=binarize,
+                        data_dir=data_dir, n_samples=n_samples, batch_size=batch_size, lr=lr, seed=seed,
+                        device=device, model=model)
+    more = None if epochs is UNSET else check_positive_int(epochs, "epochs")
+    if time_budget is not None:
+        time_budget = check_finite_number(time_budget, "time_budget", positive=True)
+    override = [override] if isinstance(override, str) else list(override or ())
+    logs = None if log is UNSET else ([log] if isinstance(log, str) else list(log or ()))
+    for name in logs or ():
+        if name not in LOGS:
+            raise UserError(f"unknown log {name!r}; choose from {', '.join(LOGS)}")
+    if override and not resume:
+        raise UserError("override applies to --resume only (a new run takes its settings as given)")
+    if "tensorboard" in (logs or ()):
+        check_tensorboard()
+    main = _is_main()
+    if out is None:
+        if resume:
+            raise UserError("resume=True needs the run folder (out)")
+        return _start(None, given, more, logs or [], progress, time_budget, main)
+    path = check_output_path(out, "--out")
+    if resume:
+        return _resume(path, given, more, override, logs, progress, time_budget, main)
+    if main:
+        _refuse_existing(path)
+    return _start(path, given, more, logs or [], progress, time_budget, main)
+
+
+def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
+    flags = complete(given)
+    if flags["model"] != "vae" and "likelihood" in given and given["likelihood"] != "auto":
+        raise UserError("likelihood is for the VAE; an autoencoder takes reconstruction='bce'|'mse'")
+    args = _data_args(flags)
+    provenance = data_provenance(args)
+    if provenance["kind"] == "files":  # the IDX folder that was found (not $PPL_VAE_DATA at a later time)
+        args["data_dir"] = str(Path(next(iter(provenance["files"]))).parent)
+    data = _load_data(args)
+    model = _reinit(_build_model(flags, data.meta.input_dim), flags["seed"])
+    settings = {
+        "flags": flags, "model_kind": flags["model"], "model": getattr(model, "config", None),
+        "data": {"args": args, "provenance": provenance}, "epochs": epochs or 20,
+        "time_budget": time_budget, "log": logs, "created": now(), "versions": versions(),
+    }
+    doc = {"settings": settings, "resumes": []}
+    if path is None or not main:
+        return _train(path, doc, flags, model, data, epochs or 20, False, logs, progress, time_budget, main)
+    with lock_folder(path):
+        _refuse_existing(path)
+        doc = write_settings(path, settings)
+        return _train(path, doc, flags, model, data, epochs or 20, False, logs, progress, time_budget, main)
+
+
+def _committed(path: Path) -> tuple[int, bytes | None, dict | None]:
+    """(epochs completed, the checkpoint's copy of settings.json, its data meta) of a run folder."""
+    ckpt = path / "checkpoint"
+    if not (ckpt / POINTER).is_file():
+        return 0, None, None
+    config, copy = load_run_checkpoint(ckpt, model=False)[1:]
+    return int(config["training"].get("epoch", 0)), copy, config.get("data")
+
+
+def _resume(path, given, more, override, logs, progress, time_budget, main) -> Run:
+    if not path.is_dir():
+        raise MissingFileError(f"cannot resume: {str(path)!r} does not exist; start the run without --resume")
+    if not (path / SETTINGS_FILE).is_file():
+        raise RunError(f"cannot resume {str(path)!r}: it has no settings.json, so it is not a run of this "
+                       "ppl_vae (or an older one's, which can be evaluated but not resumed); start a new run")
+    with lock_folder(path) if main else contextlib.nullcontext():
+        doc = read_settings(path)
+        flags = effective_settings(doc)
+        if flags["model"] != "vae" and "objective" in given:
+            raise UserError(f"--objective is for the VAE; this run is an autoencoder ({flags['model']})")
+        changes = _check_overrides(given, flags, override)
+        for name, change in changes.items():
+            flags[name] = change["to"]
+        check_device(flags["device"])
+        check_provenance(doc["settings"]["data"]["provenance"], str(path))
+        done, copy, _ = _committed(path)
+        same_start(doc, copy, str(path))
+        target = done + more if more else target_epochs(doc)
+        if target <= done:
+            raise RunError(f"{str(path)!r} already has {done} epochs (it was asked for {target}): pass --epochs N "
+                           "to train N more")
+        logs = doc["settings"].get("log", []) if logs is None else logs
+        if main:
+            doc = write_settings(path, doc["settings"], new_resume(doc, done, target, changes))
+        data = _load_data(doc["settings"]["data"]["args"])
+        model = _rebuild_model(doc["settings"]["model"], flags["batch_size"], str(path / SETTINGS_FILE))
+        if done == 0:
+            _reinit(model, flags["seed"])
+        return _train(path, doc, flags, model, data, target - done, done > 0, logs, progress, time_budget, main)
+
+
+def _train(path, doc, flags, model, data, epochs, resume, logs, progress, time_budget, main) -> Run:
+    from ..autoencoders import Autoencoder, fit_autoencoder
+
+    recorder = _Recorder(path, doc, flags, "tensorboard" in logs) if path is not None and main else None
+    common = dict(epochs=epochs, batch_size=flags["batch_size"], lr=flags["lr"], seed=flags["seed"],
+                  device=flags["device"], checkpoint_dir=path / "checkpoint" if path is not None else None,
+                  resume=resume, progress=progress, time_budget=time_budget, callback=recorder)
+    try:
+        if isinstance(model, Autoencoder):
+            history = fit_autoencoder(model, data, **common)
+        else:
+            history = fit(model, data, flags["objective"], **common)
+    finally:
+        if recorder is not None:
+            recorder.close()
+    state = getattr(history, "state", None)
+    training = None if state is None else {"epoch": state.epoch, "step": state.step, "seed": state.seed,
+                                           "objective": state.objective}
+    if recorder is not None and (path / "checkpoint" / POINTER).is_file():
+        recorder.write(training)
+    annotated = History(annotate(list(history), doc))
+    annotated.state = state
+    config = _metrics_config(doc, flags, annotated, data.meta.to_dict())
+    return Run(model, data, annotated, config, path, doc if path is not None else None)
+
+
+# ------------------------------------------------------------------------------ load
+def _open_run(run_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise MissingFileError(f"{str(path)!r} does not exist or is not a folder; make a run with "
+                               "`ppl-vae train --out DIR`")
+    if not (path / SETTINGS_FILE).is_file():
+        raise RunError(f"{str(path)!r} is not a ppl_vae run folder (no settings.json); make one with "
+                       "`ppl-vae train --out DIR`")
+    doc = read_settings(path)
+    if not (path / "checkpoint" / POINTER).is_file():
+        raise RunError(f"{str(path)!r} has no completed epoch yet (the run stopped before its first epoch "
+                       f"ended): resume it with `ppl-vae train --out {path} --resume`")
+    return path, doc
+
+
+def read_history(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], History]:
+    """``(config, history)`` of a run folder from its committed checkpoint (no tensors, no data)."""
+    path, doc = _open_run(run_dir)
+    config, copy = load_run_checkpoint(path / "checkpoint", model=False)[1:]
+    same_start(doc, copy, str(path))
+    history = History(annotate(config["training"]["history"], doc))
+    return _metrics_config(doc, effective_settings(doc), history, config.get("data")), history
+
+
+def load_run(run_dir: str | os.PathLike[str], device: str = "cpu", load_data: bool = True) -> Run:
+    """Load a run folder: the model of its last completed epoch, its history, and the same data split.
+
+    Refuses a run whose data file has changed or disappeared, a settings.json edited by hand, and a
+    run with no completed epoch yet (resume it first).
+    """
+    path, doc = _open_run(run_dir)
+    model, config, copy = load_run_checkpoint(path / "checkpoint", device=check_device(device))
+    same_start(doc, copy, str(path))
+    data = None
+    if load_data:
+        check_provenance(doc["settings"]["data"]["provenance"], str(path))
+        data = _load_data(doc["settings"]["data"]["args"])
+        saved = config.get("data") or {}
+        for key in ("input_dim", "n_train", "n_test", "binarize", "seed"):
+            if key in saved and saved[key] != getattr(data.meta, key, saved[key]):
+                raise RunError(f"{str(path)!r}: the data now load with {key}={getattr(data.meta, key)!r}, but the "
+                               f"run was trained with {key}={saved[key]!r}: the data or their loader changed")
+    history = History(annotate(config["training"]["history"], doc))
+    flags = effective_settings(doc)
+    return Run(model, data, history, _metrics_config(doc, flags, history, config.get("data")), path, doc)

@@ -1,0 +1,85 @@
+"""Experiment logs a person looks at: ``metrics.json``, a per-epoch ``metrics.csv``, TensorBoard.
+
+All three are derived from the committed checkpoint after each epoch (the checkpoint, which
+holds the history, is the record; these are views of it), and the two files are rewritten
+atomically, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import UserError
+from .files import to_jsonable, write_bytes, write_json
+
+__all__ = ["METRICS_CSV", "METRICS_FILE", "TensorBoardLog", "check_tensorboard", "write_metrics"]
+
+METRICS_FILE = "metrics.json"
+METRICS_CSV = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+LOGS = ("tensorboard",)
+
+
+def history_csv(history: Sequence[dict[str, Any]]) -> str:
+    """One row per epoch; columns in order of first appearance; nested values as JSON text."""
+    columns: list[str] = []
+    for record in history:
+        columns += [k for k in record if k not in columns]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(columns)
+    for record in history:
+        row = []
+        for key in columns:
+            value = to_jsonable(record.get(key))
+            row.append("" if value is None else json.dumps(value, sort_keys=True) if isinstance(value, (dict, list))
+                       else value)
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def write_metrics(run_dir: Path, history: Sequence[dict[str, Any]], config: dict[str, Any],
+                  training: dict[str, Any] | None = None) -> None:
+    """Rewrite ``metrics.json`` and ``metrics.csv`` of ``run_dir`` (atomically, strict JSON)."""
+    final_test = history[-1].get("test_elbo") if history else None
+    doc: dict[str, Any] = {"history": list(history), "config": config, "final_test_elbo": final_test}
+    if history and "train_loss" in history[0]:
+        doc["final_test_loss"] = history[-1].get("test_loss")
+    if training is not None:
+        doc["training"] = training
+    write_json(run_dir / METRICS_FILE, doc)
+    write_bytes(run_dir / METRICS_CSV, history_csv(history).encode())
+
+
+def check_tensorboard() -> None:
+    """Fail early, in one line, when ``--log tensorboard`` cannot work."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter  # noqa: F401
+    except ImportError:
+        raise UserError("--log tensorboard needs the 'tensorboard' package, which is not installed: "
+                        "pip install 'ppl_vae[tensorboard]' (or pip install tensorboard)") from None
+
+
+class TensorBoardLog:
+    """Scalars of each epoch record, written to ``RUN/tensorboard`` (one event file per call)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        check_tensorboard()
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.writer = SummaryWriter(log_dir=str(run_dir / TENSORBOARD_DIR))
+
+    def add(self, record: dict[str, Any]) -> None:
+        epoch = record.get("epoch", 0)
+        for key, value in record.items():
+            if key != "epoch" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.writer.add_scalar(key, value, global_step=epoch)
+        self.writer.flush()
+
+    def close(self) -> None:
+        self.writer.close()
