@@ -15,7 +15,7 @@ from .autoencoders import (
     fit_autoencoder,
     make_autoencoder,
 )
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from .errors import CheckpointError, ProgramError, TrainingDiverged, UserError
 from .compare import (
     Comparison,
     DataMismatch,
@@ -28,19 +28,18 @@ from .data import Dataset, DatasetMeta, load_dataset
 from .diagnostics import (
     Report,
     active_units,
-    elbo,
     evaluate,
-    iw_log_likelihood,
     kl_per_dimension,
-    log_weights,
     psis_diagnostics,
-    quadrature_log_likelihood,
 )
+from .estimators import elbo, iw_log_likelihood, log_weights, quadrature_log_likelihood
 from .likelihoods import make_likelihood
 from .models import VAE, LinearGaussianVAE, build_model
 from .objectives import available_objectives, format_objective, parse_objective, register_objective
 from .posterior import ReferencePosterior, amortization_gap, reference_posterior
-from .train import History, TrainingDiverged, fit
+from .programs import Program, fix_globals, trained_params
+from .runs.checkpoint import load_checkpoint, save_checkpoint
+from .train import History, TrainState, fit
 
 __version__ = "0.1.0"
 
@@ -55,6 +54,12 @@ __all__ = [
     "DatasetMeta",
     "History",
     "LinearGaussianVAE",
+    "Program",
+    "ProgramError",
+    "TrainState",
+    "UserError",
+    "fix_globals",
+    "trained_params",
     "Report",
     "TrainingDiverged",
     "active_units",

@@ -42,10 +42,9 @@ log-likelihood.
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import inspect
 import math
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -53,23 +52,18 @@ from typing import Any
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm import tqdm
 
-from .checkpoint import save_checkpoint
 from .data import Dataset
+from .errors import ArgumentTypeError, UserError
 from .likelihoods import check_matrix
 from .models import register_model
 from .nets import Decoder, check_sizes, mlp
-from .train import (
-    History,
-    TrainingDiverged,
-    TrainState,
-    _as_dataset,
-    _epoch_seed,
-    _resume,
-    resolve_device,
-    training_summary,
-)
+from .runs.checkpoint import load_model_state, load_optimizer_state, save_checkpoint
+from .runs.lock import lock_folder
+from .train.data import as_train_data, validate
+from .train.distributed import DistContext
+from .train.loop import run_epochs
+from .train.state import History, TrainState, remember, resolve_device, state_of, training_summary
 
 RECONSTRUCTIONS = ("bce", "mse")
 CODE_ACTIVATIONS = (None, "sigmoid", "tanh")
@@ -110,11 +104,11 @@ class Autoencoder(nn.Module):
         super().__init__()
         hidden_dims = check_sizes(input_dim, latent_dim, hidden_dims)
         if reconstruction not in RECONSTRUCTIONS:
-            raise ValueError(
+            raise UserError(
                 f"reconstruction must be 'bce' (data in [0, 1]) or 'mse' (real data); got {reconstruction!r}"
             )
         if code_activation not in CODE_ACTIVATIONS:
-            raise ValueError(f"code_activation must be None, 'sigmoid' or 'tanh'; got {code_activation!r}")
+            raise UserError(f"code_activation must be None, 'sigmoid' or 'tanh'; got {code_activation!r}")
         self.input_dim = input_dim
         self.latent_dim = latent_dim
         self.hidden_dims = hidden_dims
@@ -179,7 +173,7 @@ class Autoencoder(nn.Module):
         """Validate a batch: a finite float tensor ``(N, D)``, in [0, 1] for BCE."""
         x = check_matrix(x, self.input_dim, arg)
         if self.reconstruction == "bce" and ((x < 0).any() or (x > 1).any()):
-            raise ValueError(
+            raise UserError(
                 f"reconstruction 'bce' needs {arg} in [0, 1]; got values in "
                 f"[{float(x.min()):.4g}, {float(x.max()):.4g}]: use reconstruction='mse' for real-valued data"
             )
@@ -242,11 +236,11 @@ class DenoisingAE(Autoencoder):
     ) -> None:
         super().__init__(input_dim, latent_dim, hidden_dims, reconstruction, activation, code_activation)
         if noise not in ("gaussian", "mask"):
-            raise ValueError(f"noise must be 'gaussian' (x + sigma * eps) or 'mask' (zero with prob. p); got {noise!r}")
+            raise UserError(f"noise must be 'gaussian' (x + sigma * eps) or 'mask' (zero with prob. p); got {noise!r}")
         if not (isinstance(sigma, (int, float)) and sigma >= 0 and math.isfinite(sigma)):
-            raise ValueError(f"sigma must be a finite number >= 0; got {sigma!r}")
+            raise UserError(f"sigma must be a finite number >= 0; got {sigma!r}")
         if not (isinstance(p, (int, float)) and 0 <= p < 1):
-            raise ValueError(f"p (masking probability) must be in [0, 1); got {p!r}")
+            raise UserError(f"p (masking probability) must be in [0, 1); got {p!r}")
         self.noise = noise
         self.sigma = float(sigma)
         self.p = float(p)
@@ -297,12 +291,12 @@ class SparseAE(Autoencoder):
         lam: float = 1.0,
     ) -> None:
         if code_activation != "sigmoid":
-            raise ValueError(f"SparseAE needs code_activation='sigmoid' (activations in (0, 1)); got {code_activation!r}")
+            raise UserError(f"SparseAE needs code_activation='sigmoid' (activations in (0, 1)); got {code_activation!r}")
         super().__init__(input_dim, latent_dim, hidden_dims, reconstruction, activation, "sigmoid")
         if not (isinstance(rho, (int, float)) and 0 < rho < 1):
-            raise ValueError(f"rho (target mean activation) must be in (0, 1); got {rho!r}")
+            raise UserError(f"rho (target mean activation) must be in (0, 1); got {rho!r}")
         if not (isinstance(lam, (int, float)) and lam >= 0 and math.isfinite(lam)):
-            raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
+            raise UserError(f"lam must be a finite number >= 0; got {lam!r}")
         self.rho = float(rho)
         self.lam = float(lam)
 
@@ -337,10 +331,10 @@ class ContractiveAE(Autoencoder):
         lam: float = 0.1,
     ) -> None:
         if code_activation not in ("sigmoid", "tanh"):
-            raise ValueError(f"ContractiveAE needs code_activation 'sigmoid' or 'tanh'; got {code_activation!r}")
+            raise UserError(f"ContractiveAE needs code_activation 'sigmoid' or 'tanh'; got {code_activation!r}")
         super().__init__(input_dim, latent_dim, hidden_dims, reconstruction, activation, code_activation)
         if not (isinstance(lam, (int, float)) and lam >= 0 and math.isfinite(lam)):
-            raise ValueError(f"lam must be a finite number >= 0; got {lam!r}")
+            raise UserError(f"lam must be a finite number >= 0; got {lam!r}")
         self.lam = float(lam)
 
     @property
@@ -355,9 +349,9 @@ class ContractiveAE(Autoencoder):
         (closed form when available). Differentiable in the parameters either way.
         """
         if method not in ("auto", "closed_form", "autograd"):
-            raise ValueError(f"method must be 'auto', 'closed_form' or 'autograd'; got {method!r}")
+            raise UserError(f"method must be 'auto', 'closed_form' or 'autograd'; got {method!r}")
         if method == "closed_form" and not self.has_closed_form:
-            raise ValueError(
+            raise UserError(
                 f"the closed form needs a one-layer encoder (hidden_dims=()); this one has hidden_dims={self.hidden_dims}"
             )
         if method != "autograd" and self.has_closed_form:
@@ -409,13 +403,13 @@ def make_autoencoder(kind: str, input_dim: int, latent_dim: int = 2, **kwargs: A
     class does not take raise a ``ValueError`` naming them.
     """
     if kind not in _CLASSES:
-        raise ValueError(f"unknown autoencoder {kind!r}; choose one of {sorted(_CLASSES)} (or 'vae' for the VAE)")
+        raise UserError(f"unknown autoencoder {kind!r}; choose one of {sorted(_CLASSES)} (or 'vae' for the VAE)")
     cls = _CLASSES[kind]
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     extra = sorted(set(kwargs) - accepted)
     if extra:
-        raise ValueError(f"{cls.__name__} (--model {kind}) takes no option(s) {extra}; it takes {sorted(accepted - {'input_dim', 'latent_dim'})}")
+        raise UserError(f"{cls.__name__} (--model {kind}) takes no option(s) {extra}; it takes {sorted(accepted - {'input_dim', 'latent_dim'})}")
     return cls(input_dim, latent_dim, **kwargs)
 
 
@@ -434,6 +428,48 @@ def mean_reconstruction_error(ae: Autoencoder, x: torch.Tensor, batch_size: int 
     return total / len(x)
 
 
+class AutoencoderStrategy:
+    """The loss strategy of :func:`~ppl_vae.train.loop.run_epochs` for an autoencoder: mean reconstruction
+    error (plus penalty) per point; a seeded corruption-noise stream per epoch."""
+
+    def __init__(self, ae: Autoencoder) -> None:
+        self.ae = ae
+        self.module = ae
+        self.label = ae.spec
+        self.noise: torch.Generator | None = None
+        self.sums = {"loss": 0.0, "reconstruction": 0.0, "penalty": 0.0}
+
+    def scope(self) -> Any:
+        return contextlib.nullcontext()
+
+    def begin_epoch(self, seed: int, device: torch.device) -> None:
+        self.ae.train()
+        self.noise = torch.Generator(device=device).manual_seed(seed + 2)
+        self.sums = dict.fromkeys(self.sums, 0.0)
+
+    def kl_weight(self, step: int, epoch: int) -> float:
+        return 1.0
+
+    def loss(self, batch: tuple[torch.Tensor, ...], scale: float, weight: float, step: int) -> torch.Tensor:
+        terms = self.ae.loss_terms(batch[0], generator=self.noise)
+        if math.isfinite(float(terms["loss"])):  # the guard reads the loss; a bad one is never applied
+            terms["loss"].backward()
+            for key in self.sums:
+                self.sums[key] += float(terms[key].detach()) * len(batch[0])
+        return terms["loss"].detach()
+
+    def epoch_record(self, total: float, n: int, scale: float) -> dict[str, Any]:
+        return {"train_loss": self.sums["loss"] / n, "train_reconstruction": self.sums["reconstruction"] / n,
+                "train_penalty": self.sums["penalty"] / n}
+
+    def test_record(self, test: tuple[torch.Tensor, ...] | None, seed: int, ctx: Any) -> dict[str, Any]:
+        self.ae.eval()
+        return {"test_loss": mean_reconstruction_error(self.ae, test[0]) if test is not None else None}
+
+    def checkpoint_params(self) -> dict[str, torch.Tensor]:
+        return {}
+
+
 def fit_autoencoder(
     ae: Autoencoder,
     data: Dataset | torch.Tensor,
@@ -449,115 +485,69 @@ def fit_autoencoder(
     progress: bool = True,
     time_budget: float | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
+    state: TrainState | None = None,
 ) -> History:
-    """Train an autoencoder with Adam on mini-batches; the conventions of :func:`ppl_vae.train.fit`.
+    """Train an autoencoder with Adam on mini-batches, in the same loop as :func:`ppl_vae.fit`.
 
-    Same seeding (each epoch re-seeds shuffling, dynamic binarisation and the corruption
-    noise from ``(seed, epoch)``; the caller's RNG is untouched), same continuation (a second
-    call, or ``resume=True`` from ``checkpoint_dir``, continues the epoch count), same NaN
-    guard (:class:`~ppl_vae.train.TrainingDiverged`, model restored to the last good epoch),
-    same atomic per-epoch checkpoints.
+    Same seeding (each epoch re-seeds shuffling, dynamic binarisation and the corruption noise from
+    ``(seed, epoch)``; the caller's RNG is untouched), same continuation (a second call, ``state=``,
+    or ``resume=True`` from ``checkpoint_dir``), same NaN guard, same checkpoints after every epoch.
 
     Returns:
-        :class:`~ppl_vae.train.History` of records with ``epoch``, ``step``, ``train_loss``
-        (the objective, penalty included, averaged over the epoch's batches, per point),
+        :class:`~ppl_vae.train.History` of records with ``epoch``, ``step``, ``train_loss`` (the
+        objective, penalty included, averaged over the epoch's batches, per point),
         ``train_reconstruction`` and ``train_penalty`` (its two parts), ``test_loss`` (the
         reconstruction error of the clean test split at the end of the epoch, per point),
-        ``seconds`` and ``objective`` (the model's :attr:`~Autoencoder.spec`).
+        ``seconds`` and ``objective`` (the model's :attr:`~Autoencoder.spec`); ``.state``.
     """
-    for arg, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < (0 if arg == "epochs" else 1):
-            raise ValueError(f"{arg} must be a {'non-negative' if arg == 'epochs' else 'positive'} integer; got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise ValueError(f"lr must be a positive finite number; got {lr!r}")
-    if not isinstance(ae, Autoencoder):
-        raise TypeError(f"fit_autoencoder trains a ppl_vae Autoencoder; got {type(ae).__name__} (use ppl_vae.fit for a VAE)")
-    dataset = _as_dataset(data, test_data)
-    dev = resolve_device(device)
-    train_x = ae.check_data(dataset.train, "data.train")
-    test_x = ae.check_data(dataset.test, "data.test") if dataset.test is not None and len(dataset.test) else None
-    dataset = dataset.to(dev)
-    ae.to(dev)
+    from .train.svi import _check_args
 
-    state: TrainState = getattr(ae, "_train_state", None) or TrainState(seed=seed)
-    if state.optimizer is None or any(p.device != dev for g in state.optimizer.param_groups for p in g["params"]):
-        state.optimizer = torch.optim.Adam(ae.parameters(), lr=lr)
+    _check_args(epochs, batch_size, lr, "auto", time_budget)
+    if not isinstance(ae, Autoencoder):
+        raise ArgumentTypeError(f"fit_autoencoder trains a ppl_vae Autoencoder; got {type(ae).__name__} "
+                                "(use ppl_vae.fit for a VAE)")
+    dev = resolve_device(device)
+    state = state or state_of(ae) or TrainState(seed=seed)
+    train = as_train_data(data, test_data, None)
+
+    def check(rows: tuple[torch.Tensor, ...], arg: str) -> tuple[torch.Tensor, ...]:
+        return (ae.check_data(rows[0], arg), *rows[1:])
+
+    train = validate(train, check, state.validated).to(dev)
+    ae.to(dev)
+    params = list(ae.parameters())
+    if state.optimizer is None or [id(p) for g in state.optimizer.param_groups for p in g["params"]] != \
+            [id(p) for p in params]:
+        state.optimizer = torch.optim.Adam(params, lr=lr)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
+    resumed = None
     if resume:
         if checkpoint_dir is None:
-            raise ValueError("resume=True needs checkpoint_dir (where the run's checkpoint is)")
-        _resume(ae, state, Path(checkpoint_dir), dev)
-    ae._train_state = state
+            raise UserError("resume=True needs checkpoint_dir (where the run's checkpoint is)")
+        config = load_model_state(checkpoint_dir, ae, dev)
+        load_optimizer_state(checkpoint_dir, state.optimizer, dev)
+        training = config.get("training") or {}
+        state.epoch, state.step = int(training.get("epoch", 0)), int(training.get("step", 0))
+        state.history = History(training.get("history", []))
+        resumed = state.epoch
     state.objective = ae.spec
+    state.seed = seed
+    strategy = AutoencoderStrategy(ae)
 
-    n = train_x.shape[0]
-    good = copy.deepcopy(ae.state_dict())
-    started = time.perf_counter()
-    bar = tqdm(total=epochs, desc=f"fit {ae.spec}", unit="epoch", disable=not progress, leave=False)
-    try:
-        with torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []):
-            for _ in range(epochs):
-                epoch = state.epoch + 1
-                epoch_seed = _epoch_seed(seed, epoch)
-                torch.manual_seed(epoch_seed)
-                gen = torch.Generator().manual_seed(epoch_seed + 1)
-                noise_gen = torch.Generator(device=dev).manual_seed(epoch_seed + 2)
-                x_epoch = dataset.resample_train(gen)
-                perm = torch.randperm(n, generator=gen).to(dev)
-                t0 = time.perf_counter()
-                ae.train()
-                sums = {"loss": 0.0, "reconstruction": 0.0, "penalty": 0.0}
-                for batch_start in range(0, n, batch_size):
-                    idx = perm[batch_start : batch_start + batch_size]
-                    terms = ae.loss_terms(x_epoch[idx], generator=noise_gen)
-                    value = terms["loss"].item()
-                    if not math.isfinite(value):
-                        ae.load_state_dict(good)
-                        where = f" (last good checkpoint: {checkpoint_dir}, epoch {state.epoch})" if checkpoint_dir else ""
-                        raise TrainingDiverged(
-                            f"loss became {value} at epoch {epoch}, step {state.step + 1} "
-                            f"(batch starting at row {batch_start} of the shuffled epoch); training stopped "
-                            f"and the model was restored to the end of epoch {state.epoch}{where}. "
-                            "Try a smaller lr or check the data"
-                        )
-                    state.optimizer.zero_grad(set_to_none=True)
-                    terms["loss"].backward()
-                    state.optimizer.step()
-                    state.step += 1
-                    for key in sums:
-                        sums[key] += float(terms[key].detach()) * len(idx)
-                seconds = time.perf_counter() - t0
-                ae.eval()
-                record = {
-                    "epoch": epoch,
-                    "step": state.step,
-                    "train_loss": sums["loss"] / n,
-                    "train_reconstruction": sums["reconstruction"] / n,
-                    "train_penalty": sums["penalty"] / n,
-                    "test_loss": mean_reconstruction_error(ae, test_x.to(dev)) if test_x is not None else None,
-                    "seconds": seconds,
-                    "objective": ae.spec,
-                }
-                state.epoch = epoch
-                state.history.append(record)
-                good = copy.deepcopy(ae.state_dict())
-                if checkpoint_dir is not None:
-                    save_checkpoint(
-                        checkpoint_dir, ae, optimizer=state.optimizer,
-                        training=training_summary(state, lr=lr, batch_size=batch_size),
-                        data_meta=dataset.meta.to_dict(),
-                    )
-                if callback is not None:
-                    callback(record)
-                bar.update(1)
-                test = record["test_loss"]
-                bar.set_postfix(train=f"{record['train_loss']:.3f}", test=f"{test if test is not None else float('nan'):.3f}")
-                if time_budget is not None and time.perf_counter() - started >= time_budget:
-                    break
-    finally:
-        bar.close()
+    def save(st: TrainState) -> None:
+        save_checkpoint(checkpoint_dir, ae, optimizer=st.optimizer,
+                        training=training_summary(st, lr=lr, batch_size=batch_size), data_meta=train.meta)
+
+    with contextlib.ExitStack() as stack:
+        if checkpoint_dir is not None:
+            stack.enter_context(lock_folder(checkpoint_dir))
+        run_epochs(strategy, train, state, params, epochs=epochs, batch_size=batch_size, seed=seed,
+                   ctx=DistContext(device=dev), checkpoint_dir=checkpoint_dir,
+                   save=save if checkpoint_dir is not None else None, progress=progress, time_budget=time_budget,
+                   callback=callback, resumed_epoch=resumed)
     state.history.state = state
+    remember(ae, state)
     return state.history
 
 

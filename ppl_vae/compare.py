@@ -166,7 +166,7 @@ class Comparison:
         """An ArviZ ``InferenceData`` with groups ``points`` (dims method, seed, point), ``curves``
         (method, seed, epoch), ``summary`` (method, seed; ``kl_per_dim`` on latent) and the settings
         as attributes. Runs with fewer test points or epochs are padded with NaN."""
-        from .diagnostics import _arviz
+        from .diagnostics.psis import arviz as _arviz
 
         az = _arviz()
         import xarray as xr

@@ -31,6 +31,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from .errors import ArgumentTypeError, DataError, UserError
+
 
 def check_finite(x: torch.Tensor, arg: str = "x") -> None:
     """Raise ``ValueError`` if ``x`` holds NaN or inf, naming how many and the first row."""
@@ -38,7 +40,7 @@ def check_finite(x: torch.Tensor, arg: str = "x") -> None:
     if bad.any():
         rows = bad.reshape(bad.shape[0], -1).any(-1).nonzero().flatten() if x.dim() else None
         where = f"; first bad row is {int(rows[0])}" if rows is not None and len(rows) else ""
-        raise ValueError(
+        raise DataError(
             f"{arg} contains {int(bad.sum())} non-finite value(s) (NaN or inf){where}: "
             "drop or impute those rows before training or evaluation"
         )
@@ -50,12 +52,12 @@ def check_matrix(x: object, input_dim: int, arg: str = "x") -> torch.Tensor:
     Integer tensors are cast to float; anything else raises with the argument's name and value.
     """
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{arg} must be a torch.Tensor of shape (N, {input_dim}); got {type(x).__name__}")
+        raise ArgumentTypeError(f"{arg} must be a torch.Tensor of shape (N, {input_dim}); got {type(x).__name__}")
     if x.dim() != 2 or x.shape[1] != input_dim:
         hint = " (flatten images with x.reshape(len(x), -1))" if x.dim() > 2 else ""
-        raise ValueError(f"{arg} must have shape (N, {input_dim}) for this model; got {tuple(x.shape)}{hint}")
+        raise DataError(f"{arg} must have shape (N, {input_dim}) for this model; got {tuple(x.shape)}{hint}")
     if x.shape[0] == 0:
-        raise ValueError(f"{arg} is empty (0 rows): nothing to train on or evaluate")
+        raise DataError(f"{arg} is empty (0 rows): nothing to train on or evaluate")
     if not x.is_floating_point():
         x = x.float()
     check_finite(x, arg)
@@ -111,7 +113,7 @@ class BernoulliLikelihood(Likelihood):
     def check(self, x: torch.Tensor, arg: str = "x") -> None:
         super().check(x, arg)
         if not ((x == 0) | (x == 1)).all():
-            raise ValueError(
+            raise DataError(
                 f"likelihood 'bernoulli' needs {arg} in {{0, 1}}; got values in {_range(x)}: "
                 "pass binarize='dynamic' or 'static' to load_dataset, "
                 "or use likelihood='continuous_bernoulli' for grey levels in [0, 1]"
@@ -134,7 +136,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
     def check(self, x: torch.Tensor, arg: str = "x") -> None:
         super().check(x, arg)
         if (x < 0).any() or (x > 1).any():
-            raise ValueError(
+            raise DataError(
                 f"likelihood 'continuous_bernoulli' needs {arg} in [0, 1]; got values in "
                 f"{_range(x)}: rescale the data to [0, 1] or use likelihood='gaussian'"
             )
@@ -152,7 +154,7 @@ class GaussianLikelihood(Likelihood):
     def __init__(self, input_dim: int, scale: float | None = None, init_scale: float = 1.0) -> None:
         super().__init__(input_dim)
         if scale is not None and not (scale > 0 and math.isfinite(scale)):
-            raise ValueError(f"gaussian scale must be a positive finite number; got {scale!r}")
+            raise UserError(f"gaussian scale must be a positive finite number; got {scale!r}")
         self.fixed_scale = scale
         if scale is None:
             self.log_scale = nn.Parameter(torch.full((input_dim,), math.log(init_scale)))
@@ -186,18 +188,18 @@ def make_likelihood(spec: str | Likelihood, input_dim: int) -> Likelihood:
     if isinstance(spec, Likelihood):
         return spec
     if not isinstance(spec, str):
-        raise TypeError(f"likelihood must be a string or a Likelihood; got {type(spec).__name__}")
+        raise ArgumentTypeError(f"likelihood must be a string or a Likelihood; got {type(spec).__name__}")
     name, _, arg = spec.partition(":")
     if name not in LIKELIHOODS:
-        raise ValueError(f"unknown likelihood {spec!r}; choose one of {sorted(LIKELIHOODS)}")
+        raise UserError(f"unknown likelihood {spec!r}; choose one of {sorted(LIKELIHOODS)}")
     if name == "gaussian" and arg:
         key, _, value = arg.partition("=")
         if key != "scale":
-            raise ValueError(f"gaussian takes one parameter, scale (e.g. 'gaussian:scale=0.1'); got {spec!r}")
+            raise UserError(f"gaussian takes one parameter, scale (e.g. 'gaussian:scale=0.1'); got {spec!r}")
         try:
             return GaussianLikelihood(input_dim, scale=float(value))
         except ValueError as err:
-            raise ValueError(f"could not read the scale in likelihood {spec!r}: {err}") from None
+            raise UserError(f"could not read the scale in likelihood {spec!r}: {err}") from None
     if arg:
-        raise ValueError(f"likelihood {name!r} takes no parameters; got {spec!r}")
+        raise UserError(f"likelihood {name!r} takes no parameters; got {spec!r}")
     return LIKELIHOODS[name](input_dim)

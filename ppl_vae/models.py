@@ -33,6 +33,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from .errors import UserError
 from .likelihoods import GaussianLikelihood, Likelihood, check_matrix, make_likelihood
 from .nets import Decoder, GaussianEncoder, check_sizes
 
@@ -207,6 +208,10 @@ class LinearGaussianVAE(VAE):
 
 MODELS: dict[str, type[nn.Module]] = {"VAE": VAE, "LinearGaussianVAE": LinearGaussianVAE}
 
+#: Model/guide functions with no Python side effects between calls: ``fit(fast="auto")`` may replay them
+#: as captured graphs (a user's program gets graphs only when it asks; see :mod:`ppl_vae.train.fast`).
+PURE_PROGRAMS: set = {VAE.model, VAE.guide}
+
 
 def register_model(cls: type[nn.Module]) -> type[nn.Module]:
     """Let :func:`build_model` rebuild ``cls`` from its ``config`` (``cls(**config)`` minus ``"class"``).
@@ -223,7 +228,7 @@ def build_model(config: dict[str, Any]) -> VAE:
     config = dict(config)
     cls_name = config.pop("class", "VAE")
     if cls_name not in MODELS:
-        raise ValueError(f"unknown model class {cls_name!r} in config; known: {sorted(MODELS)}")
+        raise UserError(f"unknown model class {cls_name!r} in config; known: {sorted(MODELS)}")
     return MODELS[cls_name](**config)
 
 

@@ -17,6 +17,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .errors import UserError
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
     "tanh": nn.Tanh,
@@ -30,10 +32,10 @@ def check_sizes(input_dim: int, latent_dim: int, hidden_dims: Sequence[int]) -> 
     """Validate the sizes of an encoder/decoder pair; returns ``hidden_dims`` as a tuple of ints."""
     for arg, value in (("input_dim", input_dim), ("latent_dim", latent_dim)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{arg} must be a positive integer; got {value!r}")
+            raise UserError(f"{arg} must be a positive integer; got {value!r}")
     hidden = tuple(int(h) for h in hidden_dims)
     if any(h < 1 for h in hidden):
-        raise ValueError(f"hidden_dims must be positive integers; got {hidden!r}")
+        raise UserError(f"hidden_dims must be positive integers; got {hidden!r}")
     return hidden
 
 
@@ -41,7 +43,7 @@ def _activation(name: str) -> type[nn.Module]:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(
+        raise UserError(
             f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}"
         ) from None
 

@@ -70,6 +70,7 @@ __all__ = [
     "plot_reconstructions",
     "plot_run",
     "plot_samples",
+    "save_report_figures",
 ]
 
 
@@ -650,16 +651,49 @@ def plot_curves(
 # --------------------------------------------------------------------------- diagnostics (evaluate)
 def plot_khat(report: Any, *, path: str | Path | None = None) -> Figure:
     """PSIS k-hat per point of an :class:`ppl_vae.diagnostics.Report` (thresholds 0.5 and 0.7)."""
-    from .diagnostics import plot_khat as _plot_khat
+    from .diagnostics.psis import KHAT_BAD, KHAT_GOOD
 
-    return _finish(_plot_khat(report), path)
+    khat = report.points["khat"].to_numpy()
+    idx = np.arange(len(khat))
+    fig, ax = _new_axes(None, (7, 3.6))
+    finite = np.isfinite(khat)
+    colour = np.where(khat > KHAT_BAD, "tab:red", np.where(khat > KHAT_GOOD, "tab:orange", "tab:blue"))
+    ax.scatter(idx[finite], khat[finite], s=6, c=colour[finite], alpha=0.7, linewidths=0)
+    for level, style, label in ((KHAT_GOOD, ":", "0.5 (good below)"), (KHAT_BAD, "--", "0.7 (unreliable above)")):
+        ax.axhline(level, color="grey", linestyle=style, linewidth=1, label=label)
+    s = report.summary
+    ax.set_xlabel("data point")
+    ax.set_ylabel("PSIS k-hat (Pareto shape)")
+    ax.set_title(f"Importance-weight tails per point: {report.name}, K={s['num_samples']}\n"
+                 f"{100 * s['khat_share_above_0.5']:.1f}% above 0.5, {100 * s['khat_share_above_0.7']:.1f}% above 0.7",
+                 fontsize=10)
+    ax.legend(loc="upper right", fontsize=8)
+    return _finish(fig, path)
 
 
 def plot_gap_hist(report: Any, *, path: str | Path | None = None) -> Figure:
     """Histogram of the per-point gap IW log p(x) - ELBO of an :class:`ppl_vae.diagnostics.Report`."""
-    from .diagnostics import plot_gap_hist as _plot_gap_hist
+    gap = report.points["gap"].to_numpy()
+    gap = gap[np.isfinite(gap)]
+    fig, ax = _new_axes(None, (6, 3.6))
+    ax.hist(gap, bins=min(60, max(10, len(gap) // 10)), color="tab:blue", alpha=0.8)
+    s = report.summary
+    ax.axvline(s["gap_mean"], color="black", linestyle="--", linewidth=1,
+               label=f"mean {s['gap_mean']:.3f} ± {s['gap_se']:.3f} (s.e.)")
+    ax.set_xlabel("IW log p(x) - ELBO (nats per data point)")
+    ax.set_ylabel("number of points")
+    ax.set_title(f"Gap between IW (K={s['num_samples']}) and ELBO: {report.name}", fontsize=10)
+    ax.legend(fontsize=8)
+    return _finish(fig, path)
 
-    return _finish(_plot_gap_hist(report), path)
+
+def save_report_figures(report: Any, directory: str | Path) -> dict[str, Path]:
+    """Write ``khat.png`` and ``gap_hist.png`` of an evaluation report into ``directory``; returns the paths."""
+    out = Path(directory)
+    paths = {"khat": out / "khat.png", "gap_hist": out / "gap_hist.png"}
+    plot_khat(report, path=paths["khat"])
+    plot_gap_hist(report, path=paths["gap_hist"])
+    return paths
 
 
 def plot_elbo_vs_iw(report: Any, *, path: str | Path | None = None) -> Figure:

@@ -55,7 +55,8 @@ import torch
 from pyro.infer import MCMC, NUTS, TraceMeanField_ELBO
 from pyro.poutine.util import site_is_subsample
 
-from .diagnostics import _arviz, elbo, iw_log_likelihood
+from .diagnostics.psis import arviz as _arviz
+from .estimators import elbo, iw_log_likelihood
 
 if TYPE_CHECKING:
     import arviz

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import ppl_vae as pv
-import ppl_vae.compiled as compiled
-import ppl_vae.diagnostics as ev
+import ppl_vae.estimators.compiled as compiled
+import ppl_vae.estimators.importance as ev
+import ppl_vae.estimators.kernels as kernels
 
 
 @pytest.fixture(autouse=True)
@@ -130,7 +131,7 @@ def test_fast_argument_is_checked(small_vae):
         with pytest.raises(ValueError, match="fast must be one of 'auto', 'compile', 'eager'; got 'graph'"):
             fn(vae.model, vae.guide, x, 10, fast="graph")
     with pytest.raises(ValueError, match="fast must be one of"):
-        ev.evaluate(vae, x, 100, fast=None)
+        pv.evaluate(vae, x, 100, fast=None)
 
 
 def test_user_program_with_closure_parameters_compiles(small_vae):

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 import ppl_vae as pv
-import ppl_vae.diagnostics as ev
+import ppl_vae.estimators.importance as ev
+import ppl_vae.estimators.kernels as kernels
 
 D, d = 5, 2
 
@@ -116,7 +117,7 @@ class TanhModel:
 def tanh_case():
     tm = TanhModel()
     x = tm.sample(200)
-    return tm, x, ev.quadrature_log_likelihood(tm.model, x)
+    return tm, x, pv.quadrature_log_likelihood(tm.model, x)
 
 
 def _blocked_iw(lw: torch.Tensor, k: int) -> torch.Tensor:
@@ -179,7 +180,7 @@ def test_elbo_sampled_and_analytic_match_closed_form(linear):
 
 def test_quadrature_matches_exact_on_2d_latent(linear):
     vae, x, exact = linear
-    q = ev.quadrature_log_likelihood(vae.model, x[:20], grid=241)
+    q = pv.quadrature_log_likelihood(vae.model, x[:20], grid=241)
     torch.testing.assert_close(q, exact[:20], atol=1e-3, rtol=0)
 
 
@@ -193,8 +194,8 @@ def test_iw_matches_quadrature_on_nonlinear_1d_model(tanh_case):
 
 def test_khat_flags_too_narrow_guide_and_passes_good_guide(tanh_case):
     tm, x, _ = tanh_case
-    narrow = ev.psis_diagnostics(ev.log_weights(tm.model, tm.guide_with(0.2), x, 1000, seed=0))
-    good = ev.psis_diagnostics(ev.log_weights(tm.model, tm.guide_with(1.2), x, 1000, seed=0))
+    narrow = pv.psis_diagnostics(ev.log_weights(tm.model, tm.guide_with(0.2), x, 1000, seed=0))
+    good = pv.psis_diagnostics(ev.log_weights(tm.model, tm.guide_with(1.2), x, 1000, seed=0))
     assert narrow.khat.shape == (200,)
     # theory for Gaussians, q 5x narrower than p: k = 1 - 0.2^2 = 0.96; estimates from K=1000 run lower
     assert narrow.share_above(0.7) > 0.6, narrow.share_above(0.7)
@@ -210,7 +211,7 @@ def test_psislw_axis_convention_and_ess():
     lw = np.zeros((3, 200))
     lw[1, 0] = 50.0
     lw[2] = np.random.default_rng(0).standard_t(1.5, 200) * 3
-    diag = ev.psis_diagnostics(lw)
+    diag = pv.psis_diagnostics(lw)
     assert diag.khat.shape == (3,)
     np.testing.assert_allclose(diag.ess[:2], [200.0, 1.0], rtol=1e-6)
 
@@ -299,7 +300,7 @@ def _both_paths(monkeypatch, fn, *args, **kwargs):
     """``fn(*args, **kwargs)`` through the fast log-densities and through ``site["fn"].log_prob`` only."""
     fast = fn(*args, **kwargs)
     with monkeypatch.context() as m:
-        m.setattr(ev, "FAST_LOG_PROB", False)
+        m.setattr(kernels, "FAST_LOG_PROB", False)
         generic = fn(*args, **kwargs)
     return fast, generic
 
@@ -351,13 +352,13 @@ def test_fast_path_gives_the_generic_numbers(monkeypatch, linear, tanh_case):
         torch.testing.assert_close(fast, generic, rtol=1e-5, atol=1e-5)
     # the fast formulas really are the ones used for the VAEs' sites (x, z in the model; z in the guide)
     taken = []
-    original = ev._fast_log_prob
-    monkeypatch.setattr(ev, "_fast_log_prob", lambda *args: taken.append(original(*args)) or taken[-1])
+    original = kernels.fast_log_prob
+    monkeypatch.setattr(kernels, "fast_log_prob", lambda *args: taken.append(original(*args)) or taken[-1])
     for vae, x in ((bern, xb), (gauss, xg)):
         taken.clear()
         ev.iw_log_likelihood(vae.model, vae.guide, x, 10, seed=0)
         assert taken and all(t is not None for t in taken)
-    monkeypatch.setattr(ev, "_fast_log_prob", original)
+    monkeypatch.setattr(kernels, "fast_log_prob", original)
     iw = _both_paths(monkeypatch, ev.iw_log_likelihood, bern.model, bern.guide, xb, 300, seed=1)
     torch.testing.assert_close(*iw, rtol=1e-6, atol=1e-5)
     for analytic in (False, True):
@@ -405,7 +406,7 @@ def test_fast_log_prob_site_by_site():
         (dist.Normal(loc, scale).to_event(2), z[0]),
     ]
     for fn, value in handled:
-        fast = ev._fast_log_prob(fn, value)
+        fast = kernels.fast_log_prob(fn, value)
         assert fast is not None, fn
         generic = fn.log_prob(value)
         assert fast.shape == generic.shape, (fn, fast.shape, generic.shape)
@@ -424,7 +425,7 @@ def test_fast_log_prob_site_by_site():
         (dist.Normal(loc, scale).mask(False).to_event(1), z),
     ]
     for fn, value in left:
-        assert ev._fast_log_prob(fn, value) is None, fn
+        assert kernels.fast_log_prob(fn, value) is None, fn
 
 
 def test_fast_path_falls_back_for_grey_rows_and_leaves_program_tensors_alone(monkeypatch):
@@ -455,11 +456,11 @@ def test_fast_path_falls_back_for_grey_rows_and_leaves_program_tensors_alone(mon
 
 
 def test_default_chunks_are_even_and_near_rows_per_call():
-    assert ev._chunk_sizes(200, 1000, None, None) == (ev.ROWS_PER_CALL // 1000, 1000)
-    n_b, k_c = ev._chunk_sizes(10, 5000, None, None)
+    assert ev.chunk_sizes(200, 1000, None, None) == (ev.ROWS_PER_CALL // 1000, 1000)
+    n_b, k_c = ev.chunk_sizes(10, 5000, None, None)
     assert n_b == 1 and k_c <= ev.ROWS_PER_CALL and -(-5000 // k_c) == -(-5000 // ev.ROWS_PER_CALL)
-    assert ev._chunk_sizes(10, 5000, None, 700) == (min(10, ev.ROWS_PER_CALL // 700), 700)  # kept
-    assert ev._chunk_sizes(10, 5000, 3, None) == (3, ev.ROWS_PER_CALL // 3)
+    assert ev.chunk_sizes(10, 5000, None, 700) == (min(10, ev.ROWS_PER_CALL // 700), 700)  # kept
+    assert ev.chunk_sizes(10, 5000, 3, None) == (3, ev.ROWS_PER_CALL // 3)
 
 
 # ----------------------------------------------------------------------------- bad input
@@ -517,11 +518,11 @@ def test_analytic_kl_needs_rsample_and_a_closed_form(linear):
 def test_khat_needs_two_samples(linear):
     vae, x, _ = linear
     with pytest.raises(ValueError, match="at least 2"):
-        ev.psis_diagnostics(torch.zeros(4, 1))
+        pv.psis_diagnostics(torch.zeros(4, 1))
     with pytest.raises(ValueError, match="num_samples >= 2"):
-        ev.evaluate(vae, x[:10], num_samples=1)
+        pv.evaluate(vae, x[:10], num_samples=1)
     with pytest.warns(UserWarning, match="unreliable"):
-        ev.psis_diagnostics(torch.randn(4, 10))
+        pv.psis_diagnostics(torch.randn(4, 10))
 
 
 def test_wrong_data_dimension(linear):
@@ -559,7 +560,7 @@ def test_wrong_data_dimension(linear):
 def test_quadrature_refuses_high_dimensional_latent():
     vae = pv.LinearGaussianVAE(4, 3, noise_scale=1.0)
     with pytest.raises(ValueError, match="1 or 2 numbers per data point"):
-        ev.quadrature_log_likelihood(vae.model, torch.zeros(3, 4))
+        pv.quadrature_log_likelihood(vae.model, torch.zeros(3, 4))
 
 
 # ----------------------------------------------------------------------------- collapse measures, Report
@@ -573,15 +574,15 @@ def test_collapse_measures():
         lin.bias[3:] = _inv_softplus(torch.tensor(1.0 - vae.encoder.min_scale))
         lin.bias[3] = _inv_softplus(torch.tensor(0.1))
     x = torch.randn(500, 6)
-    assert ev.active_units(vae, x) == 1
-    kl = ev.kl_per_dimension(vae, x)
+    assert pv.active_units(vae, x) == 1
+    kl = pv.kl_per_dimension(vae, x)
     assert kl.shape == (3,)
     assert kl[0] > 1.0 and kl[1:].abs().max() < 1e-3
 
 
 def test_evaluate_report(tmp_path, linear):
     vae, x, exact = linear
-    report = ev.evaluate(vae, x[:300], num_samples=200, seed=0, name="linear")
+    report = pv.evaluate(vae, x[:300], num_samples=200, seed=0, name="linear")
     pts = report.points
     assert list(pts.columns[:5]) == ["elbo", "iw_log_likelihood", "gap", "khat", "ess"]
     assert len(pts) == 300 and (pts["gap"] >= 0).all()

@@ -32,7 +32,7 @@ def test_fit_on_cuda_learns_and_keeps_everything_on_the_device(digits, objective
     history = pv.fit(vae, digits, objective, epochs=3, batch_size=128, lr=3e-3, device="cuda", progress=False, fast=fast)
     assert all(p.is_cuda for p in vae.parameters())
     assert history[-1]["test_elbo"] > history[0]["test_elbo"]
-    state = vae._train_state.optimizer.state
+    state = history.state.optimizer.state
     assert all(t.is_cuda for s in state.values() for k, t in s.items() if torch.is_tensor(t) and k != "step")
 
 
@@ -86,12 +86,12 @@ def test_the_lazy_nan_guard_on_cuda_names_the_exact_step_and_restores(digits):
     with pytest.raises(pv.TrainingDiverged, match=rf"epoch 2, step {steps_per_epoch + 5} .*end of epoch 1"):
         pv.fit(vae, digits, "trace", epochs=3, device="cuda", progress=False)
     assert all(torch.isfinite(p).all() for p in vae.parameters())
-    assert vae._train_state.step == steps_per_epoch + 4
+    assert pv.train.state_of(vae).step == steps_per_epoch, "counters back at the last good epoch, as the weights"
 
 
 def test_iw_estimators_on_cuda_compiled_and_eager_agree(digits):
-    import ppl_vae.compiled as compiled
-    import ppl_vae.diagnostics as ev
+    import ppl_vae.estimators.compiled as compiled
+    import ppl_vae.estimators.importance as ev
 
     vae = _vae().to("cuda").eval()
     x = digits.test[:64].cuda()

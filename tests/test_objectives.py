@@ -12,7 +12,7 @@ import torch
 from pyro.infer import JitTraceMeanField_ELBO, RenyiELBO, Trace_ELBO, TraceMeanField_ELBO
 
 import ppl_vae as pv
-from ppl_vae.diagnostics import iw_log_likelihood
+from ppl_vae.estimators import iw_log_likelihood
 from ppl_vae.models import standard_normal_kl
 from ppl_vae.objectives import (
     CachedJitTrace_ELBO,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
@@ -11,7 +13,8 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 import ppl_vae as pv
 from ppl_vae.objectives import parse_objective, scale_latents
-from ppl_vae.train import _FastEngine, fast_elbo_loss, fast_path_problem
+from ppl_vae.programs import as_program, inspect_program
+from ppl_vae.train import FastEngine, FastPathWarning, fast_elbo_loss
 
 
 def _vae(d: int = 12, likelihood: str = "bernoulli", seed: int = 0) -> pv.VAE:
@@ -58,9 +61,9 @@ def test_graph_and_eager_paths_train_exactly_like_pyro(digits, objective):
         vae = _vae(64, seed=1)
         h = pv.fit(vae, digits, objective, epochs=1, batch_size=200, seed=5, device="cpu", progress=False, fast=mode)
         results[mode] = (vae, h[-1])
-    engine = results["graph"][0]._train_state.engine
+    engine = results["graph"][1].state.engine
     shapes = sorted(key[0] for key, run in engine.graphs.items() if run is not None)
-    assert shapes == [(digits.meta.n_train % 200, 64), (200, 64)], "one graph per batch shape"
+    assert shapes == [((digits.meta.n_train % 200, 64),), ((200, 64),)], "one graph per batch shape"
     ref_vae, ref_rec = results["off"]
     for mode in ("eager", "graph"):
         vae, rec = results[mode]
@@ -89,20 +92,27 @@ class _DiscreteGuideVAE(pv.VAE):
             pyro.sample("z", dist.Normal(loc, scale).to_event(1))
 
 
-def test_a_program_the_fast_path_cannot_take_falls_back_to_pyro(binary_x):
-    torch.manual_seed(0)
-    vae = _DiscreteGuideVAE(12, 3, (16,))
-    problem = fast_path_problem(vae.model, vae.guide, binary_x, analytic=False, params=list(vae.parameters()))
-    assert problem is not None and "flip" in problem
+def test_a_program_the_fast_path_cannot_take_falls_back_to_pyro_and_says_why(binary_x):
     runs = {}
     for mode in ("auto", "off"):
         torch.manual_seed(0)
         m = _DiscreteGuideVAE(12, 3, (16,))
-        runs[mode] = (m, pv.fit(m, binary_x, "trace", epochs=2, batch_size=16, device="cpu", progress=False, fast=mode))
-    assert runs["auto"][0]._train_state.engine.problem == problem
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runs[mode] = (m, pv.fit(m, binary_x, "trace", epochs=2, batch_size=16, device="cpu", progress=False,
+                                    fast=mode))
+        reported = [w for w in caught if issubclass(w.category, FastPathWarning)]
+        assert len(reported) == (1 if mode == "auto" else 0), [str(w.message) for w in reported]
+    history = runs["auto"][1]
+    assert history.meta["fast_path"]["path"] == "pyro" and "flip" in history.meta["fast_path"]["reason"]
+    assert "flip" in history.state.engine.problem
     assert [r["train_elbo"] for r in runs["auto"][1]] == [r["train_elbo"] for r in runs["off"][1]]
     for p, q in zip(runs["auto"][0].parameters(), runs["off"][0].parameters(), strict=True):
         assert torch.equal(p, q)
+    with warnings.catch_warnings(record=True) as caught:  # reported once per training state, not per call
+        warnings.simplefilter("always")
+        pv.fit(runs["auto"][0], binary_x, "trace", epochs=1, batch_size=16, device="cpu", progress=False)
+    assert not [w for w in caught if issubclass(w.category, FastPathWarning)]
 
 
 class _CountingVAE(pv.VAE):
@@ -115,18 +125,27 @@ class _CountingVAE(pv.VAE):
         super().model(x)
 
 
+def _engine(vae, rows):
+    program = as_program(vae)
+    info = inspect_program(program, (rows,))
+    engine = FastEngine(program, parse_objective("analytic"), "auto", info, [])
+    engine.begin_call({(tuple(rows.shape),): 10**6})
+    return engine
+
+
 def test_user_programs_run_eagerly_every_step_and_get_graphs_only_when_asked(binary_x):
     torch.manual_seed(0)
     vae = _CountingVAE(12, 3, (16,))
-    engine = _FastEngine(vae, parse_objective("analytic"), "auto")
-    engine.planned = {tuple(binary_x.shape): 10**6}
-    assert engine.check(binary_x, 1.0) and vae.calls == 0, "the up-front check runs on a copy"
-    assert not engine.pure_programs() and engine.graph_for(binary_x, 1.0) is None
+    engine = _engine(vae, binary_x)
+    calls = vae.calls
+    engine.check((binary_x,), 1.0)
+    assert engine.problem is None and vae.calls == calls, "the up-front check runs on a copy"
+    assert not engine.graph_safe() and engine.graph_for((binary_x,), 1.0) is None
+    before = vae.calls
     pv.fit(vae, binary_x, "analytic", epochs=3, batch_size=40, device="cpu", progress=False)
-    assert vae.calls == 3
-    ours = _FastEngine(_vae(), parse_objective("analytic"), "auto")
-    ours.planned = {tuple(binary_x.shape): 10**6}
-    assert ours.pure_programs() and ours.graph_for(binary_x, 1.0) is not None
+    assert vae.calls - before >= 3, "the user's model runs (with its side effect) on every step"
+    ours = _engine(_vae(), binary_x)
+    assert ours.graph_safe() and ours.graph_for((binary_x,), 1.0) is not None
 
 
 def test_kl_weight_schedules_use_the_fast_path_with_the_weight(binary_x):
@@ -139,19 +158,19 @@ def test_kl_weight_schedules_use_the_fast_path_with_the_weight(binary_x):
     for mode in ("eager", "off"):
         vae = _vae(seed=2)
         runs[mode] = (vae, pv.fit(vae, binary_x, obj, epochs=2, batch_size=16, device="cpu", progress=False, fast=mode))
-    assert runs["eager"][0]._train_state.engine.problem is None
+    assert runs["eager"][1].state.engine.problem is None
     for p, q in zip(runs["eager"][0].parameters(), runs["off"][0].parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
 
 
 def test_fit_fuses_adam_for_large_models_only_and_rejects_unknown_fast_modes(binary_x):
-    from ppl_vae.train import FUSED_ADAM_MIN_CPU, _adam
+    from ppl_vae.train import FUSED_ADAM_MIN_CPU, adam
 
     small = _vae()
-    pv.fit(small, binary_x, epochs=1, batch_size=16, device="cpu", progress=False)
-    assert not small._train_state.optimizer.defaults.get("fused")
+    h = pv.fit(small, binary_x, epochs=1, batch_size=16, device="cpu", progress=False)
+    assert not h.state.optimizer.defaults.get("fused")
     big = [torch.zeros(FUSED_ADAM_MIN_CPU, requires_grad=True)]
-    assert _adam(big, 1e-3).defaults.get("fused") in (True, None)  # None: a torch without CPU fused Adam
+    assert adam(big, 1e-3).defaults.get("fused") in (True, None)  # None: a torch without CPU fused Adam
     vae = _vae()
     with pytest.raises(ValueError, match="fast must be one of"):
         pv.fit(vae, binary_x, epochs=1, progress=False, fast="turbo")

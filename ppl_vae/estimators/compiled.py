@@ -1,6 +1,6 @@
 r"""Compiled chunks for the importance-sampling estimators: one Pyro run captured, then fused by Inductor.
 
-The estimators of :mod:`ppl_vae.diagnostics` evaluate one function many times: for a chunk of
+The estimators of :mod:`ppl_vae.estimators` evaluate one function many times: for a chunk of
 ``n`` points and ``k`` particles, the ``(k, n)`` log weights
 
 .. math::
@@ -45,7 +45,8 @@ import torch
 
 __all__ = ["CACHE_SIZE", "ChunkRunner", "clear_cache", "inductor_random"]
 
-Chunk = Callable[[torch.Tensor, int], torch.Tensor]
+Batch = tuple[torch.Tensor, ...]
+Chunk = Callable[[Batch, int], torch.Tensor]
 
 #: Compiled graphs kept for reuse by later calls (each holds references to the tensors it reads).
 CACHE_SIZE = 8
@@ -78,28 +79,29 @@ def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torc
         torch.cuda.set_rng_state(state[1], device)
 
 
-def _capture(traceable: Chunk, xb: torch.Tensor, k: int) -> torch.fx.GraphModule:
+def _capture(traceable: Chunk, xb: Batch, k: int) -> torch.fx.GraphModule:
     from torch.fx.experimental.proxy_tensor import make_fx
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = make_fx(lambda rows: traceable(rows, k), tracing_mode="fake", _allow_non_fake_inputs=True)(xb)
+        graph = make_fx(lambda *rows: traceable(rows, k), tracing_mode="fake", _allow_non_fake_inputs=True)(*xb)
     graph.graph.eliminate_dead_code()  # e.g. the plates' unused index tensors
     graph.recompile()
     return graph
 
 
-def _cache_key(graph: torch.fx.GraphModule, xb: torch.Tensor) -> tuple:
+def _cache_key(graph: torch.fx.GraphModule, xb: Batch) -> tuple:
     """The graph's code and the storage of every tensor it holds (live reads: same storage, same graph)."""
     held = tuple(
         (name, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, str(t.device))
         for name, t in [*graph.named_buffers(), *graph.named_parameters()]
     )
-    return graph.code, held, tuple(xb.shape), xb.dtype, str(xb.device), torch.get_num_threads()
+    shapes = tuple((tuple(t.shape), t.dtype, str(t.device)) for t in xb)
+    return graph.code, held, shapes, torch.get_num_threads()
 
 
 class ChunkRunner:
-    """Evaluate ``eager(xb, k) -> (k, n)`` chunk by chunk, compiled for the shapes in ``compile_shapes``.
+    """Evaluate ``eager(batch, k) -> (k, n)`` (``batch``: row-aligned tensors) chunk by chunk, compiled for the shapes in ``compile_shapes``.
 
     Args:
         eager: the chunk as the estimators run it (any tricks, data-dependent Python allowed).
@@ -117,8 +119,8 @@ class ChunkRunner:
         self.explicit = explicit
         self.graphs: dict[tuple[int, int], Callable | None] = {}
 
-    def __call__(self, xb: torch.Tensor, k: int) -> torch.Tensor:
-        shape = (len(xb), k)
+    def __call__(self, xb: Batch, k: int) -> torch.Tensor:
+        shape = (len(xb[0]), k)
         if shape not in self.compile_shapes:
             return self.eager(xb, k)
         if shape in self.graphs:
@@ -126,14 +128,15 @@ class ChunkRunner:
             if run is None:
                 return self.eager(xb, k)
             with inductor_random():
-                return run(xb)
+                return run(*xb)
         run, out = self._first(xb, k)
         self.graphs[shape] = run
         return out
 
-    def _first(self, xb: torch.Tensor, k: int) -> tuple[Callable | None, torch.Tensor]:
+    def _first(self, xb: Batch, k: int) -> tuple[Callable | None, torch.Tensor]:
         """Capture and compile (or reuse) the graph for this shape, check it against the eager chunk."""
-        state = _rng_state(xb.device)
+        device = xb[0].device
+        state = _rng_state(device)
         try:
             graph = _capture(self.traceable, xb, k)
             key = _cache_key(graph, xb)
@@ -141,12 +144,12 @@ class ChunkRunner:
             if run is None:
                 run = torch.compile(graph, dynamic=False)
             with inductor_random():
-                compiled = run(xb)
+                compiled = run(*xb)
         except Exception as err:  # noqa: BLE001 - data-dependent Python, no compiler, unsupported ops
-            _set_rng_state(state, xb.device)
+            _set_rng_state(state, device)
             self._warn(f"could not compile the chunk ({type(err).__name__}: {str(err).strip()[:300]})")
             return None, self.eager(xb, k)
-        _set_rng_state(state, xb.device)
+        _set_rng_state(state, device)
         eager = self.eager(xb, k)  # same draws; the stream ends where the eager path leaves it
         same = compiled.shape == eager.shape and bool(
             torch.isclose(compiled, eager, rtol=RTOL, atol=ATOL).logical_or_(compiled.isnan() & eager.isnan()).all()

@@ -1,0 +1,257 @@
+r"""``evaluate``: the ELBO beside importance-weighted log p(x), per data point, for any program.
+
+Per point: the ELBO and ``IW_K`` from the same K draws (so ``gap = IW - ELBO >= 0``, a lower bound on
+KL(q(z | x) || p(z | x))), PSIS k-hat and the ESS of the weights (:mod:`.psis`); per latent unit: the
+KL from the prior where defined and whether the unit is active, and the reconstruction at the posterior
+mean (:mod:`.collapse`). The :class:`Report` holds numbers only (a per-point DataFrame, a JSON-able
+summary, the log weights); :mod:`ppl_vae.plots` draws them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import ArgumentTypeError, UserError
+from ..estimators.importance import check_fast, prepare, resolve, scan
+from ..runs.files import write_bytes, write_json
+from .collapse import latent_summary
+from .psis import KHAT_BAD, KHAT_GOOD, PSISDiagnostics, arviz, psis_diagnostics
+
+if TYPE_CHECKING:
+    import arviz as az_module
+
+__all__ = ["Report", "evaluate"]
+
+
+def _mean_se(values: np.ndarray) -> tuple[float, float]:
+    values = values[np.isfinite(values)]
+    if len(values) == 0:
+        return float("nan"), float("nan")
+    se = float(values.std(ddof=1) / math.sqrt(len(values))) if len(values) > 1 else float("nan")
+    return float(values.mean()), se
+
+
+@dataclass
+class Report:
+    """What :func:`evaluate` found: a per-point table, a JSON-able summary, and the log weights.
+
+    Attributes:
+        points: one row per data point: ``elbo``, ``iw_log_likelihood``, ``gap`` (IW - ELBO),
+            ``khat``, ``ess`` and, for a VAE, ``kl`` (closed form) and ``recon_mse``; nats per point.
+        summary: means with standard errors, k-hat shares, ESS, active units, KL per dimension,
+            reconstruction error, settings (see :func:`evaluate`).
+        log_weights: ``(N, K)`` numpy array, or None when not kept.
+    """
+
+    points: pd.DataFrame
+    summary: dict[str, Any]
+    log_weights: np.ndarray | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return str(self.summary.get("name") or "evaluation")
+
+    def summary_frame(self) -> pd.DataFrame:
+        """The summary as a printable table: quantity, value, standard error, note."""
+        s = self.summary
+        k = s["num_samples"]
+        rows = [
+            ("ELBO", s["elbo_mean"], s["elbo_se"], f"nats/point, mean of log w over the same {k} draws"),
+            (f"IW log p(x), K={k}", s["iw_mean"], s["iw_se"], "nats/point (Burda et al. 2015)"),
+            ("gap IW - ELBO", s["gap_mean"], s["gap_se"], "nats/point, lower bound on KL(q || posterior)"),
+            ("share k-hat > 0.5", s["khat_share_above_0.5"], None, "0.5-0.7: usable"),
+            ("share k-hat > 0.7", s["khat_share_above_0.7"], None, "> 0.7: IW unreliable there"),
+            ("median k-hat", s["khat_median"], None, ""),
+            ("mean ESS", s["ess_mean"], None, f"of K={k} (1/sum w~^2)"),
+        ]
+        if s.get("active_units") is not None:
+            rows.append(("active units", s["active_units"], None, f"of d={s['latent_dim']} (Var_x E[z_j] > 0.01)"))
+        if s.get("kl_per_dim") is not None:
+            rows.append(("KL(q || p(z))", s["kl_mean"], s["kl_se"], "nats/point; per dim: "
+                         + " ".join(f"{v:.2f}" for v in s["kl_per_dim"])))
+        if s.get("reconstruction_nll") is not None:
+            rows.append(("-log p(x | E_q z)", s["reconstruction_nll"], None,
+                         "nats/point, decoding the posterior mean (BCE for Bernoulli pixels)"))
+        if s.get("reconstruction_mse") is not None:
+            rows.append(("reconstruction MSE", s["reconstruction_mse"], None, "per coordinate, posterior mean"))
+        if s.get("discrete_sites"):
+            rows.append(("discrete latents", ", ".join(s["discrete_sites"]), None,
+                         "sampled from q (the proposal), not summed"))
+        frame = pd.DataFrame(rows, columns=["quantity", "value", "se", "note"], dtype=object)
+        return frame.set_index("quantity")
+
+    def format_table(self) -> str:
+        """:meth:`summary_frame` as aligned text (integers as integers, 4 decimals otherwise)."""
+
+        def fmt(v: Any) -> str:
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                return ""
+            return str(v) if isinstance(v, (int, np.integer)) else f"{v:.4f}"
+
+        frame = self.summary_frame()
+        width = max(len(q) for q in frame.index)
+        lines = [f"{'quantity':<{width}}  {'value':>10}  {'se':>8}  note"]
+        for q, row in frame.iterrows():
+            lines.append(f"{q:<{width}}  {fmt(row['value']):>10}  {fmt(row['se']):>8}  {row['note']}")
+        return "\n".join(lines)
+
+    def to_inference_data(self) -> az_module.InferenceData:
+        """An ArviZ ``InferenceData``: group ``points`` (per-point values on dim ``point``), group
+        ``importance`` (``log_weight`` on dims ``point, sample``, when kept), summary as attributes.
+        Save with ``.to_netcdf(path)``."""
+        az = arviz()
+        import xarray as xr
+
+        point = np.arange(len(self.points))
+        points = xr.Dataset(
+            {c: ("point", self.points[c].to_numpy()) for c in self.points.columns},
+            coords={"point": point},
+        )
+        attrs = {k: (json.dumps(v) if isinstance(v, (list, dict)) else ("none" if v is None else v))
+                 for k, v in self.summary.items()}
+        groups = {"points": points}
+        if self.log_weights is not None:
+            groups["importance"] = xr.Dataset(
+                {"log_weight": (("point", "sample"), self.log_weights)},
+                coords={"point": point, "sample": np.arange(self.log_weights.shape[1])},
+            )
+        return az.InferenceData(attrs=attrs, **groups)
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``evaluation.json`` (summary, strict JSON), ``evaluation.csv`` (per point) and
+        ``evaluation.nc`` (InferenceData) into ``directory``; returns the paths. The figures are
+        :func:`ppl_vae.plots.save_report_figures`'s."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"json": out / "evaluation.json", "csv": out / "evaluation.csv", "netcdf": out / "evaluation.nc"}
+        write_json(paths["json"], self.summary)
+        write_bytes(paths["csv"], self.points.to_csv(index_label="point").encode())
+        self.to_inference_data().to_netcdf(str(paths["netcdf"]))
+        return paths
+
+
+
+
+def evaluate(
+    model: Any,
+    guide: Any = None,
+    x: Any = None,
+    num_samples: int = 1000,
+    *,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+    particle_chunk: int | None = None,
+    keep_log_weights: bool = True,
+    name: str | None = None,
+    fast: str = "auto",
+    progress: bool = False,
+    data_plate: str | None = None,
+) -> Report:
+    """ELBO, IW log p(x), their gap, PSIS k-hat and ESS per point, plus collapse and reconstruction measures.
+
+    Args:
+        model, guide, x: ``(program, x)`` (an object with ``.model``/``.guide``, e.g. :class:`ppl_vae.VAE`)
+            or ``(model, guide, x)``; ``x`` a tensor ``(N, ...)``, a tuple of row-aligned tensors or a Dataset.
+        num_samples: K importance samples per point (>= 2; >= 100 for a trustworthy k-hat).
+        seed, generator, batch_size, particle_chunk, fast, progress, data_plate: as in
+            :func:`ppl_vae.log_weights`.
+        keep_log_weights: keep the ``(N, K)`` log weights on the report (for ``to_inference_data``).
+        name: a label for tables and plot titles (e.g. the run folder).
+
+    The per-point ``elbo`` is the mean of the same K log weights whose log-mean-exp is the
+    ``iw_log_likelihood``, so ``gap >= 0`` for every point. k-hat: < 0.5 good, 0.5-0.7 usable, > 0.7 the
+    point's IW estimate is unreliable. Discrete latents of the guide are sampled (the report says so).
+    """
+    check_fast(fast)
+    program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool):
+        raise ArgumentTypeError(f"num_samples must be an integer; got {num_samples!r}")
+    if num_samples < 2:
+        raise UserError(
+            f"evaluate needs num_samples >= 2 for PSIS k-hat; got {num_samples}: the Pareto tail is fitted "
+            "to the largest weights of each point (in practice use num_samples >= 100)"
+        )
+    if num_samples < 100:
+        warnings.warn(
+            f"k-hat from num_samples={num_samples} per point is unreliable (inf when <= 20: too few tail "
+            "draws for the Pareto fit); use num_samples >= 100", UserWarning, stacklevel=2,
+        )
+    t0 = time.perf_counter()
+    rows, seed, info = prepare(program, data, num_samples, seed, generator)
+    n = len(rows[0])
+    elbo_v, iw_v, khat, ess = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    kept: list[np.ndarray] = []
+    buffer: list[tuple[slice, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not buffer:
+            return
+        lw = torch.cat([b[1] for b in buffer])
+        part = slice(buffer[0][0].start, buffer[-1][0].stop)
+        diag = psis_diagnostics(lw) if num_samples >= 100 else _quiet_psis(lw)
+        khat[part], ess[part] = diag.khat, diag.ess
+        if keep_log_weights:
+            kept.append(lw.float().cpu().numpy())
+        buffer.clear()
+
+    block = max(1, 2**22 // num_samples)  # about 16 MB of float32 log weights per PSIS call
+    for part, lw, lse, total in scan(program, rows, info, num_samples, seed, batch_size, particle_chunk, True,
+                                     fast=fast, progress=progress):
+        iw_v[part] = (lse - math.log(num_samples)).cpu().numpy()
+        elbo_v[part] = (total / num_samples).cpu().numpy()
+        buffer.append((part, lw))
+        if sum(len(b[1]) for b in buffer) >= block:
+            flush()
+    flush()
+
+    points = pd.DataFrame({"elbo": elbo_v, "iw_log_likelihood": iw_v, "gap": iw_v - elbo_v, "khat": khat,
+                           "ess": ess})
+    summary: dict[str, Any] = {"name": name, "n": n, "num_samples": num_samples, "seed": seed,
+                               "units": "nats per data point", "data_plate": info.data_plate,
+                               "discrete_sites": sorted(info.non_reparam)}
+    for key, col in (("elbo", "elbo"), ("iw", "iw_log_likelihood"), ("gap", "gap")):
+        summary[f"{key}_mean"], summary[f"{key}_se"] = _mean_se(points[col].to_numpy())
+    dims = int(np.prod(rows[0].shape[1:])) if rows[0].dim() > 1 else 1
+    summary["iw_bits_per_dim"] = -summary["iw_mean"] / (dims * math.log(2))
+    summary["khat_share_above_0.5"] = float(np.mean(khat > KHAT_GOOD))
+    summary["khat_share_above_0.7"] = float(np.mean(khat > KHAT_BAD))
+    summary["khat_median"] = float(np.median(khat))
+    summary["khat_max"] = float(np.max(khat))
+    summary["ess_mean"] = float(np.mean(ess))
+    summary["ess_fraction_mean"] = float(np.mean(ess) / num_samples)
+    latents = latent_summary(program, rows, seed=seed)
+    summary["latent_dim"] = latents.latent_dim
+    summary["active_units"] = latents.active_units()
+    summary["latent_mean_exact"] = latents.mean_exact
+    summary.update(kl_per_dim=None, kl_mean=None, kl_se=None)
+    if latents.kl is not None:
+        points["kl"] = latents.kl.sum(-1).double().cpu().numpy()
+        summary["kl_per_dim"] = [float(v) for v in latents.kl.mean(0)]
+        summary["kl_mean"], summary["kl_se"] = _mean_se(points["kl"].to_numpy())
+    points["recon_nll"] = latents.recon_nll.double().cpu().numpy()
+    points["recon_mse"] = latents.recon_mse.double().cpu().numpy()
+    summary["reconstruction_nll"] = float(points["recon_nll"].mean())
+    summary["reconstruction_mse"] = float(points["recon_mse"].mean())
+    seconds = time.perf_counter() - t0
+    summary["seconds"] = seconds
+    summary["points_per_second"] = n / seconds if seconds > 0 else None
+    log_w = np.concatenate(kept) if keep_log_weights else None
+    return Report(points=points, summary=summary, log_weights=log_w)
+
+
+def _quiet_psis(lw: torch.Tensor) -> PSISDiagnostics:
+    """PSIS for small K without repeating the small-K warning on every block (evaluate warns once)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return psis_diagnostics(lw)

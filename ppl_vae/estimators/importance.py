@@ -1,0 +1,407 @@
+r"""Per-point log importance weights, the importance-weighted log p(x) and the ELBO, for any program.
+
+For one data point ``x`` and ``K`` draws ``z_k ~ q(z | x)`` the log importance weights are
+
+.. math::
+
+    \log w_k = \log p(x, z_k) - \log q(z_k \mid x), \qquad k = 1, \dots, K,
+
+and the two estimators of :math:`\log p(x)` are
+
+.. math::
+
+    \mathrm{ELBO} = \frac{1}{K} \sum_k \log w_k
+    \;\le\; \mathrm{IW}_K = \log \frac{1}{K} \sum_k w_k \;\le\; \log p(x) \quad\text{(in expectation)}
+
+(Burda et al., 2015): ``IW_K`` rises with K towards log p(x); per point ``IW_K - ELBO >= 0`` when both
+come from the same draws.
+
+**Any program** (:mod:`ppl_vae.programs`): ``(model, guide, x)`` or ``(program, x)``, data a tensor,
+a tuple of row-aligned tensors (``model(*batch)``) or a Dataset. The data plate is found by name;
+per-point values need every latent inside it (a global latent is refused, with
+:func:`~ppl_vae.programs.fix_globals` as the remedy: evaluate conditionally on plug-in values).
+Discrete latents the guide samples are sampled here too (q is the proposal; the report says so);
+a discrete site only the model has (summed out by the ``enum`` objective) is refused.
+
+**How.** Pyro's ``Importance`` and ``vectorized_importance_weights`` sum over every plate (one weight
+per particle for the whole batch), so they are not used: the guide runs under a particle plate left
+of every plate of the program, the model is replayed against it, and each site's ``log_prob`` is
+summed over every batch dim except particles and data (:func:`~ppl_vae.programs.per_point`).
+Chunks of about :data:`ROWS_PER_CALL` rows (particles x points) keep memory bounded and are combined
+with a running log-sum-exp; site log-densities go through :mod:`.kernels` (closed forms at
+hand-written-torch cost); large jobs compile the chunk (:mod:`.compiled`; same draws, checked).
+
+All values are **nats per data point**.
+
+References:
+    Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders, arXiv:1509.00519.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import scale_and_mask
+from tqdm.auto import tqdm
+
+from .._checks import check_memory
+from ..errors import ArgumentTypeError, ProgramError, UserError
+from ..programs import (
+    Program,
+    ProgramInfo,
+    as_program,
+    as_rows,
+    inspect_program,
+    param_scope,
+    per_point,
+    rows_slice,
+    run_with_particles,
+)
+from .compiled import ChunkRunner
+from .kernels import site_log_prob, traceable
+
+__all__ = ["COMPILE_MIN_ROWS", "FAST_MODES", "ROWS_PER_CALL", "elbo", "iw_log_likelihood", "log_weights",
+           "prepare", "resolve", "sandbox", "scan"]
+
+Batch = tuple[torch.Tensor, ...]
+
+#: Rows (particles x points) per model/guide call when the caller does not choose chunk sizes: on a
+#: 2-core AVX-512 CPU with an MLP 784-400-50 decoder 4096 rows is about 1.7x faster per row than 2048
+#: with 2 threads; 8192 and more cost more (the decoder's temporaries outgrow the L3 cache).
+ROWS_PER_CALL = 4096
+#: ``fast`` modes: "auto" compiles the chunk for jobs of at least :data:`COMPILE_MIN_ROWS` rows,
+#: "compile" always, "eager" never.
+FAST_MODES = ("auto", "compile", "eager")
+#: Compiling costs seconds for the first graph in a process and saves about a third of the eager time,
+#: so it pays from about 2e6 rows (400 points at K=5000).
+COMPILE_MIN_ROWS = 2_000_000
+#: ``fast="auto"`` compiles only chunk shapes that occur at least this often in one call.
+COMPILE_MIN_CHUNKS = 4
+
+
+# =============================================================================== arguments
+def _check_int(arg: str, value: Any, minimum: int = 1, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise UserError(f"{arg} must be an integer >= {minimum}; got {value!r}")
+
+
+def resolve(model: Any, guide: Any, x: Any, num_samples: Any, data_plate: str | None,
+            ) -> tuple[Program, Any, Any]:
+    """``(model, guide, x, K)`` or ``(program, x, K)`` -> ``(Program, data, K)``."""
+    if guide is None or not callable(guide) or isinstance(guide, torch.Tensor):
+        if guide is None and x is None:
+            raise ArgumentTypeError("pass the data: estimator(program, x) or estimator(model, guide, x)")
+        data = guide if guide is not None else x
+        if guide is not None and x is not None:
+            if isinstance(x, int) and not isinstance(x, bool):
+                num_samples = x
+            else:
+                raise ArgumentTypeError("with a program object, pass (program, x, num_samples); the third "
+                                        f"argument is {type(x).__name__}")
+        return as_program(model, data_plate=data_plate), data, num_samples
+    if x is None:
+        raise ArgumentTypeError("pass the data: estimator(model, guide, x)")
+    return as_program(model, guide, data_plate=data_plate), x, num_samples
+
+
+def _resolve_seed(seed: int | None, generator: torch.Generator | None) -> int:
+    """One integer seed: ``seed`` if given, else a draw from ``generator`` (advancing it), else 0."""
+    if seed is not None and generator is not None:
+        raise UserError("pass either seed or generator, not both")
+    if generator is not None:
+        return int(torch.randint(0, 2**62, (1,), generator=generator))
+    if seed is None:
+        return 0
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise UserError(f"seed must be an integer; got {seed!r}")
+    return seed
+
+
+@contextlib.contextmanager
+def sandbox(program: Program, seed: int, device: torch.device) -> Iterator[None]:
+    """Seed Pyro's (global) RNG without touching the caller's; run in the program's parameter store
+    (its trained ``pyro.param`` values, else the caller's store), dropping what the programs register."""
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), param_scope(program), torch.no_grad():
+        torch.manual_seed(seed)
+        yield
+
+
+def check_fast(fast: Any) -> None:
+    if fast not in FAST_MODES:
+        raise UserError(f"fast must be one of {', '.join(map(repr, FAST_MODES))}; got {fast!r}")
+
+
+def require_per_point(info: ProgramInfo) -> None:
+    """Refuse what per-point estimates cannot do, with a remedy that works."""
+    if info.global_latent:
+        raise ProgramError(
+            f"latent site(s) {sorted(info.global_latent)} lie outside the data plate {info.data_plate!r}: "
+            "log p(x) does not split into one value per data point with a global latent. Evaluate "
+            "conditionally on plug-in values of the globals: pv.fix_globals(program, x) fixes them at the "
+            "guide's means (or pass values={name: tensor}) and hides them from the guide"
+        )
+    if info.model_only:
+        raise ProgramError(
+            f"model site(s) {sorted(info.model_only)} are enumerated in the model and have no guide site: "
+            "importance sampling needs a proposal for every latent; add them to the guide (a q(y | x))"
+        )
+
+
+def chunk_sizes(n: int, k: int, batch_size: int | None, particle_chunk: int | None) -> tuple[int, int]:
+    """Points per call and particles per call, aiming at :data:`ROWS_PER_CALL` rows per call: K in equal
+    chunks of at most ROWS_PER_CALL particles, then as many points as fit beside one chunk."""
+    _check_int("batch_size", batch_size, allow_none=True)
+    _check_int("particle_chunk", particle_chunk, allow_none=True)
+    if particle_chunk is None:
+        if batch_size is None:  # equal chunks: K=5000 -> 2 x 2500, not 4096 + 904
+            particle_chunk = -(-k // -(-k // ROWS_PER_CALL))
+        else:
+            particle_chunk = max(1, ROWS_PER_CALL // batch_size)
+    particle_chunk = min(particle_chunk, k)
+    if batch_size is None:
+        batch_size = max(1, ROWS_PER_CALL // particle_chunk)
+    return min(batch_size, n), particle_chunk
+
+
+def prepare(program: Program, data: Any, num_samples: int, seed: int | None,
+            generator: torch.Generator | None) -> tuple[Batch, int, ProgramInfo]:
+    """Validate the data at the boundary, inspect the program, check it vectorises over particles."""
+    rows = program.check_data(as_rows(data, "x"), "x")
+    _check_int("num_samples", num_samples)
+    seed = _resolve_seed(seed, generator)
+    with sandbox(program, seed, rows[0].device):
+        info = inspect_program(program, rows)
+        require_per_point(info)
+        x0 = rows_slice(rows, slice(0, min(len(rows[0]), 16)))
+        try:  # the scan vectorises over particles: check once that the programs allow it
+            log_w = log_w_chunk(program, x0, 2, info)
+        except (RuntimeError, IndexError, ValueError) as err:
+            raise ProgramError(
+                f"the model and guide run on their own but fail when vectorised over particles (an extra "
+                f"plate at dim {-info.rank}, left of all their plates): {err}. Index tensors from the right "
+                "(z[..., j], z.shape[-1], x.new_zeros(x.shape[0], d)) so that a leading particle dimension "
+                "broadcasts"
+            ) from err
+    if log_w.shape != (2, len(x0[0])):
+        raise ProgramError(
+            f"per-point log weights have shape {tuple(log_w.shape)} instead of (2, {len(x0[0])}) under a "
+            "particle plate: every latent and observed site must sit in the data plate"
+        )
+    return rows, seed, info
+
+
+# =============================================================================== chunks
+def sum_sites(trace: poutine.Trace, names: tuple[str, ...], info: ProgramInfo, shape: tuple[int, int],
+              like: torch.Tensor, scratch: dict | None = None) -> torch.Tensor:
+    """Sum of the named sites' log-probs (scale and mask applied), per particle and point: ``shape``."""
+    total = None
+    for name in names:
+        site = trace.nodes[name]
+        lp = scale_and_mask(site_log_prob(site, scratch), site["scale"], site["mask"])
+        lp = per_point(lp, info)
+        total = lp if total is None else total + lp
+    if total is None:
+        return like.new_zeros(shape)
+    return total.expand(shape)
+
+
+def _keep(scratch: dict | None, traces: tuple) -> None:
+    # Keep this chunk's tensors alive until the next chunk's exist, as the loop variables of a plain-torch
+    # loop do: freeing a whole chunk at once can hand the heap back to the OS, and the next chunk takes it
+    # again page by page (measured: up to 25 MB of page faults per 4096-row call, 10-25% of the time).
+    if scratch is not None:
+        scratch["previous_traces"] = traces
+
+
+def log_w_chunk(program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
+                ) -> torch.Tensor:
+    """``(k, n)`` log weights ``log p(x, z) - log q(z | x)`` for one chunk."""
+    model_tr, guide_tr = run_with_particles(program, info, batch, k)
+    _keep(scratch, (model_tr, guide_tr))
+    shape, like = (k, len(batch[0])), batch[0]
+    log_p = sum_sites(model_tr, info.observed + info.latent, info, shape, like, scratch)
+    log_q = sum_sites(guide_tr, info.latent + info.guide_aux, info, shape, like, scratch)
+    return log_p - log_q
+
+
+def check_analytic(info: ProgramInfo, guide_tr: poutine.Trace, model_tr: poutine.Trace) -> None:
+    if info.guide_aux:
+        raise ProgramError(f"analytic_kl=True needs a guide without auxiliary sites; got "
+                           f"{sorted(info.guide_aux)}: use analytic_kl=False")
+    for name in info.latent:
+        q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
+        if not q.has_rsample:
+            raise ProgramError(f"analytic_kl=True needs reparameterised guide sites; site {name!r} samples from "
+                               f"{type(q).__name__}, which has no rsample: use analytic_kl=False (sampled KL)")
+        try:
+            torch.distributions.kl_divergence(q, p)
+        except NotImplementedError:
+            raise ProgramError(
+                f"analytic_kl=True: no closed-form KL is registered for ({type(q).__name__}, {type(p).__name__}) "
+                f"at site {name!r}; use analytic_kl=False (sampled KL), or make both sides the same family "
+                "(e.g. Normal(...).to_event(1) in model and guide)"
+            ) from None
+
+
+def analytic_chunk(program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
+                   ) -> torch.Tensor:
+    """``(k, n)`` values of ``log p(x | z) - sum_sites KL(q || p)``, the KL in closed form."""
+    model_tr, guide_tr = run_with_particles(program, info, batch, k)
+    _keep(scratch, (model_tr, guide_tr))
+    shape = (k, len(batch[0]))
+    total = sum_sites(model_tr, info.observed, info, shape, batch[0], scratch)
+    for name in info.latent:
+        q_site, p_site = guide_tr.nodes[name], model_tr.nodes[name]
+        kl = torch.distributions.kl_divergence(q_site["fn"], p_site["fn"])
+        kl = scale_and_mask(kl, q_site["scale"], q_site["mask"])
+        total = total - per_point(kl, info).expand(shape)
+    return total
+
+
+def _compile_shapes(n: int, k: int, n_b: int, k_c: int, fast: str) -> set[tuple[int, int]]:
+    """The ``(points, particles)`` chunk shapes of a scan worth compiling under ``fast``."""
+    if fast == "eager" or (fast == "auto" and n * k < COMPILE_MIN_ROWS):
+        return set()
+    counts: dict[tuple[int, int], int] = {}
+    for rows in (n_b,) * (n // n_b) + ((n % n_b,) if n % n_b else ()):
+        for parts in (k_c,) * (k // k_c) + ((k % k_c,) if k % k_c else ()):
+            counts[(rows, parts)] = counts.get((rows, parts), 0) + 1
+    least = 1 if fast == "compile" else COMPILE_MIN_CHUNKS
+    return {shape for shape, count in counts.items() if count >= least}
+
+
+def scan(program: Program, rows: Batch, info: ProgramInfo, num_samples: int, seed: int,
+         batch_size: int | None, particle_chunk: int | None, keep: bool, chunk_fn: Callable = log_w_chunk,
+         fast: str = "auto", progress: bool = False,
+         ) -> Iterator[tuple[slice, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
+    """Walk the rows in chunks of points and particles, on one seeded random stream.
+
+    Yields ``(rows, log_w, lse, total)`` per chunk of points: ``log_w: (n_b, K)`` if ``keep``, ``lse: (n_b,)``
+    the log-sum-exp over all K particles, ``total: (n_b,)`` their sum.
+    """
+    n = len(rows[0])
+    n_b, k_c = chunk_sizes(n, num_samples, batch_size, particle_chunk)
+    x = rows[0]
+    check_memory(4.0 * n_b * k_c * max(1, math.prod(x.shape[1:])) * 3,
+                 f"importance sampling with {k_c} particles x {n_b} points per call",
+                 "pass a smaller particle_chunk or batch_size")
+    if keep:
+        check_memory(4.0 * n * num_samples, f"keeping {n} x {num_samples} log weights",
+                     "use iw_log_likelihood (no (N, K) array) or fewer samples")
+    scratch: dict = {}  # buffers reused across chunks and the last chunk's traces
+
+    def traced(batch: Batch, k: int) -> torch.Tensor:
+        with traceable():
+            return chunk_fn(program, batch, k, info, None)
+
+    run = ChunkRunner(lambda batch, k: chunk_fn(program, batch, k, info, scratch), traced,
+                      _compile_shapes(n, num_samples, n_b, k_c, fast), explicit=fast == "compile")
+    bar = tqdm(total=n, desc=f"log weights, K={num_samples}", unit="pt", disable=not progress, leave=False)
+    with sandbox(program, seed, x.device), pyro.validation_enabled(False), bar:
+        for start in range(0, n, n_b):
+            batch = rows_slice(rows, slice(start, start + n_b))
+            m = len(batch[0])
+            lse = torch.full((m,), -math.inf, dtype=x.dtype, device=x.device)
+            total = torch.zeros(m, dtype=x.dtype, device=x.device)
+            kept = []
+            for k_start in range(0, num_samples, k_c):
+                k = min(k_c, num_samples - k_start)
+                lw = run(batch, k)
+                if torch.isnan(lw).any():
+                    bad = torch.isnan(lw).any(0).nonzero().flatten() + start
+                    raise UserError(
+                        f"log weights are NaN for {len(bad)} point(s), first at row {int(bad[0])}: "
+                        "check the data (NaN/inf) and that the model's parameters are finite"
+                    )
+                lse = torch.logaddexp(lse, lw.logsumexp(0))
+                total = total + lw.sum(0)
+                if keep:
+                    kept.append(lw.T)
+            bar.update(m)
+            yield slice(start, start + m), (torch.cat(kept, 1) if keep else None), lse, total
+
+
+# =============================================================================== estimators
+def log_weights(model: Any, guide: Any = None, x: Any = None, num_samples: int = 1000, *,
+                batch_size: int | None = None, particle_chunk: int | None = None, seed: int | None = None,
+                generator: torch.Generator | None = None, fast: str = "auto", progress: bool = False,
+                data_plate: str | None = None) -> torch.Tensor:
+    """Log importance weights ``log p(x_n, z_nk) - log q(z_nk | x_n)``, ``z_nk ~ q(. | x_n)``.
+
+    Args:
+        model, guide, x: Pyro programs and data (``(N, ...)`` tensor, tuple of row-aligned tensors, or a
+            Dataset), or ``(program, x)`` with an object that has ``.model``/``.guide``.
+        num_samples: K draws per point.
+        batch_size: points per call (default: about :data:`ROWS_PER_CALL` / particle_chunk).
+        particle_chunk: particles per call (default: K cut into equal chunks of at most ROWS_PER_CALL).
+        seed, generator: the random stream (an int seed, None: 0, or a ``torch.Generator`` to draw one
+            from); same seed and chunk sizes, same numbers on CPU. The caller's RNG is left as it was.
+        fast: ``"auto"`` (compile the chunk for jobs of at least :data:`COMPILE_MIN_ROWS` rows),
+            ``"compile"`` or ``"eager"``; compiled chunks draw the same numbers (checked per call).
+        progress: a progress bar over the points.
+        data_plate: the name of the data plate (default ``"data"``).
+
+    Returns:
+        ``(N, K)`` tensor of log weights (nats), samples on the last axis (as ArviZ's ``psislw`` wants).
+    """
+    check_fast(fast)
+    program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
+    rows, seed, info = prepare(program, data, num_samples, seed, generator)
+    parts = [lw for _, lw, _, _ in scan(program, rows, info, num_samples, seed, batch_size, particle_chunk, True,
+                                        fast=fast, progress=progress)]
+    return torch.cat(parts, 0)
+
+
+def iw_log_likelihood(model: Any, guide: Any = None, x: Any = None, num_samples: int = 1000, *,
+                      batch_size: int | None = None, particle_chunk: int | None = None, seed: int | None = None,
+                      generator: torch.Generator | None = None, fast: str = "auto", progress: bool = False,
+                      data_plate: str | None = None) -> torch.Tensor:
+    """Importance-weighted estimate of ``log p(x_n)`` per point (Burda et al., 2015), nats: ``(N,)``.
+
+    ``IW_K(x_n) = log (1/K) sum_k p(x_n, z_k) / q(z_k | x_n)``: a lower bound on ``log p(x_n)`` in
+    expectation that rises with K; memory bounded by the chunk sizes. Arguments as :func:`log_weights`.
+    """
+    check_fast(fast)
+    program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
+    rows, seed, info = prepare(program, data, num_samples, seed, generator)
+    out = torch.empty(len(rows[0]), dtype=rows[0].dtype, device=rows[0].device)
+    for part, _, lse, _ in scan(program, rows, info, num_samples, seed, batch_size, particle_chunk, False,
+                                fast=fast, progress=progress):
+        out[part] = lse - math.log(num_samples)
+    return out
+
+
+def elbo(model: Any, guide: Any = None, x: Any = None, num_samples: int = 1, *, analytic_kl: bool = False,
+         batch_size: int | None = None, particle_chunk: int | None = None, seed: int | None = None,
+         generator: torch.Generator | None = None, fast: str = "auto", progress: bool = False,
+         data_plate: str | None = None) -> torch.Tensor:
+    """The evidence lower bound per point, averaged over ``num_samples`` draws of ``z``, nats: ``(N,)``.
+
+    ``analytic_kl=False``: ``mean_k [log p(x_n, z_k) - log q(z_k | x_n)]`` (as ``Trace_ELBO``).
+    ``analytic_kl=True``: ``mean_k log p(x_n | z_k) - sum_sites KL(q(z | x_n) || p(z))``, the KL in
+    closed form (as ``TraceMeanField_ELBO``); needs reparameterised guide sites and a registered KL.
+    Other arguments as :func:`log_weights`.
+    """
+    check_fast(fast)
+    program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
+    rows, seed, info = prepare(program, data, num_samples, seed, generator)
+    chunk_fn = log_w_chunk
+    if analytic_kl:
+        with sandbox(program, seed, rows[0].device):
+            model_tr, guide_tr = run_with_particles(program, info, rows_slice(rows, slice(0, 16)), 1)
+        check_analytic(info, guide_tr, model_tr)
+        chunk_fn = analytic_chunk
+    out = torch.empty(len(rows[0]), dtype=rows[0].dtype, device=rows[0].device)
+    for part, _, _, total in scan(program, rows, info, num_samples, seed, batch_size, particle_chunk, False,
+                                  chunk_fn, fast, progress):
+        out[part] = total / num_samples
+    return out

@@ -1,0 +1,125 @@
+"""Exact log p(x) for models with a 1-D or 2-D latent, by a dense grid: the truth the estimators are tested against.
+
+``log p(x_n) = log int p(x_n, z) dz ~ logsumexp_g log p(x_n, z_g) + d log(dz)`` on an equally spaced grid:
+the equal-weight (trapezoid) rule, very accurate when ``p(x_n, z)`` is smooth and negligible at the bounds.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pyro
+import pyro.poutine as poutine
+import torch
+
+from ..errors import ProgramError, UserError
+from ..programs import (
+    ProgramInfo,
+    as_program,
+    as_rows,
+    find_data_plate,
+    rows_slice,
+    sample_sites,
+    vectorized_frames,
+)
+from .importance import ROWS_PER_CALL, _check_int, sandbox, sum_sites
+
+__all__ = ["quadrature_log_likelihood"]
+
+_GRID_PLATE = "_grid"
+
+
+def quadrature_log_likelihood(model: Any, x: Any, grid: int | torch.Tensor | None = None, *,
+                              bounds: tuple[float, float] = (-8.0, 8.0), batch_size: int | None = None,
+                              data_plate: str = "data") -> torch.Tensor:
+    """``log p(x_n)`` by a dense grid over a 1-D or 2-D latent, nats: ``(N,)``.
+
+    The model must have exactly one latent sample site, in the data plate, with one or two numbers
+    per data point (event shape ``()``, ``(1,)`` or ``(2,)``). The site is conditioned on every grid
+    point ``z_g`` (``poutine.condition``) under a grid plate left of the program's plates.
+
+    Args:
+        model: a Pyro ``model(*batch)``, or an object with ``.model`` (its ``check_data`` is used).
+        x: data ``(N, ...)`` or a tuple of row-aligned tensors.
+        grid: points per axis (default 2001 for d=1, 401 for d=2) spanning ``bounds``, or a 1-D tensor of
+            equally spaced values used on every axis.
+        bounds: ``(low, high)`` of the grid on every axis when ``grid`` is an int.
+        batch_size: points per call (default: about ``ROWS_PER_CALL`` rows per call).
+        data_plate: the name of the data plate.
+    """
+    owner = model if callable(getattr(model, "model", None)) else None
+    program = as_program(owner.model if owner is not None else model, lambda *a: None, data_plate=data_plate)
+    program.owner = owner
+    rows = program.check_data(as_rows(x, "x"), "x")
+    x = rows[0]
+    first = rows_slice(rows, slice(0, 16))
+    with sandbox(program, 0, x.device):
+        with pyro.validation_enabled(True):
+            try:
+                trace = poutine.trace(program.model).get_trace(*first)
+            except (RuntimeError, IndexError, ValueError) as err:
+                raise ProgramError(f"running the model on x of shape {tuple(x.shape)} failed: {err}") from err
+        sites = sample_sites(trace)
+        observed = tuple(n for n, s in sites.items() if s["is_observed"])
+        latent = [n for n, s in sites.items() if not s["is_observed"]]
+        if len(latent) != 1:
+            raise ProgramError(f"quadrature_log_likelihood needs exactly one latent sample site; the model has "
+                               f"{sorted(latent)}")
+        name = latent[0]
+        site = sites[name]
+        event_shape = tuple(site["fn"].event_shape)
+        d = math.prod(event_shape)
+        dim, _ = find_data_plate(program, sites, list(observed), len(first[0]))
+        plates = [f.name for f in vectorized_frames(site)]
+        if event_shape not in ((), (1,), (2,)) or plates != [data_plate]:
+            raise ProgramError(
+                f"quadrature_log_likelihood supports one latent site with 1 or 2 numbers per data point, in the "
+                f"data plate {data_plate!r} only; site {name!r} has event shape {event_shape} and plates {plates}"
+            )
+        mpn = max([-f.dim for s in sites.values() for f in vectorized_frames(s)] + [-dim, 1])
+    info = ProgramInfo(data_plate, dim, None, observed, (name,), (), frozenset(sites), (), (), (), (), mpn, ())
+
+    if grid is None:
+        grid = 2001 if d == 1 else 401
+    if isinstance(grid, int) and not isinstance(grid, bool):
+        _check_int("grid", grid, minimum=3)
+        lo, hi = bounds
+        if not hi > lo:
+            raise UserError(f"bounds must be (low, high) with high > low; got {bounds!r}")
+        axis = torch.linspace(lo, hi, grid, dtype=x.dtype, device=x.device)
+    elif isinstance(grid, torch.Tensor) and grid.dim() == 1 and len(grid) >= 3:
+        axis = grid.to(dtype=x.dtype, device=x.device)
+    else:
+        raise UserError(f"grid must be an int >= 3 or a 1-D tensor of >= 3 values; got {grid!r}")
+    steps = axis.diff()
+    if not (steps > 0).all() or not torch.allclose(steps, steps.mean(), rtol=1e-3, atol=0.0):
+        raise UserError("grid must be ascending and equally spaced")
+    log_volume = d * math.log(float(steps.mean()))
+    points = axis[:, None] if d == 1 else torch.cartesian_prod(axis, axis)  # (G, d)
+    if event_shape == ():
+        points = points[:, 0]
+    g_total = len(points)
+
+    n = len(x)
+    _check_int("batch_size", batch_size, allow_none=True)
+    n_b = min(n, batch_size or max(1, ROWS_PER_CALL // min(g_total, ROWS_PER_CALL)))
+    g_c = max(1, ROWS_PER_CALL // n_b)
+    out = torch.empty(n, dtype=x.dtype, device=x.device)
+    with sandbox(program, 0, x.device), pyro.validation_enabled(False):
+        for start in range(0, n, n_b):
+            batch = rows_slice(rows, slice(start, start + n_b))
+            m = len(batch[0])
+            lse = torch.full((m,), -math.inf, dtype=x.dtype, device=x.device)
+            for g0 in range(0, g_total, g_c):
+                zg = points[g0 : g0 + g_c]
+                g = len(zg)
+                shape = [1] * info.rank
+                shape[0], shape[info.data_index] = g, m
+                value = zg.reshape((g,) + (1,) * info.max_plate_nesting + event_shape).expand(tuple(shape) + event_shape)
+                with pyro.plate(_GRID_PLATE, g, dim=-info.rank):
+                    tr = poutine.trace(poutine.condition(program.model, data={name: value})).get_trace(*batch)
+                lp = sum_sites(tr, info.observed + info.latent, info, (g, m), x)
+                lse = torch.logaddexp(lse, lp.logsumexp(0))
+            out[start : start + m] = lse + log_volume
+    return out

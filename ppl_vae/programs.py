@@ -1,0 +1,522 @@
+r"""The program contract: what every entry point of ppl_vae accepts, and what it finds in it.
+
+**Programs.** A program is any object with Pyro programs ``.model`` and ``.guide`` (an
+``nn.Module`` written as in Pyro's ``examples/vae/vae.py`` works unchanged; our
+:class:`~ppl_vae.models.VAE` is one such object, with no path the contract does not give to
+users), or :class:`Program` for two free functions. Optionally the object has
+``check_data(x, arg)``, which validates the observations at the boundary (our VAE checks the
+likelihood's support with it).
+
+**Data.** A tensor ``(N, ...)`` (rows are data points, any trailing shape), a
+:class:`~ppl_vae.data.Dataset` (its train split), or a tuple of row-aligned tensors
+``(x, y, ...)`` passed positionally: ``model(*batch)``, ``guide(*batch)`` (conditioning inputs,
+labels). Every slice the library makes keeps the rows aligned.
+
+**The data plate** is found **by name** (``"data"`` unless ``data_plate=`` says otherwise),
+sized (``pyro.plate("data", len(x))``), unsized (``pyro.plate("data")``) or subsampled
+(``pyro.plate("data", N, subsample_size=len(x))``): never by matching sizes. Sites inside it
+are *local* (one value per data point); sites outside are *global*. In training a local site's
+log-density is scaled by N/|B| and a global one's by 1, as Pyro's own subsampling does
+(:class:`DataPlateScale`); a plate that declares its own full size is honoured when that size is
+the number of training rows and refused otherwise. The estimators neutralise a plate's own
+subsample scale, so per-point values are never multiplied by it.
+
+**Parameters.** Every parameter the programs register (``pyro.module``, ``pyro.param`` with its
+constraint) is trained, in a scoped parameter store; the trained values of plain ``pyro.param``
+sites are kept per program (:func:`trained_params`) and seen by every later call that is given
+the same program (:func:`param_scope`); module parameters live on their modules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import pyro
+import pyro.poutine as poutine
+import torch
+from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
+
+from .errors import ArgumentTypeError, DataError, ProgramError
+
+__all__ = [
+    "DataPlateScale",
+    "Program",
+    "ProgramInfo",
+    "PyroProgram",
+    "as_program",
+    "as_rows",
+    "fix_globals",
+    "inspect_program",
+    "param_scope",
+    "per_point",
+    "run_with_particles",
+    "trained_params",
+]
+
+#: How many rows :func:`inspect_program` runs the programs on.
+INSPECT_ROWS = 16
+PARTICLE_PLATE = "_particles"
+_MODULE_DIVIDER = "$$$"  # pyro.module's "name$$$param"
+
+
+@runtime_checkable
+class PyroProgram(Protocol):
+    """Anything with a Pyro ``model`` and ``guide`` called as ``model(*batch)``, ``guide(*batch)``."""
+
+    def model(self, *args: Any) -> Any: ...
+
+    def guide(self, *args: Any) -> Any: ...
+
+
+# ============================================================================ programs
+@dataclass(eq=False)
+class Program:
+    """A model/guide pair with the name of its data plate.
+
+    Args:
+        model, guide: Pyro programs, called as ``model(*batch)`` and ``guide(*batch)``.
+        data_plate: the name of the plate over data points (default ``"data"``).
+        owner: the object the pair belongs to (an ``nn.Module`` whose parameters and
+            ``check_data`` it uses); set by :func:`as_program`, None for free functions.
+    """
+
+    model: Callable[..., Any]
+    guide: Callable[..., Any]
+    data_plate: str = "data"
+    owner: Any = field(default=None, repr=False)
+    identity: Any = field(default=None, repr=False)  # what :attr:`key` returns when set (derived programs)
+
+    def __post_init__(self) -> None:
+        for arg in ("model", "guide"):
+            if not callable(getattr(self, arg)):
+                raise ArgumentTypeError(f"Program: {arg} must be a callable Pyro program; got "
+                                        f"{type(getattr(self, arg)).__name__}")
+        if not isinstance(self.data_plate, str) or not self.data_plate:
+            raise ArgumentTypeError(f"data_plate must be the name of a plate (a non-empty string); "
+                                    f"got {self.data_plate!r}")
+
+    @property
+    def module(self) -> torch.nn.Module | None:
+        """The ``nn.Module`` the programs belong to, if any (where module parameters live)."""
+        return self.owner if isinstance(self.owner, torch.nn.Module) else None
+
+    @property
+    def key(self) -> Any:
+        """What identifies this program across calls (for the trained ``pyro.param`` values): the
+        owner object, else the model function (so ``(model, guide)`` and ``Program(model, guide)``
+        name the same program)."""
+        if self.identity is not None:
+            return self.identity
+        return self.owner if self.owner is not None else getattr(self.model, "__self__", self.model)
+
+    def check_data(self, batch: tuple[torch.Tensor, ...], arg: str) -> tuple[torch.Tensor, ...]:
+        """The owner's ``check_data(x, arg)`` on the observations (the first tensor), if it has one."""
+        check = getattr(self.owner, "check_data", None)
+        if not callable(check):
+            return batch
+        return (check(batch[0], arg), *batch[1:])
+
+
+def as_program(program: Any, guide: Callable | None = None, data_plate: str | None = None) -> Program:
+    """Normalise the forms every entry point accepts into a :class:`Program`.
+
+    ``as_program(vae)`` (an object with ``.model``/``.guide``), ``as_program(model, guide)`` (two
+    callables; bound methods of one object count as that object), or a :class:`Program`.
+    """
+    if isinstance(program, Program):
+        if guide is not None:
+            raise ArgumentTypeError("pass either a Program or (model, guide), not both")
+        if data_plate is not None and data_plate != program.data_plate:
+            return Program(program.model, program.guide, data_plate, program.owner, program.identity)
+        return program
+    plate = "data" if data_plate is None else data_plate
+    if guide is not None:
+        if not callable(program):
+            raise ArgumentTypeError(f"model must be a callable Pyro program; got {type(program).__name__}")
+        owner = getattr(program, "__self__", None)
+        if owner is None or getattr(guide, "__self__", None) is not owner:
+            owner = None
+        return Program(program, guide, plate, owner)
+    if callable(getattr(program, "model", None)) and callable(getattr(program, "guide", None)):
+        return Program(program.model, program.guide, plate, program)
+    raise ArgumentTypeError(
+        f"expected a program: an object with .model and .guide Pyro programs (e.g. ppl_vae.VAE or an "
+        f"nn.Module written as in Pyro's examples/vae/vae.py), ppl_vae.Program(model, guide), or "
+        f"(model, guide); got {type(program).__name__}"
+    )
+
+
+# ============================================================================ data rows
+def as_rows(data: Any, arg: str = "data") -> tuple[torch.Tensor, ...]:
+    """The row-aligned tensors of ``data``: a tensor ``(N, ...)`` -> ``(x,)``, a tuple/list of
+    tensors -> itself, a :class:`~ppl_vae.data.Dataset` -> ``(data.train,)``.
+
+    Checks: tensors with at least one dimension, the same number N >= 1 of rows, finite values in
+    floating tensors; integer observations (the first tensor) become float32.
+    """
+    from .data import Dataset
+
+    if isinstance(data, Dataset):
+        data = data.train
+    if isinstance(data, torch.Tensor):
+        parts: Sequence[Any] = (data,)
+    elif isinstance(data, (tuple, list)) and data:
+        parts = data
+    else:
+        raise ArgumentTypeError(
+            f"{arg} must be a tensor (N, ...), a tuple of row-aligned tensors (x, y, ...) or a "
+            f"ppl_vae Dataset; got {type(data).__name__}"
+        )
+    rows = []
+    for i, t in enumerate(parts):
+        name = arg if len(parts) == 1 else f"{arg}[{i}]"
+        if not isinstance(t, torch.Tensor):
+            raise ArgumentTypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+        if t.dim() == 0 or t.shape[0] == 0:
+            raise DataError(f"{name} must have at least one row (shape (N, ...)); got shape {tuple(t.shape)}")
+        if i == 0 and not (t.is_floating_point() or t.is_complex()):
+            t = t.float()
+        if t.is_floating_point():
+            bad = ~torch.isfinite(t)
+            if bool(bad.any()):
+                first = int(bad.reshape(len(t), -1).any(-1).nonzero()[0])
+                raise DataError(f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf); first "
+                                f"bad row is {first}: drop or impute those rows")
+        rows.append(t)
+    n = len(rows[0])
+    if any(len(t) != n for t in rows):
+        raise DataError(f"the tensors of {arg} must have the same number of rows (row-aligned); got "
+                        f"{[len(t) for t in rows]}")
+    return tuple(rows)
+
+
+def rows_slice(rows: tuple[torch.Tensor, ...], index: Any) -> tuple[torch.Tensor, ...]:
+    """The same rows of every tensor (a slice or an index tensor)."""
+    return tuple(t[index] for t in rows)
+
+
+# ============================================================================ inspection
+@dataclass(frozen=True)
+class ProgramInfo:
+    """What one inspection of a program found (see :func:`inspect_program`).
+
+    Attributes:
+        data_plate, data_dim: the data plate's name and (negative) batch dim.
+        full_size: the size the data plate declares when it subsamples
+            (``pyro.plate("data", N, subsample_size=...)``), else None.
+        observed: observed model sites; latent: the other model sample sites.
+        guide_aux: guide sites marked ``infer={"is_auxiliary": True}``.
+        local: sample sites (model or guide) inside the data plate.
+        global_latent: latent sites outside it.
+        non_reparam: guide latent sites without ``rsample`` (discrete ones).
+        enumerated: sites with ``infer={"enumerate": ...}`` (in model or guide).
+        model_only: model latents the guide does not sample (model-side enumeration).
+        max_plate_nesting: the deepest vectorised plate of model and guide (>= 1).
+        param_names: plain ``pyro.param`` sites (not ``pyro.module``'s).
+    """
+
+    data_plate: str
+    data_dim: int
+    full_size: int | None
+    observed: tuple[str, ...]
+    latent: tuple[str, ...]
+    guide_aux: tuple[str, ...]
+    local: frozenset[str]
+    global_latent: tuple[str, ...]
+    non_reparam: tuple[str, ...]
+    enumerated: tuple[str, ...]
+    model_only: tuple[str, ...]
+    max_plate_nesting: int
+    param_names: tuple[str, ...]
+
+    @property
+    def rank(self) -> int:
+        """Batch rank under a particle plate (one more than :attr:`max_plate_nesting`)."""
+        return self.max_plate_nesting + 1
+
+    @property
+    def data_index(self) -> int:
+        """Index of the data dim in a log-prob padded to :attr:`rank` dims."""
+        return self.rank + self.data_dim
+
+
+def sample_sites(trace: poutine.Trace) -> dict[str, dict]:
+    """Sample sites of a trace, without plates' subsample sites."""
+    return {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+
+
+def vectorized_frames(site: dict) -> list:
+    return [f for f in site["cond_indep_stack"] if f.vectorized]
+
+
+def _fmt(names: Any) -> str:
+    return "{" + ", ".join(repr(n) for n in sorted(names)) + "}"
+
+
+def _data_frame(site: dict, plate: str) -> Any:
+    return next((f for f in site["cond_indep_stack"] if f.name == plate), None)
+
+
+def find_data_plate(program: Program, model_sites: dict, observed: list[str], n0: int) -> tuple[int, int | None]:
+    """The data plate's dim and declared full size; errors that name the sites, plates and the fix."""
+    name = program.data_plate
+    if not observed:
+        raise ProgramError(
+            "the model has no observed sample site (obs=...): nothing scores the data; observe it with "
+            "pyro.sample(name, dist, obs=x)"
+        )
+    outside = [s for s in observed if _data_frame(model_sites[s], name) is None]
+    if outside:
+        plates = {s: [f.name for f in model_sites[s]["cond_indep_stack"]] for s in outside}
+        hint = (f"pass data_plate={sorted({p for ps in plates.values() for p in ps})[0]!r} if that is your data "
+                "plate, or " if any(plates.values()) else "")
+        raise ProgramError(
+            f"observed site(s) {_fmt(outside)} are not inside a plate named {name!r} (their plates: {plates}); "
+            f"per-point values and mini-batch scaling need the data plate by name: {hint}wrap the "
+            f"observations in `with pyro.plate({name!r}, len(x)):`"
+        )
+    frame = _data_frame(model_sites[observed[0]], name)
+    if frame.dim is None:
+        raise ProgramError(
+            f"the data plate {name!r} is sequential (`for i in pyro.plate(...)`); ppl_vae needs a vectorised "
+            f"plate: `with pyro.plate({name!r}, len(x)):` with the data on its batch dim"
+        )
+    for s in observed:
+        other = _data_frame(model_sites[s], name)
+        if other.dim != frame.dim:
+            raise ProgramError(f"observed sites use the plate {name!r} at different dims ({frame.dim} and "
+                               f"{other.dim}); use one data plate")
+    size, full = frame.size, frame.full_size
+    if size != -1 and size != n0:
+        if full is not None and full != size:
+            what = f"subsample_size={size}"
+        else:
+            what = f"size {size}"
+        raise ProgramError(
+            f"the data plate {name!r} has {what} but the batch has {n0} rows: size it by the batch "
+            f"(pyro.plate({name!r}, len(x))), or declare the full data size with "
+            f"pyro.plate({name!r}, N, subsample_size=len(x))"
+        )
+    return frame.dim, (full if full is not None and full not in (-1, size) else None)
+
+
+def inspect_program(program: Program, rows: tuple[torch.Tensor, ...], *, particles: bool = False) -> ProgramInfo:
+    """Run guide and replayed model once on the first rows of ``rows`` (validation on) and classify sites.
+
+    Raises :class:`~ppl_vae.errors.ProgramError` naming sites, plates and the fix when the pair breaks
+    the contract; errors from inside the user's programs (Pyro's validation included) are raised as
+    ProgramError with the original message (chained), never swallowed.
+    """
+    batch = rows_slice(rows, slice(0, min(len(rows[0]), INSPECT_ROWS)))
+    n0 = len(batch[0])
+    with poutine.trace(param_only=True) as param_capture, pyro.validation_enabled(True):
+        try:
+            guide_tr = poutine.trace(program.guide).get_trace(*batch)
+            model_tr = poutine.trace(poutine.replay(program.model, trace=guide_tr)).get_trace(*batch)
+            for tr in (guide_tr, model_tr):
+                tr.compute_log_prob(lambda name, site: not site_is_subsample(site))
+        except (RuntimeError, IndexError, ValueError, AssertionError) as err:
+            shapes = ", ".join(str(tuple(t.shape)) for t in rows)
+            raise ProgramError(f"running the model and guide on the first {n0} rows (data shapes {shapes}) "
+                               f"failed: {type(err).__name__}: {err}") from err
+    model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
+    observed = [n for n, s in model_sites.items() if s["is_observed"]]
+    latent = [n for n, s in model_sites.items() if not s["is_observed"]]
+    guide_latent = [n for n, s in guide_sites.items() if not s["is_observed"]]
+    aux = [n for n in guide_latent if guide_sites[n]["infer"].get("is_auxiliary", False)]
+    enumerated = sorted({n for sites in (model_sites, guide_sites) for n, s in sites.items()
+                         if s["infer"].get("enumerate") in ("parallel", "sequential")})
+    model_only = [n for n in latent if n not in guide_sites]
+    guide_only = set(guide_latent) - set(latent) - set(aux)
+    bad_model_only = [n for n in model_only if n not in enumerated]
+    if bad_model_only or guide_only:
+        raise ProgramError(
+            "the model's and the guide's latent sites do not match: model-only "
+            f"{_fmt(bad_model_only)}, guide-only {_fmt(guide_only)}. Every unobserved model site needs a "
+            "guide site of the same name (or, for a discrete site summed out by the 'enum' objective, "
+            "infer={'enumerate': 'parallel'} in the model)"
+        )
+    dim, full = find_data_plate(program, model_sites, observed, n0)
+    local = frozenset(n for sites in (model_sites, guide_sites) for n, s in sites.items()
+                      if _data_frame(s, program.data_plate) is not None)
+    global_latent = tuple(n for n in latent if n not in local)
+    non_reparam = tuple(n for n in guide_latent if n not in aux
+                        and not getattr(guide_sites[n]["fn"], "has_rsample", False))
+    mpn = max([-f.dim for sites in (model_sites, guide_sites) for s in sites.values()
+               for f in vectorized_frames(s)] + [-dim, 1])
+    for sites in (model_sites, guide_sites):
+        for name, site in sites.items():
+            if site["log_prob"].dim() > mpn:
+                raise ProgramError(
+                    f"site {name!r} has log_prob shape {tuple(site['log_prob'].shape)}: batch dims outside every "
+                    f"plate (max plate nesting {mpn}); declare them with pyro.plate or move them into the event "
+                    "with .to_event(...)"
+                )
+    params = tuple(n for n, s in param_capture.trace.nodes.items()
+                   if s["type"] == "param" and _MODULE_DIVIDER not in n)
+    return ProgramInfo(
+        data_plate=program.data_plate, data_dim=dim, full_size=full, observed=tuple(observed),
+        latent=tuple(latent), guide_aux=tuple(aux), local=local, global_latent=global_latent,
+        non_reparam=non_reparam, enumerated=tuple(enumerated), model_only=tuple(model_only),
+        max_plate_nesting=mpn, param_names=params,
+    )
+
+
+# ============================================================================ scaling
+class DataPlateScale(Messenger):
+    """Scale sites inside the data plate by ``scale`` (N/|B| in training) and leave global sites at 1.
+
+    A data plate that subsamples (``pyro.plate("data", N, subsample_size=B)``) has already multiplied
+    its sites by N/B; that factor is replaced, not multiplied, so the result is ``scale`` either way
+    (``scale=1`` gives the unscaled per-point log-densities the estimators need). ``latent_weight``
+    multiplies every latent site (the KL weight of beta-VAEs and annealing), local or global.
+    """
+
+    def __init__(self, plate: str, scale: float = 1.0, latent_weight: float = 1.0) -> None:
+        super().__init__()
+        self.plate = plate
+        self.scale = scale
+        self.latent_weight = latent_weight
+
+    def _process_message(self, msg: dict[str, Any]) -> None:
+        if msg["type"] != "sample" or site_is_subsample(msg):
+            return
+        frame = _data_frame(msg, self.plate)
+        if frame is not None:
+            own = 1.0
+            if frame.full_size not in (None, -1) and frame.size not in (-1, 0) and frame.full_size != frame.size:
+                own = frame.full_size / frame.size
+            if own != 1.0 or self.scale != 1.0:
+                msg["scale"] = (self.scale / own) * msg["scale"]
+        if self.latent_weight != 1.0 and not msg["is_observed"]:
+            msg["scale"] = self.latent_weight * msg["scale"]
+
+
+# ============================================================================ parameters
+_TRAINED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+_TRAINED_STRONG: dict[int, dict[str, Any]] = {}  # keys that cannot be weakly referenced (rare)
+
+
+def _remember(program: Program, state: dict[str, Any]) -> None:
+    try:
+        _TRAINED[program.key] = state
+    except TypeError:
+        _TRAINED_STRONG[id(program.key)] = state
+
+
+def trained_state(program: Program) -> dict[str, Any] | None:
+    """The param-store state (plain ``pyro.param`` values) ``fit`` left for this program, or None."""
+    try:
+        return _TRAINED.get(program.key)
+    except TypeError:
+        return _TRAINED_STRONG.get(id(program.key))
+
+
+def trained_params(program: Any, guide: Callable | None = None) -> dict[str, torch.Tensor]:
+    """The trained values (constrained) of the plain ``pyro.param`` sites of a program, by name."""
+    state = trained_state(as_program(program, guide))
+    if not state:
+        return {}
+    with pyro.get_param_store().scope(pure_params(state)):
+        store = pyro.get_param_store()
+        return {name: store[name].detach() for name in state["params"]}
+
+
+def pure_params(state: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a param-store state without ``pyro.module``'s entries (they live on the modules)."""
+    keep = [n for n in state["params"] if _MODULE_DIVIDER not in n]
+    return {"params": {n: state["params"][n] for n in keep},
+            "constraints": {n: state["constraints"][n] for n in keep if n in state["constraints"]}}
+
+
+@contextlib.contextmanager
+def param_scope(program: Program, state: dict[str, Any] | None = None, *, keep: bool = False) -> Iterator[dict]:
+    """Run inside a parameter store holding the program's plain ``pyro.param`` values.
+
+    ``state`` (a training state's) or, by default, what :func:`trained_state` remembers for the
+    program, else the caller's current store (so a user's own ``pyro.param`` values are seen). What
+    the programs register inside is dropped on exit, unless ``keep=True``: then the plain params of
+    the store (not the modules') are written back into ``state`` and remembered for the program.
+    """
+    store = pyro.get_param_store()
+    if state is None:
+        state = trained_state(program)
+    start = pure_params(state) if state is not None else store.get_state()
+    with store.scope(start) as scoped:
+        yield scoped
+        if keep:
+            final = pure_params(store.get_state())
+            target = state if state is not None else {}
+            target.clear()
+            target.update(final)
+            _remember(program, target)
+
+
+# ============================================================================ particles
+def run_with_particles(program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...], k: int,
+                       ) -> tuple[poutine.Trace, poutine.Trace]:
+    """Guide and replayed model on ``batch`` under a particle plate of size ``k`` left of every plate.
+
+    The data plate's own subsample scale is neutralised (:class:`DataPlateScale` with scale 1), so
+    site log-densities are per point. Returns ``(model_trace, guide_trace)``.
+    """
+    with pyro.plate(PARTICLE_PLATE, k, dim=-info.rank), DataPlateScale(info.data_plate, 1.0):
+        guide_tr = poutine.trace(program.guide).get_trace(*batch)
+        model_tr = poutine.trace(poutine.replay(program.model, trace=guide_tr)).get_trace(*batch)
+    return model_tr, guide_tr
+
+
+def per_point(t: torch.Tensor, info: ProgramInfo) -> torch.Tensor:
+    """Sum a log-prob over every batch dim except particles and data: ``-> (K or 1, N or 1)``."""
+    if t.dim() < info.rank:
+        t = t.reshape((1,) * (info.rank - t.dim()) + tuple(t.shape))
+    dims = [i for i in range(1, info.rank) if i != info.data_index]
+    return t.sum(dims) if dims else t
+
+
+# ============================================================================ global latents
+def fix_globals(program: Any, data: Any, values: dict[str, torch.Tensor] | None = None, *,
+                data_plate: str | None = None) -> Program:
+    """The program with its global latent sites fixed at plug-in values: per-point estimates become
+    ``log p(x_n | theta)`` with ``theta`` those values.
+
+    The model is conditioned on ``values`` and the sites hidden from its trace (their prior term, one
+    number for the whole data set, is not a per-point quantity); the guide samples the other sites
+    given the same values, with the global sites hidden too.
+
+    Args:
+        program: an object with ``.model``/``.guide`` or a :class:`Program`.
+        data: data the guide can be run on (its first rows are used to read the guide's global sites).
+        values: ``{site: value}``; default: the mean of the guide's distribution at each global site
+            (or one draw where the family has no closed-form mean).
+        data_plate: the data plate's name (default: the program's, else ``"data"``).
+    """
+    program = as_program(program, data_plate=data_plate)
+    rows = as_rows(data, "data")
+    with param_scope(program), torch.random.fork_rng(), torch.no_grad():
+        info = inspect_program(program, rows)
+        names = list(info.global_latent)
+        if not names:
+            raise ProgramError(f"the program has no global latent sites (every latent is inside the data plate "
+                               f"{info.data_plate!r}); it needs no fix_globals")
+        if values is None:
+            first = rows_slice(rows, slice(0, INSPECT_ROWS))
+            guide_tr = poutine.trace(program.guide).get_trace(*first)
+            values = {}
+            for name in names:
+                fn = guide_tr.nodes[name]["fn"]
+                try:
+                    values[name] = fn.mean.detach()
+                except NotImplementedError:
+                    values[name] = guide_tr.nodes[name]["value"].detach()
+    unknown = sorted(set(values) - set(names))
+    if unknown or set(names) - set(values):
+        raise ProgramError(f"values must name exactly the global latent sites {sorted(names)}; got {sorted(values)}")
+    model = poutine.block(poutine.condition(program.model, data=values), hide=names)
+    guide = poutine.block(poutine.condition(program.guide, data=values), hide=names)
+    return Program(model, guide, program.data_plate, program.owner, identity=program.key)

@@ -1,0 +1,113 @@
+"""Training data as row-aligned tensors: the forms ``fit`` accepts, validated once, drawn per epoch.
+
+``fit`` takes a :class:`~ppl_vae.data.Dataset` (train/test splits, explicit binarisation), a tensor
+``(N, ...)``, or a tuple of row-aligned tensors ``(x, y, ...)`` (conditioning inputs, labels) that
+the programs receive as ``model(*batch)``. :class:`TrainData` holds them as tuples of tensors, knows
+how to draw one epoch's rows (a fresh binarisation of ``x`` under ``binarize="dynamic"``), and
+remembers which tensors it has validated (by identity, storage and version counter), so calling
+``fit(..., epochs=1)`` in a loop validates the data once, not on every call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ..data import Dataset
+from ..errors import ArgumentTypeError
+from ..programs import as_rows
+
+Rows = tuple[torch.Tensor, ...]
+
+
+def _fingerprint(rows: Rows | None) -> tuple | None:
+    """What identifies a set of tensors and their contents without reading them (in-place edits bump
+    ``_version``)."""
+    if rows is None:
+        return None
+    return tuple((id(t), t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype,
+                  t.device, t._version) for t in rows)
+
+
+@dataclass
+class TrainData:
+    """Row-aligned train (and test) tensors with the metadata a checkpoint records.
+
+    Attributes:
+        train: ``(x, ...)`` with N rows; test: ``(x_test, ...)`` or None.
+        meta: the dataset's metadata as a dict (``DatasetMeta.to_dict()``, or a short record for tensors).
+        dataset: the :class:`Dataset` when one was given (its dynamic binarisation draws each epoch).
+        extra: for a Dataset, ``program.dataset_inputs(dataset, split)``'s row-aligned tensors appended
+            after ``x`` (labels for a semi-supervised program), else ().
+    """
+
+    train: Rows
+    test: Rows | None
+    meta: dict[str, Any]
+    dataset: Dataset | None = None
+    extra_train: Rows = ()
+
+    @property
+    def n(self) -> int:
+        return len(self.train[0])
+
+    def epoch_rows(self, generator: torch.Generator) -> Rows:
+        """The rows of one epoch: ``x`` re-binarised from ``generator`` under dynamic binarisation."""
+        if self.dataset is not None and self.dataset.meta.binarize == "dynamic":
+            x = self.dataset.resample_train(generator).to(self.train[0].device)
+            return (x, *self.train[1:])
+        return self.train
+
+    def to(self, device: torch.device) -> TrainData:
+        """The same data on ``device`` (no copy for tensors already there)."""
+        def move(rows: Rows | None) -> Rows | None:
+            return None if rows is None else tuple(t if t.device == device else t.to(device) for t in rows)
+
+        if all(t.device == device for t in self.train) and all(t.device == device for t in self.test or ()):
+            return self
+        dataset = self.dataset.to(device) if self.dataset is not None else None
+        return TrainData(move(self.train), move(self.test), self.meta, dataset, self.extra_train)
+
+
+def as_train_data(data: Any, test_data: Any, inputs: Callable[[Dataset, str], Rows] | None) -> TrainData:
+    """Normalise ``fit``'s ``data``/``test_data`` (see the module docstring); ``inputs`` is the
+    program's ``dataset_inputs`` hook, if it has one."""
+    if isinstance(data, Dataset):
+        if test_data is not None:
+            raise ArgumentTypeError("test_data is taken from the Dataset's test split; pass test_data only "
+                                    "with tensor data")
+        extra_train = tuple(inputs(data, "train")) if inputs else ()
+        extra_test = tuple(inputs(data, "test")) if inputs else ()
+        test = (data.test, *extra_test) if data.test is not None and len(data.test) else None
+        return TrainData((data.train, *extra_train), test, data.meta.to_dict(), data, extra_train)
+    train = as_rows(data, "data")
+    test = as_rows(test_data, "test_data") if test_data is not None else None
+    if test is not None and len(test) != len(train):
+        raise ArgumentTypeError(f"test_data must have the same form as data ({len(train)} tensor(s)); "
+                                f"got {len(test)}")
+    meta = {"name": "tensor", "source": "tensor", "n_train": len(train[0]),
+            "n_test": 0 if test is None else len(test[0]), "shapes": [list(t.shape[1:]) for t in train]}
+    return TrainData(train, test, meta)
+
+
+def validate(data: TrainData, check: Callable[[Rows, str], Rows], memo: dict[str, Any]) -> TrainData:
+    """Run the boundary checks once per set of tensors: ``check(rows, arg) -> rows`` on train, test and,
+    under dynamic binarisation, a rounding of the grey levels (the values later epochs can draw).
+
+    ``memo`` (kept by the training state across ``fit`` calls) remembers the last tensors checked, by
+    identity, storage and version counter, and what the checks returned for them.
+    """
+    key = (_fingerprint(data.train), _fingerprint(data.test))
+    if memo.get("key") == key:
+        train, test = memo["rows"]
+    else:
+        train = check(as_rows(data.train, "data.train"), "data.train")
+        test = check(as_rows(data.test, "data.test"), "data.test") if data.test is not None else None
+        if data.dataset is not None and data.dataset.meta.binarize == "dynamic":
+            check((data.dataset.train_probs.clamp(0, 1).round(), *data.train[1:]), "data.train_probs")
+        memo.clear()
+        memo.update(key=key, rows=(train, test))
+    return TrainData(train, test, data.meta, data.dataset, data.extra_train)

@@ -1,0 +1,421 @@
+"""``fit``: stochastic variational inference on any Pyro program, trained and measured correctly.
+
+For N training points and a mini-batch B the loss of a step is the objective's negative bound with
+every site *inside the data plate* scaled by N/|B| and every site outside it (a global latent, a
+Bayesian decoder weight) by 1, as Pyro's own subsampling does (:class:`~ppl_vae.programs.DataPlateScale`):
+an unbiased estimate of the full-data negative ELBO and its gradient (Hoffman et al., 2013). The
+optimiser (``torch.optim.Adam``) trains every parameter the programs register: ``pyro.module``'s
+and plain ``pyro.param`` sites (their unconstrained values), inside a scoped parameter store whose
+plain values are kept on the returned state (``history.state.trained_params``) and seen by every later
+call given the same program.
+
+Before the first step the program is inspected once with validation on
+(:func:`~ppl_vae.programs.inspect_program`): the data plate found by name, ``max_plate_nesting``
+read from the program, the objective bound to it (an objective that cannot train the program is
+refused, naming the site and the objective that can), and the first batch's loss evaluated by the
+objective's own Pyro ELBO with validation on, so Pyro's checks of the user's program are raised, not
+swallowed. The hot loop then runs with validation off. Where a fast path (:mod:`.fast`) does not apply,
+training runs on the Pyro ELBO and the reason is reported once.
+
+References:
+    Hoffman, Blei, Wang & Paisley (2013), Stochastic Variational Inference, JMLR 14.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import warnings
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pyro
+import torch
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+
+from ..errors import ArgumentTypeError, ProgramError, UserError
+from ..objectives import Objective, parse_objective
+from ..programs import (
+    DataPlateScale,
+    Program,
+    ProgramInfo,
+    as_program,
+    as_rows,
+    inspect_program,
+    param_scope,
+    rows_slice,
+)
+from .data import Rows, TrainData, as_train_data, validate
+from .distributed import DistContext
+from .distributed import setup as setup_distributed
+from .fast import FAST_MODES, ELBOLoss, FastEngine, graph_path_supports
+from .loop import run_epochs
+from .optim import adam, collect_parameters, unregistered_parameters, warn_unregistered
+from .state import History, TrainState, remember, resolve_device, state_of, training_summary
+
+__all__ = ["FastPathWarning", "fit", "mean_elbo", "test_elbo"]
+
+#: Rows per call of the per-epoch test ELBO.
+TEST_BATCH = 1024
+
+
+class FastPathWarning(UserWarning):
+    """A fast path of ``fit`` does not apply to this program; training runs on Pyro's ELBO (the reason is given)."""
+
+
+def _check_args(epochs: Any, batch_size: Any, lr: Any, fast: Any, time_budget: Any) -> None:
+    for arg, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < low:
+            raise UserError(f"{arg} must be a {'non-negative' if low == 0 else 'positive'} integer; got {value!r}")
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and math.isfinite(lr)):
+        raise UserError(f"lr must be a positive finite number; got {lr!r}")
+    if fast not in FAST_MODES:
+        raise UserError(f"fast must be one of {FAST_MODES}; got {fast!r}")
+    if time_budget is not None and not (isinstance(time_budget, (int, float)) and not isinstance(time_budget, bool)
+                                        and time_budget > 0 and math.isfinite(time_budget)):
+        raise UserError(f"time_budget must be a positive finite number of seconds (or None); got {time_budget!r}")
+
+
+# ====================================================================== the test ELBO
+def _eval_elbo(info: ProgramInfo) -> Any:
+    mpn = info.max_plate_nesting
+    if info.model_only:
+        return TraceEnum_ELBO(max_plate_nesting=mpn)
+    if info.non_reparam or info.enumerated:
+        return Trace_ELBO(max_plate_nesting=mpn)
+    return TraceMeanField_ELBO(max_plate_nesting=mpn)
+
+
+@torch.no_grad()
+def test_elbo(program: Program, info: ProgramInfo, rows: Rows, seed: int = 0, batch_size: int = TEST_BATCH,
+              ctx: DistContext | None = None) -> float:
+    """Mean ELBO per data point of ``rows`` (closed-form KL where one is registered, one draw of z).
+
+    Batches of the data are scored with the data plate scaled by M/|b| and weighted by |b|/M, so a
+    global latent's KL counts once for the whole split (for programs whose latents are all local this
+    is the sum of the per-point ELBOs). The fixed ``seed`` makes epochs and methods comparable.
+    """
+    elbo = _eval_elbo(info)
+    m = len(rows[0])
+    index = torch.arange(m, device=rows[0].device)
+    if ctx is not None and ctx.active:
+        index = ctx.shard(index)
+    total = 0.0
+    with torch.random.fork_rng(devices=[rows[0].device] if rows[0].is_cuda else []), \
+            pyro.validation_enabled(False):
+        torch.manual_seed(seed)
+        for start in range(0, len(index), batch_size):
+            part = index[start : start + batch_size]
+            with DataPlateScale(info.data_plate, m / len(part)):
+                total += elbo.loss(program.model, program.guide, *rows_slice(rows, part)) * len(part) / m
+    if ctx is not None and ctx.active:
+        total = float(ctx.all_reduce_sum(torch.tensor([total], dtype=torch.float64, device=ctx._comm_device()))[0])
+    return -total / m
+
+
+def mean_elbo(program: Any, x: Any, batch_size: int = TEST_BATCH, seed: int = 0) -> float:
+    """Mean ELBO in nats per data point of ``x`` (see :func:`test_elbo`), for any program."""
+    program = as_program(program)
+    rows = program.check_data(as_rows(x, "x"), "x")
+    with param_scope(program), torch.random.fork_rng():
+        info = inspect_program(program, rows)
+        return test_elbo(program, info, rows, seed, batch_size)
+
+
+# ====================================================================== the strategy
+class SVIStrategy:
+    """One SVI step of a program under an objective (the loss strategy of :func:`~.loop.run_epochs`)."""
+
+    def __init__(self, program: Program, objective: Objective, info: ProgramInfo, state: TrainState,
+                 engine: FastEngine | None, ddp: Any = None) -> None:
+        self.program = program
+        self.objective = objective
+        self.info = info
+        self.state = state
+        self.engine = engine
+        self.ddp = ddp
+        self.label = objective.spec
+        self.module = program.module
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        with param_scope(self.program, self.state.params, keep=True), pyro.validation_enabled(False):
+            yield
+
+    def begin_epoch(self, seed: int, device: torch.device) -> None:
+        if self.module is not None:
+            self.module.train()
+
+    def kl_weight(self, step: int, epoch: int) -> float:
+        return self.objective.kl_weight(step, epoch)
+
+    def loss(self, batch: Rows, scale: float, weight: float, step: int) -> torch.Tensor:
+        """One batch's loss, with its gradients left in the parameters' ``.grad``."""
+        if self.ddp is not None:
+            loss = self.ddp(*batch, scale=scale, latent_weight=weight)
+        elif self.engine is not None:
+            loss, done = self.engine.loss(batch, scale, weight)
+            if done:
+                return loss
+        else:
+            with DataPlateScale(self.info.data_plate, scale, weight):
+                loss = self.objective.loss(self.program.model, self.program.guide, *batch)
+        if loss.requires_grad:
+            loss.backward()
+        return loss.detach()
+
+    def epoch_record(self, total: float, n: int, scale: float) -> dict[str, Any]:
+        return {"train_elbo": -total / (scale * n)}
+
+    def test_record(self, test: Rows | None, seed: int, ctx: DistContext) -> dict[str, Any]:
+        if self.module is not None:
+            self.module.eval()
+        value = test_elbo(self.program, self.info, test, seed, ctx=ctx) if test is not None else None
+        return {"test_elbo": value}
+
+    def checkpoint_params(self) -> dict[str, torch.Tensor]:
+        store = pyro.get_param_store()
+        return {name: store.get_param(name).unconstrained().detach() for name in self.info.param_names
+                if name in store}
+
+
+# ====================================================================== fit
+def fit(
+    program: Any,
+    data: Any,
+    objective: str | Objective = "analytic",
+    *,
+    epochs: int = 10,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    seed: int = 0,
+    device: str | torch.device = "auto",
+    test_data: Any = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    time_budget: float | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    fast: str = "auto",
+    data_plate: str | None = None,
+    state: TrainState | None = None,
+) -> History:
+    """Train a program by SVI on ``data`` and return the per-epoch history.
+
+    Args:
+        program: an object with Pyro ``.model``/``.guide`` (e.g. :class:`ppl_vae.VAE`, or an ``nn.Module``
+            written as in Pyro's examples) or :class:`ppl_vae.Program` (see :mod:`ppl_vae.programs`).
+        data: a :class:`~ppl_vae.data.Dataset` (train/test splits, binarisation), a tensor ``(N, ...)``, or
+            a tuple of row-aligned tensors ``(x, y, ...)`` passed as ``model(*batch)``.
+        objective: a name such as ``"trace"``, ``"analytic"``, ``"enum"``, ``"iwae:k=5"`` (see
+            :mod:`ppl_vae.objectives`); checked against the program.
+        epochs: number of further epochs (a second call, or ``state=``, continues where one stopped).
+        batch_size: mini-batch size; the last batch of an epoch may be smaller (under data-parallel
+            training, the global batch over all ranks).
+        lr: Adam learning rate.
+        seed: seeds shuffling, dynamic binarisation and the samples of z, per epoch.
+        device: ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        test_data: with tensor data, the test split (same form as ``data``); scored after every epoch.
+        checkpoint_dir: a checkpoint is committed there after every epoch (one writer per folder).
+        resume: load weights, optimizer, parameters and history from ``checkpoint_dir`` first.
+        progress: show a progress bar.
+        time_budget: stop after the epoch in which this many seconds of training have passed.
+        callback: called with each epoch's record.
+        fast: ``"auto"``, ``"graph"``, ``"eager"``, ``"compile"`` or ``"off"`` (see :mod:`ppl_vae.train.fast`);
+            every mode trains the same program to the same objective.
+        data_plate: the name of the data plate (default ``"data"``).
+        state: a :class:`TrainState` to continue (default: the one remembered for this program).
+
+    Returns:
+        :class:`History`: ``train_elbo`` is the training objective's bound averaged over the epoch's
+        batches (nats per point, as the parameters moved); ``test_elbo`` the ELBO on the test split at the
+        end of the epoch (nats per point); ``.state`` the training state, ``.meta`` what was decided.
+
+    Raises:
+        UserError: bad data or arguments; ProgramError: a program the objective cannot train (named);
+        TrainingDiverged: the loss became non-finite (everything restored to the last good epoch).
+    """
+    _check_args(epochs, batch_size, lr, fast, time_budget)
+    program = as_program(program, data_plate=data_plate)
+    obj = parse_objective(objective)
+    dev = resolve_device(device)
+    if state is not None and not isinstance(state, TrainState):
+        raise ArgumentTypeError(f"state must be a TrainState (history.state); got {type(state).__name__}")
+    state = state or state_of(program.key) or TrainState(seed=seed)
+    train = as_train_data(data, test_data, getattr(program.owner, "dataset_inputs", None))
+    train = validate(train, program.check_data, state.validated)
+    ctx = setup_distributed(dev)
+    dev = ctx.device
+    train = train.to(dev)
+    if program.module is not None:
+        program.module.to(dev)
+
+    first = rows_slice(train.train, slice(0, min(batch_size, train.n)))
+    module_ids = tuple(id(p) for p in program.module.parameters()) if program.module is not None else ()
+    key = (id(program.key), obj.spec, batch_size, id(state.validated.get("key")), str(dev), resume, module_ids)
+    setup = state.setup if state.setup is not None and state.setup[0] == key else None
+    with param_scope(program, state.params, keep=True), torch.random.fork_rng(
+            devices=[dev] if dev.type == "cuda" else []):
+        if setup is None:
+            info, obj, params, pure = _inspect(program, obj, train, first, ctx)
+        else:
+            info, obj, params, pure = setup[1:]
+        if state.optimizer is None or [id(p) for g in state.optimizer.param_groups for p in g["params"]] != \
+                [id(p) for p in params]:
+            state.optimizer = adam(params, lr)
+        for group in state.optimizer.param_groups:
+            group["lr"] = lr
+        resumed = _resume(program, state, checkpoint_dir, dev, info) if resume else None
+    state.setup = None if resume else (key, info, obj, params, pure)
+    state.info = info
+    state.objective = obj.spec
+    state.seed = seed
+    history = state.history
+    engine, ddp = _engines(program, obj, fast, info, pure, state, ctx, first, train.n, batch_size, epochs)
+    history.meta.update(_fast_meta(fast, engine, obj, state), objective=obj.spec,
+                        discrete_sites=list(info.non_reparam))
+    strategy = SVIStrategy(program, obj, info, state, engine, ddp)
+    history.state = state
+    remember(program.key, state)  # reachable even if training stops with an error
+
+    def save(st: TrainState) -> None:
+        from ..runs.checkpoint import save_checkpoint
+
+        save_checkpoint(checkpoint_dir, program.module, optimizer=st.optimizer,
+                        training=training_summary(st, lr=lr, batch_size=batch_size),
+                        data_meta=train.meta, params=strategy.checkpoint_params())
+
+    with _locked(checkpoint_dir):
+        run_epochs(strategy, train, state, params, epochs=epochs, batch_size=batch_size, seed=state.seed,
+                   ctx=ctx, checkpoint_dir=checkpoint_dir, save=save if checkpoint_dir is not None else None,
+                   progress=progress, time_budget=time_budget, callback=callback, resumed_epoch=resumed)
+    history.state = state
+    remember(program.key, state)
+    return history
+
+
+def _inspect(program: Program, obj: Objective, train: TrainData, first: Rows, ctx: DistContext,
+             ) -> tuple[ProgramInfo, Objective, list[torch.Tensor], list[torch.Tensor]]:
+    """Inspect the program once (validation on), bind the objective, collect what to train."""
+    info = inspect_program(program, train.train)
+    obj = obj.bind(info)
+    if info.full_size is not None and info.full_size != train.n:
+        raise ProgramError(
+            f"the data plate {info.data_plate!r} declares {info.full_size} rows (pyro.plate(..., "
+            f"{info.full_size}, subsample_size=...)) but fit trains on {train.n}: declare the size of the "
+            "data you train on, or drop size/subsample_size and let fit scale the plate by N/|B|"
+        )
+    _validate_loss(program, obj, info, first, train.n)
+    named = collect_parameters()
+    params = [t for _, t in named]
+    pure = [t for name, t in named if name in info.param_names]
+    warn_unregistered(unregistered_parameters(program.module, params), type(program.owner).__name__)
+    if ctx.active and pure:
+        raise ProgramError(f"data-parallel training synchronises module parameters; pyro.param site(s) "
+                           f"{sorted(info.param_names)} would drift apart: register them in an nn.Module "
+                           "(pyro.nn.PyroModule) or train in one process")
+    return info, obj, params, pure
+
+
+@contextlib.contextmanager
+def _locked(folder: str | Path | None) -> Iterator[None]:
+    if folder is None:
+        yield
+        return
+    from ..runs.lock import lock_folder
+
+    with lock_folder(folder):
+        yield
+
+
+def _validate_loss(program: Program, obj: Objective, info: ProgramInfo, batch: Rows, n: int) -> None:
+    """The objective's own Pyro loss on the first batch with validation on: Pyro's checks of the user's
+    program (supports, shapes, enumeration) are raised here, never swallowed by a fast path."""
+    with torch.no_grad(), pyro.validation_enabled(True), DataPlateScale(info.data_plate, n / len(batch[0])):
+        try:
+            loss = obj.loss(program.model, program.guide, *batch)
+        except (ValueError, RuntimeError, NotImplementedError, AssertionError) as err:
+            raise ProgramError(f"objective {obj.spec!r} cannot train this program: Pyro's check on the first "
+                               f"batch failed: {type(err).__name__}: {err}") from err
+    if torch.is_tensor(loss) and not torch.isfinite(loss):
+        raise UserError(f"the loss of the first batch is {float(loss)} before any training: check the data and "
+                        "the initial parameters")
+
+
+def _engines(program: Program, obj: Objective, fast: str, info: ProgramInfo, pure: list[torch.Tensor],
+             state: TrainState, ctx: DistContext, first: Rows, n: int, batch_size: int, epochs: int,
+             ) -> tuple[FastEngine | None, Any]:
+    engine: FastEngine | None = None
+    if fast != "off" and graph_path_supports(obj):
+        engine = state.engine
+        if not (isinstance(engine, FastEngine) and engine.program.key is program.key and engine.mode == fast
+                and engine.objective.spec == obj.spec and engine.info == info):
+            engine = FastEngine(program, obj, fast, info, pure)
+        state.engine = engine
+        full, last = divmod(n, batch_size)
+        tail = tuple(tuple(t.shape[1:]) for t in first)
+        planned = {tuple((batch_size,) + s for s in tail): full * epochs}
+        if last:
+            planned[tuple((last,) + s for s in tail)] = epochs
+        engine.begin_call(planned)
+    ddp = None
+    if ctx.active:
+        from torch.nn.parallel import DistributedDataParallel
+
+        if program.module is None:
+            raise ProgramError("data-parallel training needs the programs to belong to an nn.Module")
+        use_fast = engine is not None and engine.module.fast
+        if use_fast:
+            engine.check(first, n / len(first[0]))
+            use_fast = engine.module.fast
+        module = ELBOLoss(program, obj, fast=use_fast)
+        dev = ctx.device
+        ddp = DistributedDataParallel(module, device_ids=[dev] if dev.type == "cuda" else None)
+    return engine, ddp
+
+
+def _fast_meta(fast: str, engine: FastEngine | None, obj: Objective, state: TrainState) -> dict[str, Any]:
+    """What path trains this program, and why not a faster one (warned once per state)."""
+    if fast == "off":
+        return {"fast_path": {"path": "pyro", "reason": "fast='off'"}}
+    if engine is None:
+        reason = f"objective {obj.spec!r} has no fast path"
+    elif engine.problem is not None:
+        reason = engine.problem
+    else:
+        return {"fast_path": {"path": fast if fast != "auto" else "auto (eager; graphs for long runs)",
+                              "reason": engine.graph_problem}}
+    name = type(obj.elbo).__name__
+    if reason not in state.reported:
+        state.reported.add(reason)
+        warnings.warn(f"ppl_vae.fit: the fast path does not apply ({reason}); training with Pyro's {name}",
+                      FastPathWarning, stacklevel=3)
+    return {"fast_path": {"path": "pyro", "reason": reason}}
+
+
+def _resume(program: Program, state: TrainState, directory: str | Path | None, dev: torch.device,
+            info: ProgramInfo) -> int:
+    """Load weights, optimizer, plain params and counters from ``directory`` (inside the param scope)."""
+    from ..runs.checkpoint import load_model_state, load_optimizer_state, load_params, read_config
+
+    if directory is None:
+        raise UserError("resume=True needs checkpoint_dir (where the run's checkpoint is)")
+    config = read_config(directory)
+    if program.module is not None:
+        load_model_state(directory, program.module, dev)
+    loaded = load_params(directory, dev)
+    store = pyro.get_param_store()
+    missing = sorted(set(info.param_names) - set(loaded))
+    if missing:
+        raise UserError(f"the checkpoint in {str(directory)!r} has no values for pyro.param site(s) {missing}")
+    with torch.no_grad():
+        for name in info.param_names:
+            store.get_param(name).unconstrained().copy_(loaded[name])
+    load_optimizer_state(directory, state.optimizer, dev)
+    training = config.get("training") or {}
+    state.epoch = int(training.get("epoch", 0))
+    state.step = int(training.get("step", 0))
+    state.seed = int(training.get("seed", state.seed))
+    state.history = History(training.get("history", []))
+    return state.epoch
