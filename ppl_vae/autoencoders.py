@@ -452,7 +452,7 @@ class AutoencoderStrategy:
 
     def loss(self, batch: tuple[torch.Tensor, ...], scale: float, weight: float, step: int) -> torch.Tensor:
         terms = self.ae.loss_terms(batch[0], generator=self.noise)
-        if math.isfinite(float(terms["loss"])):  # the guard reads the loss; a bad one is never applied
+        if math.isfinite(float(terms["loss"].detach())):  # the guard reads the loss; a bad one is never applied
             terms["loss"].backward()
             for key in self.sums:
                 self.sums[key] += float(terms[key].detach()) * len(batch[0])

@@ -331,7 +331,7 @@ def _run_row(method: str, seed: int, history: list[dict], report: Any, fit_secon
     s = report.summary
     train_seconds = float(sum(r["seconds"] for r in history))
     d = s.get("latent_dim")
-    recon = s.get("reconstruction_bce") if likelihood == "bernoulli" else s.get("reconstruction_mse")
+    recon = s.get("reconstruction_nll") if likelihood == "bernoulli" else s.get("reconstruction_mse")
     return {
         "method": method, "seed": seed, "epochs": len(history),
         "test_elbo": s["elbo_mean"], "test_elbo_se": s["elbo_se"],

@@ -36,7 +36,6 @@ have labels.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -48,6 +47,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .data import Dataset
+from .errors import ArgumentTypeError, UserError
 
 DPI = 120
 KINDS = ("latent", "recon", "samples", "interpolate", "curves", "overview", "khat", "gap")
@@ -121,9 +121,9 @@ def _unpack(model: Any, data: Dataset | None, name: str | None) -> tuple[torch.n
         if name is None and getattr(run, "path", None) is not None:
             name = f"run {Path(run.path).name}: {model_label(model)}"
     if data is None:
-        raise ValueError("pass the data (a ppl_vae Dataset) the model was trained on, or a Run")
+        raise UserError("pass the data (a ppl_vae Dataset) the model was trained on, or a Run")
     if not isinstance(data, Dataset):
-        raise TypeError(f"data must be a ppl_vae Dataset (for its metadata); got {type(data).__name__}")
+        raise ArgumentTypeError(f"data must be a ppl_vae Dataset (for its metadata); got {type(data).__name__}")
     return model, data, name or model_label(model)
 
 
@@ -373,7 +373,7 @@ def plot_samples(
     """
     model, data, name = _unpack(model, data, name)
     if not can_sample(model):
-        raise ValueError(
+        raise UserError(
             f"{type(model).__name__} has no prior over its code, so 'samples from the prior' are not "
             "defined for it; only the VAE can be sampled (plot the latent map or an interpolation instead)"
         )
@@ -403,7 +403,7 @@ def plot_decoded(
     """
     model, data, name = _unpack(model, data, name)
     if z is None or z.dim() != 2 or z.shape[1] != model.latent_dim:
-        raise ValueError(f"z must be a tensor (n, {model.latent_dim}); got "
+        raise UserError(f"z must be a tensor (n, {model.latent_dim}); got "
                          f"{None if z is None else tuple(z.shape)}")
     model.eval()
     with torch.no_grad():
@@ -478,7 +478,7 @@ def plot_interpolation(
     n_test = len(data.test)
     for arg, idx in (("i", i), ("j", j)):
         if not 0 <= idx < n_test:
-            raise ValueError(f"{arg}={idx} is not a test index (0..{n_test - 1})")
+            raise UserError(f"{arg}={idx} is not a test index (0..{n_test - 1})")
     model.eval()
     dev = _device(model)
     ends = data.test[[i, j]]
@@ -542,7 +542,7 @@ def plot_overview_2d(
     """2-D data: the test points, their reconstructions and (VAE only) prior samples on one scatter."""
     model, data, name = _unpack(model, data, name)
     if data.meta.kind != "points2d":
-        raise ValueError(f"plot_overview_2d is for 2-D point data; {data.meta.name!r} is {data.meta.kind!r}")
+        raise UserError(f"plot_overview_2d is for 2-D point data; {data.meta.name!r} is {data.meta.kind!r}")
     model.eval()
     x = data.test.numpy()
     rec = model.reconstruct(data.test.to(_device(model))).cpu().numpy()
@@ -566,10 +566,11 @@ def plot_overview_2d(
 # --------------------------------------------------------------------------- training curves
 def _history_of(run: Any) -> tuple[str | None, list[dict]]:
     """(label, records) from a Run, a run folder path, a History/list of records."""
-    if isinstance(run, (str, Path)):
-        metrics = json.loads((Path(run) / "metrics.json").read_text())
-        cfg = metrics.get("config", {})
-        return f"{Path(run).name} ({cfg.get('objective', '?')})".replace(",", ", "), metrics.get("history", [])
+    if isinstance(run, (str, Path)):  # the history committed with the checkpoint (metrics.json is a view)
+        from .runs import read_history
+
+        cfg, history = read_history(run)
+        return f"{Path(run).name} ({cfg.get('objective') or '?'})".replace(",", ", "), list(history)
     if hasattr(run, "history") and hasattr(run, "config"):
         label = Path(run.path).name if getattr(run, "path", None) is not None else None
         obj = run.config.get("objective") if isinstance(run.config, dict) else None
@@ -611,7 +612,7 @@ def plot_curves(
         groups["elbo" if "train_elbo" in history[0] else "loss"].append((k, label, history))
     panels = [g for g in ("elbo", "loss") if groups[g]]
     if not panels:
-        raise ValueError("no epochs to plot: every run's history is empty")
+        raise UserError("no epochs to plot: every run's history is empty")
     fig = Figure(figsize=(6.4 * len(panels), 4.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     import matplotlib
@@ -745,7 +746,7 @@ def plot_run(
     kinds = [kinds] if isinstance(kinds, str) else list(kinds)
     unknown = sorted(set(kinds) - set(KINDS) - {"all"})
     if unknown:
-        raise ValueError(f"unknown plot kind(s) {unknown}; choose from {', '.join(KINDS)} or all")
+        raise UserError(f"unknown plot kind(s) {unknown}; choose from {', '.join(KINDS)} or all")
     run = load_run(run_dir, device=device)
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir
@@ -784,7 +785,7 @@ def plot_run(
             fig = plot_curves([run], labels=[run_dir.resolve().name], title=f"Training curves: {name}")
         else:  # khat, gap
             if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
-                raise ValueError(f"{kind!r} needs a VAE (importance weights need p(x, z) and q(z | x)); "
+                raise UserError(f"{kind!r} needs a VAE (importance weights need p(x, z) and q(z | x)); "
                                  f"{type(model).__name__} defines no likelihood")
             if report is None:
                 from .diagnostics import evaluate

@@ -435,26 +435,33 @@ def pure_params(state: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def param_scope(program: Program, state: dict[str, Any] | None = None, *, keep: bool = False) -> Iterator[dict]:
-    """Run inside a parameter store holding the program's plain ``pyro.param`` values.
+def param_scope(program: Program, state: dict[str, Any] | None = None, *, keep: bool = False,
+                fresh_modules: bool = False) -> Iterator[dict]:
+    """Run inside a parameter store holding the program's parameters.
 
-    ``state`` (a training state's) or, by default, what :func:`trained_state` remembers for the
-    program, else the caller's current store (so a user's own ``pyro.param`` values are seen). What
-    the programs register inside is dropped on exit, unless ``keep=True``: then the plain params of
-    the store (not the modules') are written back into ``state`` and remembered for the program.
+    ``state``: a training state's param-store state (plain ``pyro.param`` values and the modules'
+    registrations); by default what :func:`trained_state` remembers for the program (plain values
+    only), else the caller's current store (so a user's own ``pyro.param`` values are seen). With
+    ``fresh_modules`` the modules' earlier registrations are dropped (they re-register when the
+    programs run: a replaced submodule is never shadowed by a stale entry). What the programs register
+    inside is dropped on exit, unless ``keep=True``: then the store's state is written back into
+    ``state`` and its plain values remembered for the program.
     """
     store = pyro.get_param_store()
     if state is None:
-        state = trained_state(program)
-    start = pure_params(state) if state is not None else store.get_state()
+        remembered = trained_state(program)
+        start = pure_params(remembered) if remembered is not None else store.get_state()
+    else:
+        start = pure_params(state) if fresh_modules else {"params": dict(state["params"]),
+                                                          "constraints": dict(state["constraints"])}
     with store.scope(start) as scoped:
         yield scoped
         if keep:
-            final = pure_params(store.get_state())
+            final = store.get_state()
             target = state if state is not None else {}
             target.clear()
             target.update(final)
-            _remember(program, target)
+            _remember(program, pure_params(final))
 
 
 # ============================================================================ particles

@@ -128,7 +128,7 @@ def test_compare_runs_refuses_runs_with_different_splits():
 
 
 def test_save_writes_csvs_netcdf_and_plot(small_comparison, tmp_path):
-    from ppl_vae.diagnostics import _arviz
+    from ppl_vae.diagnostics.psis import arviz as _arviz
 
     paths = small_comparison.save(tmp_path)
     assert pd.read_csv(paths["table"]).shape == (4, len(TABLE_COLUMNS))

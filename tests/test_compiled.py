@@ -98,7 +98,7 @@ def test_nan_log_weights_still_stop_the_compiled_path(small_vae):
     w = torch.randn(2, 12)
 
     def model(data):
-        with pyro.plate("rows", data.shape[0]):
+        with pyro.plate("data", data.shape[0]):
             z = pyro.sample("z", dist.Normal(data.new_zeros(len(data), 2), 1.0).to_event(1))
             bad = torch.log(11.5 - data.sum(-1, keepdim=True))  # NaN where all 12 pixels are on
             pyro.sample("obs", dist.Bernoulli(logits=z @ w + bad).to_event(1), obs=data)
@@ -148,7 +148,7 @@ def test_user_program_with_closure_parameters_compiles(small_vae):
         with pyro.plate("rows", data.shape[0]):
             pyro.sample("code", dist.Normal(loc, scale).to_event(1))
 
-    fast = ev.iw_log_likelihood(model, guide, x, 64, batch_size=8, seed=1, fast="compile")
-    eager = ev.iw_log_likelihood(model, guide, x, 64, batch_size=8, seed=1, fast="eager")
+    fast = ev.iw_log_likelihood(model, guide, x, 64, batch_size=8, seed=1, fast="compile", data_plate="rows")
+    eager = ev.iw_log_likelihood(model, guide, x, 64, batch_size=8, seed=1, fast="eager", data_plate="rows")
     assert compiled._CACHE
     torch.testing.assert_close(fast, eager, rtol=1e-5, atol=1e-4)

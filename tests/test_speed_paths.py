@@ -60,13 +60,13 @@ def test_graph_and_eager_paths_train_exactly_like_pyro(digits, objective):
     for mode in ("off", "eager", "graph"):
         vae = _vae(64, seed=1)
         h = pv.fit(vae, digits, objective, epochs=1, batch_size=200, seed=5, device="cpu", progress=False, fast=mode)
-        results[mode] = (vae, h[-1])
-    engine = results["graph"][1].state.engine
+        results[mode] = (vae, h[-1], h)
+    engine = results["graph"][2].state.engine
     shapes = sorted(key[0] for key, run in engine.graphs.items() if run is not None)
     assert shapes == [((digits.meta.n_train % 200, 64),), ((200, 64),)], "one graph per batch shape"
-    ref_vae, ref_rec = results["off"]
+    ref_vae, ref_rec, _ = results["off"]
     for mode in ("eager", "graph"):
-        vae, rec = results[mode]
+        vae, rec, _ = results[mode]
         assert rec["train_elbo"] == pytest.approx(ref_rec["train_elbo"], rel=1e-6)
         assert rec["test_elbo"] == pytest.approx(ref_rec["test_elbo"], rel=1e-6)
         for p, q in zip(vae.parameters(), ref_vae.parameters(), strict=True):

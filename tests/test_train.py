@@ -80,15 +80,16 @@ def test_fit_accepts_a_plain_tensor(binary_x):
 
 
 class _Exploding(pv.VAE):
-    """Turns the decoder's output to NaN from a given step on (a stand-in for a diverging run)."""
+    """Turns the decoder's output to NaN on its ``explode_at``-th call after being armed (a stand-in
+    for a diverging run); armed from ``fit``'s callback at the end of an epoch."""
 
     def __init__(self, *args, explode_at: int, **kw):
         super().__init__(*args, **kw)
-        self.calls, self.explode_at = 0, explode_at
+        self.calls, self.explode_at, self.armed = 0, explode_at, False
 
     def model(self, x):
-        self.calls += 1
-        if self.calls >= self.explode_at:
+        self.calls += self.armed
+        if self.armed and self.calls >= self.explode_at:
             with torch.no_grad():
                 self.decoder.net[-1].bias.fill_(float("nan"))
         super().model(x)
@@ -96,12 +97,15 @@ class _Exploding(pv.VAE):
 
 @pytest.mark.filterwarnings("ignore:Encountered NaN")
 def test_nan_loss_stops_restores_and_keeps_the_last_good_checkpoint(digits, tmp_path):
-    steps_per_epoch = math.ceil(digits.meta.n_train / 128)
     torch.manual_seed(0)
-    vae = _Exploding(64, 4, (32,), explode_at=2 * steps_per_epoch + 3)
+    vae = _Exploding(64, 4, (32,), explode_at=3)
     ck = tmp_path / "ck"
-    with pytest.raises(pv.TrainingDiverged, match=r"epoch 3, step \d+.*restored to the end of epoch 2"):
-        pv.fit(vae, digits, "trace", epochs=5, checkpoint_dir=ck, progress=False)
+
+    def arm(record):
+        vae.armed = vae.armed or record["epoch"] == 2
+
+    with pytest.raises(pv.TrainingDiverged, match=r"epoch 3, step \d+.*restored to the end of epoch 2 .*ck"):
+        pv.fit(vae, digits, "trace", epochs=5, checkpoint_dir=ck, progress=False, callback=arm)
     assert read_config(ck)["training"]["epoch"] == 2
     assert all(torch.isfinite(p).all() for p in vae.parameters()), "model restored to the last good state"
     again = pv.VAE(64, 4, (32,))

@@ -117,7 +117,8 @@ class Report:
             {c: ("point", self.points[c].to_numpy()) for c in self.points.columns},
             coords={"point": point},
         )
-        attrs = {k: (json.dumps(v) if isinstance(v, (list, dict)) else ("none" if v is None else v))
+        attrs = {k: (json.dumps(v) if isinstance(v, (list, dict)) else ("none" if v is None else
+                                                                     str(v) if isinstance(v, bool) else v))
                  for k, v in self.summary.items()}
         groups = {"points": points}
         if self.log_weights is not None:

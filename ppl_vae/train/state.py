@@ -67,10 +67,12 @@ class TrainState:
         """The trained plain ``pyro.param`` values (constrained), by name."""
         import pyro
 
-        with pyro.get_param_store().scope({"params": dict(self.params["params"]),
-                                           "constraints": dict(self.params["constraints"])}):
+        from ..programs import pure_params
+
+        plain = pure_params(self.params)
+        with pyro.get_param_store().scope(plain):
             store = pyro.get_param_store()
-            return {name: store[name].detach() for name in self.params["params"]}
+            return {name: store[name].detach() for name in plain["params"]}
 
 
 _STATES: weakref.WeakKeyDictionary[Any, TrainState] = weakref.WeakKeyDictionary()

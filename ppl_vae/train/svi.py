@@ -255,7 +255,7 @@ def fit(
     module_ids = tuple(id(p) for p in program.module.parameters()) if program.module is not None else ()
     key = (id(program.key), obj.spec, batch_size, id(state.validated.get("key")), str(dev), resume, module_ids)
     setup = state.setup if state.setup is not None and state.setup[0] == key else None
-    with param_scope(program, state.params, keep=True), torch.random.fork_rng(
+    with param_scope(program, state.params, keep=True, fresh_modules=setup is None), torch.random.fork_rng(
             devices=[dev] if dev.type == "cuda" else []):
         if setup is None:
             info, obj, params, pure = _inspect(program, obj, train, first, ctx)
@@ -376,18 +376,23 @@ def _engines(program: Program, obj: Objective, fast: str, info: ProgramInfo, pur
 
 
 def _fast_meta(fast: str, engine: FastEngine | None, obj: Objective, state: TrainState) -> dict[str, Any]:
-    """What path trains this program, and why not a faster one (warned once per state)."""
+    """What path trains this program, and why not a faster one.
+
+    A program the fast ELBO cannot take (a discrete guide site, ...) is warned about once per training
+    state, whatever ``fast`` says; an objective that has no fast path (``enum``, ``jit_*``, several
+    particles) is only warned about when a fast mode was asked for by name.
+    """
     if fast == "off":
         return {"fast_path": {"path": "pyro", "reason": "fast='off'"}}
     if engine is None:
-        reason = f"objective {obj.spec!r} has no fast path"
+        reason, warn = f"objective {obj.spec!r} has no fast path", fast != "auto"
     elif engine.problem is not None:
-        reason = engine.problem
+        reason, warn = engine.problem, True
     else:
         return {"fast_path": {"path": fast if fast != "auto" else "auto (eager; graphs for long runs)",
                               "reason": engine.graph_problem}}
     name = type(obj.elbo).__name__
-    if reason not in state.reported:
+    if warn and reason not in state.reported:
         state.reported.add(reason)
         warnings.warn(f"ppl_vae.fit: the fast path does not apply ({reason}); training with Pyro's {name}",
                       FastPathWarning, stacklevel=3)
