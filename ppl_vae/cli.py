@@ -159,7 +159,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .runs import train_run
-    from .runs.folder import _is_main
+    from .runs.lock import is_main_process
 
     if args.model not in (UNSET, "vae") and (args.objective is not UNSET or args.likelihood is not UNSET):
         raise UserError(f"--objective and --likelihood are for --model vae; --model {args.model} is trained on "
@@ -174,9 +174,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         progress=not args.no_progress, time_budget=args.time_budget, model=args.model, ae_options=ae_options,
         override=[n for group in args.override for n in group], log=args.log if args.log else UNSET,
     )
-    if _is_main():  # under torchrun, one report (rank 0 wrote the files)
+    if is_main_process():  # under torchrun, one report (rank 0 wrote the files)
         _print_history(run.history)
         out = Path(args.out)
+        if run.trained == 0:
+            print(f"nothing to train: {out} already has the {len(run.history)} epochs it was asked for (pass "
+                  "--epochs N to train N more); its metrics are up to date")
+            return 0
         print(f"wrote {out / 'metrics.json'}, {out / 'metrics.csv'} and {out / 'checkpoint'} "
               f"(settings in {out / 'settings.json'})")
     return 0
@@ -394,6 +398,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       keep_log_weights=not args.no_log_weights, name=name, fast=args.fast,
                       progress=not args.no_progress and sys.stderr.isatty())
     paths = report.save(out)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from .plots import save_report_figures
+
+    paths.update(save_report_figures(report, out))
     s = report.summary
     print(f"{name}: {s['n']} points, K={s['num_samples']} importance samples, seed {s['seed']}, "
           f"{s['seconds']:.1f} s ({s['points_per_second']:.0f} points/s)")

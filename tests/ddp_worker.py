@@ -2,7 +2,7 @@
 
     python -m torch.distributed.run --standalone --nproc_per_node 2 tests/ddp_worker.py OUT -- TRAIN ARGS...
 
-Wraps the ``fit`` that :func:`ppl_vae.runs.train_run` calls so that, after training, every rank
+Wraps the ``fit`` that :func:`ppl_vae.runs.train_run` calls (``ppl_vae.runs.folder.fit``) so that, after training, every rank
 writes its parameters to ``OUT/rank{RANK}.safetensors``; the CLI itself runs unchanged.
 """
 
@@ -14,10 +14,10 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
-import ppl_vae.runs
+import ppl_vae.runs.folder
 from ppl_vae.cli import main
 
-_fit = ppl_vae.runs.fit
+_fit = ppl_vae.runs.folder.fit
 
 
 def _fit_and_save(model, *args, **kwargs):
@@ -29,5 +29,5 @@ def _fit_and_save(model, *args, **kwargs):
 
 if __name__ == "__main__":
     OUT = sys.argv[1]
-    ppl_vae.runs.fit = _fit_and_save
+    ppl_vae.runs.folder.fit = _fit_and_save
     sys.exit(main(sys.argv[sys.argv.index("--") + 1 :]))

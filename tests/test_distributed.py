@@ -67,7 +67,8 @@ def test_torchrun_two_gloo_processes_keep_identical_parameters_and_learn(tmp_pat
     assert [r["world_size"] for r in history] == [2] * 4
     assert history[-1]["train_elbo"] > history[0]["train_elbo"] + 1.0, "the loss falls"
     assert history[-1]["test_elbo"] > history[0]["test_elbo"]
-    saved = load_file(str(out / "checkpoint" / "model.safetensors"))
+    current = json.loads((out / "checkpoint" / "CURRENT.json").read_text())["set"]
+    saved = load_file(str(out / "checkpoint" / current / "model.safetensors"))
     for name, value in saved.items():
         assert torch.equal(value, ranks[0][name]), "the checkpoint holds the trained parameters"
 

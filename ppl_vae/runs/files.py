@@ -71,10 +71,20 @@ def disk_error(err: OSError, what: str, after: str = "") -> ResourceError | None
     return ResourceError(f"{what}: {reason} ({errno.errorcode.get(err.errno, err.errno)})" + (f"; {after}" if after else ""))
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0600
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()

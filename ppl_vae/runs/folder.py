@@ -39,7 +39,7 @@ from ..train import History, fit
 from .checkpoint import POINTER, load_run_checkpoint, read_config
 from .flags import UNSET, complete, default_likelihood, given_flags, resolve_binarize
 from .flags import check_overrides as _check_overrides
-from .lock import LOCK_FILE, lock_folder
+from .lock import LOCK_FILE, is_main_process, lock_folder, refuse_if_locked
 from .logs import LOGS, TensorBoardLog, check_tensorboard, write_metrics
 from .settings import (
     SETTINGS_FILE,
@@ -69,14 +69,8 @@ class Run:
     config: dict[str, Any]
     path: Path | None = None
     settings: dict[str, Any] | None = None
-
-
-def _is_main() -> bool:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank() == 0
-    return os.environ.get("RANK", "0") in ("0", "")
+    #: epochs trained by the call that returned this run (0: a resumed run had none left to train)
+    trained: int | None = None
 
 
 def _reinit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -206,6 +200,8 @@ def _folder_state(path: Path) -> str:
 def _refuse_existing(path: Path) -> None:
     state = _folder_state(path)
     if state == "run":
+        refuse_if_locked(path)
+    if state == "run":
         raise RunExistsError(f"{str(path)!r} already holds a run: pass --resume to continue it, or choose "
                              "another --out")
     if state == "foreign":
@@ -254,7 +250,7 @@ def train_run(
         raise UserError("override applies to --resume only (a new run takes its settings as given)")
     if "tensorboard" in (logs or ()):
         check_tensorboard()
-    main = _is_main()
+    main = is_main_process()
     if out is None:
         if resume:
             raise UserError("resume=True needs the run folder (out)")
@@ -284,11 +280,11 @@ def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
     }
     doc = {"settings": settings, "resumes": []}
     if path is None or not main:
-        return _train(path, doc, flags, model, data, epochs or 20, False, logs, progress, time_budget, main)
+        return _train(path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main)
     with lock_folder(path):
         _refuse_existing(path)
         doc = write_settings(path, settings)
-        return _train(path, doc, flags, model, data, epochs or 20, False, logs, progress, time_budget, main)
+        return _train(path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main)
 
 
 def _committed(path: Path) -> tuple[int, bytes | None, dict | None]:
@@ -320,8 +316,14 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         same_start(doc, copy, str(path))
         target = done + more if more else target_epochs(doc)
         if target <= done:
-            raise RunError(f"{str(path)!r} already has {done} epochs (it was asked for {target}): pass --epochs N "
-                           "to train N more")
+            if changes or not main:
+                raise RunError(f"{str(path)!r} already has {done} epochs (it was asked for {target}): pass "
+                               "--epochs N to train N more")
+            # nothing left to train (e.g. killed after its last commit): bring the views up to date
+            _Recorder(path, doc, flags, False).write()
+            run = load_run(path)
+            run.trained = 0
+            return run
         logs = doc["settings"].get("log", []) if logs is None else logs
         if main:
             doc = write_settings(path, doc["settings"], new_resume(doc, done, target, changes))
@@ -329,16 +331,17 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         model = _rebuild_model(doc["settings"]["model"], flags["batch_size"], str(path / SETTINGS_FILE))
         if done == 0:
             _reinit(model, flags["seed"])
-        return _train(path, doc, flags, model, data, target - done, done > 0, logs, progress, time_budget, main)
+        return _train(path, doc, flags, model, data, target - done, done, logs, progress, time_budget, main)
 
 
-def _train(path, doc, flags, model, data, epochs, resume, logs, progress, time_budget, main) -> Run:
+def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_budget, main) -> Run:
+    """Fit ``epochs`` more epochs after the ``done`` on disk (0: from the start)."""
     from ..autoencoders import Autoencoder, fit_autoencoder
 
     recorder = _Recorder(path, doc, flags, "tensorboard" in logs) if path is not None and main else None
     common = dict(epochs=epochs, batch_size=flags["batch_size"], lr=flags["lr"], seed=flags["seed"],
                   device=flags["device"], checkpoint_dir=path / "checkpoint" if path is not None else None,
-                  resume=resume, progress=progress, time_budget=time_budget, callback=recorder)
+                  resume=done > 0, progress=progress, time_budget=time_budget, callback=recorder)
     try:
         if isinstance(model, Autoencoder):
             history = fit_autoencoder(model, data, **common)
@@ -355,7 +358,8 @@ def _train(path, doc, flags, model, data, epochs, resume, logs, progress, time_b
     annotated = History(annotate(list(history), doc))
     annotated.state = state
     config = _metrics_config(doc, flags, annotated, data.meta.to_dict())
-    return Run(model, data, annotated, config, path, doc if path is not None else None)
+    trained = (state.epoch if state is not None else len(annotated)) - done
+    return Run(model, data, annotated, config, path, doc if path is not None else None, trained)
 
 
 # ------------------------------------------------------------------------------ load

@@ -18,12 +18,24 @@ from pathlib import Path
 from ..errors import RunLockedError
 from .files import disk_error
 
-__all__ = ["LOCK_FILE", "lock_folder"]
+__all__ = ["LOCK_FILE", "is_main_process", "lock_folder", "refuse_if_locked"]
 
 LOCK_FILE = ".lock"
 
 _held: dict[str, list[int]] = {}  # realpath -> [fd, depth] (this process)
 _guard = threading.Lock()
+
+
+def is_main_process() -> bool:
+    """Rank 0 of a ``torch.distributed`` group or of a ``torchrun`` launch; True in a plain process."""
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return dist.get_rank() == 0
+    except ImportError:  # pragma: no cover
+        pass
+    return os.environ.get("RANK", "0") in ("0", "")
 
 
 def _holder(fd: int) -> str:
@@ -38,11 +50,17 @@ def _holder(fd: int) -> str:
 def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Hold the writer's lock on folder ``path`` (created if missing) for the ``with`` block.
 
+    Under ``torchrun`` only rank 0 writes files, so only rank 0 takes the lock; on the other
+    ranks this is a no-op.
+
     Raises:
         RunLockedError: another process holds it (the message names its PID).
         ResourceError: the folder cannot be created or written.
     """
     folder = Path(path)
+    if not is_main_process():
+        yield folder
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -82,5 +100,28 @@ def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
             with _guard:
                 del _held[key]
             fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def refuse_if_locked(path: str | os.PathLike[str]) -> None:
+    """Raise :class:`RunLockedError` (naming the holder) if another process holds ``path``'s lock."""
+    folder = Path(path)
+    if not is_main_process():
+        return
+    with _guard:
+        if os.path.realpath(folder) in _held:
+            return
+    try:
+        fd = os.open(folder / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise RunLockedError(
+            f"{str(folder)!r} is being written by {_holder(fd)}: one writer per run folder; wait for it to "
+            "finish (or stop it), or choose another --out"
+        ) from None
     finally:
         os.close(fd)

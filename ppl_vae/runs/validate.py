@@ -49,7 +49,7 @@ def field(obj: dict[str, Any], key: str, types: tuple[type, ...], path: Path | s
 def _non_negative(obj: dict[str, Any], key: str, path: Path | str, prefix: str = "", required: bool = False) -> None:
     value = field(obj, key, (int,), path, required=required, prefix=prefix)
     if value is not None and value < 0:
-        raise CheckpointError(f"{path}: field {prefix}{key!r} must be >= 0; got {value}")
+        raise CheckpointError(f"{path}: field '{prefix}{key}' must be >= 0; got {value}")
 
 
 def check_version(obj: dict[str, Any], path: Path | str, newest: int) -> int:
