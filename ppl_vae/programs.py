@@ -246,8 +246,9 @@ class ProgramInfo:
 
 
 def sample_sites(trace: poutine.Trace) -> dict[str, dict]:
-    """Sample sites of a trace, without plates' subsample sites."""
-    return {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)}
+    """Sample sites of a trace, without plates' subsample sites and ``pyro.deterministic`` records."""
+    return {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
+            and not s["infer"].get("_deterministic", False)}
 
 
 def vectorized_frames(site: dict) -> list:

@@ -11,7 +11,8 @@ the model's prior at that site:
 * **Active units** (Burda et al., 2015): unit j is active when :math:`\mathrm{Var}_x(\mathbb{E}_q[z_j]) > 0.01`;
   ``E_q[z]`` is the distribution's mean, or a Monte Carlo mean of :data:`MEAN_DRAWS` draws where it has
   no closed form (a flow).
-* **Reconstruction at the posterior mean**: the model replayed with every latent at ``E_q[z | x]``:
+* **Reconstruction at the posterior mean**: the model replayed with every continuous latent at ``E_q[z | x]``
+  and every discrete one at its most probable value under q (those are left out of the unit counts):
   ``-log p(x | E_q z)`` (nats; the BCE for a Bernoulli likelihood) and the squared error of the
   observation's mean, per coordinate.
 
@@ -105,6 +106,9 @@ def _site_stats(program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, 
     draws_tr = None
     for name in info.latent:
         q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
+        if name in info.non_reparam:  # a discrete latent: decode at its most probable value, summarise nothing
+            raw[name] = q.mode.expand(guide_tr.nodes[name]["value"].shape)
+            continue
         try:
             raw[name] = q.mean.expand(guide_tr.nodes[name]["value"].shape)
         except NotImplementedError:

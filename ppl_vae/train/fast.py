@@ -154,7 +154,7 @@ def structure_problem(info: ProgramInfo) -> str | None:
 
 
 def grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
-    if not loss.requires_grad:
+    if not loss.requires_grad or not params:
         return [None] * len(params)
     return list(torch.autograd.grad(loss, params, allow_unused=True))
 
@@ -258,7 +258,8 @@ class FastEngine:
         probe = self.program if probe_owner is None else Program(
             getattr(probe_owner, self.program.model.__name__), getattr(probe_owner, self.program.guide.__name__),
             self.program.data_plate, probe_owner)
-        params = [p for p in probe_owner.parameters() if p.requires_grad] if probe_owner is not None else []
+        module = probe_owner if probe_owner is not None else self.program.module
+        params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
         params += self.pure_params
         plate = self.program.data_plate
         with torch.random.fork_rng(devices=rng_devices(batch[0].device)), pyro.validation_enabled(False):

@@ -308,6 +308,9 @@ def _inspect(program: Program, obj: Objective, train: TrainData, first: Rows, ct
         )
     _validate_loss(program, obj, info, first, train.n)
     named = collect_parameters()
+    if not named:
+        raise ProgramError("the programs register no trainable parameters: every pyro.module parameter has "
+                           "requires_grad=False and there is no pyro.param site; nothing for fit to train")
     params = [t for _, t in named]
     pure = [t for name, t in named if name in info.param_names]
     warn_unregistered(unregistered_parameters(program.module, params), type(program.owner).__name__)
@@ -332,7 +335,7 @@ def _locked(folder: str | Path | None) -> Iterator[None]:
 def _validate_loss(program: Program, obj: Objective, info: ProgramInfo, batch: Rows, n: int) -> None:
     """The objective's own Pyro loss on the first batch with validation on: Pyro's checks of the user's
     program (supports, shapes, enumeration) are raised here, never swallowed by a fast path."""
-    with torch.no_grad(), pyro.validation_enabled(True), DataPlateScale(info.data_plate, n / len(batch[0])):
+    with pyro.validation_enabled(True), DataPlateScale(info.data_plate, n / len(batch[0])):
         try:
             loss = obj.loss(program.model, program.guide, *batch)
         except (ValueError, RuntimeError, NotImplementedError, AssertionError) as err:
