@@ -36,7 +36,7 @@ from .estimators import elbo, iw_log_likelihood, log_weights, quadrature_log_lik
 from .likelihoods import make_likelihood
 from .models import VAE, LinearGaussianVAE, build_model
 from .objectives import available_objectives, format_objective, parse_objective, register_objective
-from .posterior import ReferencePosterior, amortization_gap, reference_posterior
+from .analysis import ReferencePosterior, amortization_gap, reference_posterior
 from .programs import Program, fix_globals, trained_params
 from .runs.checkpoint import load_checkpoint, save_checkpoint
 from .train import History, TrainState, fit

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import ppl_vae as pv
-from ppl_vae.posterior import amortization_gap, gaussian_kl, gaussian_w2, reference_posterior
+from ppl_vae.analysis import amortization_gap, gaussian_kl, gaussian_w2, reference_posterior
 
 
 @pytest.fixture(autouse=True)
@@ -82,7 +82,7 @@ def test_nuts_recovers_the_exact_gaussian_posterior(linear):
             ess = ref.diagnostics.loc[(point, k), "ess_bulk"]
             # sd of a sample variance is var * sqrt(2 / ESS)
             assert abs(row["nuts_sd"] ** 2 - sd[k] ** 2) < 4 * sd[k] ** 2 * math.sqrt(2 / ess), (point, k)
-    assert ref.idata.posterior["z"].dims == ("chain", "draw", "point", "latent")
+    assert ref.idata.posterior["z"].dims == ("chain", "draw", "point", "z_dim")
     assert ref.idata.posterior["z"].shape == (2, 400, 3, 2)
     assert list(ref.distances.index) == idx and (ref.distances["w2"] >= 0).all()
     assert ref.draws(4).shape == (800, 2)

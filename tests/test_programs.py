@@ -218,3 +218,39 @@ def test_plain_pyro_params_reach_the_estimators_after_fit():
         pyro.param("w", torch.zeros(3))
         untrained = pv.iw_log_likelihood(pv.Program(lambda d: model(d), lambda d: guide(d)), x, 50, seed=0).mean()
     assert trained > untrained + 1.0
+
+
+def test_posterior_tools_take_users_programs(splits):
+    """NUTS reference posteriors with the latent site named "latent" (Pyro's example), the amortisation gap on
+    a conditional program with tuple data, and on a flow prior (no closed-form KL: sampled, and said so)."""
+    torch.manual_seed(0)
+    vae = PyroExampleVAE(z_dim=2)
+    pv.fit(vae, splits["x"], epochs=2, progress=False)
+    ref = pv.reference_posterior(vae, splits["xt"][:10], [0, 3], num_chains=2, num_samples=60, warmup=60)
+    assert ref.site == "latent" and list(ref.distances.index) == [0, 3]
+    assert ref.idata.posterior["latent"].dims == ("chain", "draw", "point", "latent_dim")
+    cvae = ConditionalVAE(z_dim=2)
+    pv.fit(cvae, (splits["x"], splits["y"]), epochs=2, progress=False)
+    gap = pv.amortization_gap(cvae, (splits["xt"][:8], splits["yt"][:8]), steps=30, num_samples=100, elbo_samples=50)
+    assert len(gap) == 8 and gap.attrs["settings"]["analytic_kl"] is True
+    assert (gap["inference_gap"] > -0.5).all()
+
+    class FlowPrior(PyroExampleVAE):  # the prior pushed through an affine flow: KL(q || p) has no closed form
+        def __init__(self):
+            super().__init__(z_dim=2)
+            self.flow = pyro.distributions.transforms.AffineTransform(torch.tensor([0.5, -0.5]), torch.tensor(2.0))
+
+        def model(self, x):
+            pyro.module("decoder", self.decoder)
+            with pyro.plate("data", x.shape[0]):
+                base = pyro.distributions.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1)
+                z = pyro.sample("latent", pyro.distributions.TransformedDistribution(base, [self.flow]))
+                pyro.sample("obs", pyro.distributions.Bernoulli(self.decoder(z), validate_args=False).to_event(1),
+                            obs=x)
+
+    flow = FlowPrior()
+    pv.fit(flow, splits["x"], "trace", epochs=1, progress=False)
+    with pytest.raises(pv.ProgramError, match="analytic_kl='auto' or False"):
+        pv.amortization_gap(flow, splits["xt"][:6], steps=5, analytic_kl=True)
+    gap = pv.amortization_gap(flow, splits["xt"][:6], steps=20, num_samples=100, elbo_samples=50)
+    assert gap.attrs["settings"]["analytic_kl"] is False and gap["log_px_iw"].notna().all()
