@@ -26,23 +26,31 @@ The old layout (``config.json`` and the tensor files directly in the folder) is 
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
-import re
-import secrets
-import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load as load_bytes
-from safetensors.torch import save as save_bytes
 
 from ..errors import CheckpointError
-from .files import disk_error, dumps, fsync_dir, read_json
+from .commit import (
+    CONFIG_FILE,
+    FORMAT_VERSION,
+    MANIFEST,
+    MODEL_FILE,
+    OPTIMIZER_FILE,
+    PARAMS_FILE,
+    POINTER,
+    SETTINGS_FILE,
+    commit,
+    sha256,
+)
+from .files import read_json
 from .lock import lock_folder
-from .validate import SET_NAME, check_config, check_manifest, check_pointer
+from .validate import check_config, check_manifest, check_pointer
 
 __all__ = [
     "CheckpointError",
@@ -55,68 +63,8 @@ __all__ = [
     "save_checkpoint",
 ]
 
-FORMAT_VERSION = 2
-POINTER = "CURRENT.json"
-MANIFEST = "MANIFEST.json"
-MODEL_FILE = "model.safetensors"
-OPTIMIZER_FILE = "optimizer.safetensors"
-PARAMS_FILE = "params.safetensors"
-CONFIG_FILE = "config.json"
-SETTINGS_FILE = "settings.json"
-FAULT_ENV = "PPL_VAE_FAULT_AT"
-_TMP = re.compile(r"^\.(tmp-epoch-|CURRENT\.json\.).*")
-_fault_counts: dict[str, int] = {}
-
-
-def _fault(op: str) -> None:
-    """Test hook: ``PPL_VAE_FAULT_AT=rename:3`` exits (status 137) before this process's 3rd rename.
-
-    Kinds: ``write``, ``fsync``, ``rename``, ``remove``, or ``op`` (any of them).
-    """
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    kind, _, n = spec.partition(":")
-    for key in (op, "op"):
-        _fault_counts[key] = _fault_counts.get(key, 0) + 1
-    if kind in (op, "op") and n.isdigit() and _fault_counts[kind] == int(n):
-        os._exit(137)
-
-
-def _sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
 
 # ------------------------------------------------------------------------------ save
-def _optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Split ``optimizer.state_dict()`` into tensors (for safetensors) and JSON-able rest."""
-    tensors: dict[str, torch.Tensor] = {}
-    scalars: dict[str, dict[str, Any]] = {}
-    for idx, entry in state["state"].items():
-        for key, value in entry.items():
-            if torch.is_tensor(value):
-                tensors[f"state.{idx}.{key}"] = value.detach().cpu().contiguous()
-            else:
-                scalars.setdefault(str(idx), {})[key] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state["param_groups"]]
-    return tensors, {"param_groups": groups, "scalars": scalars}
-
-
-def _tensors(values: dict[str, torch.Tensor]) -> bytes:
-    return save_bytes({k: v.detach().cpu().contiguous() for k, v in values.items()})
-
-
-def _run_settings(directory: Path) -> bytes | None:
-    """``RUN/settings.json`` when ``directory`` is a run folder's ``checkpoint``."""
-    if directory.name != "checkpoint":
-        return None
-    try:
-        data = (directory.parent / SETTINGS_FILE).read_bytes()
-    except OSError:
-        return None
-    return data if b'"format": "ppl_vae.run' in data[:200] else None
-
-
 def save_checkpoint(
     directory: str | os.PathLike[str],
     model: torch.nn.Module | None,
@@ -146,123 +94,7 @@ def save_checkpoint(
     """
     directory = Path(directory)
     with lock_folder(directory):
-        return _commit(directory, model, optimizer, training, data_meta, extra, params)
-
-
-def _commit(directory, model, optimizer, training, data_meta, extra, params) -> Path:
-    training = dict(training or {})
-    epoch = training.get("epoch", 0)
-    epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 else 0
-    files: dict[str, bytes] = {}
-    if model is not None:
-        files[MODEL_FILE] = _tensors(model.state_dict())
-    optimizer_meta = None
-    if optimizer is not None:
-        tensors, optimizer_meta = _optimizer_to_flat(optimizer.state_dict())
-        optimizer_meta["class"] = type(optimizer).__name__
-        files[OPTIMIZER_FILE] = save_bytes(tensors)
-    if params:
-        files[PARAMS_FILE] = _tensors(dict(params))
-    model_config = getattr(model, "config", None) if model is not None else None
-    config = {
-        "format_version": FORMAT_VERSION,
-        "model": model_config if isinstance(model_config, dict) else None,
-        "model_class": type(model).__name__ if model is not None else None,
-        "training": training,
-        "data": data_meta,
-        "optimizer": optimizer_meta,
-        "params": sorted(params) if params else [],
-        "extra": extra or None,
-        "torch_version": torch.__version__,
-    }
-    files[CONFIG_FILE] = dumps(config).encode()
-    settings = _run_settings(directory)
-    if settings is not None:
-        files[SETTINGS_FILE] = settings
-    manifest = dumps({
-        "format_version": FORMAT_VERSION,
-        "files": {name: {"sha256": _sha256(data), "bytes": len(data)} for name, data in files.items()},
-    }).encode()
-    files[MANIFEST] = manifest
-
-    previous = _current_set_name(directory)
-    name = f"epoch-{epoch:06d}"
-    k = 1
-    while (directory / name).exists():
-        k += 1
-        name = f"epoch-{epoch:06d}-{k}"
-    tmp = directory / f".tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}"
-    final = directory / name
-    pointer_tmp = directory / f".{POINTER}.{os.getpid()}.tmp"
-    renamed = switched = False
-    try:
-        tmp.mkdir()
-        for fname, data in files.items():
-            _fault("write")
-            with open(tmp / fname, "wb") as f:
-                f.write(data)
-                f.flush()
-                _fault("fsync")
-                os.fsync(f.fileno())
-        _fault("fsync")
-        fsync_dir(tmp)
-        _fault("rename")
-        os.rename(tmp, final)
-        renamed = True
-        _fault("fsync")
-        fsync_dir(directory)
-        pointer = dumps({"format_version": FORMAT_VERSION, "set": name, "epoch": epoch,
-                         "manifest_sha256": _sha256(manifest)}).encode()
-        _fault("write")
-        with open(pointer_tmp, "wb") as f:
-            f.write(pointer)
-            f.flush()
-            _fault("fsync")
-            os.fsync(f.fileno())
-        _fault("rename")
-        os.replace(pointer_tmp, directory / POINTER)
-        switched = True
-        _fault("fsync")
-        fsync_dir(directory)
-    except BaseException as err:
-        if not switched:
-            for leftover in (pointer_tmp, final if renamed else tmp):
-                _remove(leftover)
-        if isinstance(err, OSError):
-            kept = f"the previous checkpoint ({previous}) is still current and loadable" if previous else \
-                "no earlier checkpoint exists"
-            raise disk_error(err, f"could not save a checkpoint in {str(directory)!r}",
-                             f"{kept}; free space or choose a writable folder, then resume") or err from None
-        raise
-    _clean(directory, keep={name, previous})
-    return final
-
-
-def _remove(path: Path) -> None:
-    try:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    except FileNotFoundError:
-        pass
-
-
-def _clean(directory: Path, keep: set[str | None]) -> None:
-    """Remove sets older than the previous one and leftovers of interrupted saves (ours only)."""
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return
-    for entry in entries:
-        if entry.name in keep:
-            continue
-        if SET_NAME.fullmatch(entry.name) or _TMP.fullmatch(entry.name):
-            _fault("remove")
-            try:
-                _remove(Path(entry.path))
-            except OSError:
-                pass  # the commit stands; a leftover is removed by the next save
+        return commit(directory, model, optimizer, training, data_meta, extra, params)
 
 
 # ------------------------------------------------------------------------------ read
@@ -279,7 +111,7 @@ class _Set:
             return None
         path = self.folder / name
         data = path.read_bytes()  # FileNotFoundError: the set was removed under us (retried)
-        actual = _sha256(data)
+        actual = sha256(data)
         if actual != self.files[name]["sha256"]:
             raise CheckpointError(
                 f"{path} does not match its manifest (sha256 {actual[:12]}... != "
@@ -299,15 +131,6 @@ class _Set:
         return {k: v.to(device) for k, v in values.items()}
 
 
-def _current_set_name(directory: Path) -> str | None:
-    try:
-        pointer = check_pointer(read_json(directory / POINTER, CheckpointError), directory / POINTER,
-                                FORMAT_VERSION)
-    except (OSError, CheckpointError):
-        return None
-    return pointer["set"]
-
-
 def _open(directory: Path) -> _Set:
     """The set the pointer names (or a set folder, or the old layout), validated."""
     if not (directory / POINTER).is_file() and not (directory / MANIFEST).is_file() \
@@ -318,7 +141,7 @@ def _open(directory: Path) -> _Set:
         pointer = check_pointer(read_json(pointer_path, CheckpointError), pointer_path, FORMAT_VERSION)
         folder = directory / pointer["set"]
         manifest_bytes = (folder / MANIFEST).read_bytes()
-        if _sha256(manifest_bytes) != pointer["manifest_sha256"]:
+        if sha256(manifest_bytes) != pointer["manifest_sha256"]:
             raise CheckpointError(f"{folder / MANIFEST} does not match the hash in {pointer_path}: the "
                                   "manifest was edited or belongs to another checkpoint")
     elif (directory / MANIFEST).is_file():
@@ -341,8 +164,6 @@ def _open(directory: Path) -> _Set:
 
 
 def _parse(data: bytes, path: Path) -> dict[str, Any]:
-    import json
-
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError) as err:

@@ -36,11 +36,11 @@ from .._checks import (
 )
 from ..errors import MissingFileError, RunError, RunExistsError, UserError
 from ..train import History, fit
-from .checkpoint import POINTER, load_run_checkpoint, read_config
+from .checkpoint import POINTER, load_run_checkpoint
 from .flags import UNSET, complete, default_likelihood, given_flags, resolve_binarize
 from .flags import check_overrides as _check_overrides
 from .lock import LOCK_FILE, is_main_process, lock_folder, refuse_if_locked
-from .logs import LOGS, TensorBoardLog, check_tensorboard, write_metrics
+from .logs import LOGS, Recorder, check_tensorboard, metrics_config
 from .settings import (
     SETTINGS_FILE,
     annotate,
@@ -145,44 +145,6 @@ def _load_data(args: dict[str, Any]):
     from ..data import load_dataset
 
     return load_dataset(**args)
-
-
-def _metrics_config(doc: dict[str, Any], flags: dict[str, Any], history: list[dict], data_meta: Any) -> dict:
-    s = doc["settings"]
-    objective = history[-1].get("objective") if history else None
-    return {
-        "dataset": s["data"]["args"]["name"], "data_args": s["data"]["args"],
-        "data_provenance": s["data"]["provenance"], "data_meta": data_meta, "model": s["model"],
-        "model_kind": s["model_kind"], "objective": objective or flags.get("objective"),
-        "epochs": history[-1]["epoch"] if history else 0, "batch_size": flags["batch_size"],
-        "lr": flags["lr"], "seed": flags["seed"], "device": flags["device"],
-        "overrides": [e for e in doc["resumes"] if e.get("overrides")],
-    }
-
-
-class _Recorder:
-    """fit's per-epoch callback: metrics.json / .csv / TensorBoard from the committed checkpoint."""
-
-    def __init__(self, run_dir: Path, doc: dict[str, Any], flags: dict[str, Any], tensorboard: bool) -> None:
-        self.run_dir, self.doc, self.flags = run_dir, doc, flags
-        self.tb = TensorBoardLog(run_dir) if tensorboard else None
-
-    def write(self, training: dict[str, Any] | None = None) -> list[dict]:
-        config = read_config(self.run_dir / "checkpoint")
-        history = annotate(config["training"]["history"], self.doc)
-        write_metrics(self.run_dir, history, _metrics_config(self.doc, self.flags, history, config["data"]),
-                      training)
-        return history
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        history = self.write()
-        if self.tb is not None:
-            mine = [r for r in history if r.get("epoch") == record.get("epoch")]
-            self.tb.add(mine[-1] if mine else record)
-
-    def close(self) -> None:
-        if self.tb is not None:
-            self.tb.close()
 
 
 def _folder_state(path: Path) -> str:
@@ -320,7 +282,7 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
                 raise RunError(f"{str(path)!r} already has {done} epochs (it was asked for {target}): pass "
                                "--epochs N to train N more")
             # nothing left to train (e.g. killed after its last commit): bring the views up to date
-            _Recorder(path, doc, flags, False).write()
+            Recorder(path, doc, flags, False).write()
             run = load_run(path)
             run.trained = 0
             return run
@@ -338,7 +300,7 @@ def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_bud
     """Fit ``epochs`` more epochs after the ``done`` on disk (0: from the start)."""
     from ..autoencoders import Autoencoder, fit_autoencoder
 
-    recorder = _Recorder(path, doc, flags, "tensorboard" in logs) if path is not None and main else None
+    recorder = Recorder(path, doc, flags, "tensorboard" in logs) if path is not None and main else None
     common = dict(epochs=epochs, batch_size=flags["batch_size"], lr=flags["lr"], seed=flags["seed"],
                   device=flags["device"], checkpoint_dir=path / "checkpoint" if path is not None else None,
                   resume=done > 0, progress=progress, time_budget=time_budget, callback=recorder)
@@ -357,7 +319,7 @@ def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_bud
         recorder.write(training)
     annotated = History(annotate(list(history), doc))
     annotated.state = state
-    config = _metrics_config(doc, flags, annotated, data.meta.to_dict())
+    config = metrics_config(doc, flags, annotated, data.meta.to_dict())
     trained = (state.epoch if state is not None else len(annotated)) - done
     return Run(model, data, annotated, config, path, doc if path is not None else None, trained)
 
@@ -384,7 +346,7 @@ def read_history(run_dir: str | os.PathLike[str]) -> tuple[dict[str, Any], Histo
     config, copy = load_run_checkpoint(path / "checkpoint", model=False)[1:]
     same_start(doc, copy, str(path))
     history = History(annotate(config["training"]["history"], doc))
-    return _metrics_config(doc, effective_settings(doc), history, config.get("data")), history
+    return metrics_config(doc, effective_settings(doc), history, config.get("data")), history
 
 
 def load_run(run_dir: str | os.PathLike[str], device: str = "cpu", load_data: bool = True) -> Run:
@@ -407,4 +369,4 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "cpu", load_data: bo
                                f"run was trained with {key}={saved[key]!r}: the data or their loader changed")
     history = History(annotate(config["training"]["history"], doc))
     flags = effective_settings(doc)
-    return Run(model, data, history, _metrics_config(doc, flags, history, config.get("data")), path, doc)
+    return Run(model, data, history, metrics_config(doc, flags, history, config.get("data")), path, doc)

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
+from .checkpoint import read_config
 from .files import to_jsonable, write_bytes, write_json
+from .settings import annotate
 
-__all__ = ["METRICS_CSV", "METRICS_FILE", "TensorBoardLog", "check_tensorboard", "write_metrics"]
+__all__ = ["METRICS_CSV", "METRICS_FILE", "Recorder", "TensorBoardLog", "check_tensorboard", "metrics_config",
+           "write_metrics"]
 
 METRICS_FILE = "metrics.json"
 METRICS_CSV = "metrics.csv"
@@ -83,3 +86,42 @@ class TensorBoardLog:
 
     def close(self) -> None:
         self.writer.close()
+
+
+def metrics_config(doc: dict[str, Any], flags: dict[str, Any], history: list[dict], data_meta: Any) -> dict:
+    """The ``config`` of metrics.json: the run's settings as trained now, flat (as older tools read it)."""
+    s = doc["settings"]
+    objective = history[-1].get("objective") if history else None
+    return {
+        "dataset": s["data"]["args"]["name"], "data_args": s["data"]["args"],
+        "data_provenance": s["data"]["provenance"], "data_meta": data_meta, "model": s["model"],
+        "model_kind": s["model_kind"], "objective": objective or flags.get("objective"),
+        "epochs": history[-1]["epoch"] if history else 0, "batch_size": flags["batch_size"],
+        "lr": flags["lr"], "seed": flags["seed"], "device": flags["device"],
+        "overrides": [e for e in doc["resumes"] if e.get("overrides")],
+    }
+
+
+class Recorder:
+    """fit's per-epoch callback: metrics.json / .csv / TensorBoard from the committed checkpoint."""
+
+    def __init__(self, run_dir: Path, doc: dict[str, Any], flags: dict[str, Any], tensorboard: bool) -> None:
+        self.run_dir, self.doc, self.flags = run_dir, doc, flags
+        self.tb = TensorBoardLog(run_dir) if tensorboard else None
+
+    def write(self, training: dict[str, Any] | None = None) -> list[dict]:
+        config = read_config(self.run_dir / "checkpoint")
+        history = annotate(config["training"]["history"], self.doc)
+        write_metrics(self.run_dir, history, metrics_config(self.doc, self.flags, history, config["data"]),
+                      training)
+        return history
+
+    def __call__(self, record: dict[str, Any]) -> None:
+        history = self.write()
+        if self.tb is not None:
+            mine = [r for r in history if r.get("epoch") == record.get("epoch")]
+            self.tb.add(mine[-1] if mine else record)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
