@@ -6,6 +6,7 @@
     history = pv.fit(vae, data, objective="analytic", epochs=50, seed=0)
 """
 
+from .analysis import ReferencePosterior, amortization_gap, reference_posterior
 from .autoencoders import (
     Autoencoder,
     ContractiveAE,
@@ -15,7 +16,6 @@ from .autoencoders import (
     fit_autoencoder,
     make_autoencoder,
 )
-from .errors import CheckpointError, ProgramError, TrainingDiverged, UserError
 from .compare import (
     Comparison,
     DataMismatch,
@@ -32,12 +32,14 @@ from .diagnostics import (
     kl_per_dimension,
     psis_diagnostics,
 )
+from .errors import CheckpointError, ProgramError, TrainingDiverged, UserError
 from .estimators import elbo, iw_log_likelihood, log_weights, quadrature_log_likelihood
+from .estimators.globals import fix_globals
 from .likelihoods import make_likelihood
 from .models import VAE, LinearGaussianVAE, build_model
 from .objectives import available_objectives, format_objective, parse_objective, register_objective
-from .analysis import ReferencePosterior, amortization_gap, reference_posterior
-from .programs import Program, fix_globals, trained_params
+from .params import trained_params
+from .programs import Program
 from .runs.checkpoint import load_checkpoint, save_checkpoint
 from .train import History, TrainState, fit
 

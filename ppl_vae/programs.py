@@ -29,9 +29,7 @@ the same program (:func:`param_scope`); module parameters live on their modules.
 
 from __future__ import annotations
 
-import contextlib
-import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -50,12 +48,9 @@ __all__ = [
     "PyroProgram",
     "as_program",
     "as_rows",
-    "fix_globals",
     "inspect_program",
-    "param_scope",
     "per_point",
     "run_with_particles",
-    "trained_params",
 ]
 
 #: How many rows :func:`inspect_program` runs the programs on.
@@ -398,73 +393,6 @@ class DataPlateScale(Messenger):
             msg["scale"] = self.latent_weight * msg["scale"]
 
 
-# ============================================================================ parameters
-_TRAINED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-_TRAINED_STRONG: dict[int, dict[str, Any]] = {}  # keys that cannot be weakly referenced (rare)
-
-
-def _remember(program: Program, state: dict[str, Any]) -> None:
-    try:
-        _TRAINED[program.key] = state
-    except TypeError:
-        _TRAINED_STRONG[id(program.key)] = state
-
-
-def trained_state(program: Program) -> dict[str, Any] | None:
-    """The param-store state (plain ``pyro.param`` values) ``fit`` left for this program, or None."""
-    try:
-        return _TRAINED.get(program.key)
-    except TypeError:
-        return _TRAINED_STRONG.get(id(program.key))
-
-
-def trained_params(program: Any, guide: Callable | None = None) -> dict[str, torch.Tensor]:
-    """The trained values (constrained) of the plain ``pyro.param`` sites of a program, by name."""
-    state = trained_state(as_program(program, guide))
-    if not state:
-        return {}
-    with pyro.get_param_store().scope(pure_params(state)):
-        store = pyro.get_param_store()
-        return {name: store[name].detach() for name in state["params"]}
-
-
-def pure_params(state: dict[str, Any]) -> dict[str, Any]:
-    """A copy of a param-store state without ``pyro.module``'s entries (they live on the modules)."""
-    keep = [n for n in state["params"] if _MODULE_DIVIDER not in n]
-    return {"params": {n: state["params"][n] for n in keep},
-            "constraints": {n: state["constraints"][n] for n in keep if n in state["constraints"]}}
-
-
-@contextlib.contextmanager
-def param_scope(program: Program, state: dict[str, Any] | None = None, *, keep: bool = False,
-                fresh_modules: bool = False) -> Iterator[dict]:
-    """Run inside a parameter store holding the program's parameters.
-
-    ``state``: a training state's param-store state (plain ``pyro.param`` values and the modules'
-    registrations); by default what :func:`trained_state` remembers for the program (plain values
-    only), else the caller's current store (so a user's own ``pyro.param`` values are seen). With
-    ``fresh_modules`` the modules' earlier registrations are dropped (they re-register when the
-    programs run: a replaced submodule is never shadowed by a stale entry). What the programs register
-    inside is dropped on exit, unless ``keep=True``: then the store's state is written back into
-    ``state`` and its plain values remembered for the program.
-    """
-    store = pyro.get_param_store()
-    if state is None:
-        remembered = trained_state(program)
-        start = pure_params(remembered) if remembered is not None else store.get_state()
-    else:
-        start = pure_params(state) if fresh_modules else {"params": dict(state["params"]),
-                                                          "constraints": dict(state["constraints"])}
-    with store.scope(start) as scoped:
-        yield scoped
-        if keep:
-            final = store.get_state()
-            target = state if state is not None else {}
-            target.clear()
-            target.update(final)
-            _remember(program, pure_params(final))
-
-
 # ============================================================================ particles
 def run_with_particles(program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...], k: int,
                        ) -> tuple[poutine.Trace, poutine.Trace]:
@@ -485,46 +413,3 @@ def per_point(t: torch.Tensor, info: ProgramInfo) -> torch.Tensor:
         t = t.reshape((1,) * (info.rank - t.dim()) + tuple(t.shape))
     dims = [i for i in range(1, info.rank) if i != info.data_index]
     return t.sum(dims) if dims else t
-
-
-# ============================================================================ global latents
-def fix_globals(program: Any, data: Any, values: dict[str, torch.Tensor] | None = None, *,
-                data_plate: str | None = None) -> Program:
-    """The program with its global latent sites fixed at plug-in values: per-point estimates become
-    ``log p(x_n | theta)`` with ``theta`` those values.
-
-    The model is conditioned on ``values`` and the sites hidden from its trace (their prior term, one
-    number for the whole data set, is not a per-point quantity); the guide samples the other sites
-    given the same values, with the global sites hidden too.
-
-    Args:
-        program: an object with ``.model``/``.guide`` or a :class:`Program`.
-        data: data the guide can be run on (its first rows are used to read the guide's global sites).
-        values: ``{site: value}``; default: the mean of the guide's distribution at each global site
-            (or one draw where the family has no closed-form mean).
-        data_plate: the data plate's name (default: the program's, else ``"data"``).
-    """
-    program = as_program(program, data_plate=data_plate)
-    rows = as_rows(data, "data")
-    with param_scope(program), torch.random.fork_rng(), torch.no_grad():
-        info = inspect_program(program, rows)
-        names = list(info.global_latent)
-        if not names:
-            raise ProgramError(f"the program has no global latent sites (every latent is inside the data plate "
-                               f"{info.data_plate!r}); it needs no fix_globals")
-        if values is None:
-            first = rows_slice(rows, slice(0, INSPECT_ROWS))
-            guide_tr = poutine.trace(program.guide).get_trace(*first)
-            values = {}
-            for name in names:
-                fn = guide_tr.nodes[name]["fn"]
-                try:
-                    values[name] = fn.mean.detach()
-                except NotImplementedError:
-                    values[name] = guide_tr.nodes[name]["value"].detach()
-    unknown = sorted(set(values) - set(names))
-    if unknown or set(names) - set(values):
-        raise ProgramError(f"values must name exactly the global latent sites {sorted(names)}; got {sorted(values)}")
-    model = poutine.block(poutine.condition(program.model, data=values), hide=names)
-    guide = poutine.block(poutine.condition(program.guide, data=values), hide=names)
-    return Program(model, guide, program.data_plate, program.owner, identity=program.key)

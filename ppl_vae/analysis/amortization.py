@@ -39,12 +39,12 @@ from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from ..errors import ProgramError, UserError
 from ..estimators import elbo, iw_log_likelihood
 from ..estimators.importance import require_per_point, resolve
+from ..params import param_scope
 from ..programs import (
     Program,
     ProgramInfo,
     as_rows,
     inspect_program,
-    param_scope,
     vectorized_frames,
 )
 

@@ -35,7 +35,8 @@ from pyro.infer import MCMC, NUTS
 from ..diagnostics.psis import arviz as _arviz
 from ..errors import ProgramError, UserError
 from ..estimators.importance import require_per_point, resolve
-from ..programs import as_rows, inspect_program, param_scope, rows_slice
+from ..params import param_scope
+from ..programs import as_rows, inspect_program, rows_slice
 from .amortization import frozen
 
 if TYPE_CHECKING:

@@ -52,13 +52,13 @@ from tqdm.auto import tqdm
 
 from .._checks import check_memory
 from ..errors import ArgumentTypeError, ProgramError, UserError
+from ..params import param_scope
 from ..programs import (
     Program,
     ProgramInfo,
     as_program,
     as_rows,
     inspect_program,
-    param_scope,
     per_point,
     rows_slice,
     run_with_particles,

@@ -67,7 +67,7 @@ class TrainState:
         """The trained plain ``pyro.param`` values (constrained), by name."""
         import pyro
 
-        from ..programs import pure_params
+        from ..params import pure_params
 
         plain = pure_params(self.params)
         with pyro.get_param_store().scope(plain):

@@ -36,6 +36,7 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..objectives import Objective, parse_objective
+from ..params import param_scope
 from ..programs import (
     DataPlateScale,
     Program,
@@ -43,7 +44,6 @@ from ..programs import (
     as_program,
     as_rows,
     inspect_program,
-    param_scope,
     rows_slice,
 )
 from .data import Rows, TrainData, as_train_data, validate
