@@ -1,4 +1,4 @@
-"""Throughput and peak memory of ``ppl_vae.diagnostics.iw_log_likelihood`` against plain PyTorch and Pyro.
+"""Throughput and peak memory of ``ppl_vae.iw_log_likelihood`` against plain PyTorch and Pyro.
 
 The model is VAE-shaped as in Burda et al. (2015): MLP 784-400-50 with a Bernoulli likelihood on
 logits (``ppl_vae.VAE(784, 50, (400,))``, seeded initial weights), evaluated on random binary
@@ -8,7 +8,7 @@ logits (``ppl_vae.VAE(784, 50, (400,))``, seeded initial weights), evaluated on 
   Pyro traces of the guide (under a particle plate) and the replayed model every chunk, per-site
   log-densities, running log-sum-exp over particle chunks;
 * ``ours-compiled``: the same call with ``fast="compile"``: the chunk traced once and compiled by
-  ``torch.compile`` (:mod:`ppl_vae.compiled`; ``fast="auto"``, the default, does this for jobs of at
+  ``torch.compile`` (:mod:`ppl_vae.estimators.compiled`; ``fast="auto"``, the default, does this for jobs of at
   least ``COMPILE_MIN_ROWS`` rows). The one-off compile happens in the warm-up; every timed call still
   pays its own re-capture and the eager check of its first chunk;
 * ``ref``: the same estimator written out in plain torch (:func:`reference_iw`): encoder once per chunk
@@ -79,16 +79,16 @@ def build(points: int, seed: int = 0) -> tuple[Any, torch.Tensor]:
 
 
 def _ev() -> Any:
-    return importlib.import_module("ppl_vae.diagnostics")  # the package re-exports the function evaluate
+    return importlib.import_module("ppl_vae.estimators.importance")
 
 
 def chunks(n: int, k: int, rows: int) -> tuple[int, int]:
-    """(points per call, particles per call) for ``rows`` rows per call: the rule of ppl_vae.diagnostics."""
+    """(points per call, particles per call) for ``rows`` rows per call: the rule of ppl_vae.estimators."""
     ev = _ev()
     saved = ev.ROWS_PER_CALL
     try:
         ev.ROWS_PER_CALL = rows
-        return ev._chunk_sizes(n, k, None, None)
+        return ev.chunk_sizes(n, k, None, None)
     finally:
         ev.ROWS_PER_CALL = saved
 
@@ -172,12 +172,13 @@ def agreement(k: int = 1000, points: int = 12) -> dict[str, float]:
         "ours_vs_renyi_same_draws": float((ours_iw(vae, x, k, 11, batch_size=1, particle_chunk=k)
                                            - renyi_iw(vae, x, k, 11)).abs().max()),
     }
-    saved = ev.FAST_LOG_PROB
+    kernels = importlib.import_module("ppl_vae.estimators.kernels")
+    saved = kernels.FAST_LOG_PROB
     try:
-        ev.FAST_LOG_PROB = False
+        kernels.FAST_LOG_PROB = False
         result["fast_vs_generic_path"] = float((ours - ours_iw(vae, x, k, seed=11)).abs().max())
     finally:
-        ev.FAST_LOG_PROB = saved
+        kernels.FAST_LOG_PROB = saved
     result["compiled_vs_eager"] = float((ours - ours_iw(vae, x, k, seed=11, fast="compile")).abs().max())
     result["mean_iw"] = float(ours.mean())
     result["chunks"] = (n_b, k_c)
@@ -330,7 +331,8 @@ def main(argv: list[str] | None = None) -> int:
     print("IW log p(x), MLP 784-400-50 Bernoulli VAE, random binary 784-d data")
     print(f"machine: {info['cpu']}, {info['cores']} cores, torch threads {info['torch_threads']}; python "
           f"{info['python']}, torch {info['torch']}, pyro {info['pyro']}; ours: ROWS_PER_CALL "
-          f"{ev.ROWS_PER_CALL}, FAST_LOG_PROB {ev.FAST_LOG_PROB}; load average {_load()}")
+          f"{ev.ROWS_PER_CALL}, FAST_LOG_PROB {importlib.import_module('ppl_vae.estimators.kernels').FAST_LOG_PROB}; "
+          f"load average {_load()}")
 
     if args.sweep:
         k = args.k[0]

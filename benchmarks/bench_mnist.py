@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import print_machine  # noqa: E402
 
 import ppl_vae as pv  # noqa: E402
-from ppl_vae.diagnostics import iw_log_likelihood  # noqa: E402
+from ppl_vae.estimators import iw_log_likelihood  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = {"vae": 86.76, "iwae5": 85.54, "iwae50": 84.78}
