@@ -4,14 +4,19 @@ The generative model and the amortised guide (Kingma & Welling, 2014;
 Rezende et al., 2014) are, for a batch ``x: (N, D)``::
 
     model:  z_n ~ N(0, I_d),            x_n | z_n ~ p(x | decoder(z_n))     (plate "data")
-    guide:  z_n ~ N(mu(x_n), diag sigma(x_n)^2),  z = mu + sigma * eps,  eps ~ N(0, I)
+    guide:  z_n ~ q(z | x_n)            (a family of :mod:`ppl_vae.guides`, mean-field by default:
+                                         N(mu(x_n), diag sigma(x_n)^2), z = mu + sigma * eps)
 
 Both are plain Pyro functions (bound methods) with the data plate as the
 right-most batch dimension, the latent site ``"z"`` and the observed site
-``"x"``. The latent is an ``Independent(Normal)`` with event shape ``(d,)`` on
-both sides, so ``TraceMeanField_ELBO`` finds the closed-form
+``"x"``. The prior is an ``Independent(Normal)`` with event shape ``(d,)``, and so is
+the mean-field guide, so ``TraceMeanField_ELBO`` finds the closed-form
 ``KL(q || p) = 1/2 sum_j (sigma_j^2 + mu_j^2 - 1 - log sigma_j^2)`` instead of
-falling back to a sampled KL.
+falling back to a sampled KL; a full-rank guide has its closed form registered in
+:mod:`ppl_vae.guides`; an IAF guide has none (the KL is sampled, and the analytic objective says so).
+
+``guide=`` chooses the family (``"meanfield"``, ``"fullrank"``, ``"iaf:n=K"``), ``nets=`` the networks
+(``"mlp"`` or ``"conv"`` for images; data stay rows ``(N, C*H*W)``).
 
 :class:`LinearGaussianVAE` is probabilistic PCA / factor analysis written the
 same way: ``x = W z + b + noise`` with diagonal Gaussian noise, whose marginal
@@ -33,21 +38,30 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from .errors import UserError
-from .likelihoods import GaussianLikelihood, Likelihood, check_matrix, make_likelihood
-from .nets import Decoder, GaussianEncoder, check_sizes
+from ..guides import canonical_guide, make_guide
+from ..likelihoods import GaussianLikelihood, Likelihood, check_matrix, make_likelihood
+from ..nets import check_nets, check_sizes, image_shape_for, make_decoder
+from .registry import PURE_PROGRAMS, register_model
+
+__all__ = ["VAE", "LinearGaussianVAE", "standard_normal_kl"]
 
 
+@register_model
 class VAE(nn.Module):
-    """A VAE as a Pyro ``model``/``guide`` pair with MLP encoder and decoder.
+    """A VAE as a Pyro ``model``/``guide`` pair with an amortised guide family and MLP or conv networks.
 
     Args:
         input_dim: D, the size of one flattened observation.
         latent_dim: d, the size of the latent code.
-        hidden_dims: widths of the encoder's hidden layers; the decoder mirrors them.
+        hidden_dims: widths of the encoder's hidden layers; the decoder mirrors them (with
+            ``nets="conv"``: the dense layers after the convolutions).
         likelihood: ``"bernoulli"`` (data in {0, 1}), ``"continuous_bernoulli"``
             (data in [0, 1]), ``"gaussian"`` (learned scale) or ``"gaussian:scale=s"``.
         activation: hidden-layer non-linearity (``"relu"``, ``"tanh"``, ...).
+        guide: ``"meanfield"`` (default), ``"fullrank"`` or ``"iaf:n=K"`` (see :mod:`ppl_vae.guides`).
+        nets: ``"mlp"`` (default) or ``"conv"`` (images; see :mod:`ppl_vae.nets`).
+        image_shape: ``(C, H, W)`` of a row for ``nets="conv"``; default one channel of a square image
+            (``input_dim=64 -> (1, 8, 8)``).
     """
 
     def __init__(
@@ -57,6 +71,9 @@ class VAE(nn.Module):
         hidden_dims: Sequence[int] = (256,),
         likelihood: str | Likelihood = "bernoulli",
         activation: str = "relu",
+        guide: str = "meanfield",
+        nets: str = "mlp",
+        image_shape: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         hidden_dims = check_sizes(input_dim, latent_dim, hidden_dims)
@@ -64,9 +81,15 @@ class VAE(nn.Module):
         self.latent_dim = latent_dim
         self.hidden_dims = hidden_dims
         self.activation = activation
+        self.nets = check_nets(nets)
+        self.image_shape = image_shape_for(input_dim, image_shape) if self.nets == "conv" else (
+            None if image_shape is None else image_shape_for(input_dim, image_shape))
+        self.guide_spec = canonical_guide(guide)
         self.likelihood = make_likelihood(likelihood, input_dim)
-        self.encoder = GaussianEncoder(input_dim, latent_dim, hidden_dims, activation)
-        self.decoder = Decoder(latent_dim, self.likelihood.out_dim(), hidden_dims, activation)
+        self.encoder = make_guide(self.guide_spec, input_dim, latent_dim, hidden_dims, activation, self.nets,
+                                  self.image_shape)
+        self.decoder = make_decoder(self.nets, latent_dim, self.likelihood.out_dim(), hidden_dims, activation,
+                                    self.image_shape, input_dim)
 
     # ------------------------------------------------------------------ Pyro programs
     def model(self, x: torch.Tensor) -> None:
@@ -80,15 +103,16 @@ class VAE(nn.Module):
             pyro.sample("x", self.likelihood.dist(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
-        """q(z | x) = N(mu(x), diag sigma(x)^2), reparameterised, for ``x: (N, D)``."""
+        """q(z | x), reparameterised, for ``x: (N, D)``: the guide family's distribution (default
+        ``N(mu(x), diag sigma(x)^2)``)."""
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
-            loc, scale = self.encoder(x)
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+            pyro.sample("z", self.encoder.dist(x))
 
     # ------------------------------------------------------------------ plain-torch helpers
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior parameters ``(loc, scale)``, each ``(N, d)``, for ``x: (N, D)``."""
+        """The mean and marginal standard deviations of q(z | x), each ``(N, d)``, for ``x: (N, D)``
+        (the posterior parameters of the mean-field guide; a Monte Carlo estimate for a flow)."""
         return self.encoder(x)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -116,8 +140,9 @@ class VAE(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        """Everything needed to rebuild this model (JSON-able); see :func:`build_model`."""
-        return {
+        """Everything needed to rebuild this model (JSON-able); see :func:`~ppl_vae.models.build_model`.
+        ``guide``, ``nets`` and ``image_shape`` appear when they differ from the defaults."""
+        config = {
             "class": type(self).__name__,
             "input_dim": self.input_dim,
             "latent_dim": self.latent_dim,
@@ -125,11 +150,24 @@ class VAE(nn.Module):
             "likelihood": self.likelihood.spec,
             "activation": self.activation,
         }
+        return {**config, **self._family_config()}
+
+    def _family_config(self) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        if self.guide_spec != "meanfield":
+            extra["guide"] = self.guide_spec
+        if self.nets != "mlp":
+            extra["nets"] = self.nets
+        if self.image_shape is not None and (self.nets != "conv" or self.image_shape != image_shape_for(self.input_dim)):
+            extra["image_shape"] = list(self.image_shape)
+        return extra
 
     def extra_repr(self) -> str:
-        return f"D={self.input_dim}, d={self.latent_dim}, likelihood={self.likelihood.spec!r}"
+        return (f"D={self.input_dim}, d={self.latent_dim}, likelihood={self.likelihood.spec!r}, "
+                f"guide={self.guide_spec!r}, nets={self.nets!r}")
 
 
+@register_model
 class LinearGaussianVAE(VAE):
     """Probabilistic PCA as a VAE: ``x = W z + b + e``, ``e ~ N(0, diag s^2)``, with a linear guide.
 
@@ -137,23 +175,37 @@ class LinearGaussianVAE(VAE):
     posterior ``p(z | x) = N(S W^T diag(s^-2) (x - b), S)`` with
     ``S = (I + W^T diag(s^-2) W)^-1`` are known exactly. The default guide is
     mean-field (diagonal), so it is *not* the exact posterior unless ``S`` is diagonal;
+    ``guide="fullrank"`` (linear in x, like the exact posterior) can be, and
     :meth:`exact_guide` samples the exact posterior.
 
     Args:
         input_dim: D.
         latent_dim: d.
         noise_scale: fix the noise scale s (same for every dimension); ``None`` learns one per dimension.
+        guide: ``"meanfield"`` (default), ``"fullrank"`` or ``"iaf:n=K"``, with a linear encoder.
     """
 
-    def __init__(self, input_dim: int, latent_dim: int = 2, noise_scale: float | None = None) -> None:
+    def __init__(self, input_dim: int, latent_dim: int = 2, noise_scale: float | None = None,
+                 guide: str = "meanfield") -> None:
         super().__init__(
             input_dim,
             latent_dim,
             hidden_dims=(),
             likelihood=GaussianLikelihood(input_dim, scale=noise_scale),
             activation="relu",
+            guide=guide,
         )
         self.noise_scale = noise_scale
+
+    def freeze_decoder(self) -> LinearGaussianVAE:
+        """Fix ``W``, ``b`` and the noise scale (only the guide trains): returns ``self``.
+
+        With the decoder trained too, the prior's rotation symmetry lets even a mean-field guide reach
+        the exact posterior (Lucas et al., 2019); with it fixed at a ``W`` whose posterior is correlated,
+        what a richer guide buys shows."""
+        for p in [*self.decoder.parameters(), *self.likelihood.parameters()]:
+            p.requires_grad_(False)
+        return self
 
     @property
     def weight(self) -> torch.Tensor:
@@ -198,38 +250,18 @@ class LinearGaussianVAE(VAE):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {
+        config = {
             "class": type(self).__name__,
             "input_dim": self.input_dim,
             "latent_dim": self.latent_dim,
             "noise_scale": self.noise_scale,
         }
+        if self.guide_spec != "meanfield":
+            config["guide"] = self.guide_spec
+        return config
 
 
-MODELS: dict[str, type[nn.Module]] = {"VAE": VAE, "LinearGaussianVAE": LinearGaussianVAE}
-
-#: Model/guide functions with no Python side effects between calls: ``fit(fast="auto")`` may replay them
-#: as captured graphs (a user's program gets graphs only when it asks; see :mod:`ppl_vae.train.fast`).
-PURE_PROGRAMS: set = {VAE.model, VAE.guide}
-
-
-def register_model(cls: type[nn.Module]) -> type[nn.Module]:
-    """Let :func:`build_model` rebuild ``cls`` from its ``config`` (``cls(**config)`` minus ``"class"``).
-
-    Used by :mod:`ppl_vae.autoencoders` so checkpoints of autoencoders load like a VAE's;
-    usable as a class decorator.
-    """
-    MODELS[cls.__name__] = cls
-    return cls
-
-
-def build_model(config: dict[str, Any]) -> VAE:
-    """Rebuild a model from its :attr:`VAE.config` (as stored beside a checkpoint)."""
-    config = dict(config)
-    cls_name = config.pop("class", "VAE")
-    if cls_name not in MODELS:
-        raise UserError(f"unknown model class {cls_name!r} in config; known: {sorted(MODELS)}")
-    return MODELS[cls_name](**config)
+PURE_PROGRAMS.update({VAE.model, VAE.guide})
 
 
 def standard_normal_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,293 @@
+r"""Amortised variational families q(z | x): mean-field, full-rank Gaussian, inverse autoregressive flow.
+
+Each family is an ``nn.Module`` whose :meth:`~AmortisedGuide.dist` maps a batch ``x: (N, D)`` to a
+reparameterised distribution over ``z`` with batch shape ``(N,)`` and event shape ``(d,)``; a model's
+guide samples it inside the data plate::
+
+    pyro.module("encoder", self.encoder)
+    with pyro.plate("data", len(x)):
+        pyro.sample("z", self.encoder.dist(x))
+
+==============  =========================================================  ==========================
+spec            q(z | x)                                                   KL(q || N(0, I))
+==============  =========================================================  ==========================
+``meanfield``   N(mu(x), diag sigma(x)^2) (``Normal(...).to_event(1)``)    closed form, per dimension
+``fullrank``    N(mu(x), L(x) L(x)^T), L lower triangular with a           closed form (registered
+                positive diagonal (``MultivariateNormal(loc, scale_tril)``)  here, see below)
+``iaf:n=K``     K inverse autoregressive flow steps on a mean-field base   none: sampled
+                (Kingma et al., 2016), amortised through a context h(x)
+==============  =========================================================  ==========================
+
+**Full rank.** ``KL(N(m, L L^T) || N(mu, diag s^2)) = 1/2 [sum_ij L_ij^2 / s_i^2 + sum_i (m_i - mu_i)^2 / s_i^2
+- d + 2 sum_i log s_i - 2 sum_i log L_ii]``, registered with :func:`torch.distributions.kl.register_kl` for
+``(MultivariateNormal, Independent(Normal))`` (torch and Pyro register only the reverse pair), so the
+``analytic`` objective (``TraceMeanField_ELBO``) finds a closed form instead of silently sampling it.
+
+**IAF.** With ``eps ~ N(mu(x), diag sigma(x)^2)`` and context ``h(x)`` from the same encoder, step t maps
+``y = s_t * y + (1 - s_t) * m_t``, ``(m_t, logit s_t) = MADE_t(y, h)`` (the numerically stable form of
+Kingma et al.'s eq. 14, Pyro's ``AffineAutoregressive(stable=True)``), with the variable order reversed
+between steps. ``log q(z | x) = log N(eps) - sum_t sum_i log s_t,i``; sampling and scoring a sample
+are one pass (the transform caches its input), scoring another point inverts the flow (d passes per
+step). No closed-form KL exists: the ``analytic`` objective falls back to a sampled KL for this site
+and says so once (a :class:`SampledKLWarning`). The mean of q has no closed form either:
+diagnostics use a Monte Carlo mean.
+
+References:
+    Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), Improving Variational Inference
+    with Inverse Autoregressive Flow, NeurIPS.
+    Germain, Gregor, Murray & Larochelle (2015), MADE: Masked Autoencoder for Distribution Estimation.
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import pyro.distributions as dist
+import torch
+from pyro.distributions.transforms import AffineAutoregressive
+from torch import nn
+from torch.distributions import Independent, MultivariateNormal, Normal, register_kl
+from torch.nn import functional as F
+
+from .errors import UserError
+from .nets import MADE, GaussianEncoder, make_encoder_net
+
+__all__ = [
+    "GUIDES",
+    "AmortisedGuide",
+    "FullRankGuide",
+    "IAFGuide",
+    "IAFPosterior",
+    "MeanFieldGuide",
+    "SampledKLWarning",
+    "format_guide",
+    "make_guide",
+    "parse_guide",
+]
+
+#: Guide families and their parameters (name -> default; None: chosen from the latent size).
+GUIDES: dict[str, dict[str, Any]] = {
+    "meanfield": {},
+    "fullrank": {},
+    "iaf": {"n": 2, "hidden": None, "context": None},
+}
+
+#: Draws of z for a Monte Carlo mean/std where q has no closed form (the flow).
+MEAN_DRAWS = 64
+
+
+class SampledKLWarning(UserWarning):
+    """The analytic objective met a guide family with no closed-form KL; that KL term is sampled."""
+
+
+# ============================================================================ specs
+def parse_guide(spec: Any) -> tuple[str, dict[str, Any]]:
+    """``"iaf:n=2,hidden=64"`` -> ``("iaf", {"n": 2, "hidden": 64, "context": None})``; errors name what is valid."""
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(f"guide must be a string such as 'meanfield', 'fullrank' or 'iaf:n=2'; got {spec!r}")
+    name, _, arg_str = spec.strip().partition(":")
+    if name not in GUIDES:
+        raise UserError(f"unknown guide {name!r}; choose one of: meanfield (diagonal Gaussian), fullrank "
+                        "(Gaussian with a lower-triangular scale), iaf:n=K (K inverse autoregressive flow steps)")
+    params = dict(GUIDES[name])
+    seen: set[str] = set()
+    for item in filter(None, (p.strip() for p in arg_str.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip()
+        if not eq or key not in params:
+            valid = ", ".join(params) or "none"
+            raise UserError(f"guide {spec!r}: {name!r} takes key=value parameters from: {valid}; got {item!r}")
+        if key in seen:
+            raise UserError(f"guide {spec!r}: parameter {key!r} is given more than once")
+        seen.add(key)
+        try:
+            number = int(value)
+        except ValueError:
+            raise UserError(f"guide {spec!r}: {key} must be a positive integer; got {value!r}") from None
+        if number < 1:
+            raise UserError(f"guide {spec!r}: {key} must be a positive integer; got {number}")
+        params[key] = number
+    return name, params
+
+
+def format_guide(name: str, params: dict[str, Any]) -> str:
+    """The canonical spec: parameters at their defaults left out, except the number of flow steps
+    (``"iaf"`` -> ``"iaf:n=2"``)."""
+    shown = {k: v for k, v in params.items() if GUIDES[name].get(k) != v or k == "n"}
+    return name + (":" + ",".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
+
+
+def canonical_guide(spec: str) -> str:
+    return format_guide(*parse_guide(spec))
+
+
+# ============================================================================ families
+class AmortisedGuide(nn.Module):
+    """Base class: ``dist(x)`` is q(z | x) with batch shape ``(N,)`` and event shape ``(d,)``.
+
+    ``forward(x) -> (loc, scale)``: the mean and marginal standard deviations of q, ``(N, d)`` each
+    (what plots and ``VAE.encode`` show; Monte Carlo for a flow).
+    """
+
+    spec: str = ""
+    latent_dim: int
+
+    def dist(self, x: torch.Tensor) -> dist.TorchDistribution:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q = self.dist(x)
+        try:
+            return q.mean, q.variance.sqrt()
+        except NotImplementedError:
+            z = q.rsample((MEAN_DRAWS,))
+            return z.mean(0), z.std(0)
+
+
+class MeanFieldGuide(GaussianEncoder):
+    """``N(mu(x), diag sigma(x)^2)`` as ``Normal(loc, scale).to_event(1)``: today's VAE encoder, same weights."""
+
+    spec = "meanfield"
+
+    def dist(self, x: torch.Tensor) -> dist.TorchDistribution:
+        loc, scale = self(x)
+        return dist.Normal(loc, scale).to_event(1)
+
+
+class FullRankGuide(AmortisedGuide):
+    """``MultivariateNormal(mu(x), scale_tril=L(x))``: the encoder outputs ``d + d(d+1)/2`` numbers; the
+    diagonal of L is ``softplus(raw) + min_scale``, the strict lower triangle is unconstrained."""
+
+    spec = "fullrank"
+
+    def __init__(self, net: nn.Module, latent_dim: int, min_scale: float = 1e-4) -> None:
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.min_scale = min_scale
+        self.net = net
+        rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
+        self.register_buffer("rows", rows, persistent=False)
+        self.register_buffer("cols", cols, persistent=False)
+
+    @staticmethod
+    def outputs(latent_dim: int) -> int:
+        return latent_dim + latent_dim * (latent_dim + 1) // 2
+
+    def params(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``loc: (..., d)`` and ``scale_tril: (..., d, d)``."""
+        d = self.latent_dim
+        out = self.net(x)
+        loc, diag, lower = out[..., :d], out[..., d : 2 * d], out[..., 2 * d :]
+        tril = out.new_zeros(tuple(out.shape[:-1]) + (d, d))
+        tril[..., self.rows, self.cols] = lower
+        tril = tril + torch.diag_embed(F.softplus(diag) + self.min_scale)
+        return loc, tril
+
+    def dist(self, x: torch.Tensor) -> dist.TorchDistribution:
+        loc, tril = self.params(x)
+        return dist.MultivariateNormal(loc, scale_tril=tril)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loc, tril = self.params(x)
+        return loc, tril.pow(2).sum(-1).sqrt()
+
+
+class IAFPosterior(dist.TransformedDistribution):
+    """q(z | x) of an IAF guide: a mean-field base through conditioned affine autoregressive steps.
+
+    A subclass only so that ``kl_divergence`` can say, once, that no closed form exists for it."""
+
+
+class IAFGuide(AmortisedGuide):
+    """K inverse autoregressive flow steps on a mean-field base (Kingma et al., 2016).
+
+    The encoder outputs ``2 d + c`` numbers: the base's ``loc`` and raw scale and a context ``h(x): (c,)``
+    that every step's :class:`~ppl_vae.nets.MADE` sees. Steps alternate the natural and the reversed
+    variable order.
+    """
+
+    def __init__(self, net: nn.Module, latent_dim: int, steps: int, hidden: int, context: int,
+                 min_scale: float = 1e-4, spec: str = "iaf") -> None:
+        super().__init__()
+        self.latent_dim, self.context_dim, self.min_scale = latent_dim, context, min_scale
+        self.spec = spec
+        self.net = net
+        order = torch.arange(latent_dim)
+        self.made = nn.ModuleList(
+            MADE(latent_dim, context, [hidden], order if t % 2 == 0 else order.flip(0)) for t in range(steps))
+
+    @staticmethod
+    def outputs(latent_dim: int, context: int) -> int:
+        return 2 * latent_dim + context
+
+    def dist(self, x: torch.Tensor) -> dist.TorchDistribution:
+        d = self.latent_dim
+        out = self.net(x)
+        loc, raw, h = out[..., :d], out[..., d : 2 * d], out[..., 2 * d :]
+        base = dist.Normal(loc, F.softplus(raw) + self.min_scale).to_event(1)
+        steps = []
+        for made in self.made:
+            arn = functools.partial(made, context=h)
+            arn.permutation = made.permutation  # read by the transform's inverse
+            steps.append(AffineAutoregressive(arn, stable=True))
+        return IAFPosterior(base, steps)
+
+
+def make_guide(spec: str, input_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (256,),
+               activation: str = "relu", nets: str = "mlp", image_shape: Sequence[int] | None = None,
+               ) -> AmortisedGuide | MeanFieldGuide:
+    """Build a guide family from its spec, with an encoder body (``nets``: MLP or conv) of the right width."""
+    name, params = parse_guide(spec)
+    canonical = format_guide(name, params)
+
+    def body(out: int) -> nn.Module:
+        return make_encoder_net(nets, input_dim, hidden_dims, out, activation, image_shape)
+
+    if name == "meanfield":
+        return MeanFieldGuide(input_dim, latent_dim, hidden_dims, activation,
+                              net=None if nets == "mlp" else body(2 * latent_dim))
+    if name == "fullrank":
+        return FullRankGuide(body(FullRankGuide.outputs(latent_dim)), latent_dim)
+    hidden = params["hidden"] or max(4 * latent_dim, 32)
+    context = params["context"] or max(latent_dim, 16)
+    return IAFGuide(body(IAFGuide.outputs(latent_dim, context)), latent_dim, params["n"], hidden, context,
+                    spec=canonical)
+
+
+# ============================================================================ KL registrations
+@register_kl(MultivariateNormal, Independent)
+def _kl_mvn_diag_normal(q: MultivariateNormal, p: Independent) -> torch.Tensor:
+    """Closed-form ``KL(N(m, L L^T) || N(mu, diag s^2))`` (see the module docstring); anything else: no closed form."""
+    base = p.base_dist
+    if not (type(base) in (Normal, dist.Normal) and p.reinterpreted_batch_ndims == 1):
+        raise NotImplementedError
+    tril = q.scale_tril
+    var_p = base.scale.pow(2)
+    trace = (tril.pow(2).sum(-1) / var_p).sum(-1)
+    maha = ((q.loc - base.loc).pow(2) / var_p).sum(-1)
+    log_det = 2 * base.scale.log().sum(-1) - 2 * tril.diagonal(dim1=-2, dim2=-1).log().sum(-1)
+    return 0.5 * (trace + maha - q.event_shape[0] + log_det)
+
+
+_SAID: set[str] = set()
+
+
+@register_kl(IAFPosterior, torch.distributions.Distribution)
+def _kl_iaf(q: IAFPosterior, p: torch.distributions.Distribution) -> torch.Tensor:
+    """No closed form: say so once per process, then let the caller sample the KL."""
+    if "iaf" not in _SAID:
+        _SAID.add("iaf")
+        warnings.warn("no closed-form KL(q || p) exists for an IAF guide: the 'analytic' objective uses a sampled "
+                      "KL for that site (log q(z | x) - log p(z) at the drawn z), as 'trace' does",
+                      SampledKLWarning, stacklevel=3)
+    raise NotImplementedError
+
+
+def gaussian_gap(cov: torch.Tensor) -> float:
+    """``KL(q* || N(m, S))`` for the best diagonal Gaussian q* under ``KL(q || p)`` (precisions ``diag(S^-1)``):
+    ``1/2 (sum_i log (S^-1)_ii + log det S)`` nats: the ELBO gap a mean-field guide cannot close."""
+    prec = torch.linalg.inv(cov)
+    return 0.5 * float(torch.log(torch.diagonal(prec)).sum() + torch.logdet(cov))
