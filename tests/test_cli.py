@@ -13,6 +13,8 @@ import pytest
 
 from ppl_vae.cli import main
 
+pytestmark = pytest.mark.filterwarnings("ignore:.*num_samples=.* unreliable:UserWarning")
+
 SMALL = ["--dataset", "digits", "--hidden-dims", "32", "--latent-dim", "4", "--no-progress"]
 
 
@@ -161,14 +163,14 @@ def test_sample_evaluate_and_plot_refuse_to_replace_files_unless_forced(tmp_path
     assert main(["sample", str(run_dir), "--out", str(tmp_path)]) == 2
     one_line_error(capsys, "is a folder")
 
-    assert main(["evaluate", str(run_dir), "-k", "5", "--max-points", "20"]) == 0
+    assert main(["evaluate", str(run_dir), "-k", "21", "--max-points", "20"]) == 0
     summary = (run_dir / "evaluation.json").read_bytes()
-    assert main(["evaluate", str(run_dir), "-k", "6", "--max-points", "20"]) == 2
+    assert main(["evaluate", str(run_dir), "-k", "22", "--max-points", "20"]) == 2
     one_line_error(capsys, "already holds evaluation.json", "--force", "--out OTHER_FOLDER")
     assert (run_dir / "evaluation.json").read_bytes() == summary
-    assert main(["evaluate", str(run_dir), "-k", "6", "--max-points", "20", "--out", str(tmp_path / "ev")]) == 0
-    assert main(["evaluate", str(run_dir), "-k", "6", "--max-points", "20", "--force"]) == 0
-    assert json.loads((run_dir / "evaluation.json").read_text())["num_samples"] == 6
+    assert main(["evaluate", str(run_dir), "-k", "22", "--max-points", "20", "--out", str(tmp_path / "ev")]) == 0
+    assert main(["evaluate", str(run_dir), "-k", "22", "--max-points", "20", "--force"]) == 0
+    assert json.loads((run_dir / "evaluation.json").read_text())["num_samples"] == 22
     assert main(["evaluate", str(run_dir), "--out", ""]) == 2
     one_line_error(capsys, "the path is empty")
 
@@ -180,6 +182,24 @@ def test_sample_evaluate_and_plot_refuse_to_replace_files_unless_forced(tmp_path
     assert main(["plot", str(run_dir), "--kind", "curves", "--force"]) == 0
 
 
+def test_an_unwritable_folder_is_refused_before_any_work(tmp_path, monkeypatch, capsys, run_dir):
+    import ppl_vae._checks as checks
+
+    real = checks.os.access
+    locked = [tmp_path / "ro", run_dir]  # as a read-only mount would be (root ignores chmod)
+    monkeypatch.setattr(checks.os, "access", lambda p, mode: False if any(
+        str(p).startswith(str(f)) for f in locked) else real(p, mode))
+    (tmp_path / "ro").mkdir()
+    assert main(["train", *SMALL, "--out", str(tmp_path / "ro" / "run")]) == 2
+    one_line_error(capsys, "cannot write in", "read-only file system")
+    assert not (tmp_path / "ro" / "run").exists()
+    assert main(["evaluate", str(run_dir), "-k", "21"]) == 2
+    one_line_error(capsys, "cannot write in", "--out OTHER_FOLDER")
+    assert main(["evaluate", str(run_dir), "-k", "21", "--max-points", "10", "--out", str(tmp_path / "ev")]) == 0
+    assert (tmp_path / "ev" / "evaluation.json").is_file()
+
+
+@pytest.mark.filterwarnings("ignore:num_samples=3:UserWarning")
 def test_compare_refuses_an_existing_folder_unless_forced(tmp_path, capsys):
     out = tmp_path / "cmp"
     out.mkdir()

@@ -288,3 +288,29 @@ def test_in_memory_runs_write_nothing(tmp_path, monkeypatch):
     run = train_run(None, epochs=1, **SMALL)
     assert run.path is None and list(tmp_path.iterdir()) == []
     assert torch.isfinite(torch.tensor(run.history[-1]["test_elbo"]))
+
+
+def test_idx_data_are_recorded_file_by_file_and_the_folder_found_via_the_environment(tmp_path, monkeypatch):
+    import gzip
+    import struct
+
+    from ppl_vae.data.idx import FILES
+
+    folder_ = tmp_path / "mnist"
+    folder_.mkdir()
+    rng = np.random.default_rng(0)
+    for name, array in zip(FILES, (rng.integers(0, 256, (30, 4, 5)), rng.integers(0, 10, 30),
+                                   rng.integers(0, 256, (10, 4, 5)), rng.integers(0, 10, 10)), strict=True):
+        header = struct.pack(">I", 0x800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+        (folder_ / name).write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
+    monkeypatch.setenv("PPL_VAE_DATA", str(tmp_path))
+    out = tmp_path / "run"
+    train_run(out, dataset="mnist", epochs=1, latent_dim=2, hidden_dims=(8,), progress=False)
+    settings = json.loads((out / "settings.json").read_text())["settings"]["data"]
+    assert sorted(Path(p).name for p in settings["provenance"]["files"]) == sorted(FILES)
+    assert settings["args"]["data_dir"] == str(folder_.resolve()), "not $PPL_VAE_DATA at a later time"
+    monkeypatch.delenv("PPL_VAE_DATA")
+    assert load_run(out).data.meta.n_train == 30
+    (folder_ / FILES[3]).write_bytes((folder_ / FILES[1]).read_bytes())
+    with pytest.raises(RunError, match=f"{FILES[3]} has changed since the run started"):
+        load_run(out)

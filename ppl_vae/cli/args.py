@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._checks import check_output_path
-from ..errors import RunExistsError
+from ..errors import ResourceError, RunExistsError
 from ..runs.flags import UNSET
 
 
@@ -112,7 +112,12 @@ def refuse_nonempty(path: Path, what: str, force: bool) -> None:
 
 def refuse_outputs(folder: Path, names: Sequence[str], force: bool, what: str) -> None:
     """Before any work: ``folder`` writable, and none of ``names`` in it unless ``force``."""
-    check_output_path(folder, what)
+    try:
+        check_output_path(folder, what)
+    except ResourceError as err:
+        if what != "RUN_DIR":
+            raise
+        raise ResourceError(f"{err}; or write the outputs elsewhere with --out OTHER_FOLDER") from None
     present = [n for n in names if (folder / n).exists()]
     if present and not force:
         raise RunExistsError(f"{folder} already holds {', '.join(present)}: pass --force to replace them, or "

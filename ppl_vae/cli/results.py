@@ -54,8 +54,8 @@ def _add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from .compare import run_comparison
-    from .runs.flags import objective_spec
+    from ..compare import run_comparison
+    from ..runs.flags import objective_spec
 
     out = check_output_path(args.out, "--out")
     refuse_nonempty(out, "--out", args.force)
@@ -122,8 +122,8 @@ def _add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from .diagnostics import evaluate
-    from .runs import load_run
+    from ..diagnostics import evaluate
+    from ..runs import load_run
 
     out = Path(args.out) if args.out is not None else Path(args.run_dir)
     if args.out is not None:
@@ -151,7 +151,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plots import save_report_figures
+    from ..plots import save_report_figures
 
     paths.update(save_report_figures(report, out))
     s = report.summary
@@ -188,7 +188,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
-    from .plots import plot_run
+    from ..plots import plot_run
 
     out = Path(args.out) if args.out is not None else Path(args.run_dir)
     kinds = PLOT_KINDS[:6] if "all" in args.kind else args.kind
@@ -227,8 +227,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .plots import can_sample, model_label, plot_samples
-    from .runs import load_run
+    from ..plots import can_sample, model_label, plot_samples
+    from ..runs import load_run
 
     run = load_run(args.run_dir)
     if not can_sample(run.model):
@@ -240,7 +240,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         gen = torch.Generator().manual_seed(args.seed)
-        from .runs.files import write_bytes
+        from ..runs.files import write_bytes
 
         buf = io.BytesIO()
         np.save(buf, run.model.sample(args.num, generator=gen).cpu().numpy())

@@ -51,8 +51,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from .runs import train_run
-    from .runs.lock import is_main_process
+    from ..runs import train_run
+    from ..runs.lock import is_main_process
 
     if args.model not in (UNSET, "vae") and (args.objective is not UNSET or args.likelihood is not UNSET):
         raise UserError(f"--objective and --likelihood are for --model vae; --model {args.model} is trained on "
@@ -123,7 +123,7 @@ def _free_demo_folder(out: Path) -> Path:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from .runs import train_run
+    from ..runs import train_run
 
     asked = check_output_path(args.out, "--out")
     out = _free_demo_folder(asked)
