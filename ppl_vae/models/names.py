@@ -12,7 +12,7 @@ name        class                           options (default)
 ``linear``  :class:`~.vae.LinearGaussianVAE` ``latent``, ``noise`` (learned)
 ``hvae``    :class:`~.hierarchical.HierarchicalVAE`  ``latent`` (``100-50``), ``hidden1`` (``200-200``),
                                             ``hidden2`` (``100-100``), ``activation`` (tanh)
-``m2``      :class:`~.semisupervised.SemiSupervisedVAE`  ``labelled`` (0.1), ``alpha`` (0.1/labelled),
+``m2``      :class:`~.semisupervised.SemiSupervisedVAE`  ``labelled`` (0.1), ``alpha`` (1/labelled),
                                             ``latent``, ``hidden``, ``activation``, ``label_seed`` (0)
 ==========  ==============================  =====================================================
 

@@ -12,6 +12,8 @@ name              estimator                                 the bound, per data 
                                                             closed form where registered
 ``enum``          ``TraceEnum_ELBO``                        the ELBO with enumerated discrete sites summed out
 ``iwae``          :class:`~.renyi.VectorizedRenyiELBO`      E[log 1/K sum_k w_k],  w_k = p(x, z_k) / q(z_k | x)
+``*:grad=stl``    :class:`~.gradients.PathwiseELBO`         ``trace`` or ``iwae``, sticking-the-landing encoder gradient
+``iwae:grad=dreg`` :class:`~.gradients.PathwiseELBO`        ``iwae``, doubly reparameterised encoder gradient
 ``renyi``         :class:`~.renyi.VectorizedRenyiELBO`      1/(1-a) E[log 1/K sum_k w_k^(1-a)]
 ``jit_trace``     :class:`~.jit.CachedJitTrace_ELBO`        as ``trace``, compiled with ``torch.jit.trace``
 ``jit_analytic``  :class:`~.jit.CachedJitTraceMeanField_ELBO`  as ``analytic``, compiled
@@ -49,6 +51,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..errors import ProgramError, UserError
 from ..programs import ProgramInfo
+from .gradients import PathwiseELBO, check_grad
 from .jit import CachedJitTrace_ELBO, CachedJitTraceMeanField_ELBO
 from .renyi import VectorizedRenyiELBO
 from .schedule import SCHEDULE_PARAMS, kl_schedule, scale_latents
@@ -58,6 +61,7 @@ __all__ = [
     "CachedJitTrace_ELBO",
     "Objective",
     "ObjectiveSpec",
+    "PathwiseELBO",
     "VectorizedRenyiELBO",
     "available_objectives",
     "format_objective",
@@ -138,6 +142,9 @@ class Objective:
                 f"site(s) {_fmt(info.global_latent)} are global (outside it). Train this program with "
                 "'trace' or 'analytic', which scale global sites by 1 and local ones by N/|B|"
             )
+        check_program = getattr(self.elbo, "check_program", None)  # e.g. grad=stl/dreg (PathwiseELBO)
+        if callable(check_program):
+            check_program(info, name)
 
     def bind(self, info: ProgramInfo) -> Objective:
         """This objective checked against a program and built with its ``max_plate_nesting``."""
@@ -277,6 +284,8 @@ def _check_params(name: str, params: dict[str, Any]) -> None:
             f"objective {name!r}: choose one warm-up, anneal={params['anneal']} (epochs) or "
             f"anneal_steps={params['anneal_steps']} (steps), not both"
         )
+    if "grad" in params:
+        check_grad(name, params["grad"])
     if "alpha" in params:
         alpha = params["alpha"]
         if not (isinstance(alpha, (int, float)) and math.isfinite(alpha)) or alpha == 1:
@@ -299,7 +308,9 @@ def _make(entry: ObjectiveSpec, params: dict[str, Any], max_plate_nesting: int =
     return entry.factory(**params)
 
 
-def _trace(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
+def _trace(particles: int = 1, max_plate_nesting: int = 1, grad: str = "reparam", **_schedule: Any) -> ELBO:
+    if grad != "reparam":
+        return PathwiseELBO("elbo", grad, particles, max_plate_nesting)
     return Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1,
                       max_plate_nesting=max_plate_nesting)
 
@@ -324,7 +335,9 @@ def _jit_analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: A
                                         max_plate_nesting=max_plate_nesting)
 
 
-def _iwae(k: int = 5, max_plate_nesting: int = 1) -> ELBO:
+def _iwae(k: int = 5, max_plate_nesting: int = 1, grad: str = "reparam") -> ELBO:
+    if grad != "reparam":
+        return PathwiseELBO("iwae", grad, k, max_plate_nesting)
     return VectorizedRenyiELBO(alpha=0.0, num_particles=k, max_plate_nesting=max_plate_nesting)
 
 
@@ -333,7 +346,8 @@ def _renyi(alpha: float = 0.5, k: int = 5, max_plate_nesting: int = 1) -> ELBO:
 
 
 _ELBO_PARAMS = {"particles": 1, **SCHEDULE_PARAMS}
-register_objective("trace", _trace, _ELBO_PARAMS, "Trace_ELBO: every ELBO term sampled")
+register_objective("trace", _trace, {**_ELBO_PARAMS, "grad": "reparam"},
+                   "Trace_ELBO: every ELBO term sampled; grad=stl: sticking-the-landing encoder gradient")
 register_objective("analytic", _analytic, _ELBO_PARAMS, "TraceMeanField_ELBO: closed-form KL(q || p)",
                    reparam_only=True)
 register_objective("enum", _enum, _ELBO_PARAMS,
@@ -343,7 +357,9 @@ register_objective("jit_trace", _jit_trace, _ELBO_PARAMS, "Trace_ELBO compiled w
                    local_only=True)
 register_objective("jit_analytic", _jit_analytic, _ELBO_PARAMS,
                    "TraceMeanField_ELBO compiled with torch.jit.trace", reparam_only=True, local_only=True)
-register_objective("iwae", _iwae, {"k": 5}, "RenyiELBO(alpha=0): importance-weighted bound with k samples",
+register_objective("iwae", _iwae, {"k": 5, "grad": "reparam"},
+                   "RenyiELBO(alpha=0): importance-weighted bound with k samples; grad=dreg|stl: doubly "
+                   "reparameterised / sticking-the-landing encoder gradient",
                    reparam_only=True, local_only=True)
 register_objective("renyi", _renyi, {"alpha": 0.5, "k": 5},
                    "RenyiELBO: Renyi bound of order alpha with k samples", reparam_only=True, local_only=True)
