@@ -270,17 +270,19 @@ def test_autoencoder_runs_keep_their_kind_through_resume(tmp_path):
     assert json.loads((out / "metrics.json").read_text())["final_test_loss"] == resumed.history[-1]["test_loss"]
 
 
-def test_tensorboard_logs_or_one_clear_error(tmp_path):
+def test_tensorboard_logs_or_one_clear_error(tmp_path, monkeypatch):
+    import sys
+
     out = tmp_path / "run"
-    try:
-        import tensorboard  # noqa: F401
-    except ImportError:
+    with monkeypatch.context() as m:  # as without the optional package
+        m.setitem(sys.modules, "torch.utils.tensorboard", None)
         with pytest.raises(UserError, match=r"needs the 'tensorboard' package.*pip install 'ppl_vae\[tensorboard\]'"):
             train_run(out, epochs=1, log="tensorboard", **SMALL)
-        assert not out.exists()
-        return
+    assert not out.exists()
+    pytest.importorskip("tensorboard")
     train_run(out, epochs=2, log="tensorboard", **SMALL)
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    train_run(out, resume=True, epochs=1, progress=False)  # the recorded log goes on
+    assert len(list((out / "tensorboard").glob("events.out.tfevents.*"))) == 2
 
 
 def test_in_memory_runs_write_nothing(tmp_path, monkeypatch):
@@ -314,3 +316,29 @@ def test_idx_data_are_recorded_file_by_file_and_the_folder_found_via_the_environ
     (folder_ / FILES[3]).write_bytes((folder_ / FILES[1]).read_bytes())
     with pytest.raises(RunError, match=f"{FILES[3]} has changed since the run started"):
         load_run(out)
+
+
+def test_a_run_folder_of_an_older_version_is_neither_overwritten_nor_followed(tmp_path):
+    from safetensors.torch import save_file
+
+    from ppl_vae.models import VAE
+    from ppl_vae.runs import load_checkpoint
+
+    old = tmp_path / "old"
+    (old / "checkpoint").mkdir(parents=True)
+    vae = VAE(64, 2, (8,), likelihood="bernoulli")
+    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(old / "checkpoint" / "model.safetensors"))
+    sha = hashlib.sha256((old / "checkpoint" / "model.safetensors").read_bytes()).hexdigest()
+    (old / "checkpoint" / "config.json").write_text(json.dumps({
+        "format_version": 1, "model": vae.config, "training": {"epoch": 1}, "files": {"model.safetensors": sha}}))
+    (old / "metrics.json").write_text(json.dumps({"config": {"data_args": {"name": "csv:/etc/passwd"}}}))
+    before = files_of(old)
+    with pytest.raises(RunExistsError, match="already holds a run"):
+        train_run(old, epochs=1, **SMALL)
+    with pytest.raises(RunError, match="made by an older ppl_vae .* pv.load_checkpoint"):
+        load_run(old)
+    with pytest.raises(RunError, match="no settings.json"):
+        train_run(old, resume=True, progress=False)
+    assert files_of(old) == before
+    model, config = load_checkpoint(old / "checkpoint")  # the advice works
+    assert config["training"]["epoch"] == 1

@@ -21,17 +21,17 @@ import traceback
 from collections.abc import Callable, Sequence
 
 from ..errors import UserError
-from .results import _add_compare, _add_evaluate, _add_plot, _add_sample
-from .train import _add_demo, _add_train
+from .results import add_compare, add_evaluate, add_plot, add_sample
+from .train import add_demo, add_train
 
 # ---------------------------------------------------------------- the sub-command table
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_train,
-    _add_demo,
-    _add_compare,
-    _add_evaluate,
-    _add_plot,
-    _add_sample,
+    add_train,
+    add_demo,
+    add_compare,
+    add_evaluate,
+    add_plot,
+    add_sample,
 ]
 
 

@@ -21,7 +21,7 @@ from .args import (
 
 
 # ---------------------------------------------------------------- compare
-def _add_compare(sub: argparse._SubParsersAction) -> None:
+def add_compare(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("compare", help="train objectives x seeds on the same split and compare them",
                        description="Train every --methods objective for every seed on the same data split and "
                                    "the same initial weights, evaluate all on the test split with the same "
@@ -94,7 +94,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 EVALUATION_FILES = ("evaluation.json", "evaluation.csv", "evaluation.nc", "khat.png", "gap_hist.png")
 
 
-def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="ELBO, importance-weighted log p(x), PSIS k-hat for a trained run",
                        description="Evaluate a run folder on its own data split: per-point ELBO and "
                                    "importance-weighted log p(x) (nats per point), their gap, PSIS k-hat and "
@@ -168,7 +168,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 PLOT_KINDS = ["latent", "recon", "samples", "interpolate", "curves", "overview", "khat", "gap"]
 
 
-def _add_plot(sub: argparse._SubParsersAction) -> None:
+def add_plot(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plot", help="draw a run's figures as PNGs (latent map, reconstructions, samples, ...)",
                        description="Draw figures of a trained run: latent map (PCA when d > 2), reconstructions, "
                                    "prior samples (VAE only), an interpolation, training curves; for 2-D data "
@@ -204,7 +204,7 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- sample
-def _add_sample(sub: argparse._SubParsersAction) -> None:
+def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="draw from a trained VAE's prior and decode (PNG grid or .npy array)",
                        description="Draw z ~ N(0, I), decode to the mean of p(x | z), and write an image grid or "
                                    "scatter (.png) or the (n, D) array (.npy). Autoencoders have no prior.")

@@ -16,7 +16,7 @@ from .args import add_data_args, add_fit_args, add_model_args, names, positive_i
 
 
 # ---------------------------------------------------------------- train
-def _add_train(sub: argparse._SubParsersAction) -> None:
+def add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train a VAE by SVI into a run folder",
                        description="Train a VAE by SVI into the run folder --out: settings.json (what the run "
                                    "started with), checkpoint/ (committed after every epoch, with the history), "
@@ -96,7 +96,7 @@ def _print_history(history: Sequence[dict]) -> None:
 
 
 # ---------------------------------------------------------------- demo
-def _add_demo(sub: argparse._SubParsersAction) -> None:
+def add_demo(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("demo", help="the main job: a VAE on digits with both ELBOs, side by side",
                        description="Train a VAE on scikit-learn's digits (dynamic binarisation) with Trace_ELBO "
                                    "and TraceMeanField_ELBO for the same fixed budget, and print a table. Writes "

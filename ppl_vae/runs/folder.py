@@ -154,9 +154,14 @@ def _folder_state(path: Path) -> str:
     entries = [e for e in os.listdir(path) if e != LOCK_FILE]
     if not entries:
         return "empty"
-    if (path / SETTINGS_FILE).is_file() or (path / "checkpoint" / POINTER).is_file():
+    if (path / SETTINGS_FILE).is_file() or (path / "checkpoint" / POINTER).is_file() or _older_run(path):
         return "run"
     return "foreign"
+
+
+def _older_run(path: Path) -> bool:
+    """A run folder of ppl_vae 0.1 (metrics.json beside checkpoint/config.json, no settings.json)."""
+    return (path / "metrics.json").is_file() and (path / "checkpoint" / "config.json").is_file()
 
 
 def _refuse_existing(path: Path) -> None:
@@ -278,11 +283,11 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         same_start(doc, copy, str(path))
         target = done + more if more else target_epochs(doc)
         if target <= done:
-            if changes or not main:
+            if changes:
                 raise RunError(f"{str(path)!r} already has {done} epochs (it was asked for {target}): pass "
                                "--epochs N to train N more")
-            # nothing left to train (e.g. killed after its last commit): bring the views up to date
-            Recorder(path, doc, flags, False).write()
+            if main:  # nothing left to train (e.g. killed after its last commit): bring the views up to date
+                Recorder(path, doc, flags, False).write()
             run = load_run(path)
             run.trained = 0
             return run
@@ -331,6 +336,10 @@ def _open_run(run_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
         raise MissingFileError(f"{str(path)!r} does not exist or is not a folder; make a run with "
                                "`ppl-vae train --out DIR`")
     if not (path / SETTINGS_FILE).is_file():
+        if _older_run(path):
+            raise RunError(f"{str(path)!r} was made by an older ppl_vae (no settings.json, so its data are not "
+                           "recorded in a form this version trusts): load its model with "
+                           f"pv.load_checkpoint('{path / 'checkpoint'}'), or train it again")
         raise RunError(f"{str(path)!r} is not a ppl_vae run folder (no settings.json); make one with "
                        "`ppl-vae train --out DIR`")
     doc = read_settings(path)
