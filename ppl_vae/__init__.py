@@ -13,7 +13,6 @@ from .autoencoders import (
     DenoisingAE,
     SparseAE,
     evaluate_autoencoder,
-    fit_autoencoder,
     make_autoencoder,
 )
 from .compare import (
@@ -42,6 +41,7 @@ from .params import trained_params
 from .programs import Program
 from .runs.checkpoint import load_checkpoint, save_checkpoint
 from .train import History, TrainState, fit
+from .train.autoencoder import fit_autoencoder
 
 __version__ = "0.1.0"
 

@@ -16,12 +16,12 @@ from ppl_vae.autoencoders import (
     SparseAE,
     bernoulli_kl,
     evaluate_autoencoder,
-    fit_autoencoder,
     make_autoencoder,
 )
 from ppl_vae.checkpoint import load_checkpoint, save_checkpoint
 from ppl_vae.data import load_dataset
 from ppl_vae.train import TrainingDiverged
+from ppl_vae.train.autoencoder import fit_autoencoder
 
 
 @pytest.fixture(autouse=True)

@@ -303,7 +303,8 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
 
 def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_budget, main) -> Run:
     """Fit ``epochs`` more epochs after the ``done`` on disk (0: from the start)."""
-    from ..autoencoders import Autoencoder, fit_autoencoder
+    from ..autoencoders import Autoencoder
+    from ..train.autoencoder import fit_autoencoder
 
     recorder = Recorder(path, doc, flags, "tensorboard" in logs) if path is not None and main else None
     common = dict(epochs=epochs, batch_size=flags["batch_size"], lr=flags["lr"], seed=flags["seed"],
