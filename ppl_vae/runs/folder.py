@@ -268,7 +268,7 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         raise MissingFileError(f"cannot resume: {str(path)!r} does not exist; start the run without --resume")
     if not (path / SETTINGS_FILE).is_file():
         raise RunError(f"cannot resume {str(path)!r}: it has no settings.json, so it is not a run of this "
-                       "ppl_vae (or an older one's, which can be evaluated but not resumed); start a new run")
+                       "ppl_vae (an older ppl_vae's runs cannot be resumed); start a new run with another --out")
     with lock_folder(path) if main else contextlib.nullcontext():
         doc = read_settings(path)
         flags = effective_settings(doc)
