@@ -317,9 +317,14 @@ def inspect_program(program: Program, rows: tuple[torch.Tensor, ...], *, particl
             for tr in (guide_tr, model_tr):
                 tr.compute_log_prob(lambda name, site: not site_is_subsample(site))
         except (RuntimeError, IndexError, ValueError, AssertionError) as err:
-            shapes = ", ".join(str(tuple(t.shape)) for t in rows)
-            raise ProgramError(f"running the model and guide on the first {n0} rows (data shapes {shapes}) "
-                               f"failed: {type(err).__name__}: {err}") from err
+            shapes = ", ".join(str(tuple(t.shape)) for t in batch)
+            hint = ""
+            if f"inside plate('{program.data_plate}')" in str(err):
+                hint = (f" (the data plate {program.data_plate!r} is sized differently from the batch: size it by the "
+                        f"batch, pyro.plate({program.data_plate!r}, len(x)), or declare the full data size with "
+                        f"pyro.plate({program.data_plate!r}, N, subsample_size=len(x)))")
+            raise ProgramError(f"running the model and guide on the first {n0} rows (batch shapes {shapes}) "
+                               f"failed{hint}: {type(err).__name__}: {err}") from err
     model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
     observed = [n for n, s in model_sites.items() if s["is_observed"]]
     latent = [n for n, s in model_sites.items() if not s["is_observed"]]

@@ -539,7 +539,7 @@ def test_wrong_data_dimension(linear):
         with pyro.plate("data", data.shape[0]):
             pyro.sample("z", dist.Normal(data[:, :2], 1.0).to_event(1))
 
-    with pytest.raises(ValueError, match=r"data shapes \(4, 7\)\) failed"):
+    with pytest.raises(ValueError, match=r"batch shapes \(4, 7\)\) failed"):
         ev.log_weights(model, guide, torch.zeros(4, 7), 5)
 
     def fragile_model(data):  # runs once, but z[:, None] breaks under a particle dimension
