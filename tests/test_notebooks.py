@@ -19,7 +19,7 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-MINE = ["01_quickstart.ipynb", "03_diagnostics.ipynb", "04_autoencoders.ipynb"]
+MINE = ["01_quickstart.ipynb", "03_diagnostics.ipynb", "04_autoencoders.ipynb", "05_your_own_program.ipynb"]
 
 
 def execute(path: Path, out_dir: Path, timeout: int = 600) -> tuple[object, float]:

@@ -29,6 +29,7 @@ from typing import Any
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.distributions.util import scale_and_mask
 from torch.distributions import Independent, kl_divergence
 
 from ..estimators.importance import require_per_point, resolve, sandbox
@@ -144,13 +145,16 @@ def _reconstruction(program: Program, info: ProgramInfo, batch: tuple[torch.Tens
     sq, count = batch[0].new_zeros(n), 0
     for name in info.observed:
         site = tr.nodes[name]
-        lp = site["fn"].log_prob(site["value"])
+        lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
         nll = nll - per_point(lp, info)[0].expand(n)
+        if not site["value"].is_floating_point() or site["mask"] is not None:
+            continue  # labels, factors and masked sites: no squared error
         try:
             diff = _flat(site["fn"].mean - site["value"], info, n)
-            sq, count = sq + diff.pow(2).sum(-1), count + diff.shape[1]
         except (NotImplementedError, RuntimeError):
-            pass
+            continue
+        if bool(torch.isfinite(diff).all()):
+            sq, count = sq + diff.pow(2).sum(-1), count + diff.shape[1]
     return nll, sq / max(count, 1) if count else torch.full_like(sq, math.nan)
 
 

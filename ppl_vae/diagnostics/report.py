@@ -22,6 +22,7 @@ import pandas as pd
 import torch
 
 from ..errors import ArgumentTypeError, UserError
+from ..estimators.ais import ais_log_likelihood, check_settings
 from ..estimators.importance import check_fast, prepare, resolve, scan
 from ..runs.files import write_bytes, write_json
 from .collapse import latent_summary
@@ -46,7 +47,9 @@ class Report:
     """What :func:`evaluate` found: a per-point table, a JSON-able summary, and the log weights.
 
     Attributes:
-        points: one row per data point: ``elbo``, ``iw_log_likelihood``, ``gap`` (IW - ELBO),
+        points: one row per data point: ``elbo``, ``iw_log_likelihood`` (then ``ais_log_likelihood`` with
+            ``estimator="ais"``, and at the end ``ais_se``, ``ais_acceptance``, ``ais_ess``, ``ais_minus_iw``),
+            ``gap`` (IW - ELBO),
             ``khat``, ``ess`` and, for a VAE, ``kl`` (closed form) and ``recon_mse``; nats per point.
         summary: means with standard errors, k-hat shares, ESS, active units, KL per dimension,
             reconstruction error, settings (see :func:`evaluate`).
@@ -84,6 +87,13 @@ class Report:
                          "nats/point, decoding the posterior mean (BCE for Bernoulli pixels)"))
         if s.get("reconstruction_mse") is not None:
             rows.append(("reconstruction MSE", s["reconstruction_mse"], None, "per coordinate, posterior mean"))
+        if s.get("ais_mean") is not None:
+            rows.insert(2, (f"AIS log p(x), T={s['ais_steps']}", s["ais_mean"], s["ais_se"],
+                            f"nats/point, {s['ais_chains']} chains from the {s['ais_init']}, L={s['ais_leapfrog']} "
+                            "(Wu et al. 2017)"))
+            rows.insert(3, ("AIS - IW", s["ais_minus_iw_mean"], s["ais_minus_iw_se"],
+                            "nats/point, paired over points; > 0 where IW falls short"))
+            rows.append(("AIS acceptance", s["ais_acceptance_mean"], None, "HMC, mean over steps and chains"))
         if s.get("discrete_sites"):
             rows.append(("discrete latents", ", ".join(s["discrete_sites"]), None,
                          "sampled from q (the proposal), not summed"))
@@ -96,7 +106,7 @@ class Report:
         def fmt(v: Any) -> str:
             if v is None or (isinstance(v, float) and math.isnan(v)):
                 return ""
-            return str(v) if isinstance(v, (int, np.integer)) else f"{v:.4f}"
+            return str(v) if isinstance(v, (int, np.integer, str)) else f"{v:.4f}"
 
         frame = self.summary_frame()
         width = max(len(q) for q in frame.index)
@@ -158,6 +168,11 @@ def evaluate(
     fast: str = "auto",
     progress: bool = False,
     data_plate: str | None = None,
+    estimator: str = "iw",
+    ais_steps: int = 1000,
+    ais_chains: int = 16,
+    ais_leapfrog: int = 10,
+    ais_init: str = "guide",
 ) -> Report:
     """ELBO, IW log p(x), their gap, PSIS k-hat and ESS per point, plus collapse and reconstruction measures.
 
@@ -169,12 +184,21 @@ def evaluate(
             :func:`ppl_vae.log_weights`.
         keep_log_weights: keep the ``(N, K)`` log weights on the report (for ``to_inference_data``).
         name: a label for tables and plot titles (e.g. the run folder).
+        estimator: ``"iw"`` (default) or ``"ais"``: also annealed importance sampling per point
+            (:func:`ppl_vae.ais_log_likelihood`), beside IW in the table and the summary.
+        ais_steps, ais_chains, ais_leapfrog, ais_init: its T, C, L and start (``"guide"`` or ``"prior"``);
+            it costs about ``C T L`` model forward-and-backward passes per point.
 
     The per-point ``elbo`` is the mean of the same K log weights whose log-mean-exp is the
     ``iw_log_likelihood``, so ``gap >= 0`` for every point. k-hat: < 0.5 good, 0.5-0.7 usable, > 0.7 the
     point's IW estimate is unreliable. Discrete latents of the guide are sampled (the report says so).
     """
     check_fast(fast)
+    if estimator not in ("iw", "ais"):
+        raise UserError(f"estimator must be 'iw' (importance sampling from the guide) or 'ais' (IW and annealed "
+                        f"importance sampling side by side); got {estimator!r}")
+    if estimator == "ais":
+        check_settings(ais_steps, ais_chains, ais_leapfrog, ais_init)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
     if not isinstance(num_samples, int) or isinstance(num_samples, bool):
         raise ArgumentTypeError(f"num_samples must be an integer; got {num_samples!r}")
@@ -231,6 +255,8 @@ def evaluate(
     summary["khat_max"] = float(np.max(khat))
     summary["ess_mean"] = float(np.mean(ess))
     summary["ess_fraction_mean"] = float(np.mean(ess) / num_samples)
+    if estimator == "ais":
+        _add_ais(points, summary, program, rows, seed, progress, ais_steps, ais_chains, ais_leapfrog, ais_init)
     latents = latent_summary(program, rows, seed=seed)
     summary["latent_dim"] = latents.latent_dim
     summary["active_units"] = latents.active_units()
@@ -256,3 +282,22 @@ def _quiet_psis(lw: torch.Tensor) -> PSISDiagnostics:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         return psis_diagnostics(lw)
+
+
+def _add_ais(points: pd.DataFrame, summary: dict[str, Any], program: Any, rows: tuple, seed: int, progress: bool,
+             steps: int, chains: int, leapfrog: int, init: str) -> None:
+    """AIS per point beside IW (column after ``iw_log_likelihood``), its diagnostics, and the summary."""
+    ais = ais_log_likelihood(program, rows, num_steps=steps, num_chains=chains, leapfrog_steps=leapfrog, init=init,
+                             seed=seed, progress=progress, return_diagnostics=True)
+    values = ais.log_likelihood.double().cpu().numpy()
+    points.insert(2, "ais_log_likelihood", values)
+    points["ais_se"] = ais.se.double().cpu().numpy()
+    points["ais_acceptance"] = ais.acceptance.double().cpu().numpy()
+    points["ais_ess"] = ais.ess.double().cpu().numpy()
+    points["ais_minus_iw"] = values - points["iw_log_likelihood"].to_numpy()
+    summary.update(ais_steps=steps, ais_chains=chains, ais_leapfrog=leapfrog, ais_init=init,
+                   ais_seconds=ais.seconds)
+    summary["ais_mean"], summary["ais_se"] = _mean_se(values)
+    summary["ais_minus_iw_mean"], summary["ais_minus_iw_se"] = _mean_se(points["ais_minus_iw"].to_numpy())
+    summary["ais_acceptance_mean"] = float(points["ais_acceptance"].mean())
+    summary["ais_ess_mean"] = float(points["ais_ess"].mean())
