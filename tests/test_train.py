@@ -131,3 +131,39 @@ def test_fit_rejects_grey_data_for_bernoulli():
     data = pv.load_dataset("digits", seed=0)  # no binarisation: grey levels
     with pytest.raises(ValueError, match="bernoulli.*binarize='dynamic'"):
         pv.fit(_small(data), data, epochs=1, progress=False)
+
+
+class _InfAtTest(pv.VAE):
+    """Finite training losses, but a test ELBO of -inf from a given epoch on (evaluation runs in eval mode)."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.armed = False
+
+    def model(self, x):
+        if self.armed and not self.training:
+            with torch.no_grad():
+                self.decoder.net[-1].bias.fill_(float("inf"))  # logits +inf: log p(x=0) = -inf
+        super().model(x)
+
+
+def test_a_non_finite_test_elbo_is_a_divergence_not_a_good_epoch(digits, tmp_path):
+    torch.manual_seed(0)
+    vae = _InfAtTest(64, 4, (32,))
+
+    def arm(record):
+        vae.armed = record["epoch"] == 1
+
+    with pytest.raises(pv.TrainingDiverged, match=r"test elbo became (-inf|nan) at epoch 2.*restored to the end of epoch 1"):
+        pv.fit(vae, digits, "analytic", epochs=3, checkpoint_dir=tmp_path / "ck", progress=False, callback=arm)
+    assert read_config(tmp_path / "ck")["training"]["epoch"] == 1
+    assert all(torch.isfinite(p).all() for p in vae.parameters())
+
+
+def test_a_divergence_before_any_epoch_says_nothing_was_saved(digits, tmp_path):
+    torch.manual_seed(0)
+    vae = _Exploding(64, 4, (32,), explode_at=5)  # a few steps into the first epoch
+    vae.armed = True
+    with pytest.raises(pv.TrainingDiverged, match=r"epoch 1, step \d+ .*no epoch completed, so no checkpoint was written"):
+        pv.fit(vae, digits, "trace", epochs=2, checkpoint_dir=tmp_path / "ck", progress=False)
+    assert not list((tmp_path / "ck").glob("*.safetensors")) and not list((tmp_path / "ck").glob("*/*.safetensors"))
