@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataError
-from .dataset import Dataset, build_dataset, check_options, reject_unused, split_indices
+from .checks import check_options, reject_unused, split_indices
+from .dataset import Dataset, build_dataset
 
 #: Centres of the three Gaussian clusters, as in the classic NumPy VAE demo.
 CLUSTER_CENTRES = np.array([[-2.0, 0.0], [2.0, 0.0], [0.0, 3.0]])

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..errors import DataError, MissingFileError
-from .dataset import Dataset, build_dataset, check_options, reject_unused
+from .checks import check_options, reject_unused
+from .dataset import Dataset, build_dataset
 
 logger = logging.getLogger(__name__)
 

@@ -13,14 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import DataError, MissingFileError
-from .dataset import (
-    Dataset,
-    as_float_matrix,
-    build_dataset,
-    check_options,
-    reject_unused,
-    split_indices,
-)
+from .checks import as_float_matrix, check_options, reject_unused, split_indices
+from .dataset import Dataset, build_dataset
 
 LABEL_COLUMN = "label"
 
