@@ -342,3 +342,15 @@ def test_a_run_folder_of_an_older_version_is_neither_overwritten_nor_followed(tm
     assert files_of(old) == before
     model, config = load_checkpoint(old / "checkpoint")  # the advice works
     assert config["training"]["epoch"] == 1
+
+
+def test_half_written_files_of_a_killed_run_do_not_block_it(tmp_path):
+    """Killed during the atomic write of settings.json: only our temporary file (and the lock) remain."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / ".lock").write_text("12345\n")
+    (out / ".settings.json.k2j4h5.tmp").write_text('{"format": "ppl_vae.run/1", "sett')
+    train_run(out, epochs=1, **SMALL)
+    (out / ".metrics.json.q8w7e6.tmp").write_text('{"hist')
+    train_run(out, resume=True, epochs=1, progress=False)
+    assert not list(out.glob(".*.tmp")) and [r["epoch"] for r in read_history(out)[1]] == [1, 2]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -151,12 +152,24 @@ def _folder_state(path: Path) -> str:
     """``"absent"``, ``"empty"``, ``"run"`` (ours) or ``"foreign"`` (something else is there)."""
     if not path.exists():
         return "absent"
-    entries = [e for e in os.listdir(path) if e != LOCK_FILE]
+    entries = [e for e in os.listdir(path) if e != LOCK_FILE and not _PARTIAL.fullmatch(e)]
     if not entries:
         return "empty"
     if (path / SETTINGS_FILE).is_file() or (path / "checkpoint" / POINTER).is_file() or _older_run(path):
         return "run"
     return "foreign"
+
+
+#: a file of ours half-written when a process died (the temporary name of an atomic write)
+_PARTIAL = re.compile(r"\.(settings\.json|metrics\.json|metrics\.csv)\.[A-Za-z0-9_]+\.tmp")
+
+
+def _remove_partial(path: Path) -> None:
+    """Under the lock: remove the temporary files of our atomic writes that a killed process left."""
+    for name in os.listdir(path):
+        if _PARTIAL.fullmatch(name):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path / name)
 
 
 def _older_run(path: Path) -> bool:
@@ -172,7 +185,7 @@ def _refuse_existing(path: Path) -> None:
         raise RunExistsError(f"{str(path)!r} already holds a run: pass --resume to continue it, or choose "
                              "another --out")
     if state == "foreign":
-        shown = sorted(e for e in os.listdir(path) if e != LOCK_FILE)
+        shown = sorted(e for e in os.listdir(path) if e != LOCK_FILE and not _PARTIAL.fullmatch(e))
         raise RunExistsError(f"{str(path)!r} exists and holds files ppl_vae did not make ({', '.join(shown[:3])}"
                              f"{', ...' if len(shown) > 3 else ''}): choose another --out (nothing was changed)")
 
@@ -250,6 +263,7 @@ def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
         return _train(path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main)
     with lock_folder(path):
         _refuse_existing(path)
+        _remove_partial(path)
         doc = write_settings(path, settings)
         return _train(path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main)
 
@@ -270,6 +284,8 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         raise RunError(f"cannot resume {str(path)!r}: it has no settings.json, so it is not a run of this "
                        "ppl_vae (an older ppl_vae's runs cannot be resumed); start a new run with another --out")
     with lock_folder(path) if main else contextlib.nullcontext():
+        if main:
+            _remove_partial(path)
         doc = read_settings(path)
         flags = effective_settings(doc)
         if flags["model"] != "vae" and "objective" in given:
