@@ -1,7 +1,12 @@
 """Runs on disk: checkpoints that commit as one unit, run folders, logs, one writer per folder.
 
-- :mod:`~ppl_vae.runs.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` and friends.
-- :mod:`~ppl_vae.runs.folder`: ``train_run`` / ``load_run`` (settings, provenance, resume).
+- :mod:`~ppl_vae.runs.checkpoint`: ``save_checkpoint`` / ``load_checkpoint`` / ``read_config`` /
+  ``load_model_state`` / ``load_optimizer_state`` / ``load_params`` (the read side and the layout);
+  :mod:`~ppl_vae.runs.commit`: the write side (new set, fsync, rename, one pointer);
+  :mod:`~ppl_vae.runs.validate`: field-by-field checks of the JSON files read back.
+- :mod:`~ppl_vae.runs.folder`: ``train_run`` / ``load_run`` / ``read_history`` (the life of a run
+  folder); :mod:`~ppl_vae.runs.settings`: ``settings.json`` and the data's provenance;
+  :mod:`~ppl_vae.runs.flags`: the settings as flags, and what ``--resume`` may change.
 - :mod:`~ppl_vae.runs.logs`: ``metrics.json``, ``metrics.csv``, TensorBoard.
 - :mod:`~ppl_vae.runs.lock`: ``lock_folder``; :mod:`~ppl_vae.runs.files`: strict JSON, atomic files.
 
