@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ResourceError, RunError
+from ..errors import ArgumentTypeError, ResourceError, RunError
 
 __all__ = ["disk_error", "fsync_dir", "read_json", "to_jsonable", "write_bytes", "write_json"]
 
@@ -30,7 +30,7 @@ DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCE
 
 
 def to_jsonable(obj: Any) -> Any:
-    """Plain JSON types; non-finite floats -> None; raises TypeError for anything else."""
+    """Plain JSON types; non-finite floats -> None; anything else is an ArgumentTypeError (a TypeError)."""
     if obj is None or isinstance(obj, (bool, str)):
         return obj
     if isinstance(obj, int):
@@ -46,7 +46,7 @@ def to_jsonable(obj: Any) -> Any:
     item = getattr(obj, "item", None)  # NumPy scalars, one-element tensors
     if callable(item) and getattr(obj, "ndim", 1) == 0:
         return to_jsonable(item())
-    raise TypeError(f"cannot record a {type(obj).__name__} in JSON: {obj!r}")
+    raise ArgumentTypeError(f"cannot record a {type(obj).__name__} in JSON: {obj!r}")
 
 
 def dumps(obj: Any) -> str:

@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import RunLockedError
+from ..errors import RunExistsError, RunLockedError
 from .files import disk_error
 
 __all__ = ["LOCK_FILE", "is_main_process", "lock_folder", "refuse_if_locked"]
@@ -63,6 +63,8 @@ def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
         return
     try:
         folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise RunExistsError(f"{str(folder)!r} (or a folder above it) is a file, not a folder") from None
     except OSError as err:
         raise disk_error(err, f"cannot create {str(folder)!r}") or err from None
     key = os.path.realpath(folder)

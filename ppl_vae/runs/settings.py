@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from ..errors import RunError
+from ..errors import MissingFileError, RunError
 from .files import read_json, to_jsonable, write_json
 
 __all__ = [
@@ -154,7 +154,10 @@ def parse_settings(doc: dict[str, Any], path: Path | str) -> dict[str, Any]:
 def read_settings(run_dir: Path) -> dict[str, Any]:
     """The checked ``settings.json`` of a run folder."""
     path = run_dir / SETTINGS_FILE
-    return parse_settings(read_json(path, RunError), path)
+    try:
+        return parse_settings(read_json(path, RunError), path)
+    except FileNotFoundError:
+        raise MissingFileError(f"{path} is missing: {run_dir} is not a ppl_vae run folder") from None
 
 
 def effective_settings(doc: dict[str, Any]) -> dict[str, Any]:
