@@ -12,10 +12,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .errors import ArgumentTypeError, ResourceError, RunExistsError, UserError
+import torch
+
+from .errors import ArgumentTypeError, DataError, ResourceError, RunExistsError, UserError
 
 __all__ = [
     "available_memory",
+    "check_finite",
     "check_finite_number",
     "check_device",
     "check_int",
@@ -189,3 +192,26 @@ def _check_creatable(folder: Path, what: str) -> None:
     if not os.access(probe, os.W_OK | os.X_OK):
         raise ResourceError(f"{what}: cannot write in {str(probe)!r} (permission denied or a read-only "
                             "file system): choose a folder you can write to")
+
+
+# ------------------------------------------------------------------------------ tensors
+def check_finite(x: torch.Tensor, what: str) -> None:
+    """Raise :class:`~ppl_vae.errors.DataError` naming how many entries of ``x: (N, ...)`` are NaN/inf, in how
+    many rows, and the first one (row and position within it). A fast path sums first: one pass when clean."""
+    if not x.is_floating_point() or bool(torch.isfinite(x.sum())):  # NaN/inf would make the sum non-finite
+        return
+    bad = ~torch.isfinite(x)
+    n_bad = int(bad.sum())
+    if not n_bad:  # the sum only overflowed
+        return
+    if x.dim() == 0:
+        raise DataError(f"{what} is {x.item()}: it must be finite")
+    flat = bad.reshape(len(x), -1)
+    rows = flat.any(-1).nonzero().flatten()
+    row = int(rows[0])
+    col = int(flat[row].nonzero().flatten()[0])
+    raise DataError(
+        f"{what}: {n_bad} non-finite value(s) (NaN or inf) in {len(rows)} row(s); the first is row {row}, "
+        f"{'column' if x.dim() == 2 else 'flat position'} {col} (value {x.reshape(len(x), -1)[row, col].item()}): "
+        "drop or impute those rows"
+    )

@@ -31,19 +31,8 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ._checks import check_finite
 from .errors import ArgumentTypeError, DataError, UserError
-
-
-def check_finite(x: torch.Tensor, arg: str = "x") -> None:
-    """Raise ``ValueError`` if ``x`` holds NaN or inf, naming how many and the first row."""
-    bad = ~torch.isfinite(x)
-    if bad.any():
-        rows = bad.reshape(bad.shape[0], -1).any(-1).nonzero().flatten() if x.dim() else None
-        where = f"; first bad row is {int(rows[0])}" if rows is not None and len(rows) else ""
-        raise DataError(
-            f"{arg} contains {int(bad.sum())} non-finite value(s) (NaN or inf){where}: "
-            "drop or impute those rows before training or evaluation"
-        )
 
 
 def check_matrix(x: object, input_dim: int, arg: str = "x") -> torch.Tensor:

@@ -39,6 +39,7 @@ import torch
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from ._checks import check_finite
 from .errors import ArgumentTypeError, DataError, ProgramError
 
 __all__ = [
@@ -176,12 +177,7 @@ def as_rows(data: Any, arg: str = "data") -> tuple[torch.Tensor, ...]:
             raise DataError(f"{name} must have at least one row (shape (N, ...)); got shape {tuple(t.shape)}")
         if i == 0 and not (t.is_floating_point() or t.is_complex()):
             t = t.float()
-        if t.is_floating_point():
-            bad = ~torch.isfinite(t)
-            if bool(bad.any()):
-                first = int(bad.reshape(len(t), -1).any(-1).nonzero()[0])
-                raise DataError(f"{name} contains {int(bad.sum())} non-finite value(s) (NaN or inf); first "
-                                f"bad row is {first}: drop or impute those rows")
+        check_finite(t, name)
         rows.append(t)
     n = len(rows[0])
     if any(len(t) != n for t in rows):

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_finite
 from ..errors import DataError
 
 BINARIZE_MODES: tuple[None, str, str] = (None, "static", "dynamic")
@@ -125,22 +126,6 @@ def as_float_matrix(x: object, what: str, *, copy: bool = True) -> Tensor:
     t = t.to(torch.float32, copy=copy)
     check_finite(t, what)
     return t
-
-
-def check_finite(x: Tensor, what: str) -> None:
-    """Raise ValueError naming how many entries of ``x: (N, D)`` are NaN/inf and where."""
-    if bool(torch.isfinite(x.sum())):  # fast path: NaN/inf would make the sum non-finite
-        return
-    bad = ~torch.isfinite(x)
-    n_bad = int(bad.sum())
-    if n_bad:  # else the sum only overflowed
-        rows = torch.nonzero(bad.any(dim=1)).flatten()
-        row = int(rows[0])
-        col = int(torch.nonzero(bad[row]).flatten()[0])
-        raise DataError(
-            f"{what}: {n_bad} non-finite value(s) (NaN or inf) in {len(rows)} row(s); the first "
-            f"is row {row}, column {col} (value {x[row, col].item()}): drop or impute those rows"
-        )
 
 
 def check_same_dim(train: Tensor, test: Tensor) -> None:
