@@ -17,6 +17,7 @@ from .autoencoders import (
 )
 from .compare import (
     Comparison,
+    Method,
     DataMismatch,
     compare,
     compare_runs,
@@ -35,7 +36,7 @@ from .errors import CheckpointError, ProgramError, TrainingDiverged, UserError
 from .estimators import elbo, iw_log_likelihood, log_weights, quadrature_log_likelihood
 from .estimators.globals import fix_globals
 from .likelihoods import make_likelihood
-from .models import VAE, LinearGaussianVAE, build_model
+from .models import VAE, HierarchicalVAE, LinearGaussianVAE, SemiSupervisedVAE, build_model
 from .objectives import available_objectives, format_objective, parse_objective, register_objective
 from .params import trained_params
 from .programs import Program
@@ -85,6 +86,9 @@ __all__ = [
     "save_checkpoint",
     # comparison of inference methods and q vs the true posterior (issue 4)
     "Comparison",
+    "HierarchicalVAE",
+    "Method",
+    "SemiSupervisedVAE",
     "DataMismatch",
     "ReferencePosterior",
     "amortization_gap",

@@ -11,9 +11,11 @@ import pytest
 import torch
 
 from ppl_vae.cli import main
+import ppl_vae as pv
 from ppl_vae.compare import (
     TABLE_COLUMNS,
     DataMismatch,
+    Method,
     compare,
     compare_runs,
     paired_differences,
@@ -46,8 +48,9 @@ def test_table_has_one_finite_row_per_method_and_seed(small_comparison):
     assert list(table.columns) == TABLE_COLUMNS
     assert list(zip(table["method"], table["seed"], strict=True)) == [
         ("trace", 0), ("iwae:k=3", 0), ("trace", 1), ("iwae:k=3", 1)]
-    numeric = table.drop(columns=["method"]).astype(float)
-    assert np.isfinite(numeric.to_numpy()).all()
+    numeric = table.drop(columns=["method", "model", "guide", "objective", "test_accuracy"]).astype(float)
+    assert np.isfinite(numeric.to_numpy()).all() and table["test_accuracy"].isna().all()
+    assert set(table["model"]) == {"vae"} and set(table["guide"]) == {"meanfield"}
     assert (table["test_iw_log_likelihood"] >= table["test_elbo"]).all()
     assert np.allclose(table["gap"], table["test_iw_log_likelihood"] - table["test_elbo"])
     assert (table["num_samples"] == 30).all() and (table["epochs"] == 2).all()
@@ -146,7 +149,10 @@ def test_save_writes_csvs_netcdf_and_plot(small_comparison, tmp_path):
     ({"methods": ["trace", "nope"]}, "unknown objective 'nope'; choose one of"),
     ({"methods": ["iwae:k=0"]}, "k must be an integer >= 1"),
     ({"methods": "trace"}, "methods must be a non-empty list"),
-    ({"methods": ["trace", "trace:particles=1"]}, "same objective more than once"),
+    ({"methods": ["trace", "trace:particles=1"]}, "same method .* more than once"),
+    ({"methods": ["hvae/fullrank/trace"]}, "guide families are for 'vae' and 'linear'"),
+    ({"methods": ["vae/meanfield/trace/x"]}, "write 'objective', 'guide/objective'"),
+    ({"methods": ["mlp/trace"]}, "neither a model .* nor a guide"),
     ({"methods": ["trace"], "seeds": []}, "seeds must be a non-empty list"),
     ({"methods": ["trace"], "num_samples": 1}, "num_samples must be an integer >= 2"),
     ({"methods": ["trace"], "reference": "analytic"}, "is not among the methods"),
@@ -166,7 +172,8 @@ def test_cli_compare_writes_both_tables(tmp_path, capsys):
     required = ["method", "seed", "test_elbo", "test_iw_log_likelihood", "gap", "khat_share_above_0.7",
                 "active_units", "kl_per_dim_mean", "reconstruction_error", "train_seconds", "seconds_per_epoch"]
     assert all(c in table.columns for c in required)
-    assert np.isfinite(table.drop(columns=["method"]).to_numpy(dtype=float)).all()
+    text = ["method", "model", "guide", "objective", "test_accuracy"]
+    assert np.isfinite(table.drop(columns=text).to_numpy(dtype=float)).all()
     assert (table["test_iw_log_likelihood"] >= table["test_elbo"]).all()
     paired = pd.read_csv(out / "paired.csv")
     assert {"mean_diff", "se_points", "se_seeds"} <= set(paired.columns) and len(paired) == 2 * 2 * 3
@@ -180,3 +187,60 @@ def test_cli_compare_unknown_method_exits_2_listing_valid_ones(tmp_path, capsys)
     err = capsys.readouterr().err
     assert "unknown objective 'iwea'" in err and "iwae - " in err and "analytic - " in err
     assert not (tmp_path / "x").exists()
+
+
+# ----------------------------------------------------------------------------- methods: model, guide, objective
+@pytest.mark.parametrize("text, parts, label", [
+    ("iwae:k=5", ("vae", "meanfield", "iwae:k=5"), "iwae:k=5"),
+    ("iaf:n=2/iwae:k=5,grad=dreg", ("vae", "iaf:n=2", "iwae:k=5,grad=dreg"), "vae/iaf:n=2/iwae:k=5,grad=dreg"),
+    ("vae/iaf/iwae:k=5,grad=dreg", ("vae", "iaf:n=2", "iwae:k=5,grad=dreg"), "vae/iaf:n=2/iwae:k=5,grad=dreg"),
+    ("hvae/trace", ("hvae", "meanfield", "trace"), "hvae/meanfield/trace"),
+    (" vae:nets=conv / fullrank / analytic ", ("vae:nets=conv", "fullrank", "analytic"),
+     "vae:nets=conv/fullrank/analytic"),
+    ("m2:labelled=0.05/enum", ("m2:labelled=0.05", "meanfield", "enum"), "m2:labelled=0.05/meanfield/enum"),
+])
+def test_a_method_is_model_guide_and_objective(text, parts, label):
+    m = Method.parse(text)
+    assert (m.model, m.guide, m.objective) == parts and m.label == label == str(m)
+    assert Method.parse(m.label) == m and Method.parse(dict(zip(("model", "guide", "objective"), parts))) == m
+    assert pv.Method(*parts) == m
+
+
+def test_grid_starts_each_family_from_the_same_weights_and_shares_what_fits():
+    methods = ["analytic", "iwae:k=3", "fullrank/analytic", "iaf:n=2/iwae:k=3,grad=dreg",
+               "hvae:latent=4-2,hidden1=16,hidden2=8/trace", "m2:labelled=0.2/enum"]
+    result = run_comparison(methods, "digits", seeds=[0], epochs=0, num_samples=2, keep_models=True, **SMALL)
+    labels = ["analytic", "iwae:k=3", "vae/fullrank/analytic", "vae/iaf:n=2/iwae:k=3,grad=dreg",
+              "hvae:latent=4-2,hidden1=16,hidden2=8/meanfield/trace", "m2:labelled=0.2/meanfield/enum"]
+    assert result.methods == labels
+    state = {label: result.models[(label, 0)].state_dict() for label in labels}
+    assert all(torch.equal(state["analytic"][k], v) for k, v in state["iwae:k=3"].items())  # same family
+    for other in labels[2:4]:  # other guide families: the decoder and the encoder's first layer are shared
+        for key in ("decoder.net.0.weight", "decoder.net.2.bias", "encoder.net.0.weight"):
+            assert torch.equal(state[other][key], state["analytic"][key]), (other, key)
+        assert not torch.equal(state[other]["encoder.net.2.bias"][:4], state["analytic"]["encoder.net.2.bias"][:4])
+    shared = result.settings["shared_init"]
+    assert "decoder.net.0.weight" in shared["0:vae/fullrank"] and "encoder.net.2.weight" not in shared["0:vae/fullrank"]
+    table = result.table.set_index("method")
+    assert table.loc["m2:labelled=0.2/meanfield/enum", "test_accuracy"] >= 0
+    assert table["test_accuracy"].notna().sum() == 1
+    assert list(table["model"]) == ["vae"] * 4 + ["hvae:latent=4-2,hidden1=16,hidden2=8", "m2:labelled=0.2"]
+
+
+@pytest.mark.filterwarnings("ignore::ppl_vae.guides.SampledKLWarning")
+def test_one_command_answers_iaf_against_iwae_with_dreg():
+    """Does an IAF guide help more than IWAE-5 with DReG on this model? One call, one paired table."""
+    result = run_comparison(["iaf:n=2/analytic", "iwae:k=5,grad=dreg"], "digits", seeds=[0], epochs=50,
+                            num_samples=20, time_budget=0.01, test_points=50, **SMALL)
+    assert (result.table["epochs"] == 1).all()  # the budget stops each run after its first epoch
+    assert (result.table["n_test"] == 50).all()
+    paired = result.paired()
+    row = paired[(paired["metric"] == "iw_log_likelihood") & (paired["level"] == "all")].iloc[0]
+    assert row["method"] == "iwae:k=5,grad=dreg" and row["reference"] == "vae/iaf:n=2/analytic"
+    assert np.isfinite(row["mean_diff"]) and row["se_points"] > 0
+    assert result.settings["time_budget"] == 0.01 and result.settings["test_points"] == 50
+
+
+def test_estimator_is_passed_through_to_evaluate():
+    with pytest.raises(ValueError, match="estimator"):
+        run_comparison(["trace"], "digits", seeds=[0], epochs=0, num_samples=2, estimator="bogus", **SMALL)

@@ -158,7 +158,9 @@ class VAE(nn.Module):
             extra["guide"] = self.guide_spec
         if self.nets != "mlp":
             extra["nets"] = self.nets
-        if self.image_shape is not None and (self.nets != "conv" or self.image_shape != image_shape_for(self.input_dim)):
+        side = int(self.input_dim**0.5)
+        square = side * side == self.input_dim and self.image_shape == (1, side, side)
+        if self.image_shape is not None and (self.nets != "conv" or not square):
             extra["image_shape"] = list(self.image_shape)
         return extra
 
@@ -205,6 +207,14 @@ class LinearGaussianVAE(VAE):
         what a richer guide buys shows."""
         for p in [*self.decoder.parameters(), *self.likelihood.parameters()]:
             p.requires_grad_(False)
+        self.frozen = True
+        return self.train(self.training)
+
+    def train(self, mode: bool = True) -> LinearGaussianVAE:
+        super().train(mode)
+        if getattr(self, "frozen", False):  # a fixed decoder stays in eval mode (Pyro warns about frozen
+            self.decoder.train(False)  # parameters of modules in training mode)
+            self.likelihood.train(False)
         return self
 
     @property

@@ -1,0 +1,560 @@
+r"""Compare inference methods: methods x seeds -> one tidy table, paired differences, an ArviZ data set.
+
+A **method** is a model, a guide family and an objective with its parameters (:class:`~.methods.Method`;
+``"iwae:k=5"``, ``"iaf:n=2/iwae:k=5,grad=dreg"``, ``"hvae/trace"``, ``"vae:nets=conv/fullrank/analytic"``).
+For every seed the data are loaded once (same split, same binarisation for every method) and every
+method starts from the **same initial weights** where the shapes allow: methods of one family (same model
+and guide) start from identical weights, and a family built after the first of its model copies every
+tensor whose name and shape agree (the decoder, the likelihood's parameters, the encoder's shared
+layers). Each model is trained with :func:`ppl_vae.fit` (the same epochs, or the same ``time_budget`` in
+seconds) and evaluated on the test split with the **same estimator settings**
+(:func:`ppl_vae.diagnostics.evaluate`: K importance samples, one evaluation seed; ``estimator=`` is passed
+through, e.g. ``"ais"``). Per run the table reports
+
+* ``test_elbo``: mean over test points of the ELBO estimated from the same K draws
+  (:math:`\frac{1}{K}\sum_k \log w_k`), nats per point;
+* ``test_iw_log_likelihood``: mean of :math:`\log\frac{1}{K}\sum_k w_k` (Burda et al., 2015);
+  ``gap`` = IW - ELBO >= 0 per point (Jensen), a lower bound on KL(q(z|x) || p(z|x));
+* ``khat_share_above_0.7``: share of test points whose PSIS :math:`\hat k` > 0.7 (their IW
+  estimate is unreliable);
+* ``active_units`` (:math:`\mathrm{Var}_x \mathbb{E}_q[z_j] > 0.01`), ``kl_per_dim_mean`` (mean
+  closed-form KL per latent unit; NaN where the guide does not factorise: full rank, flows, hierarchies),
+  ``reconstruction_error`` (BCE in nats for a Bernoulli likelihood, else MSE per coordinate);
+* ``train_seconds`` (the training loops, without per-epoch test evaluation),
+  ``seconds_per_epoch``, ``fit_seconds`` (wall time of ``fit``);
+* ``model``, ``guide``, ``objective``: the method's parts; ``test_accuracy``: the classifier's accuracy on
+  the test labels for models that have one (M2), else NaN.
+
+Paired differences: :mod:`.paired`. Results save to ``comparison.csv``, ``paired.csv``, ``comparison.nc``
+(ArviZ ``InferenceData`` with per-point values, training curves and the summary on dims
+``method, seed, point|epoch``) and ``comparison.png``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..data import Dataset, load_dataset
+from ..diagnostics import evaluate
+from ..errors import UserError
+from ..train import fit, resolve_device
+from .methods import Method, method_of
+from .paired import (
+    PAIRED_METRICS,
+    DataMismatch,
+    check_same_data,
+    data_fingerprint,
+    paired_differences,
+)
+
+if TYPE_CHECKING:
+    import arviz
+    from matplotlib.figure import Figure
+
+__all__ = ["TABLE_COLUMNS", "Comparison", "DataMismatch", "Method", "compare", "compare_runs", "data_fingerprint",
+           "paired_differences", "plot_comparison", "run_comparison"]
+
+#: Columns of :attr:`Comparison.table`, in order.
+TABLE_COLUMNS = [
+    "method", "seed", "epochs", "test_elbo", "test_elbo_se", "test_iw_log_likelihood", "test_iw_se",
+    "gap", "khat_share_above_0.7", "active_units", "latent_dim", "kl_mean", "kl_per_dim_mean",
+    "reconstruction_error", "reconstruction_mse", "final_train_elbo", "train_seconds",
+    "seconds_per_epoch", "fit_seconds", "num_samples", "n_test", "model", "guide", "objective", "test_accuracy",
+]
+
+
+def _params_digest(module: torch.nn.Module) -> str:
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+# ----------------------------------------------------------------------------- the result object
+
+
+@dataclass
+class Comparison:
+    """The outcome of :func:`run_comparison` / :func:`compare_runs`.
+
+    Attributes:
+        table: one row per (method, seed); columns :data:`TABLE_COLUMNS`.
+        points: per test point and run: ``method, seed, point, elbo, iw_log_likelihood, gap, khat,
+            ess, kl, recon_*``.
+        curves: per epoch and run: ``method, seed, epoch, train_elbo, test_elbo, seconds, kl_weight``.
+        settings: the arguments (JSON-able), including the evaluation settings shared by every run.
+        fingerprints: ``{(method, seed): data fingerprint}`` (see :func:`data_fingerprint`).
+        kl_per_dim: ``{(method, seed): list of d floats}``.
+        reference: the method paired differences are taken against (default: the first).
+        models: ``{(method, seed): trained model}`` when kept (``keep_models=True``).
+        method_specs: ``{label: Method}`` (model, guide, objective of each method).
+    """
+
+    table: pd.DataFrame
+    points: pd.DataFrame
+    curves: pd.DataFrame
+    settings: dict[str, Any]
+    fingerprints: dict[tuple[str, int], dict[str, Any]]
+    kl_per_dim: dict[tuple[str, int], list[float]]
+    reference: str
+    models: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
+    method_specs: dict[str, Method] = field(default_factory=dict, repr=False)
+
+    @property
+    def methods(self) -> list[str]:
+        return list(dict.fromkeys(self.table["method"]))
+
+    @property
+    def seeds(self) -> list[int]:
+        return [int(s) for s in dict.fromkeys(self.table["seed"])]
+
+    def paired(self, reference: str | None = None, metrics: Sequence[str] = PAIRED_METRICS) -> pd.DataFrame:
+        """Paired differences against ``reference`` (default :attr:`reference`); see :func:`paired_differences`."""
+        if metrics is PAIRED_METRICS and "ais_log_likelihood" in self.points:
+            metrics = (*PAIRED_METRICS, "ais_log_likelihood")
+        return paired_differences(self.points, reference or self.reference, metrics, self.fingerprints)
+
+    def summary(self) -> pd.DataFrame:
+        """Per method: mean over seeds of the table's main columns, with the standard error across seeds."""
+        cols = ["test_elbo", "test_iw_log_likelihood", "gap", "khat_share_above_0.7", "active_units",
+                "kl_per_dim_mean", "reconstruction_error", "seconds_per_epoch", "test_accuracy"]
+        grouped = self.table.groupby("method", sort=False)[cols]
+        mean = grouped.mean()
+        se = grouped.std(ddof=1) / np.sqrt(grouped.count())
+        out = mean.join(se.add_suffix("_se_seeds")[["test_elbo_se_seeds", "test_iw_log_likelihood_se_seeds"]])
+        out.insert(0, "seeds", grouped.size())
+        return out
+
+    def to_inference_data(self) -> arviz.InferenceData:
+        """An ArviZ ``InferenceData`` with groups ``points`` (dims method, seed, point), ``curves``
+        (method, seed, epoch), ``summary`` (method, seed; ``kl_per_dim`` on latent) and the settings
+        as attributes. Runs with fewer test points or epochs are padded with NaN."""
+        from ..diagnostics.psis import arviz as _arviz
+
+        az = _arviz()
+        import xarray as xr
+
+        def to_ds(frame: pd.DataFrame, dims: list[str]) -> xr.Dataset:
+            numeric = frame[dims + [c for c in frame.columns if c not in dims
+                                    and pd.api.types.is_numeric_dtype(frame[c])]]
+            ds = xr.Dataset.from_dataframe(numeric.set_index(dims))
+            # keep the run order: from_dataframe sorts, and .sel/.reindex on its pandas-3 string
+            # index returned the sorted order here (xarray 2026.9), so select by position
+            order = {dim: [list(ds[dim].values).index(v) for v in values]
+                     for dim, values in (("method", self.methods), ("seed", self.seeds))}
+            return ds.isel(order)
+
+        points = to_ds(self.points, ["method", "seed", "point"])
+        curves = to_ds(self.curves, ["method", "seed", "epoch"])
+        summary = to_ds(self.table, ["method", "seed"])
+        if self.kl_per_dim:
+            width = max(len(v) for v in self.kl_per_dim.values())
+            arr = np.full((len(summary["method"]), len(summary["seed"]), width), np.nan)
+            methods = list(summary["method"].values)
+            seeds = list(summary["seed"].values)
+            for (m, s), v in self.kl_per_dim.items():
+                arr[methods.index(m), seeds.index(s), : len(v)] = v
+            summary["kl_per_dim"] = (("method", "seed", "latent"), arr)
+            summary = summary.assign_coords(latent=np.arange(width))
+        attrs = {"settings": json.dumps(self.settings, default=str), "reference": self.reference,
+                 "fingerprints": json.dumps({f"{m}|{s}": fp for (m, s), fp in self.fingerprints.items()},
+                                            default=str),
+                 "units": "nats per data point"}
+        return az.InferenceData(attrs=attrs, points=points, curves=curves, summary=summary)
+
+    def plot(self) -> Figure:
+        """Training curves (test ELBO per epoch) and per-method IW log p(x) with error bars."""
+        return plot_comparison(self)
+
+    def save(self, directory: str | Path) -> dict[str, Path]:
+        """Write ``comparison.csv``, ``paired.csv``, ``comparison.nc`` and ``comparison.png``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"table": out / "comparison.csv", "paired": out / "paired.csv",
+                 "netcdf": out / "comparison.nc", "plot": out / "comparison.png"}
+        self.table.to_csv(paths["table"], index=False)
+        self.paired().to_csv(paths["paired"], index=False)
+        self.to_inference_data().to_netcdf(str(paths["netcdf"]), engine="h5netcdf")
+        self.plot().savefig(paths["plot"], dpi=110)
+        return paths
+
+
+# ----------------------------------------------------------------------------- running
+
+
+def _check_methods(methods: Sequence[Any]) -> list[Method]:
+    if isinstance(methods, (str, Method)) or not isinstance(methods, Sequence) or not methods:
+        raise UserError(f"methods must be a non-empty list of methods such as ['trace', 'iwae:k=5', "
+                        f"'iaf:n=2/iwae:k=5,grad=dreg']; got {methods!r}")
+    parsed = [Method.parse(m.strip() if isinstance(m, str) else m) for m in methods]
+    keys = [m.key for m in parsed]
+    dup = sorted({m.label for m in parsed if keys.count(m.key) > 1})
+    if dup:
+        raise UserError(f"methods name the same method (model, guide and objective) more than once: {dup}")
+    return parsed
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    if isinstance(seeds, int):
+        seeds = [seeds]
+    seeds = list(seeds)
+    if not seeds or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0 for s in seeds):
+        raise UserError(f"seeds must be a non-empty list of non-negative integers; got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise UserError(f"seeds must be distinct; got {seeds!r}")
+    return [int(s) for s in seeds]
+
+
+def _accuracy(model: Any, data: Dataset | None) -> float:
+    if data is None or data.test_labels is None or not callable(getattr(model, "accuracy", None)):
+        return math.nan
+    model.eval()
+    return float(model.accuracy(data.test, data.test_labels))
+
+
+def _run_row(method: Method, seed: int, history: list[dict], report: Any, fit_seconds: float,
+             likelihood: str, accuracy: float = math.nan) -> dict[str, Any]:
+    s = report.summary
+    train_seconds = float(sum(r["seconds"] for r in history))
+    d = s.get("latent_dim")
+    recon = s.get("reconstruction_nll") if likelihood == "bernoulli" else s.get("reconstruction_mse")
+    return {
+        "method": method.label, "seed": seed, "epochs": len(history),
+        "test_elbo": s["elbo_mean"], "test_elbo_se": s["elbo_se"],
+        "test_iw_log_likelihood": s["iw_mean"], "test_iw_se": s["iw_se"],
+        "gap": s["gap_mean"], "khat_share_above_0.7": s["khat_share_above_0.7"],
+        "active_units": s.get("active_units"), "latent_dim": d,
+        "kl_mean": s.get("kl_mean"),
+        "kl_per_dim_mean": float(np.mean(s["kl_per_dim"])) if s.get("kl_per_dim") else math.nan,
+        "reconstruction_error": recon, "reconstruction_mse": s.get("reconstruction_mse"),
+        "final_train_elbo": history[-1]["train_elbo"] if history else math.nan,
+        "train_seconds": train_seconds,
+        "seconds_per_epoch": train_seconds / len(history) if history else math.nan,
+        "fit_seconds": fit_seconds, "num_samples": s["num_samples"], "n_test": s["n"],
+        "model": method.model, "guide": method.guide, "objective": method.objective, "test_accuracy": accuracy,
+    }
+
+
+def _assemble(rows: list[dict], points: list[pd.DataFrame], curves: list[pd.DataFrame], settings: dict,
+              fingerprints: dict, kl: dict, reference: str | None, models: dict, specs: dict) -> Comparison:
+    table = pd.DataFrame(rows)[TABLE_COLUMNS]
+    methods = list(dict.fromkeys(table["method"]))
+    reference = methods[0] if reference is None else reference
+    if reference not in methods:
+        raise UserError(f"reference={reference!r} is not among the methods {methods}")
+    return Comparison(table=table, points=pd.concat(points, ignore_index=True),
+                      curves=pd.concat(curves, ignore_index=True), settings=settings,
+                      fingerprints=fingerprints, kl_per_dim=kl, reference=reference, models=models,
+                      method_specs=specs)
+
+
+def _evaluate_into(model: Any, test_x: torch.Tensor, label: str, seed: int, num_samples: int, eval_seed: int,
+                   points: list[pd.DataFrame], estimator: str | None = None,
+                   evaluate_options: dict[str, Any] | None = None) -> Any:
+    dev = next(model.parameters()).device
+    extra = dict(evaluate_options or {})
+    if estimator not in (None, "iw"):
+        extra["estimator"] = estimator
+    with warnings.catch_warnings():  # the small-K k-hat warning is given once, by _warn_small_k
+        warnings.filterwarnings("ignore", message=".*k-hat from .*", category=UserWarning)
+        try:
+            report = evaluate(model, test_x.to(dev), num_samples, seed=eval_seed, keep_log_weights=False,
+                              name=f"{label} seed {seed}", **extra)
+        except TypeError as err:
+            if not extra or "unexpected keyword" not in str(err):
+                raise
+            raise UserError(f"evaluate does not take {sorted(extra)} in this version of ppl_vae ({err}); "
+                            "compare with the IW estimator (estimator='iw')") from None
+    pts = report.points.copy()
+    pts.insert(0, "point", np.arange(len(pts)))
+    pts.insert(0, "seed", seed)
+    pts.insert(0, "method", label)
+    points.append(pts)
+    return report
+
+
+def _warn_small_k(num_samples: int) -> None:
+    if num_samples < 100:
+        warnings.warn(f"num_samples={num_samples}: PSIS k-hat (khat_share_above_0.7) is unreliable below 100 "
+                      "importance samples per point", UserWarning, stacklevel=3)
+
+
+def _curves(label: str, seed: int, history: list[dict]) -> pd.DataFrame:
+    columns = ("epoch", "step", "train_elbo", "test_elbo", "seconds", "kl_weight")
+    frame = pd.DataFrame(list(history), columns=None if history else list(columns))
+    keep = [c for c in columns if c in frame.columns]
+    frame = frame[keep].astype(float).astype({"epoch": int})
+    frame.insert(0, "seed", seed)
+    frame.insert(0, "method", label)
+    return frame
+
+
+def _share_weights(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> list[str]:
+    """Copy every tensor of ``source`` whose name and shape ``model`` has; returns the names copied."""
+    own = model.state_dict()
+    shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
+    model.load_state_dict({**own, **shared})
+    return sorted(shared)
+
+
+def run_comparison(
+    methods: Sequence[Any],
+    dataset: str = "digits",
+    seeds: Sequence[int] = (0,),
+    epochs: int = 20,
+    *,
+    num_samples: int = 1000,
+    eval_seed: int = 0,
+    reference: str | None = None,
+    latent_dim: int = 8,
+    hidden_dims: Sequence[int] = (256,),
+    likelihood: str = "auto",
+    activation: str = "relu",
+    binarize: str | None = "auto",
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    n_samples: int | None = None,
+    data_dir: str | None = None,
+    device: str = "auto",
+    progress: bool = False,
+    keep_models: bool = False,
+    callback: Any = None,
+    time_budget: float | None = None,
+    estimator: str | None = None,
+    evaluate_options: dict[str, Any] | None = None,
+    fast: str = "auto",
+    test_points: int | None = None,
+) -> Comparison:
+    """Train every method for every seed on the same split and initialisation; evaluate all alike.
+
+    Args:
+        methods: methods (:class:`~.methods.Method` or strings: ``"trace"``, ``"iwae:k=5"``,
+            ``"iaf:n=2/iwae:k=5,grad=dreg"``, ``"hvae/trace"``, ``"m2:labelled=0.1/enum"``; see :mod:`.methods`).
+        dataset: a name for :func:`ppl_vae.load_dataset` (``"digits"``, ``"mnist"``, ...).
+        seeds: each seed fixes the split, binarisation, initial weights and SVI randomness of
+            its runs; every method of a seed shares them.
+        epochs: epochs per run (with ``time_budget``: at most this many).
+        num_samples: K importance samples per test point for every evaluation (>= 2).
+        eval_seed: the random stream of every evaluation.
+        reference: method for paired differences (default: the first).
+        latent_dim, hidden_dims, likelihood, activation: the defaults of ``vae`` and ``m2`` models (``hvae``
+            keeps Burda et al.'s sizes; a method's model options override them).
+        binarize, batch_size, lr, n_samples, data_dir, device: data and training settings (as in
+            :func:`ppl_vae.runs.train_run`).
+        progress: show training progress bars.
+        keep_models: keep the trained models on the result (``.models``).
+        callback: called with each finished row (a dict).
+        time_budget: seconds of training per run (``fit(..., time_budget=...)``): the same budget for every
+            method; the epochs each reached are in the table.
+        estimator: passed to :func:`~ppl_vae.diagnostics.evaluate` (default: its IW estimator); e.g. ``"ais"``.
+        evaluate_options: further keyword arguments of ``evaluate`` (e.g. ``{"ais_steps": 500}``).
+        fast: ``fit``'s fast-path mode.
+        test_points: evaluate on the first this many test points (default: all), the same for every method.
+
+    Returns:
+        :class:`Comparison` (``.table``, ``.paired()``, ``.points``, ``.curves``, ``.save(dir)``).
+    """
+    from ..runs import default_likelihood, resolve_binarize
+
+    specs = _check_methods(methods)
+    seeds = _check_seeds(seeds)
+    labels = [m.label for m in specs]
+    if reference is not None:
+        ref_key = Method.parse(reference).key
+        by_key = {m.key: m.label for m in specs}
+        if ref_key not in by_key:
+            raise UserError(f"reference={reference!r} is not among the methods {labels}")
+        reference = by_key[ref_key]
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
+        raise UserError(f"num_samples must be an integer >= 2 (K importance samples per test point); "
+                        f"got {num_samples!r}")
+    _warn_small_k(num_samples)
+    if test_points is not None and (not isinstance(test_points, int) or isinstance(test_points, bool)
+                                    or test_points < 1):
+        raise UserError(f"test_points must be a positive integer (or None: all); got {test_points!r}")
+    lik = default_likelihood(dataset) if likelihood == "auto" else likelihood
+    binarize = resolve_binarize(binarize, lik.partition(":")[0])
+    dev = resolve_device(device)
+    settings = {"methods": labels, "dataset": dataset, "seeds": seeds, "epochs": epochs,
+                "num_samples": num_samples, "eval_seed": eval_seed, "latent_dim": latent_dim,
+                "hidden_dims": list(hidden_dims), "likelihood": lik, "activation": activation, "binarize": binarize,
+                "batch_size": batch_size, "lr": lr, "n_samples": n_samples, "device": str(dev),
+                "time_budget": time_budget, "estimator": estimator or "iw", "test_points": test_points,
+                "init": {}, "shared_init": {}}
+    rows: list[dict] = []
+    points: list[pd.DataFrame] = []
+    curves: list[pd.DataFrame] = []
+    fingerprints: dict[tuple[str, int], dict] = {}
+    kl: dict[tuple[str, int], list[float]] = {}
+    models: dict[tuple[str, int], Any] = {}
+    for seed in seeds:
+        data = load_dataset(dataset, binarize=binarize, seed=seed, data_dir=data_dir, n_samples=n_samples)
+        fp = data_fingerprint(data)
+        image = data.meta.image_shape
+        defaults = {"latent_dim": latent_dim, "hidden_dims": tuple(hidden_dims), "likelihood": lik,
+                    "activation": activation, "num_classes": data.meta.num_classes,
+                    "image_shape": (1, *image) if image is not None and len(image) == 2 else image}
+        templates: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        first_of_model: dict[str, dict[str, torch.Tensor]] = {}
+        settings["init"][str(seed)] = {}
+        for method in specs:
+            if method.family not in templates:
+                with torch.random.fork_rng():
+                    torch.manual_seed(seed)
+                    template = method.build(data.meta.input_dim, **defaults)
+                if method.model in first_of_model:
+                    shared = _share_weights(template, first_of_model[method.model])
+                    settings["shared_init"][f"{seed}:{method.model}/{method.guide}"] = shared
+                else:
+                    first_of_model[method.model] = copy.deepcopy(template.state_dict())
+                templates[method.family] = copy.deepcopy(template.state_dict())
+                settings["init"][str(seed)]["/".join(method.family)] = _params_digest(template)
+            model = method.build(data.meta.input_dim, **defaults)
+            model.load_state_dict(templates[method.family])
+            t0 = time.perf_counter()
+            history = fit(model, data, method.objective, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                          device=dev, progress=progress, time_budget=time_budget, fast=fast)
+            fit_seconds = time.perf_counter() - t0
+            test_x = data.test if test_points is None else data.test[:test_points]
+            report = _evaluate_into(model, test_x, method.label, seed, num_samples, eval_seed, points,
+                                    estimator, evaluate_options)
+            row = _run_row(method, seed, list(history), report, fit_seconds, lik.partition(":")[0],
+                           _accuracy(model, data))
+            rows.append(row)
+            curves.append(_curves(method.label, seed, history))
+            fingerprints[(method.label, seed)] = fp
+            kl[(method.label, seed)] = list(report.summary.get("kl_per_dim") or [])
+            if keep_models:
+                models[(method.label, seed)] = model
+            if callback is not None:
+                callback(row)
+    return _assemble(rows, points, curves, settings, fingerprints, kl, reference, models,
+                     {m.label: m for m in specs})
+
+
+def compare(
+    methods: Sequence[Any],
+    dataset: str = "digits",
+    seeds: Sequence[int] = (0,),
+    epochs: int = 20,
+    **kwargs: Any,
+) -> pd.DataFrame:
+    """The per-run table of :func:`run_comparison` (one row per method and seed).
+
+    ``pv.compare(["trace", "analytic", "iaf:n=2/iwae:k=5,grad=dreg"], "digits", seeds=[0, 1, 2], epochs=50)``;
+    keyword arguments as in :func:`run_comparison`. Use :func:`run_comparison` for the paired
+    differences, per-point values, curves and saving.
+    """
+    return run_comparison(methods, dataset, seeds, epochs, **kwargs).table
+
+
+def compare_runs(
+    runs: Sequence[Any],
+    *,
+    num_samples: int = 1000,
+    eval_seed: int = 0,
+    reference: str | None = None,
+    estimator: str | None = None,
+    evaluate_options: dict[str, Any] | None = None,
+) -> Comparison:
+    """Evaluate already-trained runs (run folders or :class:`ppl_vae.runs.Run`) with the same settings.
+
+    Runs are keyed by (method, seed), the method read from the run's model (class, guide) and objective.
+    Runs of the same seed must share their data exactly (same dataset, split sizes, binarisation and
+    tensors), else :class:`DataMismatch`: a paired comparison of different test sets would be meaningless.
+    """
+    from ..runs import Run, load_run
+
+    if not runs:
+        raise UserError("compare_runs needs at least one run (a run folder or a Run)")
+    _warn_small_k(num_samples)
+    loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    rows: list[dict] = []
+    points: list[pd.DataFrame] = []
+    curves: list[pd.DataFrame] = []
+    fingerprints: dict[tuple[str, int], dict] = {}
+    kl: dict[tuple[str, int], list[float]] = {}
+    by_seed: dict[int, tuple[str, dict]] = {}
+    specs: dict[str, Method] = {}
+    for run in loaded:
+        if run.data is None:
+            raise UserError(f"run {run.path} was loaded without its data (load_data=False)")
+        method = method_of(run.model, str(run.config.get("objective", "analytic")))
+        seed = int(run.config.get("seed", run.data.meta.seed))
+        if (method.label, seed) in fingerprints:
+            raise UserError(f"two runs have the same method {method.label!r} and seed {seed}: "
+                            f"{run.path} and an earlier one")
+        fp = data_fingerprint(run.data)
+        if seed in by_seed:
+            check_same_data(by_seed[seed][1], fp, f"run {run.path or method.label!r} and run {by_seed[seed][0]!r}")
+        else:
+            by_seed[seed] = (str(run.path or method.label), fp)
+        history = list(run.history)
+        report = _evaluate_into(run.model, run.data.test, method.label, seed, num_samples, eval_seed, points,
+                                estimator, evaluate_options)
+        lik = run.model.likelihood.name if hasattr(run.model, "likelihood") else ""
+        rows.append(_run_row(method, seed, history, report, math.nan, lik, _accuracy(run.model, run.data)))
+        curves.append(_curves(method.label, seed, history))
+        fingerprints[(method.label, seed)] = fp
+        kl[(method.label, seed)] = list(report.summary.get("kl_per_dim") or [])
+        specs[method.label] = method
+    settings = {"runs": [str(r.path) for r in loaded], "num_samples": num_samples, "eval_seed": eval_seed,
+                "estimator": estimator or "iw"}
+    if reference is not None:
+        by_key = {m.key: label for label, m in specs.items()}
+        reference = by_key.get(Method.parse(reference).key, reference)
+    return _assemble(rows, points, curves, settings, fingerprints, kl, reference, {}, specs)
+
+
+# ----------------------------------------------------------------------------- plot
+
+
+def plot_comparison(comparison: Comparison) -> Figure:
+    """Left: test ELBO per epoch (mean over seeds, thin lines per seed). Right: test IW log p(x) per
+    method, mean over seeds with error bars (SE across seeds; SE across points for one seed)."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4), layout="constrained")
+    ax_curve, ax_iw = fig.subplots(1, 2)
+    colours = [f"C{i}" for i in range(10)]
+    methods = comparison.methods
+    for i, method in enumerate(methods):
+        c = colours[i % 10]
+        cur = comparison.curves[comparison.curves["method"] == method]
+        for _, one in cur.groupby("seed"):
+            ax_curve.plot(one["epoch"], one["test_elbo"], color=c, alpha=0.25, linewidth=0.8)
+        mean = cur.groupby("epoch")["test_elbo"].mean()
+        ax_curve.plot(mean.index, mean.to_numpy(), color=c, linewidth=2, label=method)
+    ax_curve.set_xlabel("epoch")
+    ax_curve.set_ylabel("test ELBO (nats per point, closed-form KL)")
+    ax_curve.set_title("Training curves (thin: seeds; thick: mean)", fontsize=10)
+    ax_curve.legend(fontsize=8)
+
+    table = comparison.table
+    k = int(table["num_samples"].iloc[0])
+    for i, method in enumerate(methods):
+        rows = table[table["method"] == method]
+        vals = rows["test_iw_log_likelihood"].to_numpy()
+        se = vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else float(rows["test_iw_se"].iloc[0])
+        ax_iw.errorbar([i], [vals.mean()], yerr=[se], fmt="o", color=colours[i % 10], capsize=5, markersize=7)
+        ax_iw.scatter(np.full(len(vals), i) + 0.12, vals, color=colours[i % 10], s=12, alpha=0.6)
+    ax_iw.set_xticks(range(len(methods)), methods, rotation=20)
+    ax_iw.set_xlim(-0.6, len(methods) - 0.4)
+    ax_iw.set_ylabel(f"test IW log p(x), K={k} (nats per point)")
+    which = "SE across seeds" if len(comparison.seeds) > 1 else "SE across points"
+    ax_iw.set_title(f"IW log-likelihood per method (mean ± {which}; dots: seeds)", fontsize=10)
+    return fig

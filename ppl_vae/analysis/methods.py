@@ -1,0 +1,126 @@
+"""An inference method: a model, a guide family and an objective with its parameters.
+
+Written the same way in Python and on the command line, parts separated by ``/``::
+
+    "iwae:k=5"                               the objective alone: a VAE with a mean-field guide (today's meaning)
+    "iaf:n=2/iwae:k=5,grad=dreg"             a guide family and an objective (model: vae)
+    "hvae/trace"                             a model and an objective (guide: meanfield)
+    "vae:nets=conv/fullrank/analytic"        model/guide/objective
+
+The objective is always the last part; before it, at most a model (``vae``, ``linear``, ``hvae``, ``m2``,
+with options: :mod:`ppl_vae.models.names`) and a guide (``meanfield``, ``fullrank``, ``iaf:n=K``:
+:mod:`ppl_vae.guides`), in that order; each part is named ``name:key=value,...`` as objectives are. Or in
+Python: ``Method(model="vae", guide="iaf:n=2", objective="iwae:k=5,grad=dreg")``. :attr:`Method.label`
+leaves out the defaults (``vae``, ``meanfield``), so a bare objective keeps its label (the objective as
+written); :attr:`Method.key` is canonical (two spellings of one method, such as ``iwae`` and
+``iwae:k=5``, share it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from ..errors import UserError
+from ..guides import GUIDES, canonical_guide
+from ..models.names import MODEL_NAMES, canonical_model, make_model, model_name
+from ..objectives import parse_objective
+
+__all__ = ["Method", "method_of"]
+
+
+@dataclass(frozen=True)
+class Method:
+    """(model, guide, objective), each a spec string; model and guide held in canonical form, the objective
+    as written (validated; see the module docstring)."""
+
+    model: str = "vae"
+    guide: str = "meanfield"
+    objective: str = "analytic"
+
+    def __post_init__(self) -> None:
+        model = canonical_model(self.model)
+        guide = canonical_guide(self.guide)
+        if not isinstance(self.objective, str):
+            raise UserError(f"objective must be a string such as 'iwae:k=5'; got {self.objective!r}")
+        objective = self.objective.strip()
+        parse_objective(objective)  # raises, listing the valid objectives
+        if guide != "meanfield" and model.partition(":")[0] not in ("vae", "linear"):
+            raise UserError(f"method {self.model}/{self.guide}/{self.objective}: model {model!r} has a mean-field "
+                            "guide per latent site; guide families are for 'vae' and 'linear' models")
+        object.__setattr__(self, "model", model)
+        object.__setattr__(self, "guide", guide)
+        object.__setattr__(self, "objective", objective)
+
+    @classmethod
+    def parse(cls, method: Any) -> Method:
+        """A :class:`Method` from itself, a string (``"model/guide/objective"``, see the module docstring),
+        a dict with keys ``model``, ``guide``, ``objective``, or a ``(model, guide, objective)`` tuple."""
+        if isinstance(method, Method):
+            return method
+        if isinstance(method, dict):
+            unknown = sorted(set(method) - {"model", "guide", "objective"})
+            if unknown:
+                raise UserError(f"a method dict has keys model, guide, objective; got {unknown}")
+            return cls(**method)
+        if isinstance(method, tuple) and len(method) == 3:
+            return cls(*method)
+        if not isinstance(method, str) or not method.strip():
+            raise UserError(f"a method is a string such as 'iwae:k=5' or 'vae/iaf:n=2/iwae:k=5,grad=dreg', or "
+                            f"ppl_vae.Method(model=..., guide=..., objective=...); got {method!r}")
+        parts = [p.strip() for p in method.strip().split("/")]
+        if any(not p for p in parts) or len(parts) > 3:
+            raise UserError(f"method {method!r}: write 'objective', 'guide/objective', 'model/objective' or "
+                            "'model/guide/objective' (e.g. 'vae/iaf:n=2/iwae:k=5,grad=dreg')")
+        *prefix, objective = parts
+        fields: dict[str, str] = {"objective": objective}
+        if len(prefix) == 2:
+            fields.update(model=prefix[0], guide=prefix[1])
+        elif prefix:
+            name = prefix[0].partition(":")[0]
+            if name in MODEL_NAMES:
+                fields["model"] = prefix[0]
+            elif name in GUIDES:
+                fields["guide"] = prefix[0]
+            else:
+                raise UserError(f"method {method!r}: {name!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a "
+                                f"guide ({', '.join(GUIDES)})")
+        return cls(**fields)
+
+    @property
+    def label(self) -> str:
+        """The canonical string: the objective alone for a mean-field VAE, else ``model/guide/objective``."""
+        if self.model == "vae" and self.guide == "meanfield":
+            return self.objective
+        return f"{self.model}/{self.guide}/{self.objective}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        """``(model, guide, canonical objective)``: what identifies the method however it was spelled."""
+        return (self.model, self.guide, parse_objective(self.objective).spec)
+
+    @property
+    def family(self) -> tuple[str, str]:
+        """What fixes the parameter shapes: methods of one family start from the same weights."""
+        return (self.model, self.guide)
+
+    def build(self, input_dim: int, **defaults: Any) -> nn.Module:
+        """The model for rows of ``input_dim`` values (``defaults``: see :func:`~ppl_vae.models.make_model`)."""
+        return make_model(self.model, input_dim, self.guide, **defaults)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+def method_of(model: nn.Module, objective: str) -> Method:
+    """The method a trained model and its objective make (for runs trained elsewhere)."""
+    config = getattr(model, "config", {}) or {}
+    name = model_name(model)
+    if name not in MODEL_NAMES:
+        name = "vae"
+    options = ""
+    if name == "vae" and config.get("nets", "mlp") != "mlp":
+        options = f":nets={config['nets']}"
+    return Method(name + options, config.get("guide", "meanfield"), objective)
