@@ -244,3 +244,21 @@ def test_one_command_answers_iaf_against_iwae_with_dreg():
 def test_estimator_is_passed_through_to_evaluate():
     with pytest.raises(ValueError, match="estimator"):
         run_comparison(["trace"], "digits", seeds=[0], epochs=0, num_samples=2, estimator="bogus", **SMALL)
+
+
+@pytest.mark.filterwarnings("ignore::ppl_vae.guides.SampledKLWarning")
+def test_cli_compare_takes_model_guide_objective(tmp_path, capsys):
+    out = tmp_path / "grid"
+    rc = main(["compare", "--dataset", "digits", "--methods", "analytic", "fullrank/analytic",
+               "iaf:n=2/iwae:k=3,grad=dreg", "--epochs", "3", "--time-budget", "0.01", "--num-samples", "5",
+               "--n-samples", "200", "--latent-dim", "3", "--hidden-dims", "16", "--out", str(out), "--no-progress"])
+    assert rc == 0
+    table = pd.read_csv(out / "comparison.csv")
+    assert list(table["method"]) == ["analytic", "vae/fullrank/analytic", "vae/iaf:n=2/iwae:k=3,grad=dreg"]
+    assert list(table["guide"]) == ["meanfield", "fullrank", "iaf:n=2"] and (table["epochs"] == 1).all()
+    capsys.readouterr()
+    for bad, message in (("hvae/fullrank/trace", "guide families are for 'vae'"), ("gmm/trace", "neither a model")):
+        rc = main(["compare", "--methods", bad, "--out", str(tmp_path / "x")])
+        err = capsys.readouterr().err
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "x").exists()

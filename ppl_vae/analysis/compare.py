@@ -33,6 +33,7 @@ Paired differences: :mod:`.paired`. Results save to ``comparison.csv``, ``paired
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -303,6 +304,12 @@ def _curves(label: str, seed: int, history: list[dict]) -> pd.DataFrame:
     return frame
 
 
+def _without_test(data: Dataset) -> Dataset:
+    """The same data with an empty test split: ``fit`` then scores no test ELBO per epoch."""
+    labels = None if data.test_labels is None else data.test_labels[:0]
+    return dataclasses.replace(data, test=data.test[:0], test_labels=labels)
+
+
 def _share_weights(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> list[str]:
     """Copy every tensor of ``source`` whose name and shape ``model`` has; returns the names copied."""
     own = model.state_dict()
@@ -338,6 +345,7 @@ def run_comparison(
     evaluate_options: dict[str, Any] | None = None,
     fast: str = "auto",
     test_points: int | None = None,
+    test_curve: bool = True,
 ) -> Comparison:
     """Train every method for every seed on the same split and initialisation; evaluate all alike.
 
@@ -364,6 +372,8 @@ def run_comparison(
         evaluate_options: further keyword arguments of ``evaluate`` (e.g. ``{"ais_steps": 500}``).
         fast: ``fit``'s fast-path mode.
         test_points: evaluate on the first this many test points (default: all), the same for every method.
+        test_curve: score the test ELBO after every epoch (the curves); ``False`` leaves the whole
+            ``time_budget`` to training (the curves then hold the training bound only).
 
     Returns:
         :class:`Comparison` (``.table``, ``.paired()``, ``.points``, ``.curves``, ``.save(dir)``).
@@ -394,6 +404,7 @@ def run_comparison(
                 "hidden_dims": list(hidden_dims), "likelihood": lik, "activation": activation, "binarize": binarize,
                 "batch_size": batch_size, "lr": lr, "n_samples": n_samples, "device": str(dev),
                 "time_budget": time_budget, "estimator": estimator or "iw", "test_points": test_points,
+                "test_curve": test_curve,
                 "init": {}, "shared_init": {}}
     rows: list[dict] = []
     points: list[pd.DataFrame] = []
@@ -426,7 +437,7 @@ def run_comparison(
             model = method.build(data.meta.input_dim, **defaults)
             model.load_state_dict(templates[method.family])
             t0 = time.perf_counter()
-            history = fit(model, data, method.objective, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+            history = fit(model, data if test_curve else _without_test(data), method.objective, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                           device=dev, progress=progress, time_budget=time_budget, fast=fast)
             fit_seconds = time.perf_counter() - t0
             test_x = data.test if test_points is None else data.test[:test_points]

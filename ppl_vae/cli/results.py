@@ -30,9 +30,13 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
                                    "against --reference, SEs across points and seeds), OUT/comparison.nc "
                                    "(ArviZ InferenceData) and OUT/comparison.png.")
     p.add_argument("--methods", nargs="+", required=True,
-                   help="objective strings, e.g. trace analytic iwae:k=5 analytic:beta=4 trace:anneal=10")
+                   help="methods: an objective (trace analytic iwae:k=5 analytic:beta=4 trace:anneal=10), or "
+                        "[model/][guide/]objective, e.g. fullrank/analytic iaf:n=2/iwae:k=5,grad=dreg hvae/trace "
+                        "m2:labelled=0.1/enum vae:nets=conv/meanfield/analytic")
     p.add_argument("--seeds", nargs="+", type=seed, default=[0], help="seeds (split, init, SVI); default 0")
     p.add_argument("--epochs", type=positive_int, default=20, help="epochs per run (default 20)")
+    p.add_argument("--time-budget", type=positive_float, default=None,
+                   help="seconds of training per run (each stops after the epoch that passes it; at most --epochs)")
     p.add_argument("--num-samples", type=positive_int, default=1000,
                    help="K importance samples per test point for every evaluation (default 1000)")
     p.add_argument("--eval-seed", type=seed, default=0, help="seed of every evaluation (default 0)")
@@ -54,13 +58,12 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..compare import run_comparison
-    from ..runs.flags import objective_spec
+    from ..compare import Method, run_comparison
 
     out = check_output_path(args.out, "--out")
     refuse_nonempty(out, "--out", args.force)
     for method in args.methods:
-        objective_spec(method)  # unknown names or parameters: exit 2 listing the valid ones
+        Method.parse(method)  # unknown models, guides, objectives or parameters: exit 2 listing the valid ones
     if args.threads:
         import torch
 
@@ -71,6 +74,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         hidden_dims=args.hidden_dims, likelihood=args.likelihood, activation=args.activation,
         binarize=args.binarize, batch_size=args.batch_size, lr=args.lr, n_samples=args.n_samples,
         data_dir=args.data_dir, device=args.device, progress=not args.no_progress and sys.stderr.isatty(),
+        time_budget=args.time_budget,
     )
     paths = result.save(out)
     k = args.num_samples
