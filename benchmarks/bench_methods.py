@@ -27,11 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import torch

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ppl_vae.cli import main
 import ppl_vae as pv
+from ppl_vae.cli import main
 from ppl_vae.compare import (
     TABLE_COLUMNS,
     DataMismatch,
@@ -202,7 +202,7 @@ def test_cli_compare_unknown_method_exits_2_listing_valid_ones(tmp_path, capsys)
 def test_a_method_is_model_guide_and_objective(text, parts, label):
     m = Method.parse(text)
     assert (m.model, m.guide, m.objective) == parts and m.label == label == str(m)
-    assert Method.parse(m.label) == m and Method.parse(dict(zip(("model", "guide", "objective"), parts))) == m
+    assert Method.parse(m.label) == m and Method.parse(dict(zip(("model", "guide", "objective"), parts, strict=True))) == m
     assert pv.Method(*parts) == m
 
 

@@ -15,7 +15,14 @@ from torch import nn
 
 import ppl_vae as pv
 from ppl_vae import guides
-from ppl_vae.guides import IAFPosterior, SampledKLWarning, canonical_guide, gaussian_gap, make_guide, parse_guide
+from ppl_vae.guides import (
+    IAFPosterior,
+    SampledKLWarning,
+    canonical_guide,
+    gaussian_gap,
+    make_guide,
+    parse_guide,
+)
 from ppl_vae.models import VAE, LinearGaussianVAE, build_model
 
 # A decoder whose exact posterior is strongly correlated (rho about -0.9): only the guide is trained.

@@ -35,14 +35,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -52,18 +49,9 @@ from ..data import Dataset, load_dataset
 from ..diagnostics import evaluate
 from ..errors import UserError
 from ..train import fit, resolve_device
+from .comparison import Comparison, plot_comparison
 from .methods import Method, method_of
-from .paired import (
-    PAIRED_METRICS,
-    DataMismatch,
-    check_same_data,
-    data_fingerprint,
-    paired_differences,
-)
-
-if TYPE_CHECKING:
-    import arviz
-    from matplotlib.figure import Figure
+from .paired import DataMismatch, check_same_data, data_fingerprint, paired_differences
 
 __all__ = ["TABLE_COLUMNS", "Comparison", "DataMismatch", "Method", "compare", "compare_runs", "data_fingerprint",
            "paired_differences", "plot_comparison", "run_comparison"]
@@ -83,115 +71,6 @@ def _params_digest(module: torch.nn.Module) -> str:
         h.update(name.encode())
         h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
-
-
-# ----------------------------------------------------------------------------- the result object
-
-
-@dataclass
-class Comparison:
-    """The outcome of :func:`run_comparison` / :func:`compare_runs`.
-
-    Attributes:
-        table: one row per (method, seed); columns :data:`TABLE_COLUMNS`.
-        points: per test point and run: ``method, seed, point, elbo, iw_log_likelihood, gap, khat,
-            ess, kl, recon_*``.
-        curves: per epoch and run: ``method, seed, epoch, train_elbo, test_elbo, seconds, kl_weight``.
-        settings: the arguments (JSON-able), including the evaluation settings shared by every run.
-        fingerprints: ``{(method, seed): data fingerprint}`` (see :func:`data_fingerprint`).
-        kl_per_dim: ``{(method, seed): list of d floats}``.
-        reference: the method paired differences are taken against (default: the first).
-        models: ``{(method, seed): trained model}`` when kept (``keep_models=True``).
-        method_specs: ``{label: Method}`` (model, guide, objective of each method).
-    """
-
-    table: pd.DataFrame
-    points: pd.DataFrame
-    curves: pd.DataFrame
-    settings: dict[str, Any]
-    fingerprints: dict[tuple[str, int], dict[str, Any]]
-    kl_per_dim: dict[tuple[str, int], list[float]]
-    reference: str
-    models: dict[tuple[str, int], Any] = field(default_factory=dict, repr=False)
-    method_specs: dict[str, Method] = field(default_factory=dict, repr=False)
-
-    @property
-    def methods(self) -> list[str]:
-        return list(dict.fromkeys(self.table["method"]))
-
-    @property
-    def seeds(self) -> list[int]:
-        return [int(s) for s in dict.fromkeys(self.table["seed"])]
-
-    def paired(self, reference: str | None = None, metrics: Sequence[str] = PAIRED_METRICS) -> pd.DataFrame:
-        """Paired differences against ``reference`` (default :attr:`reference`); see :func:`paired_differences`."""
-        if metrics is PAIRED_METRICS and "ais_log_likelihood" in self.points:
-            metrics = (*PAIRED_METRICS, "ais_log_likelihood")
-        return paired_differences(self.points, reference or self.reference, metrics, self.fingerprints)
-
-    def summary(self) -> pd.DataFrame:
-        """Per method: mean over seeds of the table's main columns, with the standard error across seeds."""
-        cols = ["test_elbo", "test_iw_log_likelihood", "gap", "khat_share_above_0.7", "active_units",
-                "kl_per_dim_mean", "reconstruction_error", "seconds_per_epoch", "test_accuracy"]
-        grouped = self.table.groupby("method", sort=False)[cols]
-        mean = grouped.mean()
-        se = grouped.std(ddof=1) / np.sqrt(grouped.count())
-        out = mean.join(se.add_suffix("_se_seeds")[["test_elbo_se_seeds", "test_iw_log_likelihood_se_seeds"]])
-        out.insert(0, "seeds", grouped.size())
-        return out
-
-    def to_inference_data(self) -> arviz.InferenceData:
-        """An ArviZ ``InferenceData`` with groups ``points`` (dims method, seed, point), ``curves``
-        (method, seed, epoch), ``summary`` (method, seed; ``kl_per_dim`` on latent) and the settings
-        as attributes. Runs with fewer test points or epochs are padded with NaN."""
-        from ..diagnostics.psis import arviz as _arviz
-
-        az = _arviz()
-        import xarray as xr
-
-        def to_ds(frame: pd.DataFrame, dims: list[str]) -> xr.Dataset:
-            numeric = frame[dims + [c for c in frame.columns if c not in dims
-                                    and pd.api.types.is_numeric_dtype(frame[c])]]
-            ds = xr.Dataset.from_dataframe(numeric.set_index(dims))
-            # keep the run order: from_dataframe sorts, and .sel/.reindex on its pandas-3 string
-            # index returned the sorted order here (xarray 2026.9), so select by position
-            order = {dim: [list(ds[dim].values).index(v) for v in values]
-                     for dim, values in (("method", self.methods), ("seed", self.seeds))}
-            return ds.isel(order)
-
-        points = to_ds(self.points, ["method", "seed", "point"])
-        curves = to_ds(self.curves, ["method", "seed", "epoch"])
-        summary = to_ds(self.table, ["method", "seed"])
-        if self.kl_per_dim:
-            width = max(len(v) for v in self.kl_per_dim.values())
-            arr = np.full((len(summary["method"]), len(summary["seed"]), width), np.nan)
-            methods = list(summary["method"].values)
-            seeds = list(summary["seed"].values)
-            for (m, s), v in self.kl_per_dim.items():
-                arr[methods.index(m), seeds.index(s), : len(v)] = v
-            summary["kl_per_dim"] = (("method", "seed", "latent"), arr)
-            summary = summary.assign_coords(latent=np.arange(width))
-        attrs = {"settings": json.dumps(self.settings, default=str), "reference": self.reference,
-                 "fingerprints": json.dumps({f"{m}|{s}": fp for (m, s), fp in self.fingerprints.items()},
-                                            default=str),
-                 "units": "nats per data point"}
-        return az.InferenceData(attrs=attrs, points=points, curves=curves, summary=summary)
-
-    def plot(self) -> Figure:
-        """Training curves (test ELBO per epoch) and per-method IW log p(x) with error bars."""
-        return plot_comparison(self)
-
-    def save(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``comparison.csv``, ``paired.csv``, ``comparison.nc`` and ``comparison.png``."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {"table": out / "comparison.csv", "paired": out / "paired.csv",
-                 "netcdf": out / "comparison.nc", "plot": out / "comparison.png"}
-        self.table.to_csv(paths["table"], index=False)
-        self.paired().to_csv(paths["paired"], index=False)
-        self.to_inference_data().to_netcdf(str(paths["netcdf"]), engine="h5netcdf")
-        self.plot().savefig(paths["plot"], dpi=110)
-        return paths
 
 
 # ----------------------------------------------------------------------------- running
@@ -529,43 +408,3 @@ def compare_runs(
         by_key = {m.key: label for label, m in specs.items()}
         reference = by_key.get(Method.parse(reference).key, reference)
     return _assemble(rows, points, curves, settings, fingerprints, kl, reference, {}, specs)
-
-
-# ----------------------------------------------------------------------------- plot
-
-
-def plot_comparison(comparison: Comparison) -> Figure:
-    """Left: test ELBO per epoch (mean over seeds, thin lines per seed). Right: test IW log p(x) per
-    method, mean over seeds with error bars (SE across seeds; SE across points for one seed)."""
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    ax_curve, ax_iw = fig.subplots(1, 2)
-    colours = [f"C{i}" for i in range(10)]
-    methods = comparison.methods
-    for i, method in enumerate(methods):
-        c = colours[i % 10]
-        cur = comparison.curves[comparison.curves["method"] == method]
-        for _, one in cur.groupby("seed"):
-            ax_curve.plot(one["epoch"], one["test_elbo"], color=c, alpha=0.25, linewidth=0.8)
-        mean = cur.groupby("epoch")["test_elbo"].mean()
-        ax_curve.plot(mean.index, mean.to_numpy(), color=c, linewidth=2, label=method)
-    ax_curve.set_xlabel("epoch")
-    ax_curve.set_ylabel("test ELBO (nats per point, closed-form KL)")
-    ax_curve.set_title("Training curves (thin: seeds; thick: mean)", fontsize=10)
-    ax_curve.legend(fontsize=8)
-
-    table = comparison.table
-    k = int(table["num_samples"].iloc[0])
-    for i, method in enumerate(methods):
-        rows = table[table["method"] == method]
-        vals = rows["test_iw_log_likelihood"].to_numpy()
-        se = vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else float(rows["test_iw_se"].iloc[0])
-        ax_iw.errorbar([i], [vals.mean()], yerr=[se], fmt="o", color=colours[i % 10], capsize=5, markersize=7)
-        ax_iw.scatter(np.full(len(vals), i) + 0.12, vals, color=colours[i % 10], s=12, alpha=0.6)
-    ax_iw.set_xticks(range(len(methods)), methods, rotation=20)
-    ax_iw.set_xlim(-0.6, len(methods) - 0.4)
-    ax_iw.set_ylabel(f"test IW log p(x), K={k} (nats per point)")
-    which = "SE across seeds" if len(comparison.seeds) > 1 else "SE across points"
-    ax_iw.set_title(f"IW log-likelihood per method (mean ± {which}; dots: seeds)", fontsize=10)
-    return fig

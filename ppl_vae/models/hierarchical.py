@@ -67,7 +67,7 @@ class ConditionalNormal(dist.TorchDistribution):
         new._validate_args = self._validate_args
         return new
 
-    def rsample(self, sample_shape: Any = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: Any = ()) -> torch.Tensor:
         eps = _standard_normal(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
         return self.loc + eps * self.scale
 
