@@ -147,6 +147,31 @@ def test_two_writers_started_together_leave_one_clean_run(server, reference, tmp
     assert_same_history(read_history(out)[1], reference[0])
 
 
+def test_a_reader_in_another_process_never_sees_a_mixed_checkpoint(server, tmp_path):
+    from ppl_vae.errors import CheckpointError
+    from ppl_vae.runs import load_checkpoint
+
+    out = tmp_path / "run"
+    pid = server.run([*ARGS[:-3], "--epochs", "12", "--no-progress", "--out", out], tmp_path / "log")
+    seen, errors = set(), []
+    while not (out / "checkpoint" / "CURRENT.json").exists():
+        time.sleep(0.005)
+    for _ in range(2000):
+        try:
+            model, config = load_checkpoint(out / "checkpoint")  # every file checked against one manifest
+        except CheckpointError as err:
+            errors.append(str(err))
+            continue
+        epoch = config["training"]["epoch"]
+        assert [r["epoch"] for r in config["training"]["history"]] == list(range(1, epoch + 1))
+        seen.add(epoch)
+        if epoch == 12:
+            break
+    assert server.wait(pid) == 0, (tmp_path / "log").read_text()
+    assert not errors, errors[:3]
+    assert len(seen) >= 3, seen
+
+
 # ------------------------------------------------------------------------- real `python -m ppl_vae.cli`
 def _cli(*argv, **kwargs):
     return subprocess.Popen([sys.executable, "-m", "ppl_vae.cli", *map(str, argv)], env=ENV,
