@@ -5,8 +5,9 @@ loads, metrics.json is a view of the checkpoint), then resumed through the comma
 its history must equal the uninterrupted run's (every field but ``seconds``, to 1e-9).
 
 Most runs go through ``tests/cli_forkserver.py`` (``ppl_vae.cli.main`` in a forked child, so a
-kill costs milliseconds instead of a 4 s interpreter start); the tests marked "real" start
-``python -m ppl_vae.cli`` itself. ``PPL_VAE_CRASH_SEED`` changes the random kill times.
+kill costs milliseconds instead of a 4 s interpreter start); ``test_real_cli_*`` starts
+``python -m ppl_vae.cli`` itself. ``PPL_VAE_CRASH_SEED`` changes the random kill times;
+``benchmarks/crash_resume.py`` crashes a run at every step of every commit and at 100 moments.
 """
 
 from __future__ import annotations
