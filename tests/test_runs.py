@@ -124,8 +124,6 @@ def test_a_changed_setting_is_refused_naming_both_values_unless_overridden(refer
     assert read_config(out / "checkpoint")["training"]["lr"] == 1e-3
 
 
-@pytest.mark.xfail(reason="fit sets the given lr before load_optimizer_state restores the saved one "
-                          "(train/svi.py: set group['lr'] after _resume)", strict=False)
 def test_an_lr_override_reaches_the_optimizer(tmp_path):
     out = tmp_path / "run"
     train_run(out, epochs=1, **SETTINGS)

@@ -120,8 +120,6 @@ def fit_autoencoder(
     if state.optimizer is None or [id(p) for g in state.optimizer.param_groups for p in g["params"]] != \
             [id(p) for p in params]:
         state.optimizer = torch.optim.Adam(params, lr=lr)
-    for group in state.optimizer.param_groups:
-        group["lr"] = lr
     resumed = None
     if resume:
         if checkpoint_dir is None:
@@ -132,6 +130,8 @@ def fit_autoencoder(
         state.epoch, state.step = int(training.get("epoch", 0)), int(training.get("step", 0))
         state.history = History(training.get("history", []))
         resumed = state.epoch
+    for group in state.optimizer.param_groups:  # after a resume: the lr asked for, not the saved one
+        group["lr"] = lr
     state.objective = ae.spec
     state.seed = seed
     strategy = AutoencoderStrategy(ae)
