@@ -33,7 +33,14 @@ from .diagnostics import (
     psis_diagnostics,
 )
 from .errors import CheckpointError, ProgramError, TrainingDiverged, UserError
-from .estimators import elbo, iw_log_likelihood, log_weights, quadrature_log_likelihood
+from .estimators import (
+    ais_log_likelihood,
+    bdmc,
+    elbo,
+    iw_log_likelihood,
+    log_weights,
+    quadrature_log_likelihood,
+)
 from .estimators.globals import fix_globals
 from .likelihoods import make_likelihood
 from .models import VAE, HierarchicalVAE, LinearGaussianVAE, SemiSupervisedVAE, build_model
@@ -74,6 +81,8 @@ __all__ = [
     "fit_autoencoder",
     "fit",
     "iw_log_likelihood",
+    "ais_log_likelihood",
+    "bdmc",
     "kl_per_dimension",
     "load_checkpoint",
     "load_dataset",

@@ -122,6 +122,16 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--force", action="store_true", help="replace evaluation files that already exist")
     p.add_argument("--device", default="cpu", help="cpu (default), cuda or auto")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    p.add_argument("--estimator", choices=["iw", "ais"], default="iw",
+                   help="iw (default): ELBO and importance sampling from the guide; ais: also annealed importance "
+                        "sampling per point (HMC, Wu et al. 2017), beside IW in the table and the files")
+    p.add_argument("--ais-steps", type=positive_int, default=None, metavar="T",
+                   help="AIS: intermediate distributions T (default 1000); the cost grows as T x chains x leapfrog")
+    p.add_argument("--ais-chains", type=positive_int, default=None, metavar="C", help="AIS: chains per point (default 16)")
+    p.add_argument("--ais-leapfrog", type=positive_int, default=None, metavar="L",
+                   help="AIS: leapfrog steps per HMC transition (default 10)")
+    p.add_argument("--ais-init", choices=["guide", "prior"], default=None,
+                   help="AIS: start the chains from the guide (default) or the prior")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -129,6 +139,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..diagnostics import evaluate
     from ..runs import load_run
 
+    ais_flags = {"ais_steps": args.ais_steps, "ais_chains": args.ais_chains, "ais_leapfrog": args.ais_leapfrog,
+                 "ais_init": args.ais_init}
+    if args.estimator != "ais" and any(v is not None for v in ais_flags.values()):
+        given = ", ".join("--" + k.replace("_", "-") for k, v in ais_flags.items() if v is not None)
+        raise UserError(f"{given} set(s) annealed importance sampling: add --estimator ais")
+    ais_settings = {k: v for k, v in ais_flags.items() if v is not None} if args.estimator == "ais" else {}
     out = Path(args.out) if args.out is not None else Path(args.run_dir)
     if args.out is not None:
         check_output_path(args.out, "--out")
@@ -150,7 +166,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     name = f"{Path(args.run_dir).name} ({args.split}, {run.config.get('dataset', '?')})"
     report = evaluate(run.model, x, num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size,
                       keep_log_weights=not args.no_log_weights, name=name, fast=args.fast,
-                      progress=not args.no_progress and sys.stderr.isatty())
+                      progress=not args.no_progress and sys.stderr.isatty(), estimator=args.estimator, **ais_settings)
     paths = report.save(out)
     import matplotlib
 
@@ -161,6 +177,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     s = report.summary
     print(f"{name}: {s['n']} points, K={s['num_samples']} importance samples, seed {s['seed']}, "
           f"{s['seconds']:.1f} s ({s['points_per_second']:.0f} points/s)")
+    if args.estimator == "ais":
+        print(f"AIS: T={s['ais_steps']}, {s['ais_chains']} chains from the {s['ais_init']}, L={s['ais_leapfrog']} "
+              f"leapfrog steps, {s['ais_seconds']:.1f} s")
     print("values in nats per data point; se = standard error over points\n")
     print(report.format_table())
     print("\nk-hat: < 0.5 good, 0.5-0.7 usable, > 0.7 the IW estimate is unreliable for that point")
