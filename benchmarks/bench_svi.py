@@ -1,8 +1,8 @@
-"""Seconds per epoch of SVI against a plain-PyTorch VAE loop, measured in one process.
+"""Seconds per epoch of SVI against a plain-PyTorch VAE loop and NumPyro, measured in one process.
 
-    python benchmarks/bench_svi.py                 # 10 000 rows, batch 128 and 512 (a few minutes)
-    python benchmarks/bench_svi.py --quick         # a smoke run (seconds)
-    python benchmarks/bench_svi.py --compile       # also the torch.compile'd step (slow to compile)
+    python benchmarks/bench_svi.py                 # 10 000 rows, batch 128 and 512 (several minutes)
+    python benchmarks/bench_svi.py --quick         # a smoke run
+    python benchmarks/bench_svi.py --short-calls   # fit(epochs=1) called in a loop vs plain epochs
     python benchmarks/bench_svi.py --ddp           # 2 torchrun processes vs 1 (data-parallel throughput)
 
 Every method trains the same network (MLP 784-400-50 relu, Bernoulli likelihood on
@@ -14,16 +14,28 @@ its ratio to the plain loop's median from the same run:
 * ``plain``: the reference, written by hand in PyTorch: manual reparameterisation,
   ``binary_cross_entropy_with_logits`` (sum) + closed-form KL, ``torch.optim.Adam``
   with its defaults, ``loss.item()`` per step.
-* ``plain, fused Adam``: the same with ``Adam(fused=True)`` (what our loop uses).
+* ``plain, fused Adam``: the same with ``Adam(fused=True)``.
 * ``Pyro SVI``: ``pyro.infer.SVI`` with ``pyro.optim.Adam`` as Pyro's VAE example uses it.
 * ``fit fast=...``: :func:`ppl_vae.fit` for one epoch per call (``record["seconds"]``,
   the training loop only). ``off``: Pyro's ``differentiable_loss`` every step;
-  ``eager``: the fast ELBO; ``graph``: the captured step (what ``fast="auto"`` uses
-  for runs of at least ``CAPTURE_MIN_STEPS`` steps per batch shape); ``compile``: the
-  captured step compiled by Inductor.
-* ``plain iwae:k=5``: the hand-written IWAE loop (5 particles, ``-sum_n logmeanexp_k log w``) and
-  ``fit iwae:k=5 fast=off|graph|compile``: our IWAE (Pyro's loss, or its captured graph), with their
-  ratio to the plain IWAE loop printed at the end.
+  ``eager``: the fast ELBO; ``graph``: the captured loss and gradients; ``compile``: the
+  whole step compiled (gather, noise, loss, gradients, Adam: ``ppl_vae/train/fused.py``);
+  ``auto``: the default, as it runs in these rounds (a short run: graphs), and ``auto, long run``:
+  the default after ``FUSE_AFTER_STEPS`` steps of the same training state (its warm-up trains
+  that far), where it switches to the compiled whole step.
+* ``NumPyro``: the same model and guide in NumPyro (``numpyro.param`` weights, ``TraceMeanField_ELBO``
+  or ``Trace_ELBO``, ``numpyro.optim.Adam``), ``svi.update`` in ``jax.lax.fori_loop`` under one ``jit``
+  per epoch (the short last batch in a second jitted update), run in the same process when numpyro and
+  jax are installed (``pip install -e .[bench]``); the column is skipped with a note otherwise. XLA gets
+  the same number of threads as torch.
+* ``floor``: the step's 11 matrix products (forward, input and weight gradients; the first layer
+  needs no input gradient) timed with ``torch.mm`` at their shapes and layouts, times the steps per
+  epoch: what an epoch would take if nothing but the matrix products ran. Its FLOPs (from the layer
+  sizes) over that time is the matrix-product throughput printed beside it.
+* ``plain iwae:k=5`` and ``fit iwae:k=5 fast=...`` (with ``--iwae``): the hand-written IWAE loop and ours.
+
+``--short-calls`` times whole ``fit(vae, x, objective, epochs=1)`` calls (everything the call does:
+checks, setup, the epoch) against plain-PyTorch epochs, interleaved, for both ELBOs at each batch size.
 
 The figures depend on the machine and on its load: read ratios, not seconds.
 """
@@ -32,11 +44,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pyro
 import pyro.optim
@@ -49,7 +63,7 @@ from _machine import print_machine  # noqa: E402
 
 import ppl_vae as pv  # noqa: E402
 from ppl_vae.objectives import available_objectives  # noqa: E402
-from ppl_vae.train import CAPTURE_MIN_STEPS  # noqa: E402
+from ppl_vae.train.fast import CAPTURE_MIN_STEPS, FUSE_AFTER_STEPS  # noqa: E402
 
 D, LATENT, HIDDEN = 784, 50, (400,)
 
@@ -147,17 +161,136 @@ class PyroSVI:
 
 
 class Fit:
-    """One epoch of :func:`ppl_vae.fit` per call; the model keeps its optimizer between calls."""
+    """One epoch of :func:`ppl_vae.fit` per call; the model keeps its optimizer between calls.
 
-    def __init__(self, x: torch.Tensor, batch_size: int, objective: str, fast: str) -> None:
+    ``long_run``: first train the same state past ``FUSE_AFTER_STEPS`` steps (untimed), so that the
+    rounds see what ``fast="auto"`` does in a long run."""
+
+    def __init__(self, x: torch.Tensor, batch_size: int, objective: str, fast: str, long_run: bool = False) -> None:
         self.data = pv.Dataset.from_tensors(x, None, name="bench", test_fraction=0.0)
         self.batch_size, self.objective, self.fast = batch_size, objective, fast
         self.vae = new_vae()
+        self.history: pv.History | None = None
+        if long_run:
+            steps = -(-len(x) // batch_size)
+            self.history = pv.fit(self.vae, self.data, objective, epochs=-(-FUSE_AFTER_STEPS // steps),
+                                  batch_size=batch_size, seed=0, device="cpu", progress=False, fast=fast)
 
     def epoch(self) -> float:
-        h = pv.fit(self.vae, self.data, self.objective, epochs=1, batch_size=self.batch_size, seed=0,
-                   device="cpu", progress=False, fast=self.fast)
-        return h[-1]["seconds"]
+        self.history = pv.fit(self.vae, self.data, self.objective, epochs=1, batch_size=self.batch_size, seed=0,
+                              device="cpu", progress=False, fast=self.fast)
+        return self.history[-1]["seconds"]
+
+
+def numpyro_available() -> str | None:
+    """None when numpyro and jax import, else why not."""
+    try:
+        import jax  # noqa: F401
+        import numpyro  # noqa: F401
+    except ImportError as err:
+        return f"{err}: pip install -e .[bench] to add the NumPyro column"
+    return None
+
+
+class NumPyroSVI:
+    """The same VAE in NumPyro: ``svi.update`` in ``lax.fori_loop`` under one ``jit`` per epoch."""
+
+    def __init__(self, x: torch.Tensor, batch_size: int, analytic: bool) -> None:
+        import jax
+        import jax.numpy as jnp
+        import numpyro
+        import numpyro.distributions as dist
+        from numpyro import handlers
+        from numpyro.infer import SVI as NSVI
+        from numpyro.infer import Trace_ELBO as NTrace
+        from numpyro.infer import TraceMeanField_ELBO as NMeanField
+
+        n, d, h, latent = x.shape[0], D, HIDDEN[0], LATENT
+        self.x = jnp.asarray(x.numpy())
+        keys = jax.random.split(jax.random.PRNGKey(0), 4)
+
+        def init(key: Any, fan_in: int, fan_out: int) -> Any:  # torch.nn.Linear's default range
+            bound = 1 / math.sqrt(fan_in)
+            return jax.random.uniform(key, (fan_in, fan_out), minval=-bound, maxval=bound)
+
+        def model(xb: Any) -> None:
+            w1, b1 = numpyro.param("dw1", init(keys[0], latent, h)), numpyro.param("db1", jnp.zeros(h))
+            w2, b2 = numpyro.param("dw2", init(keys[1], h, d)), numpyro.param("db2", jnp.zeros(d))
+            with numpyro.plate("data", xb.shape[0]), handlers.scale(scale=n / xb.shape[0]):
+                z = numpyro.sample("z", dist.Normal(jnp.zeros((xb.shape[0], latent)), 1.0).to_event(1))
+                logits = jax.nn.relu(z @ w1 + b1) @ w2 + b2
+                numpyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=xb)
+
+        def guide(xb: Any) -> None:
+            w1, b1 = numpyro.param("ew1", init(keys[2], d, h)), numpyro.param("eb1", jnp.zeros(h))
+            w2, b2 = numpyro.param("ew2", init(keys[3], h, 2 * latent)), numpyro.param("eb2", jnp.zeros(2 * latent))
+            with numpyro.plate("data", xb.shape[0]), handlers.scale(scale=n / xb.shape[0]):
+                out = jax.nn.relu(xb @ w1 + b1) @ w2 + b2
+                loc, raw = out[:, :latent], out[:, latent:]
+                numpyro.sample("z", dist.Normal(loc, jax.nn.softplus(raw) + 1e-4).to_event(1))
+
+        svi = NSVI(model, guide, numpyro.optim.Adam(1e-3), NMeanField() if analytic else NTrace())
+        self.state = svi.init(jax.random.PRNGKey(1), self.x[:batch_size])
+        full, last = divmod(n, batch_size)
+        xs = self.x
+
+        @jax.jit
+        def epoch(state: Any, perm: Any) -> Any:
+            def body(i: Any, carry: Any) -> Any:
+                st, total = carry
+                idx = jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))
+                st, loss = svi.update(st, xs[idx])
+                return st, total + loss
+            return jax.lax.fori_loop(0, full, body, (state, 0.0))
+
+        tail = jax.jit(lambda state, idx: svi.update(state, xs[idx]))
+        self.run_epoch, self.tail, self.full, self.last, self.batch_size = epoch, tail, full, last, batch_size
+        self.rng = torch.Generator().manual_seed(1)
+        self.jnp = jnp
+
+    def epoch(self) -> float:
+        perm = self.jnp.asarray(torch.randperm(self.x.shape[0], generator=self.rng).numpy())
+        t0 = time.perf_counter()
+        self.state, total = self.run_epoch(self.state, perm)
+        if self.last:
+            self.state, loss = self.tail(self.state, perm[self.full * self.batch_size :])
+            total = total + loss
+        float(total)  # the host reads the epoch's loss (jax dispatches asynchronously)
+        return time.perf_counter() - t0
+
+
+def mm_shapes(batch: int) -> list[tuple[str, tuple[int, int], tuple[int, int], bool, bool]]:
+    """The step's matrix products as ``(what, A, B, transpose A, transpose B)`` with torch.nn.Linear's layouts
+    (weights ``(out, in)``): forward ``x @ W^T``, input gradient ``g @ W``, weight gradient ``g^T @ x``."""
+    layers = [(D, HIDDEN[0]), (HIDDEN[0], 2 * LATENT), (LATENT, HIDDEN[0]), (HIDDEN[0], D)]
+    out = []
+    for i, (fan_in, fan_out) in enumerate(layers):
+        out.append((f"forward {fan_in}->{fan_out}", (batch, fan_in), (fan_out, fan_in), False, True))
+        if i != 0:  # the encoder's first layer needs no gradient for its input (the data)
+            out.append((f"input grad {fan_in}->{fan_out}", (batch, fan_out), (fan_out, fan_in), False, False))
+        out.append((f"weight grad {fan_in}->{fan_out}", (batch, fan_out), (batch, fan_in), True, False))
+    return out
+
+
+def floor_estimate(batch: int, reps: int = 50) -> tuple[float, float, float]:
+    """``(seconds per step, GFLOP per step, GFLOP/s)``: the step's matrix products alone, timed with torch.mm."""
+    g = torch.Generator().manual_seed(0)
+    total, flops = 0.0, 0.0
+    for _, a_shape, b_shape, ta, tb in mm_shapes(batch):
+        a = torch.randn(*a_shape, generator=g)
+        b = torch.randn(*b_shape, generator=g)
+        a_op, b_op = (a.t() if ta else a), (b.t() if tb else b)
+        for _ in range(5):
+            torch.mm(a_op, b_op)
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                torch.mm(a_op, b_op)
+            times.append((time.perf_counter() - t0) / reps)
+        total += min(times)
+        flops += 2.0 * a_op.shape[0] * a_op.shape[1] * b_op.shape[1]
+    return total, flops / 1e9, flops / 1e9 / total
 
 
 def methods(x: torch.Tensor, batch_size: int, args: argparse.Namespace) -> dict[str, Callable[[], float]]:
@@ -168,13 +301,17 @@ def methods(x: torch.Tensor, batch_size: int, args: argparse.Namespace) -> dict[
     if not args.quick:
         out["Pyro SVI Trace_ELBO"] = PyroSVI(x, batch_size, analytic=False).epoch
         out["Pyro SVI TraceMeanField_ELBO"] = PyroSVI(x, batch_size, analytic=True).epoch
-    modes = ["off", "eager", "graph"] + (["compile"] if args.compile else [])
+    modes = ["auto", "compile"] if args.quick else ["off", "eager", "graph", "auto", "compile"]
     for objective in ("trace", "analytic"):
         for mode in modes:
             out[f"fit {objective} fast={mode}"] = Fit(x, batch_size, objective, mode).epoch
-    if "iwae" in available_objectives() and not args.quick:
+        if not args.quick:
+            out[f"fit {objective} fast=auto, long run"] = Fit(x, batch_size, objective, "auto", long_run=True).epoch
+        if args.numpyro_note is None:
+            out[f"NumPyro {objective}"] = NumPyroSVI(x, batch_size, analytic=objective == "analytic").epoch
+    if args.iwae and "iwae" in available_objectives():
         out["plain iwae:k=5"] = PlainIWAE(x, batch_size).epoch
-        for mode in ["off", "graph"] + (["compile"] if args.compile else []):
+        for mode in ("off", "graph", "compile"):
             out[f"fit iwae:k=5 fast={mode}"] = Fit(x, batch_size, "iwae:k=5", mode).epoch
     return out
 
@@ -193,18 +330,82 @@ def run(batch_size: int, x: torch.Tensor, args: argparse.Namespace) -> dict[str,
     return times
 
 
-def report(batch_size: int, times: dict[str, list[float]]) -> list[tuple[str, float, float]]:
+def report(batch_size: int, times: dict[str, list[float]], steps: int, floor: float) -> dict[str, tuple[float, float]]:
     ref = statistics.median(times["plain (Adam)"])
-    print(f"batch {batch_size}: seconds per epoch (median of {len(times['plain (Adam)'])}, [min - max]), "
-          "ratio = median / median of plain (Adam)")
-    print(f"  {'method':<34} {'s/epoch':>8}  {'[min - max]':>15}  {'ratio':>6}")
-    rows = []
+    print(f"batch {batch_size} ({steps} steps per epoch): seconds per epoch (median of {len(times['plain (Adam)'])}, "
+          "[min - max]), ratio = median / median of plain (Adam), ms per step, x floor")
+    print(f"  {'method':<36} {'s/epoch':>8}  {'[min - max]':>15}  {'ratio':>6}  {'ms/step':>7}  {'x floor':>7}")
+    rows = {}
     for name, ts in times.items():
         med = statistics.median(ts)
-        rows.append((name, med, med / ref))
-        print(f"  {name:<34} {med:>8.3f}  [{min(ts):.3f} - {max(ts):.3f}]  {med / ref:>6.2f}")
+        rows[name] = (med, med / ref)
+        print(f"  {name:<36} {med:>8.3f}  [{min(ts):.3f} - {max(ts):.3f}]  {med / ref:>6.2f}  "
+              f"{1e3 * med / steps:>7.2f}  {med / (floor * steps):>7.2f}")
+    print(f"  {'floor (matrix products only)':<36} {floor * steps:>8.3f}  {'':>15}  {floor * steps / ref:>6.2f}  "
+          f"{1e3 * floor:>7.2f}  {1.0:>7.2f}")
+    rows["floor"] = (floor * steps, floor * steps / ref)
     print()
     return rows
+
+
+def summary(args: argparse.Namespace, tables: dict[int, dict[str, tuple[float, float]]]) -> None:
+    """The issue's table: plain, our default and fastest paths, NumPyro and the floor, as ratios to plain."""
+    sizes = args.batch_sizes
+    print("summary: ratio to plain (Adam) in the same run (lower is faster); target: fastest <= NumPyro")
+    print(f"  {'':<44} " + "  ".join(f"{'B=' + str(b):>7}" for b in sizes))
+
+    def line(label: str, key: str) -> None:
+        cells = [f"{tables[b][key][1]:>7.2f}" if key in tables[b] else f"{'-':>7}" for b in sizes]
+        print(f"  {label:<44} " + "  ".join(cells))
+
+    line("plain PyTorch (eager, Adam)", "plain (Adam)")
+    for objective in ("trace", "analytic"):
+        line(f"{objective}: default, short run (fast='auto')", f"fit {objective} fast=auto")
+        line(f"{objective}: default, long run (fast='auto')", f"fit {objective} fast=auto, long run")
+        line(f"{objective}: fastest (fast='compile': whole step)", f"fit {objective} fast=compile")
+        line(f"{objective}: NumPyro (jit(fori_loop) per epoch)", f"NumPyro {objective}")
+    line("floor (the step's matrix products alone)", "floor")
+    if args.numpyro_note is not None:
+        print(f"  NumPyro skipped: {args.numpyro_note}")
+    iwae = [k for k in tables[sizes[0]] if k.startswith("fit iwae")]
+    if iwae:
+        print("ratios to plain iwae:k=5 (no target):")
+        for name in iwae:
+            cells = [f"{tables[b][name][0] / tables[b]['plain iwae:k=5'][0]:>7.2f}" for b in sizes]
+            print(f"  {name:<44} " + "  ".join(cells))
+    print()
+
+
+def short_calls(x: torch.Tensor, args: argparse.Namespace) -> None:
+    """Whole ``fit(vae, x, objective, epochs=1)`` calls in a loop against plain-PyTorch epochs (issue 10's
+    short-call target: <= 1.05)."""
+    print(f"short calls: wall time of fit(vae, x, objective, epochs=1) called {args.epochs + args.warmup} times "
+          f"(the first {args.warmup} untimed) vs a plain-PyTorch epoch, interleaved; target <= 1.05")
+    print(f"  {'batch':>5} {'objective':<9} {'plain s':>8} {'fit s':>8} {'ratio':>6}  path of the last call")
+    for batch_size in args.batch_sizes:
+        for objective in ("trace", "analytic"):
+            plain = Plain(x, batch_size, fused=False)
+            vae = new_vae()
+            history: list[Any] = []
+
+            def call(vae: pv.VAE = vae, objective: str = objective, batch_size: int = batch_size,
+                     history: list[Any] = history) -> float:
+                t0 = time.perf_counter()
+                history[:] = [pv.fit(vae, x, objective, epochs=1, batch_size=batch_size, seed=0, device="cpu",
+                                     progress=False)]
+                return time.perf_counter() - t0
+
+            tp, tf = [], []
+            for rnd in range(args.warmup + args.epochs):
+                a, b = (plain.epoch, call) if rnd % 2 == 0 else (call, plain.epoch)
+                ta, tb = a(), b()
+                if rnd >= args.warmup:
+                    tp.append(ta if a == plain.epoch else tb)
+                    tf.append(tb if a == plain.epoch else ta)
+            mp, mf = statistics.median(tp), statistics.median(tf)
+            path = history[0].meta["fast_path"]["path"]
+            print(f"  {batch_size:>5} {objective:<9} {mp:>8.3f} {mf:>8.3f} {mf / mp:>6.2f}  {path}")
+    print()
 
 
 def ddp_throughput(args: argparse.Namespace) -> None:
@@ -259,9 +460,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=5, help="timed epochs per method (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    p.add_argument("--compile", action="store_true", help="also time fast='compile' (Inductor; slow to compile)")
+    p.add_argument("--threads", type=int, default=None, help="torch (and XLA) threads (default: torch's choice)")
     p.add_argument("--quick", action="store_true", help="2 000 rows, 2 timed epochs, fewer methods")
+    p.add_argument("--iwae", action="store_true", help="also the IWAE rows (plain loop and fit iwae:k=5)")
+    p.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro column")
+    p.add_argument("--short-calls", action="store_true",
+                   help="instead: repeated fit(..., epochs=1) calls vs plain-PyTorch epochs")
     p.add_argument("--ddp", action="store_true",
                    help="instead: throughput of 2 torchrun processes vs 1 (ppl-vae train on MNIST if present)")
     p.add_argument("--ddp-sizes", nargs="+", default=["400x512", "1024x1024"], metavar="HIDDENxBATCH",
@@ -271,29 +475,28 @@ def main(argv: list[str] | None = None) -> int:
         args.rows, args.epochs = min(args.rows, 2_000), min(args.epochs, 2)
     if args.threads:
         torch.set_num_threads(args.threads)
-    print_machine("bench_svi: seconds per epoch, SVI vs plain PyTorch")
+    if torch.get_num_threads() == 1:  # XLA: as many threads as torch (set before jax is imported)
+        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    args.numpyro_note = "--no-numpyro" if args.no_numpyro else numpyro_available()
+    print_machine("bench_svi: seconds per epoch, SVI vs plain PyTorch and NumPyro")
     print(f"data: {args.rows} random binary rows of 784 (p=0.3); MLP 784-400-50 relu, Bernoulli logits, "
-          f"Adam lr 1e-3; CAPTURE_MIN_STEPS={CAPTURE_MIN_STEPS}\n")
+          f"Adam lr 1e-3; CAPTURE_MIN_STEPS={CAPTURE_MIN_STEPS}, FUSE_AFTER_STEPS={FUSE_AFTER_STEPS}\n")
     if args.ddp:
         ddp_throughput(args)
         return 0
     x = make_data(args.rows)
-    summary = {}
+    if args.short_calls:
+        short_calls(x, args)
+        return 0
+    tables = {}
     for batch_size in args.batch_sizes:
-        summary[batch_size] = report(batch_size, run(batch_size, x, args))
-    print("ratios to plain (Adam), target <= 1.00 for trace and analytic:")
-    print(f"  {'method':<34} " + "  ".join(f"{'B=' + str(b):>7}" for b in args.batch_sizes))
-    for i, (name, _, _) in enumerate(summary[args.batch_sizes[0]]):
-        print(f"  {name:<34} " + "  ".join(f"{summary[b][i][2]:>7.2f}" for b in args.batch_sizes))
-    iwae = [name for name, _, _ in summary[args.batch_sizes[0]] if name.startswith("fit iwae")]
-    if iwae:
-        print("ratios to plain iwae:k=5 (no target):")
-        for name in iwae:
-            cells = []
-            for b in args.batch_sizes:
-                secs = {row[0]: row[1] for row in summary[b]}
-                cells.append(f"{secs[name] / secs['plain iwae:k=5']:>7.2f}")
-            print(f"  {name:<34} " + "  ".join(cells))
+        times = run(batch_size, x, args)
+        floor, gflop, rate = floor_estimate(batch_size)
+        steps = -(-args.rows // batch_size)
+        print(f"floor at batch {batch_size}: {gflop:.3f} GFLOP per step in 11 matrix products, {1e3 * floor:.2f} ms "
+              f"at the measured {rate:.0f} GFLOP/s")
+        tables[batch_size] = report(batch_size, times, steps, floor)
+    summary(args, tables)
     return 0
 
 

@@ -42,6 +42,7 @@ import pyro
 import torch
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
+from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import kl_divergence
 
@@ -50,11 +51,14 @@ from ..models import PURE_PROGRAMS
 from ..objectives import Objective, VectorizedRenyiELBO
 from ..programs import DataPlateScale, Program, ProgramInfo
 
-__all__ = ["CAPTURE_MIN_STEPS", "ELBOLoss", "FAST_MODES", "FastEngine", "SiteRecorder", "fast_elbo_loss"]
+__all__ = ["CAPTURE_MIN_STEPS", "ELBOLoss", "FUSE_AFTER_STEPS", "FAST_MODES", "FastEngine", "SiteRecorder", "fast_elbo_loss"]
 
 FAST_MODES = ("auto", "graph", "eager", "compile", "off")
 #: ``fast="auto"`` captures a graph for a batch shape once this many steps of it have run or are planned.
 CAPTURE_MIN_STEPS = 300
+#: ``fast="auto"`` switches to the compiled whole step (:mod:`.fused`) at the first epoch that starts after
+#: the run (this training state, across calls and resumes) has taken this many optimiser steps.
+FUSE_AFTER_STEPS = 3000
 
 
 class SiteRecorder(DataPlateScale):
@@ -65,9 +69,11 @@ class SiteRecorder(DataPlateScale):
     guide's sites) like ``poutine.replay``, and keeps the final messages.
     """
 
-    def __init__(self, plate: str, scale: float = 1.0, latent_weight: float = 1.0,
+    def __init__(self, plate: str, scale: float = 1.0, latent_weight: float | torch.Tensor = 1.0,
                  replay: dict[str, dict] | None = None) -> None:
-        super().__init__(plate, scale, latent_weight)
+        # a tensor KL weight (an input of the compiled step, so annealing does not recompile) is applied here
+        self.weight_tensor = latent_weight if torch.is_tensor(latent_weight) else None
+        super().__init__(plate, scale, 1.0 if self.weight_tensor is not None else latent_weight)
         self.replay = replay
         self.sites: dict[str, dict[str, Any]] = {}
 
@@ -81,6 +87,8 @@ class SiteRecorder(DataPlateScale):
                 msg["value"] = guide_msg["value"]
                 msg["infer"] = guide_msg["infer"]
         super()._process_message(msg)
+        if self.weight_tensor is not None and not msg["is_observed"] and not site_is_subsample(msg):
+            msg["scale"] = self.weight_tensor * msg["scale"]
 
     def _postprocess_message(self, msg: dict[str, Any]) -> None:
         if msg["type"] != "sample" or type(msg["fn"]).__name__ == "_Subsample":
@@ -242,6 +250,10 @@ class FastEngine:
             self.graph_problem = "the programs have plain pyro.param sites (graphs capture nn.Module parameters only)"
         elif program.module is None:
             self.graph_problem = "the programs belong to no nn.Module"
+        self.fused: Any = None  # the compiled whole step (.fused.FusedStep), made with the optimiser
+        self.fused_epochs: list[int] = []  # epochs of the current call run by it
+        self.fused_reason: str | None = None  # why it did not run (the current call)
+        self.fused_failed = False  # it was attempted and fell back
         self.refresh()
 
     def check(self, batch: tuple[torch.Tensor, ...], scale: float) -> None:
@@ -332,7 +344,7 @@ class FastEngine:
                           f"{err}); running it eagerly", RuntimeWarning, stacklevel=4)
             return None
         run: Callable = graph
-        if self.mode == "compile":
+        if self.compile_loss_graphs():
             run = torch.compile(graph, dynamic=False)
         if not self._verify(run, batch, scale):
             warnings.warn("ppl_vae.fit: the captured training step does not reproduce the eager step; "
@@ -342,7 +354,7 @@ class FastEngine:
 
     def _random_as_eager(self) -> Any:
         """Inductor draws random numbers its own way unless told to call PyTorch's generator."""
-        return inductor_random() if self.mode == "compile" else contextlib.nullcontext()
+        return inductor_random() if self.compile_loss_graphs() else contextlib.nullcontext()
 
     def _verify(self, run: Callable, batch: tuple[torch.Tensor, ...], scale: float) -> bool:
         """Replay the graph and the eager step on the same random numbers; compare loss and gradients."""
@@ -370,11 +382,79 @@ class FastEngine:
             p.grad = g
         return loss
 
+    def compile_loss_graphs(self) -> bool:
+        """``fast="compile"`` compiles the loss graphs only where the whole step is not compiled."""
+        return self.mode == "compile" and (self.fused is None or self.fused.problem is not None
+                                           or self.problem is not None or self.fused_failed)
+
+    # -------------------------------------------------------------- the compiled whole step
+    def fuse_wanted(self, step: int) -> bool:
+        """Whether the mode asks for the compiled whole step in an epoch that starts after ``step`` steps:
+        always under ``"compile"``; under ``"auto"`` for ppl_vae's own programs once the run has taken
+        :data:`FUSE_AFTER_STEPS` steps (a rule on the run's step counter, so a resumed run switches at the
+        same epoch as an uninterrupted one)."""
+        if self.mode == "compile":
+            return True
+        return self.mode == "auto" and step >= FUSE_AFTER_STEPS and self.graph_safe()
+
+    def fused_step(self, optimizer: torch.optim.Optimizer) -> Any:
+        """The :class:`~.fused.FusedStep` for this optimiser (None, with :attr:`fused_reason`, where none applies)."""
+        from .fused import FusedStep
+
+        if self.problem is not None:
+            self.fused_reason = self.problem
+            return None
+        if self.fused is None or self.fused.optimizer is not optimizer:
+            self.fused = FusedStep(self, optimizer, tensor_weight=self.module.fast)
+        if self.fused.problem is not None:
+            self.fused_reason = self.fused.problem
+            return None
+        return self.fused
+
+    def may_fuse(self, optimizer: torch.optim.Optimizer, step: int, epochs: int, steps_per_epoch: int) -> bool:
+        """Whether some epoch of a call (``epochs`` epochs from optimiser step ``step``) may run fused."""
+        if not any(self.fuse_wanted(step + e * steps_per_epoch) for e in range(epochs)):
+            if self.mode == "auto":
+                self.fused_reason = (f"fast='auto' compiles the whole step from step {FUSE_AFTER_STEPS} of a run "
+                                     "on; this one ends before" if self.graph_safe() else
+                                     "fast='auto' compiles the whole step for ppl_vae's own programs only; pass "
+                                     "fast='compile' for this one")
+            else:
+                self.fused_reason = f"fast={self.mode!r}"
+            return False
+        return self.fused_step(optimizer) is not None
+
+    def fused_epoch(self, rows: tuple[torch.Tensor, ...], optimizer: torch.optim.Optimizer, batch_size: int,
+                    first_step: int, weights: list[float]) -> Callable | None:
+        """The compiled whole step for this epoch's full batches (``step(idx, weight) -> loss``), or None."""
+        if not self.fuse_wanted(first_step):
+            return None
+        n = len(rows[0])
+        size = min(batch_size, n)
+        scale = n / size
+        self.check(tuple(t[:size] for t in rows), scale)
+        fused = self.fused_step(optimizer)
+        if fused is None:
+            return None
+        step = fused.epoch(rows, size, scale, first_step, weights)
+        if step is None:
+            key = fused.key(rows, size, scale, weights[0] if weights and not fused.tensor_weight else 1.0)
+            failure = fused.failures.get(key)
+            self.fused_failed = failure is not None
+            if failure is None:
+                failure = ("Adam's step counts differ between parameters" if fused.tensor_weight else
+                           "the KL weight changes within the epoch and this objective's loss takes it as a constant")
+            self.fused_reason = failure
+            return None
+        self.fused_reason = None
+        return step
+
     # -------------------------------------------------------------- one step
     def begin_call(self, planned: dict[tuple, int]) -> None:
         """A new ``fit`` call: the steps it plans per batch shape (for ``"auto"``'s capture decision)."""
         self.planned = dict(planned)
         self.before = dict(self.steps)
+        self.fused_epochs = []
         self.refresh()
 
     def loss(self, batch: tuple[torch.Tensor, ...], scale: float, weight: float) -> tuple[torch.Tensor, bool]:

@@ -84,7 +84,9 @@ def run_epochs(
     optimizer = state.optimizer
     n = data.n
     scale = float(n)
-    lazy = dev.type == "cuda" and not ctx.active
+    # the compiled whole step (train/fused.py) applies its update with the loss: its losses are read in blocks
+    fused_epoch = getattr(strategy, "fused_epoch", None) if not ctx.active else None
+    lazy = (dev.type == "cuda" or bool(getattr(strategy, "defers_updates", False))) and not ctx.active
     guard = Guard(params, strategy.module, optimizer, lazy, checkpoint_dir)
     guard.saved_epoch = resumed_epoch
     good_step = state.step
@@ -105,6 +107,7 @@ def run_epochs(
                 strategy.begin_epoch(e_seed, dev)
                 first_step = state.step
                 t0 = time.perf_counter()
+                fused = fused_epoch(rows, first_step, epoch, batch_size) if fused_epoch is not None else None
                 total = 0.0
                 for batch_start in range(0, n, batch_size):
                     idx = perm[batch_start : batch_start + batch_size]
@@ -112,19 +115,24 @@ def run_epochs(
                     if ctx.active and size < world:
                         continue  # a last batch too small to give every rank a row (at most world-1 rows)
                     weight = strategy.kl_weight(state.step, epoch)
-                    batch = rows_slice(rows, ctx.shard(idx) if ctx.active else idx)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss = strategy.loss(batch, (world if ctx.active else 1) * scale / size, weight, state.step)
-                    if ctx.active:
-                        loss = ctx.all_reduce_sum(loss.detach().reshape(1))[0] / world
-                    value = guard.step(loss, size, batch_start, epoch, state.step + 1, state.epoch)
-                    optimizer.step()
+                    loss = fused(idx, weight) if fused is not None else None
+                    if loss is not None:  # gathered, differentiated and applied in one compiled call
+                        value = guard.step(loss, size, batch_start, epoch, state.step + 1, state.epoch)
+                    else:
+                        batch = rows_slice(rows, ctx.shard(idx) if ctx.active else idx)
+                        optimizer.zero_grad(set_to_none=True)
+                        loss = strategy.loss(batch, (world if ctx.active else 1) * scale / size, weight, state.step)
+                        if ctx.active:
+                            loss = ctx.all_reduce_sum(loss.detach().reshape(1))[0] / world
+                        value = guard.step(loss, size, batch_start, epoch, state.step + 1, state.epoch)
+                        optimizer.step()
                     state.step += 1
                     if value is not None:
                         total += value * size
                 if lazy:
                     total = guard.flush(epoch, first_step + 1, state.epoch)
-                    torch.cuda.synchronize(dev)
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
                 seconds = time.perf_counter() - t0
                 record = {"epoch": epoch, "step": state.step, **strategy.epoch_record(total, n, scale)}
                 test = strategy.test_record(data.test, seed, ctx)

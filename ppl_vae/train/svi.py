@@ -137,6 +137,8 @@ class SVIStrategy:
         self.ddp = ddp
         self.label = objective.spec
         self.module = program.module
+        self.defers_updates = False  # set by fit when the compiled whole step may run (the guard reads in blocks)
+        self.explicit = False  # fast="compile" was asked for: a fallback of the whole step is warned about
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
@@ -149,6 +151,23 @@ class SVIStrategy:
 
     def kl_weight(self, step: int, epoch: int) -> float:
         return self.objective.kl_weight(step, epoch)
+
+    def fused_epoch(self, rows: Rows, first_step: int, epoch: int, batch_size: int) -> Callable | None:
+        """The compiled whole step (:mod:`.fused`) for this epoch's full batches, or None (the reason is
+        kept on the engine, and warned about once when the step was asked for or failed)."""
+        engine = self.engine
+        if engine is None or self.ddp is not None or not self.defers_updates:
+            return None
+        n = len(rows[0])
+        full = n // batch_size if n >= batch_size else 1
+        weights = [self.kl_weight(first_step + i, epoch) for i in range(full)]
+        step = engine.fused_epoch(rows, self.state.optimizer, batch_size, first_step, weights)
+        if step is not None:
+            engine.fused_epochs.append(epoch)
+        elif engine.fused_reason is not None and (self.explicit or engine.fused_failed):
+            _warn_once(self.state, f"the compiled whole step does not apply ({engine.fused_reason}); training "
+                                   "with the captured loss graph and torch.optim.Adam")
+        return step
 
     def loss(self, batch: Rows, scale: float, weight: float, step: int) -> torch.Tensor:
         """One batch's loss, with its gradients left in the parameters' ``.grad``."""
@@ -243,8 +262,7 @@ def fit(
     if state is not None and not isinstance(state, TrainState):
         raise ArgumentTypeError(f"state must be a TrainState (history.state); got {type(state).__name__}")
     state = state or state_of(program.key) or TrainState(seed=seed)
-    train = as_train_data(data, test_data, getattr(program.owner, "dataset_inputs", None))
-    train = validate(train, program.check_data, state.validated)
+    train = _train_data(data, test_data, program, state.validated)
     ctx = setup_distributed(dev)
     dev = ctx.device
     train = train.to(dev)
@@ -276,6 +294,13 @@ def fit(
     history.meta.update(_fast_meta(fast, engine, obj, state), objective=obj.spec,
                         discrete_sites=list(info.non_reparam))
     strategy = SVIStrategy(program, obj, info, state, engine, ddp)
+    if engine is not None and ddp is None:
+        steps_per_epoch = max(1, -(-train.n // batch_size))
+        strategy.defers_updates = engine.may_fuse(state.optimizer, state.step, epochs, steps_per_epoch)
+        strategy.explicit = fast == "compile"
+        if strategy.explicit and not strategy.defers_updates and engine.fused_reason is not None:
+            _warn_once(state, f"the compiled whole step does not apply ({engine.fused_reason}); training with "
+                              "the compiled loss graph and torch.optim.Adam")
     history.state = state
     remember(program.key, state)  # reachable even if training stops with an error
 
@@ -292,7 +317,49 @@ def fit(
                    progress=progress, time_budget=time_budget, callback=callback, resumed_epoch=resumed)
     history.state = state
     remember(program.key, state)
+    if engine is not None:
+        history.meta["fast_path"]["whole_step"] = _whole_step_meta(engine)
     return history
+
+
+def _input_key(obj: Any) -> Any:
+    """What identifies ``fit``'s data argument without reading it (in-place edits bump ``_version``)."""
+    if torch.is_tensor(obj):
+        return (id(obj), obj.untyped_storage().data_ptr(), obj.storage_offset(), tuple(obj.shape), obj.dtype,
+                obj.device, obj._version)
+    if isinstance(obj, (tuple, list)):
+        return tuple(_input_key(o) for o in obj)
+    return None if obj is None else ("object", id(obj), type(obj).__name__)
+
+
+def _train_data(data: Any, test_data: Any, program: Program, memo: dict[str, Any]) -> TrainData:
+    """``as_train_data`` + ``validate``, remembered across calls of one training state: the same tensors
+    (identity, storage, version) are not converted and scanned again (a notebook calling
+    ``fit(..., epochs=1)`` in a loop pays the data checks once)."""
+    key = (_input_key(data), _input_key(test_data))
+    seen = memo.get("input")
+    tensors = torch.is_tensor(data) or isinstance(data, (tuple, list))  # a Dataset is only packed, not scanned
+    if tensors and seen is not None and seen[0] == key and seen[1] is data and seen[2] is test_data:
+        train = seen[3]
+    else:
+        train = as_train_data(data, test_data, getattr(program.owner, "dataset_inputs", None))
+    train = validate(train, program.check_data, memo)
+    memo["input"] = (key, data, test_data, train)  # the objects are held, so their ids cannot be reused
+    return train
+
+
+def _warn_once(state: TrainState, message: str) -> None:
+    if message not in state.reported:
+        state.reported.add(message)
+        warnings.warn(f"ppl_vae.fit: {message}", FastPathWarning, stacklevel=4)
+
+
+def _whole_step_meta(engine: FastEngine) -> dict[str, Any]:
+    """Which epochs of the call ran the compiled whole step, why the others did not, its compile time."""
+    meta: dict[str, Any] = {"epochs": list(engine.fused_epochs), "reason": engine.fused_reason}
+    if engine.fused is not None and engine.fused.compile_seconds:
+        meta["compile_seconds"] = round(sum(engine.fused.compile_seconds.values()), 3)
+    return meta
 
 
 def _inspect(program: Program, obj: Objective, train: TrainData, first: Rows, ctx: DistContext,

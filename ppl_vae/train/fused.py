@@ -1,0 +1,470 @@
+r"""The whole SVI step compiled as one unit: batch gather, noise, loss, gradients and Adam, on the device.
+
+The other fast paths (:mod:`.fast`) stop at the gradients: the optimiser then runs as its own kernels,
+the mini-batch is gathered by the loop, and the NaN guard reads every loss. Here one step is one
+compiled call. For a batch of row indices ``idx``::
+
+    batch = rows[idx]                                     # the gather, inside the graph
+    loss  = -ELBO(params; batch), z = mu + sigma * eps     # the Pyro model/guide, eps from torch's generator
+    g     = d loss / d params                             # the backward pass, traced
+    m, v  = beta1 m + (1 - beta1) g, beta2 v + (1 - beta2) g^2          # Adam, in place
+    param -= step_size * m / (sqrt(v) / sqrt(1 - beta2^t) + eps)
+
+The Pyro ``model``/``guide`` stay the single definition: the loss is the fast ELBO (or, for the
+importance-weighted objectives, the objective's own Pyro loss) traced with ``make_fx`` into ATen
+operations together with ``autograd.grad`` and the update of ``torch.optim.Adam``'s own state
+tensors (``exp_avg``, ``exp_avg_sq``, ``step``: checkpoints, resumes and the eager path see the same
+optimiser), then compiled by Inductor, which fuses the element-wise work of loss, backward and
+update around the matrix products. Random numbers come from PyTorch's generator
+(:func:`~ppl_vae.estimators.compiled.inductor_random`), so the compiled step draws what the eager step
+draws. The bias corrections of Adam are computed on the host per step (a Python float, as
+``torch.optim.Adam`` does) and passed in with the KL weight as one small tensor: no recompilation
+when the learning rate, the step or an annealed KL weight changes.
+
+**Checked before use.** Each compiled step (one per batch shape) is run once on copies of the
+parameters and optimiser state and compared with the eager step on the same random numbers: the
+eager loss and gradients and ``torch.optim.Adam.step`` itself (loss to 1e-4 relative, Adam's moments,
+i.e. the gradients, to 1e-3 of their largest entry, the parameter update to 1e-2 in norm). The fast
+ELBO itself is checked against Pyro's ELBO on the first batch (:meth:`.fast.FastEngine.check`).
+Anything that does not hold falls back, with the reason (a warning, and ``history.meta``).
+
+**The NaN guard** reads the losses in blocks (the update is already applied when a loss is known):
+on a non-finite one the parameters *and* the optimiser go back to the last good epoch and the
+message names the exact step (:class:`~.guard.Guard` in its lazy mode).
+
+**CUDA**: the compiled step is captured in a CUDA graph (static parameter, optimiser and data
+tensors; the indices and the per-step scalars copied into static buffers), replayed per step; the
+replay is checked against the compiled step before use.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyro
+import torch
+
+from ..estimators.compiled import inductor_random
+
+__all__ = ["FusedStep", "adam_problem"]
+
+Rows = tuple[torch.Tensor, ...]
+
+#: Agreement required between the compiled step and the eager step on the same random numbers.
+LOSS_RTOL, MOMENT_RTOL, UPDATE_RTOL = 1e-4, 1e-3, 1e-2
+
+
+def adam_problem(optimizer: Any) -> str | None:
+    """Why the fused step cannot reproduce this optimiser's update, or None (plain Adam)."""
+    if type(optimizer) is not torch.optim.Adam:
+        return f"the optimiser is {type(optimizer).__name__}, not torch.optim.Adam"
+    if len(optimizer.param_groups) != 1:
+        return "the optimiser has several parameter groups"
+    g = optimizer.param_groups[0]
+    odd = [k for k, want in (("amsgrad", False), ("maximize", False), ("differentiable", False),
+                             ("capturable", False), ("decoupled_weight_decay", False)) if g.get(k, want) != want]
+    if g.get("weight_decay", 0) != 0:
+        odd.append("weight_decay")
+    if any(torch.is_tensor(g.get(k)) for k in ("lr", "eps")) or any(torch.is_tensor(b) for b in g["betas"]):
+        odd.append("tensor hyper-parameters")
+    return f"Adam options {odd} are not supported by the fused step" if odd else None
+
+
+def _scalar_dtype() -> torch.dtype:
+    return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
+
+
+def _init_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
+    """Create Adam's state for parameters that have none yet, as ``torch.optim.Adam`` does on its first step."""
+    fused = bool(optimizer.param_groups[0].get("fused"))
+    for p in params:
+        st = optimizer.state[p]
+        if len(st) == 0:
+            st["step"] = (torch.zeros((), dtype=_scalar_dtype(), device=p.device) if fused
+                          else torch.tensor(0.0, dtype=_scalar_dtype()))
+            st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+            st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+
+
+@dataclass
+class _Layout:
+    """The flat inputs of a compiled step: trained tensors, fixed tensors, Adam state, scalars, rows, indices."""
+
+    train_names: list[str]
+    fixed_names: list[str]
+    used: list[bool]  # per trained tensor: does the loss depend on it (unused ones are left alone, as Adam does)
+    n_rows: int
+
+
+class FusedStep:
+    """Compiled whole training steps for one :class:`~.fast.FastEngine` and its optimiser.
+
+    ``epoch(rows, first_step, n_steps, kl_weights)`` prepares an epoch (the inputs, the per-step
+    scalars) and returns ``step(idx) -> loss`` for the batch shape it was compiled for, or None;
+    ``problem`` says why a program, objective or optimiser cannot be fused (None when it can).
+    """
+
+    def __init__(self, engine: Any, optimizer: torch.optim.Optimizer, tensor_weight: bool) -> None:
+        self.engine = engine
+        self.optimizer = optimizer
+        self.tensor_weight = tensor_weight  # the fast ELBO takes the KL weight as an input
+        self.compiled: dict[tuple, Callable | None] = {}
+        self.failures: dict[tuple, str] = {}
+        self.compile_seconds: dict[tuple, float] = {}
+        self.problem = self._problem()
+
+    # ------------------------------------------------------------------ applicability
+    def _problem(self) -> str | None:
+        engine = self.engine
+        if engine.graph_problem is not None:
+            return engine.graph_problem
+        problem = adam_problem(self.optimizer)
+        if problem is not None:
+            return problem
+        engine.refresh()
+        trained = {id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        mine = {id(t) for t in engine.tensors[: engine.n_params]}
+        if not trained <= mine:
+            return "the optimiser trains tensors outside the program's module"
+        return None
+
+    def layout(self) -> tuple[_Layout, list[torch.Tensor], list[torch.Tensor]]:
+        """The trained tensors (in the optimiser's order) and the fixed ones (frozen parameters, buffers)."""
+        engine = self.engine
+        engine.refresh()
+        by_id = {id(t): n for n, t in zip(engine.names, engine.tensors, strict=True)}
+        train = list(self.optimizer.param_groups[0]["params"])
+        train_ids = {id(t) for t in train}
+        fixed = [(n, t) for n, t in zip(engine.names, engine.tensors, strict=True) if id(t) not in train_ids]
+        lay = _Layout([by_id[id(t)] for t in train], [n for n, _ in fixed], [True] * len(train), 0)
+        return lay, train, [t for _, t in fixed]
+
+    # ------------------------------------------------------------------ the traced step
+    def _traced(self, lay: _Layout, scale: float, weight: float) -> Callable:
+        module = self.engine.module
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = (float(b) for b in group["betas"])
+        eps = float(group["eps"])
+        k, f, r = len(lay.train_names), len(lay.fixed_names), lay.n_rows
+        tensor_weight = self.tensor_weight
+
+        def step(*flat: torch.Tensor) -> torch.Tensor:
+            from torch.func import functional_call
+
+            train, fixed = flat[:k], flat[k : k + f]
+            m, v, s = flat[k + f : 2 * k + f], flat[2 * k + f : 3 * k + f], flat[3 * k + f : 4 * k + f]
+            hyper = flat[4 * k + f]
+            rows, idx = flat[4 * k + f + 1 : 4 * k + f + 1 + r], flat[-1]
+            batch = tuple(t[idx] for t in rows)
+            leaves = [p.detach().requires_grad_(True) for p in train]
+            tensors = dict(zip(lay.train_names, leaves, strict=True))
+            tensors.update(zip(lay.fixed_names, fixed, strict=True))
+            kwargs: dict[str, Any] = {"scale": scale}
+            if tensor_weight:
+                kwargs["latent_weight"] = hyper[2]
+            elif weight != 1.0:
+                kwargs["latent_weight"] = weight
+            with torch.enable_grad():
+                loss = functional_call(module, tensors, batch, kwargs)
+                grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+            with torch.no_grad():
+                step_size, bc2_sqrt = hyper[0], hyper[1]
+                for i, (p, g) in enumerate(zip(train, grads, strict=True)):
+                    if g is None:  # torch.optim.Adam skips a parameter without a gradient
+                        lay.used[i] = False
+                        continue
+                    s[i].add_(1)
+                    m[i].lerp_(g, 1 - beta1)
+                    v[i].mul_(beta2).addcmul_(g, g, value=1 - beta2)
+                    denom = (v[i].sqrt() / bc2_sqrt).add_(eps)
+                    p.sub_(step_size * m[i] / denom)
+            return loss.detach()
+
+        return step
+
+    def _inputs(self, train: list[torch.Tensor], fixed: list[torch.Tensor], rows: Rows,
+                state: dict | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``(before, after)``: the flat inputs before and after the per-step ``hyper`` tensor (minus ``idx``)."""
+        st = self.optimizer.state if state is None else state
+        m = [st[p]["exp_avg"] for p in train]
+        v = [st[p]["exp_avg_sq"] for p in train]
+        s = [st[p]["step"] for p in train]
+        return [*(p.detach() for p in train), *fixed, *m, *v, *s], list(rows)
+
+    def hyper(self, step: int, weight: float, device: torch.device) -> list[float]:
+        """``[step_size, sqrt(1 - beta2^t), kl weight]`` for the ``step``-th update (counted from 1),
+        computed in double precision as ``torch.optim.Adam`` does."""
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = (float(b) for b in group["betas"])
+        return [float(group["lr"]) / (1 - beta1**step), math.sqrt(1 - beta2**step), float(weight)]
+
+    # ------------------------------------------------------------------ compile and check
+    def build(self, rows: Rows, batch_size: int, scale: float, weight: float) -> Callable | None:
+        """The compiled step for batches of ``batch_size`` rows of ``rows`` (None when it failed; see
+        :attr:`failures`)."""
+        key = self.key(rows, batch_size, scale, weight)
+        if key in self.compiled:
+            return self.compiled[key]
+        import time
+
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        t0 = time.perf_counter()
+        lay, train, fixed = self.layout()
+        lay.n_rows = len(rows)
+        _init_state(self.optimizer, train)
+        before, after = self._inputs(train, fixed, rows)
+        dev = rows[0].device
+        idx = torch.arange(batch_size, device=dev)
+        hyper = torch.tensor(self.hyper(1, weight, dev), dtype=torch.float32, device=dev)
+        example = [*before, hyper, *after, idx]
+        run: Callable | None = None
+        try:
+            with warnings.catch_warnings(), pyro.validation_enabled(False):
+                warnings.simplefilter("ignore")
+                graph = make_fx(self._traced(lay, scale, weight), tracing_mode="fake",
+                                _allow_non_fake_inputs=True)(*example)
+                graph.graph.eliminate_dead_code()
+                graph.recompile()
+                run = _compile(graph, example)
+        except Exception as err:  # noqa: BLE001 - data-dependent Python, unsupported ops, no C++ compiler
+            self.failures[key] = f"could not compile the whole step ({type(err).__name__}: {str(err).strip()[:300]})"
+        if run is not None:
+            bad = self.verify(run, lay, train, fixed, rows, idx, scale, weight)
+            if bad is not None:
+                self.failures[key] = bad
+                run = None
+        if run is not None and dev.type == "cuda":
+            run = self._cuda_graph(run, lay, train, fixed, rows, batch_size, weight)
+        self.compiled[key] = run
+        self.lay = lay
+        self.compile_seconds[key] = time.perf_counter() - t0
+        return run
+
+    @staticmethod
+    def key(rows: Rows, batch_size: int, scale: float, weight: float) -> tuple:
+        return (tuple((tuple(t.shape), t.dtype) for t in rows), str(rows[0].device), batch_size, float(scale),
+                None if weight is None else float(weight))
+
+    def verify(self, run: Callable, lay: _Layout, train: list[torch.Tensor], fixed: list[torch.Tensor], rows: Rows,
+               idx: torch.Tensor, scale: float, weight: float) -> str | None:
+        """Run the compiled step and the eager step (the loss, ``autograd.grad``, ``torch.optim.Adam.step``)
+        on copies, from the same random numbers; None when they agree, else what differs."""
+        from torch.func import functional_call
+
+        dev = rows[0].device
+        opt = self.optimizer
+        state = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()} for p in train}
+        copies = [p.detach().clone() for p in train]
+        ref_params = [p.detach().clone().requires_grad_(True) for p in train]
+        group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
+        ref_opt = torch.optim.Adam(ref_params, **group)
+        for p, q in zip(train, ref_params, strict=True):
+            ref_opt.state[q] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
+        step_no = int(float(state[train[0]]["step"])) + 1
+        hyper = torch.tensor(self.hyper(step_no, weight, dev), dtype=torch.float32, device=dev)
+        m = [state[p]["exp_avg"] for p in train]
+        v = [state[p]["exp_avg_sq"] for p in train]
+        s = [state[p]["step"] for p in train]
+        devices = [dev] if dev.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+            torch.manual_seed(13)
+            try:
+                with torch.no_grad():
+                    loss = run(*copies, *fixed, *m, *v, *s, hyper, *rows, idx)
+            except Exception as err:  # noqa: BLE001 - a compiled step that does not run is not used
+                return f"the compiled step failed to run ({type(err).__name__}: {str(err).strip()[:300]})"
+            torch.manual_seed(13)
+            tensors = dict(zip(lay.train_names, ref_params, strict=True))
+            tensors.update(zip(lay.fixed_names, fixed, strict=True))
+            kwargs: dict[str, Any] = {"scale": scale}
+            if weight != 1.0:
+                kwargs["latent_weight"] = weight
+            ref_loss = functional_call(self.engine.module, tensors, tuple(t[idx] for t in rows), kwargs)
+            grads = torch.autograd.grad(ref_loss, ref_params, allow_unused=True)
+            for q, g in zip(ref_params, grads, strict=True):
+                q.grad = g
+            ref_opt.step()
+        if not (torch.isfinite(loss) and torch.isfinite(ref_loss)):
+            return "the first batch's loss is not finite"
+        a, b = float(loss), float(ref_loss.detach())
+        if not math.isclose(a, b, rel_tol=LOSS_RTOL, abs_tol=LOSS_RTOL):
+            return f"the compiled step's loss {a:.8g} differs from the eager step's {b:.8g}"
+        for i, (p, q) in enumerate(zip(train, ref_params, strict=True)):
+            name = lay.train_names[i]
+            ref_state = ref_opt.state.get(q, {})
+            if not ref_state:  # no gradient in the eager step: the compiled step must leave it alone too
+                if lay.used[i] or not torch.equal(copies[i], p.detach()):
+                    return f"parameter {name!r} has no gradient eagerly but is updated by the compiled step"
+                continue
+            for what, got, want in (("first moment (the gradient)", m[i], ref_state["exp_avg"]),
+                                    ("second moment", v[i], ref_state["exp_avg_sq"])):
+                if not _close(got, want, MOMENT_RTOL):
+                    return f"Adam's {what} of {name!r} differs from the eager update"
+            moved = (q.detach() - p.detach()).norm()
+            off = (copies[i] - q.detach()).norm()
+            if float(off) > UPDATE_RTOL * float(moved) + 1e-12:
+                return f"the update of {name!r} differs from torch.optim.Adam's ({float(off):.3g} vs {float(moved):.3g})"
+        return None
+
+    # ------------------------------------------------------------------ CUDA graphs
+    def _cuda_graph(self, run: Callable, lay: _Layout, train: list[torch.Tensor], fixed: list[torch.Tensor],
+                    rows: Rows, batch_size: int, weight: float) -> Callable | None:
+        """The compiled step captured in a CUDA graph (static shapes), checked against the compiled step;
+        the compiled step itself if capture fails."""
+        return _CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
+
+    # ------------------------------------------------------------------ one epoch
+    def epoch(self, rows: Rows, batch_size: int, scale: float, first_step: int, weights: list[float],
+              ) -> Callable[[torch.Tensor, float], torch.Tensor | None] | None:
+        """Prepare one epoch's full batches (``len(weights)`` steps from optimiser step ``first_step + 1``):
+        returns ``step(idx, weight) -> loss`` (None for a batch of another size), or None when no
+        compiled step applies."""
+        weight_key = None if self.tensor_weight else (weights[0] if weights else 1.0)
+        if not self.tensor_weight and any(w != weight_key for w in weights):
+            return None
+        run = self.build(rows, batch_size, scale, 1.0 if weight_key is None else weight_key)
+        if run is None:
+            return None
+        lay, train, fixed = self.layout()
+        _init_state(self.optimizer, train)
+        counts = {float(self.optimizer.state[p]["step"]) for i, p in enumerate(train) if self.lay.used[i]}
+        if len(counts) > 1:
+            return None
+        count = int(counts.pop()) if counts else first_step
+        dev = rows[0].device
+        table = torch.tensor([self.hyper(count + 1 + i, w, dev) for i, w in enumerate(weights)],
+                             dtype=torch.float32).to(dev)
+        if isinstance(run, _CudaGraphStep):
+            return run.epoch(self, rows, table, batch_size, train, fixed)
+        before, after = self._inputs(train, fixed, rows)
+        position = [0]
+
+        def step(idx: torch.Tensor, weight: float) -> torch.Tensor | None:
+            i = position[0]
+            if len(idx) != batch_size or i >= len(table):
+                return None
+            position[0] = i + 1
+            with torch.no_grad():
+                return run(*before, table[i], *after, idx)
+
+        return step
+
+
+def _compile(graph: torch.fx.GraphModule, example: list[torch.Tensor]) -> Callable:
+    """Inductor on the traced step, with random numbers from PyTorch's generator.
+
+    Inductor directly (no ``torch.compile`` frame: nothing to guard, so nothing can recompile with other
+    settings, and no guard check per call), inside a tracing context with a shape environment so that
+    Inductor's on-disk graph cache can serve a later process."""
+    from torch._guards import TracingContext, tracing
+    from torch._subclasses.fake_tensor import FakeTensorMode
+    from torch.fx.experimental.symbolic_shapes import ShapeEnv
+
+    with inductor_random(), tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
+        return torch._inductor.compile(graph, example)
+
+
+def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
+    atol = rtol * max(float(a.abs().max()), float(b.abs().max()), 1e-30)
+    return bool(torch.allclose(a, b, rtol=rtol, atol=atol))
+
+
+class _CudaGraphStep:
+    """The compiled step replayed from a CUDA graph: parameters and optimiser state are static tensors
+    already; the rows, indices and per-step scalars live in static buffers filled before each replay."""
+
+    def __init__(self) -> None:
+        self.graph: Any = None
+
+    @classmethod
+    def make(cls, fused: FusedStep, run: Callable, train: list[torch.Tensor], fixed: list[torch.Tensor],
+             rows: Rows, batch_size: int, weight: float) -> _CudaGraphStep | None:
+        self = cls()
+        dev = rows[0].device
+        self.rows = [t.clone() for t in rows]
+        self.idx = torch.zeros(batch_size, dtype=torch.long, device=dev)
+        self.hyper = torch.tensor(fused.hyper(1, weight, dev), dtype=torch.float32, device=dev)
+        before, _ = fused._inputs(train, fixed, rows)
+        if any(t.device != dev for t in before):  # e.g. Adam's step counters on the host (non-fused Adam)
+            return None
+        self.before = before
+        try:
+            side = torch.cuda.Stream(dev)
+            side.wait_stream(torch.cuda.current_stream(dev))
+            with torch.cuda.stream(side), torch.no_grad(), torch.random.fork_rng(devices=[dev]):
+                for _ in range(2):  # warm up on copies (allocations, library handles)
+                    run(*[t.clone() for t in before], self.hyper, *self.rows, self.idx)
+            torch.cuda.current_stream(dev).wait_stream(side)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.no_grad(), torch.cuda.graph(self.graph):
+                self.out = run(*before, self.hyper, *self.rows, self.idx)
+        except Exception as err:  # noqa: BLE001 - capture is an optimisation: keep the compiled step
+            warnings.warn(f"ppl_vae.fit: could not capture the compiled step in a CUDA graph ({type(err).__name__}: "
+                          f"{err}); replaying the compiled step without one", RuntimeWarning, stacklevel=5)
+            return None
+        if not self._replays_like(run, before, dev):
+            warnings.warn("ppl_vae.fit: the CUDA graph of the compiled step does not reproduce it; replaying the "
+                          "compiled step without one", RuntimeWarning, stacklevel=5)
+            return None
+        return self
+
+    def rebind(self, fused: FusedStep, train: list[torch.Tensor], fixed: list[torch.Tensor], rows: Rows) -> bool:
+        """Point the optimiser's state back at the captured tensors (a resume or the NaN guard's restore
+        replaces them), copying the current values in; False if a parameter itself was replaced."""
+        current, _ = fused._inputs(train, fixed, rows)
+        k, f = len(train), len(fixed)
+        for j, (now, captured) in enumerate(zip(current, self.before, strict=True)):
+            if now.data_ptr() == captured.data_ptr():
+                continue
+            if j < k + f or now.shape != captured.shape:
+                return False
+            with torch.no_grad():
+                captured.copy_(now)
+            which, i = divmod(j - k - f, k)
+            fused.optimizer.state[train[i]][("exp_avg", "exp_avg_sq", "step")[which]] = captured
+        return True
+
+    def _replays_like(self, run: Callable, before: list[torch.Tensor], dev: torch.device) -> bool:
+        """One replay against the compiled step on copies from the same generator state; the real tensors
+        and the generator are put back afterwards."""
+        saved = [t.clone() for t in before]
+        rng = torch.cuda.get_rng_state(dev)
+        self.idx.copy_(torch.arange(len(self.idx), device=dev))
+        self.graph.replay()
+        got = [t.clone() for t in before]
+        loss = self.out.clone()
+        torch.cuda.set_rng_state(rng, dev)
+        copies = [t.clone() for t in saved]
+        with torch.no_grad():
+            want = run(*copies, self.hyper, *self.rows, self.idx)
+        torch.cuda.set_rng_state(rng, dev)
+        with torch.no_grad():
+            for t, s in zip(before, saved, strict=True):
+                t.copy_(s)
+        ok = torch.allclose(loss, want, rtol=LOSS_RTOL, atol=LOSS_RTOL)
+        return bool(ok) and all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(got, copies, strict=True))
+
+    def epoch(self, fused: FusedStep, rows: Rows, table: torch.Tensor, batch_size: int, train: list[torch.Tensor],
+              fixed: list[torch.Tensor]) -> Callable | None:
+        if not self.rebind(fused, train, fixed, rows):
+            return None
+        for static, t in zip(self.rows, rows, strict=True):
+            static.copy_(t)
+        position = [0]
+
+        def step(idx: torch.Tensor, weight: float) -> torch.Tensor | None:
+            i = position[0]
+            if len(idx) != batch_size or i >= len(table):
+                return None
+            position[0] = i + 1
+            self.idx.copy_(idx)
+            self.hyper.copy_(table[i])
+            self.graph.replay()
+            return self.out.clone()
+
+        return step
