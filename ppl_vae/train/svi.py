@@ -282,9 +282,9 @@ def fit(
         if state.optimizer is None or [id(p) for g in state.optimizer.param_groups for p in g["params"]] != \
                 [id(p) for p in params]:
             state.optimizer = adam(params, lr)
-        for group in state.optimizer.param_groups:
-            group["lr"] = lr
         resumed = _resume(program, state, checkpoint_dir, dev, info) if resume else None
+        for group in state.optimizer.param_groups:  # after a resume: the lr asked for, not the saved one
+            group["lr"] = lr
     state.setup = None if resume else (key, info, obj, params, pure)
     state.info = info
     state.objective = obj.spec
