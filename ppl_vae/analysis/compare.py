@@ -23,7 +23,8 @@ through, e.g. ``"ais"``). Per run the table reports
 * ``train_seconds`` (the training loops, without per-epoch test evaluation),
   ``seconds_per_epoch``, ``fit_seconds`` (wall time of ``fit``);
 * ``model``, ``guide``, ``objective``: the method's parts; ``test_accuracy``: the classifier's accuracy on
-  the test labels for models that have one (M2), else NaN.
+  the test labels for models that have one (M2), else NaN; ``test_ais_log_likelihood`` with
+  ``estimator="ais"``, else NaN (the paired table then compares ``ais_log_likelihood`` per point too).
 
 Paired differences: :mod:`.paired`. Results save to ``comparison.csv``, ``paired.csv``, ``comparison.nc``
 (ArviZ ``InferenceData`` with per-point values, training curves and the summary on dims
@@ -62,6 +63,7 @@ TABLE_COLUMNS = [
     "gap", "khat_share_above_0.7", "active_units", "latent_dim", "kl_mean", "kl_per_dim_mean",
     "reconstruction_error", "reconstruction_mse", "final_train_elbo", "train_seconds",
     "seconds_per_epoch", "fit_seconds", "num_samples", "n_test", "model", "guide", "objective", "test_accuracy",
+    "test_ais_log_likelihood",
 ]
 
 
@@ -126,6 +128,7 @@ def _run_row(method: Method, seed: int, history: list[dict], report: Any, fit_se
         "seconds_per_epoch": train_seconds / len(history) if history else math.nan,
         "fit_seconds": fit_seconds, "num_samples": s["num_samples"], "n_test": s["n"],
         "model": method.model, "guide": method.guide, "objective": method.objective, "test_accuracy": accuracy,
+        "test_ais_log_likelihood": s.get("ais_mean", math.nan),
     }
 
 
