@@ -352,11 +352,11 @@ def summary(args: argparse.Namespace, tables: dict[int, dict[str, tuple[float, f
     """The issue's table: plain, our default and fastest paths, NumPyro and the floor, as ratios to plain."""
     sizes = args.batch_sizes
     print("summary: ratio to plain (Adam) in the same run (lower is faster); target: fastest <= NumPyro")
-    print(f"  {'':<44} " + "  ".join(f"{'B=' + str(b):>7}" for b in sizes))
+    print(f"  {'':<46} " + "  ".join(f"{'B=' + str(b):>7}" for b in sizes))
 
     def line(label: str, key: str) -> None:
         cells = [f"{tables[b][key][1]:>7.2f}" if key in tables[b] else f"{'-':>7}" for b in sizes]
-        print(f"  {label:<44} " + "  ".join(cells))
+        print(f"  {label:<46} " + "  ".join(cells))
 
     line("plain PyTorch (eager, Adam)", "plain (Adam)")
     for objective in ("trace", "analytic"):
@@ -372,7 +372,7 @@ def summary(args: argparse.Namespace, tables: dict[int, dict[str, tuple[float, f
         print("ratios to plain iwae:k=5 (no target):")
         for name in iwae:
             cells = [f"{tables[b][name][0] / tables[b]['plain iwae:k=5'][0]:>7.2f}" for b in sizes]
-            print(f"  {name:<44} " + "  ".join(cells))
+            print(f"  {name:<46} " + "  ".join(cells))
     print()
 
 

@@ -174,3 +174,24 @@ def test_fit_fuses_adam_for_large_models_only_and_rejects_unknown_fast_modes(bin
     vae = _vae()
     with pytest.raises(ValueError, match="fast must be one of"):
         pv.fit(vae, binary_x, epochs=1, progress=False, fast="turbo")
+
+
+def test_short_calls_check_the_data_once_and_again_after_an_in_place_edit(binary_x, monkeypatch):
+    """fit(..., epochs=1) in a loop: the data are converted and scanned on the first call only, and again
+    when the tensor changes in place (its version counter moves), so a NaN written later is still refused."""
+    import ppl_vae.train.svi as svi
+    from ppl_vae.errors import DataError
+
+    calls = []
+    real = svi.as_train_data
+    monkeypatch.setattr(svi, "as_train_data", lambda *a, **k: calls.append(1) or real(*a, **k))
+    vae, x = _vae(), binary_x.clone()
+    for _ in range(3):
+        pv.fit(vae, x, epochs=1, batch_size=16, device="cpu", progress=False)
+    assert len(calls) == 1
+    x[0, 0] = 1 - x[0, 0]
+    pv.fit(vae, x, epochs=1, batch_size=16, device="cpu", progress=False)
+    assert len(calls) == 2
+    x[0, 0] = float("nan")
+    with pytest.raises(DataError, match="non-finite"):
+        pv.fit(vae, x, epochs=1, batch_size=16, device="cpu", progress=False)

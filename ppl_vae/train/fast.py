@@ -12,13 +12,19 @@ Pyro runs per step:
   on the first batch before training starts.
 * ``"graph"``: the eager step (loss and ``autograd.grad``) captured once per batch shape with
   ``make_fx`` into an ATen graph and replayed with no Python or Pyro work; same random draws.
-* ``"compile"``: that graph compiled by ``torch.compile`` (Inductor; random numbers from PyTorch's
-  generator). Costs tens of seconds per shape.
+* ``"compile"``: the whole step compiled as one unit (:mod:`.fused`: the batch gather, the noise, loss,
+  gradients and the Adam update in one Inductor call; CUDA graphs on GPU) for the epoch's full batches,
+  the captured graph for the short last batch. Costs seconds to tens of seconds per batch shape (once
+  per process; Inductor's on-disk cache shortens later ones). Where the whole step does not apply, the
+  captured loss graph compiled by ``torch.compile`` (random numbers from PyTorch's generator).
 * ``"auto"`` (default): ``"graph"`` for batch shapes run often enough to repay the capture
   (:data:`CAPTURE_MIN_STEPS`, counted across ``fit`` calls of the same training state) when the
-  programs are ppl_vae's own (no Python side effects between calls); ``"eager"`` otherwise. A graph
+  programs are ppl_vae's own (no Python side effects between calls); ``"eager"`` otherwise; and the
+  compiled whole step from the first epoch that starts after the run has taken
+  :data:`FUSE_AFTER_STEPS` optimiser steps (the run's step counter, restored on resume: an interrupted
+  and resumed run switches at the same epoch as an uninterrupted one, so their numbers agree). A graph
   replays tensor operations only: a user's program with side effects (counters, prints, state on
-  ``self``) would not see them, so user programs get graphs only when they ask.
+  ``self``) would not see them, so user programs get graphs and the compiled step only when they ask.
 
 The fast ELBO applies to ``trace`` and ``analytic`` with one particle, a guide whose latent sites are
 reparameterised, not enumerated and all in the model, and no model-only sites; the importance-weighted

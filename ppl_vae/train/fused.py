@@ -103,9 +103,9 @@ class _Layout:
 class FusedStep:
     """Compiled whole training steps for one :class:`~.fast.FastEngine` and its optimiser.
 
-    ``epoch(rows, first_step, n_steps, kl_weights)`` prepares an epoch (the inputs, the per-step
-    scalars) and returns ``step(idx) -> loss`` for the batch shape it was compiled for, or None;
-    ``problem`` says why a program, objective or optimiser cannot be fused (None when it can).
+    :meth:`epoch` prepares an epoch's full batches (the inputs, a table of the per-step scalars) and
+    returns ``step(idx, weight) -> loss``, or None; ``problem`` says why a program, objective or
+    optimiser cannot be fused (None when it can); ``failures`` why a compiled step was refused.
     """
 
     def __init__(self, engine: Any, optimizer: torch.optim.Optimizer, tensor_weight: bool) -> None:
@@ -238,8 +238,8 @@ class FusedStep:
             if bad is not None:
                 self.failures[key] = bad
                 run = None
-        if run is not None and dev.type == "cuda":
-            run = self._cuda_graph(run, lay, train, fixed, rows, batch_size, weight)
+        if run is not None and dev.type == "cuda":  # static shapes: replay from a CUDA graph where it captures
+            run = _CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
         self.compiled[key] = run
         self.lay = lay
         self.compile_seconds[key] = time.perf_counter() - t0
@@ -310,13 +310,6 @@ class FusedStep:
             if float(off) > UPDATE_RTOL * float(moved) + 1e-12:
                 return f"the update of {name!r} differs from torch.optim.Adam's ({float(off):.3g} vs {float(moved):.3g})"
         return None
-
-    # ------------------------------------------------------------------ CUDA graphs
-    def _cuda_graph(self, run: Callable, lay: _Layout, train: list[torch.Tensor], fixed: list[torch.Tensor],
-                    rows: Rows, batch_size: int, weight: float) -> Callable | None:
-        """The compiled step captured in a CUDA graph (static shapes), checked against the compiled step;
-        the compiled step itself if capture fails."""
-        return _CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
 
     # ------------------------------------------------------------------ one epoch
     def epoch(self, rows: Rows, batch_size: int, scale: float, first_step: int, weights: list[float],

@@ -459,7 +459,8 @@ def _fast_meta(fast: str, engine: FastEngine | None, obj: Objective, state: Trai
     elif engine.problem is not None:
         reason, warn = engine.problem, True
     else:
-        return {"fast_path": {"path": fast if fast != "auto" else "auto (eager; graphs for long runs)",
+        return {"fast_path": {"path": fast if fast != "auto" else
+                              "auto (eager; graphs, then the compiled whole step, for long runs)",
                               "reason": engine.graph_problem}}
     name = type(obj.elbo).__name__
     if warn and reason not in state.reported:
