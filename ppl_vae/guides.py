@@ -159,7 +159,12 @@ class MeanFieldGuide(GaussianEncoder):
 
 class FullRankGuide(AmortisedGuide):
     """``MultivariateNormal(mu(x), scale_tril=L(x))``: the encoder outputs ``d + d(d+1)/2`` numbers; the
-    diagonal of L is ``softplus(raw) + min_scale``, the strict lower triangle is unconstrained."""
+    diagonal of L is ``softplus(raw) + min_scale``, the strict lower triangle is unconstrained.
+
+    The output layer's weights and biases for the strict lower triangle start at zero: q starts diagonal
+    (a mean-field Gaussian) and learns its correlations (a random start gives every point a random
+    correlated q, which on MNIST trained measurably slower).
+    """
 
     spec = "fullrank"
 
@@ -168,6 +173,10 @@ class FullRankGuide(AmortisedGuide):
         self.latent_dim = latent_dim
         self.min_scale = min_scale
         self.net = net
+        last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+        with torch.no_grad():
+            last.weight[2 * latent_dim :].zero_()
+            last.bias[2 * latent_dim :].zero_()
         rows, cols = torch.tril_indices(latent_dim, latent_dim, offset=-1)
         self.register_buffer("rows", rows, persistent=False)
         self.register_buffer("cols", cols, persistent=False)

@@ -138,8 +138,11 @@ def test_fullrank_kl_is_registered_in_closed_form():
     mc = q.log_prob(z) - p.log_prob(z)
     se = mc.std(0) / mc.shape[0] ** 0.5
     assert ((mc.mean(0) - closed).abs() < 4 * se).all(), (mc.mean(0), closed, se)
-    # analytic training of a full-rank guide: no warning about a sampled KL
+    # a full-rank guide starts diagonal, then learns correlations
     vae = VAE(6, 2, (8,), guide="fullrank")
+    tril = vae.encoder.dist(torch.rand(3, 6)).scale_tril.detach()
+    assert (tril[:, 1, 0] == 0).all() and (tril.diagonal(dim1=-2, dim2=-1) > 0).all()
+    # analytic training of a full-rank guide: no warning about a sampled KL
     with warnings.catch_warnings():
         warnings.simplefilter("error", SampledKLWarning)
         pv.fit(vae, (torch.rand(40, 6) > 0.5).float(), "analytic", epochs=1, progress=False)
