@@ -218,6 +218,8 @@ def test_on_cuda_the_compiled_step_is_replayed_from_a_cuda_graph_and_trains_like
     h = pv.fit(compiled, xc, "analytic", epochs=2, batch_size=BATCH, lr=1e-2, seed=3, device="cuda",
                progress=False, fast="compile")
     assert h.meta["fast_path"]["whole_step"]["epochs"] == [1, 2]
-    assert any(isinstance(run, fused._CudaGraphStep) for run in h.state.engine.fused.compiled.values())
+    from ppl_vae.train.fused_cuda import CudaGraphStep
+
+    assert any(isinstance(run, CudaGraphStep) for run in h.state.engine.fused.compiled.values())
     for p, q in zip(compiled.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)

@@ -32,9 +32,9 @@ Anything that does not hold falls back, with the reason (a warning, and ``histor
 on a non-finite one the parameters *and* the optimiser go back to the last good epoch and the
 message names the exact step (:class:`~.guard.Guard` in its lazy mode).
 
-**CUDA**: the compiled step is captured in a CUDA graph (static parameter, optimiser and data
-tensors; the indices and the per-step scalars copied into static buffers), replayed per step; the
-replay is checked against the compiled step before use.
+**CUDA**: the compiled step is captured in a CUDA graph (:mod:`.fused_cuda`: static parameter,
+optimiser and data tensors; the indices and the per-step scalars copied into static buffers), replayed
+per step; the replay is checked against the compiled step before use.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ import pyro
 import torch
 
 from ..estimators.compiled import inductor_random
+from .fused_cuda import CudaGraphStep
 
 __all__ = ["FusedStep", "adam_problem"]
 
@@ -239,7 +240,7 @@ class FusedStep:
                 self.failures[key] = bad
                 run = None
         if run is not None and dev.type == "cuda":  # static shapes: replay from a CUDA graph where it captures
-            run = _CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
+            run = CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
         self.compiled[key] = run
         self.lay = lay
         self.compile_seconds[key] = time.perf_counter() - t0
@@ -332,7 +333,7 @@ class FusedStep:
         dev = rows[0].device
         table = torch.tensor([self.hyper(count + 1 + i, w, dev) for i, w in enumerate(weights)],
                              dtype=torch.float32).to(dev)
-        if isinstance(run, _CudaGraphStep):
+        if isinstance(run, CudaGraphStep):
             return run.epoch(self, rows, table, batch_size, train, fixed)
         before, after = self._inputs(train, fixed, rows)
         position = [0]
@@ -365,99 +366,3 @@ def _compile(graph: torch.fx.GraphModule, example: list[torch.Tensor]) -> Callab
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:
     atol = rtol * max(float(a.abs().max()), float(b.abs().max()), 1e-30)
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol))
-
-
-class _CudaGraphStep:
-    """The compiled step replayed from a CUDA graph: parameters and optimiser state are static tensors
-    already; the rows, indices and per-step scalars live in static buffers filled before each replay."""
-
-    def __init__(self) -> None:
-        self.graph: Any = None
-
-    @classmethod
-    def make(cls, fused: FusedStep, run: Callable, train: list[torch.Tensor], fixed: list[torch.Tensor],
-             rows: Rows, batch_size: int, weight: float) -> _CudaGraphStep | None:
-        self = cls()
-        dev = rows[0].device
-        self.rows = [t.clone() for t in rows]
-        self.idx = torch.zeros(batch_size, dtype=torch.long, device=dev)
-        self.hyper = torch.tensor(fused.hyper(1, weight, dev), dtype=torch.float32, device=dev)
-        before, _ = fused._inputs(train, fixed, rows)
-        if any(t.device != dev for t in before):  # e.g. Adam's step counters on the host (non-fused Adam)
-            return None
-        self.before = before
-        try:
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            with torch.cuda.stream(side), torch.no_grad(), torch.random.fork_rng(devices=[dev]):
-                for _ in range(2):  # warm up on copies (allocations, library handles)
-                    run(*[t.clone() for t in before], self.hyper, *self.rows, self.idx)
-            torch.cuda.current_stream(dev).wait_stream(side)
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.no_grad(), torch.cuda.graph(self.graph):
-                self.out = run(*before, self.hyper, *self.rows, self.idx)
-        except Exception as err:  # noqa: BLE001 - capture is an optimisation: keep the compiled step
-            warnings.warn(f"ppl_vae.fit: could not capture the compiled step in a CUDA graph ({type(err).__name__}: "
-                          f"{err}); replaying the compiled step without one", RuntimeWarning, stacklevel=5)
-            return None
-        if not self._replays_like(run, before, dev):
-            warnings.warn("ppl_vae.fit: the CUDA graph of the compiled step does not reproduce it; replaying the "
-                          "compiled step without one", RuntimeWarning, stacklevel=5)
-            return None
-        return self
-
-    def rebind(self, fused: FusedStep, train: list[torch.Tensor], fixed: list[torch.Tensor], rows: Rows) -> bool:
-        """Point the optimiser's state back at the captured tensors (a resume or the NaN guard's restore
-        replaces them), copying the current values in; False if a parameter itself was replaced."""
-        current, _ = fused._inputs(train, fixed, rows)
-        k, f = len(train), len(fixed)
-        for j, (now, captured) in enumerate(zip(current, self.before, strict=True)):
-            if now.data_ptr() == captured.data_ptr():
-                continue
-            if j < k + f or now.shape != captured.shape:
-                return False
-            with torch.no_grad():
-                captured.copy_(now)
-            which, i = divmod(j - k - f, k)
-            fused.optimizer.state[train[i]][("exp_avg", "exp_avg_sq", "step")[which]] = captured
-        return True
-
-    def _replays_like(self, run: Callable, before: list[torch.Tensor], dev: torch.device) -> bool:
-        """One replay against the compiled step on copies from the same generator state; the real tensors
-        and the generator are put back afterwards."""
-        saved = [t.clone() for t in before]
-        rng = torch.cuda.get_rng_state(dev)
-        self.idx.copy_(torch.arange(len(self.idx), device=dev))
-        self.graph.replay()
-        got = [t.clone() for t in before]
-        loss = self.out.clone()
-        torch.cuda.set_rng_state(rng, dev)
-        copies = [t.clone() for t in saved]
-        with torch.no_grad():
-            want = run(*copies, self.hyper, *self.rows, self.idx)
-        torch.cuda.set_rng_state(rng, dev)
-        with torch.no_grad():
-            for t, s in zip(before, saved, strict=True):
-                t.copy_(s)
-        ok = torch.allclose(loss, want, rtol=LOSS_RTOL, atol=LOSS_RTOL)
-        return bool(ok) and all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(got, copies, strict=True))
-
-    def epoch(self, fused: FusedStep, rows: Rows, table: torch.Tensor, batch_size: int, train: list[torch.Tensor],
-              fixed: list[torch.Tensor]) -> Callable | None:
-        if not self.rebind(fused, train, fixed, rows):
-            return None
-        for static, t in zip(self.rows, rows, strict=True):
-            static.copy_(t)
-        position = [0]
-
-        def step(idx: torch.Tensor, weight: float) -> torch.Tensor | None:
-            i = position[0]
-            if len(idx) != batch_size or i >= len(table):
-                return None
-            position[0] = i + 1
-            self.idx.copy_(idx)
-            self.hyper.copy_(table[i])
-            self.graph.replay()
-            return self.out.clone()
-
-        return step
