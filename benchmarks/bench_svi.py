@@ -3,6 +3,7 @@
     python benchmarks/bench_svi.py                 # 10 000 rows, batch 128 and 512 (several minutes)
     python benchmarks/bench_svi.py --quick         # a smoke run
     python benchmarks/bench_svi.py --short-calls   # fit(epochs=1) called in a loop vs plain epochs
+    python benchmarks/bench_svi.py --only 'compile|NumPyro'   # a subset (plain (Adam) always)
     python benchmarks/bench_svi.py --ddp           # 2 torchrun processes vs 1 (data-parallel throughput)
 
 Every method trains the same network (MLP 784-400-50 relu, Bernoulli likelihood on
@@ -45,6 +46,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import statistics
 import sys
 import time
@@ -294,26 +296,33 @@ def floor_estimate(batch: int, reps: int = 50) -> tuple[float, float, float]:
 
 
 def methods(x: torch.Tensor, batch_size: int, args: argparse.Namespace) -> dict[str, Callable[[], float]]:
-    out: dict[str, Callable[[], float]] = {
-        "plain (Adam)": Plain(x, batch_size, fused=False).epoch,
-        "plain (fused Adam)": Plain(x, batch_size, fused=True).epoch,
+    made: dict[str, Callable[[], Callable[[], float]]] = {
+        "plain (Adam)": lambda: Plain(x, batch_size, fused=False).epoch,
+        "plain (fused Adam)": lambda: Plain(x, batch_size, fused=True).epoch,
     }
     if not args.quick:
-        out["Pyro SVI Trace_ELBO"] = PyroSVI(x, batch_size, analytic=False).epoch
-        out["Pyro SVI TraceMeanField_ELBO"] = PyroSVI(x, batch_size, analytic=True).epoch
+        made["Pyro SVI Trace_ELBO"] = lambda: PyroSVI(x, batch_size, analytic=False).epoch
+        made["Pyro SVI TraceMeanField_ELBO"] = lambda: PyroSVI(x, batch_size, analytic=True).epoch
     modes = ["auto", "compile"] if args.quick else ["off", "eager", "graph", "auto", "compile"]
     for objective in ("trace", "analytic"):
         for mode in modes:
-            out[f"fit {objective} fast={mode}"] = Fit(x, batch_size, objective, mode).epoch
+            made[f"fit {objective} fast={mode}"] = lambda o=objective, m=mode: Fit(x, batch_size, o, m).epoch
         if not args.quick:
-            out[f"fit {objective} fast=auto, long run"] = Fit(x, batch_size, objective, "auto", long_run=True).epoch
+            made[f"fit {objective} fast=auto, long run"] = \
+                lambda o=objective: Fit(x, batch_size, o, "auto", long_run=True).epoch
         if args.numpyro_note is None:
-            out[f"NumPyro {objective}"] = NumPyroSVI(x, batch_size, analytic=objective == "analytic").epoch
+            made[f"NumPyro {objective}"] = \
+                lambda o=objective: NumPyroSVI(x, batch_size, analytic=o == "analytic").epoch
     if args.iwae and "iwae" in available_objectives():
-        out["plain iwae:k=5"] = PlainIWAE(x, batch_size).epoch
+        made["plain iwae:k=5"] = lambda: PlainIWAE(x, batch_size).epoch
         for mode in ("off", "graph", "compile"):
-            out[f"fit iwae:k=5 fast={mode}"] = Fit(x, batch_size, "iwae:k=5", mode).epoch
-    return out
+            made[f"fit iwae:k=5 fast={mode}"] = lambda m=mode: Fit(x, batch_size, "iwae:k=5", m).epoch
+    return {name: make() for name, make in made.items() if selected(name, args)}
+
+
+def selected(name: str, args: argparse.Namespace) -> bool:
+    """``--only REGEX`` keeps the methods whose name matches (and the reference, always)."""
+    return args.only is None or name == "plain (Adam)" or re.search(args.only, name) is not None
 
 
 def run(batch_size: int, x: torch.Tensor, args: argparse.Namespace) -> dict[str, list[float]]:
@@ -367,7 +376,7 @@ def summary(args: argparse.Namespace, tables: dict[int, dict[str, tuple[float, f
     line("floor (the step's matrix products alone)", "floor")
     if args.numpyro_note is not None:
         print(f"  NumPyro skipped: {args.numpyro_note}")
-    iwae = [k for k in tables[sizes[0]] if k.startswith("fit iwae")]
+    iwae = [k for k in tables[sizes[0]] if k.startswith("fit iwae") and "plain iwae:k=5" in tables[sizes[0]]]
     if iwae:
         print("ratios to plain iwae:k=5 (no target):")
         for name in iwae:
@@ -464,6 +473,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="2 000 rows, 2 timed epochs, fewer methods")
     p.add_argument("--iwae", action="store_true", help="also the IWAE rows (plain loop and fit iwae:k=5)")
     p.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro column")
+    p.add_argument("--only", default=None, metavar="REGEX",
+                   help="time only the methods whose name matches (plain (Adam) always), e.g. 'compile|NumPyro'")
     p.add_argument("--short-calls", action="store_true",
                    help="instead: repeated fit(..., epochs=1) calls vs plain-PyTorch epochs")
     p.add_argument("--ddp", action="store_true",
