@@ -382,6 +382,9 @@ def test_cli_evaluate_with_ais(tmp_path, capsys):
     with pytest.raises(SystemExit) as err:
         main(["evaluate", str(run), "--force", "--estimator", "ais", "--ais-steps", "0"])
     assert err.value.code == 2
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--force", "--ais-steps", "10"]) == 2  # AIS flags without --estimator ais
+    assert "add --estimator ais" in capsys.readouterr().err
 
 
 @pytest.mark.gpu

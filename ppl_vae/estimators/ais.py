@@ -366,7 +366,7 @@ def simulate(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo
     The model runs once with its observed sites sampled (``poutine.uncondition``); each observed site's draw
     replaces the data tensor the site observes (matched by identity, else by value: normally the first,
     ``x``), and the other tensors (conditioning inputs, labels the model does not observe) stay as given.
-    Returns the simulated rows and the latent values (chain dim of size 1, for :func:`_run`'s ``start``).
+    Returns the simulated rows and the latent values (chain dim of size 1, for :func:`_run`'s ``exact``).
     """
     with pyro.plate(CHAIN_PLATE, 1, dim=-info.rank), DataPlateScale(info.data_plate, 1.0):
         given = poutine.trace(program.model).get_trace(*rows)
