@@ -15,15 +15,9 @@ from .autoencoders import (
     evaluate_autoencoder,
     make_autoencoder,
 )
-from .compare import (
-    Comparison,
-    Method,
-    DataMismatch,
-    compare,
-    compare_runs,
-    paired_differences,
-    run_comparison,
-)
+from .analysis.compare import Comparison, compare, compare_runs, run_comparison
+from .analysis.methods import Method, ProgramMethod
+from .analysis.paired import DataMismatch, paired_differences
 from .data import Dataset, DatasetMeta, load_dataset
 from .diagnostics import (
     Report,
@@ -97,6 +91,7 @@ __all__ = [
     "Comparison",
     "HierarchicalVAE",
     "Method",
+    "ProgramMethod",
     "SemiSupervisedVAE",
     "DataMismatch",
     "ReferencePosterior",

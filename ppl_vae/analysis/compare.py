@@ -51,10 +51,10 @@ from ..diagnostics import evaluate
 from ..errors import UserError
 from ..train import fit, resolve_device
 from .comparison import Comparison, plot_comparison
-from .methods import Method, method_of
+from .methods import Method, ProgramMethod, method_of
 from .paired import DataMismatch, check_same_data, data_fingerprint, paired_differences
 
-__all__ = ["TABLE_COLUMNS", "Comparison", "DataMismatch", "Method", "compare", "compare_runs", "data_fingerprint",
+__all__ = ["TABLE_COLUMNS", "Comparison", "DataMismatch", "Method", "ProgramMethod", "compare", "compare_runs", "data_fingerprint",
            "paired_differences", "plot_comparison", "run_comparison"]
 
 #: Columns of :attr:`Comparison.table`, in order.
@@ -82,7 +82,8 @@ def _check_methods(methods: Sequence[Any]) -> list[Method]:
     if isinstance(methods, (str, Method)) or not isinstance(methods, Sequence) or not methods:
         raise UserError(f"methods must be a non-empty list of methods such as ['trace', 'iwae:k=5', "
                         f"'iaf:n=2/iwae:k=5,grad=dreg']; got {methods!r}")
-    parsed = [Method.parse(m.strip() if isinstance(m, str) else m) for m in methods]
+    parsed = [m if isinstance(m, ProgramMethod) else Method.parse(m.strip() if isinstance(m, str) else m)
+              for m in methods]
     keys = [m.key for m in parsed]
     dup = sorted({m.label for m in parsed if keys.count(m.key) > 1})
     if dup:
@@ -145,17 +146,26 @@ def _assemble(rows: list[dict], points: list[pd.DataFrame], curves: list[pd.Data
                       method_specs=specs)
 
 
-def _evaluate_into(model: Any, test_x: torch.Tensor, label: str, seed: int, num_samples: int, eval_seed: int,
+def _test_rows(model: Any, data: Dataset, test_points: int | None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """The test split as the program takes it: ``x``, or ``(x, *inputs)`` from its ``dataset_inputs`` hook."""
+    hook = getattr(model, "dataset_inputs", None)
+    rows = (data.test, *hook(data, "test")) if callable(hook) else (data.test,)
+    rows = tuple(t[:test_points] for t in rows) if test_points is not None else rows
+    return rows if len(rows) > 1 else rows[0]
+
+
+def _evaluate_into(model: Any, test_x: torch.Tensor | tuple[torch.Tensor, ...], label: str, seed: int, num_samples: int, eval_seed: int,
                    points: list[pd.DataFrame], estimator: str | None = None,
                    evaluate_options: dict[str, Any] | None = None) -> Any:
     dev = next(model.parameters()).device
+    test_x = tuple(t.to(dev) for t in test_x) if isinstance(test_x, tuple) else test_x.to(dev)
     extra = dict(evaluate_options or {})
     if estimator not in (None, "iw"):
         extra["estimator"] = estimator
     with warnings.catch_warnings():  # the small-K k-hat warning is given once, by _warn_small_k
         warnings.filterwarnings("ignore", message=".*k-hat from .*", category=UserWarning)
         try:
-            report = evaluate(model, test_x.to(dev), num_samples, seed=eval_seed, keep_log_weights=False,
+            report = evaluate(model, test_x, num_samples, seed=eval_seed, keep_log_weights=False,
                               name=f"{label} seed {seed}", **extra)
         except TypeError as err:
             if not extra or "unexpected keyword" not in str(err):
@@ -202,7 +212,7 @@ def _share_weights(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> l
 
 def run_comparison(
     methods: Sequence[Any],
-    dataset: str = "digits",
+    dataset: str | Dataset = "digits",
     seeds: Sequence[int] = (0,),
     epochs: int = 20,
     *,
@@ -233,8 +243,10 @@ def run_comparison(
 
     Args:
         methods: methods (:class:`~.methods.Method` or strings: ``"trace"``, ``"iwae:k=5"``,
-            ``"iaf:n=2/iwae:k=5,grad=dreg"``, ``"hvae/trace"``, ``"m2:labelled=0.1/enum"``; see :mod:`.methods`).
-        dataset: a name for :func:`ppl_vae.load_dataset` (``"digits"``, ``"mnist"``, ...).
+            ``"iaf:n=2/iwae:k=5,grad=dreg"``, ``"hvae/trace"``, ``"m2:labelled=0.1/enum"``; see :mod:`.methods`),
+            or your own programs, :class:`~.methods.ProgramMethod` ``(name, build, objective)``.
+        dataset: a name for :func:`ppl_vae.load_dataset` (``"digits"``, ``"mnist"``, ...), or a
+            :class:`~ppl_vae.data.Dataset` (the same split for every seed; its seed stays its own).
         seeds: each seed fixes the split, binarisation, initial weights and SVI randomness of
             its runs; every method of a seed shares them.
         epochs: epochs per run (with ``time_budget``: at most this many).
@@ -265,7 +277,9 @@ def run_comparison(
     specs = _check_methods(methods)
     seeds = _check_seeds(seeds)
     labels = [m.label for m in specs]
-    if reference is not None:
+    if reference is not None and reference in labels:
+        pass
+    elif reference is not None:
         ref_key = Method.parse(reference).key
         by_key = {m.key: m.label for m in specs}
         if ref_key not in by_key:
@@ -278,6 +292,9 @@ def run_comparison(
     if test_points is not None and (not isinstance(test_points, int) or isinstance(test_points, bool)
                                     or test_points < 1):
         raise UserError(f"test_points must be a positive integer (or None: all); got {test_points!r}")
+    given = dataset if isinstance(dataset, Dataset) else None
+    if given is not None:
+        dataset = given.meta.name
     lik = default_likelihood(dataset) if likelihood == "auto" else likelihood
     binarize = resolve_binarize(binarize, lik.partition(":")[0])
     dev = resolve_device(device)
@@ -295,7 +312,8 @@ def run_comparison(
     kl: dict[tuple[str, int], list[float]] = {}
     models: dict[tuple[str, int], Any] = {}
     for seed in seeds:
-        data = load_dataset(dataset, binarize=binarize, seed=seed, data_dir=data_dir, n_samples=n_samples)
+        data = given if given is not None else load_dataset(dataset, binarize=binarize, seed=seed,
+                                                            data_dir=data_dir, n_samples=n_samples)
         fp = data_fingerprint(data)
         image = data.meta.image_shape
         defaults = {"latent_dim": latent_dim, "hidden_dims": tuple(hidden_dims), "likelihood": lik,
@@ -322,7 +340,7 @@ def run_comparison(
             history = fit(model, data if test_curve else _without_test(data), method.objective, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
                           device=dev, progress=progress, time_budget=time_budget, fast=fast)
             fit_seconds = time.perf_counter() - t0
-            test_x = data.test if test_points is None else data.test[:test_points]
+            test_x = _test_rows(model, data, test_points)
             report = _evaluate_into(model, test_x, method.label, seed, num_samples, eval_seed, points,
                                     estimator, evaluate_options)
             row = _run_row(method, seed, list(history), report, fit_seconds, lik.partition(":")[0],

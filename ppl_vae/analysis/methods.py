@@ -28,7 +28,7 @@ from ..guides import GUIDES, canonical_guide
 from ..models.names import MODEL_NAMES, canonical_model, make_model, model_name
 from ..objectives import parse_objective
 
-__all__ = ["Method", "method_of"]
+__all__ = ["Method", "ProgramMethod", "method_of"]
 
 
 @dataclass(frozen=True)
@@ -109,6 +109,51 @@ class Method:
     def build(self, input_dim: int, **defaults: Any) -> nn.Module:
         """The model for rows of ``input_dim`` values (``defaults``: see :func:`~ppl_vae.models.make_model`)."""
         return make_model(self.model, input_dim, self.guide, **defaults)
+
+    def __str__(self) -> str:
+        return self.label
+
+
+@dataclass(frozen=True, eq=False)
+class ProgramMethod:
+    """A user's own program under an objective: ``ProgramMethod("cvae", CVAE, "analytic")``.
+
+    ``build`` is called with no arguments (under the seed's ``torch.manual_seed``, so every method built by
+    the same factory starts from the same weights for a seed) and returns an object with Pyro
+    ``.model``/``.guide``. The comparison trains it on the Dataset it is given; a program that needs more
+    than the observations (labels, conditioning inputs) takes them from the Dataset with the program
+    contract's ``dataset_inputs(dataset, split)`` hook.
+    """
+
+    name: str
+    build_program: Any
+    objective: str = "analytic"
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
+            raise UserError(f"a program method needs a name without '/'; got {self.name!r}")
+        if not callable(self.build_program):
+            raise UserError(f"ProgramMethod {self.name!r}: build_program must be a callable returning a program "
+                            f"(e.g. the class); got {type(self.build_program).__name__}")
+        object.__setattr__(self, "objective", parse_objective(self.objective).spec)
+
+    model = property(lambda self: self.name)
+    guide = property(lambda self: "own")
+
+    @property
+    def label(self) -> str:
+        return f"{self.name}/{self.objective}"
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.name, "own", self.objective)
+
+    @property
+    def family(self) -> tuple[str, str]:
+        return (self.name, "own")
+
+    def build(self, input_dim: int, **defaults: Any) -> Any:
+        return self.build_program()
 
     def __str__(self) -> str:
         return self.label

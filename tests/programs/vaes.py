@@ -148,6 +148,10 @@ class ConditionalVAE(nn.Module):
     def _onehot(self, y):
         return F.one_hot(y, self.classes).to(torch.get_default_dtype())
 
+    def dataset_inputs(self, dataset, split):
+        """The program contract's hook: with a Dataset, the labels are this program's second argument."""
+        return (dataset.train_labels if split == "train" else dataset.test_labels,)
+
     def _q(self, x, y):
         loc, raw = self.enc(torch.cat([x, self._onehot(y)], -1)).chunk(2, -1)
         return loc, F.softplus(raw) + 1e-4
