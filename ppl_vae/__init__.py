@@ -7,6 +7,9 @@
 """
 
 from .analysis import ReferencePosterior, amortization_gap, reference_posterior
+from .analysis.compare import Comparison, compare, compare_runs, run_comparison
+from .analysis.methods import Method, ProgramMethod
+from .analysis.paired import DataMismatch, paired_differences
 from .autoencoders import (
     Autoencoder,
     ContractiveAE,
@@ -15,9 +18,6 @@ from .autoencoders import (
     evaluate_autoencoder,
     make_autoencoder,
 )
-from .analysis.compare import Comparison, compare, compare_runs, run_comparison
-from .analysis.methods import Method, ProgramMethod
-from .analysis.paired import DataMismatch, paired_differences
 from .data import Dataset, DatasetMeta, load_dataset
 from .diagnostics import (
     Report,
