@@ -18,8 +18,8 @@ from ppl_vae.autoencoders import (
     evaluate_autoencoder,
     make_autoencoder,
 )
-from ppl_vae.runs.checkpoint import load_checkpoint, save_checkpoint
 from ppl_vae.data import load_dataset
+from ppl_vae.runs.checkpoint import load_checkpoint, save_checkpoint
 from ppl_vae.train import TrainingDiverged
 from ppl_vae.train.autoencoder import fit_autoencoder
 

@@ -13,7 +13,6 @@ import torch
 import ppl_vae as pv
 import ppl_vae.estimators.compiled as compiled
 import ppl_vae.estimators.importance as ev
-import ppl_vae.estimators.kernels as kernels
 
 
 @pytest.fixture(autouse=True)
