@@ -3,9 +3,11 @@ r"""The program contract: what every entry point of ppl_vae accepts, and what it
 **Programs.** A program is any object with Pyro programs ``.model`` and ``.guide`` (an
 ``nn.Module`` written as in Pyro's ``examples/vae/vae.py`` works unchanged; our
 :class:`~ppl_vae.models.VAE` is one such object, with no path the contract does not give to
-users), or :class:`Program` for two free functions. Optionally the object has
-``check_data(x, arg)``, which validates the observations at the boundary (our VAE checks the
-likelihood's support with it).
+users), or :class:`Program` for two free functions. Optional hooks of the owner object:
+``check_data(x, arg)`` validates the observations at the boundary (our VAE checks the likelihood's
+support with it); ``dataset_inputs(dataset, split)`` returns the row-aligned tensors (labels,
+conditioning inputs) a program takes after ``x`` when it is given a :class:`~ppl_vae.data.Dataset`;
+``epoch_metrics(dataset)`` returns extra numbers ``fit`` records after every epoch (M2's test accuracy).
 
 **Data.** A tensor ``(N, ...)`` (rows are data points, any trailing shape), a
 :class:`~ppl_vae.data.Dataset` (its train split), or a tuple of row-aligned tensors

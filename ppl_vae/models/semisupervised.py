@@ -186,6 +186,15 @@ class SemiSupervisedVAE(nn.Module):
         p = self.predict_proba(x.to(next(self.parameters()).device))
         return float(-(p * p.clamp_min(1e-12).log()).sum(-1).mean())
 
+    def epoch_metrics(self, dataset: Any) -> dict[str, float]:
+        """The program contract's hook, called by ``fit`` after every epoch with the Dataset it trains on:
+        the classifier's accuracy and entropy on the test split (recorded in the history and checkpoints)."""
+        if dataset.test_labels is None or not len(dataset.test):
+            return {}
+        dev = next(self.parameters()).device
+        return {"test_accuracy": self.accuracy(dataset.test.to(dev), dataset.test_labels.to(dev)),
+                "classifier_entropy": self.classifier_entropy(dataset.test.to(dev))}
+
     def accuracy_callback(self, x: torch.Tensor, y: torch.Tensor, key: str = "test_accuracy",
                           ) -> Callable[[dict[str, Any]], None]:
         """A ``fit(..., callback=...)`` that adds the classifier's accuracy on ``(x, y)`` to each epoch's

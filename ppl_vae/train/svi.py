@@ -128,8 +128,9 @@ class SVIStrategy:
     """One SVI step of a program under an objective (the loss strategy of :func:`~.loop.run_epochs`)."""
 
     def __init__(self, program: Program, objective: Objective, info: ProgramInfo, state: TrainState,
-                 engine: FastEngine | None, ddp: Any = None) -> None:
+                 engine: FastEngine | None, ddp: Any = None, dataset: Any = None) -> None:
         self.program = program
+        self.dataset = dataset  # a Dataset given to fit, for the program's epoch_metrics hook
         self.objective = objective
         self.info = info
         self.state = state
@@ -191,7 +192,12 @@ class SVIStrategy:
         if self.module is not None:
             self.module.eval()
         value = test_elbo(self.program, self.info, test, seed, ctx=ctx) if test is not None else None
-        return {"test_elbo": value}
+        record: dict[str, Any] = {"test_elbo": value}
+        hook = getattr(self.program.owner, "epoch_metrics", None)
+        if callable(hook) and self.dataset is not None:  # e.g. a classifier's test accuracy (M2)
+            with torch.no_grad():
+                record.update(hook(self.dataset))
+        return record
 
     def checkpoint_params(self) -> dict[str, torch.Tensor]:
         store = pyro.get_param_store()
@@ -293,7 +299,7 @@ def fit(
     engine, ddp = _engines(program, obj, fast, info, pure, state, ctx, first, train.n, batch_size, epochs)
     history.meta.update(_fast_meta(fast, engine, obj, state), objective=obj.spec,
                         discrete_sites=list(info.non_reparam))
-    strategy = SVIStrategy(program, obj, info, state, engine, ddp)
+    strategy = SVIStrategy(program, obj, info, state, engine, ddp, train.dataset)
     if engine is not None and ddp is None:
         steps_per_epoch = max(1, -(-train.n // batch_size))
         strategy.defers_updates = engine.may_fuse(state.optimizer, state.step, epochs, steps_per_epoch)
