@@ -51,7 +51,7 @@ def test_fast_elbo_equals_pyro_elbo_and_its_gradients(binary_x, analytic, likeli
         torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("objective", ["trace", "analytic", "iwae:k=3", "renyi:alpha=0.5,k=2"])
+@pytest.mark.parametrize("objective", ["trace", "analytic", "iwae:k=3", "renyi:alpha=0.5,k=2", "iwae:k=3,grad=dreg"])
 def test_graph_and_eager_paths_train_exactly_like_pyro(digits, objective):
     """One epoch per mode from the same start: same parameters, same history (incl. the short last batch).
 

@@ -55,6 +55,7 @@ from torch.distributions import kl_divergence
 from ..estimators.compiled import inductor_random
 from ..models import PURE_PROGRAMS
 from ..objectives import Objective, VectorizedRenyiELBO
+from ..objectives.gradients import PathwiseELBO
 from ..programs import DataPlateScale, Program, ProgramInfo
 
 __all__ = ["CAPTURE_MIN_STEPS", "ELBOLoss", "FUSE_AFTER_STEPS", "FAST_MODES", "FastEngine", "SiteRecorder", "fast_elbo_loss"]
@@ -222,7 +223,7 @@ def fast_path_supports(objective: Objective) -> bool:
 def graph_path_supports(objective: Objective) -> bool:
     """The fast ELBO's objectives, and the importance-weighted ones (whose own Pyro loss is captured)."""
     return fast_path_supports(objective) or (
-        type(objective.elbo) is VectorizedRenyiELBO and type(objective).loss is Objective.loss)
+        type(objective.elbo) in (VectorizedRenyiELBO, PathwiseELBO) and type(objective).loss is Objective.loss)
 
 
 def rng_devices(dev: torch.device) -> list[torch.device]:
