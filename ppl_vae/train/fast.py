@@ -46,19 +46,23 @@ from typing import Any
 
 import pyro
 import torch
-from pyro.distributions.util import scale_and_mask
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
-from pyro.poutine.util import site_is_subsample
 from torch import nn
-from torch.distributions import kl_divergence
 
 from ..estimators.compiled import inductor_random
 from ..models import PURE_PROGRAMS
-from ..objectives import Objective, VectorizedRenyiELBO
-from ..objectives.gradients import PathwiseELBO
+from ..objectives import Objective
 from ..programs import DataPlateScale, Program, ProgramInfo
+from .fast_elbo import (
+    ELBOLoss,
+    close,
+    fast_elbo_loss,
+    fast_path_supports,
+    grads,
+    same_loss_and_grads,
+    structure_problem,
+)
 
-__all__ = ["CAPTURE_MIN_STEPS", "ELBOLoss", "FUSE_AFTER_STEPS", "FAST_MODES", "FastEngine", "SiteRecorder", "fast_elbo_loss"]
+__all__ = ["CAPTURE_MIN_STEPS", "ELBOLoss", "FAST_MODES", "FUSE_AFTER_STEPS", "FastEngine", "fast_elbo_loss"]
 
 FAST_MODES = ("auto", "graph", "eager", "compile", "off")
 #: ``fast="auto"`` captures a graph for a batch shape once this many steps of it have run or are planned.
@@ -66,164 +70,6 @@ CAPTURE_MIN_STEPS = 300
 #: ``fast="auto"`` switches to the compiled whole step (:mod:`.fused`) at the first epoch that starts after
 #: the run (this training state, across calls and resumes) has taken this many optimiser steps.
 FUSE_AFTER_STEPS = 3000
-
-
-class SiteRecorder(DataPlateScale):
-    """One light pass over a Pyro program: scale the data plate's sites, replay latents, record sites.
-
-    Stands in for ``poutine.trace(poutine.replay(DataPlateScale(...)))``: scales as
-    :class:`~ppl_vae.programs.DataPlateScale` does, replays the latent values of ``replay`` (the
-    guide's sites) like ``poutine.replay``, and keeps the final messages.
-    """
-
-    def __init__(self, plate: str, scale: float = 1.0, latent_weight: float | torch.Tensor = 1.0,
-                 replay: dict[str, dict] | None = None) -> None:
-        # a tensor KL weight (an input of the compiled step, so annealing does not recompile) is applied here
-        self.weight_tensor = latent_weight if torch.is_tensor(latent_weight) else None
-        super().__init__(plate, scale, 1.0 if self.weight_tensor is not None else latent_weight)
-        self.replay = replay
-        self.sites: dict[str, dict[str, Any]] = {}
-
-    def _process_message(self, msg: dict[str, Any]) -> None:
-        if msg["type"] != "sample":
-            return
-        if self.replay is not None and not msg["is_observed"]:
-            guide_msg = self.replay.get(msg["name"])
-            if guide_msg is not None:
-                msg["done"] = True
-                msg["value"] = guide_msg["value"]
-                msg["infer"] = guide_msg["infer"]
-        super()._process_message(msg)
-        if self.weight_tensor is not None and not msg["is_observed"] and not site_is_subsample(msg):
-            msg["scale"] = self.weight_tensor * msg["scale"]
-
-    def _postprocess_message(self, msg: dict[str, Any]) -> None:
-        if msg["type"] != "sample" or type(msg["fn"]).__name__ == "_Subsample":
-            return
-        if msg["name"] in self.sites:
-            raise RuntimeError(f"Multiple sample sites named '{msg['name']}'")
-        self.sites[msg["name"]] = msg
-
-
-def _log_prob_sum(site: dict[str, Any]) -> torch.Tensor:
-    log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
-    return scale_and_mask(log_p, site["scale"], site["mask"]).sum()
-
-
-def _surrogate_loss(model_sites: dict, guide_sites: dict, analytic: bool) -> torch.Tensor:
-    """Minus the surrogate ELBO, summed in the order of Pyro's ``_differentiable_loss_particle``."""
-    elbo: Any = 0.0
-    if not analytic:  # Trace_ELBO: log p over the model's sites, minus log q over the guide's
-        for site in model_sites.values():
-            elbo = elbo + _log_prob_sum(site)
-        for site in guide_sites.values():
-            elbo = elbo - _log_prob_sum(site)
-        return -elbo
-    for name, site in model_sites.items():  # TraceMeanField_ELBO: closed-form KL where registered
-        if site["is_observed"]:
-            elbo = elbo + _log_prob_sum(site)
-            continue
-        guide_site = guide_sites[name]
-        try:
-            kl = kl_divergence(guide_site["fn"], site["fn"])
-        except NotImplementedError:
-            elbo = elbo + _log_prob_sum(site) - _log_prob_sum(guide_site)
-            continue
-        kl = scale_and_mask(kl, guide_site["scale"], guide_site["mask"])
-        if torch.is_tensor(kl):
-            elbo = elbo - kl.sum()
-        else:
-            elbo = elbo - kl * torch.Size(guide_site["fn"].batch_shape).numel()
-    return -elbo
-
-
-def fast_elbo_loss(model: Callable, guide: Callable, *batch: torch.Tensor, analytic: bool, scale: float = 1.0,
-                   latent_weight: float = 1.0, data_plate: str = "data") -> torch.Tensor:
-    """The differentiable negative ELBO of ``model``/``guide`` on ``batch`` without Pyro's trace machinery.
-
-    Equal (same samples, value and gradients) to ``Trace_ELBO().differentiable_loss`` (``analytic=False``)
-    or ``TraceMeanField_ELBO().differentiable_loss`` (``analytic=True``) under
-    ``DataPlateScale(data_plate, scale, latent_weight)``, for one particle and a guide whose latent sites
-    are reparameterised, not enumerated and all in the model (:meth:`FastEngine.check` decides).
-    """
-    guide_run = SiteRecorder(data_plate, scale, latent_weight)
-    with guide_run:
-        guide(*batch)
-    model_run = SiteRecorder(data_plate, scale, latent_weight, replay=guide_run.sites)
-    with model_run:
-        model(*batch)
-    return _surrogate_loss(model_run.sites, guide_run.sites, analytic)
-
-
-def structure_problem(info: ProgramInfo) -> str | None:
-    """Why the fast ELBO cannot stand in for Pyro's on this program, or None."""
-    if info.non_reparam:
-        return f"guide site(s) {sorted(info.non_reparam)} have no reparameterised sampler"
-    if info.enumerated:
-        return f"site(s) {sorted(info.enumerated)} are marked for enumeration"
-    if info.guide_aux:
-        return f"guide site(s) {sorted(info.guide_aux)} are auxiliary"
-    if info.model_only:
-        return f"model site(s) {sorted(info.model_only)} have no guide site"
-    return None
-
-
-def grads(loss: torch.Tensor, params: list[torch.Tensor]) -> list[torch.Tensor | None]:
-    if not loss.requires_grad or not params:
-        return [None] * len(params)
-    return list(torch.autograd.grad(loss, params, allow_unused=True))
-
-
-def close(a: torch.Tensor | None, b: torch.Tensor | None, rtol: float) -> bool:
-    if a is None or b is None:
-        return (a is None or not a.any()) and (b is None or not b.any())
-    atol = rtol * max(float(a.abs().max()), float(b.abs().max()), 1e-12)
-    return bool(torch.allclose(a, b, rtol=rtol, atol=atol))
-
-
-def same_loss_and_grads(a: torch.Tensor, b: torch.Tensor, params: list[torch.Tensor], rtol: float) -> bool:
-    if not (torch.isfinite(a) and torch.isfinite(b)):
-        return False
-    if not math.isclose(float(a.detach()), float(b.detach()), rel_tol=rtol, abs_tol=rtol):
-        return False
-    return all(close(ga, gb, rtol) for ga, gb in zip(grads(a, params), grads(b, params), strict=True))
-
-
-class ELBOLoss(nn.Module):
-    """``forward(*batch, scale, latent_weight)`` -> the objective's differentiable loss on a batch.
-
-    Its parameters are the program's module's: the module wrapped by ``DistributedDataParallel`` and
-    captured by the graph path. ``fast=True`` computes :func:`fast_elbo_loss`; otherwise the objective's
-    loss under :class:`~ppl_vae.programs.DataPlateScale`.
-    """
-
-    def __init__(self, program: Program, objective: Objective, fast: bool) -> None:
-        super().__init__()
-        self.program = program
-        self.vae = program.module  # registered as a submodule: its parameters are this module's
-        self.objective = objective
-        self.fast = fast
-        self.analytic = isinstance(objective.elbo, TraceMeanField_ELBO)
-
-    def forward(self, *batch: torch.Tensor, scale: float = 1.0, latent_weight: float = 1.0) -> torch.Tensor:
-        p = self.program
-        if self.fast:
-            return fast_elbo_loss(p.model, p.guide, *batch, analytic=self.analytic, scale=scale,
-                                  latent_weight=latent_weight, data_plate=p.data_plate)
-        with DataPlateScale(p.data_plate, scale, latent_weight):
-            return self.objective.loss(p.model, p.guide, *batch)
-
-
-def fast_path_supports(objective: Objective) -> bool:
-    """Whether the fast ELBO reproduces an objective (``trace``/``analytic``, one particle)."""
-    return (type(objective.elbo) in (Trace_ELBO, TraceMeanField_ELBO) and objective.elbo.num_particles == 1
-            and type(objective).loss is Objective.loss)
-
-
-def graph_path_supports(objective: Objective) -> bool:
-    """The fast ELBO's objectives, and the importance-weighted ones (whose own Pyro loss is captured)."""
-    return fast_path_supports(objective) or (
-        type(objective.elbo) in (VectorizedRenyiELBO, PathwiseELBO) and type(objective).loss is Objective.loss)
 
 
 def rng_devices(dev: torch.device) -> list[torch.device]:

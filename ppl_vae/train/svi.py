@@ -25,14 +25,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pyro
 import torch
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..objectives import Objective, parse_objective
@@ -42,26 +40,20 @@ from ..programs import (
     Program,
     ProgramInfo,
     as_program,
-    as_rows,
     inspect_program,
     rows_slice,
 )
 from .data import Rows, TrainData, as_train_data, validate
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
-from .fast import FAST_MODES, ELBOLoss, FastEngine, graph_path_supports
+from .evaluation import test_elbo
+from .fast import FAST_MODES, FastEngine
 from .loop import run_epochs
 from .optim import adam, collect_parameters, unregistered_parameters, warn_unregistered
+from .paths import choose_engines, fast_meta, warn_once, whole_step_meta
 from .state import History, TrainState, remember, resolve_device, state_of, training_summary
 
-__all__ = ["FastPathWarning", "fit", "mean_elbo", "test_elbo"]
-
-#: Rows per call of the per-epoch test ELBO.
-TEST_BATCH = 1024
-
-
-class FastPathWarning(UserWarning):
-    """A fast path of ``fit`` does not apply to this program; training runs on Pyro's ELBO (the reason is given)."""
+__all__ = ["fit"]
 
 
 def _check_args(epochs: Any, batch_size: Any, lr: Any, fast: Any, time_budget: Any) -> None:
@@ -75,52 +67,6 @@ def _check_args(epochs: Any, batch_size: Any, lr: Any, fast: Any, time_budget: A
     if time_budget is not None and not (isinstance(time_budget, (int, float)) and not isinstance(time_budget, bool)
                                         and time_budget > 0 and math.isfinite(time_budget)):
         raise UserError(f"time_budget must be a positive finite number of seconds (or None); got {time_budget!r}")
-
-
-# ====================================================================== the test ELBO
-def _eval_elbo(info: ProgramInfo) -> Any:
-    mpn = info.max_plate_nesting
-    if info.model_only:
-        return TraceEnum_ELBO(max_plate_nesting=mpn)
-    if info.non_reparam or info.enumerated:
-        return Trace_ELBO(max_plate_nesting=mpn)
-    return TraceMeanField_ELBO(max_plate_nesting=mpn)
-
-
-@torch.no_grad()
-def test_elbo(program: Program, info: ProgramInfo, rows: Rows, seed: int = 0, batch_size: int = TEST_BATCH,
-              ctx: DistContext | None = None) -> float:
-    """Mean ELBO per data point of ``rows`` (closed-form KL where one is registered, one draw of z).
-
-    Batches of the data are scored with the data plate scaled by M/|b| and weighted by |b|/M, so a
-    global latent's KL counts once for the whole split (for programs whose latents are all local this
-    is the sum of the per-point ELBOs). The fixed ``seed`` makes epochs and methods comparable.
-    """
-    elbo = _eval_elbo(info)
-    m = len(rows[0])
-    index = torch.arange(m, device=rows[0].device)
-    if ctx is not None and ctx.active:
-        index = ctx.shard(index)
-    total = 0.0
-    with torch.random.fork_rng(devices=[rows[0].device] if rows[0].is_cuda else []), \
-            pyro.validation_enabled(False):
-        torch.manual_seed(seed)
-        for start in range(0, len(index), batch_size):
-            part = index[start : start + batch_size]
-            with DataPlateScale(info.data_plate, m / len(part)):
-                total += elbo.loss(program.model, program.guide, *rows_slice(rows, part)) * len(part) / m
-    if ctx is not None and ctx.active:
-        total = float(ctx.all_reduce_sum(torch.tensor([total], dtype=torch.float64, device=ctx._comm_device()))[0])
-    return -total / m
-
-
-def mean_elbo(program: Any, x: Any, batch_size: int = TEST_BATCH, seed: int = 0) -> float:
-    """Mean ELBO in nats per data point of ``x`` (see :func:`test_elbo`), for any program."""
-    program = as_program(program)
-    rows = program.check_data(as_rows(x, "x"), "x")
-    with param_scope(program), torch.random.fork_rng():
-        info = inspect_program(program, rows)
-        return test_elbo(program, info, rows, seed, batch_size)
 
 
 # ====================================================================== the strategy
@@ -166,7 +112,7 @@ class SVIStrategy:
         if step is not None:
             engine.fused_epochs.append(epoch)
         elif engine.fused_reason is not None and (self.explicit or engine.fused_failed):
-            _warn_once(self.state, f"the compiled whole step does not apply ({engine.fused_reason}); training "
+            warn_once(self.state, f"the compiled whole step does not apply ({engine.fused_reason}); training "
                                    "with the captured loss graph and torch.optim.Adam")
         return step
 
@@ -296,8 +242,8 @@ def fit(
     state.objective = obj.spec
     state.seed = seed
     history = state.history
-    engine, ddp = _engines(program, obj, fast, info, pure, state, ctx, first, train.n, batch_size, epochs)
-    history.meta.update(_fast_meta(fast, engine, obj, state), objective=obj.spec,
+    engine, ddp = choose_engines(program, obj, fast, info, pure, state, ctx, first, train.n, batch_size, epochs)
+    history.meta.update(fast_meta(fast, engine, obj, state), objective=obj.spec,
                         discrete_sites=list(info.non_reparam))
     strategy = SVIStrategy(program, obj, info, state, engine, ddp, train.dataset)
     if engine is not None and ddp is None:
@@ -305,7 +251,7 @@ def fit(
         strategy.defers_updates = engine.may_fuse(state.optimizer, state.step, epochs, steps_per_epoch)
         strategy.explicit = fast == "compile"
         if strategy.explicit and not strategy.defers_updates and engine.fused_reason is not None:
-            _warn_once(state, f"the compiled whole step does not apply ({engine.fused_reason}); training with "
+            warn_once(state, f"the compiled whole step does not apply ({engine.fused_reason}); training with "
                               "the compiled loss graph and torch.optim.Adam")
     history.state = state
     remember(program.key, state)  # reachable even if training stops with an error
@@ -324,7 +270,7 @@ def fit(
     history.state = state
     remember(program.key, state)
     if engine is not None:
-        history.meta["fast_path"]["whole_step"] = _whole_step_meta(engine)
+        history.meta["fast_path"]["whole_step"] = whole_step_meta(engine)
     return history
 
 
@@ -352,20 +298,6 @@ def _train_data(data: Any, test_data: Any, program: Program, memo: dict[str, Any
     train = validate(train, program.check_data, memo)
     memo["input"] = (key, data, test_data, train)  # the objects are held, so their ids cannot be reused
     return train
-
-
-def _warn_once(state: TrainState, message: str) -> None:
-    if message not in state.reported:
-        state.reported.add(message)
-        warnings.warn(f"ppl_vae.fit: {message}", FastPathWarning, stacklevel=4)
-
-
-def _whole_step_meta(engine: FastEngine) -> dict[str, Any]:
-    """Which epochs of the call ran the compiled whole step, why the others did not, its compile time."""
-    meta: dict[str, Any] = {"epochs": list(engine.fused_epochs), "reason": engine.fused_reason}
-    if engine.fused is not None and engine.fused.compile_seconds:
-        meta["compile_seconds"] = round(sum(engine.fused.compile_seconds.values()), 3)
-    return meta
 
 
 def _inspect(program: Program, obj: Objective, train: TrainData, first: Rows, ctx: DistContext,
@@ -417,63 +349,6 @@ def _validate_loss(program: Program, obj: Objective, info: ProgramInfo, batch: R
     if torch.is_tensor(loss) and not torch.isfinite(loss):
         raise UserError(f"the loss of the first batch is {float(loss)} before any training: check the data and "
                         "the initial parameters")
-
-
-def _engines(program: Program, obj: Objective, fast: str, info: ProgramInfo, pure: list[torch.Tensor],
-             state: TrainState, ctx: DistContext, first: Rows, n: int, batch_size: int, epochs: int,
-             ) -> tuple[FastEngine | None, Any]:
-    engine: FastEngine | None = None
-    if fast != "off" and graph_path_supports(obj):
-        engine = state.engine
-        if not (isinstance(engine, FastEngine) and engine.program.key is program.key and engine.mode == fast
-                and engine.objective.spec == obj.spec and engine.info == info):
-            engine = FastEngine(program, obj, fast, info, pure)
-        state.engine = engine
-        full, last = divmod(n, batch_size)
-        tail = tuple(tuple(t.shape[1:]) for t in first)
-        planned = {tuple((batch_size,) + s for s in tail): full * epochs}
-        if last:
-            planned[tuple((last,) + s for s in tail)] = epochs
-        engine.begin_call(planned)
-    ddp = None
-    if ctx.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        if program.module is None:
-            raise ProgramError("data-parallel training needs the programs to belong to an nn.Module")
-        use_fast = engine is not None and engine.module.fast
-        if use_fast:
-            engine.check(first, n / len(first[0]))
-            use_fast = engine.module.fast
-        module = ELBOLoss(program, obj, fast=use_fast)
-        dev = ctx.device
-        ddp = DistributedDataParallel(module, device_ids=[dev] if dev.type == "cuda" else None)
-    return engine, ddp
-
-
-def _fast_meta(fast: str, engine: FastEngine | None, obj: Objective, state: TrainState) -> dict[str, Any]:
-    """What path trains this program, and why not a faster one.
-
-    A program the fast ELBO cannot take (a discrete guide site, ...) is warned about once per training
-    state, whatever ``fast`` says; an objective that has no fast path (``enum``, ``jit_*``, several
-    particles) is only warned about when a fast mode was asked for by name.
-    """
-    if fast == "off":
-        return {"fast_path": {"path": "pyro", "reason": "fast='off'"}}
-    if engine is None:
-        reason, warn = f"objective {obj.spec!r} has no fast path", fast != "auto"
-    elif engine.problem is not None:
-        reason, warn = engine.problem, True
-    else:
-        return {"fast_path": {"path": fast if fast != "auto" else
-                              "auto (eager; graphs, then the compiled whole step, for long runs)",
-                              "reason": engine.graph_problem}}
-    name = type(obj.elbo).__name__
-    if warn and reason not in state.reported:
-        state.reported.add(reason)
-        warnings.warn(f"ppl_vae.fit: the fast path does not apply ({reason}); training with Pyro's {name}",
-                      FastPathWarning, stacklevel=3)
-    return {"fast_path": {"path": "pyro", "reason": reason}}
 
 
 def _resume(program: Program, state: TrainState, directory: str | Path | None, dev: torch.device,
