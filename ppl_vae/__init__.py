@@ -15,7 +15,6 @@ from .autoencoders import (
     ContractiveAE,
     DenoisingAE,
     SparseAE,
-    evaluate_autoencoder,
     make_autoencoder,
 )
 from .data import Dataset, DatasetMeta, load_dataset
@@ -26,6 +25,7 @@ from .diagnostics import (
     kl_per_dimension,
     psis_diagnostics,
 )
+from .diagnostics.autoencoders import evaluate_autoencoder
 from .errors import CheckpointError, ProgramError, TrainingDiverged, UserError
 from .estimators import (
     ais_log_likelihood,

@@ -15,10 +15,10 @@ from ppl_vae.autoencoders import (
     DenoisingAE,
     SparseAE,
     bernoulli_kl,
-    evaluate_autoencoder,
     make_autoencoder,
 )
 from ppl_vae.data import load_dataset
+from ppl_vae.diagnostics.autoencoders import evaluate_autoencoder
 from ppl_vae.runs.checkpoint import load_checkpoint, save_checkpoint
 from ppl_vae.train import TrainingDiverged
 from ppl_vae.train.autoencoder import fit_autoencoder
@@ -272,5 +272,5 @@ def test_train_run_and_load_run_handle_autoencoders(tmp_path):
     assert run.config["model"]["reconstruction"] == "bce" and run.config["data_args"]["binarize"] == "dynamic"
     resumed = train_run(tmp_path / "ae", resume=True, objective=None, epochs=1, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
-    with pytest.raises(ValueError, match="not for the VAE"):
+    with pytest.raises(ValueError, match="are for autoencoders"):
         train_run(tmp_path / "v", model="vae", ae_options={"rho": 0.1})
