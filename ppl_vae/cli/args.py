@@ -73,24 +73,50 @@ def add_data_args(p: argparse.ArgumentParser, plain: bool = False) -> None:
                    help="use only the first N training points (quick runs)")
 
 
-def add_model_args(p: argparse.ArgumentParser, plain: bool = False) -> None:
+def fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], e.g. 0.1; got {text!r}") from None
+    if not (math.isfinite(value) and 0 < value <= 1):
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], e.g. 0.1; got {text!r}")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser, plain: bool = False, programs: bool = False) -> None:
+    """Model flags; ``programs``: also the guide family, the nets and M2's labelled fraction (train)."""
     g = p.add_argument_group("model")
     g.add_argument("--latent-dim", type=positive_int, default=8 if plain else UNSET,
-                   help="size d of the latent code (default 8)")
+                   help="size d of the latent code (default 8; not for --model hvae, whose sizes are fixed)")
     g.add_argument("--hidden-dims", type=hidden_dims, default=(256,) if plain else UNSET,
-                   help="encoder hidden widths, e.g. '256' (default) or '400,400'; the decoder mirrors them")
+                   help="encoder hidden widths, e.g. '256' (default) or '400,400'; the decoder mirrors them "
+                        "(not for --model hvae)")
     g.add_argument("--likelihood", default="auto" if plain else UNSET,
                    help="bernoulli, continuous_bernoulli, gaussian, gaussian:scale=S; auto (default): bernoulli "
                         "for images, gaussian otherwise")
     g.add_argument("--activation", default="relu" if plain else UNSET,
-                   help="hidden non-linearity: relu (default), tanh, softplus, elu, gelu")
+                   help="hidden non-linearity: relu (default; tanh for --model hvae), tanh, softplus, elu, gelu")
+    if not programs:
+        return
+    g.add_argument("--guide", default=UNSET, metavar="FAMILY",
+                   help="the variational family q(z | x) of --model vae: meanfield (default; diagonal Gaussian), "
+                        "fullrank (Gaussian with a lower-triangular scale), iaf:n=K (K inverse autoregressive "
+                        "flow steps on a mean-field base; its KL is sampled)")
+    g.add_argument("--nets", default=UNSET, choices=["mlp", "conv"],
+                   help="the networks of --model vae: mlp (default; dense layers) or conv (convolutions over the "
+                        "image, then --hidden-dims dense layers; image datasets)")
+    g.add_argument("--labelled-fraction", type=fraction, default=UNSET, metavar="F",
+                   help="--model m2: the share of training points that keep their label, in (0, 1] (default 0.1; "
+                        "a seeded draw); the test split is scored unlabelled")
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (on --resume: the recorded values unless given)")
     g.add_argument("--objective", default=UNSET,
-                   help="trace (Trace_ELBO), analytic (default; TraceMeanField_ELBO, closed-form KL), or another "
-                        "registered name with parameters, e.g. 'analytic:particles=2'")
+                   help="trace (Trace_ELBO), analytic (default; TraceMeanField_ELBO, closed-form KL), enum "
+                        "(TraceEnum_ELBO: the default for --model m2, which sums its class label out; m2 refuses "
+                        "analytic and iwae), or another registered name with parameters, e.g. "
+                        "'analytic:particles=2', 'iwae:k=5'")
     g.add_argument("--epochs", type=positive_int, default=UNSET,
                    help="number of epochs (default 20); with --resume: this many more (default: up to the "
                         "number the run was asked for)")

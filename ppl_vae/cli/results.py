@@ -102,7 +102,8 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("evaluate", help="ELBO, importance-weighted log p(x), PSIS k-hat for a trained run",
                        description="Evaluate a run folder on its own data split: per-point ELBO and "
                                    "importance-weighted log p(x) (nats per point), their gap, PSIS k-hat and "
-                                   "ESS, active units, KL per latent dimension. Writes evaluation.json "
+                                   "ESS, active units, KL per latent dimension (and, for an m2 run, the "
+                                   "classifier's accuracy). Writes evaluation.json "
                                    "(summary), evaluation.csv (per point), evaluation.nc (ArviZ), khat.png "
                                    "and gap_hist.png (refused if they exist, unless --force).")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `ppl-vae train`")
@@ -155,8 +156,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if x is None or len(x) == 0:
         raise UserError(f"the run's {args.split} split is empty: evaluate --split "
                         f"{'train' if args.split == 'test' else 'test'}")
+    labels = run.data.test_labels if args.split == "test" else run.data.train_labels
     if args.max_points is not None:
         x = x[: args.max_points]
+        labels = None if labels is None else labels[: args.max_points]
     # the (N, K) log weights, and a chunk of K samples through the decoder
     check_memory(len(x) * args.num_samples * 8 * (0 if args.no_log_weights else 2)
                  + args.num_samples * x.shape[-1] * 4 * 4,
@@ -167,6 +170,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     report = evaluate(run.model, x, num_samples=args.num_samples, seed=args.seed, batch_size=args.batch_size,
                       keep_log_weights=not args.no_log_weights, name=name, fast=args.fast,
                       progress=not args.no_progress and sys.stderr.isatty(), estimator=args.estimator, **ais_settings)
+    accuracy = _accuracy(run.model, x, labels)
+    if accuracy is not None:  # a model with a classifier (m2): one more summary field
+        report.summary[f"{args.split}_accuracy"] = accuracy
     paths = report.save(out)
     import matplotlib
 
@@ -182,9 +188,20 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
               f"leapfrog steps, {s['ais_seconds']:.1f} s")
     print("values in nats per data point; se = standard error over points\n")
     print(report.format_table())
+    if accuracy is not None:
+        print(f"\n{args.split} accuracy of q(y | x): {accuracy:.4f} (share of the {len(x)} points whose most probable "
+              f"class is their label; {args.split}_accuracy in evaluation.json)")
     print("\nk-hat: < 0.5 good, 0.5-0.7 usable, > 0.7 the IW estimate is unreliable for that point")
     print("wrote " + ", ".join(str(p) for p in paths.values()))
     return 0
+
+
+def _accuracy(model, x, labels) -> float | None:
+    """The classifier's accuracy on ``(x, labels)`` for a model that has one (m2), else None."""
+    if labels is None or not callable(getattr(model, "accuracy", None)):
+        return None
+    model.eval()
+    return float(model.accuracy(x, labels))
 
 
 # ---------------------------------------------------------------- plot

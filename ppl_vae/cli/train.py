@@ -10,14 +10,14 @@ from pathlib import Path
 
 from .._checks import check_output_path
 from ..errors import UserError
-from ..runs.flags import UNSET
+from ..runs.flags import AUTOENCODERS, UNSET
 from ..runs.settings import OVERRIDABLE
 from .args import add_data_args, add_fit_args, add_model_args, names, positive_int, seed
 
 
 # ---------------------------------------------------------------- train
 def add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train a VAE by SVI into a run folder",
+    p = sub.add_parser("train", help="train a VAE (or hvae, m2, an autoencoder) into a run folder",
                        description="Train a VAE by SVI into the run folder --out: settings.json (what the run "
                                    "started with), checkpoint/ (committed after every epoch, with the history), "
                                    "metrics.json and metrics.csv (per-epoch train/test ELBO, nats per point).")
@@ -30,12 +30,15 @@ def add_train(sub: argparse._SubParsersAction) -> None:
                         "recorded in settings.json and in the history, e.g. --override lr --lr 3e-4")
     p.add_argument("--log", action="append", choices=["tensorboard"], default=None,
                    help="also write TensorBoard event files to OUT/tensorboard (needs ppl_vae[tensorboard])")
-    p.add_argument("--model", default=UNSET, choices=["vae", "ae", "dae", "sae", "cae"],
-                   help="vae (default, trained by SVI); or a deterministic autoencoder on the same data: "
-                        "ae (vanilla), dae (denoising), sae (sparse), cae (contractive); autoencoders "
-                        "define no likelihood, so their history is a reconstruction error, not an ELBO")
+    p.add_argument("--model", default=UNSET, choices=["vae", "hvae", "m2", "ae", "dae", "sae", "cae"],
+                   help="trained by SVI: vae (default; choose --guide and --nets), hvae (two stochastic layers, "
+                        "Burda et al. 2015, their fixed sizes), m2 (semi-supervised VAE, Kingma et al. 2014: a "
+                        "class label and a code; --labelled-fraction of the training labels kept; objective enum "
+                        "unless given); or a deterministic autoencoder on the same data: ae (vanilla), dae "
+                        "(denoising), sae (sparse), cae (contractive); autoencoders define no likelihood, so their "
+                        "history is a reconstruction error, not an ELBO")
     add_data_args(p)
-    add_model_args(p)
+    add_model_args(p, programs=True)
     g = p.add_argument_group("autoencoders (--model ae|dae|sae|cae)")
     g.add_argument("--reconstruction", default=None, choices=["auto", "bce", "mse"],
                    help="reconstruction error: bce (data in [0, 1]) or mse; auto: bce for images, mse otherwise")
@@ -54,7 +57,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from ..runs import train_run
     from ..runs.lock import is_main_process
 
-    if args.model not in (UNSET, "vae") and (args.objective is not UNSET or args.likelihood is not UNSET):
+    if args.model in AUTOENCODERS and (args.objective is not UNSET or args.likelihood is not UNSET):
         raise UserError(f"--objective and --likelihood are for --model vae; --model {args.model} is trained on "
                         "its reconstruction error (choose it with --reconstruction)")
     ae_options = {"reconstruction": args.reconstruction, "noise": args.noise, "sigma": args.sigma,
@@ -66,6 +69,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device, resume=args.resume,
         progress=not args.no_progress, time_budget=args.time_budget, model=args.model, ae_options=ae_options,
         override=[n for group in args.override for n in group], log=args.log if args.log else UNSET,
+        guide=args.guide, nets=args.nets, labelled_fraction=args.labelled_fraction,
     )
     if is_main_process():  # under torchrun, one report (rank 0 wrote the files)
         _print_history(run.history)

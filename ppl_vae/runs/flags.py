@@ -33,8 +33,16 @@ DEFAULTS: dict[str, Any] = {
     "latent_dim": 8, "hidden_dims": [256], "likelihood": "auto", "activation": "relu",
     "reconstruction": None, "noise": None, "sigma": None, "mask_prob": None, "rho": None, "lam": None,
     "objective": "analytic", "lr": 1e-3, "batch_size": 128, "seed": 0, "device": "auto",
+    "guide": "meanfield", "nets": "mlp", "labelled_fraction": None,
 }
 AUTOENCODERS = ("ae", "dae", "sae", "cae")
+#: models trained by SVI on a bound (ppl_vae.models.names): the VAE, two stochastic layers, M2
+VAE_MODELS = ("vae", "hvae", "m2")
+NETS = ("mlp", "conv")
+#: the sizes of ``hvae`` (Burda et al., 2015), fixed: --latent-dim and --hidden-dims do not apply
+HVAE_SIZES = {"latent_dims": (100, 50), "hidden_dims": ((200, 200), (100, 100))}
+#: M2's labelled fraction when none is given (as ppl_vae.models.names.make_model)
+M2_LABELLED = 0.1
 AE_OPTIONS = {"reconstruction": "reconstruction", "noise": "noise", "sigma": "sigma", "p": "mask_prob",
               "rho": "rho", "lam": "lam"}
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist")
@@ -78,6 +86,20 @@ def canonical(name: str, value: Any) -> Any:
         return check_finite_number(value, "lr", positive=True)
     if name in ("sigma", "mask_prob", "rho", "lam"):
         return check_finite_number(value, name)
+    if name == "labelled_fraction":
+        value = check_finite_number(value, name)
+        if not 0 < value <= 1:
+            raise UserError(f"labelled_fraction (--labelled-fraction) is the share of training points that keep "
+                            f"their label, in (0, 1]; got {value:g}")
+        return value
+    if name == "guide":
+        from ..guides import canonical_guide
+
+        return canonical_guide(value)
+    if name == "nets":
+        if value not in NETS:
+            raise UserError(f"nets must be 'mlp' (dense layers) or 'conv' (convolutions, for images); got {value!r}")
+        return value
     if name == "hidden_dims":
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
             raise ArgumentTypeError(f"hidden_dims must be a sequence of positive integers; got {value!r}")
@@ -93,8 +115,9 @@ def canonical(name: str, value: Any) -> Any:
             raise UserError(f"binarize must be 'auto', 'dynamic', 'static' or 'none'; got {value!r}")
         return value
     if name == "model":
-        if value not in ("vae", *AUTOENCODERS):
-            raise UserError(f"model must be 'vae', 'ae', 'dae', 'sae' or 'cae'; got {value!r}")
+        if value not in (*VAE_MODELS, *AUTOENCODERS):
+            raise UserError(f"model must be 'vae', 'hvae', 'm2' (trained by SVI) or 'ae', 'dae', 'sae', 'cae' "
+                            f"(autoencoders); got {value!r}")
         return value
     if name == "objective":
         return objective_spec(value)
@@ -146,10 +169,21 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
     """Flags of a new run: the given ones over the defaults, checked for consistency."""
     flags = {**DEFAULTS, **given}
     ae_given = sorted(k for k in AE_OPTIONS.values() if k in given)
-    if flags["model"] == "vae":
+    model = flags["model"]
+    if model in VAE_MODELS:
         if ae_given:
             raise UserError(f"options {ae_given} are for autoencoders (model 'ae', 'dae', 'sae', 'cae'), "
-                            "not for the VAE")
+                            f"not for model {model!r}")
+        _check_program_flags(model, flags, given)
+        if model == "m2":
+            if flags["labelled_fraction"] is None:
+                flags["labelled_fraction"] = M2_LABELLED
+            if "objective" not in given:
+                flags["objective"] = "enum"  # sums the unlabelled points' class out exactly
+        if model == "hvae":  # Burda et al.'s sizes: none of the flags' (recorded as none, not as unused values)
+            flags["latent_dim"] = flags["hidden_dims"] = None
+            if "activation" not in given:
+                flags["activation"] = "tanh"  # and their units
         if flags["likelihood"] == "auto":
             flags["likelihood"] = default_likelihood(flags["dataset"])
         lik = flags["likelihood"].partition(":")[0]
@@ -157,6 +191,10 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
         if "objective" in given or given.get("likelihood", "auto") != "auto":
             raise UserError(f"objective and likelihood are for the VAE; model {flags['model']!r} is trained on its "
                             "reconstruction error (choose it with reconstruction='bce'|'mse')")
+        program = sorted(k for k in ("guide", "nets", "labelled_fraction") if k in given)
+        if program:
+            raise UserError(f"{', '.join(_flag(k) for k in program)}: for the models trained by SVI (vae, hvae, "
+                            f"m2); model {flags['model']!r} is an autoencoder")
         flags["objective"] = None
         flags["likelihood"] = None
         if flags["reconstruction"] in ("auto", None):
@@ -164,6 +202,22 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
         lik = "bernoulli" if flags["reconstruction"] == "bce" else "gaussian"
     flags["binarize_resolved"] = resolve_binarize(flags["binarize"], lik)
     return flags
+
+
+def _check_program_flags(model: str, flags: dict[str, Any], given: dict[str, Any]) -> None:
+    """The guide, nets, labelled fraction and sizes each model takes (see ppl_vae.models.names)."""
+    if flags["guide"] != "meanfield" and model != "vae":
+        raise UserError(f"--guide {flags['guide']}: model {model!r} has a mean-field guide per latent site; guide "
+                        "families (fullrank, iaf:n=K) are for --model vae")
+    if flags["nets"] != "mlp" and model != "vae":
+        raise UserError(f"--nets {flags['nets']}: model {model!r} has dense (mlp) networks; --nets conv is for "
+                        "--model vae")
+    if flags["labelled_fraction"] is not None and model != "m2":
+        raise UserError(f"--labelled-fraction is for --model m2 (semi-supervised); model {model!r} uses no labels")
+    sizes = sorted(k for k in ("latent_dim", "hidden_dims") if k in given)
+    if model == "hvae" and sizes:
+        raise UserError(f"{', '.join(_flag(k) for k in sizes)}: model 'hvae' has Burda et al.'s fixed sizes "
+                        "(latent 100 and 50, hidden 200-200 and 100-100); leave them out")
 
 
 def check_overrides(given: dict[str, Any], recorded: dict[str, Any], override: list[str]) -> dict[str, Any]:
@@ -187,8 +241,8 @@ def check_overrides(given: dict[str, Any], recorded: dict[str, Any], override: l
     for name, value in given.items():
         old = recorded.get(name, DEFAULTS.get(name))
         if value == "auto" and name == "likelihood":
-            value = default_likelihood(recorded["dataset"]) if recorded.get("model") == "vae" else None
-        elif value == "auto" and name == "reconstruction" and recorded.get("model") != "vae":
+            value = default_likelihood(recorded["dataset"]) if recorded.get("model", "vae") in VAE_MODELS else None
+        elif value == "auto" and name == "reconstruction" and recorded.get("model") in AUTOENCODERS:
             value = "bce" if recorded["dataset"] in IMAGE_DATASETS else "mse"
         if _same(value, old):
             continue

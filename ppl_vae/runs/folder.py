@@ -38,7 +38,15 @@ from .._checks import (
 from ..errors import MissingFileError, RunError, RunExistsError, UserError
 from ..train import History, fit
 from .checkpoint import POINTER, load_run_checkpoint
-from .flags import UNSET, complete, default_likelihood, given_flags, resolve_binarize
+from .flags import (
+    AUTOENCODERS,
+    HVAE_SIZES,
+    UNSET,
+    complete,
+    default_likelihood,
+    given_flags,
+    resolve_binarize,
+)
 from .flags import check_overrides as _check_overrides
 from .lock import LOCK_FILE, is_main_process, lock_folder, refuse_if_locked
 from .logs import LOGS, Recorder, check_tensorboard, metrics_config
@@ -95,28 +103,76 @@ def _user_call(fn, *args, **kwargs):
         raise UserError(str(err)) from None
 
 
-def _check_model_size(input_dim: Any, latent_dim: Any, hidden: Any, batch_size: int, what: str) -> None:
-    if not (isinstance(input_dim, int) and isinstance(latent_dim, int) and isinstance(hidden, (list, tuple))
-            and all(isinstance(h, int) for h in hidden)):
+def _ints(value: Any) -> tuple[int, ...] | None:
+    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return tuple(value)
+    return None
+
+
+def _mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
+    """The dense layers of a model described by its config (class, sizes), as width lists, and the sizes
+    in words; None when the config does not say (an unknown class, odd types: the constructor decides)."""
+    cls, d_in = config.get("class", "VAE"), config.get("input_dim")
+    if not isinstance(d_in, int):
+        return None
+    if cls == "HierarchicalVAE":
+        latent, hidden = _ints(config.get("latent_dims")), config.get("hidden_dims")
+        layers = [_ints(h) for h in hidden] if isinstance(hidden, (list, tuple)) else []
+        if latent is None or len(latent) != 2 or len(layers) != 2 or None in layers:
+            return None
+        (d1, d2), (h1, h2) = latent, layers
+        widths = [[d_in, *h1, 2 * d1], [d1, *h2, 2 * d2], [d2, *reversed(h2), 2 * d1], [d1, *reversed(h1), 2 * d_in]]
+        return widths, f"input {d_in}, latent_dims {latent}, hidden_dims {h1} and {h2}"
+    d, hidden = config.get("latent_dim"), _ints(config.get("hidden_dims"))
+    if not isinstance(d, int) or hidden is None:
+        return None
+    words = f"input {d_in}, hidden_dims {hidden}, latent_dim {d}"
+    if cls == "SemiSupervisedVAE":
+        c = config.get("num_classes") if isinstance(config.get("num_classes"), int) else 10
+        widths = [[d_in, *hidden, c], [d_in + c, *hidden, 2 * d], [d + c, *reversed(hidden), 2 * d_in]]
+        return widths, f"{words}, {c} classes"
+    encoder_out = d + d * (d + 1) // 2 if str(config.get("guide", "")).startswith("fullrank") else 2 * d
+    return [[d_in, *hidden, encoder_out], [d, *reversed(hidden), 2 * d_in]], words
+
+
+def _check_model_size(config: dict[str, Any], batch_size: int, what: str) -> None:
+    """Refuse, before allocating, a model whose parameters, Adam state and activations would not fit."""
+    found = _mlp_widths(config)
+    if found is None:
         return
-    widths = [input_dim, *hidden, 2 * latent_dim]
-    params = mlp_parameters(widths) + mlp_parameters([latent_dim, *reversed(hidden), 2 * input_dim])
-    activations = 4 * batch_size * 4 * (2 * sum(widths) + input_dim)
+    widths, words = found
+    params = sum(mlp_parameters(w) for w in widths)
+    activations = 4 * batch_size * 4 * (sum(sum(w) for w in widths) + config["input_dim"])
+    advice = ("the sizes of model 'hvae' are fixed (Burda et al.): use fewer input dimensions, or --model vae"
+              if config.get("class") == "HierarchicalVAE" else "choose smaller --hidden-dims / --latent-dim")
     check_memory(training_bytes(params) + activations,
-                 f"{what} (input {input_dim}, hidden_dims {tuple(hidden)}, latent_dim {latent_dim}: "
-                 f"{params:,} parameters, trained with Adam)",
-                 "choose smaller --hidden-dims / --latent-dim")
+                 f"{what} ({words}: {params:,} parameters, trained with Adam)", advice)
 
 
-def _build_model(flags: dict[str, Any], input_dim: int) -> torch.nn.Module:
-    kind = flags["model"]
-    _check_model_size(input_dim, flags["latent_dim"], flags["hidden_dims"], flags["batch_size"], f"a {kind}")
-    hidden = tuple(flags["hidden_dims"])
-    if kind == "vae":
-        from ..models import VAE
+#: the class each model name builds (ppl_vae.models.names), for the size check before building
+_CLASSES = {"vae": "VAE", "hvae": "HierarchicalVAE", "m2": "SemiSupervisedVAE"}
 
-        return _user_call(VAE, input_dim, flags["latent_dim"], hidden, likelihood=flags["likelihood"],
-                          activation=flags["activation"])
+
+def _build_model(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
+    """The model the flags describe for the data of ``meta`` (a :class:`~ppl_vae.data.DatasetMeta`)."""
+    kind, input_dim = flags["model"], meta.input_dim
+    hidden = None if flags["hidden_dims"] is None else tuple(flags["hidden_dims"])
+    sizes = {"class": _CLASSES.get(kind, kind), "input_dim": input_dim, "latent_dim": flags["latent_dim"],
+             "hidden_dims": hidden, "guide": flags.get("guide"), "num_classes": meta.num_classes,
+             **(HVAE_SIZES if kind == "hvae" else {})}
+    _check_model_size(sizes, flags["batch_size"], f"a {kind}")
+    if kind not in AUTOENCODERS:
+        from ..models.names import make_model
+
+        spec = {"vae": "vae:nets=conv" if flags.get("nets", "mlp") == "conv" else "vae",
+                "hvae": f"hvae:activation={flags['activation']}",
+                "m2": f"m2:labelled={flags.get('labelled_fraction')!r}"}[kind]
+        image = meta.image_shape
+        sizes = {} if kind == "hvae" else {"latent_dim": flags["latent_dim"], "hidden_dims": hidden}
+        return _user_call(make_model, spec, input_dim, flags.get("guide", "meanfield"), **sizes,
+                          likelihood=flags["likelihood"], activation=flags["activation"],
+                          image_shape=(1, *image) if image is not None and len(image) == 2 else image,
+                          num_classes=meta.num_classes)
     from ..autoencoders import make_autoencoder
 
     options = {k: flags[v] for k, v in (("reconstruction", "reconstruction"), ("noise", "noise"),
@@ -129,12 +185,33 @@ def _build_model(flags: dict[str, Any], input_dim: int) -> torch.nn.Module:
 def _rebuild_model(config: dict[str, Any], batch_size: int, where: str) -> torch.nn.Module:
     from ..models import build_model
 
-    _check_model_size(config.get("input_dim"), config.get("latent_dim"), config.get("hidden_dims"), batch_size,
-                      "the run's model")
+    _check_model_size(config, batch_size, "the run's model")
     try:
         return build_model(config)
     except (TypeError, ValueError, KeyError) as err:
         raise RunError(f"{where}: field 'settings.model' is unusable: {err}") from None
+
+
+def _check_objective(model: Any, data: Any, objective: str) -> None:
+    """Before anything is written: refuse an objective the library would refuse for this program at its
+    first step (e.g. 'analytic' or 'iwae' for m2, whose class label has no reparameterised sampler), with
+    the library's own message (a ProgramError naming the sites); a model that needs labels the data lack
+    is refused here too (its ``dataset_inputs`` hook)."""
+    from ..autoencoders import Autoencoder
+
+    if isinstance(model, Autoencoder) or objective is None:
+        return
+    from ..objectives import parse_objective
+    from ..params import param_scope
+    from ..programs import INSPECT_ROWS, as_program, inspect_program
+
+    hook = getattr(model, "dataset_inputs", None)
+    rows = (data.train, *hook(data, "train")) if callable(hook) else (data.train,)
+    program = as_program(model)
+    rows = program.check_data(tuple(t[:INSPECT_ROWS] for t in rows), "data.train")  # fit's own check first
+    with torch.random.fork_rng(), param_scope(program):
+        info = inspect_program(program, rows)
+    parse_objective(objective).check(info)
 
 
 def _data_args(flags: dict[str, Any]) -> dict[str, Any]:
@@ -199,6 +276,7 @@ def train_run(
     n_samples: Any = UNSET, epochs: Any = UNSET, batch_size: Any = UNSET, lr: Any = UNSET, seed: Any = UNSET,
     device: Any = UNSET, resume: bool = False, progress: bool = True, time_budget: float | None = None,
     model: Any = UNSET, ae_options: dict[str, Any] | None = None, override: Any = (), log: Any = UNSET,
+    guide: Any = UNSET, nets: Any = UNSET, labelled_fraction: Any = UNSET,
 ) -> Run:
     """Train a model into run folder ``out`` (or in memory when ``out`` is None) and return the run.
 
@@ -207,6 +285,13 @@ def train_run(
     binarize ``"auto"``, epochs 20, batch_size 128, lr 1e-3, seed 0, device ``"auto"``, model
     ``"vae"``; or ``"ae"``, ``"dae"``, ``"sae"``, ``"cae"`` with ``ae_options``) are recorded before
     the first epoch; after each epoch the folder holds the checkpoint and metrics.
+
+    Models trained by SVI (:func:`ppl_vae.models.make_model`): ``"vae"`` with ``guide``
+    (``"meanfield"``, ``"fullrank"``, ``"iaf:n=K"``) and ``nets`` (``"mlp"``, ``"conv"`` for images);
+    ``"hvae"`` (two stochastic layers, Burda et al.'s fixed sizes: ``latent_dim`` and ``hidden_dims``
+    do not apply); ``"m2"`` (semi-supervised, ``labelled_fraction`` of the training labels kept, default
+    0.1; objective ``"enum"`` unless given). An objective the library refuses for the program (e.g.
+    ``"analytic"`` for m2) is refused before anything is written.
 
     ``resume=True`` continues the run in ``out`` with its recorded settings: a setting given here
     that differs from the record is refused unless ``override`` names it (``objective``, ``lr``,
@@ -217,7 +302,7 @@ def train_run(
     given = given_flags(ae_options, dataset=dataset, objective=objective, latent_dim=latent_dim,
                         hidden_dims=hidden_dims, likelihood=likelihood, activation=activation, binarize=binarize,
                         data_dir=data_dir, n_samples=n_samples, batch_size=batch_size, lr=lr, seed=seed,
-                        device=device, model=model)
+                        device=device, model=model, guide=guide, nets=nets, labelled_fraction=labelled_fraction)
     more = None if epochs is UNSET else check_positive_int(epochs, "epochs")
     if time_budget is not None:
         time_budget = check_finite_number(time_budget, "time_budget", positive=True)
@@ -245,14 +330,15 @@ def train_run(
 
 def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
     flags = complete(given)
-    if flags["model"] != "vae" and "likelihood" in given and given["likelihood"] != "auto":
+    if flags["model"] in AUTOENCODERS and "likelihood" in given and given["likelihood"] != "auto":
         raise UserError("likelihood is for the VAE; an autoencoder takes reconstruction='bce'|'mse'")
     args = _data_args(flags)
     provenance = data_provenance(args)
     if provenance["kind"] == "files":  # the IDX folder that was found (not $PPL_VAE_DATA at a later time)
         args["data_dir"] = str(Path(next(iter(provenance["files"]))).parent)
     data = _load_data(args)
-    model = _reinit(_build_model(flags, data.meta.input_dim), flags["seed"])
+    model = _reinit(_build_model(flags, data.meta), flags["seed"])
+    _check_objective(model, data, flags["objective"])
     settings = {
         "flags": flags, "model_kind": flags["model"], "model": getattr(model, "config", None),
         "data": {"args": args, "provenance": provenance}, "epochs": epochs or 20,
@@ -288,7 +374,7 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
             _remove_partial(path)
         doc = read_settings(path)
         flags = effective_settings(doc)
-        if flags["model"] != "vae" and "objective" in given:
+        if flags["model"] in AUTOENCODERS and "objective" in given:
             raise UserError(f"--objective is for the VAE; this run is an autoencoder ({flags['model']})")
         changes = _check_overrides(given, flags, override)
         for name, change in changes.items():
@@ -308,10 +394,12 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
             run.trained = 0
             return run
         logs = doc["settings"].get("log", []) if logs is None else logs
-        if main:
-            doc = write_settings(path, doc["settings"], new_resume(doc, done, target, changes))
         data = _load_data(doc["settings"]["data"]["args"])
         model = _rebuild_model(doc["settings"]["model"], flags["batch_size"], str(path / SETTINGS_FILE))
+        if "objective" in changes:
+            _check_objective(model, data, flags["objective"])
+        if main:
+            doc = write_settings(path, doc["settings"], new_resume(doc, done, target, changes))
         if done == 0:
             _reinit(model, flags["seed"])
         return _train(path, doc, flags, model, data, target - done, done, logs, progress, time_budget, main)

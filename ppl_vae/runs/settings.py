@@ -39,7 +39,8 @@ SETTINGS_FILE = "settings.json"
 OVERRIDABLE = ("objective", "lr", "batch_size", "seed", "device")
 #: flags that define the model and the data: a different value is another run
 FIXED = ("model", "dataset", "data_dir", "n_samples", "binarize", "latent_dim", "hidden_dims",
-         "likelihood", "activation", "reconstruction", "noise", "sigma", "mask_prob", "rho", "lam")
+         "likelihood", "activation", "guide", "nets", "labelled_fraction", "reconstruction", "noise", "sigma",
+         "mask_prob", "rho", "lam")
 IDX_DATASETS = ("mnist", "fashion_mnist")
 
 
