@@ -67,7 +67,7 @@ from ..programs import (
     inspect_program,
     rows_slice,
 )
-from .hmc import CHAIN_PLATE, PathDensity, find_step_size, hmc_step
+from .hmc import CHAIN_PLATE, PathDensity, check_fast, find_step_size, hmc_step
 from .importance import ROWS_PER_CALL, _check_int, _resolve_seed, prepare, resolve, sandbox
 
 __all__ = ["ADAPT_RATE", "INITS", "SCHEDULES", "AISResult", "ais_log_likelihood", "bdmc", "check_settings",
@@ -146,12 +146,13 @@ class _Settings:
     target_accept: float
     batch_size: int
     tune_chains: int
+    fast: str
 
     def public(self, seed: int, schedule: Any) -> dict[str, Any]:
         return {"num_steps": self.num_steps, "num_chains": self.num_chains, "leapfrog_steps": self.leapfrog_steps,
                 "init": self.init, "schedule": schedule if isinstance(schedule, str) else "custom",
                 "target_accept": self.target_accept, "batch_size": self.batch_size, "tune_chains": self.tune_chains,
-                "seed": seed}
+                "fast": self.fast, "seed": seed}
 
 
 def check_settings(num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any) -> None:
@@ -193,9 +194,10 @@ def _setup(model: Any, guide: Any, x: Any, init: str, data_plate: str | None, se
 
 
 def _validate(num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any, schedule: Any, target_accept: Any,
-              batch_size: Any, tune_chains: Any) -> torch.Tensor:
+              batch_size: Any, tune_chains: Any, fast: Any) -> torch.Tensor:
     """Every plain argument checked before any work; returns the schedule's betas."""
     check_settings(num_steps, num_chains, leapfrog_steps, init)
+    check_fast(fast)
     _check_int("batch_size", batch_size, allow_none=True)
     _check_int("tune_chains", tune_chains)
     if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) or not 0 < target_accept < 1:
@@ -205,7 +207,7 @@ def _validate(num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any, s
 
 def _settings(rows: tuple[torch.Tensor, ...], program: Program, info: ProgramInfo, num_steps: int,
               num_chains: int, leapfrog_steps: int, init: str, betas: torch.Tensor, target_accept: float,
-              batch_size: int | None, tune_chains: int) -> _Settings:
+              batch_size: int | None, tune_chains: int, fast: str) -> _Settings:
     """The chunk size, and the memory it needs checked against what the machine has."""
     n = len(rows[0])
     n_b = min(n, batch_size or max(1, ROWS_PER_CALL // (num_chains + tune_chains)))
@@ -219,7 +221,8 @@ def _settings(rows: tuple[torch.Tensor, ...], program: Program, info: ProgramInf
                  "points per call",
                  "pass a smaller batch_size or fewer num_chains")
     check_memory(8.0 * n * num_chains, f"keeping {n} x {num_chains} log AIS weights", "use fewer points")
-    return _Settings(num_steps, num_chains, leapfrog_steps, init, betas, float(target_accept), n_b, tune_chains)
+    return _Settings(num_steps, num_chains, leapfrog_steps, init, betas, float(target_accept), n_b, tune_chains,
+                     fast)
 
 
 def _anneal(density: PathDensity, u: dict, betas: torch.Tensor, cfg: _Settings, bar: Any,
@@ -280,12 +283,12 @@ def _run(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo, cf
             batch = rows_slice(rows, slice(lo, lo + cfg.batch_size))
             m = len(batch[0])
             tune = cfg.tune_chains if cfg.num_steps > 1 else 0
-            density = PathDensity(program, info, batch, c + tune, cfg.init)
+            density = PathDensity(program, info, batch, c + tune, cfg.init, cfg.fast)
             log_w, acc, last, used = _anneal(density, density.to_unconstrained(density.sample_initial()), cfg.betas,
                                              cfg, bar, record=exact is not None)
             fwd[0][lo:lo + m], fwd[1][lo:lo + m], fwd[2][lo:lo + m] = log_w.T, acc, last
             if exact is not None:
-                density = PathDensity(program, info, batch, c, cfg.init)
+                density = PathDensity(program, info, batch, c, cfg.init, cfg.fast)
                 z = {}
                 for k, v in exact.items():
                     v = v.narrow(info.data_index, lo, m)
@@ -310,7 +313,8 @@ def ais_log_likelihood(model: Any, guide: Any = None, x: Any = None, *, num_step
                        leapfrog_steps: int = 10, init: str = "guide", seed: int | None = 0,
                        generator: torch.Generator | None = None, schedule: Any = "sigmoid",
                        target_accept: float = 0.65, tune_chains: int = 2, batch_size: int | None = None,
-                       progress: bool = False, return_diagnostics: bool = False, data_plate: str | None = None) -> Any:
+                       fast: str = "auto", progress: bool = False, return_diagnostics: bool = False,
+                       data_plate: str | None = None) -> Any:
     """Annealed importance sampling estimate of ``log p(x_n)`` per point, nats: ``(N,)``.
 
     Args:
@@ -326,6 +330,10 @@ def ais_log_likelihood(model: Any, guide: Any = None, x: Any = None, *, num_step
         schedule: ``"sigmoid"`` (default), ``"linear"`` or a tensor of T + 1 betas (see :func:`schedule_betas`).
         target_accept: the acceptance probability the per-point step size is adapted toward (0.65).
         tune_chains: extra chains per point that only adapt the step size (their weights are dropped).
+        fast: ``"auto"`` (default: ppl_vae's own programs evaluate through a captured graph, others eagerly),
+            ``"graph"`` (capture any program's evaluation; for programs without Python side effects) or
+            ``"eager"``; the same numbers up to float rounding (the graph is checked against the eager
+            evaluation on each chunk's first state).
         batch_size: points per chunk (default about 4096 / C, so that C x points ~ 4096 rows per model call).
         progress: a progress bar over annealing steps (all chunks).
         return_diagnostics: return an :class:`AISResult` (``.log_likelihood``, ``.acceptance``, ``.ess``, ``.se``)
@@ -335,19 +343,20 @@ def ais_log_likelihood(model: Any, guide: Any = None, x: Any = None, *, num_step
     **Cost.** With ``C' = C + tune_chains``, ``B = min(N, batch_size)`` points per chunk and ``c_dec`` the cost
     of the model on one row (its decoder): time ~ ``N C' ((T - 1) L + 22) * 3 c_dec`` (every leapfrog step is
     one forward and one backward pass, about 3 forward passes, of the model on ``C' x B`` rows; 22 bounds
-    the one-step proposals of the step-size search), plus a fixed ~2 ms of Pyro per call, so per-row cost
-    falls as ``C' B`` grows toward ~4096 rows. A guide with one latent site is run once per chunk (its
-    distribution cannot depend on the latent); a guide with several runs at every step on ``C' x B`` rows
-    too. Memory ~ ``4 C' B (a_dec + 12 d)`` bytes, ``a_dec`` the floats the decoder keeps for its backward
+    the one-step proposals of the step-size search), plus about 1 ms of Pyro and autograd bookkeeping per
+    evaluation when it runs eagerly (user programs; ppl_vae's own replay a captured graph, ``fast``), so
+    per-row cost falls as ``C' B`` grows toward ~4096 rows. A guide with one latent site is run once per
+    chunk (its distribution cannot depend on the latent); a guide with several runs at every evaluation. Memory ~ ``4 C' B (a_dec + 12 d)`` bytes, ``a_dec`` the floats the decoder keeps for its backward
     pass per row (its activations plus about twice the data dimension) and ``d`` the latent numbers per
     point, plus ``8 N C`` bytes of log weights: independent of T and L. :func:`bdmc` costs about twice as
     much. Runs on the data's device (CPU or CUDA).
     """
     t0 = time.perf_counter()
-    betas = _validate(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains)
+    betas = _validate(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains,
+                      fast)
     program, rows, seed, info = _setup(model, guide, x, init, data_plate, seed, generator)
     cfg = _settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
-                    batch_size, tune_chains)
+                    batch_size, tune_chains, fast)
     n = len(rows[0])
     chunks = -(-n // cfg.batch_size)
     bar = tqdm(total=chunks * num_steps, desc=f"AIS T={num_steps}, C={num_chains}, {n} points", unit="step",
@@ -394,8 +403,8 @@ def simulate(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo
 def bdmc(model: Any, guide: Any = None, x: Any = None, *, num_steps: int = 1000, num_chains: int = 16,
          leapfrog_steps: int = 10, init: str = "guide", seed: int | None = 0,
          generator: torch.Generator | None = None, schedule: Any = "sigmoid", target_accept: float = 0.65,
-         tune_chains: int = 2, batch_size: int | None = None, progress: bool = False, data_plate: str | None = None,
-         return_simulated: bool = False) -> Any:
+         tune_chains: int = 2, batch_size: int | None = None, fast: str = "auto", progress: bool = False,
+         data_plate: str | None = None, return_simulated: bool = False) -> Any:
     """The bidirectional Monte Carlo sandwich of ``log p(x)`` on data simulated from the model, per point.
 
     ``x`` (with any conditioning inputs, as for the estimators) gives the shapes: the model is run forward with
@@ -411,10 +420,11 @@ def bdmc(model: Any, guide: Any = None, x: Any = None, *, num_steps: int = 1000,
         ``return_simulated=True``, ``(frame, simulated_rows)`` (a tuple of tensors, the data's layout).
     """
     t0 = time.perf_counter()
-    betas = _validate(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains)
+    betas = _validate(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains,
+                      fast)
     program, rows, seed, info = _setup(model, guide, x, init, data_plate, seed, generator)
     cfg = _settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
-                    batch_size, tune_chains)
+                    batch_size, tune_chains, fast)
     n = len(rows[0])
     chunks = -(-n // cfg.batch_size)
     bar = tqdm(total=2 * chunks * num_steps, desc=f"BDMC T={num_steps}, C={num_chains}, {n} points", unit="step",

@@ -16,16 +16,21 @@ data plate keep the program's own shapes, and log-densities are summed per chain
 (``biject_to(support)``, plus ``log |det J|``, which cancels in the AIS weights).
 
 The transitions are HMC with an identity mass matrix, ``L`` leapfrog steps, one Metropolis test per chain
-and point, and a step size per point (shared by its chains). One evaluation is one model trace on
-``C x n`` rows (the decoder forward and backward) and, for ``f_0 = q``, one guide trace on ``n`` rows.
-Gradients are per chain and point because the programs factorise over the data plate and the chain
-plate (true for any program whose latents are all local; a batch-coupled layer such as BatchNorm in
-training mode would break it).
+and point, and a step size per point (shared by its chains). One evaluation is one model run on ``C x n``
+rows and one backward pass (the decoder forward and backward); Normal latent sites whose parameters are
+constants there (a N(0, I) prior; the guide's distribution, computed once per chunk when the guide has one
+latent site, since it cannot depend on that site's value) are scored and differentiated in closed form, and
+other guides are run at every evaluation. For ppl_vae's own programs the evaluation is captured once per
+chunk as an ATen graph (``make_fx``) and replayed: no Pyro or autograd bookkeeping per step, checked
+against the eager evaluation first (:data:`FAST_MODES`). Gradients are per chain and point because the
+programs factorise over the data plate and the chain plate (true for any program whose latents are all
+local; a batch-coupled layer such as BatchNorm in training mode would break it).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,11 +41,18 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import biject_to, constraints
 
-from ..errors import ProgramError
+from ..errors import ProgramError, UserError
+from ..models import PURE_PROGRAMS
 from ..programs import DataPlateScale, Program, ProgramInfo, per_point
-from .kernels import fast_log_prob
 
-__all__ = ["CHAIN_PLATE", "Evaluation", "PathDensity", "find_step_size", "hmc_step"]
+__all__ = ["CHAIN_PLATE", "FAST_MODES", "Evaluation", "PathDensity", "check_fast", "find_step_size", "graph_safe",
+           "hmc_step"]
+
+#: ``fast`` modes: "graph" captures one evaluation (the programs, log-densities and gradients) per chunk as an
+#: ATen graph with ``make_fx`` and replays it (no Pyro or autograd bookkeeping; checked against the eager
+#: evaluation first); "auto" does so for ppl_vae's own programs (no Python side effects between calls);
+#: "eager" never.
+FAST_MODES = ("auto", "graph", "eager")
 
 CHAIN_PLATE = "_chains"
 _HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -83,29 +95,64 @@ def _normal_log_prob(fn: Any, value: torch.Tensor, event_dims: int) -> torch.Ten
     return -0.5 * quad - log_norm
 
 
-def _site_log_prob(site: dict) -> torch.Tensor:
-    """A site's log-prob, differentiable: closed forms for ``Bernoulli(logits)`` (one ``softplus``) and
-    ``Normal`` (see :func:`_normal_log_prob`), through ``Independent``; the distribution's own ``log_prob``
-    otherwise."""
+def _unwrap(fn: Any) -> tuple[Any, int]:
+    """The base distribution under any ``Independent`` wrappers, and the event dims they add."""
+    event_dims = 0
+    while type(fn).log_prob is torch.distributions.Independent.log_prob:
+        event_dims += fn.reinterpreted_batch_ndims
+        fn = fn.base_dist
+    return fn, event_dims
+
+
+def _sum_event(t: torch.Tensor, event_dims: int) -> torch.Tensor:
+    return t.sum(tuple(range(-event_dims, 0))) if event_dims else t
+
+
+def _site_log_prob(site: dict, signs: dict) -> torch.Tensor:
+    """A site's log-prob, differentiable: closed forms for ``Bernoulli(logits)`` on {0, 1} data (one
+    ``softplus``; ``signs`` caches ``1 - 2 x`` per data tensor) and ``Normal`` (see :func:`_normal_log_prob`),
+    through ``Independent``; the distribution's own ``log_prob`` otherwise."""
     fn, value = site["fn"], site["value"]
-    base, event_dims = fn, 0
-    while type(base).log_prob is torch.distributions.Independent.log_prob:
-        event_dims += base.reinterpreted_batch_ndims
-        base = base.base_dist
+    base, event_dims = _unwrap(fn)
     method = type(base).log_prob
+    batch = tuple(fn.batch_shape)
+    lp = None
     if method is torch.distributions.Bernoulli.log_prob and not value.requires_grad:
-        lp = fast_log_prob(fn, value)
-        if lp is not None:
-            return lp
-    if (method is torch.distributions.Normal.log_prob and value.dim() >= event_dims
-            and base.loc.dtype == value.dtype and base.scale.dtype == value.dtype):
+        logits = base.__dict__.get("logits")
+        cached = signs.get(id(value))
+        if cached is None or cached[0] is not value:
+            binary = value.is_floating_point() and bool(((value == 0) | (value == 1)).all())
+            cached = signs[id(value)] = (value, 1.0 - 2.0 * value if binary else None)
+        if logits is not None and cached[1] is not None and logits.dtype == value.dtype:
+            lp = -_sum_event(torch.nn.functional.softplus(logits * cached[1]), event_dims)
+    elif (method is torch.distributions.Normal.log_prob and value.dim() >= event_dims
+          and base.loc.dtype == value.dtype and base.scale.dtype == value.dtype):
         lp = _normal_log_prob(base, value, event_dims)
-        batch = tuple(fn.batch_shape)
-        if tuple(lp.shape) == batch:
-            return lp
-        if len(lp.shape) <= len(batch):
-            return lp.expand(batch)
-    return fn.log_prob(value)
+    if lp is None or len(lp.shape) > len(batch):
+        return fn.log_prob(value)
+    return lp if tuple(lp.shape) == batch else lp.expand(batch)
+
+
+def _closed_normal(site: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """``(log-prob, its gradient in the value)`` without autograd for a ``Normal`` site whose parameters are
+    constants here (a prior N(0, I), a guide's distribution computed once per chunk), unscaled and unmasked;
+    None otherwise."""
+    base, event_dims = _unwrap(site["fn"])
+    scale_ok = isinstance(site["scale"], (int, float)) and site["scale"] == 1.0
+    if (type(base).log_prob is not torch.distributions.Normal.log_prob or site["mask"] is not None or not scale_ok
+            or base.loc.requires_grad or base.scale.requires_grad):
+        return None
+    value = site["value"].detach()
+    loc, scale = _compact(base.loc), _compact(base.scale)
+    if loc.dtype != value.dtype or scale.dtype != value.dtype:
+        return None
+    w = (value - loc) / scale
+    lp = _normal_log_prob(base, value, event_dims)
+    grad = (-w / scale).expand(value.shape)
+    batch = tuple(site["fn"].batch_shape)
+    if len(lp.shape) > len(batch) or tuple(grad.shape) != tuple(value.shape):
+        return None
+    return (lp if tuple(lp.shape) == batch else lp.expand(batch)), grad
 
 
 def _is_real(support: Any) -> bool:
@@ -120,6 +167,20 @@ def _discrete_sites(info: ProgramInfo, sites: dict) -> list[str]:
     return sorted(found)
 
 
+def graph_safe(program: Program) -> bool:
+    """ppl_vae's own programs (registered functions, every submodule from torch or ppl_vae): no Python side
+    effects between calls, so a captured evaluation replays them faithfully."""
+    funcs = (getattr(program.model, "__func__", program.model), getattr(program.guide, "__func__", program.guide))
+    if not all(f in PURE_PROGRAMS for f in funcs) or program.module is None:
+        return False
+    return all(type(m).__module__.startswith(("torch.", "ppl_vae.")) for m in program.module.modules())
+
+
+def check_fast(fast: Any) -> None:
+    if fast not in FAST_MODES:
+        raise UserError(f"fast must be one of {', '.join(map(repr, FAST_MODES))}; got {fast!r}")
+
+
 class PathDensity:
     """The annealing path's ends for one chunk: ``batch`` (n rows), ``chains`` C, ``init`` "guide" or "prior".
 
@@ -127,8 +188,11 @@ class PathDensity:
     """
 
     def __init__(self, program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...], chains: int,
-                 init: str) -> None:
+                 init: str, fast: str = "eager") -> None:
         self.program, self.info, self.batch, self.chains, self.init = program, info, batch, chains, init
+        self.fast = ("graph" if graph_safe(program) else "eager") if fast == "auto" else fast
+        self.graph: Callable | None = None
+        self.names: list[str] = []
         self.n = len(batch[0])
         self.shape = (chains, self.n)
         model_tr = self._trace(program.model)
@@ -142,6 +206,7 @@ class PathDensity:
         # A guide with one latent site: its distribution cannot depend on the latent's value, so it is computed
         # once per chunk (without a graph) and scored at every new value (no guide run per evaluation).
         self.guide_site: dict | None = None
+        self.signs: dict = {}  # 1 - 2 x for {0, 1} data scored by Bernoulli(logits), per data tensor
         self.transforms: dict[str, Any] = {}
         for name in info.latent:
             support = model_tr.nodes[name]["fn"].support
@@ -158,9 +223,18 @@ class PathDensity:
         """Sum of the sites' log-probs (scale and mask applied) per chain and point: ``(C, n)``."""
         total = self.batch[0].new_zeros(self.shape)
         for site in sites:
-            lp = scale_and_mask(_site_log_prob(site), site["scale"], site["mask"])
+            lp = scale_and_mask(_site_log_prob(site, self.signs), site["scale"], site["mask"])
             total = total + per_point(lp, self.info)
         return total
+
+    def _guide_closed(self, z: dict[str, torch.Tensor]) -> tuple[torch.Tensor, State] | None:
+        """The one-site guide's log-density and gradient in closed form (see :meth:`_closed`), or None."""
+        if len(self.info.latent) != 1:
+            return None
+        name = self.info.latent[0]
+        if self.guide_site is None:
+            self._guide_log_prob({k: v.detach() for k, v in z.items()})
+        return self._closed([dict(self.guide_site, value=z[name], name=name)])
 
     def _guide_log_prob(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
         """``log q(z | x)`` per chain and point, the guide conditioned on ``z``."""
@@ -195,35 +269,111 @@ class PathDensity:
             log_det = log_det + per_point(ldj, self.info)
         return z, log_det
 
-    def evaluate(self, u: State) -> Evaluation:
-        """Both ends and their gradients at the unconstrained values ``u``.
+    def _closed(self, sites: list[dict]) -> tuple[torch.Tensor, State] | None:
+        """Closed-form log-probs (per chain and point) and gradients of latent sites on real supports, when
+        :func:`_closed_normal` applies to every one of them; else None (autograd takes them)."""
+        total, grads = self.batch[0].new_zeros(self.shape), {}
+        for site in sites:
+            closed = _closed_normal(site) if self.transforms[site["name"]] is None else None
+            if closed is None:
+                return None
+            total = total + per_point(closed[0], self.info)
+            grads[site["name"]] = closed[1]
+        return total, grads
 
-        From the guide, ``f_0`` and ``p`` are scored on two leaf copies of ``u`` so that one backward pass gives
-        both gradients; from the prior (both ends from one model run) two passes, the first one cheap.
+    def evaluate(self, u: State) -> Evaluation:
+        """Both ends and their gradients at the unconstrained values ``u`` (through the captured graph once
+        there is one: see :data:`FAST_MODES`)."""
+        if self.fast == "graph":
+            self._capture(u)
+        if self.graph is None:
+            return self._evaluate(u)
+        m = len(self.names)
+        with torch.no_grad():
+            out = self.graph(*[u[k] for k in self.names])
+        return Evaluation(out[0], out[1], dict(zip(self.names, out[2:2 + m], strict=True)),
+                          dict(zip(self.names, out[2 + m:], strict=True)))
+
+    def _capture(self, u: State) -> None:
+        """Capture :meth:`_evaluate` for ``u``'s shapes (once per chunk), check it, or say why not and stay eager."""
+        from torch.fx.experimental.proxy_tensor import make_fx
+
+        self.fast, self.names = "eager", list(u)  # one attempt per chunk
+
+        def flat(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            ev = self._evaluate(dict(zip(self.names, values, strict=True)))
+            return (ev.base, ev.joint, *[ev.grad_base[k] for k in self.names],
+                    *[ev.grad_joint[k] for k in self.names])
+
+        values = [u[k] for k in self.names]
+        eager = flat(*values)  # also fills the caches the graph reads (the guide's distribution, 1 - 2 x)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                graph = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*values)
+            graph.graph.eliminate_dead_code()
+            graph.recompile()
+            with torch.no_grad():
+                out = graph(*values)
+            same = all(a.shape == b.shape and bool(torch.isclose(a, b, rtol=1e-4, atol=1e-4, equal_nan=True).all())
+                       for a, b in zip(out, eager, strict=True))
+            problem = None if same else "its numbers differ from the eager evaluation's"
+        except Exception as err:  # noqa: BLE001 - data-dependent Python, unsupported ops: stay eager, say so
+            problem = f"{type(err).__name__}: {str(err).strip()[:200]}"
+        if problem is not None:
+            warnings.warn(f"ppl_vae AIS: could not capture the log-density evaluation as a graph ({problem}); "
+                          "running it eagerly (same numbers, slower; fast='eager' skips the attempt)",
+                          RuntimeWarning, stacklevel=5)
+            return
+        self.graph = graph
+
+    def _evaluate(self, u: State) -> Evaluation:
+        """Both ends and their gradients at ``u``, through the programs (eager).
+
+        One backward pass through the model per evaluation. Normal latent sites with constant parameters (a
+        N(0, I) prior, a one-site guide's distribution) are scored and differentiated in closed form; other
+        guides are scored on a second leaf copy of ``u`` so that the same backward pass gives both gradients.
         """
         info, names = self.info, list(u)
+        zero = {k: torch.zeros_like(v) for k, v in u.items()}
+
+        def add(a: State, b: State) -> State:
+            return {k: a[k] + b[k] if k in b else a[k] for k in a}
+
+        def fill(grads: tuple) -> State:
+            return {k: zero[k] if g is None else g for k, g in zip(names, grads, strict=True)}
+
         with torch.enable_grad():
             leaves = {k: v.detach().requires_grad_() for k, v in u.items()}
+            inputs = [leaves[k] for k in names]
             z, log_det = self._constrain(leaves)
             model_tr = self._trace(self.program.model, z)
-            joint = self._sum([model_tr.nodes[k] for k in info.observed + info.latent]) + log_det
-            inputs = [leaves[k] for k in names]
-            if self.init == "guide":
+            prior = self._closed([model_tr.nodes[k] for k in info.latent])
+            observed = self._sum([model_tr.nodes[k] for k in info.observed]) + log_det
+            if prior is None:  # autograd for the prior terms too
+                observed = observed + self._sum([model_tr.nodes[k] for k in info.latent])
+                prior = (observed.new_zeros(self.shape), {})
+            if self.init == "prior":
+                if not prior[1]:  # base = the prior terms, through autograd: a second (cheap) pass first
+                    base = self._sum([model_tr.nodes[k] for k in info.latent]) + log_det
+                    g_base = fill(torch.autograd.grad(base.sum(), inputs, retain_graph=True, allow_unused=True))
+                else:
+                    base, g_base = prior[0] + log_det.detach(), add(zero, prior[1])
+                g_joint = add(fill(torch.autograd.grad(observed.sum(), inputs, allow_unused=True)), prior[1])
+                joint = observed.detach() + prior[0]
+                return Evaluation(base.detach(), joint, g_base, g_joint)
+            guide = self._guide_closed(z)
+            if guide is not None:
+                base, g_base = guide[0], add(zero, guide[1])
+                g_obs = fill(torch.autograd.grad(observed.sum(), inputs, allow_unused=True))
+            else:
                 copies = {k: v.detach().requires_grad_() for k, v in u.items()}
                 z_q, log_det_q = self._constrain(copies)
                 base = self._guide_log_prob(z_q) + log_det_q
-                grads = torch.autograd.grad(base.sum() + joint.sum(), [copies[k] for k in names] + inputs,
+                grads = torch.autograd.grad(base.sum() + observed.sum(), [copies[k] for k in names] + inputs,
                                             allow_unused=True)
-                g_base, g_joint = grads[: len(names)], grads[len(names):]
-            else:
-                base = self._sum([model_tr.nodes[k] for k in info.latent]) + log_det
-                g_base = torch.autograd.grad(base.sum(), inputs, retain_graph=True, allow_unused=True)
-                g_joint = torch.autograd.grad(joint.sum(), inputs, allow_unused=True)
-
-        def fill(grads: tuple) -> State:
-            return {k: torch.zeros_like(u[k]) if g is None else g for k, g in zip(names, grads, strict=True)}
-
-        return Evaluation(base.detach(), joint.detach(), fill(g_base), fill(g_joint))
+                g_base, g_obs = fill(grads[: len(names)]), fill(grads[len(names):])
+        return Evaluation(base.detach(), observed.detach() + prior[0], g_base, add(g_obs, prior[1]))
 
     # ------------------------------------------------------------------ per-point reductions
     def per_point(self, state: State, fn: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -264,13 +414,12 @@ def _leapfrog(density: PathDensity, u: State, p: State, ev: Evaluation, beta: fl
     return u, p, ev
 
 
-def _log_accept(density: PathDensity, ev0: Evaluation, p0: State, ev1: Evaluation, p1: State, u1: State,
-                beta: float) -> torch.Tensor:
-    """log of the Metropolis ratio per chain and point; -inf where the proposal is not finite."""
+def _log_accept(density: PathDensity, ev0: Evaluation, p0: State, ev1: Evaluation, p1: State, beta: float,
+                ) -> torch.Tensor:
+    """log of the Metropolis ratio per chain and point; -inf where it is NaN. A non-finite proposal is refused
+    this way: its log-density is not finite, or its gradient, and so the final momentum ``p1``, is not."""
     log_r = (ev1.log_f(beta) - _kinetic(density, p1)) - (ev0.log_f(beta) - _kinetic(density, p0))
-    finite = density.per_point(u1, lambda v: (~torch.isfinite(v)).to(v.dtype)) == 0
-    finite &= density.per_point(ev1.grad(beta), lambda v: (~torch.isfinite(v)).to(v.dtype)) == 0
-    return torch.where(finite & ~torch.isnan(log_r), log_r, torch.full_like(log_r, -torch.inf))
+    return log_r.nan_to_num(nan=-math.inf, posinf=-math.inf)
 
 
 def hmc_step(density: PathDensity, u: State, ev: Evaluation, beta: float, eps: torch.Tensor, steps: int,
@@ -281,7 +430,7 @@ def hmc_step(density: PathDensity, u: State, ev: Evaluation, beta: float, eps: t
     """
     p0 = {k: torch.randn_like(v) for k, v in u.items()}
     u1, p1, ev1 = _leapfrog(density, u, p0, ev, beta, eps, steps)
-    log_r = _log_accept(density, ev, p0, ev1, p1, u1, beta)
+    log_r = _log_accept(density, ev, p0, ev1, p1, beta)
     accept = torch.rand_like(log_r).log() < log_r
     new_u = {k: torch.where(density.spread(accept, v), u1[k], v) for k, v in u.items()}
 
@@ -304,7 +453,7 @@ def find_step_size(density: PathDensity, u: State, ev: Evaluation, beta: float, 
     def accept(e: torch.Tensor) -> torch.Tensor:
         p0 = {k: torch.randn_like(v) for k, v in u.items()}
         u1, p1, ev1 = _leapfrog(density, u, p0, ev, beta, e, 1)
-        return _log_accept(density, ev, p0, ev1, p1, u1, beta).clamp(max=0.0).exp()[chains].mean(0)
+        return _log_accept(density, ev, p0, ev1, p1, beta).clamp(max=0.0).exp()[chains].mean(0)
 
     up = accept(eps) > 0.5
     active = torch.ones_like(up)
