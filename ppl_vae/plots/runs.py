@@ -1,0 +1,92 @@
+"""Every figure of a run folder, written as PNGs (``ppl-vae plot``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..errors import UserError
+from ._common import ALL_KINDS, DPI, KINDS, can_sample, model_label
+from .curves import plot_curves
+from .latent import (
+    plot_interpolation,
+    plot_latent,
+    plot_overview_2d,
+    plot_reconstructions,
+    plot_samples,
+)
+from .reports import plot_gap_hist, plot_khat
+
+
+# --------------------------------------------------------------------------- run folders
+def plot_run(
+    run_dir: str | Path,
+    kinds: Sequence[str] | str = ("all",),
+    out_dir: str | Path | None = None,
+    *,
+    num_samples: int = 1000,
+    device: str = "cpu",
+    skipped: list[str] | None = None,
+) -> list[Path]:
+    """Draw the figures ``kinds`` of a run folder as PNGs in ``out_dir`` (default: the run folder).
+
+    ``kinds``: any of :data:`KINDS` or ``"all"`` (latent, recon, samples, interpolate, curves and,
+    for 2-D data, overview; ``samples`` is left out for an autoencoder, which has no prior).
+    ``khat`` and ``gap`` run :func:`ppl_vae.diagnostics.evaluate` on the test split with
+    ``num_samples`` importance samples (VAE only). Files: ``KIND.png``. Returns the paths
+    written; the reasons for kinds left out of ``all`` are appended to ``skipped``.
+    """
+    from ..runs import load_run
+
+    kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+    unknown = sorted(set(kinds) - set(KINDS) - {"all"})
+    if unknown:
+        raise UserError(f"unknown plot kind(s) {unknown}; choose from {', '.join(KINDS)} or all")
+    run = load_run(run_dir, device=device)
+    run_dir = Path(run_dir)
+    out = Path(out_dir) if out_dir is not None else run_dir
+    out.mkdir(parents=True, exist_ok=True)
+    model, data = run.model, run.data
+    name = f"run {run_dir.resolve().name}: {model_label(model)}, {data.meta.name}"
+    wanted: list[str] = []
+    for kind in kinds:
+        if kind == "all":
+            for k in ALL_KINDS:
+                if k == "samples" and not can_sample(model):
+                    if skipped is not None:
+                        skipped.append(f"samples: {type(model).__name__} has no prior to sample from")
+                    continue
+                if k == "overview" and data.meta.kind != "points2d":
+                    continue
+                wanted.append(k)
+        else:
+            wanted.append(kind)
+    wanted = list(dict.fromkeys(wanted))
+    paths: list[Path] = []
+    report = None
+    for kind in wanted:
+        path = out / f"{kind}.png"
+        if kind == "latent":
+            fig = plot_latent(model, data, name=name)
+        elif kind == "recon":
+            fig = plot_reconstructions(model, data, name=name)
+        elif kind == "samples":
+            fig = plot_samples(model, data, name=name)
+        elif kind == "interpolate":
+            fig = plot_interpolation(model, data, name=name)
+        elif kind == "overview":
+            fig = plot_overview_2d(model, data, name=name)
+        elif kind == "curves":
+            fig = plot_curves([run], labels=[run_dir.resolve().name], title=f"Training curves: {name}")
+        else:  # khat, gap
+            if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
+                raise UserError(f"{kind!r} needs a VAE (importance weights need p(x, z) and q(z | x)); "
+                                 f"{type(model).__name__} defines no likelihood")
+            if report is None:
+                from ..diagnostics import evaluate
+
+                report = evaluate(model, data.test, num_samples=num_samples, name=name)
+            fig = (plot_khat if kind == "khat" else plot_gap_hist)(report)
+        fig.savefig(path, dpi=DPI)
+        paths.append(path)
+    return paths
