@@ -11,16 +11,10 @@ import pytest
 import torch
 
 import ppl_vae as pv
+from ppl_vae.analysis.compare import TABLE_COLUMNS, compare, compare_runs, run_comparison
+from ppl_vae.analysis.methods import Method
+from ppl_vae.analysis.paired import DataMismatch, paired_differences
 from ppl_vae.cli import main
-from ppl_vae.compare import (
-    TABLE_COLUMNS,
-    DataMismatch,
-    Method,
-    compare,
-    compare_runs,
-    paired_differences,
-    run_comparison,
-)
 
 SMALL = {"latent_dim": 4, "hidden_dims": (32,), "n_samples": 300, "device": "cpu"}
 
