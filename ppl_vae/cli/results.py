@@ -58,7 +58,8 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 def _cmd_compare(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ..compare import Method, run_comparison
+    from ..analysis.compare import run_comparison
+    from ..analysis.methods import Method
 
     out = check_output_path(args.out, "--out")
     refuse_nonempty(out, "--out", args.force)
