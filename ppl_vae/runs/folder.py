@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,18 +28,24 @@ import torch
 from .._checks import (
     check_device,
     check_finite_number,
-    check_memory,
     check_output_path,
     check_positive_int,
-    mlp_parameters,
-    training_bytes,
 )
-from ..errors import MissingFileError, RunError, RunExistsError, UserError
+from ..errors import MissingFileError, RunError, UserError
 from ..train import History, fit
+from .build import (
+    check_objective,
+    load_run_data,
+    model_from_flags,
+    older_run,
+    rebuild_model,
+    refuse_existing,
+    remove_partial,
+    run_data_args,
+)
 from .checkpoint import POINTER, load_run_checkpoint
 from .flags import (
     AUTOENCODERS,
-    HVAE_SIZES,
     UNSET,
     complete,
     default_likelihood,
@@ -48,7 +53,7 @@ from .flags import (
     resolve_binarize,
 )
 from .flags import check_overrides as _check_overrides
-from .lock import LOCK_FILE, is_main_process, lock_folder, refuse_if_locked
+from .lock import is_main_process, lock_folder
 from .logs import LOGS, Recorder, check_tensorboard, metrics_config
 from .settings import (
     SETTINGS_FILE,
@@ -90,181 +95,6 @@ def _reinit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             if hasattr(module, "reset_parameters") and module is not model:
                 module.reset_parameters()
     return model
-
-
-# ------------------------------------------------------------------------------ building blocks
-def _user_call(fn, *args, **kwargs):
-    """Call a constructor with the user's values; its ValueError/TypeError is about those values."""
-    try:
-        return fn(*args, **kwargs)
-    except UserError:
-        raise
-    except (ValueError, TypeError) as err:
-        raise UserError(str(err)) from None
-
-
-def _ints(value: Any) -> tuple[int, ...] | None:
-    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
-        return tuple(value)
-    return None
-
-
-def _mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
-    """The dense layers of a model described by its config (class, sizes), as width lists, and the sizes
-    in words; None when the config does not say (an unknown class, odd types: the constructor decides)."""
-    cls, d_in = config.get("class", "VAE"), config.get("input_dim")
-    if not isinstance(d_in, int):
-        return None
-    if cls == "HierarchicalVAE":
-        latent, hidden = _ints(config.get("latent_dims")), config.get("hidden_dims")
-        layers = [_ints(h) for h in hidden] if isinstance(hidden, (list, tuple)) else []
-        if latent is None or len(latent) != 2 or len(layers) != 2 or None in layers:
-            return None
-        (d1, d2), (h1, h2) = latent, layers
-        widths = [[d_in, *h1, 2 * d1], [d1, *h2, 2 * d2], [d2, *reversed(h2), 2 * d1], [d1, *reversed(h1), 2 * d_in]]
-        return widths, f"input {d_in}, latent_dims {latent}, hidden_dims {h1} and {h2}"
-    d, hidden = config.get("latent_dim"), _ints(config.get("hidden_dims"))
-    if not isinstance(d, int) or hidden is None:
-        return None
-    words = f"input {d_in}, hidden_dims {hidden}, latent_dim {d}"
-    if cls == "SemiSupervisedVAE":
-        c = config.get("num_classes") if isinstance(config.get("num_classes"), int) else 10
-        widths = [[d_in, *hidden, c], [d_in + c, *hidden, 2 * d], [d + c, *reversed(hidden), 2 * d_in]]
-        return widths, f"{words}, {c} classes"
-    encoder_out = d + d * (d + 1) // 2 if str(config.get("guide", "")).startswith("fullrank") else 2 * d
-    return [[d_in, *hidden, encoder_out], [d, *reversed(hidden), 2 * d_in]], words
-
-
-def _check_model_size(config: dict[str, Any], batch_size: int, what: str) -> None:
-    """Refuse, before allocating, a model whose parameters, Adam state and activations would not fit."""
-    found = _mlp_widths(config)
-    if found is None:
-        return
-    widths, words = found
-    params = sum(mlp_parameters(w) for w in widths)
-    activations = 4 * batch_size * 4 * (sum(sum(w) for w in widths) + config["input_dim"])
-    advice = ("the sizes of model 'hvae' are fixed (Burda et al.): use fewer input dimensions, or --model vae"
-              if config.get("class") == "HierarchicalVAE" else "choose smaller --hidden-dims / --latent-dim")
-    check_memory(training_bytes(params) + activations,
-                 f"{what} ({words}: {params:,} parameters, trained with Adam)", advice)
-
-
-#: the class each model name builds (ppl_vae.models.names), for the size check before building
-_CLASSES = {"vae": "VAE", "hvae": "HierarchicalVAE", "m2": "SemiSupervisedVAE"}
-
-
-def _build_model(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
-    """The model the flags describe for the data of ``meta`` (a :class:`~ppl_vae.data.DatasetMeta`)."""
-    kind, input_dim = flags["model"], meta.input_dim
-    hidden = None if flags["hidden_dims"] is None else tuple(flags["hidden_dims"])
-    sizes = {"class": _CLASSES.get(kind, kind), "input_dim": input_dim, "latent_dim": flags["latent_dim"],
-             "hidden_dims": hidden, "guide": flags.get("guide"), "num_classes": meta.num_classes,
-             **(HVAE_SIZES if kind == "hvae" else {})}
-    _check_model_size(sizes, flags["batch_size"], f"a {kind}")
-    if kind not in AUTOENCODERS:
-        from ..models.names import make_model
-
-        spec = {"vae": "vae:nets=conv" if flags.get("nets", "mlp") == "conv" else "vae",
-                "hvae": f"hvae:activation={flags['activation']}",
-                "m2": f"m2:labelled={flags.get('labelled_fraction')!r}"}[kind]
-        image = meta.image_shape
-        sizes = {} if kind == "hvae" else {"latent_dim": flags["latent_dim"], "hidden_dims": hidden}
-        return _user_call(make_model, spec, input_dim, flags.get("guide", "meanfield"), **sizes,
-                          likelihood=flags["likelihood"], activation=flags["activation"],
-                          image_shape=(1, *image) if image is not None and len(image) == 2 else image,
-                          num_classes=meta.num_classes)
-    from ..autoencoders import make_autoencoder
-
-    options = {k: flags[v] for k, v in (("reconstruction", "reconstruction"), ("noise", "noise"),
-                                        ("sigma", "sigma"), ("p", "mask_prob"), ("rho", "rho"), ("lam", "lam"))
-               if flags[v] is not None}
-    return _user_call(make_autoencoder, kind, input_dim, flags["latent_dim"], hidden_dims=hidden,
-                      activation=flags["activation"], **options)
-
-
-def _rebuild_model(config: dict[str, Any], batch_size: int, where: str) -> torch.nn.Module:
-    from ..models import build_model
-
-    _check_model_size(config, batch_size, "the run's model")
-    try:
-        return build_model(config)
-    except (TypeError, ValueError, KeyError) as err:
-        raise RunError(f"{where}: field 'settings.model' is unusable: {err}") from None
-
-
-def _check_objective(model: Any, data: Any, objective: str) -> None:
-    """Before anything is written: refuse an objective the library would refuse for this program at its
-    first step (e.g. 'analytic' or 'iwae' for m2, whose class label has no reparameterised sampler), with
-    the library's own message (a ProgramError naming the sites); a model that needs labels the data lack
-    is refused here too (its ``dataset_inputs`` hook)."""
-    from ..autoencoders import Autoencoder
-
-    if isinstance(model, Autoencoder) or objective is None:
-        return
-    from ..objectives import parse_objective
-    from ..params import param_scope
-    from ..programs import INSPECT_ROWS, as_program, inspect_program
-
-    hook = getattr(model, "dataset_inputs", None)
-    rows = (data.train, *hook(data, "train")) if callable(hook) else (data.train,)
-    program = as_program(model)
-    rows = program.check_data(tuple(t[:INSPECT_ROWS] for t in rows), "data.train")  # fit's own check first
-    with torch.random.fork_rng(), param_scope(program):
-        info = inspect_program(program, rows)
-    parse_objective(objective).check(info)
-
-
-def _data_args(flags: dict[str, Any]) -> dict[str, Any]:
-    return {"name": flags["dataset"], "binarize": flags["binarize_resolved"], "seed": flags["seed"],
-            "data_dir": flags["data_dir"], "n_samples": flags["n_samples"]}
-
-
-def _load_data(args: dict[str, Any]):
-    from ..data import load_dataset
-
-    return load_dataset(**args)
-
-
-def _folder_state(path: Path) -> str:
-    """``"absent"``, ``"empty"``, ``"run"`` (ours) or ``"foreign"`` (something else is there)."""
-    if not path.exists():
-        return "absent"
-    entries = [e for e in os.listdir(path) if e != LOCK_FILE and not _PARTIAL.fullmatch(e)]
-    if not entries:
-        return "empty"
-    if (path / SETTINGS_FILE).is_file() or (path / "checkpoint" / POINTER).is_file() or _older_run(path):
-        return "run"
-    return "foreign"
-
-
-#: a file of ours half-written when a process died (the temporary name of an atomic write)
-_PARTIAL = re.compile(r"\.(settings\.json|metrics\.json|metrics\.csv)\.[A-Za-z0-9_]+\.tmp")
-
-
-def _remove_partial(path: Path) -> None:
-    """Under the lock: remove the temporary files of our atomic writes that a killed process left."""
-    for name in os.listdir(path):
-        if _PARTIAL.fullmatch(name):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path / name)
-
-
-def _older_run(path: Path) -> bool:
-    """A run folder of ppl_vae 0.1 (metrics.json beside checkpoint/config.json, no settings.json)."""
-    return (path / "metrics.json").is_file() and (path / "checkpoint" / "config.json").is_file()
-
-
-def _refuse_existing(path: Path) -> None:
-    state = _folder_state(path)
-    if state == "run":
-        refuse_if_locked(path)
-    if state == "run":
-        raise RunExistsError(f"{str(path)!r} already holds a run: pass --resume to continue it, or choose "
-                             "another --out")
-    if state == "foreign":
-        shown = sorted(e for e in os.listdir(path) if e != LOCK_FILE and not _PARTIAL.fullmatch(e))
-        raise RunExistsError(f"{str(path)!r} exists and holds files ppl_vae did not make ({', '.join(shown[:3])}"
-                             f"{', ...' if len(shown) > 3 else ''}): choose another --out (nothing was changed)")
 
 
 # ------------------------------------------------------------------------------ train
@@ -324,7 +154,7 @@ def train_run(
     if resume:
         return _resume(path, given, more, override, logs, progress, time_budget, main)
     if main:
-        _refuse_existing(path)
+        refuse_existing(path)
     return _start(path, given, more, logs or [], progress, time_budget, main)
 
 
@@ -332,13 +162,13 @@ def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
     flags = complete(given)
     if flags["model"] in AUTOENCODERS and "likelihood" in given and given["likelihood"] != "auto":
         raise UserError("likelihood is for the VAE; an autoencoder takes reconstruction='bce'|'mse'")
-    args = _data_args(flags)
+    args = run_data_args(flags)
     provenance = data_provenance(args)
     if provenance["kind"] == "files":  # the IDX folder that was found (not $PPL_VAE_DATA at a later time)
         args["data_dir"] = str(Path(next(iter(provenance["files"]))).parent)
-    data = _load_data(args)
-    model = _reinit(_build_model(flags, data.meta), flags["seed"])
-    _check_objective(model, data, flags["objective"])
+    data = load_run_data(args)
+    model = _reinit(model_from_flags(flags, data.meta), flags["seed"])
+    check_objective(model, data, flags["objective"])
     settings = {
         "flags": flags, "model_kind": flags["model"], "model": getattr(model, "config", None),
         "data": {"args": args, "provenance": provenance}, "epochs": epochs or 20,
@@ -348,8 +178,8 @@ def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
     if path is None or not main:
         return _train(path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main)
     with lock_folder(path):
-        _refuse_existing(path)
-        _remove_partial(path)
+        refuse_existing(path)
+        remove_partial(path)
         doc = write_settings(path, settings)
         return _train(path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main)
 
@@ -371,7 +201,7 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
                        "ppl_vae (an older ppl_vae's runs cannot be resumed); start a new run with another --out")
     with lock_folder(path) if main else contextlib.nullcontext():
         if main:
-            _remove_partial(path)
+            remove_partial(path)
         doc = read_settings(path)
         flags = effective_settings(doc)
         if flags["model"] in AUTOENCODERS and "objective" in given:
@@ -394,10 +224,10 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
             run.trained = 0
             return run
         logs = doc["settings"].get("log", []) if logs is None else logs
-        data = _load_data(doc["settings"]["data"]["args"])
-        model = _rebuild_model(doc["settings"]["model"], flags["batch_size"], str(path / SETTINGS_FILE))
+        data = load_run_data(doc["settings"]["data"]["args"])
+        model = rebuild_model(doc["settings"]["model"], flags["batch_size"], str(path / SETTINGS_FILE))
         if "objective" in changes:
-            _check_objective(model, data, flags["objective"])
+            check_objective(model, data, flags["objective"])
         if main:
             doc = write_settings(path, doc["settings"], new_resume(doc, done, target, changes))
         if done == 0:
@@ -441,7 +271,7 @@ def _open_run(run_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
         raise MissingFileError(f"{str(path)!r} does not exist or is not a folder; make a run with "
                                "`ppl-vae train --out DIR`")
     if not (path / SETTINGS_FILE).is_file():
-        if _older_run(path):
+        if older_run(path):
             raise RunError(f"{str(path)!r} was made by an older ppl_vae (no settings.json, so its data are not "
                            "recorded in a form this version trusts): load its model with "
                            f"pv.load_checkpoint('{path / 'checkpoint'}'), or train it again")
@@ -475,7 +305,7 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "cpu", load_data: bo
     data = None
     if load_data:
         check_provenance(doc["settings"]["data"]["provenance"], str(path))
-        data = _load_data(doc["settings"]["data"]["args"])
+        data = load_run_data(doc["settings"]["data"]["args"])
         saved = config.get("data") or {}
         for key in ("input_dim", "n_train", "n_test", "binarize", "seed"):
             if key in saved and saved[key] != getattr(data.meta, key, saved[key]):
