@@ -129,10 +129,12 @@ def model_from_flags(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
 
 
 def rebuild_model(config: dict[str, Any], batch_size: int, where: str) -> torch.nn.Module:
+    """The run's recorded model config rebuilt (sized against memory first)."""
+    from ..models import build_model
 
     check_model_size(config, batch_size, "the run's model")
     try:
-        return model_from_flags(config)
+        return build_model(config)
     except (TypeError, ValueError, KeyError) as err:
         raise RunError(f"{where}: field 'settings.model' is unusable: {err}") from None
 
