@@ -19,8 +19,10 @@ setup-dev: $(PY)
 	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_PIN)
 	$(PY) -m pip install -q -e ".[dev]"
 
+# One OpenMP thread by default here too: the demo's networks are tiny, and with two threads every small op
+# waits on a thread barrier, 10x slower as soon as anything else uses a core (measured on this 2-core CPU).
 demo: setup
-	$(VENV)/bin/ppl-vae demo
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/ppl-vae demo
 
 # One OpenMP thread by default: small networks on a shared 2-core machine stall on thread barriers.
 test: setup-dev
