@@ -35,11 +35,13 @@ TRAINING_BYTES_PER_PARAMETER = 4 * 4
 
 
 def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
-    """``value`` as an ``int`` (not a bool, not a float) within ``[minimum, maximum]``."""
+    """``value`` as an ``int`` (not a bool, not a float) within ``[minimum, maximum]``; the one copy of this
+    check (the estimators, the objectives' parameters and the command line all use it)."""
+    need = f"an integer >= {minimum}" if minimum is not None else "an integer"
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{name} must be an integer; got {type(value).__name__} {value!r}")
+        raise ArgumentTypeError(f"{name} must be {need}; got {type(value).__name__} {value!r}")
     if minimum is not None and value < minimum:
-        raise UserError(f"{name} must be at least {minimum}; got {value}")
+        raise UserError(f"{name} must be {need}; got {value}")
     if maximum is not None and value > maximum:
         raise UserError(f"{name} must be at most {maximum}; got {value}")
     return int(value)

@@ -352,7 +352,7 @@ def test_shapes_diagnostics_seeds_and_callers_state(linear, capsys):
 def test_captured_graph_gives_the_eager_numbers(linear):
     """ppl_vae's own programs evaluate through a captured ATen graph by default (fast="auto"); the same seed
     gives the eager path's numbers up to float rounding, and a user's program can ask for the graph."""
-    from ppl_vae.estimators.hmc import graph_safe
+    from ppl_vae.estimators.path_density import graph_safe
     from ppl_vae.programs import as_program
 
     vae, x, _ = linear

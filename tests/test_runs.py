@@ -200,9 +200,9 @@ def test_sizes_and_arguments_are_checked_before_anything_is_made(tmp_path, monke
     for kwargs, error, message in [
         (dict(time_budget=-1.0), UserError, "time_budget must be positive"),
         (dict(time_budget=float("nan")), UserError, "time_budget must be a finite number"),
-        (dict(epochs=0), UserError, "epochs must be at least 1"),
+        (dict(epochs=0), UserError, "epochs must be an integer >= 1"),
         (dict(lr="fast"), ArgumentTypeError, "lr must be a number"),
-        (dict(seed=-1), UserError, "seed must be at least 0"),
+        (dict(seed=-1), UserError, "seed must be an integer >= 0"),
         (dict(objective="nope"), UserError, "unknown objective 'nope'"),
         (dict(log="wandb"), UserError, "unknown log 'wandb'"),
         (dict(override=["lr"], lr=1e-3), UserError, "override applies to --resume only"),

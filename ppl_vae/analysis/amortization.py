@@ -36,6 +36,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
+from .._checks import check_int
 from ..errors import ProgramError, UserError
 from ..estimators import elbo, iw_log_likelihood
 from ..estimators.importance import require_per_point, resolve
@@ -49,12 +50,6 @@ from ..programs import (
 )
 
 __all__ = ["GaussianSite", "amortization_gap", "frozen", "gaussian_sites"]
-
-
-def _check_int(arg: str, value: Any, minimum: int = 1) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise UserError(f"{arg} must be an integer >= {minimum}; got {value!r}")
-    return int(value)
 
 
 @contextlib.contextmanager
@@ -181,7 +176,7 @@ def amortization_gap(
     program, data, _ = resolve(model, guide, x, 1, data_plate)
     for arg, value in (("num_samples", num_samples), ("elbo_samples", elbo_samples), ("steps", steps),
                        ("particles", particles)):
-        _check_int(arg, value, 0 if arg == "steps" else 1)
+        check_int(value, arg, minimum=0 if arg == "steps" else 1)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise UserError(f"lr must be a positive finite number; got {lr!r}")
     if analytic_kl not in (True, False, "auto"):

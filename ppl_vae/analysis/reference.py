@@ -32,6 +32,7 @@ import pyro.poutine as poutine
 import torch
 from pyro.infer import MCMC, NUTS
 
+from .._checks import check_int
 from ..diagnostics.psis import arviz as _arviz
 from ..errors import ProgramError, UserError
 from ..estimators.importance import require_per_point, resolve
@@ -251,8 +252,7 @@ def reference_posterior(
     if len(set(indices)) != len(indices):
         raise UserError(f"indices must be distinct; got {indices}")
     for arg, value, low in (("num_chains", num_chains, 1), ("num_samples", num_samples, 1), ("warmup", warmup, 0)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise UserError(f"{arg} must be an integer >= {low}; got {value!r}")
+        check_int(value, arg, minimum=low)
     if not 0 < target_accept < 1:
         raise UserError(f"target_accept must be in (0, 1); got {target_accept!r}")
     az = _arviz()

@@ -5,7 +5,8 @@ See :mod:`.importance` (log weights, IW, ELBO), :mod:`.kernels` (closed-form log
 latents) and :mod:`.ais` (annealed importance sampling with HMC, :mod:`.hmc`, and the BDMC sandwich).
 """
 
-from .ais import AISResult, ais_log_likelihood, bdmc
+from .ais import AISResult, ais_log_likelihood
+from .bdmc import bdmc
 from .importance import elbo, iw_log_likelihood, log_weights
 from .quadrature import quadrature_log_likelihood
 

@@ -67,11 +67,12 @@ from ..programs import (
     inspect_program,
     rows_slice,
 )
-from .hmc import CHAIN_PLATE, PathDensity, check_fast, find_step_size, hmc_step
-from .importance import ROWS_PER_CALL, _check_int, _resolve_seed, prepare, resolve, sandbox
+from .hmc import find_step_size, hmc_step
+from .importance import ROWS_PER_CALL, check_count, prepare, resolve, resolve_seed, sandbox
+from .path_density import PathDensity, check_fast
 
-__all__ = ["ADAPT_RATE", "INITS", "SCHEDULES", "AISResult", "ais_log_likelihood", "bdmc", "check_settings",
-           "schedule_betas", "simulate"]
+__all__ = ["ADAPT_RATE", "INITS", "SCHEDULES", "AISResult", "AISSettings", "ais_log_likelihood", "ais_result",
+           "ais_settings", "check_settings", "run_ais", "schedule_betas", "setup_ais", "validate_ais"]
 
 INITS = ("guide", "prior")
 SCHEDULES = ("sigmoid", "linear")
@@ -90,7 +91,7 @@ def schedule_betas(num_steps: int, schedule: Any = "sigmoid", dtype: torch.dtype
     many small steps near both ends, where the log-density changes fastest); ``"linear"``: ``t / T``; or a
     1-D tensor of ``T + 1`` increasing values from 0 to 1.
     """
-    _check_int("num_steps", num_steps)
+    check_count("num_steps", num_steps)
     if isinstance(schedule, torch.Tensor):
         b = schedule.detach().to(dtype=dtype, device="cpu").flatten()
         if len(b) != num_steps + 1 or float(b[0]) != 0.0 or float(b[-1]) != 1.0 or not bool((b.diff() > 0).all()):
@@ -137,7 +138,7 @@ class AISResult:
 
 
 @dataclass(frozen=True)
-class _Settings:
+class AISSettings:
     num_steps: int
     num_chains: int
     leapfrog_steps: int
@@ -157,9 +158,9 @@ class _Settings:
 
 def check_settings(num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any) -> None:
     """Refuse bad AIS settings (:class:`~ppl_vae.errors.UserError`) before any work."""
-    _check_int("num_steps", num_steps)
-    _check_int("num_chains", num_chains)
-    _check_int("leapfrog_steps", leapfrog_steps)
+    check_count("num_steps", num_steps)
+    check_count("num_chains", num_chains)
+    check_count("leapfrog_steps", leapfrog_steps)
     if init not in INITS:
         raise UserError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
 
@@ -171,7 +172,7 @@ def _prior_guide(model: Any) -> Any:
     return prior_guide
 
 
-def _setup(model: Any, guide: Any, x: Any, init: str, data_plate: str | None, seed: Any, generator: Any,
+def setup_ais(model: Any, guide: Any, x: Any, init: str, data_plate: str | None, seed: Any, generator: Any,
            ) -> tuple[Program, tuple[torch.Tensor, ...], int, ProgramInfo]:
     if init not in INITS:
         raise UserError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
@@ -182,7 +183,7 @@ def _setup(model: Any, guide: Any, x: Any, init: str, data_plate: str | None, se
     if extra is not None:
         raise ArgumentTypeError("pass the settings by name: ais_log_likelihood(program, x, num_steps=...)")
     rows = program.check_data(as_rows(data, "x"), "x")
-    seed = _resolve_seed(seed, generator)
+    seed = resolve_seed(seed, generator)
     with sandbox(program, seed, rows[0].device):
         info = inspect_program(program, rows)
         PathDensity(program, info, rows_slice(rows, slice(0, 16)), 1, init)  # discrete latents: refused by name
@@ -193,21 +194,21 @@ def _setup(model: Any, guide: Any, x: Any, init: str, data_plate: str | None, se
     return program, rows, seed, info
 
 
-def _validate(num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any, schedule: Any, target_accept: Any,
+def validate_ais(num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any, schedule: Any, target_accept: Any,
               batch_size: Any, tune_chains: Any, fast: Any) -> torch.Tensor:
     """Every plain argument checked before any work; returns the schedule's betas."""
     check_settings(num_steps, num_chains, leapfrog_steps, init)
     check_fast(fast)
-    _check_int("batch_size", batch_size, allow_none=True)
-    _check_int("tune_chains", tune_chains)
+    check_count("batch_size", batch_size, allow_none=True)
+    check_count("tune_chains", tune_chains)
     if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) or not 0 < target_accept < 1:
         raise UserError(f"target_accept must be a number in (0, 1); got {target_accept!r}")
     return schedule_betas(num_steps, schedule)
 
 
-def _settings(rows: tuple[torch.Tensor, ...], program: Program, info: ProgramInfo, num_steps: int,
+def ais_settings(rows: tuple[torch.Tensor, ...], program: Program, info: ProgramInfo, num_steps: int,
               num_chains: int, leapfrog_steps: int, init: str, betas: torch.Tensor, target_accept: float,
-              batch_size: int | None, tune_chains: int, fast: str) -> _Settings:
+              batch_size: int | None, tune_chains: int, fast: str) -> AISSettings:
     """The chunk size, and the memory it needs checked against what the machine has."""
     n = len(rows[0])
     n_b = min(n, batch_size or max(1, ROWS_PER_CALL // (num_chains + tune_chains)))
@@ -221,11 +222,11 @@ def _settings(rows: tuple[torch.Tensor, ...], program: Program, info: ProgramInf
                  "points per call",
                  "pass a smaller batch_size or fewer num_chains")
     check_memory(8.0 * n * num_chains, f"keeping {n} x {num_chains} log AIS weights", "use fewer points")
-    return _Settings(num_steps, num_chains, leapfrog_steps, init, betas, float(target_accept), n_b, tune_chains,
+    return AISSettings(num_steps, num_chains, leapfrog_steps, init, betas, float(target_accept), n_b, tune_chains,
                      fast)
 
 
-def _anneal(density: PathDensity, u: dict, betas: torch.Tensor, cfg: _Settings, bar: Any,
+def _anneal(density: PathDensity, u: dict, betas: torch.Tensor, cfg: AISSettings, bar: Any,
             eps_schedule: torch.Tensor | None = None, record: bool = False) -> tuple[Any, ...]:
     """One chunk along ``betas`` from state ``u`` (distributed as ``f_{betas[0]}``).
 
@@ -264,7 +265,7 @@ def _anneal(density: PathDensity, u: dict, betas: torch.Tensor, cfg: _Settings, 
     return log_w, (acc / (steps - 1) if steps > 1 else acc.fill_(math.nan)), eps, used
 
 
-def _run(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo, cfg: _Settings, bar: Any,
+def run_ais(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo, cfg: AISSettings, bar: Any,
          exact: dict[str, torch.Tensor] | None = None) -> tuple[tuple[torch.Tensor, ...], tuple | None]:
     """AIS over every chunk of points on the current random stream: ``((log_w (N, C), acceptance (N,), last step
     size (N,)), reverse)``. With ``exact`` (latent values with a chain dim of size 1, exact posterior draws for
@@ -299,7 +300,7 @@ def _run(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo, cf
     return tuple(fwd), (tuple(rev) if rev is not None else None)
 
 
-def _result(log_w: torch.Tensor, acc: torch.Tensor, eps: torch.Tensor, sign: float, settings: dict,
+def ais_result(log_w: torch.Tensor, acc: torch.Tensor, eps: torch.Tensor, sign: float, settings: dict,
             seconds: float, dtype: torch.dtype) -> AISResult:
     c = log_w.shape[1]
     lse = log_w.logsumexp(1)
@@ -352,93 +353,16 @@ def ais_log_likelihood(model: Any, guide: Any = None, x: Any = None, *, num_step
     much. Runs on the data's device (CPU or CUDA).
     """
     t0 = time.perf_counter()
-    betas = _validate(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains,
+    betas = validate_ais(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains,
                       fast)
-    program, rows, seed, info = _setup(model, guide, x, init, data_plate, seed, generator)
-    cfg = _settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
+    program, rows, seed, info = setup_ais(model, guide, x, init, data_plate, seed, generator)
+    cfg = ais_settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
                     batch_size, tune_chains, fast)
     n = len(rows[0])
     chunks = -(-n // cfg.batch_size)
     bar = tqdm(total=chunks * num_steps, desc=f"AIS T={num_steps}, C={num_chains}, {n} points", unit="step",
                disable=not progress, leave=False)
     with sandbox(program, seed, rows[0].device), bar:
-        (log_w, acc, eps), _ = _run(program, rows, info, cfg, bar)
-    result = _result(log_w, acc, eps, 1.0, cfg.public(seed, schedule), time.perf_counter() - t0, rows[0].dtype)
+        (log_w, acc, eps), _ = run_ais(program, rows, info, cfg, bar)
+    result = ais_result(log_w, acc, eps, 1.0, cfg.public(seed, schedule), time.perf_counter() - t0, rows[0].dtype)
     return result if return_diagnostics else result.log_likelihood
-
-
-# ============================================================================ BDMC
-def simulate(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo,
-             ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
-    """Draw ``(x, z)`` from the model on as many rows as ``rows`` has (on the current random stream).
-
-    The model runs once with its observed sites sampled (``poutine.uncondition``); each observed site's draw
-    replaces the data tensor the site observes (matched by identity, else by value: normally the first,
-    ``x``), and the other tensors (conditioning inputs, labels the model does not observe) stay as given.
-    Returns the simulated rows and the latent values (chain dim of size 1, for :func:`_run`'s ``exact``).
-    """
-    with pyro.plate(CHAIN_PLATE, 1, dim=-info.rank), DataPlateScale(info.data_plate, 1.0):
-        given = poutine.trace(program.model).get_trace(*rows)
-        drawn = poutine.trace(poutine.uncondition(program.model)).get_trace(*rows)
-    out = list(rows)
-    used: dict[int, str] = {}
-    for name in info.observed:
-        value = given.nodes[name]["value"]
-        index = next((i for i, t in enumerate(rows) if value is t), None)
-        if index is None:
-            index = next((i for i, t in enumerate(rows) if t.numel() == value.numel()
-                          and torch.equal(t.reshape(-1), value.reshape(-1).to(t.dtype))), None)
-        if index is None or index in used:
-            raise ProgramError(
-                f"bdmc simulates the data from the model, so each observed site must observe one of the data tensors "
-                f"as given; site {name!r} observes a value that is not one of them"
-                + (f" (or the same one as site {used[index]!r})" if index in used else "")
-                + ": pass the observations as they are scored, e.g. model(x) with pyro.sample(..., obs=x)")
-        used[index] = name
-        out[index] = drawn.nodes[name]["value"].detach().reshape(rows[index].shape).to(rows[index].dtype)
-    latents = {k: drawn.nodes[k]["value"].detach() for k in info.latent}
-    return tuple(out), latents
-
-
-def bdmc(model: Any, guide: Any = None, x: Any = None, *, num_steps: int = 1000, num_chains: int = 16,
-         leapfrog_steps: int = 10, init: str = "guide", seed: int | None = 0,
-         generator: torch.Generator | None = None, schedule: Any = "sigmoid", target_accept: float = 0.65,
-         tune_chains: int = 2, batch_size: int | None = None, fast: str = "auto", progress: bool = False,
-         data_plate: str | None = None, return_simulated: bool = False) -> Any:
-    """The bidirectional Monte Carlo sandwich of ``log p(x)`` on data simulated from the model, per point.
-
-    ``x`` (with any conditioning inputs, as for the estimators) gives the shapes: the model is run forward with
-    its observed sites sampled (``poutine.uncondition``) on as many rows as ``x`` has, giving simulated
-    ``(x_n, z_n)`` (the draw of each observed site replaces the data tensor it observes, normally the first;
-    conditioning inputs stay as given). Forward AIS on the simulated data gives a stochastic lower bound,
-    reverse AIS started at the exact ``z_n`` a stochastic upper bound on ``log p(x_n)``; their gap bounds the
-    error of AIS with these settings on data like these (Grosse et al. 2015). Arguments as
-    :func:`ais_log_likelihood`; twice its cost.
-
-    Returns:
-        A DataFrame with one row per simulated point and columns ``lower``, ``upper``, ``gap`` (nats); with
-        ``return_simulated=True``, ``(frame, simulated_rows)`` (a tuple of tensors, the data's layout).
-    """
-    t0 = time.perf_counter()
-    betas = _validate(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains,
-                      fast)
-    program, rows, seed, info = _setup(model, guide, x, init, data_plate, seed, generator)
-    cfg = _settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
-                    batch_size, tune_chains, fast)
-    n = len(rows[0])
-    chunks = -(-n // cfg.batch_size)
-    bar = tqdm(total=2 * chunks * num_steps, desc=f"BDMC T={num_steps}, C={num_chains}, {n} points", unit="step",
-               disable=not progress, leave=False)
-    with sandbox(program, seed, rows[0].device), bar:
-        sim, z = simulate(program, rows, info)
-        fwd, rev = _run(program, sim, info, cfg, bar, exact=z)
-    settings = cfg.public(seed, schedule)
-    lower = _result(*fwd, 1.0, settings, 0.0, rows[0].dtype)
-    upper = _result(*rev, -1.0, settings, 0.0, rows[0].dtype)
-    frame = pd.DataFrame({"lower": lower.log_likelihood.double().cpu().numpy(),
-                          "upper": upper.log_likelihood.double().cpu().numpy()})
-    frame["gap"] = frame["upper"] - frame["lower"]
-    frame.attrs.update(settings=settings, seconds=time.perf_counter() - t0,
-                       acceptance=[float(lower.acceptance.mean()), float(upper.acceptance.mean())])
-    return (frame, sim) if return_simulated else frame
-

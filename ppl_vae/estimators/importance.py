@@ -50,7 +50,7 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from tqdm.auto import tqdm
 
-from .._checks import check_memory
+from .._checks import check_int, check_memory
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..params import param_scope
 from ..programs import (
@@ -66,8 +66,8 @@ from ..programs import (
 from .compiled import ChunkRunner
 from .kernels import site_log_prob, traceable
 
-__all__ = ["COMPILE_MIN_ROWS", "FAST_MODES", "ROWS_PER_CALL", "elbo", "iw_log_likelihood", "log_weights",
-           "prepare", "resolve", "sandbox", "scan"]
+__all__ = ["COMPILE_MIN_ROWS", "FAST_MODES", "ROWS_PER_CALL", "check_count", "elbo", "iw_log_likelihood", "log_weights",
+           "prepare", "resolve", "resolve_seed", "sandbox", "scan"]
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -86,11 +86,11 @@ COMPILE_MIN_CHUNKS = 4
 
 
 # =============================================================================== arguments
-def _check_int(arg: str, value: Any, minimum: int = 1, allow_none: bool = False) -> None:
+def check_count(arg: str, value: Any, minimum: int = 1, allow_none: bool = False) -> None:
+    """An integer argument (``num_samples``, ``batch_size``, ...) at least ``minimum`` (None allowed if asked)."""
     if value is None and allow_none:
         return
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise UserError(f"{arg} must be an integer >= {minimum}; got {value!r}")
+    check_int(value, arg, minimum=minimum)
 
 
 def resolve(model: Any, guide: Any, x: Any, num_samples: Any, data_plate: str | None,
@@ -112,7 +112,7 @@ def resolve(model: Any, guide: Any, x: Any, num_samples: Any, data_plate: str | 
     return as_program(model, guide, data_plate=data_plate), x, num_samples
 
 
-def _resolve_seed(seed: int | None, generator: torch.Generator | None) -> int:
+def resolve_seed(seed: int | None, generator: torch.Generator | None) -> int:
     """One integer seed: ``seed`` if given, else a draw from ``generator`` (advancing it), else 0."""
     if seed is not None and generator is not None:
         raise UserError("pass either seed or generator, not both")
@@ -159,8 +159,8 @@ def require_per_point(info: ProgramInfo) -> None:
 def chunk_sizes(n: int, k: int, batch_size: int | None, particle_chunk: int | None) -> tuple[int, int]:
     """Points per call and particles per call, aiming at :data:`ROWS_PER_CALL` rows per call: K in equal
     chunks of at most ROWS_PER_CALL particles, then as many points as fit beside one chunk."""
-    _check_int("batch_size", batch_size, allow_none=True)
-    _check_int("particle_chunk", particle_chunk, allow_none=True)
+    check_count("batch_size", batch_size, allow_none=True)
+    check_count("particle_chunk", particle_chunk, allow_none=True)
     if particle_chunk is None:
         if batch_size is None:  # equal chunks: K=5000 -> 2 x 2500, not 4096 + 904
             particle_chunk = -(-k // -(-k // ROWS_PER_CALL))
@@ -176,8 +176,8 @@ def prepare(program: Program, data: Any, num_samples: int, seed: int | None,
             generator: torch.Generator | None) -> tuple[Batch, int, ProgramInfo]:
     """Validate the data at the boundary, inspect the program, check it vectorises over particles."""
     rows = program.check_data(as_rows(data, "x"), "x")
-    _check_int("num_samples", num_samples)
-    seed = _resolve_seed(seed, generator)
+    check_count("num_samples", num_samples)
+    seed = resolve_seed(seed, generator)
     with sandbox(program, seed, rows[0].device):
         info = inspect_program(program, rows)
         require_per_point(info)

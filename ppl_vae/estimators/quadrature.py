@@ -23,7 +23,7 @@ from ..programs import (
     sample_sites,
     vectorized_frames,
 )
-from .importance import ROWS_PER_CALL, _check_int, sandbox, sum_sites
+from .importance import ROWS_PER_CALL, check_count, sandbox, sum_sites
 
 __all__ = ["quadrature_log_likelihood"]
 
@@ -83,7 +83,7 @@ def quadrature_log_likelihood(model: Any, x: Any, grid: int | torch.Tensor | Non
     if grid is None:
         grid = 2001 if d == 1 else 401
     if isinstance(grid, int) and not isinstance(grid, bool):
-        _check_int("grid", grid, minimum=3)
+        check_count("grid", grid, minimum=3)
         lo, hi = bounds
         if not hi > lo:
             raise UserError(f"bounds must be (low, high) with high > low; got {bounds!r}")
@@ -102,7 +102,7 @@ def quadrature_log_likelihood(model: Any, x: Any, grid: int | torch.Tensor | Non
     g_total = len(points)
 
     n = len(x)
-    _check_int("batch_size", batch_size, allow_none=True)
+    check_count("batch_size", batch_size, allow_none=True)
     n_b = min(n, batch_size or max(1, ROWS_PER_CALL // min(g_total, ROWS_PER_CALL)))
     g_c = max(1, ROWS_PER_CALL // n_b)
     out = torch.empty(n, dtype=x.dtype, device=x.device)

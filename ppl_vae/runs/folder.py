@@ -47,12 +47,12 @@ from .checkpoint import POINTER, load_run_checkpoint
 from .flags import (
     AUTOENCODERS,
     UNSET,
+    check_overrides,
     complete,
     default_likelihood,
     given_flags,
     resolve_binarize,
 )
-from .flags import check_overrides as _check_overrides
 from .lock import is_main_process, lock_folder
 from .logs import LOGS, Recorder, check_tensorboard, metrics_config
 from .settings import (
@@ -206,7 +206,7 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         flags = effective_settings(doc)
         if flags["model"] in AUTOENCODERS and "objective" in given:
             raise UserError(f"--objective is for the VAE; this run is an autoencoder ({flags['model']})")
-        changes = _check_overrides(given, flags, override)
+        changes = check_overrides(given, flags, override)
         for name, change in changes.items():
             flags[name] = change["to"]
         check_device(flags["device"])

@@ -101,9 +101,9 @@ def fit_autoencoder(
         reconstruction error of the clean test split at the end of the epoch, per point),
         ``seconds`` and ``objective`` (the model's :attr:`~Autoencoder.spec`); ``.state``.
     """
-    from .svi import _check_args
+    from .svi import check_fit_args
 
-    _check_args(epochs, batch_size, lr, "auto", time_budget)
+    check_fit_args(epochs, batch_size, lr, "auto", time_budget)
     if not isinstance(ae, Autoencoder):
         raise ArgumentTypeError(f"fit_autoencoder trains a ppl_vae Autoencoder; got {type(ae).__name__} "
                                 "(use ppl_vae.fit for a VAE)")

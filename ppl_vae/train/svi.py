@@ -56,7 +56,7 @@ from .state import History, TrainState, remember, resolve_device, state_of, trai
 __all__ = ["fit"]
 
 
-def _check_args(epochs: Any, batch_size: Any, lr: Any, fast: Any, time_budget: Any) -> None:
+def check_fit_args(epochs: Any, batch_size: Any, lr: Any, fast: Any, time_budget: Any) -> None:
     for arg, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise UserError(f"{arg} must be a {'non-negative' if low == 0 else 'positive'} integer; got {value!r}")
@@ -207,7 +207,7 @@ def fit(
         UserError: bad data or arguments; ProgramError: a program the objective cannot train (named);
         TrainingDiverged: the loss became non-finite (everything restored to the last good epoch).
     """
-    _check_args(epochs, batch_size, lr, fast, time_budget)
+    check_fit_args(epochs, batch_size, lr, fast, time_budget)
     program = as_program(program, data_plate=data_plate)
     obj = parse_objective(objective)
     dev = resolve_device(device)
