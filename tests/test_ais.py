@@ -16,12 +16,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from programs.exact import TanhModel, make_linear_vae
 
 import ppl_vae as pv
 from ppl_vae.errors import ArgumentTypeError, ProgramError, ResourceError, UserError
 from ppl_vae.estimators.ais import AISResult, schedule_betas
-
-D, d = 5, 2
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,32 +33,6 @@ def _one_thread():
 
 
 # ----------------------------------------------------------------------------- fixtures
-def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
-
-
-def make_linear_vae(offset: float = 0.3, widen: float = 1.1) -> pv.LinearGaussianVAE:
-    """The 5-D linear-Gaussian VAE of ``test_diagnostics.py`` (posterior correlation -0.85) with its
-    mean-field guide set to an inexact q: the posterior mean shifted by ``offset`` posterior s.d., the
-    marginal s.d. widened by ``widen``."""
-    vae = pv.LinearGaussianVAE(D, d, noise_scale=0.5)
-    w = torch.tensor([[1.0, 0.8], [0.6, 1.0], [0.9, 0.5], [0.4, 0.6], [0.7, 0.9]])
-    b = torch.tensor([0.1, -0.2, 0.3, 0.0, 0.5])
-    with torch.no_grad():
-        vae.decoder.net[0].weight.copy_(w)
-        vae.decoder.net[0].bias.copy_(b)
-        _, cov = vae.exact_posterior(torch.zeros(1, D))
-        gain = (w / vae.noise_variance()[:, None]) @ cov
-        sd = cov.diag().sqrt()
-        enc = vae.encoder.net[0]
-        enc.weight.zero_()
-        enc.bias.zero_()
-        enc.weight[:d] = gain.T
-        enc.bias[:d] = -(b @ gain) + offset * sd
-        enc.bias[d:] = _inv_softplus(widen * sd - vae.encoder.min_scale)
-    return vae
-
-
 @pytest.fixture(scope="module")
 def linear():
     vae = make_linear_vae()
@@ -71,29 +44,6 @@ def linear():
 def _se(v: torch.Tensor | np.ndarray) -> float:
     v = np.asarray(v, dtype=np.float64)
     return float(v.std(ddof=1) / math.sqrt(len(v)))
-
-
-class TanhModel:
-    """z ~ N(0, 1), x | z ~ N(a tanh(2 z + 0.5) + c z, 0.3^2 I), D = 3 (as in ``test_diagnostics.py``);
-    site and plate names differ from the VAE's on purpose."""
-
-    a = torch.tensor([1.5, -1.0, 0.8])
-    c = torch.tensor([0.2, 0.5, -0.3])
-
-    def model(self, x):
-        with pyro.plate("points", x.shape[0]):
-            u = pyro.sample("u", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
-            mean = self.a * torch.tanh(2.0 * u[..., None] + 0.5) + self.c * u[..., None]
-            pyro.sample("obs", dist.Normal(mean, 0.3).to_event(1), obs=x)
-
-    def guide(self, x):  # a rough amortised guide: a linear map of x, too wide
-        with pyro.plate("points", x.shape[0]):
-            pyro.sample("u", dist.Normal(0.3 * x @ torch.tensor([1.0, -0.5, 0.4]), 0.6))
-
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        u = torch.randn(n, 1, generator=g)
-        return self.a * torch.tanh(2.0 * u + 0.5) + self.c * u + 0.3 * torch.randn(n, 3, generator=g)
 
 
 # ----------------------------------------------------------------------------- exact answers

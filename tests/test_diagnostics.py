@@ -15,12 +15,11 @@ import pyro
 import pyro.distributions as dist
 import pytest
 import torch
+from programs.exact import D, TanhModel, d, inv_softplus, make_linear_vae
 
 import ppl_vae as pv
 import ppl_vae.estimators.importance as ev
 import ppl_vae.estimators.kernels as kernels
-
-D, d = 5, 2
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -34,32 +33,6 @@ def _one_thread():
 
 
 # ----------------------------------------------------------------------------- fixtures
-def _inv_softplus(y: torch.Tensor) -> torch.Tensor:
-    return y + torch.log(-torch.expm1(-y))
-
-
-def make_linear_vae(offset: float = 0.3, widen: float = 1.1) -> pv.LinearGaussianVAE:
-    """A 5-D linear-Gaussian VAE with a strongly correlated posterior (corr -0.85), and its
-    built-in mean-field guide set by hand to a deliberately inexact q: the exact posterior mean
-    shifted by ``offset`` posterior s.d. and the marginal s.d. widened by ``widen``."""
-    vae = pv.LinearGaussianVAE(D, d, noise_scale=0.5)
-    w = torch.tensor([[1.0, 0.8], [0.6, 1.0], [0.9, 0.5], [0.4, 0.6], [0.7, 0.9]])
-    b = torch.tensor([0.1, -0.2, 0.3, 0.0, 0.5])
-    with torch.no_grad():
-        vae.decoder.net[0].weight.copy_(w)
-        vae.decoder.net[0].bias.copy_(b)
-        _, cov = vae.exact_posterior(torch.zeros(1, D))
-        gain = (w / vae.noise_variance()[:, None]) @ cov  # posterior mean = (x - b) @ gain
-        sd = cov.diag().sqrt()
-        enc = vae.encoder.net[0]
-        enc.weight.zero_()
-        enc.bias.zero_()
-        enc.weight[:d] = gain.T
-        enc.bias[:d] = -(b @ gain) + offset * sd
-        enc.bias[d:] = _inv_softplus(widen * sd - vae.encoder.min_scale)
-    return vae
-
-
 @pytest.fixture(scope="module")
 def linear():
     vae = make_linear_vae()
@@ -73,44 +46,6 @@ def linear():
 def linear_log_weights(linear):
     vae, x, _ = linear
     return ev.log_weights(vae.model, vae.guide, x, 5000, seed=0)
-
-
-class TanhModel:
-    """A 1-D-latent nonlinear model: z ~ N(0, 1), x | z ~ N(a tanh(2 z + 0.5) + c z, 0.3^2 I), D = 3.
-
-    Site and plate names differ from the VAE's on purpose ("u", "obs", "points")."""
-
-    a = torch.tensor([1.5, -1.0, 0.8])
-    c = torch.tensor([0.2, 0.5, -0.3])
-
-    def model(self, x):
-        with pyro.plate("points", x.shape[0]):
-            u = pyro.sample("u", dist.Normal(x.new_zeros(x.shape[0]), 1.0))
-            mean = self.a * torch.tanh(2.0 * u[..., None] + 0.5) + self.c * u[..., None]
-            pyro.sample("obs", dist.Normal(mean, 0.3).to_event(1), obs=x)
-
-    def sample(self, n: int, seed: int = 0) -> torch.Tensor:
-        g = torch.Generator().manual_seed(seed)
-        u = torch.randn(n, 1, generator=g)
-        return self.a * torch.tanh(2.0 * u + 0.5) + self.c * u + 0.3 * torch.randn(n, 3, generator=g)
-
-    def posterior_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior mean and s.d. of u per point by brute force on a grid (for building guides)."""
-        u = torch.linspace(-8, 8, 4001)
-        mean = self.a * torch.tanh(2.0 * u[:, None, None] + 0.5) + self.c * u[:, None, None]
-        lp = dist.Normal(0.0, 1.0).log_prob(u)[:, None] + dist.Normal(mean, 0.3).log_prob(x).sum(-1)
-        w = (lp - lp.logsumexp(0)).exp()
-        m = (w * u[:, None]).sum(0)
-        v = (w * (u[:, None] - m) ** 2).sum(0)
-        return m, v.sqrt()
-
-    def guide_with(self, width: float):
-        def guide(x):
-            m, s = self.posterior_moments(x)
-            with pyro.plate("points", x.shape[0]):
-                pyro.sample("u", dist.Normal(m, width * s))
-
-        return guide
 
 
 @pytest.fixture(scope="module")
@@ -571,8 +506,8 @@ def test_collapse_measures():
         lin.weight.zero_()
         lin.bias.zero_()
         lin.weight[0, 0] = 1.0
-        lin.bias[3:] = _inv_softplus(torch.tensor(1.0 - vae.encoder.min_scale))
-        lin.bias[3] = _inv_softplus(torch.tensor(0.1))
+        lin.bias[3:] = inv_softplus(torch.tensor(1.0 - vae.encoder.min_scale))
+        lin.bias[3] = inv_softplus(torch.tensor(0.1))
     x = torch.randn(500, 6)
     assert pv.active_units(vae, x) == 1
     kl = pv.kl_per_dimension(vae, x)
