@@ -10,24 +10,13 @@ import sys
 
 import numpy as np
 import pytest
+from helpers import files_of, one_line_error
 
 from ppl_vae.cli import main
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*num_samples=.* unreliable:UserWarning")
 
 SMALL = ["--dataset", "digits", "--hidden-dims", "32", "--latent-dim", "4", "--no-progress"]
-
-
-def files_of(path):
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
-
-
-def one_line_error(capsys, *needles):
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("ppl-vae ") and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import one_line_error
 
 from ppl_vae.cli import main
 
@@ -21,14 +22,6 @@ pytestmark = [
 
 QUICK = ["--dataset", "digits", "--epochs", "1", "--n-samples", "200", "--no-progress"]
 SMALL = [*QUICK, "--hidden-dims", "32", "--latent-dim", "4"]
-
-
-def one_line_error(capsys, *needles):
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and err.startswith("ppl-vae ") and "Traceback" not in err, err
-    for needle in needles:
-        assert needle in err, err
-    return err
 
 
 def settings(out):

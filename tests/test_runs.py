@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import files_of
 
 import ppl_vae.runs.folder as folder
 from ppl_vae.errors import (
@@ -38,10 +39,6 @@ def same_history(got, want):
                 assert math.isclose(a[key], b[key], rel_tol=0, abs_tol=1e-9), key
             else:
                 assert a[key] == b[key], key
-
-
-def files_of(path: Path) -> dict[str, bytes]:
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 @pytest.fixture(scope="module")
