@@ -72,7 +72,7 @@ from .importance import ROWS_PER_CALL, check_count, prepare, resolve, resolve_se
 from .path_density import PathDensity, check_fast
 
 __all__ = ["ADAPT_RATE", "INITS", "SCHEDULES", "AISResult", "AISSettings", "ais_log_likelihood", "ais_result",
-           "ais_settings", "check_settings", "run_ais", "schedule_betas", "setup_ais", "validate_ais"]
+           "check_settings", "run_ais", "schedule_betas", "start"]
 
 INITS = ("guide", "prior")
 SCHEDULES = ("sigmoid", "linear")
@@ -226,6 +226,23 @@ def ais_settings(rows: tuple[torch.Tensor, ...], program: Program, info: Program
                      fast)
 
 
+def start(model: Any, guide: Any, x: Any, num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any,
+          schedule: Any, target_accept: Any, batch_size: Any, tune_chains: Any, fast: Any, data_plate: str | None,
+          seed: Any, generator: Any, progress: bool, what: str, passes: int,
+          ) -> tuple[Program, tuple[torch.Tensor, ...], int, ProgramInfo, AISSettings, Any]:
+    """Everything before the annealing (shared with :func:`~.bdmc.bdmc`): the arguments checked, the program
+    inspected, the chunk size and its memory checked, and a progress bar over ``passes`` walks per chunk."""
+    betas = validate_ais(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size,
+                         tune_chains, fast)
+    program, rows, seed, info = setup_ais(model, guide, x, init, data_plate, seed, generator)
+    cfg = ais_settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
+                       batch_size, tune_chains, fast)
+    n = len(rows[0])
+    bar = tqdm(total=passes * -(-n // cfg.batch_size) * num_steps, unit="step", disable=not progress,
+               desc=f"{what} T={num_steps}, C={num_chains}, {n} points", leave=False)
+    return program, rows, seed, info, cfg, bar
+
+
 def _anneal(density: PathDensity, u: dict, betas: torch.Tensor, cfg: AISSettings, bar: Any,
             eps_schedule: torch.Tensor | None = None, record: bool = False) -> tuple[Any, ...]:
     """One chunk along ``betas`` from state ``u`` (distributed as ``f_{betas[0]}``).
@@ -353,15 +370,9 @@ def ais_log_likelihood(model: Any, guide: Any = None, x: Any = None, *, num_step
     much. Runs on the data's device (CPU or CUDA).
     """
     t0 = time.perf_counter()
-    betas = validate_ais(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains,
-                      fast)
-    program, rows, seed, info = setup_ais(model, guide, x, init, data_plate, seed, generator)
-    cfg = ais_settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
-                    batch_size, tune_chains, fast)
-    n = len(rows[0])
-    chunks = -(-n // cfg.batch_size)
-    bar = tqdm(total=chunks * num_steps, desc=f"AIS T={num_steps}, C={num_chains}, {n} points", unit="step",
-               disable=not progress, leave=False)
+    program, rows, seed, info, cfg, bar = start(
+        model, guide, x, num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size,
+        tune_chains, fast, data_plate, seed, generator, progress, "AIS", passes=1)
     with sandbox(program, seed, rows[0].device), bar:
         (log_w, acc, eps), _ = run_ais(program, rows, info, cfg, bar)
     result = ais_result(log_w, acc, eps, 1.0, cfg.public(seed, schedule), time.perf_counter() - t0, rows[0].dtype)

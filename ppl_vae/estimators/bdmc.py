@@ -21,11 +21,10 @@ import pandas as pd
 import pyro
 import pyro.poutine as poutine
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import ProgramError
 from ..programs import DataPlateScale, Program, ProgramInfo
-from .ais import ais_result, ais_settings, run_ais, setup_ais, validate_ais
+from .ais import ais_result, run_ais, start
 from .importance import sandbox
 from .path_density import CHAIN_PLATE
 
@@ -84,15 +83,9 @@ def bdmc(model: Any, guide: Any = None, x: Any = None, *, num_steps: int = 1000,
         ``return_simulated=True``, ``(frame, simulated_rows)`` (a tuple of tensors, the data's layout).
     """
     t0 = time.perf_counter()
-    betas = validate_ais(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size, tune_chains,
-                      fast)
-    program, rows, seed, info = setup_ais(model, guide, x, init, data_plate, seed, generator)
-    cfg = ais_settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
-                    batch_size, tune_chains, fast)
-    n = len(rows[0])
-    chunks = -(-n // cfg.batch_size)
-    bar = tqdm(total=2 * chunks * num_steps, desc=f"BDMC T={num_steps}, C={num_chains}, {n} points", unit="step",
-               disable=not progress, leave=False)
+    program, rows, seed, info, cfg, bar = start(
+        model, guide, x, num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size,
+        tune_chains, fast, data_plate, seed, generator, progress, "BDMC", passes=2)
     with sandbox(program, seed, rows[0].device), bar:
         sim, z = simulate(program, rows, info)
         fwd, rev = run_ais(program, sim, info, cfg, bar, exact=z)
