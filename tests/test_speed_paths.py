@@ -195,3 +195,31 @@ def test_short_calls_check_the_data_once_and_again_after_an_in_place_edit(binary
     x[0, 0] = float("nan")
     with pytest.raises(DataError, match="non-finite"):
         pv.fit(vae, x, epochs=1, batch_size=16, device="cpu", progress=False)
+
+
+def test_a_loop_over_chunks_checks_each_chunk_once_and_holds_none_of_them(digits, monkeypatch):
+    """fit over a few rotating chunks of a Dataset (as benchmarks/bench_mnist.py trains): each chunk is
+    scanned on its first call only; the memo keeps weak references, so a dropped chunk is freed, and an
+    in-place edit of a chunk is scanned again."""
+    import dataclasses
+    import gc
+    import weakref
+
+    from ppl_vae.errors import DataError
+
+    chunks = [dataclasses.replace(digits, train=digits.train[i::3].clone(), train_probs=digits.train_probs[i::3],
+                                  train_labels=digits.train_labels[i::3]) for i in range(3)]
+    vae = pv.VAE(64, 2, (16,))
+    scanned = []
+    real = vae.likelihood.check
+    monkeypatch.setattr(vae.likelihood, "check", lambda x, arg: scanned.append(arg) or real(x, arg))
+    for i in range(9):
+        pv.fit(vae, chunks[i % 3], epochs=1, batch_size=64, device="cpu", progress=False)
+    assert len(scanned) == 3 * 3, scanned  # train, test and the grey levels of each chunk, once
+    gone = weakref.ref(chunks[0].train)
+    chunks[0] = dataclasses.replace(chunks[0], train=chunks[0].train.clone())
+    gc.collect()
+    assert gone() is None, "the memo must not keep a chunk alive"
+    chunks[1].train[0, 0] = float("nan")
+    with pytest.raises(DataError, match="non-finite"):
+        pv.fit(vae, chunks[1], epochs=1, batch_size=64, device="cpu", progress=False)

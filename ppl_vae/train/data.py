@@ -10,6 +10,7 @@ remembers which tensors it has validated (by identity, storage and version count
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -93,21 +94,48 @@ def as_train_data(data: Any, test_data: Any, inputs: Callable[[Dataset, str], Ro
     return TrainData(train, test, meta)
 
 
+#: How many earlier sets of tensors :func:`validate` remembers as checked (a loop over a few data chunks).
+KEEP_CHECKED = 8
+
+
+def _checked_before(memo: dict[str, Any], key: tuple, tensors: Rows) -> bool:
+    """Whether these very tensors (alive, the same objects, unchanged) passed the checks before."""
+    refs = memo.get("checked", {}).get(key)
+    return refs is not None and all(r() is t for r, t in zip(refs, tensors, strict=True))
+
+
+def _remember_checked(memo: dict[str, Any], key: tuple, tensors: Rows) -> None:
+    """Weak references only: remembering a set never keeps its tensors alive."""
+    checked = memo.setdefault("checked", {})
+    checked.pop(key, None)
+    checked[key] = tuple(weakref.ref(t) for t in tensors)
+    while len(checked) > KEEP_CHECKED:
+        checked.pop(next(iter(checked)))
+
+
 def validate(data: TrainData, check: Callable[[Rows, str], Rows], memo: dict[str, Any]) -> TrainData:
     """Run the boundary checks once per set of tensors: ``check(rows, arg) -> rows`` on train, test and,
     under dynamic binarisation, a rounding of the grey levels (the values later epochs can draw).
 
     ``memo`` (kept by the training state across ``fit`` calls) remembers the last tensors checked, by
-    identity, storage and version counter, and what the checks returned for them.
+    identity, storage and version counter, and what the checks returned for them; and, by weak
+    reference, the last :data:`KEEP_CHECKED` sets the checks passed unchanged (a loop of ``fit`` calls
+    over a few chunks of data checks each chunk once).
     """
-    key = (_fingerprint(data.train), _fingerprint(data.test))
+    dynamic = data.dataset is not None and data.dataset.meta.binarize == "dynamic"
+    probs = (data.dataset.train_probs,) if dynamic else ()
+    key = (_fingerprint(data.train), _fingerprint(data.test), _fingerprint(probs))
+    tensors = (*data.train, *(data.test or ()), *probs)
     if memo.get("key") == key:
         train, test = memo["rows"]
+    elif _checked_before(memo, key, tensors):
+        train, test = data.train, data.test
     else:
         train = check(as_rows(data.train, "data.train"), "data.train")
         test = check(as_rows(data.test, "data.test"), "data.test") if data.test is not None else None
-        if data.dataset is not None and data.dataset.meta.binarize == "dynamic":
+        if dynamic:
             check((data.dataset.train_probs.clamp(0, 1).round(), *data.train[1:]), "data.train_probs")
-        memo.clear()
-        memo.update(key=key, rows=(train, test))
+        if all(a is b for a, b in zip((*train, *(test or ())), (*data.train, *(data.test or ())), strict=True)):
+            _remember_checked(memo, key, tensors)  # the checks passed them as they are
+    memo.update(key=key, rows=(train, test))
     return TrainData(train, test, data.meta, data.dataset, data.extra_train)
