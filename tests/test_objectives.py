@@ -268,3 +268,23 @@ def test_jit_rejects_non_tensor_positional_arguments(binary_x):
     elbo = CachedJitTrace_ELBO(max_plate_nesting=1)
     with pytest.raises(TypeError, match="argument 1 is int"):
         elbo.differentiable_loss(lambda x, n: vae.model(x), lambda x, n: vae.guide(x), binary_x, 3)
+
+
+def test_log_mean_exp_is_exact_and_its_gradient_has_no_subnormal_weights():
+    """The IWAE bound's log-mean-exp: the value of torch.logsumexp - log K, the gradient softmax's except that
+    weights below the smallest normal float are exactly 0 (they would slow the CPU's backward pass), and a
+    -inf log weight gives no NaN."""
+    from ppl_vae.objectives.renyi import log_mean_exp
+
+    log_w = torch.tensor([[0.0, -1.0], [-50.0, -2.0], [-95.0, -3.0], [-120.0, float("-inf")]], requires_grad=True)
+    value = log_mean_exp(log_w, 0)
+    torch.testing.assert_close(value, torch.logsumexp(log_w, 0) - math.log(4), rtol=0, atol=0)
+    (grad,) = torch.autograd.grad(value.sum(), log_w)
+    soft = torch.softmax(log_w.detach(), 0)
+    tiny = torch.finfo(torch.float32).tiny
+    assert bool(((soft > 0) & (soft < tiny)).any()), "the case must hold subnormal weights"
+    assert torch.isfinite(grad).all()
+    assert not bool(((grad != 0) & (grad.abs() < tiny)).any())
+    keep = soft >= tiny
+    torch.testing.assert_close(grad[keep], soft[keep], rtol=1e-6, atol=0)
+    assert bool((grad[~keep] == 0).all())

@@ -53,7 +53,6 @@ References:
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -65,6 +64,7 @@ from pyro.infer.util import get_dependent_plate_dims, torch_sum
 from pyro.poutine.util import site_is_subsample
 
 from ..errors import ProgramError, UserError
+from .renyi import flush_subnormal, log_mean_exp
 
 __all__ = ["GRADIENTS", "PathwiseELBO", "check_grad"]
 
@@ -164,13 +164,13 @@ class PathwiseELBO:
     def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
         if self.bound == "elbo":
             return log_w.mean(0)
-        return torch.logsumexp(log_w, dim=0) - math.log(self.num_particles)
+        return log_mean_exp(log_w, dim=0)
 
     def _weights(self, log_w: torch.Tensor) -> torch.Tensor:
         if self.bound == "elbo":
             return torch.full_like(log_w, 1.0 / self.num_particles)
         normalised = torch.softmax(log_w, dim=0)
-        return normalised if self.grad == "stl" else normalised.pow(2)
+        return flush_subnormal(normalised if self.grad == "stl" else normalised.pow(2))  # see .renyi
 
     # ---------------------------------------------------------------- losses
     def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:

@@ -18,6 +18,13 @@ distorted by N/|B|. :class:`VectorizedRenyiELBO` computes the same number from u
 log weights and applies the data scale *outside* the log-mean-exp, so mini-batch training is an
 unbiased estimate of the sum of per-point bounds (``tests/test_objectives.py`` shows both).
 
+**Subnormal weights.** The gradient of ``log mean_k w_k`` gives each sample its normalised weight;
+with peaked weights (IWAE-50 on MNIST) most of them underflow below the smallest normal float
+(``torch.finfo(float32).tiny``, about 1.2e-38) and then enter every matrix product of the backward pass
+as subnormal numbers, which CPUs process several times slower (3.6x on a whole IWAE-50 step here).
+:func:`log_mean_exp` flushes those weights to zero in the gradient only: the value is exact and the
+gradient changes by less than 1e-38 relative.
+
 References:
     Burda, Grosse & Salakhutdinov (2015), Importance Weighted Autoencoders.
     Li & Turner (2016), Rényi Divergence Variational Inference.
@@ -36,7 +43,23 @@ from pyro.infer.util import get_dependent_plate_dims, torch_sum
 
 from ..errors import ProgramError
 
-__all__ = ["VectorizedRenyiELBO"]
+__all__ = ["VectorizedRenyiELBO", "flush_subnormal", "log_mean_exp"]
+
+
+def flush_subnormal(w: torch.Tensor) -> torch.Tensor:
+    """``w`` with its entries below the smallest normal float (subnormal numbers) set to zero."""
+    return w.masked_fill(w.abs() < torch.finfo(w.dtype).tiny, 0.0)
+
+
+def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """``logsumexp(log_w, dim) - log K``, whose gradient (the normalised weights) has its subnormal
+    entries flushed to zero (module docstring); ``log_w: (K, ...)`` -> ``(...)``."""
+    value = torch.logsumexp(log_w, dim) - math.log(log_w.shape[dim])
+    if not log_w.requires_grad:
+        return value
+    w = flush_subnormal(torch.softmax(log_w.detach(), dim))
+    weighted = (w * torch.where(w > 0, log_w, torch.zeros_like(log_w))).sum(dim)  # no 0 * -inf
+    return value.detach() + (weighted - weighted.detach())
 
 
 class VectorizedRenyiELBO(RenyiELBO):
@@ -103,7 +126,7 @@ class VectorizedRenyiELBO(RenyiELBO):
 
     def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
         a = 1.0 - self.alpha
-        return (torch.logsumexp(a * log_w, dim=0) - math.log(self.num_particles)) / a
+        return log_mean_exp(a * log_w, dim=0) / a
 
     def per_point_bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         """The bound ``L_n`` per data point, ``(B,)`` nats, unscaled and differentiable."""
