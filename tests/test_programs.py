@@ -274,3 +274,17 @@ def test_compare_takes_users_programs_beside_built_in_methods():
     assert set(paired["method"]) == {"cvae/iwae:k=3", "pyro_example/analytic", "iaf_guide/trace", "analytic"}
     # both cvae runs started from the same weights (one factory, one seed)
     assert len({d for k, d in result.settings["init"]["0"].items() if k.startswith("cvae")}) == 1
+
+
+def test_reference_posterior_refuses_a_subsampled_plate_and_the_advice_works(splits):
+    """Pyro's NUTS refuses subsample sites (NotImplementedError); ours names the plate and the fix, and the
+    same networks with the plate written as advised (unsized) get their reference posterior."""
+    torch.manual_seed(0)
+    sub = SubsampledPlateVAE(n_full=len(splits["x"]))
+    pv.fit(sub, splits["x"], epochs=1, progress=False)
+    with pytest.raises(pv.ProgramError, match=r"subsample_size=.*pyro.plate\('data'\)"):
+        pv.reference_posterior(sub, splits["xt"][:4], [0], num_chains=1, num_samples=5, warmup=5)
+    fixed = UnsizedPlateVAE()
+    fixed.load_state_dict(sub.state_dict())
+    ref = pv.reference_posterior(fixed, splits["xt"][:4], [0], num_chains=1, num_samples=20, warmup=20)
+    assert ref.site == "latent" and list(ref.distances.index) == [0]

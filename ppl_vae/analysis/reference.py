@@ -262,6 +262,13 @@ def reference_posterior(
     with param_scope(program), torch.random.fork_rng():
         info = inspect_program(program, xs)
         require_per_point(info)
+        if info.full_size is not None:
+            p = info.data_plate
+            raise ProgramError(
+                f"reference_posterior runs Pyro's NUTS, which refuses subsampled plates: the data plate {p!r} is "
+                f"written pyro.plate({p!r}, {info.full_size}, subsample_size=...); for the reference, give the "
+                f"model the plate of the points it sees, pyro.plate({p!r}, len(x)) or pyro.plate({p!r}) (fit "
+                "scales such a plate by N/|B| itself, so the same program also trains)")
         if len(info.latent) != 1 or info.non_reparam:
             raise ProgramError(f"reference_posterior compares one continuous latent site; the model has "
                                f"{sorted(info.latent)}" + (f" (discrete: {sorted(info.non_reparam)})"
