@@ -82,7 +82,8 @@ def cases(data: Any) -> dict[str, dict[str, Any]]:
         "subsampled_plate": dict(build=lambda: SubsampledPlateVAE(n_full=len(x)), train=x, test=xt,
                                  objective="analytic"),
         "conv_images": dict(program=pv.Program(conv.model, conv.guide, data_plate="images", owner=conv),
-                            owner=conv, build=FlatConvVAE, train=images[0], test=images[1], objective="analytic"),
+                            owner=conv, build=FlatConvVAE, train=images[0], test=images[1], objective="analytic",
+                            data_plate="images"),
         "conditional": dict(build=ConditionalVAE, train=(x, y), test=(xt, yt), objective="analytic"),
         "iaf_guide": dict(build=IAFGuideVAE, train=x, test=xt, objective="trace"),
         "m2_enumerated": dict(build=lambda: M2(alpha=50.0), train=(x, y_partial), test=(xt, -torch.ones_like(yt)),
@@ -153,7 +154,7 @@ def row(name: str, case: dict[str, Any], args: argparse.Namespace) -> dict[str, 
 
 def compare_column(table: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, str]:
     data = pv.load_dataset("digits", binarize="dynamic", seed=0)
-    methods = [pv.ProgramMethod(name, case.get("compare", case["build"]), case["objective"])
+    methods = [pv.ProgramMethod(name, case.get("compare", case["build"]), case["objective"], case.get("data_plate"))
                for name, case in table.items() if case.get("compare", case["build"]) is not None]
     result = pv.run_comparison(methods, data, seeds=[0], epochs=args.epochs, num_samples=args.k, batch_size=64,
                                test_points=200)

@@ -288,3 +288,23 @@ def test_reference_posterior_refuses_a_subsampled_plate_and_the_advice_works(spl
     fixed.load_state_dict(sub.state_dict())
     ref = pv.reference_posterior(fixed, splits["xt"][:4], [0], num_chains=1, num_samples=20, warmup=20)
     assert ref.site == "latent" and list(ref.distances.index) == [0]
+
+
+def test_compare_takes_a_program_whose_data_plate_has_another_name():
+    """ProgramMethod(..., data_plate=) reaches fit and evaluate, as fit(..., data_plate=) does."""
+
+    class FlatConv(ConvVAE):  # a Dataset's rows are flat: the program reshapes them, as Pyro's examples do
+        def model(self, x):
+            super().model(x.reshape(-1, 1, 8, 8))
+
+        def guide(self, x):
+            super().guide(x.reshape(-1, 1, 8, 8))
+
+    data = pv.load_dataset("digits", binarize="dynamic", seed=0, n_samples=300)
+    with pytest.raises(pv.ProgramError, match="data_plate='images'"):
+        pv.run_comparison([pv.ProgramMethod("conv", FlatConv)], data, epochs=1, num_samples=20, test_points=30)
+    result = pv.run_comparison([pv.ProgramMethod("conv", FlatConv, data_plate="images"), "analytic"], data,
+                               epochs=1, num_samples=20, test_points=30)
+    assert result.table["test_iw_log_likelihood"].notna().all()
+    with pytest.raises(pv.UserError, match="data_plate must be a plate's name"):
+        pv.ProgramMethod("conv", FlatConv, data_plate="")

@@ -338,11 +338,13 @@ def run_comparison(
             model.load_state_dict(templates[method.family])
             t0 = time.perf_counter()
             history = fit(model, data if test_curve else _without_test(data), method.objective, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                          device=dev, progress=progress, time_budget=time_budget, fast=fast)
+                          device=dev, progress=progress, time_budget=time_budget, fast=fast,
+                          data_plate=getattr(method, "data_plate", None))
             fit_seconds = time.perf_counter() - t0
             test_x = _test_rows(model, data, test_points)
+            plate = {"data_plate": method.data_plate} if getattr(method, "data_plate", None) else {}
             report = _evaluate_into(model, test_x, method.label, seed, num_samples, eval_seed, points,
-                                    estimator, evaluate_options)
+                                    estimator, {**plate, **(evaluate_options or {})})
             row = _run_row(method, seed, list(history), report, fit_seconds, lik.partition(":")[0],
                            _accuracy(model, data))
             rows.append(row)

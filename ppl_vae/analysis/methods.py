@@ -122,14 +122,18 @@ class ProgramMethod:
     the same factory starts from the same weights for a seed) and returns an object with Pyro
     ``.model``/``.guide``. The comparison trains it on the Dataset it is given; a program that needs more
     than the observations (labels, conditioning inputs) takes them from the Dataset with the program
-    contract's ``dataset_inputs(dataset, split)`` hook.
+    contract's ``dataset_inputs(dataset, split)`` hook; ``data_plate`` names its data plate when that is not
+    ``"data"`` (as ``fit(..., data_plate=)``).
     """
 
     name: str
     build_program: Any
     objective: str = "analytic"
+    data_plate: str | None = None  # the program's data plate when it is not named "data"
 
     def __post_init__(self) -> None:
+        if self.data_plate is not None and (not isinstance(self.data_plate, str) or not self.data_plate):
+            raise UserError(f"ProgramMethod {self.name!r}: data_plate must be a plate's name; got {self.data_plate!r}")
         if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
             raise UserError(f"a program method needs a name without '/'; got {self.name!r}")
         if not callable(self.build_program):
