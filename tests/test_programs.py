@@ -308,3 +308,11 @@ def test_compare_takes_a_program_whose_data_plate_has_another_name():
     assert result.table["test_iw_log_likelihood"].notna().all()
     with pytest.raises(pv.UserError, match="data_plate must be a plate's name"):
         pv.ProgramMethod("conv", FlatConv, data_plate="")
+
+
+def test_compare_evaluates_a_global_latent_program_at_its_guide_means_and_says_so():
+    data = pv.load_dataset("digits", binarize="dynamic", seed=0, n_samples=300)
+    with pytest.warns(UserWarning, match=r"global latent site\(s\) \['bias'\].*pv.fix_globals"):
+        result = pv.run_comparison([pv.ProgramMethod("global", GlobalBiasVAE), "analytic"], data, epochs=1,
+                                   num_samples=20, test_points=30)
+    assert result.table["test_iw_log_likelihood"].notna().all()

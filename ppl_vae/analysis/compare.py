@@ -49,6 +49,7 @@ import torch
 from ..data import Dataset, load_dataset
 from ..diagnostics import evaluate
 from ..errors import UserError
+from ..estimators.globals import per_point_program
 from ..train import fit, resolve_device
 from .comparison import Comparison, plot_comparison
 from .methods import Method, ProgramMethod, method_of
@@ -162,10 +163,14 @@ def _evaluate_into(model: Any, test_x: torch.Tensor | tuple[torch.Tensor, ...], 
     extra = dict(evaluate_options or {})
     if estimator not in (None, "iw"):
         extra["estimator"] = estimator
+    target, names = per_point_program(model, test_x, data_plate=extra.get("data_plate"))
+    if names:
+        warnings.warn(f"compare: {label} has global latent site(s) {names}: its per-point values are "
+                      "log p(x_n | theta) at their guide means (pv.fix_globals)", UserWarning, stacklevel=2)
     with warnings.catch_warnings():  # the small-K k-hat warning is given once, by _warn_small_k
         warnings.filterwarnings("ignore", message=".*k-hat from .*", category=UserWarning)
         try:
-            report = evaluate(model, test_x, num_samples, seed=eval_seed, keep_log_weights=False,
+            report = evaluate(target, test_x, num_samples, seed=eval_seed, keep_log_weights=False,
                               name=f"{label} seed {seed}", **extra)
         except TypeError as err:
             if not extra or "unexpected keyword" not in str(err):

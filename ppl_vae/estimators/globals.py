@@ -16,7 +16,7 @@ from ..errors import ProgramError
 from ..params import param_scope
 from ..programs import INSPECT_ROWS, Program, as_program, as_rows, inspect_program, rows_slice
 
-__all__ = ["fix_globals"]
+__all__ = ["fix_globals", "per_point_program"]
 
 
 def fix_globals(program: Any, data: Any, values: dict[str, torch.Tensor] | None = None, *,
@@ -59,3 +59,12 @@ def fix_globals(program: Any, data: Any, values: dict[str, torch.Tensor] | None 
     model = poutine.block(poutine.condition(program.model, data=values), hide=names)
     guide = poutine.block(poutine.condition(program.guide, data=values), hide=names)
     return Program(model, guide, program.data_plate, program.owner, identity=program.key)
+
+
+def per_point_program(program: Any, data: Any, *, data_plate: str | None = None) -> tuple[Any, list[str]]:
+    """``(program, [])`` when every latent is inside the data plate, else ``(fix_globals(program, data),
+    names of the global sites)``: what a per-point comparison of programs scores (``compare``)."""
+    prog = as_program(program, data_plate=data_plate)
+    with param_scope(prog), torch.random.fork_rng(), torch.no_grad():
+        names = sorted(inspect_program(prog, as_rows(data, "data")).global_latent)
+    return (fix_globals(program, data, data_plate=data_plate), names) if names else (program, [])
