@@ -29,7 +29,7 @@ test: setup-dev
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 lint: setup-dev
-	$(VENV)/bin/ruff check ppl_vae tests benchmarks
+	$(VENV)/bin/ruff check ppl_vae tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

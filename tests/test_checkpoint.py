@@ -316,6 +316,26 @@ def test_lock_is_reentrant_and_a_second_process_is_told_the_holder(tmp_path):
         pass
 
 
+def test_a_writer_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_path):
+    # The holder takes the lock, then writes its PID: a second writer refused in between once
+    # said "PID unknown" (seen in CI with two writers started together). It now waits for it.
+    import fcntl
+    import threading
+
+    from ppl_vae.runs.lock import refuse_if_locked
+
+    fd = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    late = threading.Timer(0.2, lambda: os.pwrite(fd, b"4242\n", 0))
+    late.start()
+    try:
+        with pytest.raises(RunLockedError, match="being written by PID 4242"):
+            refuse_if_locked(tmp_path)
+    finally:
+        late.join()
+        os.close(fd)
+
+
 def test_write_json_is_strict_and_read_json_names_the_file(tmp_path):
     write_json(tmp_path / "a.json", {"x": float("nan"), "y": (1, float("inf")), "z": torch.tensor(2.5)})
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": None, "y": [1, None], "z": 2.5}

@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,12 +39,24 @@ def is_main_process() -> bool:
     return os.environ.get("RANK", "0") in ("0", "")
 
 
+_PID_WIDTH = 24  # one fixed-width write, so a reader never sees half of a shorter old PID
+_PID_WAIT = 1.0  # seconds a refused writer waits for the holder to write its PID
+
+
 def _holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 64, 0).decode(errors="replace").strip()
-    except OSError:
-        text = ""
-    return f"PID {text}" if text.isdigit() else "another process (PID unknown)"
+    """The holder's PID as ``"PID n"``; the holder writes it just after it takes the lock, so a
+    writer refused in that instant polls for it briefly rather than report it unknown."""
+    deadline = time.monotonic() + _PID_WAIT
+    while True:
+        try:
+            text = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        except OSError:
+            text = ""
+        if text.isdigit():
+            return f"PID {text}"
+        if time.monotonic() >= deadline:
+            return "another process (PID unknown)"
+        time.sleep(0.01)
 
 
 @contextlib.contextmanager
@@ -91,9 +104,8 @@ def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
                 f"{str(folder)!r} is being written by {_holder(fd)}: one writer per run folder; wait "
                 "for it to finish (or stop it), or choose another --out"
             ) from None
-        pid = str(os.getpid()).encode()
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, pid + b"\n", 0)
+        os.pwrite(fd, f"{os.getpid()}\n".ljust(_PID_WIDTH).encode(), 0)
+        os.ftruncate(fd, _PID_WIDTH)
         with _guard:
             _held[key] = [fd, 1]
         try:
