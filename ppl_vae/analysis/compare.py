@@ -38,7 +38,6 @@ import dataclasses
 import hashlib
 import math
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -47,26 +46,23 @@ import pandas as pd
 import torch
 
 from ..data import Dataset, load_dataset
-from ..diagnostics import evaluate
 from ..errors import UserError
-from ..estimators.globals import per_point_program
 from ..train import fit, resolve_device
 from .comparison import Comparison, plot_comparison
 from .methods import Method, ProgramMethod, method_of
 from .paired import DataMismatch, check_same_data, data_fingerprint, paired_differences
+from .rows import (
+    TABLE_COLUMNS,
+    assemble,
+    curve_frame,
+    evaluate_into,
+    table_row,
+    test_accuracy,
+    warn_small_k,
+)
 
 __all__ = ["TABLE_COLUMNS", "Comparison", "DataMismatch", "Method", "ProgramMethod", "compare", "compare_runs", "data_fingerprint",
            "paired_differences", "plot_comparison", "run_comparison"]
-
-#: Columns of :attr:`Comparison.table`, in order.
-TABLE_COLUMNS = [
-    "method", "seed", "epochs", "test_elbo", "test_elbo_se", "test_iw_log_likelihood", "test_iw_se",
-    "gap", "khat_share_above_0.7", "active_units", "latent_dim", "kl_mean", "kl_per_dim_mean",
-    "reconstruction_error", "reconstruction_mse", "final_train_elbo", "train_seconds",
-    "seconds_per_epoch", "fit_seconds", "num_samples", "n_test", "model", "guide", "objective", "test_accuracy",
-    "test_ais_log_likelihood",
-]
-
 
 def _params_digest(module: torch.nn.Module) -> str:
     h = hashlib.sha1()
@@ -103,102 +99,12 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     return [int(s) for s in seeds]
 
 
-def _accuracy(model: Any, data: Dataset | None) -> float:
-    if data is None or data.test_labels is None or not callable(getattr(model, "accuracy", None)):
-        return math.nan
-    model.eval()
-    return float(model.accuracy(data.test, data.test_labels))
-
-
-def _run_row(method: Method, seed: int, history: list[dict], report: Any, fit_seconds: float,
-             likelihood: str, accuracy: float = math.nan) -> dict[str, Any]:
-    s = report.summary
-    train_seconds = float(sum(r["seconds"] for r in history))
-    d = s.get("latent_dim")
-    recon = s.get("reconstruction_nll") if likelihood == "bernoulli" else s.get("reconstruction_mse")
-    return {
-        "method": method.label, "seed": seed, "epochs": len(history),
-        "test_elbo": s["elbo_mean"], "test_elbo_se": s["elbo_se"],
-        "test_iw_log_likelihood": s["iw_mean"], "test_iw_se": s["iw_se"],
-        "gap": s["gap_mean"], "khat_share_above_0.7": s["khat_share_above_0.7"],
-        "active_units": s.get("active_units"), "latent_dim": d,
-        "kl_mean": s.get("kl_mean"),
-        "kl_per_dim_mean": float(np.mean(s["kl_per_dim"])) if s.get("kl_per_dim") else math.nan,
-        "reconstruction_error": recon, "reconstruction_mse": s.get("reconstruction_mse"),
-        "final_train_elbo": history[-1]["train_elbo"] if history else math.nan,
-        "train_seconds": train_seconds,
-        "seconds_per_epoch": train_seconds / len(history) if history else math.nan,
-        "fit_seconds": fit_seconds, "num_samples": s["num_samples"], "n_test": s["n"],
-        "model": method.model, "guide": method.guide, "objective": method.objective, "test_accuracy": accuracy,
-        "test_ais_log_likelihood": s.get("ais_mean", math.nan),
-    }
-
-
-def _assemble(rows: list[dict], points: list[pd.DataFrame], curves: list[pd.DataFrame], settings: dict,
-              fingerprints: dict, kl: dict, reference: str | None, models: dict, specs: dict) -> Comparison:
-    table = pd.DataFrame(rows)[TABLE_COLUMNS]
-    methods = list(dict.fromkeys(table["method"]))
-    reference = methods[0] if reference is None else reference
-    if reference not in methods:
-        raise UserError(f"reference={reference!r} is not among the methods {methods}")
-    return Comparison(table=table, points=pd.concat(points, ignore_index=True),
-                      curves=pd.concat(curves, ignore_index=True), settings=settings,
-                      fingerprints=fingerprints, kl_per_dim=kl, reference=reference, models=models,
-                      method_specs=specs)
-
-
 def _test_rows(model: Any, data: Dataset, test_points: int | None) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """The test split as the program takes it: ``x``, or ``(x, *inputs)`` from its ``dataset_inputs`` hook."""
     hook = getattr(model, "dataset_inputs", None)
     rows = (data.test, *hook(data, "test")) if callable(hook) else (data.test,)
     rows = tuple(t[:test_points] for t in rows) if test_points is not None else rows
     return rows if len(rows) > 1 else rows[0]
-
-
-def _evaluate_into(model: Any, test_x: torch.Tensor | tuple[torch.Tensor, ...], label: str, seed: int, num_samples: int, eval_seed: int,
-                   points: list[pd.DataFrame], estimator: str | None = None,
-                   evaluate_options: dict[str, Any] | None = None) -> Any:
-    dev = next(model.parameters()).device
-    test_x = tuple(t.to(dev) for t in test_x) if isinstance(test_x, tuple) else test_x.to(dev)
-    extra = dict(evaluate_options or {})
-    if estimator not in (None, "iw"):
-        extra["estimator"] = estimator
-    target, names = per_point_program(model, test_x, data_plate=extra.get("data_plate"))
-    if names:
-        warnings.warn(f"compare: {label} has global latent site(s) {names}: its per-point values are "
-                      "log p(x_n | theta) at their guide means (pv.fix_globals)", UserWarning, stacklevel=2)
-    with warnings.catch_warnings():  # the small-K k-hat warning is given once, by _warn_small_k
-        warnings.filterwarnings("ignore", message=".*k-hat from .*", category=UserWarning)
-        try:
-            report = evaluate(target, test_x, num_samples, seed=eval_seed, keep_log_weights=False,
-                              name=f"{label} seed {seed}", **extra)
-        except TypeError as err:
-            if not extra or "unexpected keyword" not in str(err):
-                raise
-            raise UserError(f"evaluate does not take {sorted(extra)} in this version of ppl_vae ({err}); "
-                            "compare with the IW estimator (estimator='iw')") from None
-    pts = report.points.copy()
-    pts.insert(0, "point", np.arange(len(pts)))
-    pts.insert(0, "seed", seed)
-    pts.insert(0, "method", label)
-    points.append(pts)
-    return report
-
-
-def _warn_small_k(num_samples: int) -> None:
-    if num_samples < 100:
-        warnings.warn(f"num_samples={num_samples}: PSIS k-hat (khat_share_above_0.7) is unreliable below 100 "
-                      "importance samples per point", UserWarning, stacklevel=3)
-
-
-def _curves(label: str, seed: int, history: list[dict]) -> pd.DataFrame:
-    columns = ("epoch", "step", "train_elbo", "test_elbo", "seconds", "kl_weight")
-    frame = pd.DataFrame(list(history), columns=None if history else list(columns))
-    keep = [c for c in columns if c in frame.columns]
-    frame = frame[keep].astype(float).astype({"epoch": int})
-    frame.insert(0, "seed", seed)
-    frame.insert(0, "method", label)
-    return frame
 
 
 def _without_test(data: Dataset) -> Dataset:
@@ -293,7 +199,7 @@ def run_comparison(
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
         raise UserError(f"num_samples must be an integer >= 2 (K importance samples per test point); "
                         f"got {num_samples!r}")
-    _warn_small_k(num_samples)
+    warn_small_k(num_samples)
     if test_points is not None and (not isinstance(test_points, int) or isinstance(test_points, bool)
                                     or test_points < 1):
         raise UserError(f"test_points must be a positive integer (or None: all); got {test_points!r}")
@@ -348,19 +254,19 @@ def run_comparison(
             fit_seconds = time.perf_counter() - t0
             test_x = _test_rows(model, data, test_points)
             plate = {"data_plate": method.data_plate} if getattr(method, "data_plate", None) else {}
-            report = _evaluate_into(model, test_x, method.label, seed, num_samples, eval_seed, points,
+            report = evaluate_into(model, test_x, method.label, seed, num_samples, eval_seed, points,
                                     estimator, {**plate, **(evaluate_options or {})})
-            row = _run_row(method, seed, list(history), report, fit_seconds, lik.partition(":")[0],
-                           _accuracy(model, data))
+            row = table_row(method, seed, list(history), report, fit_seconds, lik.partition(":")[0],
+                           test_accuracy(model, data))
             rows.append(row)
-            curves.append(_curves(method.label, seed, history))
+            curves.append(curve_frame(method.label, seed, history))
             fingerprints[(method.label, seed)] = fp
             kl[(method.label, seed)] = list(report.summary.get("kl_per_dim") or [])
             if keep_models:
                 models[(method.label, seed)] = model
             if callback is not None:
                 callback(row)
-    return _assemble(rows, points, curves, settings, fingerprints, kl, reference, models,
+    return assemble(rows, points, curves, settings, fingerprints, kl, reference, models,
                      {m.label: m for m in specs})
 
 
@@ -399,7 +305,7 @@ def compare_runs(
 
     if not runs:
         raise UserError("compare_runs needs at least one run (a run folder or a Run)")
-    _warn_small_k(num_samples)
+    warn_small_k(num_samples)
     loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
     rows: list[dict] = []
     points: list[pd.DataFrame] = []
@@ -422,11 +328,11 @@ def compare_runs(
         else:
             by_seed[seed] = (str(run.path or method.label), fp)
         history = list(run.history)
-        report = _evaluate_into(run.model, run.data.test, method.label, seed, num_samples, eval_seed, points,
+        report = evaluate_into(run.model, run.data.test, method.label, seed, num_samples, eval_seed, points,
                                 estimator, evaluate_options)
         lik = run.model.likelihood.name if hasattr(run.model, "likelihood") else ""
-        rows.append(_run_row(method, seed, history, report, math.nan, lik, _accuracy(run.model, run.data)))
-        curves.append(_curves(method.label, seed, history))
+        rows.append(table_row(method, seed, history, report, math.nan, lik, test_accuracy(run.model, run.data)))
+        curves.append(curve_frame(method.label, seed, history))
         fingerprints[(method.label, seed)] = fp
         kl[(method.label, seed)] = list(report.summary.get("kl_per_dim") or [])
         specs[method.label] = method
@@ -435,4 +341,4 @@ def compare_runs(
     if reference is not None:
         by_key = {m.key: label for label, m in specs.items()}
         reference = by_key.get(Method.parse(reference).key, reference)
-    return _assemble(rows, points, curves, settings, fingerprints, kl, reference, {}, specs)
+    return assemble(rows, points, curves, settings, fingerprints, kl, reference, {}, specs)
