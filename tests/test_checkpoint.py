@@ -316,20 +316,23 @@ def test_lock_is_reentrant_and_a_second_process_is_told_the_holder(tmp_path):
         pass
 
 
-def test_a_writer_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_path):
-    # The holder takes the lock, then writes its PID: a second writer refused in between once
-    # said "PID unknown" (seen in CI with two writers started together). It now waits for it.
+@pytest.mark.parametrize("before", ["", "999999999"], ids=["empty", "a-killed-holder's-pid"])
+def test_a_writer_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_path, before):
+    # The holder takes the lock, then writes its PID over an earlier holder's (or into an empty file):
+    # a second writer refused in between once said "PID unknown" (seen in CI with two writers started
+    # together). It now waits for the PID of a live process.
     import fcntl
     import threading
 
     from ppl_vae.runs.lock import refuse_if_locked
 
-    fd = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)
+    (tmp_path / ".lock").write_text(before)
+    fd = os.open(tmp_path / ".lock", os.O_RDWR)
     fcntl.flock(fd, fcntl.LOCK_EX)
-    late = threading.Timer(0.2, lambda: os.pwrite(fd, b"4242\n", 0))
+    late = threading.Timer(0.2, lambda: os.pwrite(fd, f"{os.getpid()}\n".ljust(24).encode(), 0))
     late.start()
     try:
-        with pytest.raises(RunLockedError, match="being written by PID 4242"):
+        with pytest.raises(RunLockedError, match=f"being written by PID {os.getpid()}:"):
             refuse_if_locked(tmp_path)
     finally:
         late.join()

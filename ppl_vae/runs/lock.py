@@ -43,16 +43,27 @@ _PID_WIDTH = 24  # one fixed-width write, so a reader never sees half of a short
 _PID_WAIT = 1.0  # seconds a refused writer waits for the holder to write its PID
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        pass
+    return True
+
+
 def _holder(fd: int) -> str:
-    """The holder's PID as ``"PID n"``; the holder writes it just after it takes the lock, so a
-    writer refused in that instant polls for it briefly rather than report it unknown."""
+    """The holder's PID as ``"PID n"``. The holder writes it just after it takes the lock, over the PID
+    of an earlier holder (a killed one leaves its own): a writer refused in that instant polls briefly
+    for a PID of a live process rather than name a dead one or none."""
     deadline = time.monotonic() + _PID_WAIT
     while True:
         try:
             text = os.pread(fd, 64, 0).decode(errors="replace").strip()
         except OSError:
             text = ""
-        if text.isdigit():
+        if text.isdigit() and (_alive(int(text)) or time.monotonic() >= deadline):
             return f"PID {text}"
         if time.monotonic() >= deadline:
             return "another process (PID unknown)"
