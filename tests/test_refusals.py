@@ -216,3 +216,26 @@ def test_a_program_that_breaks_under_a_particle_plate_is_told_to_index_from_the_
     with pytest.raises(pv.ProgramError, match=r"(?s)vectorised over particles.*Index tensors from the right"):
         pv.iw_log_likelihood(fragile, guide, X, 5)
     assert pv.iw_log_likelihood(sturdy, guide, X, 5).shape == (96,)
+
+
+def test_a_conditioning_input_joined_with_torch_cat_is_told_to_expand_it():
+    # the CVAE idiom: the decoder takes [z, y]; a particle dimension on z breaks torch.cat with y
+    dec = nn.Linear(3, 6)
+    y = torch.randn(len(X), 2)
+
+    def joined(expand):
+        def model(x, y):
+            pyro.module("dec", dec)
+            with pyro.plate("data", len(x)):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(len(x), 1), 1.0).to_event(1))
+                yy = y.expand(*z.shape[:-1], -1) if expand else y
+                pyro.sample("x", dist.Bernoulli(logits=dec(torch.cat([z, yy], -1))).to_event(1), obs=x)
+        return model
+
+    def guide(x, y):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x.new_zeros(len(x), 1), 1.0).to_event(1))
+
+    with pytest.raises(pv.ProgramError, match=r"(?s)vectorised over particles.*y\.expand\(\*z\.shape\[:-1\], -1\)"):
+        pv.iw_log_likelihood(joined(False), guide, (X, y), 5)
+    assert pv.iw_log_likelihood(joined(True), guide, (X, y), 5).shape == (96,)

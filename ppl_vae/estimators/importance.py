@@ -189,7 +189,8 @@ def prepare(program: Program, data: Any, num_samples: int, seed: int | None,
                 f"the model and guide run on their own but fail when vectorised over particles (an extra "
                 f"plate at dim {-info.rank}, left of all their plates): {err}. Index tensors from the right "
                 "(z[..., j], z.shape[-1], x.new_zeros(x.shape[0], d)) so that a leading particle dimension "
-                "broadcasts"
+                "broadcasts, and expand a conditioning input before joining it to a latent "
+                "(torch.cat([z, y.expand(*z.shape[:-1], -1)], -1))"
             ) from err
     if log_w.shape != (2, len(x0[0])):
         raise ProgramError(
