@@ -30,6 +30,7 @@ test: setup-dev
 
 lint: setup-dev
 	$(VENV)/bin/ruff check ppl_vae tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check ppl_vae tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -78,8 +78,16 @@ def chunked(data: pv.Dataset, rows: int, test_rows: int) -> list[pv.Dataset]:
     out = []
     for start in range(0, n - rows + 1, rows):
         sl = slice(start, start + rows)
-        out.append(dataclasses.replace(data, train=data.train[sl], train_probs=data.train_probs[sl],
-                                       train_labels=None, test=data.test[:test_rows], test_labels=None))
+        out.append(
+            dataclasses.replace(
+                data,
+                train=data.train[sl],
+                train_probs=data.train_probs[sl],
+                train_labels=None,
+                test=data.test[:test_rows],
+                test_labels=None,
+            )
+        )
     return out
 
 
@@ -93,35 +101,68 @@ def train_one(name: str, data: pv.Dataset, args: argparse.Namespace) -> dict:
     next_eval = 0.0
     epochs_done = 0
     t_wall = time.perf_counter()
-    print(f"[{name}] objective {OBJECTIVES[name]}, batch {args.batch_size}, lr {args.lr}, fast={args.fast}",
-          flush=True)
+    print(
+        f"[{name}] objective {OBJECTIVES[name]}, batch {args.batch_size}, lr {args.lr}, fast={args.fast}",
+        flush=True,
+    )
     chunks = chunked(data, args.chunk_rows, args.curve_points)
     rows_seen = 0
     while epochs_done < args.epochs and (args.time_budget <= 0 or trained < args.time_budget):
         chunk = chunks[(rows_seen // args.chunk_rows) % len(chunks)] if chunks else data
-        record = pv.fit(vae, chunk, OBJECTIVES[name], epochs=1, batch_size=args.batch_size, lr=args.lr,
-                        seed=args.seed, device=args.device, progress=False, fast=args.fast)[-1]
+        record = pv.fit(
+            vae,
+            chunk,
+            OBJECTIVES[name],
+            epochs=1,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            seed=args.seed,
+            device=args.device,
+            progress=False,
+            fast=args.fast,
+        )[-1]
         trained += record["seconds"]
         rows_seen += len(chunk.train)
         epochs_done = rows_seen / len(data.train)
         if trained >= next_eval or epochs_done >= args.epochs:
             t0 = time.perf_counter()
             nll, se = test_nll(vae, curve_x, args.curve_k, seed=1)
-            curve.append({"train_seconds": round(trained, 1), "epoch": epochs_done, "test_elbo": record["test_elbo"],
-                          f"nll_k{args.curve_k}": nll, "se": se})
-            print(f"[{name}] {trained:7.1f} s  epoch {epochs_done:6.2f}  test ELBO {record['test_elbo']:8.2f}  "
-                  f"NLL(k={args.curve_k}, {len(curve_x)} pts) {nll:7.2f} +- {se:.2f}  "
-                  f"(eval {time.perf_counter() - t0:.0f} s)", flush=True)
+            curve.append(
+                {
+                    "train_seconds": round(trained, 1),
+                    "epoch": epochs_done,
+                    "test_elbo": record["test_elbo"],
+                    f"nll_k{args.curve_k}": nll,
+                    "se": se,
+                }
+            )
+            print(
+                f"[{name}] {trained:7.1f} s  epoch {epochs_done:6.2f}  test ELBO {record['test_elbo']:8.2f}  "
+                f"NLL(k={args.curve_k}, {len(curve_x)} pts) {nll:7.2f} +- {se:.2f}  "
+                f"(eval {time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
             next_eval = trained + args.eval_every
     t0 = time.perf_counter()
     nll, se = test_nll(vae, final_x, args.final_k, seed=2)
     eval_seconds = time.perf_counter() - t0
-    print(f"[{name}] final: NLL(k={args.final_k}, {len(final_x)} pts) {nll:.2f} +- {se:.2f} "
-          f"after {epochs_done:.2f} epochs, {trained:.0f} s of training (eval {eval_seconds:.0f} s)", flush=True)
+    print(
+        f"[{name}] final: NLL(k={args.final_k}, {len(final_x)} pts) {nll:.2f} +- {se:.2f} "
+        f"after {epochs_done:.2f} epochs, {trained:.0f} s of training (eval {eval_seconds:.0f} s)",
+        flush=True,
+    )
     return {
-        "model": name, "objective": OBJECTIVES[name], "epochs": epochs_done, "train_seconds": trained,
-        "test_nll": nll, "test_nll_se": se, "final_k": args.final_k, "test_points": len(final_x),
-        "paper_nll": PAPER[name], "eval_seconds": eval_seconds, "wall_seconds": time.perf_counter() - t_wall,
+        "model": name,
+        "objective": OBJECTIVES[name],
+        "epochs": epochs_done,
+        "train_seconds": trained,
+        "test_nll": nll,
+        "test_nll_se": se,
+        "final_k": args.final_k,
+        "test_points": len(final_x),
+        "paper_nll": PAPER[name],
+        "eval_seconds": eval_seconds,
+        "wall_seconds": time.perf_counter() - t_wall,
         "curve": curve,
     }
 
@@ -130,41 +171,68 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=None, help="folder with the MNIST IDX .gz files")
     p.add_argument("--models", nargs="+", default=list(OBJECTIVES), choices=list(OBJECTIVES))
-    p.add_argument("--epochs", type=int, default=3280, help="epochs per model at most (paper: 3280)")
-    p.add_argument("--time-budget", type=float, default=600.0, help="seconds of training per model (0: none)")
+    p.add_argument(
+        "--epochs", type=int, default=3280, help="epochs per model at most (paper: 3280)"
+    )
+    p.add_argument(
+        "--time-budget", type=float, default=600.0, help="seconds of training per model (0: none)"
+    )
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--chunk-rows", type=int, default=10_000,
-                   help="rows per fit call (a budget stops between calls; 0: whole epochs)")
+    p.add_argument(
+        "--chunk-rows",
+        type=int,
+        default=10_000,
+        help="rows per fit call (a budget stops between calls; 0: whole epochs)",
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto")
-    p.add_argument("--eval-every", type=float, default=60.0, help="seconds of training between curve points")
+    p.add_argument(
+        "--eval-every", type=float, default=60.0, help="seconds of training between curve points"
+    )
     p.add_argument("--curve-k", type=int, default=100)
     p.add_argument("--curve-points", type=int, default=500)
     p.add_argument("--final-k", type=int, default=5000)
     p.add_argument("--test-points", type=int, default=1000)
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--fast", default="compile", choices=["auto", "graph", "compile", "eager", "off"],
-                   help="fit's speed path (default compile: one compile per model, then fused kernels; "
-                        "the fit calls here are passes of --chunk-rows rows, too short for auto to capture)")
+    p.add_argument(
+        "--fast",
+        default="compile",
+        choices=["auto", "graph", "compile", "eager", "off"],
+        help="fit's speed path (default compile: one compile per model, then fused kernels; "
+        "the fit calls here are passes of --chunk-rows rows, too short for auto to capture)",
+    )
     p.add_argument("--out", default=str(REPO / "runs" / "bench_mnist.json"))
     args = p.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     info = print_machine("bench_mnist: test log p(x) on dynamically binarised MNIST")
-    data = pv.load_dataset("mnist", data_dir=args.data_dir or default_data_dir(), binarize="dynamic", seed=args.seed)
-    print(f"MNIST: {len(data.train)} train, {len(data.test)} test; MLP 784-200-200-50 tanh; "
-          f"budget {args.time_budget:g} s of training per model, at most {args.epochs} epochs\n", flush=True)
+    data = pv.load_dataset(
+        "mnist", data_dir=args.data_dir or default_data_dir(), binarize="dynamic", seed=args.seed
+    )
+    print(
+        f"MNIST: {len(data.train)} train, {len(data.test)} test; MLP 784-200-200-50 tanh; "
+        f"budget {args.time_budget:g} s of training per model, at most {args.epochs} epochs\n",
+        flush=True,
+    )
     results = [train_one(name, data, args) for name in args.models]
-    print("\ntest NLL, nats per point (lower is better); paper: Burda et al. 2015, Table 1, 3280 epochs")
-    print(f"{'model':<8} {'objective':<10} {'epochs':>7} {'train s':>8} {'NLL':>8} {'+- se':>6} "
-          f"{'k':>5} {'points':>6} {'paper':>6} {'gap':>6}")
+    print(
+        "\ntest NLL, nats per point (lower is better); paper: Burda et al. 2015, Table 1, 3280 epochs"
+    )
+    print(
+        f"{'model':<8} {'objective':<10} {'epochs':>7} {'train s':>8} {'NLL':>8} {'+- se':>6} "
+        f"{'k':>5} {'points':>6} {'paper':>6} {'gap':>6}"
+    )
     for r in results:
-        print(f"{r['model']:<8} {r['objective']:<10} {r['epochs']:>7.2f} {r['train_seconds']:>8.0f} {r['test_nll']:>8.2f} "
-              f"{r['test_nll_se']:>6.2f} {r['final_k']:>5} {r['test_points']:>6} {r['paper_nll']:>6.2f} "
-              f"{r['test_nll'] - r['paper_nll']:>6.2f}")
+        print(
+            f"{r['model']:<8} {r['objective']:<10} {r['epochs']:>7.2f} {r['train_seconds']:>8.0f} {r['test_nll']:>8.2f} "
+            f"{r['test_nll_se']:>6.2f} {r['final_k']:>5} {r['test_points']:>6} {r['paper_nll']:>6.2f} "
+            f"{r['test_nll'] - r['paper_nll']:>6.2f}"
+        )
     for r in results:
-        print(f"  {r['model']}: {r['epochs']:.2f} of the paper's 3280 epochs ({100 * r['epochs'] / 3280:.3f}%)")
+        print(
+            f"  {r['model']}: {r['epochs']:.2f} of the paper's 3280 epochs ({100 * r['epochs'] / 3280:.3f}%)"
+        )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": info, "args": vars(args), "results": results}, indent=2))

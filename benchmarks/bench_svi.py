@@ -126,7 +126,9 @@ class PlainIWAE(Plain):
             eps = torch.randn((k, *loc.shape))
             z = loc + scale * eps
             logits = vae.decoder(z)
-            log_px = -F.binary_cross_entropy_with_logits(logits, xb.expand_as(logits), reduction="none").sum(-1)
+            log_px = -F.binary_cross_entropy_with_logits(
+                logits, xb.expand_as(logits), reduction="none"
+            ).sum(-1)
             log_w = log_px - 0.5 * z.pow(2).sum(-1) + 0.5 * eps.pow(2).sum(-1) + scale.log().sum(-1)
             loss = -(log_w.logsumexp(0) - math.log(k)).sum() * (n / len(xb))
             opt.zero_grad(set_to_none=True)
@@ -168,19 +170,39 @@ class Fit:
     ``long_run``: first train the same state past ``FUSE_AFTER_STEPS`` steps (untimed), so that the
     rounds see what ``fast="auto"`` does in a long run."""
 
-    def __init__(self, x: torch.Tensor, batch_size: int, objective: str, fast: str, long_run: bool = False) -> None:
+    def __init__(
+        self, x: torch.Tensor, batch_size: int, objective: str, fast: str, long_run: bool = False
+    ) -> None:
         self.data = pv.Dataset.from_tensors(x, None, name="bench", test_fraction=0.0)
         self.batch_size, self.objective, self.fast = batch_size, objective, fast
         self.vae = new_vae()
         self.history: pv.History | None = None
         if long_run:
             steps = -(-len(x) // batch_size)
-            self.history = pv.fit(self.vae, self.data, objective, epochs=-(-FUSE_AFTER_STEPS // steps),
-                                  batch_size=batch_size, seed=0, device="cpu", progress=False, fast=fast)
+            self.history = pv.fit(
+                self.vae,
+                self.data,
+                objective,
+                epochs=-(-FUSE_AFTER_STEPS // steps),
+                batch_size=batch_size,
+                seed=0,
+                device="cpu",
+                progress=False,
+                fast=fast,
+            )
 
     def epoch(self) -> float:
-        self.history = pv.fit(self.vae, self.data, self.objective, epochs=1, batch_size=self.batch_size, seed=0,
-                              device="cpu", progress=False, fast=self.fast)
+        self.history = pv.fit(
+            self.vae,
+            self.data,
+            self.objective,
+            epochs=1,
+            batch_size=self.batch_size,
+            seed=0,
+            device="cpu",
+            progress=False,
+            fast=self.fast,
+        )
         return self.history[-1]["seconds"]
 
 
@@ -216,16 +238,24 @@ class NumPyroSVI:
             return jax.random.uniform(key, (fan_in, fan_out), minval=-bound, maxval=bound)
 
         def model(xb: Any) -> None:
-            w1, b1 = numpyro.param("dw1", init(keys[0], latent, h)), numpyro.param("db1", jnp.zeros(h))
+            w1, b1 = (
+                numpyro.param("dw1", init(keys[0], latent, h)),
+                numpyro.param("db1", jnp.zeros(h)),
+            )
             w2, b2 = numpyro.param("dw2", init(keys[1], h, d)), numpyro.param("db2", jnp.zeros(d))
             with numpyro.plate("data", xb.shape[0]), handlers.scale(scale=n / xb.shape[0]):
-                z = numpyro.sample("z", dist.Normal(jnp.zeros((xb.shape[0], latent)), 1.0).to_event(1))
+                z = numpyro.sample(
+                    "z", dist.Normal(jnp.zeros((xb.shape[0], latent)), 1.0).to_event(1)
+                )
                 logits = jax.nn.relu(z @ w1 + b1) @ w2 + b2
                 numpyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=xb)
 
         def guide(xb: Any) -> None:
             w1, b1 = numpyro.param("ew1", init(keys[2], d, h)), numpyro.param("eb1", jnp.zeros(h))
-            w2, b2 = numpyro.param("ew2", init(keys[3], h, 2 * latent)), numpyro.param("eb2", jnp.zeros(2 * latent))
+            w2, b2 = (
+                numpyro.param("ew2", init(keys[3], h, 2 * latent)),
+                numpyro.param("eb2", jnp.zeros(2 * latent)),
+            )
             with numpyro.plate("data", xb.shape[0]), handlers.scale(scale=n / xb.shape[0]):
                 out = jax.nn.relu(xb @ w1 + b1) @ w2 + b2
                 loc, raw = out[:, :latent], out[:, latent:]
@@ -243,10 +273,17 @@ class NumPyroSVI:
                 idx = jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))
                 st, loss = svi.update(st, xs[idx])
                 return st, total + loss
+
             return jax.lax.fori_loop(0, full, body, (state, 0.0))
 
         tail = jax.jit(lambda state, idx: svi.update(state, xs[idx]))
-        self.run_epoch, self.tail, self.full, self.last, self.batch_size = epoch, tail, full, last, batch_size
+        self.run_epoch, self.tail, self.full, self.last, self.batch_size = (
+            epoch,
+            tail,
+            full,
+            last,
+            batch_size,
+        )
         self.rng = torch.Generator().manual_seed(1)
         self.jnp = jnp
 
@@ -267,10 +304,22 @@ def mm_shapes(batch: int) -> list[tuple[str, tuple[int, int], tuple[int, int], b
     layers = [(D, HIDDEN[0]), (HIDDEN[0], 2 * LATENT), (LATENT, HIDDEN[0]), (HIDDEN[0], D)]
     out = []
     for i, (fan_in, fan_out) in enumerate(layers):
-        out.append((f"forward {fan_in}->{fan_out}", (batch, fan_in), (fan_out, fan_in), False, True))
+        out.append(
+            (f"forward {fan_in}->{fan_out}", (batch, fan_in), (fan_out, fan_in), False, True)
+        )
         if i != 0:  # the encoder's first layer needs no gradient for its input (the data)
-            out.append((f"input grad {fan_in}->{fan_out}", (batch, fan_out), (fan_out, fan_in), False, False))
-        out.append((f"weight grad {fan_in}->{fan_out}", (batch, fan_out), (batch, fan_in), True, False))
+            out.append(
+                (
+                    f"input grad {fan_in}->{fan_out}",
+                    (batch, fan_out),
+                    (fan_out, fan_in),
+                    False,
+                    False,
+                )
+            )
+        out.append(
+            (f"weight grad {fan_in}->{fan_out}", (batch, fan_out), (batch, fan_in), True, False)
+        )
     return out
 
 
@@ -295,7 +344,9 @@ def floor_estimate(batch: int, reps: int = 50) -> tuple[float, float, float]:
     return total, flops / 1e9, flops / 1e9 / total
 
 
-def methods(x: torch.Tensor, batch_size: int, args: argparse.Namespace) -> dict[str, Callable[[], float]]:
+def methods(
+    x: torch.Tensor, batch_size: int, args: argparse.Namespace
+) -> dict[str, Callable[[], float]]:
     made: dict[str, Callable[[], Callable[[], float]]] = {
         "plain (Adam)": lambda: Plain(x, batch_size, fused=False).epoch,
         "plain (fused Adam)": lambda: Plain(x, batch_size, fused=True).epoch,
@@ -306,17 +357,23 @@ def methods(x: torch.Tensor, batch_size: int, args: argparse.Namespace) -> dict[
     modes = ["auto", "compile"] if args.quick else ["off", "eager", "graph", "auto", "compile"]
     for objective in ("trace", "analytic"):
         for mode in modes:
-            made[f"fit {objective} fast={mode}"] = lambda o=objective, m=mode: Fit(x, batch_size, o, m).epoch
+            made[f"fit {objective} fast={mode}"] = lambda o=objective, m=mode: (
+                Fit(x, batch_size, o, m).epoch
+            )
         if not args.quick:
-            made[f"fit {objective} fast=auto, long run"] = \
-                lambda o=objective: Fit(x, batch_size, o, "auto", long_run=True).epoch
+            made[f"fit {objective} fast=auto, long run"] = lambda o=objective: (
+                Fit(x, batch_size, o, "auto", long_run=True).epoch
+            )
         if args.numpyro_note is None:
-            made[f"NumPyro {objective}"] = \
-                lambda o=objective: NumPyroSVI(x, batch_size, analytic=o == "analytic").epoch
+            made[f"NumPyro {objective}"] = lambda o=objective: (
+                NumPyroSVI(x, batch_size, analytic=o == "analytic").epoch
+            )
     if args.iwae and "iwae" in available_objectives():
         made["plain iwae:k=5"] = lambda: PlainIWAE(x, batch_size).epoch
         for mode in ("off", "graph", "compile"):
-            made[f"fit iwae:k=5 fast={mode}"] = lambda m=mode: Fit(x, batch_size, "iwae:k=5", m).epoch
+            made[f"fit iwae:k=5 fast={mode}"] = lambda m=mode: (
+                Fit(x, batch_size, "iwae:k=5", m).epoch
+            )
     return {name: make() for name, make in made.items() if selected(name, args)}
 
 
@@ -335,23 +392,37 @@ def run(batch_size: int, x: torch.Tensor, args: argparse.Namespace) -> dict[str,
             seconds = fns[name]()
             if rnd >= args.warmup:
                 times[name].append(seconds)
-        print(f"  batch {batch_size}: round {rnd + 1}/{args.warmup + args.epochs} done", file=sys.stderr, flush=True)
+        print(
+            f"  batch {batch_size}: round {rnd + 1}/{args.warmup + args.epochs} done",
+            file=sys.stderr,
+            flush=True,
+        )
     return times
 
 
-def report(batch_size: int, times: dict[str, list[float]], steps: int, floor: float) -> dict[str, tuple[float, float]]:
+def report(
+    batch_size: int, times: dict[str, list[float]], steps: int, floor: float
+) -> dict[str, tuple[float, float]]:
     ref = statistics.median(times["plain (Adam)"])
-    print(f"batch {batch_size} ({steps} steps per epoch): seconds per epoch (median of {len(times['plain (Adam)'])}, "
-          "[min - max]), ratio = median / median of plain (Adam), ms per step, x floor")
-    print(f"  {'method':<36} {'s/epoch':>8}  {'[min - max]':>15}  {'ratio':>6}  {'ms/step':>7}  {'x floor':>7}")
+    print(
+        f"batch {batch_size} ({steps} steps per epoch): seconds per epoch (median of {len(times['plain (Adam)'])}, "
+        "[min - max]), ratio = median / median of plain (Adam), ms per step, x floor"
+    )
+    print(
+        f"  {'method':<36} {'s/epoch':>8}  {'[min - max]':>15}  {'ratio':>6}  {'ms/step':>7}  {'x floor':>7}"
+    )
     rows = {}
     for name, ts in times.items():
         med = statistics.median(ts)
         rows[name] = (med, med / ref)
-        print(f"  {name:<36} {med:>8.3f}  [{min(ts):.3f} - {max(ts):.3f}]  {med / ref:>6.2f}  "
-              f"{1e3 * med / steps:>7.2f}  {med / (floor * steps):>7.2f}")
-    print(f"  {'floor (matrix products only)':<36} {floor * steps:>8.3f}  {'':>15}  {floor * steps / ref:>6.2f}  "
-          f"{1e3 * floor:>7.2f}  {1.0:>7.2f}")
+        print(
+            f"  {name:<36} {med:>8.3f}  [{min(ts):.3f} - {max(ts):.3f}]  {med / ref:>6.2f}  "
+            f"{1e3 * med / steps:>7.2f}  {med / (floor * steps):>7.2f}"
+        )
+    print(
+        f"  {'floor (matrix products only)':<36} {floor * steps:>8.3f}  {'':>15}  {floor * steps / ref:>6.2f}  "
+        f"{1e3 * floor:>7.2f}  {1.0:>7.2f}"
+    )
     rows["floor"] = (floor * steps, floor * steps / ref)
     print()
     return rows
@@ -360,7 +431,9 @@ def report(batch_size: int, times: dict[str, list[float]], steps: int, floor: fl
 def summary(args: argparse.Namespace, tables: dict[int, dict[str, tuple[float, float]]]) -> None:
     """The issue's table: plain, our default and fastest paths, NumPyro and the floor, as ratios to plain."""
     sizes = args.batch_sizes
-    print("summary: ratio to plain (Adam) in the same run (lower is faster); target: fastest <= NumPyro")
+    print(
+        "summary: ratio to plain (Adam) in the same run (lower is faster); target: fastest <= NumPyro"
+    )
     print(f"  {'':<46} " + "  ".join(f"{'B=' + str(b):>7}" for b in sizes))
 
     def line(label: str, key: str) -> None:
@@ -370,13 +443,19 @@ def summary(args: argparse.Namespace, tables: dict[int, dict[str, tuple[float, f
     line("plain PyTorch (eager, Adam)", "plain (Adam)")
     for objective in ("trace", "analytic"):
         line(f"{objective}: default, short run (fast='auto')", f"fit {objective} fast=auto")
-        line(f"{objective}: default, long run (fast='auto')", f"fit {objective} fast=auto, long run")
+        line(
+            f"{objective}: default, long run (fast='auto')", f"fit {objective} fast=auto, long run"
+        )
         line(f"{objective}: fastest (fast='compile': whole step)", f"fit {objective} fast=compile")
         line(f"{objective}: NumPyro (jit(fori_loop) per epoch)", f"NumPyro {objective}")
     line("floor (the step's matrix products alone)", "floor")
     if args.numpyro_note is not None:
         print(f"  NumPyro skipped: {args.numpyro_note}")
-    iwae = [k for k in tables[sizes[0]] if k.startswith("fit iwae") and "plain iwae:k=5" in tables[sizes[0]]]
+    iwae = [
+        k
+        for k in tables[sizes[0]]
+        if k.startswith("fit iwae") and "plain iwae:k=5" in tables[sizes[0]]
+    ]
     if iwae:
         print("ratios to plain iwae:k=5 (no target):")
         for name in iwae:
@@ -388,20 +467,38 @@ def summary(args: argparse.Namespace, tables: dict[int, dict[str, tuple[float, f
 def short_calls(x: torch.Tensor, args: argparse.Namespace) -> None:
     """Whole ``fit(vae, x, objective, epochs=1)`` calls in a loop against plain-PyTorch epochs (issue 10's
     short-call target: <= 1.05)."""
-    print(f"short calls: wall time of fit(vae, x, objective, epochs=1) called {args.epochs + args.warmup} times "
-          f"(the first {args.warmup} untimed) vs a plain-PyTorch epoch, interleaved; target <= 1.05")
-    print(f"  {'batch':>5} {'objective':<9} {'plain s':>8} {'fit s':>8} {'ratio':>6}  path of the last call")
+    print(
+        f"short calls: wall time of fit(vae, x, objective, epochs=1) called {args.epochs + args.warmup} times "
+        f"(the first {args.warmup} untimed) vs a plain-PyTorch epoch, interleaved; target <= 1.05"
+    )
+    print(
+        f"  {'batch':>5} {'objective':<9} {'plain s':>8} {'fit s':>8} {'ratio':>6}  path of the last call"
+    )
     for batch_size in args.batch_sizes:
         for objective in ("trace", "analytic"):
             plain = Plain(x, batch_size, fused=False)
             vae = new_vae()
             history: list[Any] = []
 
-            def call(vae: pv.VAE = vae, objective: str = objective, batch_size: int = batch_size,
-                     history: list[Any] = history) -> float:
+            def call(
+                vae: pv.VAE = vae,
+                objective: str = objective,
+                batch_size: int = batch_size,
+                history: list[Any] = history,
+            ) -> float:
                 t0 = time.perf_counter()
-                history[:] = [pv.fit(vae, x, objective, epochs=1, batch_size=batch_size, seed=0, device="cpu",
-                                     progress=False)]
+                history[:] = [
+                    pv.fit(
+                        vae,
+                        x,
+                        objective,
+                        epochs=1,
+                        batch_size=batch_size,
+                        seed=0,
+                        device="cpu",
+                        progress=False,
+                    )
+                ]
                 return time.perf_counter() - t0
 
             tp, tf = [], []
@@ -430,26 +527,62 @@ def ddp_throughput(args: argparse.Namespace) -> None:
 
     repo = Path(__file__).resolve().parents[1]
     data_dir = repo.parent / "shared" / "data" / "mnist"
-    data = ["--dataset", "mnist", "--data-dir", str(data_dir)] if data_dir.is_dir() else ["--dataset", "digits"]
+    data = (
+        ["--dataset", "mnist", "--data-dir", str(data_dir)]
+        if data_dir.is_dir()
+        else ["--dataset", "digits"]
+    )
     configs = [
         ("1 process, 1 thread", [sys.executable, "-m", "ppl_vae.cli"], "1"),
         ("1 process, 2 threads", [sys.executable, "-m", "ppl_vae.cli"], "2"),
-        ("2 processes (torchrun, gloo), 1 thread each",
-         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "ppl_vae.cli"],
-         "1"),
+        (
+            "2 processes (torchrun, gloo), 1 thread each",
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "ppl_vae.cli",
+            ],
+            "1",
+        ),
     ]
     for size in args.ddp_sizes:
         hidden, batch = (int(v) for v in size.lower().split("x"))
-        train = ["train", *data, "--n-samples", str(args.rows), "--latent-dim", "50", "--hidden-dims", str(hidden),
-                 "--batch-size", str(batch), "--epochs", str(args.epochs + 1), "--device", "cpu", "--no-progress"]
-        print(f"data-parallel throughput: ppl-vae train on {' '.join(data[:2])} ({args.rows} rows), "
-              f"MLP 784-{hidden}-50, global batch {batch}, analytic, median of {args.epochs} epochs after 1 warm-up")
+        train = [
+            "train",
+            *data,
+            "--n-samples",
+            str(args.rows),
+            "--latent-dim",
+            "50",
+            "--hidden-dims",
+            str(hidden),
+            "--batch-size",
+            str(batch),
+            "--epochs",
+            str(args.epochs + 1),
+            "--device",
+            "cpu",
+            "--no-progress",
+        ]
+        print(
+            f"data-parallel throughput: ppl-vae train on {' '.join(data[:2])} ({args.rows} rows), "
+            f"MLP 784-{hidden}-50, global batch {batch}, analytic, median of {args.epochs} epochs after 1 warm-up"
+        )
         rows = []
         for name, launcher, threads in configs:
             with tempfile.TemporaryDirectory() as tmp:
                 env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONPATH": str(repo)}
-                proc = subprocess.run([*launcher, *train, "--out", f"{tmp}/run"], env=env, capture_output=True,
-                                      text=True)
+                proc = subprocess.run(
+                    [*launcher, *train, "--out", f"{tmp}/run"],
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                )
                 if proc.returncode != 0:
                     print(f"  {name}: failed\n{proc.stderr[-2000:]}")
                     continue
@@ -469,29 +602,55 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=5, help="timed epochs per method (default 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed rounds first (default 1)")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
-    p.add_argument("--threads", type=int, default=None, help="torch (and XLA) threads (default: torch's choice)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch (and XLA) threads (default: torch's choice)",
+    )
     p.add_argument("--quick", action="store_true", help="2 000 rows, 2 timed epochs, fewer methods")
-    p.add_argument("--iwae", action="store_true", help="also the IWAE rows (plain loop and fit iwae:k=5)")
+    p.add_argument(
+        "--iwae", action="store_true", help="also the IWAE rows (plain loop and fit iwae:k=5)"
+    )
     p.add_argument("--no-numpyro", action="store_true", help="skip the NumPyro column")
-    p.add_argument("--only", default=None, metavar="REGEX",
-                   help="time only the methods whose name matches (plain (Adam) always), e.g. 'compile|NumPyro'")
-    p.add_argument("--short-calls", action="store_true",
-                   help="instead: repeated fit(..., epochs=1) calls vs plain-PyTorch epochs")
-    p.add_argument("--ddp", action="store_true",
-                   help="instead: throughput of 2 torchrun processes vs 1 (ppl-vae train on MNIST if present)")
-    p.add_argument("--ddp-sizes", nargs="+", default=["400x512", "1024x1024"], metavar="HIDDENxBATCH",
-                   help="MLP hidden width and global batch for --ddp (default: 400x512 1024x1024)")
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="REGEX",
+        help="time only the methods whose name matches (plain (Adam) always), e.g. 'compile|NumPyro'",
+    )
+    p.add_argument(
+        "--short-calls",
+        action="store_true",
+        help="instead: repeated fit(..., epochs=1) calls vs plain-PyTorch epochs",
+    )
+    p.add_argument(
+        "--ddp",
+        action="store_true",
+        help="instead: throughput of 2 torchrun processes vs 1 (ppl-vae train on MNIST if present)",
+    )
+    p.add_argument(
+        "--ddp-sizes",
+        nargs="+",
+        default=["400x512", "1024x1024"],
+        metavar="HIDDENxBATCH",
+        help="MLP hidden width and global batch for --ddp (default: 400x512 1024x1024)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.rows, args.epochs = min(args.rows, 2_000), min(args.epochs, 2)
     if args.threads:
         torch.set_num_threads(args.threads)
     if torch.get_num_threads() == 1:  # XLA: as many threads as torch (set before jax is imported)
-        os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+        os.environ.setdefault(
+            "XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+        )
     args.numpyro_note = "--no-numpyro" if args.no_numpyro else numpyro_available()
     print_machine("bench_svi: seconds per epoch, SVI vs plain PyTorch and NumPyro")
-    print(f"data: {args.rows} random binary rows of 784 (p=0.3); MLP 784-400-50 relu, Bernoulli logits, "
-          f"Adam lr 1e-3; CAPTURE_MIN_STEPS={CAPTURE_MIN_STEPS}, FUSE_AFTER_STEPS={FUSE_AFTER_STEPS}\n")
+    print(
+        f"data: {args.rows} random binary rows of 784 (p=0.3); MLP 784-400-50 relu, Bernoulli logits, "
+        f"Adam lr 1e-3; CAPTURE_MIN_STEPS={CAPTURE_MIN_STEPS}, FUSE_AFTER_STEPS={FUSE_AFTER_STEPS}\n"
+    )
     if args.ddp:
         ddp_throughput(args)
         return 0
@@ -504,8 +663,10 @@ def main(argv: list[str] | None = None) -> int:
         times = run(batch_size, x, args)
         floor, gflop, rate = floor_estimate(batch_size)
         steps = -(-args.rows // batch_size)
-        print(f"floor at batch {batch_size}: {gflop:.3f} GFLOP per step in 11 matrix products, {1e3 * floor:.2f} ms "
-              f"at the measured {rate:.0f} GFLOP/s")
+        print(
+            f"floor at batch {batch_size}: {gflop:.3f} GFLOP per step in 11 matrix products, {1e3 * floor:.2f} ms "
+            f"at the measured {rate:.0f} GFLOP/s"
+        )
         tables[batch_size] = report(batch_size, times, steps, floor)
     summary(args, tables)
     return 0

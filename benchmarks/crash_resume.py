@@ -38,9 +38,13 @@ from ppl_vae.runs import read_history  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--kills", type=int, default=100, help="random SIGKILL/SIGINT runs (default 100)")
+    parser.add_argument(
+        "--kills", type=int, default=100, help="random SIGKILL/SIGINT runs (default 100)"
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the kill times")
-    parser.add_argument("--max-faults", type=int, default=500, help="stop injecting after this many steps")
+    parser.add_argument(
+        "--max-faults", type=int, default=500, help="stop injecting after this many steps"
+    )
     args = parser.parse_args()
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="crash_resume."))
@@ -67,7 +71,9 @@ def main() -> int:
         t0, faults, committed = time.perf_counter(), 0, {}
         for n in range(1, args.max_faults + 1):
             out = tmp / f"fault{n}"
-            rc, text, _ = server.call([*ARGS, "--out", out], tmp / "f.log", env={"PPL_VAE_FAULT_AT": f"op:{n}"})
+            rc, text, _ = server.call(
+                [*ARGS, "--out", out], tmp / "f.log", env={"PPL_VAE_FAULT_AT": f"op:{n}"}
+            )
             if rc == 0:  # past the last step of the last commit
                 shutil.rmtree(out, ignore_errors=True)
                 break
@@ -75,11 +81,15 @@ def main() -> int:
                 failures.append(f"op:{n}: exit {rc}: {text[-500:]}")
                 continue
             faults += 1
-            epochs = len(read_history(out)[1]) if (out / "checkpoint" / "CURRENT.json").exists() else 0
+            epochs = (
+                len(read_history(out)[1]) if (out / "checkpoint" / "CURRENT.json").exists() else 0
+            )
             committed[epochs] = committed.get(epochs, 0) + 1
             survive(f"op:{n}", out)
-        print(f"injected faults: {faults} (every write/fsync/rename/remove of the run's 4 commits; committed "
-              f"epochs at the crash: {dict(sorted(committed.items()))}), {time.perf_counter() - t0:.0f} s")
+        print(
+            f"injected faults: {faults} (every write/fsync/rename/remove of the run's 4 commits; committed "
+            f"epochs at the crash: {dict(sorted(committed.items()))}), {time.perf_counter() - t0:.0f} s"
+        )
 
         t0, landed = time.perf_counter(), 0
         for k in range(args.kills):
@@ -89,8 +99,10 @@ def main() -> int:
             os.kill(pid, signal.SIGINT if k % 5 == 4 else signal.SIGKILL)
             landed += server.wait(pid) in (-9, 130)
             survive(f"kill {k}", out, rng.uniform(0.0, 0.6 * seconds) if k % 3 == 2 else None)
-        print(f"random kills: {args.kills} runs, {landed} killed before they ended (+ every third resume killed "
-              f"again), {time.perf_counter() - t0:.0f} s")
+        print(
+            f"random kills: {args.kills} runs, {landed} killed before they ended (+ every third resume killed "
+            f"again), {time.perf_counter() - t0:.0f} s"
+        )
     finally:
         server.close()
         shutil.rmtree(tmp, ignore_errors=True)

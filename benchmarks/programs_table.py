@@ -79,18 +79,39 @@ def cases(data: Any) -> dict[str, dict[str, Any]]:
     return {
         "pyro_example": dict(build=PyroExampleVAE, train=x, test=xt, objective="analytic"),
         "unsized_plate": dict(build=UnsizedPlateVAE, train=x, test=xt, objective="analytic"),
-        "subsampled_plate": dict(build=lambda: SubsampledPlateVAE(n_full=len(x)), train=x, test=xt,
-                                 objective="analytic"),
-        "conv_images": dict(program=pv.Program(conv.model, conv.guide, data_plate="images", owner=conv),
-                            owner=conv, build=FlatConvVAE, train=images[0], test=images[1], objective="analytic",
-                            data_plate="images"),
-        "conditional": dict(build=ConditionalVAE, train=(x, y), test=(xt, yt), objective="analytic"),
+        "subsampled_plate": dict(
+            build=lambda: SubsampledPlateVAE(n_full=len(x)), train=x, test=xt, objective="analytic"
+        ),
+        "conv_images": dict(
+            program=pv.Program(conv.model, conv.guide, data_plate="images", owner=conv),
+            owner=conv,
+            build=FlatConvVAE,
+            train=images[0],
+            test=images[1],
+            objective="analytic",
+            data_plate="images",
+        ),
+        "conditional": dict(
+            build=ConditionalVAE, train=(x, y), test=(xt, yt), objective="analytic"
+        ),
         "iaf_guide": dict(build=IAFGuideVAE, train=x, test=xt, objective="trace"),
-        "m2_enumerated": dict(build=lambda: M2(alpha=50.0), train=(x, y_partial), test=(xt, -torch.ones_like(yt)),
-                              objective="enum", fit={"lr": 3e-3}, compare=lambda: LabelledM2(alpha=50.0)),
-        "global_latent": dict(build=GlobalBiasVAE, train=x, test=xt, objective="analytic", fit={"lr": 3e-3}),
-        "nested_pixel_plates": dict(build=lambda: PixelLatentModel(16), objective="analytic", compare=None,
-                                    fit={"lr": 3e-2, "batch_size": 32}),
+        "m2_enumerated": dict(
+            build=lambda: M2(alpha=50.0),
+            train=(x, y_partial),
+            test=(xt, -torch.ones_like(yt)),
+            objective="enum",
+            fit={"lr": 3e-3},
+            compare=lambda: LabelledM2(alpha=50.0),
+        ),
+        "global_latent": dict(
+            build=GlobalBiasVAE, train=x, test=xt, objective="analytic", fit={"lr": 3e-3}
+        ),
+        "nested_pixel_plates": dict(
+            build=lambda: PixelLatentModel(16),
+            objective="analytic",
+            compare=None,
+            fit={"lr": 3e-2, "batch_size": 32},
+        ),
     }
 
 
@@ -109,8 +130,15 @@ def row(name: str, case: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     out: dict[str, Any] = {"program": name, "objective": case["objective"]}
     t0 = time.perf_counter()
     kw = {"batch_size": 64, **case.get("fit", {})}
-    h = pv.fit(program, case["train"], case["objective"], epochs=args.epochs, test_data=case["test"],
-               progress=False, **kw)
+    h = pv.fit(
+        program,
+        case["train"],
+        case["objective"],
+        epochs=args.epochs,
+        test_data=case["test"],
+        progress=False,
+        **kw,
+    )
     out["fit"] = f"{h[0]['test_elbo']:.2f} -> {h[-1]['test_elbo']:.2f}"
     target = pv.fix_globals(program, case["test"]) if name == "global_latent" else program
     iw = pv.iw_log_likelihood(target, case["test"], args.k, seed=0)
@@ -119,7 +147,9 @@ def row(name: str, case: dict[str, Any], args: argparse.Namespace) -> dict[str, 
     gen = torch.Generator().manual_seed(1)
     with torch.no_grad():
         if name == "global_latent":
-            lw = owner.torch_log_weights_given_bias(*rows, h.state.trained_params["b_loc"], k=args.k, generator=gen)
+            lw = owner.torch_log_weights_given_bias(
+                *rows, h.state.trained_params["b_loc"], k=args.k, generator=gen
+            )
             ref = lw.logsumexp(0) - math.log(args.k)
         elif name == "nested_pixel_plates":
             ref = owner.exact_log_likelihood(*rows)
@@ -127,24 +157,39 @@ def row(name: str, case: dict[str, Any], args: argparse.Namespace) -> dict[str, 
             lw = owner.torch_log_weights(*rows, k=args.k, generator=gen)
             ref = lw.logsumexp(0) - math.log(args.k)
     diff = (iw - ref).double()
-    out["IW - torch"] = f"{float(diff.mean()):+.4f} +- {float(diff.std() / math.sqrt(len(diff))):.4f}"
+    out["IW - torch"] = (
+        f"{float(diff.mean()):+.4f} +- {float(diff.std() / math.sqrt(len(diff))):.4f}"
+    )
     if name == "nested_pixel_plates":
         out["IW - torch"] += " (exact)"
     out["min IW-ELBO"] = f"{float((iw - el).min()):+.4f}"
     report = pv.evaluate(target, case["test"], args.k, seed=0)
     s = report.summary
-    out["evaluate"] = (f"IW {s['iw_mean']:.2f}, k^ {report.points['khat'].median():.2f}, "
-                       f"AU {s['active_units']}" + (f", sampled {s['discrete_sites']}" if s.get("discrete_sites")
-                                                    else ""))
+    out["evaluate"] = (
+        f"IW {s['iw_mean']:.2f}, k^ {report.points['khat'].median():.2f}, "
+        f"AU {s['active_units']}"
+        + (f", sampled {s['discrete_sites']}" if s.get("discrete_sites") else "")
+    )
     try:
-        gap = pv.amortization_gap(target, rows[0][:8] if len(rows) == 1 else tuple(t[:8] for t in rows),
-                                  steps=30, num_samples=200, elbo_samples=50)
+        gap = pv.amortization_gap(
+            target,
+            rows[0][:8] if len(rows) == 1 else tuple(t[:8] for t in rows),
+            steps=30,
+            num_samples=200,
+            elbo_samples=50,
+        )
         out["amortization gap"] = f"{float(gap['inference_gap'].mean()):.3f} (mean of 8)"
     except pv.UserError as err:
         out["amortization gap"] = short(err)
     try:
-        ref_post = pv.reference_posterior(target, rows[0][:4] if len(rows) == 1 else tuple(t[:4] for t in rows),
-                                          [0, 1], num_chains=2, num_samples=100, warmup=100)
+        ref_post = pv.reference_posterior(
+            target,
+            rows[0][:4] if len(rows) == 1 else tuple(t[:4] for t in rows),
+            [0, 1],
+            num_chains=2,
+            num_samples=100,
+            warmup=100,
+        )
         out["NUTS reference"] = f"ok, site {ref_post.site!r}"
     except pv.UserError as err:
         out["NUTS reference"] = short(err)
@@ -154,24 +199,43 @@ def row(name: str, case: dict[str, Any], args: argparse.Namespace) -> dict[str, 
 
 def compare_column(table: dict[str, dict[str, Any]], args: argparse.Namespace) -> dict[str, str]:
     data = pv.load_dataset("digits", binarize="dynamic", seed=0)
-    methods = [pv.ProgramMethod(name, case.get("compare", case["build"]), case["objective"], case.get("data_plate"))
-               for name, case in table.items() if case.get("compare", case["build"]) is not None]
-    result = pv.run_comparison(methods, data, seeds=[0], epochs=args.epochs, num_samples=args.k, batch_size=64,
-                               test_points=200)
-    got = {r["method"].split("/")[0]: f"IW {r['test_iw_log_likelihood']:.2f}" for _, r in result.table.iterrows()}
+    methods = [
+        pv.ProgramMethod(
+            name, case.get("compare", case["build"]), case["objective"], case.get("data_plate")
+        )
+        for name, case in table.items()
+        if case.get("compare", case["build"]) is not None
+    ]
+    result = pv.run_comparison(
+        methods,
+        data,
+        seeds=[0],
+        epochs=args.epochs,
+        num_samples=args.k,
+        batch_size=64,
+        test_points=200,
+    )
+    got = {
+        r["method"].split("/")[0]: f"IW {r['test_iw_log_likelihood']:.2f}"
+        for _, r in result.table.iterrows()
+    }
     for name in table:
         got.setdefault(name, "not applicable (synthetic data, no Dataset)")
     return got
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--k", type=int, default=1000, help="importance samples per test point")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    warnings.filterwarnings("ignore")  # the table says what each program got; warnings are in the tests
+    warnings.filterwarnings(
+        "ignore"
+    )  # the table says what each program got; warnings are in the tests
     pyro.set_rng_seed(0)
     data = pv.load_dataset("digits", binarize="dynamic", seed=0)
     table = cases(data)
@@ -180,8 +244,18 @@ def main() -> None:
         rows.append(row(name, case, args))
         print(" | ".join(f"{k}: {v}" for k, v in rows[-1].items()), flush=True)
     compared = compare_column(table, args)
-    cols = ["program", "objective", "fit", "IW - torch", "min IW-ELBO", "evaluate", "compare", "amortization gap",
-            "NUTS reference", "seconds"]
+    cols = [
+        "program",
+        "objective",
+        "fit",
+        "IW - torch",
+        "min IW-ELBO",
+        "evaluate",
+        "compare",
+        "amortization gap",
+        "NUTS reference",
+        "seconds",
+    ]
     print(f"\nK = {args.k}, {args.epochs} epochs, digits (200 test points)\n")
     print("| " + " | ".join(cols) + " |")
     print("|" + "---|" * len(cols))

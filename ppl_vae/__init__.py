@@ -1,9 +1,9 @@
 """ppl_vae: variational autoencoders as Pyro probabilistic programs, with honest diagnostics.
 
-    import ppl_vae as pv
-    data = pv.load_dataset("digits", binarize="dynamic", seed=0)
-    vae = pv.VAE(input_dim=64, latent_dim=8, hidden_dims=(256,), likelihood="bernoulli")
-    history = pv.fit(vae, data, objective="analytic", epochs=50, seed=0)
+import ppl_vae as pv
+data = pv.load_dataset("digits", binarize="dynamic", seed=0)
+vae = pv.VAE(input_dim=64, latent_dim=8, hidden_dims=(256,), likelihood="bernoulli")
+history = pv.fit(vae, data, objective="analytic", epochs=50, seed=0)
 """
 
 from .analysis import ReferencePosterior, amortization_gap, reference_posterior

@@ -34,7 +34,9 @@ __all__ = [
 TRAINING_BYTES_PER_PARAMETER = 4 * 4
 
 
-def check_int(value: object, name: str, *, minimum: int | None = None, maximum: int | None = None) -> int:
+def check_int(
+    value: object, name: str, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     """``value`` as an ``int`` (not a bool, not a float) within ``[minimum, maximum]``; the one copy of this
     check (the estimators, the objectives' parameters and the command line all use it)."""
     need = f"an integer >= {minimum}" if minimum is not None else "an integer"
@@ -132,15 +134,21 @@ def check_device(device: object):
     if isinstance(device, torch.device):
         return device
     if not isinstance(device, str):
-        raise ArgumentTypeError(f"device must be a string like 'auto', 'cpu' or 'cuda'; got {type(device).__name__}")
+        raise ArgumentTypeError(
+            f"device must be a string like 'auto', 'cpu' or 'cuda'; got {type(device).__name__}"
+        )
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         dev = torch.device(device)
     except RuntimeError:
-        raise UserError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
+        raise UserError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}"
+        ) from None
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"device {device!r} was asked for, but torch sees no CUDA device: use device 'cpu' or 'auto'")
+        raise UserError(
+            f"device {device!r} was asked for, but torch sees no CUDA device: use device 'cpu' or 'auto'"
+        )
     if dev.type not in ("cpu", "cuda"):
         raise UserError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}")
     return dev
@@ -168,8 +176,10 @@ def check_output_path(
         if p.is_dir():
             raise RunExistsError(f"{what}: {str(p)!r} is a folder; name a file inside it")
         if p.exists() and not force:
-            raise RunExistsError(f"{what}: {str(p)!r} already exists: choose another name, or pass --force "
-                                 "to replace it")
+            raise RunExistsError(
+                f"{what}: {str(p)!r} already exists: choose another name, or pass --force "
+                "to replace it"
+            )
         if p.exists() and not os.access(p, os.W_OK):
             raise ResourceError(f"{what}: {str(p)!r} is not writable")
         _check_creatable(p.parent, what)
@@ -190,17 +200,23 @@ def _check_creatable(folder: Path, what: str) -> None:
             raise UserError(f"{what}: {str(probe)!r} is a broken symbolic link")
         probe = probe.parent
     if not probe.is_dir():
-        raise RunExistsError(f"{what}: cannot create {str(folder)!r}: {str(probe)!r} is a file, not a folder")
+        raise RunExistsError(
+            f"{what}: cannot create {str(folder)!r}: {str(probe)!r} is a file, not a folder"
+        )
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise ResourceError(f"{what}: cannot write in {str(probe)!r} (permission denied or a read-only "
-                            "file system): choose a folder you can write to")
+        raise ResourceError(
+            f"{what}: cannot write in {str(probe)!r} (permission denied or a read-only "
+            "file system): choose a folder you can write to"
+        )
 
 
 # ------------------------------------------------------------------------------ tensors
 def check_finite(x: torch.Tensor, what: str) -> None:
     """Raise :class:`~ppl_vae.errors.DataError` naming how many entries of ``x: (N, ...)`` are NaN/inf, in how
     many rows, and the first one (row and position within it). A fast path sums first: one pass when clean."""
-    if not x.is_floating_point() or bool(torch.isfinite(x.sum())):  # NaN/inf would make the sum non-finite
+    if not x.is_floating_point() or bool(
+        torch.isfinite(x.sum())
+    ):  # NaN/inf would make the sum non-finite
         return
     bad = ~torch.isfinite(x)
     n_bad = int(bad.sum())

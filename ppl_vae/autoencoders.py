@@ -99,7 +99,9 @@ class Autoencoder(nn.Module):
                 f"reconstruction must be 'bce' (data in [0, 1]) or 'mse' (real data); got {reconstruction!r}"
             )
         if code_activation not in CODE_ACTIVATIONS:
-            raise UserError(f"code_activation must be None, 'sigmoid' or 'tanh'; got {code_activation!r}")
+            raise UserError(
+                f"code_activation must be None, 'sigmoid' or 'tanh'; got {code_activation!r}"
+            )
         self.input_dim = input_dim
         self.latent_dim = latent_dim
         self.hidden_dims = hidden_dims
@@ -147,7 +149,9 @@ class Autoencoder(nn.Module):
         """Regulariser: a scalar (batch-level) or ``(N,)`` (per point); zero for the vanilla AE."""
         return code.new_zeros(())
 
-    def loss_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def loss_terms(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         """``{"loss", "reconstruction", "penalty"}``, each a scalar mean over the batch ``x: (N, D)``."""
         x_in = self.corrupt(x, generator)
         code = self.encode(x_in)
@@ -192,8 +196,12 @@ class Autoencoder(nn.Module):
     def spec(self) -> str:
         """A short label such as ``"dae:noise=gaussian,sigma=0.3"`` (used as the run's 'objective')."""
         params = {"reconstruction": self.reconstruction, **self._params()}
-        return self.short_name + ":" + ",".join(
-            f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+        return (
+            self.short_name
+            + ":"
+            + ",".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+            )
         )
 
     def extra_repr(self) -> str:
@@ -225,9 +233,13 @@ class DenoisingAE(Autoencoder):
         sigma: float = 0.3,
         p: float = 0.25,
     ) -> None:
-        super().__init__(input_dim, latent_dim, hidden_dims, reconstruction, activation, code_activation)
+        super().__init__(
+            input_dim, latent_dim, hidden_dims, reconstruction, activation, code_activation
+        )
         if noise not in ("gaussian", "mask"):
-            raise UserError(f"noise must be 'gaussian' (x + sigma * eps) or 'mask' (zero with prob. p); got {noise!r}")
+            raise UserError(
+                f"noise must be 'gaussian' (x + sigma * eps) or 'mask' (zero with prob. p); got {noise!r}"
+            )
         if not (isinstance(sigma, (int, float)) and sigma >= 0 and math.isfinite(sigma)):
             raise UserError(f"sigma must be a finite number >= 0; got {sigma!r}")
         if not (isinstance(p, (int, float)) and 0 <= p < 1):
@@ -239,12 +251,18 @@ class DenoisingAE(Autoencoder):
     def corrupt(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """``x~ ~ c(x~ | x)``: ``(N, D) -> (N, D)``; applied in training (and on request), never in ``reconstruct``."""
         if self.noise == "gaussian":
-            return x + self.sigma * torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+            return x + self.sigma * torch.randn(
+                x.shape, generator=generator, device=x.device, dtype=x.dtype
+            )
         keep = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype) >= self.p
         return x * keep
 
     def _params(self) -> dict[str, Any]:
-        return {"noise": self.noise, "sigma": self.sigma} if self.noise == "gaussian" else {"noise": self.noise, "p": self.p}
+        return (
+            {"noise": self.noise, "sigma": self.sigma}
+            if self.noise == "gaussian"
+            else {"noise": self.noise, "p": self.p}
+        )
 
     @property
     def config(self) -> dict[str, Any]:
@@ -282,7 +300,9 @@ class SparseAE(Autoencoder):
         lam: float = 1.0,
     ) -> None:
         if code_activation != "sigmoid":
-            raise UserError(f"SparseAE needs code_activation='sigmoid' (activations in (0, 1)); got {code_activation!r}")
+            raise UserError(
+                f"SparseAE needs code_activation='sigmoid' (activations in (0, 1)); got {code_activation!r}"
+            )
         super().__init__(input_dim, latent_dim, hidden_dims, reconstruction, activation, "sigmoid")
         if not (isinstance(rho, (int, float)) and 0 < rho < 1):
             raise UserError(f"rho (target mean activation) must be in (0, 1); got {rho!r}")
@@ -322,8 +342,12 @@ class ContractiveAE(Autoencoder):
         lam: float = 0.1,
     ) -> None:
         if code_activation not in ("sigmoid", "tanh"):
-            raise UserError(f"ContractiveAE needs code_activation 'sigmoid' or 'tanh'; got {code_activation!r}")
-        super().__init__(input_dim, latent_dim, hidden_dims, reconstruction, activation, code_activation)
+            raise UserError(
+                f"ContractiveAE needs code_activation 'sigmoid' or 'tanh'; got {code_activation!r}"
+            )
+        super().__init__(
+            input_dim, latent_dim, hidden_dims, reconstruction, activation, code_activation
+        )
         if not (isinstance(lam, (int, float)) and lam >= 0 and math.isfinite(lam)):
             raise UserError(f"lam must be a finite number >= 0; got {lam!r}")
         self.lam = float(lam)
@@ -351,7 +375,9 @@ class ContractiveAE(Autoencoder):
 
     def _closed_form(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
         w = self.encoder[0].weight  # (d, D)
-        slope = code * (1.0 - code) if self.code_activation == "sigmoid" else 1.0 - code.pow(2)  # s'(a), (N, d)
+        slope = (
+            code * (1.0 - code) if self.code_activation == "sigmoid" else 1.0 - code.pow(2)
+        )  # s'(a), (N, d)
         return (slope.pow(2) * w.pow(2).sum(1)).sum(-1)
 
     def _autograd(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,7 +391,9 @@ class ContractiveAE(Autoencoder):
                 total = total + grad.pow(2).sum(-1)
         return code, total
 
-    def loss_terms(self, x: torch.Tensor, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    def loss_terms(
+        self, x: torch.Tensor, generator: torch.Generator | None = None
+    ) -> dict[str, torch.Tensor]:
         if self.has_closed_form:
             code = self.encode(x)
             jac = self._closed_form(x, code)
@@ -383,7 +411,10 @@ for _cls in (Autoencoder, DenoisingAE, SparseAE, ContractiveAE):
     register_model(_cls)
 
 _CLASSES: dict[str, type[Autoencoder]] = {
-    "ae": Autoencoder, "dae": DenoisingAE, "sae": SparseAE, "cae": ContractiveAE,
+    "ae": Autoencoder,
+    "dae": DenoisingAE,
+    "sae": SparseAE,
+    "cae": ContractiveAE,
 }
 
 
@@ -394,13 +425,17 @@ def make_autoencoder(kind: str, input_dim: int, latent_dim: int = 2, **kwargs: A
     class does not take raise a ``ValueError`` naming them.
     """
     if kind not in _CLASSES:
-        raise UserError(f"unknown autoencoder {kind!r}; choose one of {sorted(_CLASSES)} (or 'vae' for the VAE)")
+        raise UserError(
+            f"unknown autoencoder {kind!r}; choose one of {sorted(_CLASSES)} (or 'vae' for the VAE)"
+        )
     cls = _CLASSES[kind]
     kwargs = {k: v for k, v in kwargs.items() if v is not None}
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self"}
     extra = sorted(set(kwargs) - accepted)
     if extra:
-        raise UserError(f"{cls.__name__} (--model {kind}) takes no option(s) {extra}; it takes {sorted(accepted - {'input_dim', 'latent_dim'})}")
+        raise UserError(
+            f"{cls.__name__} (--model {kind}) takes no option(s) {extra}; it takes {sorted(accepted - {'input_dim', 'latent_dim'})}"
+        )
     return cls(input_dim, latent_dim, **kwargs)
 
 

@@ -87,11 +87,15 @@ class SampledKLWarning(UserWarning):
 def parse_guide(spec: Any) -> tuple[str, dict[str, Any]]:
     """``"iaf:n=2,hidden=64"`` -> ``("iaf", {"n": 2, "hidden": 64, "context": None})``; errors name what is valid."""
     if not isinstance(spec, str) or not spec.strip():
-        raise UserError(f"guide must be a string such as 'meanfield', 'fullrank' or 'iaf:n=2'; got {spec!r}")
+        raise UserError(
+            f"guide must be a string such as 'meanfield', 'fullrank' or 'iaf:n=2'; got {spec!r}"
+        )
     name, _, arg_str = spec.strip().partition(":")
     if name not in GUIDES:
-        raise UserError(f"unknown guide {name!r}; choose one of: meanfield (diagonal Gaussian), fullrank "
-                        "(Gaussian with a lower-triangular scale), iaf:n=K (K inverse autoregressive flow steps)")
+        raise UserError(
+            f"unknown guide {name!r}; choose one of: meanfield (diagonal Gaussian), fullrank "
+            "(Gaussian with a lower-triangular scale), iaf:n=K (K inverse autoregressive flow steps)"
+        )
     params = dict(GUIDES[name])
     seen: set[str] = set()
     for item in filter(None, (p.strip() for p in arg_str.split(","))):
@@ -99,14 +103,18 @@ def parse_guide(spec: Any) -> tuple[str, dict[str, Any]]:
         key = key.strip()
         if not eq or key not in params:
             valid = ", ".join(params) or "none"
-            raise UserError(f"guide {spec!r}: {name!r} takes key=value parameters from: {valid}; got {item!r}")
+            raise UserError(
+                f"guide {spec!r}: {name!r} takes key=value parameters from: {valid}; got {item!r}"
+            )
         if key in seen:
             raise UserError(f"guide {spec!r}: parameter {key!r} is given more than once")
         seen.add(key)
         try:
             number = int(value)
         except ValueError:
-            raise UserError(f"guide {spec!r}: {key} must be a positive integer; got {value!r}") from None
+            raise UserError(
+                f"guide {spec!r}: {key} must be a positive integer; got {value!r}"
+            ) from None
         if number < 1:
             raise UserError(f"guide {spec!r}: {key} must be a positive integer; got {number}")
         params[key] = number
@@ -218,15 +226,25 @@ class IAFGuide(AmortisedGuide):
     variable order.
     """
 
-    def __init__(self, net: nn.Module, latent_dim: int, steps: int, hidden: int, context: int,
-                 min_scale: float = 1e-4, spec: str = "iaf") -> None:
+    def __init__(
+        self,
+        net: nn.Module,
+        latent_dim: int,
+        steps: int,
+        hidden: int,
+        context: int,
+        min_scale: float = 1e-4,
+        spec: str = "iaf",
+    ) -> None:
         super().__init__()
         self.latent_dim, self.context_dim, self.min_scale = latent_dim, context, min_scale
         self.spec = spec
         self.net = net
         order = torch.arange(latent_dim)
         self.made = nn.ModuleList(
-            MADE(latent_dim, context, [hidden], order if t % 2 == 0 else order.flip(0)) for t in range(steps))
+            MADE(latent_dim, context, [hidden], order if t % 2 == 0 else order.flip(0))
+            for t in range(steps)
+        )
 
     @staticmethod
     def outputs(latent_dim: int, context: int) -> int:
@@ -245,9 +263,15 @@ class IAFGuide(AmortisedGuide):
         return IAFPosterior(base, steps)
 
 
-def make_guide(spec: str, input_dim: int, latent_dim: int, hidden_dims: Sequence[int] = (256,),
-               activation: str = "relu", nets: str = "mlp", image_shape: Sequence[int] | None = None,
-               ) -> AmortisedGuide | MeanFieldGuide:
+def make_guide(
+    spec: str,
+    input_dim: int,
+    latent_dim: int,
+    hidden_dims: Sequence[int] = (256,),
+    activation: str = "relu",
+    nets: str = "mlp",
+    image_shape: Sequence[int] | None = None,
+) -> AmortisedGuide | MeanFieldGuide:
     """Build a guide family from its spec, with an encoder body (``nets``: MLP or conv) of the right width."""
     name, params = parse_guide(spec)
     canonical = format_guide(name, params)
@@ -256,14 +280,25 @@ def make_guide(spec: str, input_dim: int, latent_dim: int, hidden_dims: Sequence
         return make_encoder_net(nets, input_dim, hidden_dims, out, activation, image_shape)
 
     if name == "meanfield":
-        return MeanFieldGuide(input_dim, latent_dim, hidden_dims, activation,
-                              net=None if nets == "mlp" else body(2 * latent_dim))
+        return MeanFieldGuide(
+            input_dim,
+            latent_dim,
+            hidden_dims,
+            activation,
+            net=None if nets == "mlp" else body(2 * latent_dim),
+        )
     if name == "fullrank":
         return FullRankGuide(body(FullRankGuide.outputs(latent_dim)), latent_dim)
     hidden = params["hidden"] or max(4 * latent_dim, 32)
     context = params["context"] or max(latent_dim, 16)
-    return IAFGuide(body(IAFGuide.outputs(latent_dim, context)), latent_dim, params["n"], hidden, context,
-                    spec=canonical)
+    return IAFGuide(
+        body(IAFGuide.outputs(latent_dim, context)),
+        latent_dim,
+        params["n"],
+        hidden,
+        context,
+        spec=canonical,
+    )
 
 
 # ============================================================================ KL registrations
@@ -289,9 +324,12 @@ def _kl_iaf(q: IAFPosterior, p: torch.distributions.Distribution) -> torch.Tenso
     """No closed form: say so once per process, then let the caller sample the KL."""
     if "iaf" not in _SAID:
         _SAID.add("iaf")
-        warnings.warn("no closed-form KL(q || p) exists for an IAF guide: the 'analytic' objective uses a sampled "
-                      "KL for that site (log q(z | x) - log p(z) at the drawn z), as 'trace' does",
-                      SampledKLWarning, stacklevel=3)
+        warnings.warn(
+            "no closed-form KL(q || p) exists for an IAF guide: the 'analytic' objective uses a sampled "
+            "KL for that site (log q(z | x) - log p(z) at the drawn z), as 'trace' does",
+            SampledKLWarning,
+            stacklevel=3,
+        )
     raise NotImplementedError
 
 

@@ -41,10 +41,14 @@ def check_matrix(x: object, input_dim: int, arg: str = "x") -> torch.Tensor:
     Integer tensors are cast to float; anything else raises with the argument's name and value.
     """
     if not isinstance(x, torch.Tensor):
-        raise ArgumentTypeError(f"{arg} must be a torch.Tensor of shape (N, {input_dim}); got {type(x).__name__}")
+        raise ArgumentTypeError(
+            f"{arg} must be a torch.Tensor of shape (N, {input_dim}); got {type(x).__name__}"
+        )
     if x.dim() != 2 or x.shape[1] != input_dim:
         hint = " (flatten images with x.reshape(len(x), -1))" if x.dim() > 2 else ""
-        raise DataError(f"{arg} must have shape (N, {input_dim}) for this model; got {tuple(x.shape)}{hint}")
+        raise DataError(
+            f"{arg} must have shape (N, {input_dim}) for this model; got {tuple(x.shape)}{hint}"
+        )
     if x.shape[0] == 0:
         raise DataError(f"{arg} is empty (0 rows): nothing to train on or evaluate")
     if not x.is_floating_point():
@@ -177,14 +181,18 @@ def make_likelihood(spec: str | Likelihood, input_dim: int) -> Likelihood:
     if isinstance(spec, Likelihood):
         return spec
     if not isinstance(spec, str):
-        raise ArgumentTypeError(f"likelihood must be a string or a Likelihood; got {type(spec).__name__}")
+        raise ArgumentTypeError(
+            f"likelihood must be a string or a Likelihood; got {type(spec).__name__}"
+        )
     name, _, arg = spec.partition(":")
     if name not in LIKELIHOODS:
         raise UserError(f"unknown likelihood {spec!r}; choose one of {sorted(LIKELIHOODS)}")
     if name == "gaussian" and arg:
         key, _, value = arg.partition("=")
         if key != "scale":
-            raise UserError(f"gaussian takes one parameter, scale (e.g. 'gaussian:scale=0.1'); got {spec!r}")
+            raise UserError(
+                f"gaussian takes one parameter, scale (e.g. 'gaussian:scale=0.1'); got {spec!r}"
+            )
         try:
             return GaussianLikelihood(input_dim, scale=float(value))
         except ValueError as err:

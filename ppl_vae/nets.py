@@ -53,9 +53,7 @@ def _activation(name: str) -> type[nn.Module]:
     try:
         return ACTIVATIONS[name]
     except KeyError:
-        raise UserError(
-            f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}"
-        ) from None
+        raise UserError(f"activation must be one of {sorted(ACTIVATIONS)}; got {name!r}") from None
 
 
 def mlp(
@@ -133,21 +131,31 @@ def check_nets(nets: object) -> str:
     return str(nets)
 
 
-def image_shape_for(input_dim: int, image_shape: Sequence[int] | None = None) -> tuple[int, int, int]:
+def image_shape_for(
+    input_dim: int, image_shape: Sequence[int] | None = None
+) -> tuple[int, int, int]:
     """The ``(C, H, W)`` of rows of ``input_dim`` values: ``image_shape`` when given (checked against
     ``input_dim``), else one channel of a square image (``input_dim=64 -> (1, 8, 8)``)."""
     if image_shape is not None:
         shape = tuple(image_shape)
-        if len(shape) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape):
-            raise UserError(f"image_shape must be three positive integers (C, H, W); got {image_shape!r}")
+        if len(shape) != 3 or not all(
+            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape
+        ):
+            raise UserError(
+                f"image_shape must be three positive integers (C, H, W); got {image_shape!r}"
+            )
         if math.prod(shape) != input_dim:
-            raise UserError(f"image_shape {shape} holds {math.prod(shape)} values but input_dim is {input_dim}: "
-                            "rows must be C*H*W values (flattened images)")
+            raise UserError(
+                f"image_shape {shape} holds {math.prod(shape)} values but input_dim is {input_dim}: "
+                "rows must be C*H*W values (flattened images)"
+            )
         return shape  # type: ignore[return-value]
     side = math.isqrt(input_dim)
     if side * side != input_dim:
-        raise UserError(f"nets='conv' needs images: input_dim={input_dim} is not a square, so pass "
-                        "image_shape=(C, H, W) (e.g. (3, 32, 32) for colour images)")
+        raise UserError(
+            f"nets='conv' needs images: input_dim={input_dim} is not a square, so pass "
+            "image_shape=(C, H, W) (e.g. (3, 32, 32) for colour images)"
+        )
     return (1, side, side)
 
 
@@ -158,7 +166,7 @@ def _half(n: int) -> int:
 
 def _flatten_leading(x: torch.Tensor, trailing: int) -> tuple[torch.Tensor, tuple[int, ...]]:
     lead = tuple(x.shape[: x.dim() - trailing])
-    return x.reshape((-1,) + tuple(x.shape[x.dim() - trailing:])), lead
+    return x.reshape((-1,) + tuple(x.shape[x.dim() - trailing :])), lead
 
 
 class ConvEncoder(nn.Module):
@@ -168,14 +176,21 @@ class ConvEncoder(nn.Module):
     activation, flattened, then :func:`mlp` ``-> hidden_dims -> out_dim``.
     """
 
-    def __init__(self, image_shape: Sequence[int], hidden_dims: Sequence[int], out_dim: int,
-                 activation: str = "relu") -> None:
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        hidden_dims: Sequence[int],
+        out_dim: int,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         act = _activation(activation)
         c, h, w = image_shape
         c1, c2 = CONV_CHANNELS
         self.image_shape = (c, h, w)
-        self.conv = nn.Sequential(nn.Conv2d(c, c1, 3, 2, 1), act(), nn.Conv2d(c1, c2, 3, 2, 1), act())
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, c1, 3, 2, 1), act(), nn.Conv2d(c1, c2, 3, 2, 1), act()
+        )
         flat = c2 * _half(_half(h)) * _half(_half(w))
         self.head = mlp(flat, hidden_dims, out_dim, activation)
 
@@ -194,21 +209,32 @@ class ConvDecoder(nn.Module):
     sizes such as 7 -> 14 -> 28 and 2 -> 4 -> 8 both come out exact).
     """
 
-    def __init__(self, latent_dim: int, out_dim: int, image_shape: Sequence[int], hidden_dims: Sequence[int] = (),
-                 activation: str = "relu") -> None:
+    def __init__(
+        self,
+        latent_dim: int,
+        out_dim: int,
+        image_shape: Sequence[int],
+        hidden_dims: Sequence[int] = (),
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         act = _activation(activation)
         c, h, w = image_shape
         if out_dim % (c * h * w):
-            raise UserError(f"a convolutional decoder needs out_dim a multiple of C*H*W={c * h * w}; got {out_dim}")
+            raise UserError(
+                f"a convolutional decoder needs out_dim a multiple of C*H*W={c * h * w}; got {out_dim}"
+            )
         c1, c2 = CONV_CHANNELS
         h1, w1 = _half(h), _half(w)
         self.start = (c2, _half(h1), _half(w1))
         self.out_channels = out_dim // (h * w)
-        self.net = mlp(latent_dim, tuple(reversed(tuple(hidden_dims))), math.prod(self.start), activation)
+        self.net = mlp(
+            latent_dim, tuple(reversed(tuple(hidden_dims))), math.prod(self.start), activation
+        )
         self.act = act()
         self.deconv = nn.Sequential(
-            nn.ConvTranspose2d(c2, c1, 3, 2, 1, output_padding=_pad(h1, w1)), act(),
+            nn.ConvTranspose2d(c2, c1, 3, 2, 1, output_padding=_pad(h1, w1)),
+            act(),
             nn.ConvTranspose2d(c1, self.out_channels, 3, 2, 1, output_padding=_pad(h, w)),
         )
 
@@ -224,16 +250,31 @@ def _pad(h: int, w: int) -> tuple[int, int]:
     return (1 - h % 2, 1 - w % 2)
 
 
-def make_encoder_net(nets: str, input_dim: int, hidden_dims: Sequence[int], out_dim: int, activation: str = "relu",
-                     image_shape: Sequence[int] | None = None) -> nn.Module:
+def make_encoder_net(
+    nets: str,
+    input_dim: int,
+    hidden_dims: Sequence[int],
+    out_dim: int,
+    activation: str = "relu",
+    image_shape: Sequence[int] | None = None,
+) -> nn.Module:
     """An encoder body ``(..., input_dim) -> (..., out_dim)``: an MLP or a :class:`ConvEncoder`."""
     if check_nets(nets) == "conv":
-        return ConvEncoder(image_shape_for(input_dim, image_shape), hidden_dims, out_dim, activation)
+        return ConvEncoder(
+            image_shape_for(input_dim, image_shape), hidden_dims, out_dim, activation
+        )
     return mlp(input_dim, hidden_dims, out_dim, activation)
 
 
-def make_decoder(nets: str, latent_dim: int, out_dim: int, hidden_dims: Sequence[int], activation: str = "relu",
-                 image_shape: Sequence[int] | None = None, input_dim: int | None = None) -> nn.Module:
+def make_decoder(
+    nets: str,
+    latent_dim: int,
+    out_dim: int,
+    hidden_dims: Sequence[int],
+    activation: str = "relu",
+    image_shape: Sequence[int] | None = None,
+    input_dim: int | None = None,
+) -> nn.Module:
     """A decoder ``(..., latent_dim) -> (..., out_dim)``: :class:`Decoder` (MLP) or :class:`ConvDecoder`."""
     if check_nets(nets) == "conv":
         shape = image_shape_for(out_dim if input_dim is None else input_dim, image_shape)
@@ -263,24 +304,36 @@ class MADE(nn.Module):
     serves importance samples ``z: (K, N, d)``).
     """
 
-    def __init__(self, input_dim: int, context_dim: int, hidden_dims: Sequence[int],
-                 permutation: torch.Tensor | None = None, activation: str = "relu") -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        context_dim: int,
+        hidden_dims: Sequence[int],
+        permutation: torch.Tensor | None = None,
+        activation: str = "relu",
+    ) -> None:
         super().__init__()
         from pyro.nn.auto_reg_nn import create_mask
 
         hidden = [int(h) for h in hidden_dims]
         if not hidden or any(h < 1 for h in hidden):
-            raise UserError(f"MADE needs at least one hidden layer of positive width; got {hidden_dims!r}")
+            raise UserError(
+                f"MADE needs at least one hidden layer of positive width; got {hidden_dims!r}"
+            )
         if permutation is None:
             permutation = torch.arange(input_dim)
         self.input_dim, self.context_dim = input_dim, context_dim
         self.register_buffer("permutation", permutation.clone().long())
         masks, _ = create_mask(input_dim, context_dim, hidden, self.permutation, 2)
         widths = [context_dim + input_dim, *hidden, 2 * input_dim]
-        self.layers = nn.ModuleList(MaskedLinear(a, b, m) for a, b, m in zip(widths[:-1], widths[1:], masks, strict=True))
+        self.layers = nn.ModuleList(
+            MaskedLinear(a, b, m) for a, b, m in zip(widths[:-1], widths[1:], masks, strict=True)
+        )
         self.act = _activation(activation)()
 
-    def forward(self, z: torch.Tensor, context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, z: torch.Tensor, context: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.context_dim:
             context = context.expand(tuple(z.shape[:-1]) + (self.context_dim,))
             h = torch.cat([context, z], dim=-1)

@@ -58,13 +58,20 @@ def trained_params(program: Any, guide: Callable | None = None) -> dict[str, tor
 def pure_params(state: dict[str, Any]) -> dict[str, Any]:
     """A copy of a param-store state without ``pyro.module``'s entries (they live on the modules)."""
     keep = [n for n in state["params"] if _MODULE_DIVIDER not in n]
-    return {"params": {n: state["params"][n] for n in keep},
-            "constraints": {n: state["constraints"][n] for n in keep if n in state["constraints"]}}
+    return {
+        "params": {n: state["params"][n] for n in keep},
+        "constraints": {n: state["constraints"][n] for n in keep if n in state["constraints"]},
+    }
 
 
 @contextlib.contextmanager
-def param_scope(program: Program, state: dict[str, Any] | None = None, *, keep: bool = False,
-                fresh_modules: bool = False) -> Iterator[dict]:
+def param_scope(
+    program: Program,
+    state: dict[str, Any] | None = None,
+    *,
+    keep: bool = False,
+    fresh_modules: bool = False,
+) -> Iterator[dict]:
     """Run inside a parameter store holding the program's parameters.
 
     ``state``: a training state's param-store state (plain ``pyro.param`` values and the modules'
@@ -80,8 +87,11 @@ def param_scope(program: Program, state: dict[str, Any] | None = None, *, keep: 
         remembered = trained_state(program)
         start = pure_params(remembered) if remembered is not None else store.get_state()
     else:
-        start = pure_params(state) if fresh_modules else {"params": dict(state["params"]),
-                                                          "constraints": dict(state["constraints"])}
+        start = (
+            pure_params(state)
+            if fresh_modules
+            else {"params": dict(state["params"]), "constraints": dict(state["constraints"])}
+        )
     with store.scope(start) as scoped:
         yield scoped
         if keep:

@@ -87,16 +87,22 @@ class Program:
     guide: Callable[..., Any]
     data_plate: str = "data"
     owner: Any = field(default=None, repr=False)
-    identity: Any = field(default=None, repr=False)  # what :attr:`key` returns when set (derived programs)
+    identity: Any = field(
+        default=None, repr=False
+    )  # what :attr:`key` returns when set (derived programs)
 
     def __post_init__(self) -> None:
         for arg in ("model", "guide"):
             if not callable(getattr(self, arg)):
-                raise ArgumentTypeError(f"Program: {arg} must be a callable Pyro program; got "
-                                        f"{type(getattr(self, arg)).__name__}")
+                raise ArgumentTypeError(
+                    f"Program: {arg} must be a callable Pyro program; got "
+                    f"{type(getattr(self, arg)).__name__}"
+                )
         if not isinstance(self.data_plate, str) or not self.data_plate:
-            raise ArgumentTypeError(f"data_plate must be the name of a plate (a non-empty string); "
-                                    f"got {self.data_plate!r}")
+            raise ArgumentTypeError(
+                f"data_plate must be the name of a plate (a non-empty string); "
+                f"got {self.data_plate!r}"
+            )
 
     @property
     def module(self) -> torch.nn.Module | None:
@@ -120,7 +126,9 @@ class Program:
         return (check(batch[0], arg), *batch[1:])
 
 
-def as_program(program: Any, guide: Callable | None = None, data_plate: str | None = None) -> Program:
+def as_program(
+    program: Any, guide: Callable | None = None, data_plate: str | None = None
+) -> Program:
     """Normalise the forms every entry point accepts into a :class:`Program`.
 
     ``as_program(vae)`` (an object with ``.model``/``.guide``), ``as_program(model, guide)`` (two
@@ -130,12 +138,16 @@ def as_program(program: Any, guide: Callable | None = None, data_plate: str | No
         if guide is not None:
             raise ArgumentTypeError("pass either a Program or (model, guide), not both")
         if data_plate is not None and data_plate != program.data_plate:
-            return Program(program.model, program.guide, data_plate, program.owner, program.identity)
+            return Program(
+                program.model, program.guide, data_plate, program.owner, program.identity
+            )
         return program
     plate = "data" if data_plate is None else data_plate
     if guide is not None:
         if not callable(program):
-            raise ArgumentTypeError(f"model must be a callable Pyro program; got {type(program).__name__}")
+            raise ArgumentTypeError(
+                f"model must be a callable Pyro program; got {type(program).__name__}"
+            )
         owner = getattr(program, "__self__", None)
         if owner is None or getattr(guide, "__self__", None) is not owner:
             owner = None
@@ -176,15 +188,19 @@ def as_rows(data: Any, arg: str = "data") -> tuple[torch.Tensor, ...]:
         if not isinstance(t, torch.Tensor):
             raise ArgumentTypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
         if t.dim() == 0 or t.shape[0] == 0:
-            raise DataError(f"{name} must have at least one row (shape (N, ...)); got shape {tuple(t.shape)}")
+            raise DataError(
+                f"{name} must have at least one row (shape (N, ...)); got shape {tuple(t.shape)}"
+            )
         if i == 0 and not (t.is_floating_point() or t.is_complex()):
             t = t.float()
         check_finite(t, name)
         rows.append(t)
     n = len(rows[0])
     if any(len(t) != n for t in rows):
-        raise DataError(f"the tensors of {arg} must have the same number of rows (row-aligned); got "
-                        f"{[len(t) for t in rows]}")
+        raise DataError(
+            f"the tensors of {arg} must have the same number of rows (row-aligned); got "
+            f"{[len(t) for t in rows]}"
+        )
     return tuple(rows)
 
 
@@ -240,8 +256,13 @@ class ProgramInfo:
 
 def sample_sites(trace: poutine.Trace) -> dict[str, dict]:
     """Sample sites of a trace, without plates' subsample sites and ``pyro.deterministic`` records."""
-    return {n: s for n, s in trace.nodes.items() if s["type"] == "sample" and not site_is_subsample(s)
-            and not s["infer"].get("_deterministic", False)}
+    return {
+        n: s
+        for n, s in trace.nodes.items()
+        if s["type"] == "sample"
+        and not site_is_subsample(s)
+        and not s["infer"].get("_deterministic", False)
+    }
 
 
 def vectorized_frames(site: dict) -> list:
@@ -256,7 +277,9 @@ def _data_frame(site: dict, plate: str) -> Any:
     return next((f for f in site["cond_indep_stack"] if f.name == plate), None)
 
 
-def find_data_plate(program: Program, model_sites: dict, observed: list[str], n0: int) -> tuple[int, int | None]:
+def find_data_plate(
+    program: Program, model_sites: dict, observed: list[str], n0: int
+) -> tuple[int, int | None]:
     """The data plate's dim and declared full size; errors that name the sites, plates and the fix."""
     name = program.data_plate
     if not observed:
@@ -267,8 +290,12 @@ def find_data_plate(program: Program, model_sites: dict, observed: list[str], n0
     outside = [s for s in observed if _data_frame(model_sites[s], name) is None]
     if outside:
         plates = {s: [f.name for f in model_sites[s]["cond_indep_stack"]] for s in outside}
-        hint = (f"pass data_plate={sorted({p for ps in plates.values() for p in ps})[0]!r} if that is your data "
-                "plate, or " if any(plates.values()) else "")
+        hint = (
+            f"pass data_plate={sorted({p for ps in plates.values() for p in ps})[0]!r} if that is your data "
+            "plate, or "
+            if any(plates.values())
+            else ""
+        )
         raise ProgramError(
             f"observed site(s) {_fmt(outside)} are not inside a plate named {name!r} (their plates: {plates}); "
             f"per-point values and mini-batch scaling need the data plate by name: {hint}wrap the "
@@ -283,8 +310,10 @@ def find_data_plate(program: Program, model_sites: dict, observed: list[str], n0
     for s in observed:
         other = _data_frame(model_sites[s], name)
         if other.dim != frame.dim:
-            raise ProgramError(f"observed sites use the plate {name!r} at different dims ({frame.dim} and "
-                               f"{other.dim}); use one data plate")
+            raise ProgramError(
+                f"observed sites use the plate {name!r} at different dims ({frame.dim} and "
+                f"{other.dim}); use one data plate"
+            )
     size, full = frame.size, frame.full_size
     if size != -1 and size != n0:
         if full is not None and full != size:
@@ -299,7 +328,9 @@ def find_data_plate(program: Program, model_sites: dict, observed: list[str], n0
     return frame.dim, (full if full is not None and full not in (-1, size) else None)
 
 
-def inspect_program(program: Program, rows: tuple[torch.Tensor, ...], *, particles: bool = False) -> ProgramInfo:
+def inspect_program(
+    program: Program, rows: tuple[torch.Tensor, ...], *, particles: bool = False
+) -> ProgramInfo:
     """Run guide and replayed model once on the first rows of ``rows`` (validation on) and classify sites.
 
     Raises :class:`~ppl_vae.errors.ProgramError` naming sites, plates and the fix when the pair breaks
@@ -311,25 +342,37 @@ def inspect_program(program: Program, rows: tuple[torch.Tensor, ...], *, particl
     with poutine.trace(param_only=True) as param_capture, pyro.validation_enabled(True):
         try:
             guide_tr = poutine.trace(program.guide).get_trace(*batch)
-            model_tr = poutine.trace(poutine.replay(program.model, trace=guide_tr)).get_trace(*batch)
+            model_tr = poutine.trace(poutine.replay(program.model, trace=guide_tr)).get_trace(
+                *batch
+            )
             for tr in (guide_tr, model_tr):
                 tr.compute_log_prob(lambda name, site: not site_is_subsample(site))
         except (RuntimeError, IndexError, ValueError, AssertionError) as err:
             shapes = ", ".join(str(tuple(t.shape)) for t in batch)
             hint = ""
             if f"inside plate('{program.data_plate}')" in str(err):
-                hint = (f" (the data plate {program.data_plate!r} is sized differently from the batch: size it by the "
-                        f"batch, pyro.plate({program.data_plate!r}, len(x)), or declare the full data size with "
-                        f"pyro.plate({program.data_plate!r}, N, subsample_size=len(x)))")
-            raise ProgramError(f"running the model and guide on the first {n0} rows (batch shapes {shapes}) "
-                               f"failed{hint}: {type(err).__name__}: {err}") from err
+                hint = (
+                    f" (the data plate {program.data_plate!r} is sized differently from the batch: size it by the "
+                    f"batch, pyro.plate({program.data_plate!r}, len(x)), or declare the full data size with "
+                    f"pyro.plate({program.data_plate!r}, N, subsample_size=len(x)))"
+                )
+            raise ProgramError(
+                f"running the model and guide on the first {n0} rows (batch shapes {shapes}) "
+                f"failed{hint}: {type(err).__name__}: {err}"
+            ) from err
     model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
     observed = [n for n, s in model_sites.items() if s["is_observed"]]
     latent = [n for n, s in model_sites.items() if not s["is_observed"]]
     guide_latent = [n for n, s in guide_sites.items() if not s["is_observed"]]
     aux = [n for n in guide_latent if guide_sites[n]["infer"].get("is_auxiliary", False)]
-    enumerated = sorted({n for sites in (model_sites, guide_sites) for n, s in sites.items()
-                         if s["infer"].get("enumerate") in ("parallel", "sequential")})
+    enumerated = sorted(
+        {
+            n
+            for sites in (model_sites, guide_sites)
+            for n, s in sites.items()
+            if s["infer"].get("enumerate") in ("parallel", "sequential")
+        }
+    )
     model_only = [n for n in latent if n not in guide_sites]
     guide_only = set(guide_latent) - set(latent) - set(aux)
     bad_model_only = [n for n in model_only if n not in enumerated]
@@ -341,13 +384,27 @@ def inspect_program(program: Program, rows: tuple[torch.Tensor, ...], *, particl
             "infer={'enumerate': 'parallel'} in the model)"
         )
     dim, full = find_data_plate(program, model_sites, observed, n0)
-    local = frozenset(n for sites in (model_sites, guide_sites) for n, s in sites.items()
-                      if _data_frame(s, program.data_plate) is not None)
+    local = frozenset(
+        n
+        for sites in (model_sites, guide_sites)
+        for n, s in sites.items()
+        if _data_frame(s, program.data_plate) is not None
+    )
     global_latent = tuple(n for n in latent if n not in local)
-    non_reparam = tuple(n for n in guide_latent if n not in aux
-                        and not getattr(guide_sites[n]["fn"], "has_rsample", False))
-    mpn = max([-f.dim for sites in (model_sites, guide_sites) for s in sites.values()
-               for f in vectorized_frames(s)] + [-dim, 1])
+    non_reparam = tuple(
+        n
+        for n in guide_latent
+        if n not in aux and not getattr(guide_sites[n]["fn"], "has_rsample", False)
+    )
+    mpn = max(
+        [
+            -f.dim
+            for sites in (model_sites, guide_sites)
+            for s in sites.values()
+            for f in vectorized_frames(s)
+        ]
+        + [-dim, 1]
+    )
     for sites in (model_sites, guide_sites):
         for name, site in sites.items():
             if site["log_prob"].dim() > mpn:
@@ -356,13 +413,25 @@ def inspect_program(program: Program, rows: tuple[torch.Tensor, ...], *, particl
                     f"plate (max plate nesting {mpn}); declare them with pyro.plate or move them into the event "
                     "with .to_event(...)"
                 )
-    params = tuple(n for n, s in param_capture.trace.nodes.items()
-                   if s["type"] == "param" and _MODULE_DIVIDER not in n)
+    params = tuple(
+        n
+        for n, s in param_capture.trace.nodes.items()
+        if s["type"] == "param" and _MODULE_DIVIDER not in n
+    )
     return ProgramInfo(
-        data_plate=program.data_plate, data_dim=dim, full_size=full, observed=tuple(observed),
-        latent=tuple(latent), guide_aux=tuple(aux), local=local, global_latent=global_latent,
-        non_reparam=non_reparam, enumerated=tuple(enumerated), model_only=tuple(model_only),
-        max_plate_nesting=mpn, param_names=params,
+        data_plate=program.data_plate,
+        data_dim=dim,
+        full_size=full,
+        observed=tuple(observed),
+        latent=tuple(latent),
+        guide_aux=tuple(aux),
+        local=local,
+        global_latent=global_latent,
+        non_reparam=non_reparam,
+        enumerated=tuple(enumerated),
+        model_only=tuple(model_only),
+        max_plate_nesting=mpn,
+        param_names=params,
     )
 
 
@@ -388,7 +457,11 @@ class DataPlateScale(Messenger):
         frame = _data_frame(msg, self.plate)
         if frame is not None:
             own = 1.0
-            if frame.full_size not in (None, -1) and frame.size not in (-1, 0) and frame.full_size != frame.size:
+            if (
+                frame.full_size not in (None, -1)
+                and frame.size not in (-1, 0)
+                and frame.full_size != frame.size
+            ):
                 own = frame.full_size / frame.size
             if own != 1.0 or self.scale != 1.0:
                 msg["scale"] = (self.scale / own) * msg["scale"]
@@ -397,8 +470,12 @@ class DataPlateScale(Messenger):
 
 
 # ============================================================================ particles
-def run_with_particles(program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...], k: int,
-                       ) -> tuple[poutine.Trace, poutine.Trace]:
+def run_with_particles(
+    program: Program,
+    info: ProgramInfo,
+    batch: tuple[torch.Tensor, ...],
+    k: int,
+) -> tuple[poutine.Trace, poutine.Trace]:
     """Guide and replayed model on ``batch`` under a particle plate of size ``k`` left of every plate.
 
     The data plate's own subsample scale is neutralised (:class:`DataPlateScale` with scale 1), so

@@ -32,8 +32,13 @@ class ForkServer:
 
     def __init__(self) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-        self.proc = subprocess.Popen([sys.executable, str(Path(__file__))], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, env=env, text=True)
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__))],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
         self._read()
 
     def _read(self) -> dict:
@@ -47,9 +52,18 @@ class ForkServer:
         self.proc.stdin.flush()
         return self._read()
 
-    def run(self, argv: list[str], log: str | Path, env: dict | None = None, fsize: int | None = None) -> int:
-        return self._send({"op": "run", "argv": [str(a) for a in argv], "log": str(log), "env": env or {},
-                           "fsize": fsize})["pid"]
+    def run(
+        self, argv: list[str], log: str | Path, env: dict | None = None, fsize: int | None = None
+    ) -> int:
+        return self._send(
+            {
+                "op": "run",
+                "argv": [str(a) for a in argv],
+                "log": str(log),
+                "env": env or {},
+                "fsize": fsize,
+            }
+        )["pid"]
 
     def wait(self, pid: int) -> int:
         return self._send({"op": "wait", "pid": pid})["rc"]

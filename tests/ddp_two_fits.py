@@ -21,9 +21,19 @@ if __name__ == "__main__":
     data = pv.load_dataset("digits", binarize="dynamic", seed=0)
     torch.manual_seed(0)
     vae = pv.VAE(64, 4, (32,))
-    first = pv.fit(vae, data, "analytic", epochs=2, batch_size=64, lr=3e-3, device="cpu", progress=False)
-    second = pv.fit(vae, data, "analytic", epochs=2, batch_size=64, lr=3e-3, device="cpu", progress=False)
+    first = pv.fit(
+        vae, data, "analytic", epochs=2, batch_size=64, lr=3e-3, device="cpu", progress=False
+    )
+    second = pv.fit(
+        vae, data, "analytic", epochs=2, batch_size=64, lr=3e-3, device="cpu", progress=False
+    )
     state = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
-    save_file(state, str(out / f"rank{os.environ['RANK']}.safetensors"),
-              metadata={"epochs": str(len(second)), "first_elbo": str(first[0]["train_elbo"]),
-                        "last_elbo": str(second[-1]["train_elbo"])})
+    save_file(
+        state,
+        str(out / f"rank{os.environ['RANK']}.safetensors"),
+        metadata={
+            "epochs": str(len(second)),
+            "first_elbo": str(first[0]["train_elbo"]),
+            "last_elbo": str(second[-1]["train_elbo"]),
+        },
+    )

@@ -7,7 +7,11 @@ from pathlib import Path
 
 def files_of(path: Path) -> dict[str, bytes]:
     """Every file below ``path`` with its bytes, by relative path: compare before and after to prove nothing changed."""
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 def one_line_error(capsys, *needles: str) -> str:

@@ -61,25 +61,33 @@ def test_each_autoencoder_lowers_its_training_loss(grey_digits, name):
     torch.manual_seed(0)
     ae = make_autoencoder(name.split("_")[0], 64, 4, hidden_dims=(64,), **KINDS[name])
     before = _train_loss(ae, grey_digits.train)
-    history = fit_autoencoder(ae, grey_digits, epochs=4, batch_size=64, lr=3e-3, seed=0, progress=False)
+    history = fit_autoencoder(
+        ae, grey_digits, epochs=4, batch_size=64, lr=3e-3, seed=0, progress=False
+    )
     after = _train_loss(ae, grey_digits.train)
     assert after < 0.8 * before, (before, after)
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert history[-1]["test_loss"] < history[0]["test_loss"]
     for r in history:
-        assert math.isclose(r["train_loss"], r["train_reconstruction"] + r["train_penalty"], rel_tol=1e-5)
+        assert math.isclose(
+            r["train_loss"], r["train_reconstruction"] + r["train_penalty"], rel_tol=1e-5
+        )
         assert r["objective"] == ae.spec
 
 
 def test_denoising_ae_cleans_noisy_inputs_better_than_vanilla(grey_digits):
-    noisy = grey_digits.test + 0.5 * torch.randn(grey_digits.test.shape, generator=torch.Generator().manual_seed(1))
+    noisy = grey_digits.test + 0.5 * torch.randn(
+        grey_digits.test.shape, generator=torch.Generator().manual_seed(1)
+    )
     errors = {}
     for cls, kwargs in ((Autoencoder, {}), (DenoisingAE, {"sigma": 0.5})):
         torch.manual_seed(0)
         ae = cls(64, 8, (128,), reconstruction="mse", **kwargs)
         fit_autoencoder(ae, grey_digits, epochs=6, batch_size=64, lr=3e-3, seed=0, progress=False)
         with torch.no_grad():
-            errors[cls.__name__] = float((ae.decode(ae.encode(noisy)) - grey_digits.test).pow(2).sum(-1).mean())
+            errors[cls.__name__] = float(
+                (ae.decode(ae.encode(noisy)) - grey_digits.test).pow(2).sum(-1).mean()
+            )
     # measured: about 2.7 (denoising) vs 3.6 (vanilla) squared error per image, summed over 64 pixels
     assert errors["DenoisingAE"] < 0.9 * errors["Autoencoder"], errors
 
@@ -127,17 +135,24 @@ def test_bernoulli_kl_matches_its_formula_and_vanishes_at_rho():
 
 def _autograd_frobenius(ae: ContractiveAE, x: torch.Tensor) -> torch.Tensor:
     """||d f(x_n) / d x_n||_F^2 for each row, from torch.autograd.functional.jacobian, one point at a time."""
-    return torch.stack([
-        torch.autograd.functional.jacobian(ae.encode, x[n]).pow(2).sum() for n in range(len(x))
-    ])
+    return torch.stack(
+        [torch.autograd.functional.jacobian(ae.encode, x[n]).pow(2).sum() for n in range(len(x))]
+    )
 
 
 @pytest.mark.parametrize("code_activation", ["sigmoid", "tanh"])
 @pytest.mark.parametrize("hidden_dims", [(), (16, 8)])
 def test_contractive_penalty_equals_the_autograd_jacobian_norm(code_activation, hidden_dims):
     torch.manual_seed(0)
-    ae = ContractiveAE(7, 3, hidden_dims, reconstruction="mse", code_activation=code_activation,
-                       activation="tanh", lam=0.5).double()
+    ae = ContractiveAE(
+        7,
+        3,
+        hidden_dims,
+        reconstruction="mse",
+        code_activation=code_activation,
+        activation="tanh",
+        lam=0.5,
+    ).double()
     x = torch.randn(6, 7, dtype=torch.float64)
     expected = _autograd_frobenius(ae, x)
     assert ae.has_closed_form == (hidden_dims == ())
@@ -154,7 +169,9 @@ def test_contractive_penalty_equals_the_autograd_jacobian_norm(code_activation, 
         with pytest.raises(ValueError, match="one-layer encoder"):
             ae.jacobian_norm(x, method="closed_form")
     terms = ae.loss_terms(x)
-    assert float(terms["penalty"].detach()) == pytest.approx(0.5 * float(expected.mean()), rel=1e-10)
+    assert float(terms["penalty"].detach()) == pytest.approx(
+        0.5 * float(expected.mean()), rel=1e-10
+    )
     # and the penalty trains: it has a gradient with respect to the encoder's weights
     terms["penalty"].backward()
     assert ae.encoder[0].weight.grad is not None and ae.encoder[0].weight.grad.abs().sum() > 0
@@ -171,10 +188,26 @@ def test_same_seed_same_history_and_resume_matches_uninterrupted(grey_digits, tm
     assert [r["train_loss"] for r in ha] == [r["train_loss"] for r in hb]
 
     c = make()
-    fit_autoencoder(c, grey_digits, epochs=1, batch_size=128, seed=3, progress=False, checkpoint_dir=tmp_path / "ck")
+    fit_autoencoder(
+        c,
+        grey_digits,
+        epochs=1,
+        batch_size=128,
+        seed=3,
+        progress=False,
+        checkpoint_dir=tmp_path / "ck",
+    )
     d = make()
-    hd = fit_autoencoder(d, grey_digits, epochs=1, batch_size=128, seed=3, progress=False,
-                         checkpoint_dir=tmp_path / "ck", resume=True)
+    hd = fit_autoencoder(
+        d,
+        grey_digits,
+        epochs=1,
+        batch_size=128,
+        seed=3,
+        progress=False,
+        checkpoint_dir=tmp_path / "ck",
+        resume=True,
+    )
     assert [r["epoch"] for r in hd] == [1, 2]
     assert hd[-1]["train_loss"] == pytest.approx(ha[-1]["train_loss"], rel=1e-6)
     for p, q in zip(a.parameters(), d.parameters(), strict=True):
@@ -208,7 +241,12 @@ def test_nan_guard_restores_last_good_epoch(grey_digits):
 
 def test_checkpoint_round_trip_rebuilds_every_autoencoder(tmp_path):
     x = torch.rand(5, 6)
-    for kind, kwargs in (("ae", {}), ("dae", {"noise": "mask", "p": 0.4}), ("sae", {"rho": 0.2}), ("cae", {"lam": 0.3})):
+    for kind, kwargs in (
+        ("ae", {}),
+        ("dae", {"noise": "mask", "p": 0.4}),
+        ("sae", {"rho": 0.2}),
+        ("cae", {"lam": 0.3}),
+    ):
         torch.manual_seed(0)
         ae = make_autoencoder(kind, 6, 2, hidden_dims=(5,), **kwargs)
         save_checkpoint(tmp_path / kind, ae)
@@ -247,7 +285,9 @@ def test_evaluate_autoencoder_reports_reconstruction_and_no_likelihood(grey_digi
     assert report["log_px"] is None and report["n"] == len(grey_digits.test)
     with torch.no_grad():
         rec = ae.reconstruct(grey_digits.test)
-    assert report["squared_error"] == pytest.approx(float((rec - grey_digits.test).pow(2).sum(-1).mean()), rel=1e-5)
+    assert report["squared_error"] == pytest.approx(
+        float((rec - grey_digits.test).pow(2).sum(-1).mean()), rel=1e-5
+    )
     assert report["mse"] == pytest.approx(report["squared_error"] / 64)
     assert report["bce"] == pytest.approx(report["loss"]) and report["penalty"] > 0
     json.dumps(report)
@@ -256,8 +296,16 @@ def test_evaluate_autoencoder_reports_reconstruction_and_no_likelihood(grey_digi
 def test_train_run_and_load_run_handle_autoencoders(tmp_path):
     from ppl_vae.runs import load_run, train_run
 
-    run = train_run(tmp_path / "sae", dataset="two_moons", model="sae", latent_dim=2, hidden_dims=(16,),
-                    epochs=2, progress=False, ae_options={"rho": 0.2, "lam": 0.5})
+    run = train_run(
+        tmp_path / "sae",
+        dataset="two_moons",
+        model="sae",
+        latent_dim=2,
+        hidden_dims=(16,),
+        epochs=2,
+        progress=False,
+        ae_options={"rho": 0.2, "lam": 0.5},
+    )
     metrics = json.loads((tmp_path / "sae" / "metrics.json").read_text())
     assert metrics["config"]["model"]["class"] == "SparseAE"
     assert metrics["config"]["model"]["reconstruction"] == "mse"  # 2-D points: MSE
@@ -265,11 +313,24 @@ def test_train_run_and_load_run_handle_autoencoders(tmp_path):
     assert metrics["final_test_loss"] == run.history[-1]["test_loss"]
     loaded = load_run(tmp_path / "sae")
     assert isinstance(loaded.model, SparseAE) and loaded.model.rho == 0.2
-    assert torch.equal(loaded.model.reconstruct(loaded.data.test), run.model.cpu().reconstruct(run.data.test))
+    assert torch.equal(
+        loaded.model.reconstruct(loaded.data.test), run.model.cpu().reconstruct(run.data.test)
+    )
     # digits: BCE on the same dynamically binarised data as the VAE
-    run = train_run(tmp_path / "ae", dataset="digits", model="ae", latent_dim=2, hidden_dims=(16,),
-                    epochs=1, progress=False, n_samples=200)
-    assert run.config["model"]["reconstruction"] == "bce" and run.config["data_args"]["binarize"] == "dynamic"
+    run = train_run(
+        tmp_path / "ae",
+        dataset="digits",
+        model="ae",
+        latent_dim=2,
+        hidden_dims=(16,),
+        epochs=1,
+        progress=False,
+        n_samples=200,
+    )
+    assert (
+        run.config["model"]["reconstruction"] == "bce"
+        and run.config["data_args"]["binarize"] == "dynamic"
+    )
     resumed = train_run(tmp_path / "ae", resume=True, objective=None, epochs=1, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2]
     with pytest.raises(ValueError, match="are for autoencoders"):

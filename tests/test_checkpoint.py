@@ -38,8 +38,13 @@ def _trained(tmp_path, epoch=3):
         loss = pv.parse_objective("analytic").loss(vae.model, vae.guide, x)
         loss.backward()
         opt.step()
-    save_checkpoint(tmp_path, vae, optimizer=opt, training={"epoch": epoch, "history": [{"epoch": epoch}]},
-                    data_meta={"name": "toy"})
+    save_checkpoint(
+        tmp_path,
+        vae,
+        optimizer=opt,
+        training={"epoch": epoch, "history": [{"epoch": epoch}]},
+        data_meta={"name": "toy"},
+    )
     return vae, opt, x
 
 
@@ -83,7 +88,9 @@ def test_layout_is_one_set_per_epoch_behind_one_pointer_and_no_pickle(tmp_path):
     for epoch in (2, 3):
         save_checkpoint(tmp_path, vae, optimizer=opt, training={"epoch": epoch})
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == [".lock", "CURRENT.json", "epoch-000002", "epoch-000003"], "the previous set is kept, older go"
+    assert names == [".lock", "CURRENT.json", "epoch-000002", "epoch-000003"], (
+        "the previous set is kept, older go"
+    )
     files = sorted(p.name for p in (tmp_path / "epoch-000003").iterdir())
     assert files == ["MANIFEST.json", "config.json", "model.safetensors", "optimizer.safetensors"]
     manifest = json.loads((tmp_path / "epoch-000003" / "MANIFEST.json").read_text())
@@ -95,9 +102,15 @@ def test_layout_is_one_set_per_epoch_behind_one_pointer_and_no_pickle(tmp_path):
 
 def test_json_is_strict_and_params_and_free_programs_round_trip(tmp_path):
     params = {"w$$$loc": torch.randn(3), "scale": torch.rand(2, 2)}
-    save_checkpoint(tmp_path, None, training={"epoch": 1, "history": [{"epoch": 1, "test_elbo": float("-inf"),
-                                                                        "train_elbo": float("nan")}]},
-                    params=params)
+    save_checkpoint(
+        tmp_path,
+        None,
+        training={
+            "epoch": 1,
+            "history": [{"epoch": 1, "test_elbo": float("-inf"), "train_elbo": float("nan")}],
+        },
+        params=params,
+    )
     text = (_current(tmp_path) / "config.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
     assert read_config(tmp_path)["training"]["history"][0]["test_elbo"] is None
@@ -126,16 +139,47 @@ def test_truncated_weights_are_caught_naming_the_file(tmp_path):
         load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("target,edit,message", [
-    ("config.json", lambda t: t.replace('"latent_dim": 3', '"latent_dim": 5'), r"config\.json does not match"),
-    ("config.json", lambda t: t.replace('"gaussian"', '"bernoulli"'), r"config\.json does not match"),
-    ("MANIFEST.json", lambda t: t.replace('"bytes"', '"size"'), r"MANIFEST\.json does not match the hash in .*CURRENT"),
-    ("CURRENT.json", lambda t: "{not json", r"CURRENT\.json is not valid JSON"),
-    ("CURRENT.json", lambda t: t.replace('"set": "epoch-000003"', '"set": 5'), r"CURRENT\.json: field 'set' must be a string"),
-    ("CURRENT.json", lambda t: t.replace('"epoch-000003"', '"../../etc"'), r"field 'set' must name a set folder"),
-    ("CURRENT.json", lambda t: "[" * 100000 + "]" * 100000, r"CURRENT\.json is not valid JSON \(nested too deeply\)"),
-    ("CURRENT.json", lambda t: '{"format_version": 9}', r"format_version 9; this ppl_vae reads up to 2"),
-])
+@pytest.mark.parametrize(
+    "target,edit,message",
+    [
+        (
+            "config.json",
+            lambda t: t.replace('"latent_dim": 3', '"latent_dim": 5'),
+            r"config\.json does not match",
+        ),
+        (
+            "config.json",
+            lambda t: t.replace('"gaussian"', '"bernoulli"'),
+            r"config\.json does not match",
+        ),
+        (
+            "MANIFEST.json",
+            lambda t: t.replace('"bytes"', '"size"'),
+            r"MANIFEST\.json does not match the hash in .*CURRENT",
+        ),
+        ("CURRENT.json", lambda t: "{not json", r"CURRENT\.json is not valid JSON"),
+        (
+            "CURRENT.json",
+            lambda t: t.replace('"set": "epoch-000003"', '"set": 5'),
+            r"CURRENT\.json: field 'set' must be a string",
+        ),
+        (
+            "CURRENT.json",
+            lambda t: t.replace('"epoch-000003"', '"../../etc"'),
+            r"field 'set' must name a set folder",
+        ),
+        (
+            "CURRENT.json",
+            lambda t: "[" * 100000 + "]" * 100000,
+            r"CURRENT\.json is not valid JSON \(nested too deeply\)",
+        ),
+        (
+            "CURRENT.json",
+            lambda t: '{"format_version": 9}',
+            r"format_version 9; this ppl_vae reads up to 2",
+        ),
+    ],
+)
 def test_hand_edited_or_corrupt_files_are_refused_by_name(tmp_path, target, edit, message):
     _trained(tmp_path)
     path = tmp_path / target if target == "CURRENT.json" else _current(tmp_path) / target
@@ -144,17 +188,38 @@ def test_hand_edited_or_corrupt_files_are_refused_by_name(tmp_path, target, edit
         load_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("mutate,message", [
-    (lambda c: c["training"].update(epoch="3"), r"field 'training\.epoch' must be an integer; got str"),
-    (lambda c: c["training"].update(history={"a": 1}), r"field 'training\.history' must be a list"),
-    (lambda c: c["training"].update(history=[{"epoch": -1}]), r"'training\.history\[0\]\.epoch' must be >= 0"),
-    (lambda c: c.pop("model"), r"field 'model' is missing"),
-    (lambda c: c["model"].update(latent_dim="3"), r"field 'model' is unusable"),
-    (lambda c: c["model"].update(hidden_dims=[[16]]), r"field 'model' is unusable|does not match the model"),
-    (lambda c: c["optimizer"].update(param_groups="x"), r"'optimizer\.param_groups' must be a list"),
-    (lambda c: c["optimizer"]["param_groups"][0].update(lr="fast"), r"param_groups\[0\]\.lr' must be a number"),
-    (lambda c: c["optimizer"]["scalars"].update(x=1), r"optimizer\.scalars\.x"),
-])
+@pytest.mark.parametrize(
+    "mutate,message",
+    [
+        (
+            lambda c: c["training"].update(epoch="3"),
+            r"field 'training\.epoch' must be an integer; got str",
+        ),
+        (
+            lambda c: c["training"].update(history={"a": 1}),
+            r"field 'training\.history' must be a list",
+        ),
+        (
+            lambda c: c["training"].update(history=[{"epoch": -1}]),
+            r"'training\.history\[0\]\.epoch' must be >= 0",
+        ),
+        (lambda c: c.pop("model"), r"field 'model' is missing"),
+        (lambda c: c["model"].update(latent_dim="3"), r"field 'model' is unusable"),
+        (
+            lambda c: c["model"].update(hidden_dims=[[16]]),
+            r"field 'model' is unusable|does not match the model",
+        ),
+        (
+            lambda c: c["optimizer"].update(param_groups="x"),
+            r"'optimizer\.param_groups' must be a list",
+        ),
+        (
+            lambda c: c["optimizer"]["param_groups"][0].update(lr="fast"),
+            r"param_groups\[0\]\.lr' must be a number",
+        ),
+        (lambda c: c["optimizer"]["scalars"].update(x=1), r"optimizer\.scalars\.x"),
+    ],
+)
 def test_consistently_forged_fields_are_refused_naming_file_and_field(tmp_path, mutate, message):
     vae, opt, _ = _trained(tmp_path)
     _forge(tmp_path, mutate)
@@ -169,18 +234,34 @@ def test_missing_checkpoint_and_old_layout(tmp_path):
         read_config(tmp_path)
     # the first layout (config.json beside the tensor files) is still read
     vae = pv.VAE(5, 2, (4,), likelihood="gaussian")
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(tmp_path / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in vae.state_dict().items()},
+        str(tmp_path / "model.safetensors"),
+    )
     sha = hashlib.sha256((tmp_path / "model.safetensors").read_bytes()).hexdigest()
-    (tmp_path / "config.json").write_text(json.dumps({
-        "format_version": 1, "model": vae.config, "training": {"epoch": 2}, "data": None, "optimizer": None,
-        "files": {"model.safetensors": sha}}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "model": vae.config,
+                "training": {"epoch": 2},
+                "data": None,
+                "optimizer": None,
+                "files": {"model.safetensors": sha},
+            }
+        )
+    )
     again, config = load_checkpoint(tmp_path)
     assert config["training"]["epoch"] == 2
     assert all(torch.equal(a, b) for a, b in zip(again.parameters(), vae.parameters(), strict=True))
 
 
 def _state(path):
-    return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(path).as_posix(): p.read_bytes()
+        for p in sorted(path.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG, errno.EROFS])
@@ -190,14 +271,20 @@ def test_a_full_disk_during_a_save_leaves_the_previous_checkpoint(tmp_path, monk
     real_open = open
 
     def failing_open(file, mode="r", *args, **kwargs):
-        if "w" in mode and "epoch-000004" in str(file) and str(file).endswith("optimizer.safetensors"):
+        if (
+            "w" in mode
+            and "epoch-000004" in str(file)
+            and str(file).endswith("optimizer.safetensors")
+        ):
             raise OSError(code, os.strerror(code))
         return real_open(file, mode, *args, **kwargs)
 
     monkeypatch.setattr("builtins.open", failing_open)
     with torch.no_grad():
         next(vae.parameters()).add_(1.0)
-    with pytest.raises(ResourceError, match="previous checkpoint \\(epoch-000003\\) is still current") as info:
+    with pytest.raises(
+        ResourceError, match="previous checkpoint \\(epoch-000003\\) is still current"
+    ) as info:
         save_checkpoint(tmp_path, vae, optimizer=opt, training={"epoch": 4})
     assert "\n" not in str(info.value)
     monkeypatch.undo()
@@ -266,7 +353,9 @@ def test_a_reader_racing_a_writer_never_sees_a_mixed_set(tmp_path):
             continue
         epoch = config["training"]["epoch"]
         seen.append(epoch)
-        assert all(bool((p == epoch).all()) for p in twin.parameters()), f"mixed set at epoch {epoch}"
+        assert all(bool((p == epoch).all()) for p in twin.parameters()), (
+            f"mixed set at epoch {epoch}"
+        )
     thread.join()
     assert not errors and len(set(seen)) > 1
 
@@ -340,7 +429,9 @@ def test_a_writer_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_pat
 
 
 def test_write_json_is_strict_and_read_json_names_the_file(tmp_path):
-    write_json(tmp_path / "a.json", {"x": float("nan"), "y": (1, float("inf")), "z": torch.tensor(2.5)})
+    write_json(
+        tmp_path / "a.json", {"x": float("nan"), "y": (1, float("inf")), "z": torch.tensor(2.5)}
+    )
     assert json.loads((tmp_path / "a.json").read_text()) == {"x": None, "y": [1, None], "z": 2.5}
     (tmp_path / "b.json").write_text('{"x": NaN}')
     with pytest.raises(UserError, match=r"b\.json is not valid JSON \(NaN is not a JSON value\)"):

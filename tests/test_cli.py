@@ -29,8 +29,22 @@ def run_dir(tmp_path_factory):
 @pytest.mark.parametrize("objective", ["trace", "analytic"])
 def test_train_writes_a_run_with_rising_test_elbo(tmp_path, objective, capsys):
     out = tmp_path / objective
-    rc = main(["train", "--dataset", "digits", "--objective", objective, "--epochs", "3",
-               "--out", str(out), "--no-progress", "--lr", "3e-3"])
+    rc = main(
+        [
+            "train",
+            "--dataset",
+            "digits",
+            "--objective",
+            objective,
+            "--epochs",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--lr",
+            "3e-3",
+        ]
+    )
     assert rc == 0
     metrics = json.loads((out / "metrics.json").read_text())
     tests = [r["test_elbo"] for r in metrics["history"]]
@@ -46,51 +60,110 @@ def test_train_writes_a_run_with_rising_test_elbo(tmp_path, objective, capsys):
 
 def test_resume_keeps_the_recorded_objective_and_refuses_to_overwrite(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", *SMALL, "--objective", "iwae:k=3", "--batch-size", "64", "--epochs", "1",
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "train",
+                *SMALL,
+                "--objective",
+                "iwae:k=3",
+                "--batch-size",
+                "64",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     before = files_of(out / "checkpoint")
     assert main(["train", *SMALL, "--epochs", "1", "--out", str(out)]) == 2
     one_line_error(capsys, "already holds a run: pass --resume")
     assert files_of(out / "checkpoint") == before
-    assert main(["train", "--out", str(out), "--resume", "--objective", "trace", "--no-progress"]) == 2
-    one_line_error(capsys, "--objective trace differs from the run's objective iwae:k=3",
-                   "--override objective")
+    assert (
+        main(["train", "--out", str(out), "--resume", "--objective", "trace", "--no-progress"]) == 2
+    )
+    one_line_error(
+        capsys,
+        "--objective trace differs from the run's objective iwae:k=3",
+        "--override objective",
+    )
     assert main(["train", "--out", str(out), "--resume", "--epochs", "2", "--no-progress"]) == 0
     history = json.loads((out / "metrics.json").read_text())["history"]
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert {r["objective"] for r in history} == {"iwae:k=3"}
-    assert main(["train", "--out", str(out), "--resume", "--epochs", "1", "--objective", "trace",
-                 "--override", "objective", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--resume",
+                "--epochs",
+                "1",
+                "--objective",
+                "trace",
+                "--override",
+                "objective",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "override: objective iwae:k=3 -> trace" in printed
     history = json.loads((out / "metrics.json").read_text())["history"]
-    assert history[-1]["objective"] == "trace" and history[-1]["override"]["objective"]["to"] == "trace"
+    assert (
+        history[-1]["objective"] == "trace"
+        and history[-1]["override"]["objective"]["to"] == "trace"
+    )
 
 
-@pytest.mark.parametrize("argv,message", [
-    (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
-    (["train", "--objective", "nope"], "unknown objective 'nope'"),
-    (["train", "--dataset", "digits", "--likelihood", "bernoulli", "--binarize", "none"], "binarize"),
-    (["train", "--dataset", "mnist", "--data-dir", "/nonexistent"], "mnist"),
-    (["train", "--latent-dim", "100000000000"], "needs about"),
-    (["train", "--model", "ae", "--objective", "trace"], "--objective and --likelihood are for --model vae"),
-    (["train", "--out", ""], "the path is empty"),
-])
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--dataset", "nope"], "unknown dataset 'nope'"),
+        (["train", "--objective", "nope"], "unknown objective 'nope'"),
+        (
+            ["train", "--dataset", "digits", "--likelihood", "bernoulli", "--binarize", "none"],
+            "binarize",
+        ),
+        (["train", "--dataset", "mnist", "--data-dir", "/nonexistent"], "mnist"),
+        (["train", "--latent-dim", "100000000000"], "needs about"),
+        (
+            ["train", "--model", "ae", "--objective", "trace"],
+            "--objective and --likelihood are for --model vae",
+        ),
+        (["train", "--out", ""], "the path is empty"),
+    ],
+)
 def test_user_errors_exit_2_with_one_line_and_make_nothing(tmp_path, argv, message, capsys):
-    rc = main([*argv, "--epochs", "1", "--no-progress", *(["--out", str(tmp_path / "r")] if "--out" not in argv else [])])
+    rc = main(
+        [
+            *argv,
+            "--epochs",
+            "1",
+            "--no-progress",
+            *(["--out", str(tmp_path / "r")] if "--out" not in argv else []),
+        ]
+    )
     assert rc == 2
     one_line_error(capsys, message)
     assert not (tmp_path / "r" / "checkpoint").exists()
 
 
-@pytest.mark.parametrize("argv", [
-    ["train", "--out", "x", "--time-budget", "-1"],
-    ["train", "--out", "x", "--time-budget", "nan"],
-    ["train", "--out", "x", "--lr", "inf"],
-    ["train", "--out", "x", "--epochs", "1e3"],
-    ["train", "--out", "x", "--seed", "-3"],
-    ["sample", "r", "--out", "x.npy", "-n", "1e11"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["train", "--out", "x", "--time-budget", "-1"],
+        ["train", "--out", "x", "--time-budget", "nan"],
+        ["train", "--out", "x", "--lr", "inf"],
+        ["train", "--out", "x", "--epochs", "1e3"],
+        ["train", "--out", "x", "--seed", "-3"],
+        ["sample", "r", "--out", "x.npy", "-n", "1e11"],
+    ],
+)
 def test_malformed_numbers_are_refused_by_the_parser(argv, capsys):
     with pytest.raises(SystemExit) as info:
         main(argv)
@@ -101,10 +174,14 @@ def test_malformed_numbers_are_refused_by_the_parser(argv, capsys):
 
 def test_sizes_are_checked_against_memory_before_allocating(tmp_path, monkeypatch, capsys, run_dir):
     monkeypatch.setattr("ppl_vae._checks.available_memory", lambda: 1 << 30)
-    assert main(["train", *SMALL, "--hidden-dims", "20000,20000", "--out", str(tmp_path / "r")]) == 2
+    assert (
+        main(["train", *SMALL, "--hidden-dims", "20000,20000", "--out", str(tmp_path / "r")]) == 2
+    )
     one_line_error(capsys, "hidden_dims (20000, 20000)", "GiB of memory", "1.0 GiB available")
     assert not (tmp_path / "r").exists()
-    assert main(["sample", str(run_dir), "-n", "100000000000", "--out", str(tmp_path / "s.npy")]) == 2
+    assert (
+        main(["sample", str(run_dir), "-n", "100000000000", "--out", str(tmp_path / "s.npy")]) == 2
+    )
     one_line_error(capsys, "sample -n 100000000000", "needs about", "ask for fewer samples")
 
 
@@ -157,7 +234,21 @@ def test_sample_evaluate_and_plot_refuse_to_replace_files_unless_forced(tmp_path
     assert main(["evaluate", str(run_dir), "-k", "22", "--max-points", "20"]) == 2
     one_line_error(capsys, "already holds evaluation.json", "--force", "--out OTHER_FOLDER")
     assert (run_dir / "evaluation.json").read_bytes() == summary
-    assert main(["evaluate", str(run_dir), "-k", "22", "--max-points", "20", "--out", str(tmp_path / "ev")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run_dir),
+                "-k",
+                "22",
+                "--max-points",
+                "20",
+                "--out",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
     assert main(["evaluate", str(run_dir), "-k", "22", "--max-points", "20", "--force"]) == 0
     assert json.loads((run_dir / "evaluation.json").read_text())["num_samples"] == 22
     assert main(["evaluate", str(run_dir), "--out", ""]) == 2
@@ -176,15 +267,32 @@ def test_an_unwritable_folder_is_refused_before_any_work(tmp_path, monkeypatch, 
 
     real = checks.os.access
     locked = [tmp_path / "ro", run_dir]  # as a read-only mount would be (root ignores chmod)
-    monkeypatch.setattr(checks.os, "access", lambda p, mode: False if any(
-        str(p).startswith(str(f)) for f in locked) else real(p, mode))
+    monkeypatch.setattr(
+        checks.os,
+        "access",
+        lambda p, mode: False if any(str(p).startswith(str(f)) for f in locked) else real(p, mode),
+    )
     (tmp_path / "ro").mkdir()
     assert main(["train", *SMALL, "--out", str(tmp_path / "ro" / "run")]) == 2
     one_line_error(capsys, "cannot write in", "read-only file system")
     assert not (tmp_path / "ro" / "run").exists()
     assert main(["evaluate", str(run_dir), "-k", "21"]) == 2
     one_line_error(capsys, "cannot write in", "--out OTHER_FOLDER")
-    assert main(["evaluate", str(run_dir), "-k", "21", "--max-points", "10", "--out", str(tmp_path / "ev")]) == 0
+    assert (
+        main(
+            [
+                "evaluate",
+                str(run_dir),
+                "-k",
+                "21",
+                "--max-points",
+                "10",
+                "--out",
+                str(tmp_path / "ev"),
+            ]
+        )
+        == 0
+    )
     assert (tmp_path / "ev" / "evaluation.json").is_file()
 
 
@@ -193,8 +301,24 @@ def test_compare_refuses_an_existing_folder_unless_forced(tmp_path, capsys):
     out = tmp_path / "cmp"
     out.mkdir()
     (out / "comparison.csv").write_text("mine")
-    argv = ["compare", "--methods", "trace", "--epochs", "1", "--num-samples", "3", "--hidden-dims", "16",
-            "--latent-dim", "2", "--n-samples", "100", "--out", str(out), "--no-progress"]
+    argv = [
+        "compare",
+        "--methods",
+        "trace",
+        "--epochs",
+        "1",
+        "--num-samples",
+        "3",
+        "--hidden-dims",
+        "16",
+        "--latent-dim",
+        "2",
+        "--n-samples",
+        "100",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert main(argv) == 2
     one_line_error(capsys, "exists and is not empty", "--force")
     assert (out / "comparison.csv").read_text() == "mine"
@@ -212,15 +336,33 @@ def test_evaluate_and_plot_on_a_run_without_a_completed_epoch_say_so(tmp_path, c
     assert main(["train", *SMALL, "--out", str(tmp_path / "r")]) == 130
     monkeypatch.undo()
     capsys.readouterr()
-    for argv in (["evaluate", str(tmp_path / "r")], ["plot", str(tmp_path / "r"), "--kind", "curves"],
-                 ["sample", str(tmp_path / "r"), "--out", str(tmp_path / "s.png")]):
+    for argv in (
+        ["evaluate", str(tmp_path / "r")],
+        ["plot", str(tmp_path / "r"), "--kind", "curves"],
+        ["sample", str(tmp_path / "r"), "--out", str(tmp_path / "s.png")],
+    ):
         assert main(argv) == 2
         one_line_error(capsys, "no completed epoch yet", "--resume")
-    assert main(["train", "--out", str(tmp_path / "r"), "--resume", "--epochs", "1", "--no-progress"]) == 0
+    assert (
+        main(["train", "--out", str(tmp_path / "r"), "--resume", "--epochs", "1", "--no-progress"])
+        == 0
+    )
 
 
 def test_console_script_help_runs():
-    out = subprocess.run([sys.executable, "-m", "ppl_vae.cli", "train", "--help"],
-                         capture_output=True, text=True, check=True).stdout
-    for option in ("--objective", "--epochs", "--out", "--resume", "--override", "--log", "--binarize"):
+    out = subprocess.run(
+        [sys.executable, "-m", "ppl_vae.cli", "train", "--help"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for option in (
+        "--objective",
+        "--epochs",
+        "--out",
+        "--resume",
+        "--override",
+        "--log",
+        "--binarize",
+    ):
         assert option in out

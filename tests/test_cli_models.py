@@ -16,8 +16,12 @@ from ppl_vae.cli import main
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:.*num_samples=.* unreliable:UserWarning"),
-    pytest.mark.filterwarnings("ignore:no closed-form KL:UserWarning"),          # the IAF guide's sampled KL
-    pytest.mark.filterwarnings("ignore:Failed to verify mean field:UserWarning"),  # hvae under 'analytic'
+    pytest.mark.filterwarnings(
+        "ignore:no closed-form KL:UserWarning"
+    ),  # the IAF guide's sampled KL
+    pytest.mark.filterwarnings(
+        "ignore:Failed to verify mean field:UserWarning"
+    ),  # hvae under 'analytic'
 ]
 
 QUICK = ["--dataset", "digits", "--epochs", "1", "--n-samples", "200", "--no-progress"]
@@ -28,19 +32,41 @@ def settings(out):
     return json.loads((out / "settings.json").read_text())["settings"]
 
 
-@pytest.mark.parametrize("name,argv,flags,model", [
-    ("fullrank", [*SMALL, "--guide", "fullrank"], {"guide": "fullrank", "nets": "mlp"},
-     {"class": "VAE", "guide": "fullrank"}),
-    ("iaf", [*SMALL, "--guide", "iaf:n=2"], {"guide": "iaf:n=2"}, {"class": "VAE", "guide": "iaf:n=2"}),
-    ("conv", [*SMALL, "--nets", "conv"], {"guide": "meanfield", "nets": "conv"},
-     {"class": "VAE", "nets": "conv"}),
-    ("hvae", [*QUICK, "--model", "hvae"],
-     {"model": "hvae", "latent_dim": None, "hidden_dims": None, "activation": "tanh"},
-     {"class": "HierarchicalVAE", "latent_dims": [100, 50], "activation": "tanh"}),
-    ("m2", [*SMALL, "--model", "m2", "--labelled-fraction", "0.2"],
-     {"model": "m2", "labelled_fraction": 0.2, "objective": "enum"},
-     {"class": "SemiSupervisedVAE", "labelled_fraction": 0.2, "num_classes": 10}),
-])
+@pytest.mark.parametrize(
+    "name,argv,flags,model",
+    [
+        (
+            "fullrank",
+            [*SMALL, "--guide", "fullrank"],
+            {"guide": "fullrank", "nets": "mlp"},
+            {"class": "VAE", "guide": "fullrank"},
+        ),
+        (
+            "iaf",
+            [*SMALL, "--guide", "iaf:n=2"],
+            {"guide": "iaf:n=2"},
+            {"class": "VAE", "guide": "iaf:n=2"},
+        ),
+        (
+            "conv",
+            [*SMALL, "--nets", "conv"],
+            {"guide": "meanfield", "nets": "conv"},
+            {"class": "VAE", "nets": "conv"},
+        ),
+        (
+            "hvae",
+            [*QUICK, "--model", "hvae"],
+            {"model": "hvae", "latent_dim": None, "hidden_dims": None, "activation": "tanh"},
+            {"class": "HierarchicalVAE", "latent_dims": [100, 50], "activation": "tanh"},
+        ),
+        (
+            "m2",
+            [*SMALL, "--model", "m2", "--labelled-fraction", "0.2"],
+            {"model": "m2", "labelled_fraction": 0.2, "objective": "enum"},
+            {"class": "SemiSupervisedVAE", "labelled_fraction": 0.2, "num_classes": 10},
+        ),
+    ],
+)
 def test_train_evaluate_and_plot_each_model(tmp_path, capsys, name, argv, flags, model):
     out = tmp_path / name
     assert main(["train", *argv, "--out", str(out)]) == 0
@@ -65,16 +91,22 @@ def test_train_evaluate_and_plot_each_model(tmp_path, capsys, name, argv, flags,
     assert (out / "latent.png").stat().st_size > 0
 
 
-@pytest.mark.parametrize("argv,needles", [
-    (["--model", "m2", "--objective", "analytic"], ["objective 'analytic' needs reparameterised", "'y'"]),
-    (["--model", "m2", "--objective", "iwae:k=3"], ["objective 'iwae:k=3'", "'y'", "'enum'"]),
-    (["--model", "hvae", "--guide", "fullrank"], ["--guide fullrank", "'hvae'", "--model vae"]),
-    (["--model", "m2", "--nets", "conv"], ["--nets conv", "'m2'", "--model vae"]),
-    (["--model", "hvae", "--latent-dim", "3"], ["--latent-dim", "'hvae'", "fixed sizes"]),
-    (["--labelled-fraction", "0.2"], ["--labelled-fraction is for --model m2"]),
-    (["--model", "ae", "--guide", "fullrank"], ["--guide", "autoencoder"]),
-    (["--guide", "iaf:m=2"], ["guide 'iaf:m=2'", "n, hidden, context"]),
-])
+@pytest.mark.parametrize(
+    "argv,needles",
+    [
+        (
+            ["--model", "m2", "--objective", "analytic"],
+            ["objective 'analytic' needs reparameterised", "'y'"],
+        ),
+        (["--model", "m2", "--objective", "iwae:k=3"], ["objective 'iwae:k=3'", "'y'", "'enum'"]),
+        (["--model", "hvae", "--guide", "fullrank"], ["--guide fullrank", "'hvae'", "--model vae"]),
+        (["--model", "m2", "--nets", "conv"], ["--nets conv", "'m2'", "--model vae"]),
+        (["--model", "hvae", "--latent-dim", "3"], ["--latent-dim", "'hvae'", "fixed sizes"]),
+        (["--labelled-fraction", "0.2"], ["--labelled-fraction is for --model m2"]),
+        (["--model", "ae", "--guide", "fullrank"], ["--guide", "autoencoder"]),
+        (["--guide", "iaf:m=2"], ["guide 'iaf:m=2'", "n, hidden, context"]),
+    ],
+)
 def test_refusals_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, needles):
     out = tmp_path / "r"
     assert main(["train", *QUICK, *argv, "--out", str(out)]) == 2
@@ -84,7 +116,18 @@ def test_refusals_are_one_line_exit_2_and_write_nothing(tmp_path, capsys, argv, 
 
 def test_a_labelled_fraction_outside_0_1_is_refused_by_the_parser(tmp_path, capsys):
     with pytest.raises(SystemExit) as info:
-        main(["train", *QUICK, "--model", "m2", "--labelled-fraction", "1.5", "--out", str(tmp_path / "r")])
+        main(
+            [
+                "train",
+                *QUICK,
+                "--model",
+                "m2",
+                "--labelled-fraction",
+                "1.5",
+                "--out",
+                str(tmp_path / "r"),
+            ]
+        )
     assert info.value.code == 2 and "(0, 1]" in capsys.readouterr().err
 
 
@@ -93,14 +136,58 @@ def test_resume_refuses_another_guide_naming_both(tmp_path, capsys):
     assert main(["train", *SMALL, "--guide", "iaf:n=2", "--out", str(out)]) == 0
     before = (out / "settings.json").read_bytes()
     capsys.readouterr()
-    assert main(["train", "--out", str(out), "--resume", "--guide", "fullrank", "--epochs", "1", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--resume",
+                "--guide",
+                "fullrank",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "--guide fullrank", "the run has iaf:n=2", "architecture cannot change")
-    assert main(["train", "--out", str(out), "--resume", "--override", "guide", "--guide", "fullrank",
-                 "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--resume",
+                "--override",
+                "guide",
+                "--guide",
+                "fullrank",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "--override guide", "cannot change")
     assert (out / "settings.json").read_bytes() == before
     # the same guide spelled another way is the same setting
-    assert main(["train", "--out", str(out), "--resume", "--guide", "iaf", "--epochs", "1", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--resume",
+                "--guide",
+                "iaf",
+                "--epochs",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert [r["epoch"] for r in json.loads((out / "metrics.json").read_text())["history"]] == [1, 2]
 
 
@@ -110,16 +197,47 @@ def test_resume_refuses_an_objective_m2_cannot_train_before_recording_it(tmp_pat
     assert settings(out)["flags"]["labelled_fraction"] == 0.1  # the default, recorded
     before = (out / "settings.json").read_bytes()
     capsys.readouterr()
-    assert main(["train", "--out", str(out), "--resume", "--epochs", "1", "--objective", "analytic",
-                 "--override", "objective", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "--out",
+                str(out),
+                "--resume",
+                "--epochs",
+                "1",
+                "--objective",
+                "analytic",
+                "--override",
+                "objective",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     one_line_error(capsys, "objective 'analytic'", "'y'")
     assert (out / "settings.json").read_bytes() == before
 
 
 def test_the_real_command_refuses_analytic_for_m2_with_exit_2(tmp_path):
     out = tmp_path / "r"
-    done = subprocess.run([sys.executable, "-m", "ppl_vae.cli", "train", *QUICK, "--model", "m2",
-                           "--objective", "analytic", "--out", str(out)], capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ppl_vae.cli",
+            "train",
+            *QUICK,
+            "--model",
+            "m2",
+            "--objective",
+            "analytic",
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 2, done.stderr
     lines = [line for line in done.stderr.splitlines() if line.startswith("ppl-vae train: error:")]
     assert len(lines) == 1 and "'y'" in lines[0] and "Traceback" not in done.stderr
@@ -131,6 +249,14 @@ def test_train_help_describes_the_new_flags(capsys):
         main(["train", "--help"])
     assert info.value.code == 0
     helped = " ".join(capsys.readouterr().out.split())
-    for text in ("--guide FAMILY", "fullrank", "iaf:n=K", "--nets {mlp,conv}", "--labelled-fraction F",
-                 "hvae (two stochastic layers", "m2 (semi-supervised", "the default for --model m2"):
+    for text in (
+        "--guide FAMILY",
+        "fullrank",
+        "iaf:n=K",
+        "--nets {mlp,conv}",
+        "--labelled-fraction F",
+        "hvae (two stochastic layers",
+        "m2 (semi-supervised",
+        "the default for --model m2",
+    ):
         assert text in helped, text

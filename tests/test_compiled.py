@@ -33,7 +33,12 @@ def small_vae():
 
 @pytest.mark.parametrize(
     ("fn", "kwargs"),
-    [(ev.iw_log_likelihood, {}), (ev.log_weights, {}), (ev.elbo, {"analytic_kl": True}), (ev.elbo, {})],
+    [
+        (ev.iw_log_likelihood, {}),
+        (ev.log_weights, {}),
+        (ev.elbo, {"analytic_kl": True}),
+        (ev.elbo, {}),
+    ],
     ids=["iw", "log_weights", "elbo_analytic", "elbo_sampled"],
 )
 def test_compiled_chunks_give_the_eager_numbers(small_vae, fn, kwargs):
@@ -43,7 +48,9 @@ def test_compiled_chunks_give_the_eager_numbers(small_vae, fn, kwargs):
     assert len(compiled._CACHE) == 1, "the chunk was not compiled"
     torch.testing.assert_close(fast, eager, rtol=1e-5, atol=1e-4)
     other_seed = fn(vae.model, vae.guide, x, 100, batch_size=8, seed=5, fast="compile", **kwargs)
-    assert not torch.allclose(other_seed, fast), "the compiled chunk must draw from the seeded stream"
+    assert not torch.allclose(other_seed, fast), (
+        "the compiled chunk must draw from the seeded stream"
+    )
 
 
 def test_compiled_iw_on_linear_gaussian_is_within_0_02_nats_of_exact():
@@ -70,7 +77,9 @@ def test_parameters_changed_in_place_are_seen_by_a_reused_graph(small_vae):
         for p in vae.parameters():
             p.mul_(1.5)  # as an optimizer step would: same tensors, new values
     after = ev.iw_log_likelihood(vae.model, vae.guide, x, 50, batch_size=8, fast="compile")
-    assert next(iter(compiled._CACHE.values())) is graph and len(compiled._CACHE) == 1, "graph not reused"
+    assert next(iter(compiled._CACHE.values())) is graph and len(compiled._CACHE) == 1, (
+        "graph not reused"
+    )
     eager = ev.iw_log_likelihood(vae.model, vae.guide, x, 50, batch_size=8, fast="eager")
     torch.testing.assert_close(after, eager, rtol=1e-5, atol=1e-4)
     assert float((after - before).abs().max()) > 0.1
@@ -118,16 +127,25 @@ def test_auto_compiles_only_jobs_of_at_least_compile_min_rows(small_vae, monkeyp
 
 def test_compile_shapes_count_chunks():
     # 10 points in chunks of 4 -> 4, 4, 2; K=1000 in chunks of 400 -> 400, 400, 200
-    assert ev._compile_shapes(10, 1000, 4, 400, "compile") == {(4, 400), (4, 200), (2, 400), (2, 200)}
+    assert ev._compile_shapes(10, 1000, 4, 400, "compile") == {
+        (4, 400),
+        (4, 200),
+        (2, 400),
+        (2, 200),
+    }
     assert ev._compile_shapes(10, 1000, 4, 400, "auto") == set()  # under COMPILE_MIN_ROWS
-    assert ev._compile_shapes(10**4, 1000, 4, 1000, "auto") == {(4, 1000)}  # 2500 chunks of one shape
+    assert ev._compile_shapes(10**4, 1000, 4, 1000, "auto") == {
+        (4, 1000)
+    }  # 2500 chunks of one shape
     assert ev._compile_shapes(10**4, 1000, 4, 1000, "eager") == set()
 
 
 def test_fast_argument_is_checked(small_vae):
     vae, x = small_vae
     for fn in (ev.iw_log_likelihood, ev.log_weights, ev.elbo):
-        with pytest.raises(ValueError, match="fast must be one of 'auto', 'compile', 'eager'; got 'graph'"):
+        with pytest.raises(
+            ValueError, match="fast must be one of 'auto', 'compile', 'eager'; got 'graph'"
+        ):
             fn(vae.model, vae.guide, x, 10, fast="graph")
     with pytest.raises(ValueError, match="fast must be one of"):
         pv.evaluate(vae, x, 100, fast=None)
@@ -147,7 +165,11 @@ def test_user_program_with_closure_parameters_compiles(small_vae):
         with pyro.plate("rows", data.shape[0]):
             pyro.sample("code", dist.Normal(loc, scale).to_event(1))
 
-    fast = ev.iw_log_likelihood(model, guide, x, 64, batch_size=8, seed=1, fast="compile", data_plate="rows")
-    eager = ev.iw_log_likelihood(model, guide, x, 64, batch_size=8, seed=1, fast="eager", data_plate="rows")
+    fast = ev.iw_log_likelihood(
+        model, guide, x, 64, batch_size=8, seed=1, fast="compile", data_plate="rows"
+    )
+    eager = ev.iw_log_likelihood(
+        model, guide, x, 64, batch_size=8, seed=1, fast="eager", data_plate="rows"
+    )
     assert compiled._CACHE
     torch.testing.assert_close(fast, eager, rtol=1e-5, atol=1e-4)

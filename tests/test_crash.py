@@ -29,8 +29,26 @@ from ppl_vae.cli import main
 from ppl_vae.errors import RunError
 from ppl_vae.runs import load_run, read_history
 
-ARGS = ["train", "--dataset", "digits", "--hidden-dims", "32", "--latent-dim", "4", "--objective", "trace",
-        "--seed", "3", "--batch-size", "64", "--lr", "3e-3", "--epochs", "4", "--no-progress"]
+ARGS = [
+    "train",
+    "--dataset",
+    "digits",
+    "--hidden-dims",
+    "32",
+    "--latent-dim",
+    "4",
+    "--objective",
+    "trace",
+    "--seed",
+    "3",
+    "--batch-size",
+    "64",
+    "--lr",
+    "3e-3",
+    "--epochs",
+    "4",
+    "--no-progress",
+]
 RNG = random.Random(int(os.environ.get("PPL_VAE_CRASH_SEED", "0")))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
@@ -74,7 +92,9 @@ def check_crashed(out: Path, want) -> int:
         return 0
     history = read_history(out)[1]
     assert_same_history(history, want[: len(history)])
-    if (out / "metrics.json").exists():  # a view rewritten after each commit: at most one epoch behind
+    if (
+        out / "metrics.json"
+    ).exists():  # a view rewritten after each commit: at most one epoch behind
         view = [r["epoch"] for r in json.loads((out / "metrics.json").read_text())["history"]]
         assert view == [r["epoch"] for r in history][: len(view)] and len(view) >= len(history) - 1
     run = load_run(out)
@@ -84,8 +104,11 @@ def check_crashed(out: Path, want) -> int:
 
 def recover(server, out: Path, log: Path, kill_after: float | None = None) -> int:
     """What the user does: resume (or start again, if it died before writing its settings)."""
-    argv = ["train", "--out", out, "--resume", "--no-progress"] if (out / "settings.json").exists() \
+    argv = (
+        ["train", "--out", out, "--resume", "--no-progress"]
+        if (out / "settings.json").exists()
         else [*ARGS, "--out", out]
+    )
     pid = server.run(argv, log)
     if kill_after is not None:
         time.sleep(kill_after)
@@ -99,15 +122,28 @@ def check_clean(out: Path) -> None:
     assert len([n for n in names if n.startswith("epoch-")]) == 2, names
 
 
-FAULTS = ["rename:1", "rename:2", "rename:3", "rename:4", "write:1", "write:6", "write:9", "fsync:2",
-          "fsync:9", "fsync:13", "remove:1"]
+FAULTS = [
+    "rename:1",
+    "rename:2",
+    "rename:3",
+    "rename:4",
+    "write:1",
+    "write:6",
+    "write:9",
+    "fsync:2",
+    "fsync:9",
+    "fsync:13",
+    "remove:1",
+]
 
 
 @pytest.mark.parametrize("fault", FAULTS)
 def test_a_fault_at_a_step_of_a_checkpoint_commit_loses_nothing(server, reference, tmp_path, fault):
     want = reference[0]
     out = tmp_path / "run"
-    rc, text, _ = server.call([*ARGS, "--out", out], tmp_path / "log", env={"PPL_VAE_FAULT_AT": fault})
+    rc, text, _ = server.call(
+        [*ARGS, "--out", out], tmp_path / "log", env={"PPL_VAE_FAULT_AT": fault}
+    )
     assert rc == 137, f"the fault {fault} was not reached: {text}"
     check_crashed(out, want)
     assert recover(server, out, tmp_path / "log2") == 0, (tmp_path / "log2").read_text()
@@ -128,7 +164,9 @@ def test_sigkill_and_ctrl_c_at_random_moments_then_resume(server, reference, tmp
         killed += rc in (-9, 130)
         check_crashed(out, want)
         if i % 3 == 2:  # kill the resumed run too
-            rc2 = recover(server, out, tmp_path / f"log{i}b", kill_after=RNG.uniform(0.0, 0.5 * seconds))
+            rc2 = recover(
+                server, out, tmp_path / f"log{i}b", kill_after=RNG.uniform(0.0, 0.5 * seconds)
+            )
             killed += rc2 == -9
             check_crashed(out, want)
         assert recover(server, out, tmp_path / f"log{i}c") == 0, (tmp_path / f"log{i}c").read_text()
@@ -143,7 +181,9 @@ def test_two_writers_started_together_leave_one_clean_run(server, reference, tmp
     assert sorted(rcs) == [0, 2], rcs
     loser = rcs.index(2)
     err = (tmp_path / f"log{loser}").read_text()
-    assert err.count("\n") == 1 and ("being written by PID" in err or "already holds a run" in err), err
+    assert err.count("\n") == 1 and (
+        "being written by PID" in err or "already holds a run" in err
+    ), err
     assert_same_history(read_history(out)[1], reference[0])
 
 
@@ -152,13 +192,17 @@ def test_a_reader_in_another_process_never_sees_a_mixed_checkpoint(server, tmp_p
     from ppl_vae.runs import load_checkpoint
 
     out = tmp_path / "run"
-    pid = server.run([*ARGS[:-3], "--epochs", "12", "--no-progress", "--out", out], tmp_path / "log")
+    pid = server.run(
+        [*ARGS[:-3], "--epochs", "12", "--no-progress", "--out", out], tmp_path / "log"
+    )
     seen, errors = set(), []
     while not (out / "checkpoint" / "CURRENT.json").exists():
         time.sleep(0.005)
     for _ in range(2000):
         try:
-            model, config = load_checkpoint(out / "checkpoint")  # every file checked against one manifest
+            model, config = load_checkpoint(
+                out / "checkpoint"
+            )  # every file checked against one manifest
         except CheckpointError as err:
             errors.append(str(err))
             continue
@@ -174,8 +218,14 @@ def test_a_reader_in_another_process_never_sees_a_mixed_checkpoint(server, tmp_p
 
 # ------------------------------------------------------------------------- real `python -m ppl_vae.cli`
 def _cli(*argv, **kwargs):
-    return subprocess.Popen([sys.executable, "-m", "ppl_vae.cli", *map(str, argv)], env=ENV,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ppl_vae.cli", *map(str, argv)],
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kwargs,
+    )
 
 
 def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -200,7 +250,9 @@ def test_real_cli_killed_mid_training_resumes_to_the_same_history(server, refere
 
 def test_a_second_writer_is_refused_naming_the_holder(server, tmp_path, capsys):
     out = tmp_path / "run"
-    pid = server.run([*ARGS[:-3], "--epochs", "400", "--no-progress", "--out", out], tmp_path / "log")
+    pid = server.run(
+        [*ARGS[:-3], "--epochs", "400", "--no-progress", "--out", out], tmp_path / "log"
+    )
     try:
         while not (out / "checkpoint" / "CURRENT.json").exists():
             time.sleep(0.005)
@@ -215,21 +267,31 @@ def test_a_second_writer_is_refused_naming_the_holder(server, tmp_path, capsys):
     assert history and [r["epoch"] for r in history] == list(range(1, len(history) + 1))
 
 
-def test_a_full_disk_is_one_line_exit_2_and_the_previous_checkpoint_loads(server, reference, tmp_path):
+def test_a_full_disk_is_one_line_exit_2_and_the_previous_checkpoint_loads(
+    server, reference, tmp_path
+):
     """A file-size limit (SIGXFSZ ignored, as ``preexec_fn`` would set it) makes the writes fail with EFBIG."""
     out = tmp_path / "run"
     first = [*ARGS[:-3], "--epochs", "2", "--no-progress"]
     assert server.call([*first, "--out", out], tmp_path / "log")[0] == 0
     # the optimizer file (about 38 kB) cannot be written under a 30 kB file-size limit
-    rc, stderr, _ = server.call(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"],
-                                tmp_path / "log1", fsize=30_000)
+    rc, stderr, _ = server.call(
+        ["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"],
+        tmp_path / "log1",
+        fsize=30_000,
+    )
     assert rc == 2, stderr
     assert stderr.count("\n") == 1 and "Traceback" not in stderr, stderr
-    assert "File too large (EFBIG)" in stderr and "previous checkpoint (epoch-000002) is still current" in stderr
+    assert (
+        "File too large (EFBIG)" in stderr
+        and "previous checkpoint (epoch-000002) is still current" in stderr
+    )
     assert read_history(out)[1][-1]["epoch"] == 2
     load_run(out)
     assert not [p for p in (out / "checkpoint").iterdir() if p.name.startswith(".tmp")]
     # the advice works: with space again, resume finishes the run as if nothing happened
-    rc, text, _ = server.call(["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"], tmp_path / "l2")
+    rc, text, _ = server.call(
+        ["train", "--out", out, "--resume", "--epochs", "2", "--no-progress"], tmp_path / "l2"
+    )
     assert rc == 0, text
     assert_same_history(read_history(out)[1], reference[0])

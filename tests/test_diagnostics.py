@@ -109,7 +109,10 @@ def test_elbo_sampled_and_analytic_match_closed_form(linear):
     for analytic in (False, True):
         est = ev.elbo(vae.model, vae.guide, x, 500, seed=0, analytic_kl=analytic)
         err = est - truth
-        assert abs(float(err.mean())) < 4 * float(err.std()) / math.sqrt(len(x)), (analytic, float(err.mean()))
+        assert abs(float(err.mean())) < 4 * float(err.std()) / math.sqrt(len(x)), (
+            analytic,
+            float(err.mean()),
+        )
         assert float(err.abs().mean()) < 0.4  # per-point s.d. of a 500-draw ELBO here is about 0.25
 
 
@@ -129,8 +132,12 @@ def test_iw_matches_quadrature_on_nonlinear_1d_model(tanh_case):
 
 def test_khat_flags_too_narrow_guide_and_passes_good_guide(tanh_case):
     tm, x, _ = tanh_case
-    narrow = pv.psis_diagnostics(ev.log_weights(tm.model, tm.guide_with(0.2), x, 1000, seed=0, data_plate="points"))
-    good = pv.psis_diagnostics(ev.log_weights(tm.model, tm.guide_with(1.2), x, 1000, seed=0, data_plate="points"))
+    narrow = pv.psis_diagnostics(
+        ev.log_weights(tm.model, tm.guide_with(0.2), x, 1000, seed=0, data_plate="points")
+    )
+    good = pv.psis_diagnostics(
+        ev.log_weights(tm.model, tm.guide_with(1.2), x, 1000, seed=0, data_plate="points")
+    )
     assert narrow.khat.shape == (200,)
     # theory for Gaussians, q 5x narrower than p: k = 1 - 0.2^2 = 0.96; estimates from K=1000 run lower
     assert narrow.share_above(0.7) > 0.6, narrow.share_above(0.7)
@@ -167,7 +174,11 @@ def test_user_written_model_and_guide_match_builtin_path(linear):
         with pyro.plate("batch", data.shape[0]):
             pyro.sample("code", dist.Normal(loc, scale).to_event(1))
 
-    for fn, kwargs in ((ev.log_weights, {}), (ev.iw_log_likelihood, {}), (ev.elbo, {"analytic_kl": True})):
+    for fn, kwargs in (
+        (ev.log_weights, {}),
+        (ev.iw_log_likelihood, {}),
+        (ev.elbo, {"analytic_kl": True}),
+    ):
         ours = fn(my_model, my_guide, x, 50, seed=3, data_plate="batch", **kwargs)
         builtin = fn(vae.model, vae.guide, x, 50, seed=3, **kwargs)
         torch.testing.assert_close(ours, builtin, atol=1e-4, rtol=0)
@@ -187,7 +198,9 @@ def test_nested_plate_and_scalar_sites_are_summed_per_point():
     def evented(data):
         with pyro.plate("data", data.shape[0]):
             z = pyro.sample("z", dist.Normal(data.new_zeros(len(data)), 1.0))
-            pyro.sample("x", dist.Normal(z[..., None].expand(z.shape + (4,)), 1.0).to_event(1), obs=data)
+            pyro.sample(
+                "x", dist.Normal(z[..., None].expand(z.shape + (4,)), 1.0).to_event(1), obs=data
+            )
 
     def guide(data):
         with pyro.plate("data", data.shape[0], dim=-1):
@@ -197,14 +210,18 @@ def test_nested_plate_and_scalar_sites_are_summed_per_point():
     b = ev.log_weights(evented, guide, x, 20, seed=0)
     torch.testing.assert_close(a, b)
     exact = dist.MultivariateNormal(torch.zeros(4), torch.eye(4) + 1.0).log_prob(x)
-    torch.testing.assert_close(ev.iw_log_likelihood(plated, guide, x, 4000, seed=0), exact, atol=0.02, rtol=0)
+    torch.testing.assert_close(
+        ev.iw_log_likelihood(plated, guide, x, 4000, seed=0), exact, atol=0.02, rtol=0
+    )
 
 
 def test_chunking_and_seeds(linear):
     vae, x, exact = linear
     x, exact = x[:100], exact[:100]
     a = ev.iw_log_likelihood(vae.model, vae.guide, x, 300, seed=7)
-    torch.testing.assert_close(ev.iw_log_likelihood(vae.model, vae.guide, x, 300, seed=7), a, atol=0, rtol=0)
+    torch.testing.assert_close(
+        ev.iw_log_likelihood(vae.model, vae.guide, x, 300, seed=7), a, atol=0, rtol=0
+    )
     assert not torch.equal(ev.iw_log_likelihood(vae.model, vae.guide, x, 300, seed=8), a)
     # odd chunk sizes: the running log-sum-exp over particle chunks equals the one-shot one
     chunks = {"batch_size": 7, "particle_chunk": 64}
@@ -214,8 +231,10 @@ def test_chunking_and_seeds(linear):
     exact_iw = ev.iw_log_likelihood(vae.model, vae.exact_guide, x, 300, seed=7, **chunks)
     torch.testing.assert_close(exact_iw, exact, atol=2e-4, rtol=0)
     g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    torch.testing.assert_close(ev.elbo(vae.model, vae.guide, x, 3, generator=g1),
-                               ev.elbo(vae.model, vae.guide, x, 3, generator=g2))
+    torch.testing.assert_close(
+        ev.elbo(vae.model, vae.guide, x, 3, generator=g1),
+        ev.elbo(vae.model, vae.guide, x, 3, generator=g2),
+    )
 
 
 def test_callers_rng_and_param_store_are_untouched(linear):
@@ -249,7 +268,11 @@ def _plated_bernoulli(data):
     with pyro.plate("data", data.shape[0], dim=-1):
         z = pyro.sample("z", dist.Normal(0.0, 1.0).expand([data.shape[0]]))
         with pyro.plate("pix", data.shape[1], dim=-2):
-            pyro.sample("x", dist.Bernoulli(logits=z * torch.linspace(-2, 2, data.shape[1])[:, None]), obs=data.T)
+            pyro.sample(
+                "x",
+                dist.Bernoulli(logits=z * torch.linspace(-2, 2, data.shape[1])[:, None]),
+                obs=data.T,
+            )
 
 
 def _mean_guide(data):
@@ -271,16 +294,24 @@ def test_fast_path_gives_the_generic_numbers(monkeypatch, linear, tanh_case):
     def probs_model(data):
         with pyro.plate("data", data.shape[0]):
             z = pyro.sample("z", dist.Normal(0.0, 2.0).expand([data.shape[0], 2]).to_event(1))
-            pyro.sample("x", dist.Bernoulli(probs=torch.sigmoid(z @ torch.ones(2, data.shape[1]))).to_event(1), obs=data)
+            pyro.sample(
+                "x",
+                dist.Bernoulli(probs=torch.sigmoid(z @ torch.ones(2, data.shape[1]))).to_event(1),
+                obs=data,
+            )
 
     def mvn_guide(data):
         with pyro.plate("data", data.shape[0]):
             pyro.sample("z", dist.MultivariateNormal(0.1 * data[:, :2], 0.5 * torch.eye(2)))
 
     cases = [
-        (bern.model, bern.guide, xb), (gauss.model, gauss.guide, xg), (lin.model, lin.guide, x_lin[:50]),
-        (lin.model, lin.exact_guide, x_lin[:50]), (pv.Program(tm.model, tm.guide_with(1.2), "points"), None, x_tanh[:50]),
-        (_plated_bernoulli, _mean_guide, _binary(30, 6)), (probs_model, mvn_guide, _binary(30, 6)),
+        (bern.model, bern.guide, xb),
+        (gauss.model, gauss.guide, xg),
+        (lin.model, lin.guide, x_lin[:50]),
+        (lin.model, lin.exact_guide, x_lin[:50]),
+        (pv.Program(tm.model, tm.guide_with(1.2), "points"), None, x_tanh[:50]),
+        (_plated_bernoulli, _mean_guide, _binary(30, 6)),
+        (probs_model, mvn_guide, _binary(30, 6)),
     ]
     for model, guide, x in cases:
         fast, generic = _both_paths(monkeypatch, ev.log_weights, model, guide, x, 40, seed=2)
@@ -288,7 +319,9 @@ def test_fast_path_gives_the_generic_numbers(monkeypatch, linear, tanh_case):
     # the fast formulas really are the ones used for the VAEs' sites (x, z in the model; z in the guide)
     taken = []
     original = kernels.fast_log_prob
-    monkeypatch.setattr(kernels, "fast_log_prob", lambda *args: taken.append(original(*args)) or taken[-1])
+    monkeypatch.setattr(
+        kernels, "fast_log_prob", lambda *args: taken.append(original(*args)) or taken[-1]
+    )
     for vae, x in ((bern, xb), (gauss, xg)):
         taken.clear()
         ev.iw_log_likelihood(vae.model, vae.guide, x, 10, seed=0)
@@ -297,9 +330,13 @@ def test_fast_path_gives_the_generic_numbers(monkeypatch, linear, tanh_case):
     iw = _both_paths(monkeypatch, ev.iw_log_likelihood, bern.model, bern.guide, xb, 300, seed=1)
     torch.testing.assert_close(*iw, rtol=1e-6, atol=1e-5)
     for analytic in (False, True):
-        el = _both_paths(monkeypatch, ev.elbo, bern.model, bern.guide, xb, 3, seed=1, analytic_kl=analytic)
+        el = _both_paths(
+            monkeypatch, ev.elbo, bern.model, bern.guide, xb, 3, seed=1, analytic_kl=analytic
+        )
         torch.testing.assert_close(*el, rtol=1e-6, atol=1e-5)
-    quad = _both_paths(monkeypatch, pv.quadrature_log_likelihood, _plated_bernoulli, _binary(5, 6), grid=101)
+    quad = _both_paths(
+        monkeypatch, pv.quadrature_log_likelihood, _plated_bernoulli, _binary(5, 6), grid=101
+    )
     torch.testing.assert_close(*quad, rtol=1e-6, atol=1e-5)
 
 
@@ -309,13 +346,17 @@ def test_blocked_evaluation_matches_one_shot(monkeypatch):
     vae = pv.VAE(20, 3, hidden_dims=(16,)).eval()
     gauss = pv.VAE(20, 3, hidden_dims=(16,), likelihood="gaussian").eval()
     xb, xg = _binary(25, 20), torch.randn(25, 20)
-    one_shot = [ev.log_weights(vae.model, vae.guide, xb, 1000, seed=0, batch_size=5),
-                ev.log_weights(gauss.model, gauss.guide, xg, 1000, seed=0, batch_size=5),
-                ev.elbo(vae.model, vae.guide, xb, 1, seed=0)]
+    one_shot = [
+        ev.log_weights(vae.model, vae.guide, xb, 1000, seed=0, batch_size=5),
+        ev.log_weights(gauss.model, gauss.guide, xg, 1000, seed=0, batch_size=5),
+        ev.elbo(vae.model, vae.guide, xb, 1, seed=0),
+    ]
     monkeypatch.setattr(kernels, "_BLOCK_ELEMENTS", 97)
-    blocked = [ev.log_weights(vae.model, vae.guide, xb, 1000, seed=0, batch_size=5),
-               ev.log_weights(gauss.model, gauss.guide, xg, 1000, seed=0, batch_size=5),
-               ev.elbo(vae.model, vae.guide, xb, 1, seed=0)]
+    blocked = [
+        ev.log_weights(vae.model, vae.guide, xb, 1000, seed=0, batch_size=5),
+        ev.log_weights(gauss.model, gauss.guide, xg, 1000, seed=0, batch_size=5),
+        ev.elbo(vae.model, vae.guide, xb, 1, seed=0),
+    ]
     for a, b in zip(one_shot, blocked, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-5)
 
@@ -335,7 +376,10 @@ def test_fast_log_prob_site_by_site():
         (dist.Normal(loc, scale).expand([7, 4, 5]).to_event(1), z),  # stride-0 particle dim
         (dist.Normal(loc, scale).to_event(1), z),
         (dist.Normal(0.0, 1.5).expand([4, 5]).to_event(1), z),  # scalar parameters
-        (dist.Normal(torch.zeros(4, 5), torch.ones(4, 5)).expand([7, 4, 5]).to_event(1), z),  # N(0, I)
+        (
+            dist.Normal(torch.zeros(4, 5), torch.ones(4, 5)).expand([7, 4, 5]).to_event(1),
+            z,
+        ),  # N(0, I)
         (dist.Normal(torch.zeros(4, 5), torch.ones(4, 5)), z),
         (dist.Normal(loc, scale), z),
         (dist.Normal(loc, scale).to_event(2), z[0]),
@@ -353,7 +397,10 @@ def test_fast_log_prob_site_by_site():
 
     left = [
         (dist.Bernoulli(probs=torch.sigmoid(logits)).to_event(1), x),  # probs, not logits
-        (dist.Bernoulli(logits=logits).to_event(1), x * 0.5),  # grey values: BCE's extension, generic path
+        (
+            dist.Bernoulli(logits=logits).to_event(1),
+            x * 0.5,
+        ),  # grey values: BCE's extension, generic path
         (dist.Bernoulli(logits=logits).to_event(1), x.long()),  # not a float value
         (dist.MultivariateNormal(loc, scale_tril=torch.eye(5)), z),
         (MyNormal(loc, scale).to_event(1), z),  # overrides log_prob
@@ -384,10 +431,14 @@ def test_fast_path_falls_back_for_grey_rows_and_leaves_program_tensors_alone(mon
 
     x = _binary(40, 6)
     x[20:] = x[20:] * 0.6 + 0.2  # grey, past the rows checked by validation
-    fast, generic = _both_paths(monkeypatch, ev.log_weights, model, guide, x, 30, seed=0, batch_size=10)
+    fast, generic = _both_paths(
+        monkeypatch, ev.log_weights, model, guide, x, 30, seed=0, batch_size=10
+    )
     torch.testing.assert_close(fast, generic, rtol=1e-6, atol=1e-5)
     ev.log_weights(model, guide, x[:10], 30, seed=0)
-    assert torch.equal(seen["logits"], seen["logits_copy"]) and torch.equal(seen["loc"], seen["loc_copy"])
+    assert torch.equal(seen["logits"], seen["logits_copy"]) and torch.equal(
+        seen["loc"], seen["loc_copy"]
+    )
 
 
 def test_default_chunks_are_even_and_near_rows_per_call():
@@ -431,7 +482,9 @@ def test_analytic_kl_needs_rsample_and_a_closed_form(linear):
     def model(data):
         with pyro.plate("data", data.shape[0]):
             z = pyro.sample("z", dist.Normal(data.new_zeros(len(data)), 1.0))
-            pyro.sample("x", dist.Normal(z[..., None].expand(z.shape + (D,)), 1.0).to_event(1), obs=data)
+            pyro.sample(
+                "x", dist.Normal(z[..., None].expand(z.shape + (D,)), 1.0).to_event(1), obs=data
+            )
 
     def no_rsample(data):
         with pyro.plate("data", data.shape[0]):
@@ -480,7 +533,9 @@ def test_wrong_data_dimension(linear):
     def fragile_model(data):  # runs once, but z[:, None] breaks under a particle dimension
         with pyro.plate("data", data.shape[0]):
             z = pyro.sample("z", dist.Normal(data.new_zeros(len(data)), 1.0))
-            pyro.sample("x", dist.Normal(z[:, None], 1.0).expand([len(data), 5]).to_event(1), obs=data)
+            pyro.sample(
+                "x", dist.Normal(z[:, None], 1.0).expand([len(data), 5]).to_event(1), obs=data
+            )
 
     def scalar_guide(data):
         with pyro.plate("data", data.shape[0]):
@@ -567,11 +622,30 @@ def test_cli_evaluate_compiled_and_eager_agree(digits_run, tmp_path):
     summaries = {}
     for mode in ("eager", "compile"):
         out = tmp_path / mode
-        assert main(["evaluate", str(digits_run), "-k", "100", "--max-points", "80", "--batch-size", "20",
-                     "--fast", mode, "--out", str(out)]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    str(digits_run),
+                    "-k",
+                    "100",
+                    "--max-points",
+                    "80",
+                    "--batch-size",
+                    "20",
+                    "--fast",
+                    mode,
+                    "--out",
+                    str(out),
+                ]
+            )
+            == 0
+        )
         summaries[mode] = json.loads((out / "evaluation.json").read_text())
     for key in ("elbo_mean", "iw_mean", "gap_mean", "khat_median"):
-        assert summaries["compile"][key] == pytest.approx(summaries["eager"][key], rel=1e-5, abs=1e-4), key
+        assert summaries["compile"][key] == pytest.approx(
+            summaries["eager"][key], rel=1e-5, abs=1e-4
+        ), key
 
 
 def test_progress_bar_counts_points(linear, capsys):

@@ -30,11 +30,24 @@ def test_a_group_of_one_trains_exactly_like_one_process(digits, tmp_path, object
     except ValueError:
         pytest.skip(f"objective {objective!r} is not registered")
     alone = _vae()
-    h_alone = pv.fit(alone, digits, objective, epochs=2, batch_size=128, seed=3, device="cpu", progress=False)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    h_alone = pv.fit(
+        alone, digits, objective, epochs=2, batch_size=128, seed=3, device="cpu", progress=False
+    )
+    dist.init_process_group(
+        "gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1
+    )
     try:
         grouped = _vae()
-        h_grouped = pv.fit(grouped, digits, objective, epochs=2, batch_size=128, seed=3, device="cpu", progress=False)
+        h_grouped = pv.fit(
+            grouped,
+            digits,
+            objective,
+            epochs=2,
+            batch_size=128,
+            seed=3,
+            device="cpu",
+            progress=False,
+        )
     finally:
         dist.destroy_process_group()
     assert [r["world_size"] for r in h_grouped] == [1, 1]
@@ -49,10 +62,33 @@ def test_a_group_of_one_trains_exactly_like_one_process(digits, tmp_path, object
 def test_torchrun_two_gloo_processes_keep_identical_parameters_and_learn(tmp_path):
     out = tmp_path / "run"
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        str(REPO / "tests" / "ddp_worker.py"), str(tmp_path), "--",
-        "train", "--dataset", "digits", "--latent-dim", "4", "--hidden-dims", "32", "--epochs", "4",
-        "--batch-size", "64", "--lr", "3e-3", "--device", "cpu", "--no-progress", "--out", str(out),
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "ddp_worker.py"),
+        str(tmp_path),
+        "--",
+        "train",
+        "--dataset",
+        "digits",
+        "--latent-dim",
+        "4",
+        "--hidden-dims",
+        "32",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "64",
+        "--lr",
+        "3e-3",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
@@ -78,8 +114,16 @@ def test_a_second_fit_in_the_same_torchrun_process_reuses_the_group(tmp_path):
     """The first call starts the group from torchrun's environment; the second must not hang re-creating it."""
     from safetensors import safe_open
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(REPO / "tests" / "ddp_two_fits.py"), str(tmp_path)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(REPO / "tests" / "ddp_two_fits.py"),
+        str(tmp_path),
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=170)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -63,16 +63,33 @@ class UserVAE(nn.Module):
 def _fit(program, x, objective, fast_mode, epochs=2, **kwargs):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        h = pv.fit(program, x, objective, epochs=epochs, batch_size=BATCH, lr=1e-2, seed=3, device="cpu",
-                   progress=False, fast=fast_mode, **kwargs)
+        h = pv.fit(
+            program,
+            x,
+            objective,
+            epochs=epochs,
+            batch_size=BATCH,
+            lr=1e-2,
+            seed=3,
+            device="cpu",
+            progress=False,
+            fast=fast_mode,
+            **kwargs,
+        )
     return h, [w for w in caught if issubclass(w.category, FastPathWarning)]
 
 
-@pytest.mark.parametrize(("make", "objective"), [
-    (lambda: (torch.manual_seed(0), UserVAE())[1], "trace"),  # a user's program, on request
-    (_vae, "analytic:anneal_steps=6"),  # the KL weight changes every step: an input of the graph
-    (_vae, "iwae:k=3"),  # the objective's own Pyro loss, captured
-])
+@pytest.mark.parametrize(
+    ("make", "objective"),
+    [
+        (lambda: (torch.manual_seed(0), UserVAE())[1], "trace"),  # a user's program, on request
+        (
+            _vae,
+            "analytic:anneal_steps=6",
+        ),  # the KL weight changes every step: an input of the graph
+        (_vae, "iwae:k=3"),  # the objective's own Pyro loss, captured
+    ],
+)
 def test_the_compiled_step_trains_like_the_eager_step(x, make, objective):
     """Same start, same random numbers: after 8 steps the parameters agree to float tolerance."""
     eager, compiled = make(), make()
@@ -86,7 +103,9 @@ def test_the_compiled_step_trains_like_the_eager_step(x, make, objective):
         assert a["test_elbo"] == b["test_elbo"]  # no test split here: None
     for p, q in zip(compiled.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
-    state = h_comp.state.optimizer.state  # torch's own Adam state was advanced, step counts included
+    state = (
+        h_comp.state.optimizer.state
+    )  # torch's own Adam state was advanced, step counts included
     assert all(int(s["step"]) == 8 for s in state.values())
 
 
@@ -95,8 +114,12 @@ class _DiscreteGuideVAE(pv.VAE):
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             flip = pyro.sample("flip", dist.Bernoulli(x.new_full((x.shape[0],), 0.5)))
-            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], self.latent_dim), 1.0).to_event(1))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(z) + flip.unsqueeze(-1)).to_event(1), obs=x)
+            z = pyro.sample(
+                "z", dist.Normal(x.new_zeros(x.shape[0], self.latent_dim), 1.0).to_event(1)
+            )
+            pyro.sample(
+                "x", dist.Bernoulli(logits=self.decoder(z) + flip.unsqueeze(-1)).to_event(1), obs=x
+            )
 
     def guide(self, x):
         pyro.module("encoder", self.encoder)
@@ -118,15 +141,21 @@ def _param_guide(x):
         pyro.sample("z", dist.Normal(q.expand(x.shape[0], D), 1.0).to_event(1))
 
 
-@pytest.mark.parametrize(("program", "objective", "reason"), [
-    (lambda: (torch.manual_seed(0), _DiscreteGuideVAE(D, 3, (16,)))[1], "trace", "flip"),
-    (lambda: pv.Program(_param_model, _param_guide), "trace", "pyro.param"),
-])
-def test_programs_the_compiled_step_cannot_take_fall_back_with_a_warning(x, program, objective, reason):
+@pytest.mark.parametrize(
+    ("program", "objective", "reason"),
+    [
+        (lambda: (torch.manual_seed(0), _DiscreteGuideVAE(D, 3, (16,)))[1], "trace", "flip"),
+        (lambda: pv.Program(_param_model, _param_guide), "trace", "pyro.param"),
+    ],
+)
+def test_programs_the_compiled_step_cannot_take_fall_back_with_a_warning(
+    x, program, objective, reason
+):
     p = program()
     h, warned = _fit(p, x, objective, "compile")
-    assert any(reason in str(w.message) and "whole step" in str(w.message) for w in warned), \
-        [str(w.message) for w in warned]
+    assert any(reason in str(w.message) and "whole step" in str(w.message) for w in warned), [
+        str(w.message) for w in warned
+    ]
     assert h.meta["fast_path"]["whole_step"]["epochs"] == []
     assert reason in h.meta["fast_path"]["whole_step"]["reason"]
     assert all(math.isfinite(r["train_elbo"]) for r in h)
@@ -134,11 +163,13 @@ def test_programs_the_compiled_step_cannot_take_fall_back_with_a_warning(x, prog
 
 def test_a_compiled_step_that_disagrees_with_the_eager_step_is_not_used(x, monkeypatch):
     """The check before use: a (deliberately) wrong step is refused, named, and training is the eager one."""
-    monkeypatch.setattr(fused, "_compile", lambda graph, example: (lambda *args: graph(*args) * 1.5))
+    monkeypatch.setattr(fused, "_compile", lambda graph, example: lambda *args: graph(*args) * 1.5)
     a, b = _vae(), _vae()
     h, warned = _fit(a, x, "analytic", "compile")
     h_eager, _ = _fit(b, x, "analytic", "eager")
-    assert any("differs from the eager step" in str(w.message) for w in warned), [str(w.message) for w in warned]
+    assert any("differs from the eager step" in str(w.message) for w in warned), [
+        str(w.message) for w in warned
+    ]
     assert h.meta["fast_path"]["whole_step"]["epochs"] == []
     assert "differs" in h.meta["fast_path"]["whole_step"]["reason"]
     for p, q in zip(a.parameters(), b.parameters(), strict=True):
@@ -158,6 +189,7 @@ def _poison_after_epoch_1(vae):
         if record["epoch"] == 1:
             with torch.no_grad():
                 vae.decoder.net[0].weight[0, 0] = float("nan")
+
     return callback
 
 
@@ -184,7 +216,9 @@ def test_the_nan_guard_names_the_exact_step_and_restores_parameters_and_optimize
         assert torch.equal(s["exp_avg"], m)
 
 
-def test_a_resumed_run_matches_an_uninterrupted_one_when_auto_switches_to_the_compiled_step(x, tmp_path, monkeypatch):
+def test_a_resumed_run_matches_an_uninterrupted_one_when_auto_switches_to_the_compiled_step(
+    x, tmp_path, monkeypatch
+):
     """fast='auto' switches at the first epoch starting after FUSE_AFTER_STEPS steps of the run (restored on
     resume), so an interrupted run switches at the same epoch: the histories agree to 1e-9."""
     monkeypatch.setattr(fast, "FUSE_AFTER_STEPS", 8)  # epochs 3 and 4 of 4 steps each
@@ -193,7 +227,9 @@ def test_a_resumed_run_matches_an_uninterrupted_one_when_auto_switches_to_the_co
     first = _vae()
     h_first, _ = _fit(first, x, "analytic", "auto", epochs=2, checkpoint_dir=tmp_path / "b")
     resumed = _vae(seed=1)  # different start: everything comes from the checkpoint
-    h_resumed, _ = _fit(resumed, x, "analytic", "auto", epochs=2, checkpoint_dir=tmp_path / "b", resume=True)
+    h_resumed, _ = _fit(
+        resumed, x, "analytic", "auto", epochs=2, checkpoint_dir=tmp_path / "b", resume=True
+    )
     assert h_whole.meta["fast_path"]["whole_step"]["epochs"] == [3, 4]
     assert h_first.meta["fast_path"]["whole_step"]["epochs"] == []
     assert h_resumed.meta["fast_path"]["whole_step"]["epochs"] == [3, 4]
@@ -209,14 +245,36 @@ def test_a_resumed_run_matches_an_uninterrupted_one_when_auto_switches_to_the_co
 
 
 @pytest.mark.gpu
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)")
+@pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device (torch.cuda.is_available() is False)"
+)
 def test_on_cuda_the_compiled_step_is_replayed_from_a_cuda_graph_and_trains_like_the_eager_step(x):
     xc = x.cuda()
     eager, compiled = _vae().cuda(), _vae().cuda()
-    pv.fit(eager, xc, "analytic", epochs=2, batch_size=BATCH, lr=1e-2, seed=3, device="cuda", progress=False,
-           fast="eager")
-    h = pv.fit(compiled, xc, "analytic", epochs=2, batch_size=BATCH, lr=1e-2, seed=3, device="cuda",
-               progress=False, fast="compile")
+    pv.fit(
+        eager,
+        xc,
+        "analytic",
+        epochs=2,
+        batch_size=BATCH,
+        lr=1e-2,
+        seed=3,
+        device="cuda",
+        progress=False,
+        fast="eager",
+    )
+    h = pv.fit(
+        compiled,
+        xc,
+        "analytic",
+        epochs=2,
+        batch_size=BATCH,
+        lr=1e-2,
+        seed=3,
+        device="cuda",
+        progress=False,
+        fast="compile",
+    )
     assert h.meta["fast_path"]["whole_step"]["epochs"] == [1, 2]
     from ppl_vae.train.fused_cuda import CudaGraphStep
 

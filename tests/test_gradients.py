@@ -62,7 +62,10 @@ def exact_elbo(lg: LinearGaussianVAE, x: torch.Tensor) -> torch.Tensor:
     loc, scale = lg.encoder(x)
     w, s2 = lg.weight, lg.noise_variance()
     resid = x - loc @ w.T - lg.bias
-    expected = -0.5 * ((resid.pow(2) + scale.pow(2) @ w.pow(2).T) / s2).sum(-1) - 0.5 * torch.log(2 * math.pi * s2).sum()
+    expected = (
+        -0.5 * ((resid.pow(2) + scale.pow(2) @ w.pow(2).T) / s2).sum(-1)
+        - 0.5 * torch.log(2 * math.pi * s2).sum()
+    )
     return (expected - standard_normal_kl(loc, scale).sum(-1)).sum()
 
 
@@ -71,8 +74,15 @@ def zscores(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 
 # ----------------------------------------------------------------------------- same bound, same decoder gradient
-@pytest.mark.parametrize("plain, new", [("trace", "trace:grad=stl"), ("trace:particles=3", "trace:particles=3,grad=stl"),
-                                        ("iwae:k=5", "iwae:k=5,grad=dreg"), ("iwae:k=5", "iwae:k=5,grad=stl")])
+@pytest.mark.parametrize(
+    "plain, new",
+    [
+        ("trace", "trace:grad=stl"),
+        ("trace:particles=3", "trace:particles=3,grad=stl"),
+        ("iwae:k=5", "iwae:k=5,grad=dreg"),
+        ("iwae:k=5", "iwae:k=5,grad=stl"),
+    ],
+)
 def test_value_and_decoder_gradient_are_the_plain_ones(plain, new):
     torch.manual_seed(0)
     lg = LinearGaussianVAE(5, 2, noise_scale=0.7)
@@ -87,7 +97,9 @@ def test_value_and_decoder_gradient_are_the_plain_ones(plain, new):
     torch.testing.assert_close(out[new][0], out[plain][0])  # the bound's value, on the same draws
     for a, b in zip(out[new][1], out[plain][1], strict=True):
         torch.testing.assert_close(a, b)  # the decoder's gradient
-    assert any(not torch.allclose(a, b) for a, b in zip(out[new][2], out[plain][2], strict=True))  # the encoder's differs
+    assert any(
+        not torch.allclose(a, b) for a, b in zip(out[new][2], out[plain][2], strict=True)
+    )  # the encoder's differs
     assert isinstance(parse_objective(new).elbo, PathwiseELBO)
 
 
@@ -100,7 +112,10 @@ def test_stl_is_unbiased_for_the_elbo_and_has_lower_variance(fixed_model, record
     stl = draws(lg, x, "trace:grad=stl", 600, params, seed=2)
     for name, g in (("trace", plain), ("trace:grad=stl", stl)):
         z = (g.mean(0) - exact) / (g.var(0) / len(g)).sqrt()
-        assert z.abs().max() < 4.5, (name, z)  # 24 coordinates: P(max |z| > 4.5) ~ 2e-4 for an unbiased mean
+        assert z.abs().max() < 4.5, (
+            name,
+            z,
+        )  # 24 coordinates: P(max |z| > 4.5) ~ 2e-4 for an unbiased mean
     ratio = float(plain.var(0).sum() / stl.var(0).sum())
     record_property("variance_ratio_trace_over_stl", ratio)
     print(f"\nELBO encoder gradient, total variance trace / trace:grad=stl = {ratio:.2f}")
@@ -116,7 +131,9 @@ def test_dreg_is_unbiased_for_the_iwae_bound_and_has_lower_variance(fixed_model,
     assert z.abs().max() < 4.5, z
     ratio = float(plain.var(0).sum() / dreg.var(0).sum())
     record_property("variance_ratio_iwae10_over_dreg", ratio)
-    print(f"\nIWAE-10 encoder gradient, total variance iwae:k=10 / iwae:k=10,grad=dreg = {ratio:.2f}")
+    print(
+        f"\nIWAE-10 encoder gradient, total variance iwae:k=10 / iwae:k=10,grad=dreg = {ratio:.2f}"
+    )
     assert ratio > 1.2
 
 
@@ -125,8 +142,10 @@ def test_stl_on_the_iwae_bound_is_biased(fixed_model):
     lg, x = fixed_model
     params = list(lg.encoder.parameters())
     big = x.repeat(500, 1)  # 4000 rows: each estimate averages 500 independent draws per point
-    means = {spec: draws(lg, big, spec, 8, params, seed=5) / 500
-             for spec in ("iwae:k=10", "iwae:k=10,grad=dreg", "iwae:k=10,grad=stl")}
+    means = {
+        spec: draws(lg, big, spec, 8, params, seed=5) / 500
+        for spec in ("iwae:k=10", "iwae:k=10,grad=dreg", "iwae:k=10,grad=stl")
+    }
     assert zscores(means["iwae:k=10,grad=dreg"], means["iwae:k=10"]).abs().max() < 4.5
     assert zscores(means["iwae:k=10,grad=stl"], means["iwae:k=10"]).abs().max() > 8
 
@@ -149,9 +168,13 @@ def test_specs_round_trip_and_refusals():
     obj = parse_objective("iwae:k=7,grad=dreg")
     assert obj.spec == "iwae:k=7,grad=dreg" and obj.params == {"k": 7, "grad": "dreg"}
     assert parse_objective(obj.spec).params == obj.params
-    assert parse_objective("iwae:k=5,grad=dreg").spec == "iwae:grad=dreg"  # defaults left out, as always
+    assert (
+        parse_objective("iwae:k=5,grad=dreg").spec == "iwae:grad=dreg"
+    )  # defaults left out, as always
     assert parse_objective("trace:grad=reparam").spec == "trace"
-    with pytest.raises(ValueError, match="grad=dreg is the doubly reparameterised gradient of the IWAE bound"):
+    with pytest.raises(
+        ValueError, match="grad=dreg is the doubly reparameterised gradient of the IWAE bound"
+    ):
         parse_objective("trace:grad=dreg")
     with pytest.raises(ValueError, match="grad must be one of reparam, stl, dreg"):
         parse_objective("iwae:grad=rep")

@@ -54,7 +54,9 @@ def lg_data() -> torch.Tensor:
     return torch.randn(400, 2, generator=g) @ W.T + 0.5 * torch.randn(400, 5, generator=g)
 
 
-def paired_shortfall(lg: LinearGaussianVAE, x: torch.Tensor, k: int = 200) -> tuple[float, float, pv.Report]:
+def paired_shortfall(
+    lg: LinearGaussianVAE, x: torch.Tensor, k: int = 200
+) -> tuple[float, float, pv.Report]:
     """Mean over points of log p(x) - ELBO (exact minus the estimator's ELBO from K draws) and its SE."""
     report = pv.evaluate(lg, x, k, seed=3)
     d = lg.exact_log_likelihood(x).detach().numpy() - report.points["elbo"].to_numpy()
@@ -68,11 +70,16 @@ def test_fullrank_guide_reaches_the_exact_log_likelihood(lg_data):
     pv.fit(lg, lg_data, "trace:grad=stl", epochs=10, batch_size=50, lr=3e-3, progress=False)
     torch.testing.assert_close(lg.weight.detach(), W)  # the decoder stayed fixed
     shortfall, se, report = paired_shortfall(lg, lg_data)
-    assert -4 * se < shortfall < 0.02, (shortfall, se)  # the ELBO is log p(x), within 0.02 nats per point
+    assert -4 * se < shortfall < 0.02, (
+        shortfall,
+        se,
+    )  # the ELBO is log p(x), within 0.02 nats per point
     _, cov = lg.exact_posterior(lg_data)
     assert gaussian_gap(cov.detach()) > 0.8  # what mean-field would have lost
     assert report.summary["kl_per_dim"] is None and report.summary["active_units"] == 2
-    assert report.summary["gap_mean"] < 0.02  # IW - ELBO: nothing left for importance weighting to add
+    assert (
+        report.summary["gap_mean"] < 0.02
+    )  # IW - ELBO: nothing left for importance weighting to add
 
 
 def test_meanfield_guide_keeps_the_gap_theory_predicts(lg_data):
@@ -81,7 +88,9 @@ def test_meanfield_guide_keeps_the_gap_theory_predicts(lg_data):
     pv.fit(lg, lg_data, "analytic", epochs=40, batch_size=50, lr=3e-3, progress=False)
     shortfall, se, report = paired_shortfall(lg, lg_data)
     _, cov = lg.exact_posterior(lg_data)
-    theory = gaussian_gap(cov.detach())  # KL(best diagonal Gaussian || exact posterior), closed form
+    theory = gaussian_gap(
+        cov.detach()
+    )  # KL(best diagonal Gaussian || exact posterior), closed form
     # 4 SE of Monte Carlo error plus 0.015 nats of optimisation slack (the optimum is approached from above)
     assert abs(shortfall - theory) < 4 * se + 0.015, (shortfall, theory, se)
     assert report.summary["kl_per_dim"] is not None and len(report.summary["kl_per_dim"]) == 2
@@ -123,8 +132,10 @@ def test_iaf_guide_has_a_smaller_gap_than_meanfield_on_a_banana():
             assert report.summary["kl_per_dim"] is None and not report.summary["latent_mean_exact"]
     d = gaps["meanfield"] - gaps["iaf:n=2"]  # paired over the same points
     se = d.std(ddof=1) / np.sqrt(len(d))
-    print(f"\nbanana: IW - ELBO gap meanfield {gaps['meanfield'].mean():.3f}, iaf:n=2 {gaps['iaf:n=2'].mean():.3f} "
-          f"nats/point; paired difference {d.mean():.3f} +- {se:.3f}")
+    print(
+        f"\nbanana: IW - ELBO gap meanfield {gaps['meanfield'].mean():.3f}, iaf:n=2 {gaps['iaf:n=2'].mean():.3f} "
+        f"nats/point; paired difference {d.mean():.3f} +- {se:.3f}"
+    )
     assert d.mean() > 4 * se and d.mean() > 0.1
 
 
@@ -160,16 +171,30 @@ def test_analytic_objective_says_once_that_an_iaf_kl_is_sampled(binary_x):
 
 
 # ----------------------------------------------------------------------------- specs, configs, shapes
-@pytest.mark.parametrize("spec, canonical", [("meanfield", "meanfield"), ("fullrank", "fullrank"), ("iaf", "iaf:n=2"),
-                                             ("iaf:n=3,hidden=16", "iaf:n=3,hidden=16")])
+@pytest.mark.parametrize(
+    "spec, canonical",
+    [
+        ("meanfield", "meanfield"),
+        ("fullrank", "fullrank"),
+        ("iaf", "iaf:n=2"),
+        ("iaf:n=3,hidden=16", "iaf:n=3,hidden=16"),
+    ],
+)
 def test_guide_specs_are_canonical(spec, canonical):
     assert canonical_guide(spec) == canonical
     assert parse_guide(canonical) == parse_guide(spec)
 
 
-@pytest.mark.parametrize("spec, message", [("bogus", "unknown guide 'bogus'"), ("iaf:n=0", "positive integer"),
-                                           ("fullrank:n=2", "takes key=value parameters from: none"),
-                                           ("iaf:depth=2", "from: n, hidden, context"), ("iaf:n=2,n=3", "more than once")])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("bogus", "unknown guide 'bogus'"),
+        ("iaf:n=0", "positive integer"),
+        ("fullrank:n=2", "takes key=value parameters from: none"),
+        ("iaf:depth=2", "from: n, hidden, context"),
+        ("iaf:n=2,n=3", "more than once"),
+    ],
+)
 def test_bad_guide_specs_say_what_is_valid(spec, message):
     with pytest.raises(ValueError, match=message):
         VAE(6, 2, (8,), guide=spec)

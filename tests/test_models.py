@@ -52,19 +52,28 @@ def test_closed_form_kl_equals_monte_carlo():
     assert ((mc.mean(0) - closed).abs() < 4 * se + 1e-3).all(), (mc.mean(0), closed, se)
     # and it is what Pyro's TraceMeanField_ELBO finds for our guide/prior pair
     torch.testing.assert_close(
-        closed, torch.distributions.kl_divergence(
+        closed,
+        torch.distributions.kl_divergence(
             torch.distributions.Independent(q, 1),
-            torch.distributions.Independent(torch.distributions.Normal(torch.zeros(5, 3), 1.0), 1)))
+            torch.distributions.Independent(torch.distributions.Normal(torch.zeros(5, 3), 1.0), 1),
+        ),
+    )
 
 
 def test_analytic_elbo_has_lower_variance_than_trace_elbo(binary_x):
     torch.manual_seed(0)
     vae = VAE(12, 3, (16,))
     with pyro.validation_enabled(False), torch.no_grad():
-        trace = torch.tensor([Trace_ELBO().loss(vae.model, vae.guide, binary_x) for _ in range(300)])
-        analytic = torch.tensor([TraceMeanField_ELBO().loss(vae.model, vae.guide, binary_x) for _ in range(300)])
+        trace = torch.tensor(
+            [Trace_ELBO().loss(vae.model, vae.guide, binary_x) for _ in range(300)]
+        )
+        analytic = torch.tensor(
+            [TraceMeanField_ELBO().loss(vae.model, vae.guide, binary_x) for _ in range(300)]
+        )
     # same bound in expectation ...
-    assert abs(trace.mean() - analytic.mean()) < 4 * (trace.var() / 300 + analytic.var() / 300).sqrt()
+    assert (
+        abs(trace.mean() - analytic.mean()) < 4 * (trace.var() / 300 + analytic.var() / 300).sqrt()
+    )
     # ... with less noise when the KL is exact
     assert analytic.var() < trace.var()
 
@@ -88,10 +97,13 @@ def test_exact_posterior_guide_makes_the_elbo_exact():
     assert abs(elbo - exact) < 1e-3
 
 
-@pytest.mark.parametrize("spec,x,fix", [
-    ("bernoulli", torch.full((3, 4), 0.5), "binarize"),
-    ("continuous_bernoulli", torch.full((3, 4), 1.5), "gaussian"),
-])
+@pytest.mark.parametrize(
+    "spec,x,fix",
+    [
+        ("bernoulli", torch.full((3, 4), 0.5), "binarize"),
+        ("continuous_bernoulli", torch.full((3, 4), 1.5), "gaussian"),
+    ],
+)
 def test_likelihood_support_errors_name_the_fix(spec, x, fix):
     vae = VAE(4, 2, (8,), likelihood=spec)
     with pytest.raises(ValueError, match=fix):
@@ -147,11 +159,18 @@ def test_conv_vae_infers_square_images_and_trains_on_digits(digits):
 
     torch.manual_seed(0)
     vae = VAE(64, 4, (32,), nets="conv")
-    assert vae.image_shape == (1, 8, 8) and vae.config["nets"] == "conv" and "image_shape" not in vae.config
+    assert (
+        vae.image_shape == (1, 8, 8)
+        and vae.config["nets"] == "conv"
+        and "image_shape" not in vae.config
+    )
     history = pv.fit(vae, digits, "analytic", epochs=2, batch_size=128, lr=3e-3, progress=False)
     assert history[-1]["test_elbo"] > history[0]["test_elbo"]
     report = pv.evaluate(vae, digits.test[:100], 20, seed=0)
-    assert report.summary["iw_mean"] >= report.summary["elbo_mean"] and report.summary["kl_per_dim"] is not None
+    assert (
+        report.summary["iw_mean"] >= report.summary["elbo_mean"]
+        and report.summary["kl_per_dim"] is not None
+    )
     again = build_model(vae.config)
     again.load_state_dict(vae.state_dict())
     torch.testing.assert_close(again.reconstruct(digits.test[:5]), vae.reconstruct(digits.test[:5]))
@@ -167,7 +186,11 @@ def test_conv_nets_on_28x28_and_explicit_shapes(guide):
     assert vae.decoder(torch.randn(2, 6, 3)).shape == (2, 6, 784)  # importance samples broadcast
     assert pv.log_weights(vae, x, num_samples=4).shape == (6, 4)
     rgb = VAE(3 * 5 * 7, 2, (8,), nets="conv", image_shape=(3, 5, 7), likelihood="gaussian")
-    assert rgb.config["image_shape"] == [3, 5, 7] and build_model(rgb.config).image_shape == (3, 5, 7)
+    assert rgb.config["image_shape"] == [3, 5, 7] and build_model(rgb.config).image_shape == (
+        3,
+        5,
+        7,
+    )
     assert rgb.decoder(torch.randn(4, 2)).shape == (4, 105)
     with pytest.raises(ValueError, match="not a square.*image_shape"):
         VAE(60, 2, nets="conv")
@@ -182,7 +205,11 @@ def test_hierarchical_vae_burda_sizes_and_its_analytic_elbo_is_the_elbo(binary_x
     from ppl_vae.models import ConditionalNormal, HierarchicalVAE
 
     big = HierarchicalVAE(784)
-    assert big.latent_dims == (100, 50) and big.hidden_dims == ((200, 200), (100, 100)) and big.activation == "tanh"
+    assert (
+        big.latent_dims == (100, 50)
+        and big.hidden_dims == ((200, 200), (100, 100))
+        and big.activation == "tanh"
+    )
     torch.manual_seed(0)
     hvae = HierarchicalVAE(12, (3, 2), ((16,), (8,)))
     tr = poutine.trace(hvae.guide).get_trace(binary_x)
@@ -191,8 +218,12 @@ def test_hierarchical_vae_burda_sizes_and_its_analytic_elbo_is_the_elbo(binary_x
     with pytest.raises(NotImplementedError):  # no closed form: z2 was drawn given z1
         torch.distributions.kl_divergence(tr.nodes["z1"]["fn"], model_tr.nodes["z1"]["fn"])
     with pyro.validation_enabled(False), torch.no_grad():
-        trace = torch.tensor([Trace_ELBO().loss(hvae.model, hvae.guide, binary_x) for _ in range(300)])
-        analytic = torch.tensor([TraceMeanField_ELBO().loss(hvae.model, hvae.guide, binary_x) for _ in range(300)])
+        trace = torch.tensor(
+            [Trace_ELBO().loss(hvae.model, hvae.guide, binary_x) for _ in range(300)]
+        )
+        analytic = torch.tensor(
+            [TraceMeanField_ELBO().loss(hvae.model, hvae.guide, binary_x) for _ in range(300)]
+        )
     se = (trace.var() / 300 + analytic.var() / 300).sqrt()
     assert abs(trace.mean() - analytic.mean()) < 4 * se  # the same bound (closed form for z2 only)
 
@@ -206,7 +237,9 @@ def test_hierarchical_vae_trains_and_goes_through_the_estimators(objective, digi
     torch.manual_seed(0)
     hvae = HierarchicalVAE(64, (8, 4), ((64,), (32,)))
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*mean field.*")  # Pyro's ordering check (see hierarchical.py)
+        warnings.filterwarnings(
+            "ignore", message=".*mean field.*"
+        )  # Pyro's ordering check (see hierarchical.py)
         history = pv.fit(hvae, digits, objective, epochs=3, batch_size=128, lr=3e-3, progress=False)
     assert history[-1]["test_elbo"] > history[0]["test_elbo"]
     report = pv.evaluate(hvae, digits.test[:100], 20, seed=0)
@@ -230,14 +263,21 @@ def test_m2_learns_to_classify_under_enum_and_reports_accuracy(digits):
     assert (m2.dataset_inputs(digits, "test")[0] == -1).all()  # the test bound is log p(x)
     history = pv.fit(m2, digits, "enum", epochs=25, batch_size=128, lr=3e-3, progress=False)
     entropy = m2.classifier_entropy(digits.test)
-    accuracy = history[-1]["test_accuracy"]  # recorded by fit through the model's epoch_metrics hook
+    accuracy = history[-1][
+        "test_accuracy"
+    ]  # recorded by fit through the model's epoch_metrics hook
     assert history[-1]["classifier_entropy"] == pytest.approx(entropy)
-    print(f"\nM2, 10% labels, enum, 25 epochs: test accuracy {accuracy:.3f}, entropy of q(y|x) {entropy:.2f} "
-          f"(log 10 = {math.log(10):.2f})")
+    print(
+        f"\nM2, 10% labels, enum, 25 epochs: test accuracy {accuracy:.3f}, entropy of q(y|x) {entropy:.2f} "
+        f"(log 10 = {math.log(10):.2f})"
+    )
     assert entropy < 0.5 * math.log(10) and accuracy > 0.6
     assert accuracy == m2.accuracy(digits.test, digits.test_labels)
     report = pv.evaluate(m2, digits.test[:100], 50, seed=0)
-    assert report.summary["discrete_sites"] == ["y"] and report.summary["iw_mean"] >= report.summary["elbo_mean"]
+    assert (
+        report.summary["discrete_sites"] == ["y"]
+        and report.summary["iw_mean"] >= report.summary["elbo_mean"]
+    )
     again = build_model(m2.config)
     again.load_state_dict(m2.state_dict())
     assert again.accuracy(digits.test, digits.test_labels) == accuracy
@@ -250,7 +290,9 @@ def test_m2_trains_under_trace_and_analytic_is_refused(digits):
     torch.manual_seed(0)
     m2 = SemiSupervisedVAE(64, 10, 4, (32,), labelled_fraction=0.2, alpha=5.0)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # no fast path for a discrete guide site; Pyro on the enumerate flag
+        warnings.simplefilter(
+            "ignore"
+        )  # no fast path for a discrete guide site; Pyro on the enumerate flag
         history = pv.fit(m2, digits, "trace", epochs=3, batch_size=128, lr=3e-3, progress=False)
     assert history[-1]["test_elbo"] > history[0]["test_elbo"]
     for objective in ("analytic", "iwae:k=3"):

@@ -23,9 +23,12 @@ BUDGET_S = 300  # the notebook takes well under a minute on an idle 2-core CPU
 @pytest.mark.slow
 def test_notebook_02_executes(tmp_path):
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=BUDGET_S,
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline"
+    )
+    client = nbclient.NotebookClient(
+        nb, kernel_name="python3", timeout=BUDGET_S, resources={"metadata": {"path": str(tmp_path)}}
+    )
     t0 = time.perf_counter()
     client.execute(env=env)
     seconds = time.perf_counter() - t0
@@ -45,4 +48,6 @@ def test_committed_notebook_02_has_no_outputs():
     nbformat.validate(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, "strip outputs before committing"
+            assert cell.outputs == [] and cell.execution_count is None, (
+                "strip outputs before committing"
+            )

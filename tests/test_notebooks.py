@@ -19,15 +19,26 @@ nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-MINE = ["01_quickstart.ipynb", "03_diagnostics.ipynb", "04_autoencoders.ipynb", "05_your_own_program.ipynb"]
+MINE = [
+    "01_quickstart.ipynb",
+    "03_diagnostics.ipynb",
+    "04_autoencoders.ipynb",
+    "05_your_own_program.ipynb",
+]
 
 
 def execute(path: Path, out_dir: Path, timeout: int = 600) -> tuple[object, float]:
     """Run a notebook in a fresh kernel; return the executed notebook and the seconds it took."""
     nb = nbformat.read(path, as_version=4)
-    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline")
-    client = nbclient.NotebookClient(nb, kernel_name="python3", timeout=timeout,
-                                     resources={"metadata": {"path": str(path.parent)}})
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline"
+    )
+    client = nbclient.NotebookClient(
+        nb,
+        kernel_name="python3",
+        timeout=timeout,
+        resources={"metadata": {"path": str(path.parent)}},
+    )
     t0 = time.perf_counter()
     client.execute(env=env)
     seconds = time.perf_counter() - t0
@@ -39,10 +50,21 @@ def execute(path: Path, out_dir: Path, timeout: int = 600) -> tuple[object, floa
 @pytest.mark.parametrize("name", MINE)
 def test_notebook_executes_without_error(name, tmp_path):
     nb, seconds = execute(NOTEBOOKS / name, tmp_path)
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]
+    errors = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.output_type == "error"
+    ]
     assert not errors, errors
-    images = sum(1 for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
-                 if "image/png" in o.get("data", {}))
+    images = sum(
+        1
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if "image/png" in o.get("data", {})
+    )
     assert images >= 3, f"{name}: expected figures inline, got {images}"
     print(f"{name}: {seconds:.1f} s")
 
@@ -53,4 +75,6 @@ def test_committed_notebook_has_no_outputs(name):
     nbformat.validate(nb)
     for cell in nb.cells:
         if cell.cell_type == "code":
-            assert cell.outputs == [] and cell.execution_count is None, f"{name}: strip outputs before committing"
+            assert cell.outputs == [] and cell.execution_count is None, (
+                f"{name}: strip outputs before committing"
+            )

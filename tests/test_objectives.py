@@ -45,9 +45,20 @@ def _seeded(fn, seed: int = 3):
 # ----------------------------------------------------------------------------- names and parameters
 
 
-@pytest.mark.parametrize("spec", ["iwae:k=7", "renyi:alpha=0.25,k=3", "analytic:beta=4", "trace:anneal=10",
-                                  "analytic:anneal_steps=100,beta=0.5", "jit_analytic:beta=2", "trace",
-                                  "iwae", "analytic:beta=0.1234567"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "iwae:k=7",
+        "renyi:alpha=0.25,k=3",
+        "analytic:beta=4",
+        "trace:anneal=10",
+        "analytic:anneal_steps=100,beta=0.5",
+        "jit_analytic:beta=2",
+        "trace",
+        "iwae",
+        "analytic:beta=0.1234567",
+    ],
+)
 def test_spec_round_trips(spec):
     obj = parse_objective(spec)
     again = parse_objective(obj.spec)
@@ -55,17 +66,20 @@ def test_spec_round_trips(spec):
     assert format_objective(obj.name, obj.params) == obj.spec
 
 
-@pytest.mark.parametrize("spec, message", [
-    ("bogus", "unknown objective 'bogus'; choose one of: trace"),
-    ("iwae:k=0", "k must be an integer >= 1; got 0"),
-    ("iwae:alpha=0.5", "has no parameter 'alpha'; valid parameters: k"),
-    ("renyi:alpha=1", "alpha must be a finite number other than 1"),
-    ("iwae:k=two", "parameter 'k' must be of type int; got 'two'"),
-    ("analytic:beta=-1", "beta must be a finite number >= 0"),
-    ("trace:anneal=5,anneal_steps=100", "choose one warm-up"),
-    ("trace:anneal=-2", "anneal must be an integer >= 0"),
-    ("analytic:particles", "parameters are written key=value"),
-])
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("bogus", "unknown objective 'bogus'; choose one of: trace"),
+        ("iwae:k=0", "k must be an integer >= 1; got 0"),
+        ("iwae:alpha=0.5", "has no parameter 'alpha'; valid parameters: k"),
+        ("renyi:alpha=1", "alpha must be a finite number other than 1"),
+        ("iwae:k=two", "parameter 'k' must be of type int; got 'two'"),
+        ("analytic:beta=-1", "beta must be a finite number >= 0"),
+        ("trace:anneal=5,anneal_steps=100", "choose one warm-up"),
+        ("trace:anneal=-2", "anneal must be an integer >= 0"),
+        ("analytic:particles", "parameters are written key=value"),
+    ],
+)
 def test_bad_objective_strings_say_what_is_valid(spec, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_objective(spec)
@@ -115,25 +129,37 @@ def test_beta_one_trains_exactly_like_the_plain_objective(digits):
     histories = []
     for spec in ("analytic", "analytic:beta=1"):
         vae = _vae(64)
-        histories.append([r["train_elbo"] for r in pv.fit(vae, digits, spec, epochs=1, progress=False)])
+        histories.append(
+            [r["train_elbo"] for r in pv.fit(vae, digits, spec, epochs=1, progress=False)]
+        )
     assert histories[0] == histories[1]
     annealed = pv.fit(_vae(64), digits, "analytic:anneal=2", epochs=3, progress=False)
     assert [r["kl_weight"] for r in annealed] == [0.0, 0.5, 1.0]  # the weight used in each epoch
     steps = math.ceil(digits.meta.n_train / 128)  # batch 128: steps 0 .. steps-1 in epoch 1
-    by_steps = pv.fit(_vae(64), digits, f"analytic:anneal_steps={4 * steps}", epochs=1, progress=False)
-    assert by_steps[0]["kl_weight"] == pytest.approx((steps - 1) / (4 * steps))  # the last step's weight
+    by_steps = pv.fit(
+        _vae(64), digits, f"analytic:anneal_steps={4 * steps}", epochs=1, progress=False
+    )
+    assert by_steps[0]["kl_weight"] == pytest.approx(
+        (steps - 1) / (4 * steps)
+    )  # the last step's weight
 
 
 # ----------------------------------------------------------------------------- IWAE and Renyi
 
 
-@pytest.mark.parametrize("spec", ["iwae:k=5", "iwae:k=1", "renyi:alpha=0.5,k=4", "renyi:alpha=-0.5,k=3"])
+@pytest.mark.parametrize(
+    "spec", ["iwae:k=5", "iwae:k=1", "renyi:alpha=0.5,k=4", "renyi:alpha=-0.5,k=3"]
+)
 def test_renyi_loss_equals_pyro_renyi_elbo_loss(spec, binary_x):
     vae = _vae()
     obj = parse_objective(spec)
     ours = _seeded(lambda: obj.loss(vae.model, vae.guide, binary_x))
-    pyros = RenyiELBO(alpha=obj.elbo.alpha, num_particles=obj.elbo.num_particles, vectorize_particles=True,
-                      max_plate_nesting=1)
+    pyros = RenyiELBO(
+        alpha=obj.elbo.alpha,
+        num_particles=obj.elbo.num_particles,
+        vectorize_particles=True,
+        max_plate_nesting=1,
+    )
     theirs = _seeded(lambda: pyros.loss(vae.model, vae.guide, binary_x))
     assert ours.requires_grad
     assert ours.item() == pytest.approx(theirs, rel=1e-6)
@@ -142,12 +168,23 @@ def test_renyi_loss_equals_pyro_renyi_elbo_loss(spec, binary_x):
 def test_iwae_loss_is_minus_the_sum_of_iw_log_likelihood_on_the_same_samples(binary_x):
     vae = _vae()
     k, seed = 6, 11
-    loss = _seeded(lambda: parse_objective(f"iwae:k={k}").loss(vae.model, vae.guide, binary_x), seed)
-    iw = iw_log_likelihood(vae.model, vae.guide, binary_x, num_samples=k, seed=seed,
-                           batch_size=len(binary_x), particle_chunk=k)
+    loss = _seeded(
+        lambda: parse_objective(f"iwae:k={k}").loss(vae.model, vae.guide, binary_x), seed
+    )
+    iw = iw_log_likelihood(
+        vae.model,
+        vae.guide,
+        binary_x,
+        num_samples=k,
+        seed=seed,
+        batch_size=len(binary_x),
+        particle_chunk=k,
+    )
     assert loss.item() == pytest.approx(-iw.sum().item(), rel=1e-6)
-    per_point = _seeded(lambda: parse_objective(f"iwae:k={k}").elbo.per_point_bound(vae.model, vae.guide, binary_x),
-                        seed)
+    per_point = _seeded(
+        lambda: parse_objective(f"iwae:k={k}").elbo.per_point_bound(vae.model, vae.guide, binary_x),
+        seed,
+    )
     assert torch.allclose(per_point, iw, atol=1e-5)
 
 
@@ -204,7 +241,9 @@ def _count_traces(monkeypatch) -> list[int]:
     return count
 
 
-@pytest.mark.parametrize("spec, eager", [("jit_trace", Trace_ELBO), ("jit_analytic", TraceMeanField_ELBO)])
+@pytest.mark.parametrize(
+    "spec, eager", [("jit_trace", Trace_ELBO), ("jit_analytic", TraceMeanField_ELBO)]
+)
 def test_jit_smaller_last_batch_and_scales_match_the_eager_loss(spec, eager, binary_x):
     vae = _vae()
     obj = parse_objective(spec)
@@ -213,7 +252,11 @@ def test_jit_smaller_last_batch_and_scales_match_the_eager_loss(spec, eager, bin
         xb = binary_x[:rows]
         with poutine.scale(scale=n / rows), scale_latents(weight):
             jit = _seeded(lambda xb=xb: obj.loss(vae.model, vae.guide, xb)).item()
-            ref = _seeded(lambda xb=xb: eager(max_plate_nesting=1).differentiable_loss(vae.model, vae.guide, xb))
+            ref = _seeded(
+                lambda xb=xb: eager(max_plate_nesting=1).differentiable_loss(
+                    vae.model, vae.guide, xb
+                )
+            )
         assert jit == pytest.approx(ref.item(), rel=1e-5), (rows, weight)
     assert obj.elbo.num_compiled == 2  # one graph per batch shape, scales are inputs
 
@@ -228,8 +271,14 @@ def test_jit_fit_traces_once_per_batch_shape_and_matches_eager_training(spec, di
     assert len(digits.train) % 100 != 0  # an irregular last batch
     assert count[0] == 2 and obj.elbo.num_compiled == 2
     assert not [w for w in caught if "jit" in str(w.message)], [str(w.message) for w in caught]
-    eager_history = pv.fit(_vae(64), digits, spec.replace("jit_", "") + ":anneal=2", epochs=3, batch_size=100,
-                           progress=False)
+    eager_history = pv.fit(
+        _vae(64),
+        digits,
+        spec.replace("jit_", "") + ":anneal=2",
+        epochs=3,
+        batch_size=100,
+        progress=False,
+    )
     for a, b in zip(jit_history, eager_history, strict=True):
         assert a["train_elbo"] == pytest.approx(b["train_elbo"], rel=1e-4)
         assert a["test_elbo"] == pytest.approx(b["test_elbo"], rel=1e-4)
@@ -258,7 +307,9 @@ def test_jit_under_an_unknown_handler_falls_back_to_the_eager_loss(binary_x):
     elbo = CachedJitTrace_ELBO(max_plate_nesting=1)
     with poutine.mask(mask=True), pytest.warns(RuntimeWarning, match="eager"):
         value = _seeded(lambda: elbo.differentiable_loss(vae.model, vae.guide, binary_x))
-    ref = _seeded(lambda: Trace_ELBO(max_plate_nesting=1).differentiable_loss(vae.model, vae.guide, binary_x))
+    ref = _seeded(
+        lambda: Trace_ELBO(max_plate_nesting=1).differentiable_loss(vae.model, vae.guide, binary_x)
+    )
     assert value.item() == pytest.approx(ref.item(), rel=1e-6)
     assert elbo.num_compiled == 0
 
@@ -276,7 +327,9 @@ def test_log_mean_exp_is_exact_and_its_gradient_has_no_subnormal_weights():
     -inf log weight gives no NaN."""
     from ppl_vae.objectives.renyi import log_mean_exp
 
-    log_w = torch.tensor([[0.0, -1.0], [-50.0, -2.0], [-95.0, -3.0], [-120.0, float("-inf")]], requires_grad=True)
+    log_w = torch.tensor(
+        [[0.0, -1.0], [-50.0, -2.0], [-95.0, -3.0], [-120.0, float("-inf")]], requires_grad=True
+    )
     value = log_mean_exp(log_w, 0)
     torch.testing.assert_close(value, torch.logsumexp(log_w, 0) - math.log(4), rtol=0, atol=0)
     (grad,) = torch.autograd.grad(value.sum(), log_w)

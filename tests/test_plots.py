@@ -88,18 +88,29 @@ def test_every_plot_on_images_returns_a_titled_figure_and_png(digits_data, tmp_p
 
 def test_two_d_data_are_drawn_as_scatters(clusters, tmp_path):
     vae = _vae(clusters, 2)
-    for make in (plots.plot_latent, plots.plot_reconstructions, plots.plot_samples,
-                 plots.plot_interpolation, plots.plot_overview_2d):
+    for make in (
+        plots.plot_latent,
+        plots.plot_reconstructions,
+        plots.plot_samples,
+        plots.plot_interpolation,
+        plots.plot_overview_2d,
+    ):
         fig = make(vae, clusters, path=tmp_path / "p.png")
         assert not fig.axes[0].images and fig.axes[0].collections
         _labelled(fig)
     overview = plots.plot_overview_2d(vae, clusters)
     labels = [t.get_text() for t in overview.axes[0].get_legend().get_texts()]
-    assert labels[0] == "test data" and labels[1] == "reconstructions" and labels[2].startswith("prior samples")
+    assert (
+        labels[0] == "test data"
+        and labels[1] == "reconstructions"
+        and labels[2].startswith("prior samples")
+    )
     assert overview.axes[0].get_xlabel() == "x1"
     with pytest.raises(ValueError, match="2-D point data"):
-        plots.plot_overview_2d(_vae(load_dataset("digits", binarize="static"), 2),
-                               load_dataset("digits", binarize="static"))
+        plots.plot_overview_2d(
+            _vae(load_dataset("digits", binarize="static"), 2),
+            load_dataset("digits", binarize="static"),
+        )
 
 
 def test_tabular_data_get_heat_maps_and_pca_scatters(tmp_path):
@@ -130,7 +141,9 @@ def test_autoencoders_plot_but_refuse_prior_samples(clusters):
     titles = _labelled(plots.plot_latent(ae, clusters))
     assert "codes f(x)" in titles[0] and "SparseAE" in titles[0]
     plots.plot_interpolation(ae, clusters)
-    assert len(plots.plot_overview_2d(ae, clusters).axes[0].collections) == 2  # data + reconstructions
+    assert (
+        len(plots.plot_overview_2d(ae, clusters).axes[0].collections) == 2
+    )  # data + reconstructions
     with pytest.raises(ValueError, match="no prior"):
         plots.plot_samples(ae, clusters)
 
@@ -145,10 +158,15 @@ def test_curves_put_several_runs_on_one_axis_and_separate_vae_from_ae():
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["trace: train", "trace: test", "analytic: train", "analytic: test"]
     assert "ELBO" in fig.axes[0].get_ylabel() and fig.axes[0].get_xlabel() == "epoch"
-    mixed = dict(vae_runs, dae=[{"epoch": 1, "train_loss": 3.0, "train_reconstruction": 2.5, "test_loss": 2.0}])
+    mixed = dict(
+        vae_runs,
+        dae=[{"epoch": 1, "train_loss": 3.0, "train_reconstruction": 2.5, "test_loss": 2.0}],
+    )
     fig = plots.plot_curves(mixed)
     assert len(fig.axes) == 2 and "reconstruction" in fig.axes[1].get_ylabel()
-    np.testing.assert_allclose(fig.axes[1].lines[0].get_ydata(), [2.5])  # train reconstruction, not the penalty
+    np.testing.assert_allclose(
+        fig.axes[1].lines[0].get_ydata(), [2.5]
+    )  # train reconstruction, not the penalty
     with pytest.raises(ValueError, match="empty"):
         plots.plot_curves({"a": []})
 
@@ -157,8 +175,11 @@ def test_khat_and_gap_plots_from_an_evaluation(clusters, tmp_path):
     from ppl_vae.diagnostics import evaluate
 
     report = evaluate(_vae(clusters, 2), clusters.test[:40], num_samples=100, name="tiny")
-    for make, name in ((plots.plot_khat, "khat.png"), (plots.plot_gap_hist, "gap.png"),
-                       (plots.plot_elbo_vs_iw, "elbo_iw.png")):
+    for make, name in (
+        (plots.plot_khat, "khat.png"),
+        (plots.plot_gap_hist, "gap.png"),
+        (plots.plot_elbo_vs_iw, "elbo_iw.png"),
+    ):
         fig = make(report, path=tmp_path / name)
         assert _is_png(tmp_path / name) and "tiny" in fig.axes[0].get_title()
         _labelled(fig)
@@ -173,7 +194,9 @@ def test_plot_decoded_draws_any_models_decodes(digits_data, clusters):
     z = torch.zeros(9, 3)
     fig = plots.plot_decoded(ae, digits_data, z, title="Decodes of zero")
     assert fig.axes[0].images and "Decodes of zero" in fig.axes[0].get_title()
-    fig = plots.plot_decoded(SparseAE(2, 2, (8,), reconstruction="mse"), clusters, torch.rand(50, 2))
+    fig = plots.plot_decoded(
+        SparseAE(2, 2, (8,), reconstruction="mse"), clusters, torch.rand(50, 2)
+    )
     assert len(fig.axes[0].collections[1].get_offsets()) == 50
     with pytest.raises(ValueError, match=r"\(n, 3\)"):
         plots.plot_decoded(ae, digits_data, torch.zeros(4, 2))
@@ -181,12 +204,61 @@ def test_plot_decoded_draws_any_models_decodes(digits_data, clusters):
 
 def test_cli_plot_all_and_sample_on_digits_and_clusters(tmp_path, capsys):
     digits_run, tc_run, ae_run = tmp_path / "digits", tmp_path / "tc", tmp_path / "ae"
-    assert main(["train", "--dataset", "digits", "--epochs", "1", "--n-samples", "300", "--out", str(digits_run),
-                 "--no-progress"]) == 0
-    assert main(["train", "--dataset", "three_clusters", "--latent-dim", "2", "--epochs", "1",
-                 "--out", str(tc_run), "--no-progress"]) == 0
-    assert main(["train", "--dataset", "two_moons", "--model", "dae", "--latent-dim", "2", "--sigma", "0.2",
-                 "--epochs", "1", "--out", str(ae_run), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "digits",
+                "--epochs",
+                "1",
+                "--n-samples",
+                "300",
+                "--out",
+                str(digits_run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "three_clusters",
+                "--latent-dim",
+                "2",
+                "--epochs",
+                "1",
+                "--out",
+                str(tc_run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--dataset",
+                "two_moons",
+                "--model",
+                "dae",
+                "--latent-dim",
+                "2",
+                "--sigma",
+                "0.2",
+                "--epochs",
+                "1",
+                "--out",
+                str(ae_run),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "test recon" in capsys.readouterr().out
     expected = {"latent", "recon", "samples", "interpolate", "curves"}
     for run, extra in ((digits_run, set()), (tc_run, {"overview"})):

@@ -58,7 +58,9 @@ def test_refinement_on_a_trained_vae_does_not_touch_the_decoder(digits):
     pv.fit(vae, digits, "analytic", epochs=2, progress=False)
     before = {k: v.clone() for k, v in vae.state_dict().items()}
     store_before = set(pyro.get_param_store().keys())
-    gap = amortization_gap(vae, digits.test[:40], num_samples=500, elbo_samples=500, steps=150, lr=0.05)
+    gap = amortization_gap(
+        vae, digits.test[:40], num_samples=500, elbo_samples=500, steps=150, lr=0.05
+    )
     assert all(torch.equal(before[k], v) for k, v in vae.state_dict().items())
     assert all(p.requires_grad for p in vae.parameters())
     assert set(pyro.get_param_store().keys()) == store_before
@@ -81,7 +83,10 @@ def test_nuts_recovers_the_exact_gaussian_posterior(linear):
             assert abs(row["nuts_mean"] - loc[j, k]) < 4 * row["mcse_mean"], (point, k)
             ess = ref.diagnostics.loc[(point, k), "ess_bulk"]
             # sd of a sample variance is var * sqrt(2 / ESS)
-            assert abs(row["nuts_sd"] ** 2 - sd[k] ** 2) < 4 * sd[k] ** 2 * math.sqrt(2 / ess), (point, k)
+            assert abs(row["nuts_sd"] ** 2 - sd[k] ** 2) < 4 * sd[k] ** 2 * math.sqrt(2 / ess), (
+                point,
+                k,
+            )
     assert ref.idata.posterior["z"].dims == ("chain", "draw", "point", "z_dim")
     assert ref.idata.posterior["z"].shape == (2, 400, 3, 2)
     assert list(ref.distances.index) == idx and (ref.distances["w2"] >= 0).all()
@@ -92,7 +97,10 @@ def test_nuts_recovers_the_exact_gaussian_posterior(linear):
 
 def test_reference_posterior_bad_input(linear):
     model, x = linear
-    with pytest.raises(ValueError, match=r"point index 12 is out of range: x has 12 rows, so indices must be in \[0, 11\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"point index 12 is out of range: x has 12 rows, so indices must be in \[0, 11\]",
+    ):
         reference_posterior(model, x, [0, 12])
     with pytest.raises(ValueError, match="point index -1 is out of range"):
         reference_posterior(model, x, [-1])
@@ -109,8 +117,13 @@ def test_gaussian_distances():
     assert gaussian_w2(m, c, m, c) == pytest.approx(0.0, abs=1e-6)
     assert gaussian_kl(m, c, m, c) == pytest.approx(0.0, abs=1e-9)
     # 1-D: W2 = sqrt((m1 - m2)^2 + (s1 - s2)^2)
-    assert gaussian_w2(np.array([0.0]), np.array([[4.0]]), np.array([1.0]), np.array([[1.0]])) == pytest.approx(
-        math.sqrt(2.0))
+    assert gaussian_w2(
+        np.array([0.0]), np.array([[4.0]]), np.array([1.0]), np.array([[1.0]])
+    ) == pytest.approx(math.sqrt(2.0))
     p = torch.distributions.MultivariateNormal(torch.tensor(m), torch.tensor(c))
-    q = torch.distributions.MultivariateNormal(torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64))
-    assert gaussian_kl(m, c, np.zeros(2), np.eye(2)) == pytest.approx(float(torch.distributions.kl_divergence(p, q)))
+    q = torch.distributions.MultivariateNormal(
+        torch.zeros(2, dtype=torch.float64), torch.eye(2, dtype=torch.float64)
+    )
+    assert gaussian_kl(m, c, np.zeros(2), np.eye(2)) == pytest.approx(
+        float(torch.distributions.kl_divergence(p, q))
+    )

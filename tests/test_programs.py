@@ -29,7 +29,10 @@ def splits():
     g = torch.Generator().manual_seed(0)
     labelled = torch.rand(len(data.train_labels), generator=g) < 0.3
     return {
-        "x": data.train, "xt": data.test[:120], "y": data.train_labels, "yt": data.test_labels[:120],
+        "x": data.train,
+        "xt": data.test[:120],
+        "y": data.train_labels,
+        "yt": data.test_labels[:120],
         "y_partial": torch.where(labelled, data.train_labels, -torch.ones_like(data.train_labels)),
     }
 
@@ -41,13 +44,30 @@ def _cases(s):
     return {
         "pyro_example": (PyroExampleVAE(), s["x"], s["xt"], "analytic", {}),
         "unsized_plate": (UnsizedPlateVAE(), s["x"], s["xt"], "analytic", {}),
-        "subsampled_plate": (SubsampledPlateVAE(n_full=len(s["x"])), s["x"], s["xt"], "analytic", {}),
+        "subsampled_plate": (
+            SubsampledPlateVAE(n_full=len(s["x"])),
+            s["x"],
+            s["xt"],
+            "analytic",
+            {},
+        ),
         # the data plate is named "images": the refusal says data_plate="images", which this follows
-        "conv_images": (pv.Program(conv.model, conv.guide, data_plate="images", owner=conv),
-                        s["x"].reshape(-1, 1, 8, 8), s["xt"].reshape(-1, 1, 8, 8), "analytic", {}),
+        "conv_images": (
+            pv.Program(conv.model, conv.guide, data_plate="images", owner=conv),
+            s["x"].reshape(-1, 1, 8, 8),
+            s["xt"].reshape(-1, 1, 8, 8),
+            "analytic",
+            {},
+        ),
         "conditional": (ConditionalVAE(), (s["x"], s["y"]), (s["xt"], s["yt"]), "analytic", {}),
         "iaf_guide": (IAFGuideVAE(), s["x"], s["xt"], "trace", {}),
-        "m2_enumerated": (M2(alpha=50.0), (s["x"], s["y_partial"]), (s["xt"], unlabelled), "enum", {"lr": 3e-3}),
+        "m2_enumerated": (
+            M2(alpha=50.0),
+            (s["x"], s["y_partial"]),
+            (s["xt"], unlabelled),
+            "enum",
+            {"lr": 3e-3},
+        ),
     }
 
 
@@ -55,19 +75,33 @@ def _owner(program):
     return program.owner if isinstance(program, pv.Program) else program
 
 
-@pytest.mark.parametrize("name", ["pyro_example", "unsized_plate", "subsampled_plate", "conv_images", "conditional",
-                                  "iaf_guide", "m2_enumerated"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "pyro_example",
+        "unsized_plate",
+        "subsampled_plate",
+        "conv_images",
+        "conditional",
+        "iaf_guide",
+        "m2_enumerated",
+    ],
+)
 def test_fit_trains_and_the_estimators_agree_with_plain_torch(splits, name):
     torch.manual_seed(0)
     program, train, test, objective, kw = _cases(splits)[name]
-    history = pv.fit(program, train, objective, epochs=3, batch_size=64, test_data=test, progress=False, **kw)
+    history = pv.fit(
+        program, train, objective, epochs=3, batch_size=64, test_data=test, progress=False, **kw
+    )
     elbos = [r["test_elbo"] for r in history]
     assert all(math.isfinite(v) for v in elbos) and elbos[-1] > elbos[0] + 1.0, elbos
     # IW of the library against an independent plain-torch IW on the same networks, same K
     iw = pv.iw_log_likelihood(program, test, K, seed=0)
     rows = test if isinstance(test, tuple) else (test,)
     with torch.no_grad():
-        lw = _owner(program).torch_log_weights(*rows, k=K, generator=torch.Generator().manual_seed(1))
+        lw = _owner(program).torch_log_weights(
+            *rows, k=K, generator=torch.Generator().manual_seed(1)
+        )
     ref = lw.logsumexp(0) - math.log(K)
     diff = iw - ref
     se = float(diff.std() / math.sqrt(len(diff)))
@@ -82,12 +116,22 @@ def test_fit_trains_and_the_estimators_agree_with_plain_torch(splits, name):
 
 
 def test_m2_is_refused_by_analytic_naming_the_site_and_its_classifier_learns_under_enum(splits):
-    with pytest.raises(pv.ProgramError, match=r"'analytic' needs reparameterised.*'y_unobserved'.*'enum'"):
+    with pytest.raises(
+        pv.ProgramError, match=r"'analytic' needs reparameterised.*'y_unobserved'.*'enum'"
+    ):
         pv.fit(M2(), (splits["x"], splits["y_partial"]), "analytic", epochs=1, progress=False)
     torch.manual_seed(0)
     m2 = M2(alpha=50.0)
     before = m2.entropy(splits["xt"])
-    pv.fit(m2, (splits["x"], splits["y_partial"]), "enum", epochs=10, batch_size=64, lr=3e-3, progress=False)
+    pv.fit(
+        m2,
+        (splits["x"], splits["y_partial"]),
+        "enum",
+        epochs=10,
+        batch_size=64,
+        lr=3e-3,
+        progress=False,
+    )
     after = m2.entropy(splits["xt"])
     assert before > 2.2 and after < 1.0, (before, after)  # log 10 = 2.303 for a uniform q(y | x)
     assert m2.accuracy(splits["xt"], splits["yt"]) > 0.6
@@ -108,7 +152,9 @@ def test_a_global_latent_is_scaled_once_its_pyro_params_train_and_fix_globals_ev
     fixed = pv.fix_globals(g, xt)
     iw = pv.iw_log_likelihood(fixed, xt, K, seed=0)
     with torch.no_grad():
-        lw = g.torch_log_weights_given_bias(xt, trained["b_loc"], k=K, generator=torch.Generator().manual_seed(1))
+        lw = g.torch_log_weights_given_bias(
+            xt, trained["b_loc"], k=K, generator=torch.Generator().manual_seed(1)
+        )
     diff = iw - (lw.logsumexp(0) - math.log(K))
     assert abs(float(diff.mean())) < 4 * float(diff.std() / math.sqrt(len(diff))) + 1e-3
 
@@ -126,10 +172,17 @@ def test_a_global_latent_train_elbo_does_not_depend_on_the_batch_size(splits):
     values = {}
     for batch_size in (len(x), 256, 32):
         state = pv.TrainState()  # a fresh state: no Adam moments
-        state.params = {"params": {k: v.detach().clone().requires_grad_()
-                                   for k, v in pv.train.state_of(g).params["params"].items() if "$$$" not in k},
-                        "constraints": dict(pv.train.state_of(g).params["constraints"])}
-        h = pv.fit(g, x, "trace", epochs=3, batch_size=batch_size, lr=1e-12, state=state, progress=False)
+        state.params = {
+            "params": {
+                k: v.detach().clone().requires_grad_()
+                for k, v in pv.train.state_of(g).params["params"].items()
+                if "$$$" not in k
+            },
+            "constraints": dict(pv.train.state_of(g).params["constraints"]),
+        }
+        h = pv.fit(
+            g, x, "trace", epochs=3, batch_size=batch_size, lr=1e-12, state=state, progress=False
+        )
         values[batch_size] = [r["train_elbo"] for r in h]
     means = {b: sum(v) / len(v) for b, v in values.items()}
     spread = max(means.values()) - min(means.values())
@@ -158,7 +211,9 @@ def test_per_pixel_latents_in_a_nested_plate_give_exact_per_point_values():
         iw = pv.iw_log_likelihood(pm, x, 256, seed=0)
         el = pv.elbo(pm, x, 8, seed=0)
     exact = pm.exact_log_likelihood(x)
-    torch.testing.assert_close(iw, exact, rtol=0, atol=1e-4)  # the exact posterior: every weight is p(x)
+    torch.testing.assert_close(
+        iw, exact, rtol=0, atol=1e-4
+    )  # the exact posterior: every weight is p(x)
     torch.testing.assert_close(el, exact, rtol=0, atol=1e-4)
     # trained by fit (pyro.param guide, nested plates), it gets there too
     h = pv.fit(pm, x, "analytic", epochs=150, batch_size=32, lr=3e-2, progress=False)
@@ -186,7 +241,9 @@ def test_the_data_plate_is_found_by_name_and_the_advice_works(splits):
     assert pv.iw_log_likelihood(conv, images, 10, data_plate="images").shape == (120,)
     with pytest.raises(pv.ProgramError, match=r"data_plate='images'"):
         pv.fit(conv, splits["x"].reshape(-1, 1, 8, 8), epochs=1, progress=False)
-    h = pv.fit(conv, splits["x"].reshape(-1, 1, 8, 8), epochs=1, progress=False, data_plate="images")
+    h = pv.fit(
+        conv, splits["x"].reshape(-1, 1, 8, 8), epochs=1, progress=False, data_plate="images"
+    )
     assert len(h) == 1
 
 
@@ -197,7 +254,9 @@ def test_plain_pyro_params_reach_the_estimators_after_fit():
 
     def model(data):
         with pyro.plate("data", len(data)):
-            z = pyro.sample("z", pyro.distributions.Normal(data.new_zeros(len(data), 3), 1.0).to_event(1))
+            z = pyro.sample(
+                "z", pyro.distributions.Normal(data.new_zeros(len(data), 3), 1.0).to_event(1)
+            )
             loc = pyro.param("loc", lambda: torch.zeros(3))
             pyro.sample("obs", pyro.distributions.Normal(loc + z, 0.5).to_event(1), obs=data)
 
@@ -217,7 +276,9 @@ def test_plain_pyro_params_reach_the_estimators_after_fit():
     with pyro.get_param_store().scope():  # the same functions with fresh (zero) parameters
         pyro.param("loc", torch.zeros(3))
         pyro.param("w", torch.zeros(3))
-        untrained = pv.iw_log_likelihood(pv.Program(lambda d: model(d), lambda d: guide(d)), x, 50, seed=0).mean()
+        untrained = pv.iw_log_likelihood(
+            pv.Program(lambda d: model(d), lambda d: guide(d)), x, 50, seed=0
+        ).mean()
     assert trained > untrained + 1.0
 
 
@@ -227,27 +288,40 @@ def test_posterior_tools_take_users_programs(splits):
     torch.manual_seed(0)
     vae = PyroExampleVAE(z_dim=2)
     pv.fit(vae, splits["x"], epochs=2, progress=False)
-    ref = pv.reference_posterior(vae, splits["xt"][:10], [0, 3], num_chains=2, num_samples=60, warmup=60)
+    ref = pv.reference_posterior(
+        vae, splits["xt"][:10], [0, 3], num_chains=2, num_samples=60, warmup=60
+    )
     assert ref.site == "latent" and list(ref.distances.index) == [0, 3]
     assert ref.idata.posterior["latent"].dims == ("chain", "draw", "point", "latent_dim")
     cvae = ConditionalVAE(z_dim=2)
     pv.fit(cvae, (splits["x"], splits["y"]), epochs=2, progress=False)
-    gap = pv.amortization_gap(cvae, (splits["xt"][:8], splits["yt"][:8]), steps=30, num_samples=100, elbo_samples=50)
+    gap = pv.amortization_gap(
+        cvae, (splits["xt"][:8], splits["yt"][:8]), steps=30, num_samples=100, elbo_samples=50
+    )
     assert len(gap) == 8 and gap.attrs["settings"]["analytic_kl"] is True
     assert (gap["inference_gap"] > -0.5).all()
 
-    class FlowPrior(PyroExampleVAE):  # the prior pushed through an affine flow: KL(q || p) has no closed form
+    class FlowPrior(
+        PyroExampleVAE
+    ):  # the prior pushed through an affine flow: KL(q || p) has no closed form
         def __init__(self):
             super().__init__(z_dim=2)
-            self.flow = pyro.distributions.transforms.AffineTransform(torch.tensor([0.5, -0.5]), torch.tensor(2.0))
+            self.flow = pyro.distributions.transforms.AffineTransform(
+                torch.tensor([0.5, -0.5]), torch.tensor(2.0)
+            )
 
         def model(self, x):
             pyro.module("decoder", self.decoder)
             with pyro.plate("data", x.shape[0]):
                 base = pyro.distributions.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1)
-                z = pyro.sample("latent", pyro.distributions.TransformedDistribution(base, [self.flow]))
-                pyro.sample("obs", pyro.distributions.Bernoulli(self.decoder(z), validate_args=False).to_event(1),
-                            obs=x)
+                z = pyro.sample(
+                    "latent", pyro.distributions.TransformedDistribution(base, [self.flow])
+                )
+                pyro.sample(
+                    "obs",
+                    pyro.distributions.Bernoulli(self.decoder(z), validate_args=False).to_event(1),
+                    obs=x,
+                )
 
     flow = FlowPrior()
     pv.fit(flow, splits["x"], "trace", epochs=1, progress=False)
@@ -261,17 +335,38 @@ def test_compare_takes_users_programs_beside_built_in_methods():
     """The grid harness on a user's conditional VAE (labels through the dataset_inputs hook) under two
     objectives, beside a built-in method, with paired differences."""
     data = pv.load_dataset("digits", binarize="dynamic", seed=0, n_samples=400)
-    methods = [pv.ProgramMethod("cvae", lambda: ConditionalVAE(z_dim=4), "analytic"),
-               pv.ProgramMethod("cvae", lambda: ConditionalVAE(z_dim=4), "iwae:k=3"),
-               pv.ProgramMethod("pyro_example", PyroExampleVAE, "analytic"),
-               pv.ProgramMethod("iaf_guide", IAFGuideVAE, "trace"), "analytic"]
-    result = pv.run_comparison(methods, data, seeds=[0], epochs=2, num_samples=50, batch_size=64,
-                               test_points=60, reference="cvae/analytic")
-    assert list(result.table["method"]) == ["cvae/analytic", "cvae/iwae:k=3", "pyro_example/analytic",
-                                            "iaf_guide/trace", "analytic"]
+    methods = [
+        pv.ProgramMethod("cvae", lambda: ConditionalVAE(z_dim=4), "analytic"),
+        pv.ProgramMethod("cvae", lambda: ConditionalVAE(z_dim=4), "iwae:k=3"),
+        pv.ProgramMethod("pyro_example", PyroExampleVAE, "analytic"),
+        pv.ProgramMethod("iaf_guide", IAFGuideVAE, "trace"),
+        "analytic",
+    ]
+    result = pv.run_comparison(
+        methods,
+        data,
+        seeds=[0],
+        epochs=2,
+        num_samples=50,
+        batch_size=64,
+        test_points=60,
+        reference="cvae/analytic",
+    )
+    assert list(result.table["method"]) == [
+        "cvae/analytic",
+        "cvae/iwae:k=3",
+        "pyro_example/analytic",
+        "iaf_guide/trace",
+        "analytic",
+    ]
     assert result.table["test_iw_log_likelihood"].notna().all()
     paired = result.paired()
-    assert set(paired["method"]) == {"cvae/iwae:k=3", "pyro_example/analytic", "iaf_guide/trace", "analytic"}
+    assert set(paired["method"]) == {
+        "cvae/iwae:k=3",
+        "pyro_example/analytic",
+        "iaf_guide/trace",
+        "analytic",
+    }
     # both cvae runs started from the same weights (one factory, one seed)
     assert len({d for k, d in result.settings["init"]["0"].items() if k.startswith("cvae")}) == 1
 
@@ -286,14 +381,18 @@ def test_reference_posterior_refuses_a_subsampled_plate_and_the_advice_works(spl
         pv.reference_posterior(sub, splits["xt"][:4], [0], num_chains=1, num_samples=5, warmup=5)
     fixed = UnsizedPlateVAE()
     fixed.load_state_dict(sub.state_dict())
-    ref = pv.reference_posterior(fixed, splits["xt"][:4], [0], num_chains=1, num_samples=20, warmup=20)
+    ref = pv.reference_posterior(
+        fixed, splits["xt"][:4], [0], num_chains=1, num_samples=20, warmup=20
+    )
     assert ref.site == "latent" and list(ref.distances.index) == [0]
 
 
 def test_compare_takes_a_program_whose_data_plate_has_another_name():
     """ProgramMethod(..., data_plate=) reaches fit and evaluate, as fit(..., data_plate=) does."""
 
-    class FlatConv(ConvVAE):  # a Dataset's rows are flat: the program reshapes them, as Pyro's examples do
+    class FlatConv(
+        ConvVAE
+    ):  # a Dataset's rows are flat: the program reshapes them, as Pyro's examples do
         def model(self, x):
             super().model(x.reshape(-1, 1, 8, 8))
 
@@ -302,9 +401,16 @@ def test_compare_takes_a_program_whose_data_plate_has_another_name():
 
     data = pv.load_dataset("digits", binarize="dynamic", seed=0, n_samples=300)
     with pytest.raises(pv.ProgramError, match="data_plate='images'"):
-        pv.run_comparison([pv.ProgramMethod("conv", FlatConv)], data, epochs=1, num_samples=20, test_points=30)
-    result = pv.run_comparison([pv.ProgramMethod("conv", FlatConv, data_plate="images"), "analytic"], data,
-                               epochs=1, num_samples=20, test_points=30)
+        pv.run_comparison(
+            [pv.ProgramMethod("conv", FlatConv)], data, epochs=1, num_samples=20, test_points=30
+        )
+    result = pv.run_comparison(
+        [pv.ProgramMethod("conv", FlatConv, data_plate="images"), "analytic"],
+        data,
+        epochs=1,
+        num_samples=20,
+        test_points=30,
+    )
     assert result.table["test_iw_log_likelihood"].notna().all()
     with pytest.raises(pv.UserError, match="data_plate must be a plate's name"):
         pv.ProgramMethod("conv", FlatConv, data_plate="")
@@ -313,6 +419,11 @@ def test_compare_takes_a_program_whose_data_plate_has_another_name():
 def test_compare_evaluates_a_global_latent_program_at_its_guide_means_and_says_so():
     data = pv.load_dataset("digits", binarize="dynamic", seed=0, n_samples=300)
     with pytest.warns(UserWarning, match=r"global latent site\(s\) \['bias'\].*pv.fix_globals"):
-        result = pv.run_comparison([pv.ProgramMethod("global", GlobalBiasVAE), "analytic"], data, epochs=1,
-                                   num_samples=20, test_points=30)
+        result = pv.run_comparison(
+            [pv.ProgramMethod("global", GlobalBiasVAE), "analytic"],
+            data,
+            epochs=1,
+            num_samples=20,
+            test_points=30,
+        )
     assert result.table["test_iw_log_likelihood"].notna().all()

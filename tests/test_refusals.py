@@ -36,7 +36,9 @@ def _vae_pair(plate_args=(), plate_kwargs=None, guide_z=True, dec=None):
 
 def test_a_plate_sized_to_the_full_data_is_refused_and_subsample_size_fixes_it():
     model, guide = _vae_pair(plate_args=(len(X),))  # size N, but fit passes batches of 32
-    with pytest.raises(pv.ProgramError, match=r"(?s)sized differently from the batch.*subsample_size=len\(x\)"):
+    with pytest.raises(
+        pv.ProgramError, match=r"(?s)sized differently from the batch.*subsample_size=len\(x\)"
+    ):
         pv.fit(pv.Program(model, guide), X, epochs=1, batch_size=32, progress=False)
 
     # the advice: declare the full size with subsample_size=len(x)
@@ -59,7 +61,9 @@ def test_a_plate_sized_to_the_full_data_is_refused_and_subsample_size_fixes_it()
 
 def test_latent_sites_that_do_not_match_are_named():
     model, guide = _vae_pair(guide_z=False)
-    with pytest.raises(pv.ProgramError, match=r"model-only \{'z'\}.*needs a guide site of the same name"):
+    with pytest.raises(
+        pv.ProgramError, match=r"model-only \{'z'\}.*needs a guide site of the same name"
+    ):
         pv.fit(pv.Program(model, guide), X, epochs=1, progress=False)
     model, guide = _vae_pair()  # the advice: a guide site of the same name
     assert len(pv.fit(pv.Program(model, guide), X, epochs=1, progress=False)) == 1
@@ -100,13 +104,19 @@ def test_a_discrete_guide_site_under_analytic_is_refused_and_trace_or_enum_train
         def guide(self, x):
             pyro.module("mix", self)
             with pyro.plate("data", len(x)):
-                pyro.sample("c", dist.Categorical(logits=self.q(x)), infer={"enumerate": "parallel"})
+                pyro.sample(
+                    "c", dist.Categorical(logits=self.q(x)), infer={"enumerate": "parallel"}
+                )
 
-    with pytest.raises(pv.ProgramError, match=r"guide site\(s\) \{'c'\} have no rsample.*'trace'.*'enum'"):
+    with pytest.raises(
+        pv.ProgramError, match=r"guide site\(s\) \{'c'\} have no rsample.*'trace'.*'enum'"
+    ):
         pv.fit(Mixture(), X, "analytic", epochs=1, progress=False)
     for objective in ("trace", "enum"):
         torch.manual_seed(0)
-        h = pv.fit(Mixture(), X, objective, epochs=30, batch_size=32, lr=5e-2, test_data=X, progress=False)
+        h = pv.fit(
+            Mixture(), X, objective, epochs=30, batch_size=32, lr=5e-2, test_data=X, progress=False
+        )
         assert h[-1]["test_elbo"] > h[0]["test_elbo"], objective
 
 
@@ -128,7 +138,9 @@ def test_iwae_refuses_a_global_latent_and_analytic_trains_it():
             pyro.sample("z", dist.Normal(enc(x), 1.0).to_event(1))
 
     program = pv.Program(model, guide)
-    with pytest.raises(pv.ProgramError, match=r"'iwae:k=3' needs every latent.*\{'b'\} are global.*'analytic'"):
+    with pytest.raises(
+        pv.ProgramError, match=r"'iwae:k=3' needs every latent.*\{'b'\} are global.*'analytic'"
+    ):
         pv.fit(program, X, "iwae:k=3", epochs=1, progress=False)
     assert len(pv.fit(program, X, "analytic", epochs=1, progress=False)) == 1
 
@@ -139,14 +151,20 @@ def test_a_model_only_enumerated_site_trains_under_enum_and_the_estimators_ask_f
     def model(x):
         pyro.module("m", nn.ParameterList([means]))
         with pyro.plate("data", len(x)):
-            c = pyro.sample("c", dist.Categorical(logits=x.new_zeros(len(x), 3)), infer={"enumerate": "parallel"})
+            c = pyro.sample(
+                "c",
+                dist.Categorical(logits=x.new_zeros(len(x), 3)),
+                infer={"enumerate": "parallel"},
+            )
             pyro.sample("x", dist.Bernoulli(logits=means[c]).to_event(1), obs=x)
 
     def guide(x):
         pass
 
     program = pv.Program(model, guide)
-    with pytest.raises(pv.ProgramError, match=r"\{'c'\} are enumerated in the model.*only the 'enum' objective"):
+    with pytest.raises(
+        pv.ProgramError, match=r"\{'c'\} are enumerated in the model.*only the 'enum' objective"
+    ):
         pv.fit(program, X, "trace", epochs=1, progress=False)
     h = pv.fit(program, X, "enum", epochs=5, lr=5e-2, test_data=X, progress=False)
     assert h[-1]["test_elbo"] > h[0]["test_elbo"]
@@ -213,7 +231,9 @@ def test_a_program_that_breaks_under_a_particle_plate_is_told_to_index_from_the_
         with pyro.plate("data", len(x)):
             pyro.sample("z", dist.Normal(x.new_zeros(len(x)), 1.0))
 
-    with pytest.raises(pv.ProgramError, match=r"(?s)vectorised over particles.*Index tensors from the right"):
+    with pytest.raises(
+        pv.ProgramError, match=r"(?s)vectorised over particles.*Index tensors from the right"
+    ):
         pv.iw_log_likelihood(fragile, guide, X, 5)
     assert pv.iw_log_likelihood(sturdy, guide, X, 5).shape == (96,)
 
@@ -229,13 +249,18 @@ def test_a_conditioning_input_joined_with_torch_cat_is_told_to_expand_it():
             with pyro.plate("data", len(x)):
                 z = pyro.sample("z", dist.Normal(x.new_zeros(len(x), 1), 1.0).to_event(1))
                 yy = y.expand(*z.shape[:-1], -1) if expand else y
-                pyro.sample("x", dist.Bernoulli(logits=dec(torch.cat([z, yy], -1))).to_event(1), obs=x)
+                pyro.sample(
+                    "x", dist.Bernoulli(logits=dec(torch.cat([z, yy], -1))).to_event(1), obs=x
+                )
+
         return model
 
     def guide(x, y):
         with pyro.plate("data", len(x)):
             pyro.sample("z", dist.Normal(x.new_zeros(len(x), 1), 1.0).to_event(1))
 
-    with pytest.raises(pv.ProgramError, match=r"(?s)vectorised over particles.*y\.expand\(\*z\.shape\[:-1\], -1\)"):
+    with pytest.raises(
+        pv.ProgramError, match=r"(?s)vectorised over particles.*y\.expand\(\*z\.shape\[:-1\], -1\)"
+    ):
         pv.iw_log_likelihood(joined(False), guide, (X, y), 5)
     assert pv.iw_log_likelihood(joined(True), guide, (X, y), 5).shape == (96,)

@@ -48,7 +48,9 @@ def reference(tmp_path_factory):
     return train_run(out, epochs=4, **SETTINGS)
 
 
-def test_settings_are_written_before_the_first_epoch_and_every_view_after_each(tmp_path, monkeypatch):
+def test_settings_are_written_before_the_first_epoch_and_every_view_after_each(
+    tmp_path, monkeypatch
+):
     out = tmp_path / "run"
     real_fit, seen = folder.fit, []
 
@@ -61,9 +63,15 @@ def test_settings_are_written_before_the_first_epoch_and_every_view_after_each(t
     s = seen[0]["settings"]
     assert s["flags"]["objective"] == "trace" and s["flags"]["lr"] == 3e-3 and s["epochs"] == 2
     assert s["model"]["hidden_dims"] == [32] and s["model_kind"] == "vae"
-    assert s["data"]["provenance"]["kind"] == "builtin" and "scikit-learn" in s["data"]["provenance"]["versions"]
+    assert (
+        s["data"]["provenance"]["kind"] == "builtin"
+        and "scikit-learn" in s["data"]["provenance"]["versions"]
+    )
     committed = read_config(out / "checkpoint")
-    assert committed["training"]["history"] == json.loads((out / "metrics.json").read_text())["history"]
+    assert (
+        committed["training"]["history"]
+        == json.loads((out / "metrics.json").read_text())["history"]
+    )
     csv = (out / "metrics.csv").read_text().splitlines()
     assert csv[0].startswith("epoch,step,train_elbo,test_elbo") and len(csv) == 3
     for name in ("metrics.json", "settings.json", "checkpoint/CURRENT.json"):
@@ -81,8 +89,12 @@ def test_resume_reuses_the_record_and_gives_the_uninterrupted_history(reference,
     same_history(resumed.history, reference.history)
     assert {r["objective"] for r in resumed.history} == {"trace"}
     same_history(read_history(out)[1], reference.history)
-    (out / "metrics.json").unlink()  # e.g. killed after its last commit, before the views were rewritten
-    again = train_run(out, resume=True, progress=False)  # nothing left: the views are brought up to date
+    (
+        out / "metrics.json"
+    ).unlink()  # e.g. killed after its last commit, before the views were rewritten
+    again = train_run(
+        out, resume=True, progress=False
+    )  # nothing left: the views are brought up to date
     assert again.trained == 0 and len(again.history) == 4
     assert len(json.loads((out / "metrics.json").read_text())["history"]) == 4
     with pytest.raises(RunError, match="already has 4 epochs .* pass --epochs N"):
@@ -94,22 +106,38 @@ def test_a_changed_setting_is_refused_naming_both_values_unless_overridden(refer
     out = tmp_path / "run"
     train_run(out, epochs=2, **SETTINGS)
     before = files_of(out)
-    with pytest.raises(RunError, match=r"--objective analytic differs from the run's objective trace "
-                                       r"\(to change it from now on: --override objective"):
+    with pytest.raises(
+        RunError,
+        match=r"--objective analytic differs from the run's objective trace "
+        r"\(to change it from now on: --override objective",
+    ):
         train_run(out, resume=True, objective="analytic", progress=False)
     with pytest.raises(RunError, match=r"--batch-size 128 differs .* 64"):
         train_run(out, resume=True, batch_size=128, progress=False)
-    with pytest.raises(RunError, match=r"--latent-dim 8 \(the run has 4; the model, data and architecture"):
+    with pytest.raises(
+        RunError, match=r"--latent-dim 8 \(the run has 4; the model, data and architecture"
+    ):
         train_run(out, resume=True, latent_dim=8, progress=False)
     with pytest.raises(RunError, match=r"--dataset .*two_moons.* \(the run has digits"):
         train_run(out, resume=True, dataset="two_moons", progress=False)
-    with pytest.raises(RunError, match="--override dataset: the model, data and architecture of a run cannot"):
+    with pytest.raises(
+        RunError, match="--override dataset: the model, data and architecture of a run cannot"
+    ):
         train_run(out, resume=True, dataset="two_moons", override=["dataset"], progress=False)
     with pytest.raises(UserError, match="--override lr needs the new value too"):
         train_run(out, resume=True, override=["lr"], progress=False)
     assert files_of(out) == before, "a refused resume changes nothing"
     # the same values are not a conflict; an explicit override is recorded in settings and history
-    run = train_run(out, resume=True, epochs=1, objective="trace", lr=1e-3, override=["lr"], seed=3, progress=False)
+    run = train_run(
+        out,
+        resume=True,
+        epochs=1,
+        objective="trace",
+        lr=1e-3,
+        override=["lr"],
+        seed=3,
+        progress=False,
+    )
     assert run.history[2]["override"] == {"lr": {"from": 3e-3, "to": 1e-3}}
     assert "override" not in run.history[1]
     doc = json.loads((out / "settings.json").read_text())
@@ -128,7 +156,9 @@ def test_an_lr_override_reaches_the_optimizer(tmp_path):
     assert read_config(out / "checkpoint")["optimizer"]["param_groups"][0]["lr"] == 1e-4
 
 
-def test_a_run_stopped_before_its_first_epoch_resumes_from_epoch_1(reference, tmp_path, monkeypatch):
+def test_a_run_stopped_before_its_first_epoch_resumes_from_epoch_1(
+    reference, tmp_path, monkeypatch
+):
     out = tmp_path / "run"
 
     def interrupted(*args, **kwargs):
@@ -147,7 +177,9 @@ def test_a_run_stopped_before_its_first_epoch_resumes_from_epoch_1(reference, tm
     same_history(train_run(out, resume=True, progress=False).history, reference.history)
 
 
-def test_a_diverged_run_keeps_its_record_and_resumes_with_a_smaller_lr(reference, tmp_path, monkeypatch):
+def test_a_diverged_run_keeps_its_record_and_resumes_with_a_smaller_lr(
+    reference, tmp_path, monkeypatch
+):
     out = tmp_path / "run"
     real_fit = folder.fit
 
@@ -170,7 +202,9 @@ def test_nothing_the_user_made_is_touched(tmp_path):
     (mine / "metrics.json").write_text('{"my": "notes"}')
     (mine / "checkpoint" / "model.safetensors").write_bytes(b"my weights")
     before = files_of(mine)
-    with pytest.raises(RunExistsError, match="holds files ppl_vae did not make .* choose another --out"):
+    with pytest.raises(
+        RunExistsError, match="holds files ppl_vae did not make .* choose another --out"
+    ):
         train_run(mine, epochs=1, **SMALL)
     with pytest.raises(RunError, match="no settings.json"):
         train_run(mine, resume=True, progress=False)
@@ -189,10 +223,14 @@ def test_nothing_the_user_made_is_touched(tmp_path):
 
 def test_sizes_and_arguments_are_checked_before_anything_is_made(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    with pytest.raises(ResourceError, match=r"needs about .* of memory, but this machine has .* available"):
+    with pytest.raises(
+        ResourceError, match=r"needs about .* of memory, but this machine has .* available"
+    ):
         train_run(out, epochs=1, dataset="digits", latent_dim=100_000_000_000, progress=False)
     monkeypatch.setattr("ppl_vae._checks.available_memory", lambda: 1 << 30)
-    with pytest.raises(ResourceError, match=r"hidden_dims \(20000, 20000\).*GiB of memory.*1\.0 GiB available"):
+    with pytest.raises(
+        ResourceError, match=r"hidden_dims \(20000, 20000\).*GiB of memory.*1\.0 GiB available"
+    ):
         train_run(out, epochs=1, dataset="digits", hidden_dims=(20000, 20000), progress=False)
     for kwargs, error, message in [
         (dict(time_budget=-1.0), UserError, "time_budget must be positive"),
@@ -225,14 +263,20 @@ def test_data_files_are_recorded_by_absolute_path_and_hash(tmp_path, monkeypatch
     assert load_run(out).data.meta.n_test == 12, "another working folder: the same file"
     with open(data / "points.csv", "a") as f:
         f.write("1,2,3\n")
-    for call in (lambda: load_run(out), lambda: train_run(out, resume=True, epochs=1, progress=False)):
+    for call in (
+        lambda: load_run(out),
+        lambda: train_run(out, resume=True, epochs=1, progress=False),
+    ):
         with pytest.raises(RunError, match=f"data file {path} has changed since the run started"):
             call()
     os.remove(data / "points.csv")
     with pytest.raises(RunError, match=f"data file {path} is missing"):
         load_run(out)
     (data / "points.csv").write_bytes(original)  # the advice: put it back
-    assert [r["epoch"] for r in train_run(out, resume=True, epochs=1, progress=False).history] == [1, 2]
+    assert [r["epoch"] for r in train_run(out, resume=True, epochs=1, progress=False).history] == [
+        1,
+        2,
+    ]
 
 
 def test_an_edited_settings_file_is_refused_and_its_checkpoint_copy_restores_it(tmp_path):
@@ -242,7 +286,11 @@ def test_an_edited_settings_file_is_refused_and_its_checkpoint_copy_restores_it(
     doc = json.loads(good)
     doc["settings"]["data"]["args"]["name"] = "csv:/etc/passwd"
     (out / "settings.json").write_text(json.dumps(doc))
-    for call in (load_run, read_history, lambda p: train_run(p, resume=True, epochs=1, progress=False)):
+    for call in (
+        load_run,
+        read_history,
+        lambda p: train_run(p, resume=True, epochs=1, progress=False),
+    ):
         with pytest.raises(RunError, match=r"settings\.json was edited after ppl_vae wrote it"):
             call(out)
     copy = next((out / "checkpoint").glob("epoch-*/settings.json"))
@@ -255,14 +303,28 @@ def test_an_edited_settings_file_is_refused_and_its_checkpoint_copy_restores_it(
 
 def test_autoencoder_runs_keep_their_kind_through_resume(tmp_path):
     out = tmp_path / "ae"
-    run = train_run(out, dataset="digits", model="ae", latent_dim=2, hidden_dims=(16,), epochs=1, n_samples=200,
-                    progress=False)
-    assert run.config["model"]["reconstruction"] == "bce" and run.config["data_args"]["binarize"] == "dynamic"
+    run = train_run(
+        out,
+        dataset="digits",
+        model="ae",
+        latent_dim=2,
+        hidden_dims=(16,),
+        epochs=1,
+        n_samples=200,
+        progress=False,
+    )
+    assert (
+        run.config["model"]["reconstruction"] == "bce"
+        and run.config["data_args"]["binarize"] == "dynamic"
+    )
     with pytest.raises(UserError, match="--objective is for the VAE"):
         train_run(out, resume=True, objective="trace", epochs=1, progress=False)
     resumed = train_run(out, resume=True, epochs=1, progress=False)
     assert [r["epoch"] for r in resumed.history] == [1, 2] and "test_loss" in resumed.history[-1]
-    assert json.loads((out / "metrics.json").read_text())["final_test_loss"] == resumed.history[-1]["test_loss"]
+    assert (
+        json.loads((out / "metrics.json").read_text())["final_test_loss"]
+        == resumed.history[-1]["test_loss"]
+    )
 
 
 def test_tensorboard_logs_or_one_clear_error(tmp_path, monkeypatch):
@@ -271,7 +333,10 @@ def test_tensorboard_logs_or_one_clear_error(tmp_path, monkeypatch):
     out = tmp_path / "run"
     with monkeypatch.context() as m:  # as without the optional package
         m.setitem(sys.modules, "torch.utils.tensorboard", None)
-        with pytest.raises(UserError, match=r"needs the 'tensorboard' package.*pip install 'ppl_vae\[tensorboard\]'"):
+        with pytest.raises(
+            UserError,
+            match=r"needs the 'tensorboard' package.*pip install 'ppl_vae\[tensorboard\]'",
+        ):
             train_run(out, epochs=1, log="tensorboard", **SMALL)
     assert not out.exists()
     pytest.importorskip("tensorboard")
@@ -287,7 +352,9 @@ def test_in_memory_runs_write_nothing(tmp_path, monkeypatch):
     assert torch.isfinite(torch.tensor(run.history[-1]["test_elbo"]))
 
 
-def test_idx_data_are_recorded_file_by_file_and_the_folder_found_via_the_environment(tmp_path, monkeypatch):
+def test_idx_data_are_recorded_file_by_file_and_the_folder_found_via_the_environment(
+    tmp_path, monkeypatch
+):
     import gzip
     import struct
 
@@ -296,16 +363,28 @@ def test_idx_data_are_recorded_file_by_file_and_the_folder_found_via_the_environ
     folder_ = tmp_path / "mnist"
     folder_.mkdir()
     rng = np.random.default_rng(0)
-    for name, array in zip(FILES, (rng.integers(0, 256, (30, 4, 5)), rng.integers(0, 10, 30),
-                                   rng.integers(0, 256, (10, 4, 5)), rng.integers(0, 10, 10)), strict=True):
-        header = struct.pack(">I", 0x800 | array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    for name, array in zip(
+        FILES,
+        (
+            rng.integers(0, 256, (30, 4, 5)),
+            rng.integers(0, 10, 30),
+            rng.integers(0, 256, (10, 4, 5)),
+            rng.integers(0, 10, 10),
+        ),
+        strict=True,
+    ):
+        header = struct.pack(">I", 0x800 | array.ndim) + struct.pack(
+            f">{array.ndim}I", *array.shape
+        )
         (folder_ / name).write_bytes(gzip.compress(header + array.astype(np.uint8).tobytes()))
     monkeypatch.setenv("PPL_VAE_DATA", str(tmp_path))
     out = tmp_path / "run"
     train_run(out, dataset="mnist", epochs=1, latent_dim=2, hidden_dims=(8,), progress=False)
     settings = json.loads((out / "settings.json").read_text())["settings"]["data"]
     assert sorted(Path(p).name for p in settings["provenance"]["files"]) == sorted(FILES)
-    assert settings["args"]["data_dir"] == str(folder_.resolve()), "not $PPL_VAE_DATA at a later time"
+    assert settings["args"]["data_dir"] == str(folder_.resolve()), (
+        "not $PPL_VAE_DATA at a later time"
+    )
     monkeypatch.delenv("PPL_VAE_DATA")
     assert load_run(out).data.meta.n_train == 30
     (folder_ / FILES[3]).write_bytes((folder_ / FILES[1]).read_bytes())
@@ -322,11 +401,24 @@ def test_a_run_folder_of_an_older_version_is_neither_overwritten_nor_followed(tm
     old = tmp_path / "old"
     (old / "checkpoint").mkdir(parents=True)
     vae = VAE(64, 2, (8,), likelihood="bernoulli")
-    save_file({k: v.contiguous() for k, v in vae.state_dict().items()}, str(old / "checkpoint" / "model.safetensors"))
+    save_file(
+        {k: v.contiguous() for k, v in vae.state_dict().items()},
+        str(old / "checkpoint" / "model.safetensors"),
+    )
     sha = hashlib.sha256((old / "checkpoint" / "model.safetensors").read_bytes()).hexdigest()
-    (old / "checkpoint" / "config.json").write_text(json.dumps({
-        "format_version": 1, "model": vae.config, "training": {"epoch": 1}, "files": {"model.safetensors": sha}}))
-    (old / "metrics.json").write_text(json.dumps({"config": {"data_args": {"name": "csv:/etc/passwd"}}}))
+    (old / "checkpoint" / "config.json").write_text(
+        json.dumps(
+            {
+                "format_version": 1,
+                "model": vae.config,
+                "training": {"epoch": 1},
+                "files": {"model.safetensors": sha},
+            }
+        )
+    )
+    (old / "metrics.json").write_text(
+        json.dumps({"config": {"data_args": {"name": "csv:/etc/passwd"}}})
+    )
     before = files_of(old)
     with pytest.raises(RunExistsError, match="already holds a run"):
         train_run(old, epochs=1, **SMALL)

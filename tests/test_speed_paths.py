@@ -42,7 +42,9 @@ def test_fast_elbo_equals_pyro_elbo_and_its_gradients(binary_x, analytic, likeli
             return elbo.differentiable_loss(vae.model, vae.guide, binary_x)
 
     def fast_loss():
-        return fast_elbo_loss(vae.model, vae.guide, binary_x, analytic=analytic, scale=scale, latent_weight=weight)
+        return fast_elbo_loss(
+            vae.model, vae.guide, binary_x, analytic=analytic, scale=scale, latent_weight=weight
+        )
 
     ref, ref_grads = _loss_and_grads(pyro_loss, params)
     got, got_grads = _loss_and_grads(fast_loss, params)
@@ -51,7 +53,9 @@ def test_fast_elbo_equals_pyro_elbo_and_its_gradients(binary_x, analytic, likeli
         torch.testing.assert_close(g, r, rtol=1e-6, atol=1e-6)
 
 
-@pytest.mark.parametrize("objective", ["trace", "analytic", "iwae:k=3", "renyi:alpha=0.5,k=2", "iwae:k=3,grad=dreg"])
+@pytest.mark.parametrize(
+    "objective", ["trace", "analytic", "iwae:k=3", "renyi:alpha=0.5,k=2", "iwae:k=3,grad=dreg"]
+)
 def test_graph_and_eager_paths_train_exactly_like_pyro(digits, objective):
     """One epoch per mode from the same start: same parameters, same history (incl. the short last batch).
 
@@ -59,7 +63,17 @@ def test_graph_and_eager_paths_train_exactly_like_pyro(digits, objective):
     results = {}
     for mode in ("off", "eager", "graph"):
         vae = _vae(64, seed=1)
-        h = pv.fit(vae, digits, objective, epochs=1, batch_size=200, seed=5, device="cpu", progress=False, fast=mode)
+        h = pv.fit(
+            vae,
+            digits,
+            objective,
+            epochs=1,
+            batch_size=200,
+            seed=5,
+            device="cpu",
+            progress=False,
+            fast=mode,
+        )
         results[mode] = (vae, h[-1], h)
     engine = results["graph"][2].state.engine
     shapes = sorted(key[0] for key, run in engine.graphs.items() if run is not None)
@@ -80,7 +94,9 @@ class _DiscreteGuideVAE(pv.VAE):
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", x.shape[0]):
             flip = pyro.sample("flip", dist.Bernoulli(x.new_full((x.shape[0],), 0.5)))
-            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], self.latent_dim), 1.0).to_event(1))
+            z = pyro.sample(
+                "z", dist.Normal(x.new_zeros(x.shape[0], self.latent_dim), 1.0).to_event(1)
+            )
             logits = self.decoder(z) + flip.unsqueeze(-1)
             pyro.sample("x", dist.Bernoulli(logits=logits).to_event(1), obs=x)
 
@@ -99,19 +115,43 @@ def test_a_program_the_fast_path_cannot_take_falls_back_to_pyro_and_says_why(bin
         m = _DiscreteGuideVAE(12, 3, (16,))
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            runs[mode] = (m, pv.fit(m, binary_x, "trace", epochs=2, batch_size=16, device="cpu", progress=False,
-                                    fast=mode))
+            runs[mode] = (
+                m,
+                pv.fit(
+                    m,
+                    binary_x,
+                    "trace",
+                    epochs=2,
+                    batch_size=16,
+                    device="cpu",
+                    progress=False,
+                    fast=mode,
+                ),
+            )
         reported = [w for w in caught if issubclass(w.category, FastPathWarning)]
         assert len(reported) == (1 if mode == "auto" else 0), [str(w.message) for w in reported]
     history = runs["auto"][1]
-    assert history.meta["fast_path"]["path"] == "pyro" and "flip" in history.meta["fast_path"]["reason"]
+    assert (
+        history.meta["fast_path"]["path"] == "pyro"
+        and "flip" in history.meta["fast_path"]["reason"]
+    )
     assert "flip" in history.state.engine.problem
     assert [r["train_elbo"] for r in runs["auto"][1]] == [r["train_elbo"] for r in runs["off"][1]]
     for p, q in zip(runs["auto"][0].parameters(), runs["off"][0].parameters(), strict=True):
         assert torch.equal(p, q)
-    with warnings.catch_warnings(record=True) as caught:  # reported once per training state, not per call
+    with warnings.catch_warnings(
+        record=True
+    ) as caught:  # reported once per training state, not per call
         warnings.simplefilter("always")
-        pv.fit(runs["auto"][0], binary_x, "trace", epochs=1, batch_size=16, device="cpu", progress=False)
+        pv.fit(
+            runs["auto"][0],
+            binary_x,
+            "trace",
+            epochs=1,
+            batch_size=16,
+            device="cpu",
+            progress=False,
+        )
     assert not [w for w in caught if issubclass(w.category, FastPathWarning)]
 
 
@@ -157,7 +197,12 @@ def test_kl_weight_schedules_use_the_fast_path_with_the_weight(binary_x):
     runs = {}
     for mode in ("eager", "off"):
         vae = _vae(seed=2)
-        runs[mode] = (vae, pv.fit(vae, binary_x, obj, epochs=2, batch_size=16, device="cpu", progress=False, fast=mode))
+        runs[mode] = (
+            vae,
+            pv.fit(
+                vae, binary_x, obj, epochs=2, batch_size=16, device="cpu", progress=False, fast=mode
+            ),
+        )
     assert runs["eager"][1].state.engine.problem is None
     for p, q in zip(runs["eager"][0].parameters(), runs["off"][0].parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
@@ -170,7 +215,10 @@ def test_fit_fuses_adam_for_large_models_only_and_rejects_unknown_fast_modes(bin
     h = pv.fit(small, binary_x, epochs=1, batch_size=16, device="cpu", progress=False)
     assert not h.state.optimizer.defaults.get("fused")
     big = [torch.zeros(FUSED_ADAM_MIN_CPU, requires_grad=True)]
-    assert adam(big, 1e-3).defaults.get("fused") in (True, None)  # None: a torch without CPU fused Adam
+    assert adam(big, 1e-3).defaults.get("fused") in (
+        True,
+        None,
+    )  # None: a torch without CPU fused Adam
     vae = _vae()
     with pytest.raises(ValueError, match="fast must be one of"):
         pv.fit(vae, binary_x, epochs=1, progress=False, fast="turbo")
@@ -207,8 +255,15 @@ def test_a_loop_over_chunks_checks_each_chunk_once_and_holds_none_of_them(digits
 
     from ppl_vae.errors import DataError
 
-    chunks = [dataclasses.replace(digits, train=digits.train[i::3].clone(), train_probs=digits.train_probs[i::3],
-                                  train_labels=digits.train_labels[i::3]) for i in range(3)]
+    chunks = [
+        dataclasses.replace(
+            digits,
+            train=digits.train[i::3].clone(),
+            train_probs=digits.train_probs[i::3],
+            train_labels=digits.train_labels[i::3],
+        )
+        for i in range(3)
+    ]
     vae = pv.VAE(64, 2, (16,))
     scanned = []
     real = vae.likelihood.check

@@ -56,7 +56,9 @@ def test_resume_from_checkpoint_equals_uninterrupted_run(digits, tmp_path):
     a = _small(digits)
     pv.fit(a, digits, "analytic", epochs=2, checkpoint_dir=tmp_path / "ck", progress=False)
     b = _small(digits)  # fresh weights: resume must load them from disk
-    h = pv.fit(b, digits, "analytic", epochs=1, checkpoint_dir=tmp_path / "ck", resume=True, progress=False)
+    h = pv.fit(
+        b, digits, "analytic", epochs=1, checkpoint_dir=tmp_path / "ck", resume=True, progress=False
+    )
     c = _small(digits)
     h_once = pv.fit(c, digits, "analytic", epochs=3, progress=False)
     assert [r["epoch"] for r in h] == [1, 2, 3]
@@ -104,24 +106,31 @@ def test_nan_loss_stops_restores_and_keeps_the_last_good_checkpoint(digits, tmp_
     def arm(record):
         vae.armed = vae.armed or record["epoch"] == 2
 
-    with pytest.raises(pv.TrainingDiverged, match=r"epoch 3, step \d+.*restored to the end of epoch 2 .*ck"):
+    with pytest.raises(
+        pv.TrainingDiverged, match=r"epoch 3, step \d+.*restored to the end of epoch 2 .*ck"
+    ):
         pv.fit(vae, digits, "trace", epochs=5, checkpoint_dir=ck, progress=False, callback=arm)
     assert read_config(ck)["training"]["epoch"] == 2
-    assert all(torch.isfinite(p).all() for p in vae.parameters()), "model restored to the last good state"
+    assert all(torch.isfinite(p).all() for p in vae.parameters()), (
+        "model restored to the last good state"
+    )
     again = pv.VAE(64, 4, (32,))
     load_model_state(ck, again)
     for (name, p), q in zip(vae.state_dict().items(), again.state_dict().values(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
 
 
-@pytest.mark.parametrize("kwargs,match", [
-    ({"epochs": -1}, "epochs"),
-    ({"batch_size": 0}, "batch_size"),
-    ({"lr": float("nan")}, "lr"),
-    ({"objective": "nope"}, "unknown objective 'nope'.*trace.*analytic"),
-    ({"objective": "trace:foo=1"}, "no parameter 'foo'"),
-    ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
-])
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"epochs": -1}, "epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"lr": float("nan")}, "lr"),
+        ({"objective": "nope"}, "unknown objective 'nope'.*trace.*analytic"),
+        ({"objective": "trace:foo=1"}, "no parameter 'foo'"),
+        ({"device": "cuda:0"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
+    ],
+)
 def test_fit_rejects_bad_arguments(digits, kwargs, match):
     with pytest.raises(ValueError, match=match):
         pv.fit(_small(digits), digits, epochs=kwargs.pop("epochs", 1), progress=False, **kwargs)
@@ -154,8 +163,19 @@ def test_a_non_finite_test_elbo_is_a_divergence_not_a_good_epoch(digits, tmp_pat
     def arm(record):
         vae.armed = record["epoch"] == 1
 
-    with pytest.raises(pv.TrainingDiverged, match=r"test elbo became (-inf|nan) at epoch 2.*restored to the end of epoch 1"):
-        pv.fit(vae, digits, "analytic", epochs=3, checkpoint_dir=tmp_path / "ck", progress=False, callback=arm)
+    with pytest.raises(
+        pv.TrainingDiverged,
+        match=r"test elbo became (-inf|nan) at epoch 2.*restored to the end of epoch 1",
+    ):
+        pv.fit(
+            vae,
+            digits,
+            "analytic",
+            epochs=3,
+            checkpoint_dir=tmp_path / "ck",
+            progress=False,
+            callback=arm,
+        )
     assert read_config(tmp_path / "ck")["training"]["epoch"] == 1
     assert all(torch.isfinite(p).all() for p in vae.parameters())
 
@@ -164,6 +184,11 @@ def test_a_divergence_before_any_epoch_says_nothing_was_saved(digits, tmp_path):
     torch.manual_seed(0)
     vae = _Exploding(64, 4, (32,), explode_at=5)  # a few steps into the first epoch
     vae.armed = True
-    with pytest.raises(pv.TrainingDiverged, match=r"epoch 1, step \d+ .*no epoch completed, so no checkpoint was written"):
+    with pytest.raises(
+        pv.TrainingDiverged,
+        match=r"epoch 1, step \d+ .*no epoch completed, so no checkpoint was written",
+    ):
         pv.fit(vae, digits, "trace", epochs=2, checkpoint_dir=tmp_path / "ck", progress=False)
-    assert not list((tmp_path / "ck").glob("*.safetensors")) and not list((tmp_path / "ck").glob("*/*.safetensors"))
+    assert not list((tmp_path / "ck").glob("*.safetensors")) and not list(
+        (tmp_path / "ck").glob("*/*.safetensors")
+    )

@@ -4,4 +4,10 @@ posteriors (:mod:`.reference`)."""
 from .amortization import amortization_gap
 from .reference import ReferencePosterior, gaussian_kl, gaussian_w2, reference_posterior
 
-__all__ = ["ReferencePosterior", "amortization_gap", "gaussian_kl", "gaussian_w2", "reference_posterior"]
+__all__ = [
+    "ReferencePosterior",
+    "amortization_gap",
+    "gaussian_kl",
+    "gaussian_w2",
+    "reference_posterior",
+]

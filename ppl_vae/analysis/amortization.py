@@ -83,7 +83,9 @@ class GaussianSite:
     event_dims: int
 
 
-def gaussian_sites(program: Program, info: ProgramInfo, rows: tuple[torch.Tensor, ...]) -> list[GaussianSite]:
+def gaussian_sites(
+    program: Program, info: ProgramInfo, rows: tuple[torch.Tensor, ...]
+) -> list[GaussianSite]:
     """Read ``loc``/``scale`` of every latent guide site, which must be a (``Independent``) ``Normal`` whose
     only plate is the data plate; errors name the site and what the tools need."""
     n = len(rows[0])
@@ -104,12 +106,21 @@ def gaussian_sites(program: Program, info: ProgramInfo, rows: tuple[torch.Tensor
                 f"plate {info.data_plate!r} only"
             )
         loc, scale = torch.broadcast_tensors(fn.loc, fn.scale)
-        sites.append(GaussianSite(name, loc.detach().reshape(n, -1), scale.detach().reshape(n, -1), event_dims))
+        sites.append(
+            GaussianSite(
+                name, loc.detach().reshape(n, -1), scale.detach().reshape(n, -1), event_dims
+            )
+        )
     return sites
 
 
-def _local_guide(sites: list[GaussianSite], params: dict[str, tuple[Any, Any]], data: torch.Tensor,
-                 plate: str, dim: int) -> Callable:
+def _local_guide(
+    sites: list[GaussianSite],
+    params: dict[str, tuple[Any, Any]],
+    data: torch.Tensor,
+    plate: str,
+    dim: int,
+) -> Callable:
     """A non-amortised guide for the rows of ``data``: per-point ``loc``/``scale`` from ``params`` (tensors or
     ``pyro.param`` names). It accepts ``data``'s rows or their first rows (an estimator inspecting the
     program on a prefix) and refuses any other input."""
@@ -117,8 +128,10 @@ def _local_guide(sites: list[GaussianSite], params: dict[str, tuple[Any, Any]], 
     def guide(x: torch.Tensor, *rest: Any) -> None:
         n = len(x)
         if n > len(data) or not (x is data or torch.equal(x, data[:n])):
-            raise UserError(f"this refined guide holds parameters for {len(data)} given rows; it was called on "
-                            f"{n} other rows (call it on the same x, or with batch_size=len(x))")
+            raise UserError(
+                f"this refined guide holds parameters for {len(data)} given rows; it was called on "
+                f"{n} other rows (call it on the same x, or with batch_size=len(x))"
+            )
         with pyro.plate(plate, n, dim=dim):
             for site in sites:
                 loc, scale = params[site.name]
@@ -139,16 +152,27 @@ def _closed_form(program: Program, info: ProgramInfo, rows: tuple[torch.Tensor, 
         model_tr = poutine.trace(poutine.replay(program.model, trace=guide_tr)).get_trace(*rows)
     for name in info.latent:
         try:
-            torch.distributions.kl_divergence(guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"])
+            torch.distributions.kl_divergence(
+                guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
+            )
         except NotImplementedError:
             return False
     return True
 
 
 def amortization_gap(
-    model: Any, guide: Any = None, x: Any = None, *, num_samples: int = 1000, elbo_samples: int = 1000,
-    steps: int = 300, lr: float = 0.05, particles: int = 8, seed: int = 0,
-    analytic_kl: bool | Literal["auto"] = "auto", data_plate: str | None = None,
+    model: Any,
+    guide: Any = None,
+    x: Any = None,
+    *,
+    num_samples: int = 1000,
+    elbo_samples: int = 1000,
+    steps: int = 300,
+    lr: float = 0.05,
+    particles: int = 8,
+    seed: int = 0,
+    analytic_kl: bool | Literal["auto"] = "auto",
+    data_plate: str | None = None,
 ) -> pd.DataFrame:
     """Split each point's inference gap into approximation and amortisation gaps by local refinement.
 
@@ -174,8 +198,12 @@ def amortization_gap(
         the refinement did not converge (raise ``steps`` or lower ``lr``).
     """
     program, data, _ = resolve(model, guide, x, 1, data_plate)
-    for arg, value in (("num_samples", num_samples), ("elbo_samples", elbo_samples), ("steps", steps),
-                       ("particles", particles)):
+    for arg, value in (
+        ("num_samples", num_samples),
+        ("elbo_samples", elbo_samples),
+        ("steps", steps),
+        ("particles", particles),
+    ):
         check_int(value, arg, minimum=0 if arg == "steps" else 1)
     if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
         raise UserError(f"lr must be a positive finite number; got {lr!r}")
@@ -189,15 +217,25 @@ def amortization_gap(
         sites = gaussian_sites(program, info, rows)
         closed = _closed_form(program, info, rows)
     if analytic_kl is True and not closed:
-        raise ProgramError("analytic_kl=True: a latent site has no closed-form KL between guide and prior (e.g. a "
-                           "flow prior); pass analytic_kl='auto' or False (sampled KL)")
+        raise ProgramError(
+            "analytic_kl=True: a latent site has no closed-form KL between guide and prior (e.g. a "
+            "flow prior); pass analytic_kl='auto' or False (sampled KL)"
+        )
     analytic = closed if analytic_kl == "auto" else bool(analytic_kl)
     names = {s.name: (f"_refine.{s.name}.loc", f"_refine.{s.name}.scale") for s in sites}
     curve: list[float] = []
     loss_cls = TraceMeanField_ELBO if analytic else Trace_ELBO
-    loss_fn = loss_cls(num_particles=particles, vectorize_particles=particles > 1,
-                       max_plate_nesting=info.max_plate_nesting)
-    with param_scope(program), frozen(program.module), torch.random.fork_rng(), pyro.validation_enabled(False):
+    loss_fn = loss_cls(
+        num_particles=particles,
+        vectorize_particles=particles > 1,
+        max_plate_nesting=info.max_plate_nesting,
+    )
+    with (
+        param_scope(program),
+        frozen(program.module),
+        torch.random.fork_rng(),
+        pyro.validation_enabled(False),
+    ):
         torch.manual_seed(seed)
         for s in sites:
             pyro.param(names[s.name][0], s.loc.clone())
@@ -213,28 +251,51 @@ def amortization_gap(
             optim.step()
             sched.step()
             curve.append(loss.item() / n)
-        refined = {s.name: (pyro.param(names[s.name][0]).detach().clone(),
-                            pyro.param(names[s.name][1]).detach().clone()) for s in sites}
+        refined = {
+            s.name: (
+                pyro.param(names[s.name][0]).detach().clone(),
+                pyro.param(names[s.name][1]).detach().clone(),
+            )
+            for s in sites
+        }
     local = _local_guide(sites, refined, rows[0], info.data_plate, info.data_dim)
-    refined_program = Program(program.model, local, info.data_plate, program.owner, identity=program.key)
+    refined_program = Program(
+        program.model, local, info.data_plate, program.owner, identity=program.key
+    )
     # one chunk of points (the local guide is tied to the rows); particles chunked for memory
     chunks = {"batch_size": n, "particle_chunk": max(1, 8192 // n)}
     elbo_amortized = elbo(program, rows, elbo_samples, analytic_kl=analytic, seed=seed, **chunks)
-    elbo_local = elbo(refined_program, rows, elbo_samples, analytic_kl=analytic, seed=seed, **chunks)
+    elbo_local = elbo(
+        refined_program, rows, elbo_samples, analytic_kl=analytic, seed=seed, **chunks
+    )
     log_px = iw_log_likelihood(refined_program, rows, num_samples, seed=seed + 1, **chunks)
     log_px_amortized = iw_log_likelihood(program, rows, num_samples, seed=seed + 1, **chunks)
-    frame = pd.DataFrame({"log_px_iw": log_px.double().cpu().numpy(),
-                          "elbo_amortized": elbo_amortized.double().cpu().numpy(),
-                          "elbo_local": elbo_local.double().cpu().numpy()})
+    frame = pd.DataFrame(
+        {
+            "log_px_iw": log_px.double().cpu().numpy(),
+            "elbo_amortized": elbo_amortized.double().cpu().numpy(),
+            "elbo_local": elbo_local.double().cpu().numpy(),
+        }
+    )
     frame["inference_gap"] = frame["log_px_iw"] - frame["elbo_amortized"]
     frame["approximation_gap"] = frame["log_px_iw"] - frame["elbo_local"]
     frame["amortization_gap"] = frame["elbo_local"] - frame["elbo_amortized"]
     frame["log_px_iw_amortized"] = log_px_amortized.double().cpu().numpy()
-    frame["loc_change"] = sum(((refined[s.name][0] - s.loc) ** 2).sum(-1) for s in sites).sqrt().cpu().numpy()
-    frame["log_scale_change"] = sum((refined[s.name][1].log() - s.scale.log()).abs().mean(-1)
-                                    for s in sites).cpu().numpy() / len(sites)
+    frame["loc_change"] = (
+        sum(((refined[s.name][0] - s.loc) ** 2).sum(-1) for s in sites).sqrt().cpu().numpy()
+    )
+    frame["log_scale_change"] = sum(
+        (refined[s.name][1].log() - s.scale.log()).abs().mean(-1) for s in sites
+    ).cpu().numpy() / len(sites)
     frame.index.name = "point"
     frame.attrs["loss_curve"] = curve
-    frame.attrs["settings"] = {"num_samples": num_samples, "elbo_samples": elbo_samples, "steps": steps, "lr": lr,
-                               "particles": particles, "seed": seed, "analytic_kl": analytic}
+    frame.attrs["settings"] = {
+        "num_samples": num_samples,
+        "elbo_samples": elbo_samples,
+        "steps": steps,
+        "lr": lr,
+        "particles": particles,
+        "seed": seed,
+        "analytic_kl": analytic,
+    }
     return frame

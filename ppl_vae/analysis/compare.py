@@ -61,8 +61,20 @@ from .rows import (
     warn_small_k,
 )
 
-__all__ = ["TABLE_COLUMNS", "Comparison", "DataMismatch", "Method", "ProgramMethod", "compare", "compare_runs", "data_fingerprint",
-           "paired_differences", "plot_comparison", "run_comparison"]
+__all__ = [
+    "TABLE_COLUMNS",
+    "Comparison",
+    "DataMismatch",
+    "Method",
+    "ProgramMethod",
+    "compare",
+    "compare_runs",
+    "data_fingerprint",
+    "paired_differences",
+    "plot_comparison",
+    "run_comparison",
+]
+
 
 def _params_digest(module: torch.nn.Module) -> str:
     h = hashlib.sha1()
@@ -77,14 +89,20 @@ def _params_digest(module: torch.nn.Module) -> str:
 
 def _check_methods(methods: Sequence[Any]) -> list[Method]:
     if isinstance(methods, (str, Method)) or not isinstance(methods, Sequence) or not methods:
-        raise UserError(f"methods must be a non-empty list of methods such as ['trace', 'iwae:k=5', "
-                        f"'iaf:n=2/iwae:k=5,grad=dreg']; got {methods!r}")
-    parsed = [m if isinstance(m, ProgramMethod) else Method.parse(m.strip() if isinstance(m, str) else m)
-              for m in methods]
+        raise UserError(
+            f"methods must be a non-empty list of methods such as ['trace', 'iwae:k=5', "
+            f"'iaf:n=2/iwae:k=5,grad=dreg']; got {methods!r}"
+        )
+    parsed = [
+        m if isinstance(m, ProgramMethod) else Method.parse(m.strip() if isinstance(m, str) else m)
+        for m in methods
+    ]
     keys = [m.key for m in parsed]
     dup = sorted({m.label for m in parsed if keys.count(m.key) > 1})
     if dup:
-        raise UserError(f"methods name the same method (model, guide and objective) more than once: {dup}")
+        raise UserError(
+            f"methods name the same method (model, guide and objective) more than once: {dup}"
+        )
     return parsed
 
 
@@ -92,14 +110,18 @@ def _check_seeds(seeds: Sequence[int]) -> list[int]:
     if isinstance(seeds, int):
         seeds = [seeds]
     seeds = list(seeds)
-    if not seeds or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0 for s in seeds):
+    if not seeds or any(
+        not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0 for s in seeds
+    ):
         raise UserError(f"seeds must be a non-empty list of non-negative integers; got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise UserError(f"seeds must be distinct; got {seeds!r}")
     return [int(s) for s in seeds]
 
 
-def _test_rows(model: Any, data: Dataset, test_points: int | None) -> torch.Tensor | tuple[torch.Tensor, ...]:
+def _test_rows(
+    model: Any, data: Dataset, test_points: int | None
+) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """The test split as the program takes it: ``x``, or ``(x, *inputs)`` from its ``dataset_inputs`` hook."""
     hook = getattr(model, "dataset_inputs", None)
     rows = (data.test, *hook(data, "test")) if callable(hook) else (data.test,)
@@ -197,25 +219,46 @@ def run_comparison(
             raise UserError(f"reference={reference!r} is not among the methods {labels}")
         reference = by_key[ref_key]
     if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
-        raise UserError(f"num_samples must be an integer >= 2 (K importance samples per test point); "
-                        f"got {num_samples!r}")
+        raise UserError(
+            f"num_samples must be an integer >= 2 (K importance samples per test point); "
+            f"got {num_samples!r}"
+        )
     warn_small_k(num_samples)
-    if test_points is not None and (not isinstance(test_points, int) or isinstance(test_points, bool)
-                                    or test_points < 1):
-        raise UserError(f"test_points must be a positive integer (or None: all); got {test_points!r}")
+    if test_points is not None and (
+        not isinstance(test_points, int) or isinstance(test_points, bool) or test_points < 1
+    ):
+        raise UserError(
+            f"test_points must be a positive integer (or None: all); got {test_points!r}"
+        )
     given = dataset if isinstance(dataset, Dataset) else None
     if given is not None:
         dataset = given.meta.name
     lik = default_likelihood(dataset) if likelihood == "auto" else likelihood
     binarize = resolve_binarize(binarize, lik.partition(":")[0])
     dev = resolve_device(device)
-    settings = {"methods": labels, "dataset": dataset, "seeds": seeds, "epochs": epochs,
-                "num_samples": num_samples, "eval_seed": eval_seed, "latent_dim": latent_dim,
-                "hidden_dims": list(hidden_dims), "likelihood": lik, "activation": activation, "binarize": binarize,
-                "batch_size": batch_size, "lr": lr, "n_samples": n_samples, "device": str(dev),
-                "time_budget": time_budget, "estimator": estimator or "iw", "test_points": test_points,
-                "test_curve": test_curve,
-                "init": {}, "shared_init": {}}
+    settings = {
+        "methods": labels,
+        "dataset": dataset,
+        "seeds": seeds,
+        "epochs": epochs,
+        "num_samples": num_samples,
+        "eval_seed": eval_seed,
+        "latent_dim": latent_dim,
+        "hidden_dims": list(hidden_dims),
+        "likelihood": lik,
+        "activation": activation,
+        "binarize": binarize,
+        "batch_size": batch_size,
+        "lr": lr,
+        "n_samples": n_samples,
+        "device": str(dev),
+        "time_budget": time_budget,
+        "estimator": estimator or "iw",
+        "test_points": test_points,
+        "test_curve": test_curve,
+        "init": {},
+        "shared_init": {},
+    }
     rows: list[dict] = []
     points: list[pd.DataFrame] = []
     curves: list[pd.DataFrame] = []
@@ -223,13 +266,23 @@ def run_comparison(
     kl: dict[tuple[str, int], list[float]] = {}
     models: dict[tuple[str, int], Any] = {}
     for seed in seeds:
-        data = given if given is not None else load_dataset(dataset, binarize=binarize, seed=seed,
-                                                            data_dir=data_dir, n_samples=n_samples)
+        data = (
+            given
+            if given is not None
+            else load_dataset(
+                dataset, binarize=binarize, seed=seed, data_dir=data_dir, n_samples=n_samples
+            )
+        )
         fp = data_fingerprint(data)
         image = data.meta.image_shape
-        defaults = {"latent_dim": latent_dim, "hidden_dims": tuple(hidden_dims), "likelihood": lik,
-                    "activation": activation, "num_classes": data.meta.num_classes,
-                    "image_shape": (1, *image) if image is not None and len(image) == 2 else image}
+        defaults = {
+            "latent_dim": latent_dim,
+            "hidden_dims": tuple(hidden_dims),
+            "likelihood": lik,
+            "activation": activation,
+            "num_classes": data.meta.num_classes,
+            "image_shape": (1, *image) if image is not None and len(image) == 2 else image,
+        }
         templates: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
         first_of_model: dict[str, dict[str, torch.Tensor]] = {}
         settings["init"][str(seed)] = {}
@@ -248,16 +301,43 @@ def run_comparison(
             model = method.build(data.meta.input_dim, **defaults)
             model.load_state_dict(templates[method.family])
             t0 = time.perf_counter()
-            history = fit(model, data if test_curve else _without_test(data), method.objective, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
-                          device=dev, progress=progress, time_budget=time_budget, fast=fast,
-                          data_plate=getattr(method, "data_plate", None))
+            history = fit(
+                model,
+                data if test_curve else _without_test(data),
+                method.objective,
+                epochs=epochs,
+                batch_size=batch_size,
+                lr=lr,
+                seed=seed,
+                device=dev,
+                progress=progress,
+                time_budget=time_budget,
+                fast=fast,
+                data_plate=getattr(method, "data_plate", None),
+            )
             fit_seconds = time.perf_counter() - t0
             test_x = _test_rows(model, data, test_points)
             plate = {"data_plate": method.data_plate} if getattr(method, "data_plate", None) else {}
-            report = evaluate_into(model, test_x, method.label, seed, num_samples, eval_seed, points,
-                                    estimator, {**plate, **(evaluate_options or {})})
-            row = table_row(method, seed, list(history), report, fit_seconds, lik.partition(":")[0],
-                           test_accuracy(model, data))
+            report = evaluate_into(
+                model,
+                test_x,
+                method.label,
+                seed,
+                num_samples,
+                eval_seed,
+                points,
+                estimator,
+                {**plate, **(evaluate_options or {})},
+            )
+            row = table_row(
+                method,
+                seed,
+                list(history),
+                report,
+                fit_seconds,
+                lik.partition(":")[0],
+                test_accuracy(model, data),
+            )
             rows.append(row)
             curves.append(curve_frame(method.label, seed, history))
             fingerprints[(method.label, seed)] = fp
@@ -266,8 +346,17 @@ def run_comparison(
                 models[(method.label, seed)] = model
             if callback is not None:
                 callback(row)
-    return assemble(rows, points, curves, settings, fingerprints, kl, reference, models,
-                     {m.label: m for m in specs})
+    return assemble(
+        rows,
+        points,
+        curves,
+        settings,
+        fingerprints,
+        kl,
+        reference,
+        models,
+        {m.label: m for m in specs},
+    )
 
 
 def compare(
@@ -320,24 +409,47 @@ def compare_runs(
         method = method_of(run.model, str(run.config.get("objective", "analytic")))
         seed = int(run.config.get("seed", run.data.meta.seed))
         if (method.label, seed) in fingerprints:
-            raise UserError(f"two runs have the same method {method.label!r} and seed {seed}: "
-                            f"{run.path} and an earlier one")
+            raise UserError(
+                f"two runs have the same method {method.label!r} and seed {seed}: "
+                f"{run.path} and an earlier one"
+            )
         fp = data_fingerprint(run.data)
         if seed in by_seed:
-            check_same_data(by_seed[seed][1], fp, f"run {run.path or method.label!r} and run {by_seed[seed][0]!r}")
+            check_same_data(
+                by_seed[seed][1],
+                fp,
+                f"run {run.path or method.label!r} and run {by_seed[seed][0]!r}",
+            )
         else:
             by_seed[seed] = (str(run.path or method.label), fp)
         history = list(run.history)
-        report = evaluate_into(run.model, run.data.test, method.label, seed, num_samples, eval_seed, points,
-                                estimator, evaluate_options)
+        report = evaluate_into(
+            run.model,
+            run.data.test,
+            method.label,
+            seed,
+            num_samples,
+            eval_seed,
+            points,
+            estimator,
+            evaluate_options,
+        )
         lik = run.model.likelihood.name if hasattr(run.model, "likelihood") else ""
-        rows.append(table_row(method, seed, history, report, math.nan, lik, test_accuracy(run.model, run.data)))
+        rows.append(
+            table_row(
+                method, seed, history, report, math.nan, lik, test_accuracy(run.model, run.data)
+            )
+        )
         curves.append(curve_frame(method.label, seed, history))
         fingerprints[(method.label, seed)] = fp
         kl[(method.label, seed)] = list(report.summary.get("kl_per_dim") or [])
         specs[method.label] = method
-    settings = {"runs": [str(r.path) for r in loaded], "num_samples": num_samples, "eval_seed": eval_seed,
-                "estimator": estimator or "iw"}
+    settings = {
+        "runs": [str(r.path) for r in loaded],
+        "num_samples": num_samples,
+        "eval_seed": eval_seed,
+        "estimator": estimator or "iw",
+    }
     if reference is not None:
         by_key = {m.key: label for label, m in specs.items()}
         reference = by_key.get(Method.parse(reference).key, reference)

@@ -57,20 +57,35 @@ class Comparison:
     def seeds(self) -> list[int]:
         return [int(s) for s in dict.fromkeys(self.table["seed"])]
 
-    def paired(self, reference: str | None = None, metrics: Sequence[str] = PAIRED_METRICS) -> pd.DataFrame:
+    def paired(
+        self, reference: str | None = None, metrics: Sequence[str] = PAIRED_METRICS
+    ) -> pd.DataFrame:
         """Paired differences against ``reference`` (default :attr:`reference`); see :func:`paired_differences`."""
         if metrics is PAIRED_METRICS and "ais_log_likelihood" in self.points:
             metrics = (*PAIRED_METRICS, "ais_log_likelihood")
-        return paired_differences(self.points, reference or self.reference, metrics, self.fingerprints)
+        return paired_differences(
+            self.points, reference or self.reference, metrics, self.fingerprints
+        )
 
     def summary(self) -> pd.DataFrame:
         """Per method: mean over seeds of the table's main columns, with the standard error across seeds."""
-        cols = ["test_elbo", "test_iw_log_likelihood", "gap", "khat_share_above_0.7", "active_units",
-                "kl_per_dim_mean", "reconstruction_error", "seconds_per_epoch", "test_accuracy"]
+        cols = [
+            "test_elbo",
+            "test_iw_log_likelihood",
+            "gap",
+            "khat_share_above_0.7",
+            "active_units",
+            "kl_per_dim_mean",
+            "reconstruction_error",
+            "seconds_per_epoch",
+            "test_accuracy",
+        ]
         grouped = self.table.groupby("method", sort=False)[cols]
         mean = grouped.mean()
         se = grouped.std(ddof=1) / np.sqrt(grouped.count())
-        out = mean.join(se.add_suffix("_se_seeds")[["test_elbo_se_seeds", "test_iw_log_likelihood_se_seeds"]])
+        out = mean.join(
+            se.add_suffix("_se_seeds")[["test_elbo_se_seeds", "test_iw_log_likelihood_se_seeds"]]
+        )
         out.insert(0, "seeds", grouped.size())
         return out
 
@@ -84,13 +99,21 @@ class Comparison:
         import xarray as xr
 
         def to_ds(frame: pd.DataFrame, dims: list[str]) -> xr.Dataset:
-            numeric = frame[dims + [c for c in frame.columns if c not in dims
-                                    and pd.api.types.is_numeric_dtype(frame[c])]]
+            numeric = frame[
+                dims
+                + [
+                    c
+                    for c in frame.columns
+                    if c not in dims and pd.api.types.is_numeric_dtype(frame[c])
+                ]
+            ]
             ds = xr.Dataset.from_dataframe(numeric.set_index(dims))
             # keep the run order: from_dataframe sorts, and .sel/.reindex on its pandas-3 string
             # index returned the sorted order here (xarray 2026.9), so select by position
-            order = {dim: [list(ds[dim].values).index(v) for v in values]
-                     for dim, values in (("method", self.methods), ("seed", self.seeds))}
+            order = {
+                dim: [list(ds[dim].values).index(v) for v in values]
+                for dim, values in (("method", self.methods), ("seed", self.seeds))
+            }
             return ds.isel(order)
 
         points = to_ds(self.points, ["method", "seed", "point"])
@@ -105,10 +128,14 @@ class Comparison:
                 arr[methods.index(m), seeds.index(s), : len(v)] = v
             summary["kl_per_dim"] = (("method", "seed", "latent"), arr)
             summary = summary.assign_coords(latent=np.arange(width))
-        attrs = {"settings": json.dumps(self.settings, default=str), "reference": self.reference,
-                 "fingerprints": json.dumps({f"{m}|{s}": fp for (m, s), fp in self.fingerprints.items()},
-                                            default=str),
-                 "units": "nats per data point"}
+        attrs = {
+            "settings": json.dumps(self.settings, default=str),
+            "reference": self.reference,
+            "fingerprints": json.dumps(
+                {f"{m}|{s}": fp for (m, s), fp in self.fingerprints.items()}, default=str
+            ),
+            "units": "nats per data point",
+        }
         return az.InferenceData(attrs=attrs, points=points, curves=curves, summary=summary)
 
     def plot(self) -> Figure:
@@ -119,8 +146,12 @@ class Comparison:
         """Write ``comparison.csv``, ``paired.csv``, ``comparison.nc`` and ``comparison.png``."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"table": out / "comparison.csv", "paired": out / "paired.csv",
-                 "netcdf": out / "comparison.nc", "plot": out / "comparison.png"}
+        paths = {
+            "table": out / "comparison.csv",
+            "paired": out / "paired.csv",
+            "netcdf": out / "comparison.nc",
+            "plot": out / "comparison.png",
+        }
         self.table.to_csv(paths["table"], index=False)
         self.paired().to_csv(paths["paired"], index=False)
         self.to_inference_data().to_netcdf(str(paths["netcdf"]), engine="h5netcdf")
@@ -157,8 +188,14 @@ def plot_comparison(comparison: Comparison) -> Figure:
     for i, method in enumerate(methods):
         rows = table[table["method"] == method]
         vals = rows["test_iw_log_likelihood"].to_numpy()
-        se = vals.std(ddof=1) / math.sqrt(len(vals)) if len(vals) > 1 else float(rows["test_iw_se"].iloc[0])
-        ax_iw.errorbar([i], [vals.mean()], yerr=[se], fmt="o", color=colours[i % 10], capsize=5, markersize=7)
+        se = (
+            vals.std(ddof=1) / math.sqrt(len(vals))
+            if len(vals) > 1
+            else float(rows["test_iw_se"].iloc[0])
+        )
+        ax_iw.errorbar(
+            [i], [vals.mean()], yerr=[se], fmt="o", color=colours[i % 10], capsize=5, markersize=7
+        )
         ax_iw.scatter(np.full(len(vals), i) + 0.12, vals, color=colours[i % 10], s=12, alpha=0.6)
     ax_iw.set_xticks(range(len(methods)), methods, rotation=20)
     ax_iw.set_xlim(-0.6, len(methods) - 0.4)

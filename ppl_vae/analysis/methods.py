@@ -44,12 +44,16 @@ class Method:
         model = canonical_model(self.model)
         guide = canonical_guide(self.guide)
         if not isinstance(self.objective, str):
-            raise UserError(f"objective must be a string such as 'iwae:k=5'; got {self.objective!r}")
+            raise UserError(
+                f"objective must be a string such as 'iwae:k=5'; got {self.objective!r}"
+            )
         objective = self.objective.strip()
         parse_objective(objective)  # raises, listing the valid objectives
         if guide != "meanfield" and model.partition(":")[0] not in ("vae", "linear"):
-            raise UserError(f"method {self.model}/{self.guide}/{self.objective}: model {model!r} has a mean-field "
-                            "guide per latent site; guide families are for 'vae' and 'linear' models")
+            raise UserError(
+                f"method {self.model}/{self.guide}/{self.objective}: model {model!r} has a mean-field "
+                "guide per latent site; guide families are for 'vae' and 'linear' models"
+            )
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "guide", guide)
         object.__setattr__(self, "objective", objective)
@@ -68,12 +72,16 @@ class Method:
         if isinstance(method, tuple) and len(method) == 3:
             return cls(*method)
         if not isinstance(method, str) or not method.strip():
-            raise UserError(f"a method is a string such as 'iwae:k=5' or 'vae/iaf:n=2/iwae:k=5,grad=dreg', or "
-                            f"ppl_vae.Method(model=..., guide=..., objective=...); got {method!r}")
+            raise UserError(
+                f"a method is a string such as 'iwae:k=5' or 'vae/iaf:n=2/iwae:k=5,grad=dreg', or "
+                f"ppl_vae.Method(model=..., guide=..., objective=...); got {method!r}"
+            )
         parts = [p.strip() for p in method.strip().split("/")]
         if any(not p for p in parts) or len(parts) > 3:
-            raise UserError(f"method {method!r}: write 'objective', 'guide/objective', 'model/objective' or "
-                            "'model/guide/objective' (e.g. 'vae/iaf:n=2/iwae:k=5,grad=dreg')")
+            raise UserError(
+                f"method {method!r}: write 'objective', 'guide/objective', 'model/objective' or "
+                "'model/guide/objective' (e.g. 'vae/iaf:n=2/iwae:k=5,grad=dreg')"
+            )
         *prefix, objective = parts
         fields: dict[str, str] = {"objective": objective}
         if len(prefix) == 2:
@@ -85,8 +93,10 @@ class Method:
             elif name in GUIDES:
                 fields["guide"] = prefix[0]
             else:
-                raise UserError(f"method {method!r}: {name!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a "
-                                f"guide ({', '.join(GUIDES)})")
+                raise UserError(
+                    f"method {method!r}: {name!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a "
+                    f"guide ({', '.join(GUIDES)})"
+                )
         return cls(**fields)
 
     @property
@@ -132,13 +142,19 @@ class ProgramMethod:
     data_plate: str | None = None  # the program's data plate when it is not named "data"
 
     def __post_init__(self) -> None:
-        if self.data_plate is not None and (not isinstance(self.data_plate, str) or not self.data_plate):
-            raise UserError(f"ProgramMethod {self.name!r}: data_plate must be a plate's name; got {self.data_plate!r}")
+        if self.data_plate is not None and (
+            not isinstance(self.data_plate, str) or not self.data_plate
+        ):
+            raise UserError(
+                f"ProgramMethod {self.name!r}: data_plate must be a plate's name; got {self.data_plate!r}"
+            )
         if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
             raise UserError(f"a program method needs a name without '/'; got {self.name!r}")
         if not callable(self.build_program):
-            raise UserError(f"ProgramMethod {self.name!r}: build_program must be a callable returning a program "
-                            f"(e.g. the class); got {type(self.build_program).__name__}")
+            raise UserError(
+                f"ProgramMethod {self.name!r}: build_program must be a callable returning a program "
+                f"(e.g. the class); got {type(self.build_program).__name__}"
+            )
         object.__setattr__(self, "objective", parse_objective(self.objective).spec)
 
     model = property(lambda self: self.name)

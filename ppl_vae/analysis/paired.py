@@ -21,14 +21,30 @@ import torch
 
 from ..data import Dataset
 
-__all__ = ["PAIRED_METRICS", "DataMismatch", "check_same_data", "data_fingerprint", "paired_differences"]
+__all__ = [
+    "PAIRED_METRICS",
+    "DataMismatch",
+    "check_same_data",
+    "data_fingerprint",
+    "paired_differences",
+]
 
 #: Per-point columns compared by :func:`paired_differences` (``ais_log_likelihood`` too when present).
 PAIRED_METRICS = ("iw_log_likelihood", "elbo")
 
 #: Data-meta fields that must agree before two runs are paired.
-_META_KEYS = ("name", "seed", "n_train", "n_test", "binarize", "test_fraction", "standardize", "n_samples",
-              "noise", "input_dim")
+_META_KEYS = (
+    "name",
+    "seed",
+    "n_train",
+    "n_test",
+    "binarize",
+    "test_fraction",
+    "standardize",
+    "n_samples",
+    "noise",
+    "input_dim",
+)
 
 
 class DataMismatch(ValueError):
@@ -58,7 +74,6 @@ def check_same_data(a: dict[str, Any], b: dict[str, Any], what: str) -> None:
         )
 
 
-
 def paired_differences(
     points: pd.DataFrame,
     reference: str,
@@ -84,10 +99,14 @@ def paired_differences(
     """
     methods = list(dict.fromkeys(points["method"]))
     if reference not in methods:
-        raise ValueError(f"reference method {reference!r} is not among the compared methods {methods}")
+        raise ValueError(
+            f"reference method {reference!r} is not among the compared methods {methods}"
+        )
     missing = [m for m in metrics if m not in points.columns]
     if missing:
-        raise ValueError(f"unknown metric(s) {missing}; per-point columns are {list(points.columns)}")
+        raise ValueError(
+            f"unknown metric(s) {missing}; per-point columns are {list(points.columns)}"
+        )
     rows: list[dict[str, Any]] = []
     ref = points[points["method"] == reference].set_index(["seed", "point"])
     for method in methods:
@@ -97,8 +116,11 @@ def paired_differences(
         seeds = sorted(set(other.index.get_level_values(0)) & set(ref.index.get_level_values(0)))
         for seed in seeds:
             if fingerprints is not None:
-                check_same_data(fingerprints[(method, seed)], fingerprints[(reference, seed)],
-                                 f"{method!r} and {reference!r} for seed {seed}")
+                check_same_data(
+                    fingerprints[(method, seed)],
+                    fingerprints[(reference, seed)],
+                    f"{method!r} and {reference!r} for seed {seed}",
+                )
             a, b = other.loc[seed], ref.loc[seed]
             if len(a) != len(b) or not a.index.equals(b.index):
                 raise DataMismatch(
@@ -114,10 +136,22 @@ def paired_differences(
                 mean = float(d.mean()) if n else math.nan
                 se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
                 per_seed.append((mean, se))
-                rows.append({"method": method, "reference": reference, "metric": metric, "level": "seed",
-                             "seed": seed, "n_points": n, "n_seeds": 1, "mean_diff": mean, "se_points": se,
-                             "se_seeds": math.nan, "z": mean / se if se and se > 0 else math.nan,
-                             "share_better": float(np.mean(d > 0)) if n else math.nan})
+                rows.append(
+                    {
+                        "method": method,
+                        "reference": reference,
+                        "metric": metric,
+                        "level": "seed",
+                        "seed": seed,
+                        "n_points": n,
+                        "n_seeds": 1,
+                        "mean_diff": mean,
+                        "se_points": se,
+                        "se_seeds": math.nan,
+                        "z": mean / se if se and se > 0 else math.nan,
+                        "share_better": float(np.mean(d > 0)) if n else math.nan,
+                    }
+                )
             means = np.array([m for m, _ in per_seed])
             ses = np.array([s for _, s in per_seed])
             s_count = len(means)
@@ -125,12 +159,38 @@ def paired_differences(
             se_seeds = float(means.std(ddof=1) / math.sqrt(s_count)) if s_count > 1 else math.nan
             se_points = float(math.sqrt(np.nansum(ses**2)) / s_count) if s_count else math.nan
             se_z = se_seeds if s_count > 1 else se_points
-            rows.append({"method": method, "reference": reference, "metric": metric, "level": "all",
-                         "seed": pd.NA, "n_points": int(sum(r["n_points"] for r in rows[-s_count:])) if s_count else 0,
-                         "n_seeds": s_count, "mean_diff": mean_all, "se_points": se_points,
-                         "se_seeds": se_seeds, "z": mean_all / se_z if se_z and se_z > 0 else math.nan,
-                         "share_better": math.nan})
-    out = pd.DataFrame(rows, columns=["method", "reference", "metric", "level", "seed", "n_points", "n_seeds",
-                                      "mean_diff", "se_points", "se_seeds", "z", "share_better"])
+            rows.append(
+                {
+                    "method": method,
+                    "reference": reference,
+                    "metric": metric,
+                    "level": "all",
+                    "seed": pd.NA,
+                    "n_points": int(sum(r["n_points"] for r in rows[-s_count:])) if s_count else 0,
+                    "n_seeds": s_count,
+                    "mean_diff": mean_all,
+                    "se_points": se_points,
+                    "se_seeds": se_seeds,
+                    "z": mean_all / se_z if se_z and se_z > 0 else math.nan,
+                    "share_better": math.nan,
+                }
+            )
+    out = pd.DataFrame(
+        rows,
+        columns=[
+            "method",
+            "reference",
+            "metric",
+            "level",
+            "seed",
+            "n_points",
+            "n_seeds",
+            "mean_diff",
+            "se_points",
+            "se_seeds",
+            "z",
+            "share_better",
+        ],
+    )
     out["seed"] = out["seed"].astype("Int64")
     return out

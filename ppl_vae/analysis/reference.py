@@ -53,6 +53,7 @@ Q_DRAWS = 4000
 def gaussian_w2(m1: np.ndarray, c1: np.ndarray, m2: np.ndarray, c2: np.ndarray) -> float:
     """2-Wasserstein distance between ``N(m1, c1)`` and ``N(m2, c2)``:
     ``|m1 - m2|^2 + tr(c1 + c2 - 2 (c2^1/2 c1 c2^1/2)^1/2)``, square-rooted."""
+
     def sqrtm(c: np.ndarray) -> np.ndarray:
         w, v = np.linalg.eigh(0.5 * (c + c.T))
         return (v * np.sqrt(np.clip(w, 0, None))) @ v.T
@@ -127,7 +128,9 @@ class ReferencePosterior:
 
         d = self.q_loc.shape[1]
         if d != 2:
-            raise UserError(f"plot() draws 2-D latents; this latent has d={d}: use .moments and .distances")
+            raise UserError(
+                f"plot() draws 2-D latents; this latent has d={d}: use .moments and .distances"
+            )
         shown = self.indices[:max_points]
         fig = Figure(figsize=(3.3 * len(shown), 3.4), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(shown)))
@@ -135,8 +138,16 @@ class ReferencePosterior:
         def ellipse(ax: Any, mean: np.ndarray, cov: np.ndarray, k: float, **kw: Any) -> None:
             w, v = np.linalg.eigh(cov)
             angle = math.degrees(math.atan2(v[1, -1], v[0, -1]))
-            ax.add_patch(Ellipse(tuple(mean), 2 * k * math.sqrt(max(w[-1], 0)), 2 * k * math.sqrt(max(w[0], 0)),
-                                 angle=angle, fill=False, **kw))
+            ax.add_patch(
+                Ellipse(
+                    tuple(mean),
+                    2 * k * math.sqrt(max(w[-1], 0)),
+                    2 * k * math.sqrt(max(w[0], 0)),
+                    angle=angle,
+                    fill=False,
+                    **kw,
+                )
+            )
 
         for ax, point in zip(axes, shown, strict=True):
             j = self.indices.index(point)
@@ -144,12 +155,29 @@ class ReferencePosterior:
             ax.scatter(z[:, 0], z[:, 1], s=3, alpha=0.25, color="tab:blue", label="NUTS draws")
             qc = self.q_cov[j] if self.q_cov is not None else np.diag(self.q_scale[j] ** 2)
             for k in (1, 2):
-                ellipse(ax, self.q_loc[j], qc, k, color="tab:red", linewidth=1.5,
-                        label="q(z|x), 1 and 2 sd" if k == 1 else None)
-                ellipse(ax, z.mean(0), np.cov(z.T), k, color="black", linestyle="--", linewidth=1,
-                        label="Gaussian fit to NUTS" if k == 1 else None)
+                ellipse(
+                    ax,
+                    self.q_loc[j],
+                    qc,
+                    k,
+                    color="tab:red",
+                    linewidth=1.5,
+                    label="q(z|x), 1 and 2 sd" if k == 1 else None,
+                )
+                ellipse(
+                    ax,
+                    z.mean(0),
+                    np.cov(z.T),
+                    k,
+                    color="black",
+                    linestyle="--",
+                    linewidth=1,
+                    label="Gaussian fit to NUTS" if k == 1 else None,
+                )
             row = self.distances.loc[point]
-            ax.set_title(f"point {point}: W2 {row['w2']:.2f}, R-hat {row['max_r_hat']:.3f}", fontsize=9)
+            ax.set_title(
+                f"point {point}: W2 {row['w2']:.2f}, R-hat {row['max_r_hat']:.3f}", fontsize=9
+            )
             ax.set_xlabel("z1")
             ax.set_ylabel("z2")
             ax.autoscale_view()
@@ -157,8 +185,17 @@ class ReferencePosterior:
         return fig
 
 
-def _run_chains(model: Callable, xs: tuple[torch.Tensor, ...], num_chains: int, num_samples: int, warmup: int,
-                seed: int, target_accept: float, max_tree_depth: int, jit_compile: bool) -> arviz.InferenceData:
+def _run_chains(
+    model: Callable,
+    xs: tuple[torch.Tensor, ...],
+    num_chains: int,
+    num_samples: int,
+    warmup: int,
+    seed: int,
+    target_accept: float,
+    max_tree_depth: int,
+    jit_compile: bool,
+) -> arviz.InferenceData:
     az = _arviz()
     parts = []
     for chain in range(num_chains):
@@ -167,9 +204,20 @@ def _run_chains(model: Callable, xs: tuple[torch.Tensor, ...], num_chains: int, 
         with torch.random.fork_rng(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.*")
             torch.manual_seed(seed * 7919 + chain)
-            kernel = NUTS(model, target_accept_prob=target_accept, max_tree_depth=max_tree_depth,
-                          jit_compile=jit_compile, ignore_jit_warnings=True)
-            mcmc = MCMC(kernel, num_samples=num_samples, warmup_steps=warmup, num_chains=1, disable_progbar=True)
+            kernel = NUTS(
+                model,
+                target_accept_prob=target_accept,
+                max_tree_depth=max_tree_depth,
+                jit_compile=jit_compile,
+                ignore_jit_warnings=True,
+            )
+            mcmc = MCMC(
+                kernel,
+                num_samples=num_samples,
+                warmup_steps=warmup,
+                num_chains=1,
+                disable_progbar=True,
+            )
             mcmc.run(*xs)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
@@ -177,7 +225,9 @@ def _run_chains(model: Callable, xs: tuple[torch.Tensor, ...], num_chains: int, 
     return parts[0] if num_chains == 1 else az.concat(parts, dim="chain")
 
 
-def _q_moments(program: Any, info: Any, rows: tuple[torch.Tensor, ...], site: str) -> tuple[np.ndarray, np.ndarray]:
+def _q_moments(
+    program: Any, info: Any, rows: tuple[torch.Tensor, ...], site: str
+) -> tuple[np.ndarray, np.ndarray]:
     """q's mean ``(P, d)`` and covariance ``(P, d, d)`` at ``site`` for the rows: exact for a (mean-field or
     full-rank) Gaussian, from :data:`Q_DRAWS` draws otherwise."""
     p = len(rows[0])
@@ -190,9 +240,13 @@ def _q_moments(program: Any, info: Any, rows: tuple[torch.Tensor, ...], site: st
         if isinstance(base, dist.Normal):
             loc, scale = torch.broadcast_tensors(base.loc, base.scale)
             loc, var = loc.reshape(p, -1), scale.reshape(p, -1) ** 2
-            return loc.double().cpu().numpy(), np.stack([np.diag(v) for v in var.double().cpu().numpy()])
+            return loc.double().cpu().numpy(), np.stack(
+                [np.diag(v) for v in var.double().cpu().numpy()]
+            )
         if isinstance(base, dist.MultivariateNormal) and base is fn:
-            return fn.loc.reshape(p, -1).double().cpu().numpy(), fn.covariance_matrix.double().cpu().numpy()
+            return fn.loc.reshape(
+                p, -1
+            ).double().cpu().numpy(), fn.covariance_matrix.double().cpu().numpy()
         with pyro.plate("_q_draws", Q_DRAWS, dim=-info.rank):
             draws = poutine.trace(program.guide).get_trace(*rows).nodes[site]["value"]
     z = draws.reshape(Q_DRAWS, p, -1).double().cpu().numpy()
@@ -235,23 +289,35 @@ def reference_posterior(
     """
     if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
         indices = [int(indices)]
-    if isinstance(x, (int, np.integer)) and not isinstance(x, bool) or (isinstance(x, (list, tuple)) and x
-                                                                         and all(isinstance(i, int) for i in x)):
+    if (
+        isinstance(x, (int, np.integer))
+        and not isinstance(x, bool)
+        or (isinstance(x, (list, tuple)) and x and all(isinstance(i, int) for i in x))
+    ):
         indices, x = x, None  # reference_posterior(program, data, [i, j])
     program, data, _ = resolve(model, guide, x, 1, data_plate)
     rows = program.check_data(as_rows(data, "x"), "x")
     n = len(rows[0])
     if isinstance(indices, (int, np.integer)):
         indices = [int(indices)]
-    indices = [int(i) if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else i for i in indices]
+    indices = [
+        int(i) if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else i
+        for i in indices
+    ]
     if not indices:
         raise UserError("indices must name at least one row of x")
     for i in indices:
         if not isinstance(i, int) or not 0 <= i < n:
-            raise UserError(f"point index {i!r} is out of range: x has {n} rows, so indices must be in [0, {n - 1}]")
+            raise UserError(
+                f"point index {i!r} is out of range: x has {n} rows, so indices must be in [0, {n - 1}]"
+            )
     if len(set(indices)) != len(indices):
         raise UserError(f"indices must be distinct; got {indices}")
-    for arg, value, low in (("num_chains", num_chains, 1), ("num_samples", num_samples, 1), ("warmup", warmup, 0)):
+    for arg, value, low in (
+        ("num_chains", num_chains, 1),
+        ("num_samples", num_samples, 1),
+        ("warmup", warmup, 0),
+    ):
         check_int(value, arg, minimum=low)
     if not 0 < target_accept < 1:
         raise UserError(f"target_accept must be in (0, 1); got {target_accept!r}")
@@ -268,11 +334,14 @@ def reference_posterior(
                 f"reference_posterior runs Pyro's NUTS, which refuses subsampled plates: the data plate {p!r} is "
                 f"written pyro.plate({p!r}, {info.full_size}, subsample_size=...); for the reference, give the "
                 f"model the plate of the points it sees, pyro.plate({p!r}, len(x)) or pyro.plate({p!r}) (fit "
-                "scales such a plate by N/|B| itself, so the same program also trains)")
+                "scales such a plate by N/|B| itself, so the same program also trains)"
+            )
         if len(info.latent) != 1 or info.non_reparam:
-            raise ProgramError(f"reference_posterior compares one continuous latent site; the model has "
-                               f"{sorted(info.latent)}" + (f" (discrete: {sorted(info.non_reparam)})"
-                                                            if info.non_reparam else ""))
+            raise ProgramError(
+                f"reference_posterior compares one continuous latent site; the model has "
+                f"{sorted(info.latent)}"
+                + (f" (discrete: {sorted(info.non_reparam)})" if info.non_reparam else "")
+            )
         site = info.latent[0]
         q_loc, q_cov = _q_moments(program, info, xs, site)
     dim_name = f"{site}_dim"  # a dimension named like the variable would turn it into a coordinate
@@ -280,14 +349,32 @@ def reference_posterior(
     posts, stats = [], []
     with param_scope(program), frozen(program.module):
         for g, members in enumerate(groups):
-            idata = _run_chains(program.model, rows_slice(xs, members), num_chains, num_samples, warmup,
-                                seed + 1000 * g, target_accept, max_tree_depth, jit_compile)
+            idata = _run_chains(
+                program.model,
+                rows_slice(xs, members),
+                num_chains,
+                num_samples,
+                warmup,
+                seed + 1000 * g,
+                target_accept,
+                max_tree_depth,
+                jit_compile,
+            )
             z = idata.posterior[site]
             z = z.values.reshape(z.shape[0], z.shape[1], len(members), -1)
             points = [indices[r] for r in members]
-            posts.append(xr.DataArray(z, dims=("chain", "draw", "point", dim_name),
-                                      coords={"chain": np.arange(z.shape[0]), "draw": np.arange(z.shape[1]),
-                                              "point": points, dim_name: np.arange(z.shape[-1])}))
+            posts.append(
+                xr.DataArray(
+                    z,
+                    dims=("chain", "draw", "point", dim_name),
+                    coords={
+                        "chain": np.arange(z.shape[0]),
+                        "draw": np.arange(z.shape[1]),
+                        "point": points,
+                        dim_name: np.arange(z.shape[-1]),
+                    },
+                )
+            )
             div = idata.sample_stats["diverging"].expand_dims(point=points, axis=-1)
             stats.append(div)
     posterior = xr.Dataset({site: xr.concat(posts, dim="point")})
@@ -298,8 +385,14 @@ def reference_posterior(
     ess_bulk = az.ess(idata, var_names=[site], method="bulk")[site]
     ess_tail = az.ess(idata, var_names=[site], method="tail")[site]
     mcse = az.mcse(idata, var_names=[site], method="mean")[site]
-    diag = pd.DataFrame({"r_hat": rhat.to_series(), "ess_bulk": ess_bulk.to_series(),
-                         "ess_tail": ess_tail.to_series(), "mcse_mean": mcse.to_series()})
+    diag = pd.DataFrame(
+        {
+            "r_hat": rhat.to_series(),
+            "ess_bulk": ess_bulk.to_series(),
+            "ess_tail": ess_tail.to_series(),
+            "mcse_mean": mcse.to_series(),
+        }
+    )
     diag.index = diag.index.set_names(["point", "latent"])
     q_scale = np.sqrt(np.stack([np.diag(c) for c in q_cov]))
     moment_rows, dist_rows = [], []
@@ -309,20 +402,52 @@ def reference_posterior(
         m, sd = z.mean(0), z.std(0, ddof=1)
         cov = np.atleast_2d(np.cov(z.T))
         for k in range(z.shape[1]):
-            moment_rows.append({"point": point, "latent": k, "nuts_mean": m[k], "nuts_sd": sd[k],
-                                "mcse_mean": float(diag.loc[(point, k), "mcse_mean"]),
-                                "q_mean": q_loc[j, k], "q_sd": q_scale[j, k],
-                                "mean_diff_in_sd": (q_loc[j, k] - m[k]) / sd[k], "sd_ratio": q_scale[j, k] / sd[k]})
+            moment_rows.append(
+                {
+                    "point": point,
+                    "latent": k,
+                    "nuts_mean": m[k],
+                    "nuts_sd": sd[k],
+                    "mcse_mean": float(diag.loc[(point, k), "mcse_mean"]),
+                    "q_mean": q_loc[j, k],
+                    "q_sd": q_scale[j, k],
+                    "mean_diff_in_sd": (q_loc[j, k] - m[k]) / sd[k],
+                    "sd_ratio": q_scale[j, k] / sd[k],
+                }
+            )
         div = int(sample_stats["diverging"].sel(point=point).values.sum())
-        dist_rows.append({"point": point, "w2": gaussian_w2(m, cov, q_loc[j], q_cov[j]),
-                          "kl_q_nuts": gaussian_kl(q_loc[j], q_cov[j], m, cov),
-                          "kl_nuts_q": gaussian_kl(m, cov, q_loc[j], q_cov[j]),
-                          "max_r_hat": float(diag.loc[point, "r_hat"].max()),
-                          "min_ess_bulk": float(diag.loc[point, "ess_bulk"].min()), "divergences": div})
+        dist_rows.append(
+            {
+                "point": point,
+                "w2": gaussian_w2(m, cov, q_loc[j], q_cov[j]),
+                "kl_q_nuts": gaussian_kl(q_loc[j], q_cov[j], m, cov),
+                "kl_nuts_q": gaussian_kl(m, cov, q_loc[j], q_cov[j]),
+                "max_r_hat": float(diag.loc[point, "r_hat"].max()),
+                "min_ess_bulk": float(diag.loc[point, "ess_bulk"].min()),
+                "divergences": div,
+            }
+        )
     moments = pd.DataFrame(moment_rows).set_index(["point", "latent"])
     distances = pd.DataFrame(dist_rows).set_index("point")
-    settings = {"num_chains": num_chains, "num_samples": num_samples, "warmup": warmup, "seed": seed,
-                "target_accept": target_accept, "max_tree_depth": max_tree_depth, "joint": joint,
-                "jit_compile": jit_compile}
-    return ReferencePosterior(idata=idata, indices=list(indices), site=site, diagnostics=diag, moments=moments,
-                              distances=distances, q_loc=q_loc, q_scale=q_scale, settings=settings, q_cov=q_cov)
+    settings = {
+        "num_chains": num_chains,
+        "num_samples": num_samples,
+        "warmup": warmup,
+        "seed": seed,
+        "target_accept": target_accept,
+        "max_tree_depth": max_tree_depth,
+        "joint": joint,
+        "jit_compile": jit_compile,
+    }
+    return ReferencePosterior(
+        idata=idata,
+        indices=list(indices),
+        site=site,
+        diagnostics=diag,
+        moments=moments,
+        distances=distances,
+        q_loc=q_loc,
+        q_scale=q_scale,
+        settings=settings,
+        q_cov=q_cov,
+    )

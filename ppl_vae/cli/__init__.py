@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception:
         traceback.print_exc()
-        print(f"ppl-vae {args.command}: internal error: this is a bug in ppl_vae (or a library it calls), not "
-              "something you did; please report it with the traceback above", file=sys.stderr)
+        print(
+            f"ppl-vae {args.command}: internal error: this is a bug in ppl_vae (or a library it calls), not "
+            "something you did; please report it with the traceback above",
+            file=sys.stderr,
+        )
         return 1
-

@@ -16,7 +16,9 @@ def hidden_dims(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(t) for t in text.replace(",", " ").split())
     except ValueError:
-        raise argparse.ArgumentTypeError(f"hidden dims are integers like '256' or '400,400'; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"hidden dims are integers like '256' or '400,400'; got {text!r}"
+        ) from None
     if not dims or any(d < 1 for d in dims):
         raise argparse.ArgumentTypeError(f"hidden dims must be positive integers; got {text!r}")
     return dims
@@ -26,8 +28,9 @@ def positive_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number written in digits (e.g. 64); "
-                                         f"got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a positive whole number written in digits (e.g. 64); got {text!r}"
+        ) from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer; got {value}")
     return value
@@ -37,7 +40,9 @@ def seed(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"a seed is a whole number in [0, 2**32); got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"a seed is a whole number in [0, 2**32); got {text!r}"
+        ) from None
     if not 0 <= value < 2**32:
         raise argparse.ArgumentTypeError(f"a seed is a whole number in [0, 2**32); got {value}")
     return value
@@ -60,24 +65,39 @@ def names(text: str) -> list[str]:
 def add_data_args(p: argparse.ArgumentParser, plain: bool = False) -> None:
     """Data flags; ``plain``: with their defaults (else UNSET, so --resume can tell "not given")."""
     g = p.add_argument_group("data")
-    g.add_argument("--dataset", default="digits" if plain else UNSET,
-                   help="digits (default, shipped with scikit-learn), three_clusters, two_moons, mnist, "
-                        "fashion_mnist, or a path to a .csv/.npy file")
-    g.add_argument("--data-dir", default=None if plain else UNSET,
-                   help="folder with the MNIST-format IDX .gz files (else $PPL_VAE_DATA)")
-    g.add_argument("--binarize", default="auto" if plain else UNSET,
-                   choices=["auto", "dynamic", "static", "none"],
-                   help="auto (default): dynamic for a Bernoulli likelihood, none otherwise; dynamic draws fresh "
-                        "{0,1} pixels each epoch, static draws once (seeded)")
-    g.add_argument("--n-samples", type=positive_int, default=None if plain else UNSET,
-                   help="use only the first N training points (quick runs)")
+    g.add_argument(
+        "--dataset",
+        default="digits" if plain else UNSET,
+        help="digits (default, shipped with scikit-learn), three_clusters, two_moons, mnist, "
+        "fashion_mnist, or a path to a .csv/.npy file",
+    )
+    g.add_argument(
+        "--data-dir",
+        default=None if plain else UNSET,
+        help="folder with the MNIST-format IDX .gz files (else $PPL_VAE_DATA)",
+    )
+    g.add_argument(
+        "--binarize",
+        default="auto" if plain else UNSET,
+        choices=["auto", "dynamic", "static", "none"],
+        help="auto (default): dynamic for a Bernoulli likelihood, none otherwise; dynamic draws fresh "
+        "{0,1} pixels each epoch, static draws once (seeded)",
+    )
+    g.add_argument(
+        "--n-samples",
+        type=positive_int,
+        default=None if plain else UNSET,
+        help="use only the first N training points (quick runs)",
+    )
 
 
 def fraction(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], e.g. 0.1; got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"expected a number in (0, 1], e.g. 0.1; got {text!r}"
+        ) from None
     if not (math.isfinite(value) and 0 < value <= 1):
         raise argparse.ArgumentTypeError(f"expected a number in (0, 1], e.g. 0.1; got {text!r}")
     return value
@@ -86,54 +106,102 @@ def fraction(text: str) -> float:
 def add_model_args(p: argparse.ArgumentParser, plain: bool = False, programs: bool = False) -> None:
     """Model flags; ``programs``: also the guide family, the nets and M2's labelled fraction (train)."""
     g = p.add_argument_group("model")
-    g.add_argument("--latent-dim", type=positive_int, default=8 if plain else UNSET,
-                   help="size d of the latent code (default 8; not for --model hvae, whose sizes are fixed)")
-    g.add_argument("--hidden-dims", type=hidden_dims, default=(256,) if plain else UNSET,
-                   help="encoder hidden widths, e.g. '256' (default) or '400,400'; the decoder mirrors them "
-                        "(not for --model hvae)")
-    g.add_argument("--likelihood", default="auto" if plain else UNSET,
-                   help="bernoulli, continuous_bernoulli, gaussian, gaussian:scale=S; auto (default): bernoulli "
-                        "for images, gaussian otherwise")
-    g.add_argument("--activation", default="relu" if plain else UNSET,
-                   help="hidden non-linearity: relu (default; tanh for --model hvae), tanh, softplus, elu, gelu")
+    g.add_argument(
+        "--latent-dim",
+        type=positive_int,
+        default=8 if plain else UNSET,
+        help="size d of the latent code (default 8; not for --model hvae, whose sizes are fixed)",
+    )
+    g.add_argument(
+        "--hidden-dims",
+        type=hidden_dims,
+        default=(256,) if plain else UNSET,
+        help="encoder hidden widths, e.g. '256' (default) or '400,400'; the decoder mirrors them "
+        "(not for --model hvae)",
+    )
+    g.add_argument(
+        "--likelihood",
+        default="auto" if plain else UNSET,
+        help="bernoulli, continuous_bernoulli, gaussian, gaussian:scale=S; auto (default): bernoulli "
+        "for images, gaussian otherwise",
+    )
+    g.add_argument(
+        "--activation",
+        default="relu" if plain else UNSET,
+        help="hidden non-linearity: relu (default; tanh for --model hvae), tanh, softplus, elu, gelu",
+    )
     if not programs:
         return
-    g.add_argument("--guide", default=UNSET, metavar="FAMILY",
-                   help="the variational family q(z | x) of --model vae: meanfield (default; diagonal Gaussian), "
-                        "fullrank (Gaussian with a lower-triangular scale), iaf:n=K (K inverse autoregressive "
-                        "flow steps on a mean-field base; its KL is sampled)")
-    g.add_argument("--nets", default=UNSET, choices=["mlp", "conv"],
-                   help="the networks of --model vae: mlp (default; dense layers) or conv (convolutions over the "
-                        "image, then --hidden-dims dense layers; image datasets)")
-    g.add_argument("--labelled-fraction", type=fraction, default=UNSET, metavar="F",
-                   help="--model m2: the share of training points that keep their label, in (0, 1] (default 0.1; "
-                        "a seeded draw); the test split is scored unlabelled")
+    g.add_argument(
+        "--guide",
+        default=UNSET,
+        metavar="FAMILY",
+        help="the variational family q(z | x) of --model vae: meanfield (default; diagonal Gaussian), "
+        "fullrank (Gaussian with a lower-triangular scale), iaf:n=K (K inverse autoregressive "
+        "flow steps on a mean-field base; its KL is sampled)",
+    )
+    g.add_argument(
+        "--nets",
+        default=UNSET,
+        choices=["mlp", "conv"],
+        help="the networks of --model vae: mlp (default; dense layers) or conv (convolutions over the "
+        "image, then --hidden-dims dense layers; image datasets)",
+    )
+    g.add_argument(
+        "--labelled-fraction",
+        type=fraction,
+        default=UNSET,
+        metavar="F",
+        help="--model m2: the share of training points that keep their label, in (0, 1] (default 0.1; "
+        "a seeded draw); the test split is scored unlabelled",
+    )
 
 
 def add_fit_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training (on --resume: the recorded values unless given)")
-    g.add_argument("--objective", default=UNSET,
-                   help="trace (Trace_ELBO), analytic (default; TraceMeanField_ELBO, closed-form KL), enum "
-                        "(TraceEnum_ELBO: the default for --model m2, which sums its class label out; m2 refuses "
-                        "analytic and iwae), or another registered name with parameters, e.g. "
-                        "'analytic:particles=2', 'iwae:k=5'")
-    g.add_argument("--epochs", type=positive_int, default=UNSET,
-                   help="number of epochs (default 20); with --resume: this many more (default: up to the "
-                        "number the run was asked for)")
-    g.add_argument("--batch-size", type=positive_int, default=UNSET, help="mini-batch size (default 128)")
-    g.add_argument("--lr", type=positive_float, default=UNSET, help="Adam learning rate (default 1e-3)")
-    g.add_argument("--seed", type=seed, default=UNSET,
-                   help="seeds the split, binarisation, initialisation and SVI (default 0)")
+    g.add_argument(
+        "--objective",
+        default=UNSET,
+        help="trace (Trace_ELBO), analytic (default; TraceMeanField_ELBO, closed-form KL), enum "
+        "(TraceEnum_ELBO: the default for --model m2, which sums its class label out; m2 refuses "
+        "analytic and iwae), or another registered name with parameters, e.g. "
+        "'analytic:particles=2', 'iwae:k=5'",
+    )
+    g.add_argument(
+        "--epochs",
+        type=positive_int,
+        default=UNSET,
+        help="number of epochs (default 20); with --resume: this many more (default: up to the "
+        "number the run was asked for)",
+    )
+    g.add_argument(
+        "--batch-size", type=positive_int, default=UNSET, help="mini-batch size (default 128)"
+    )
+    g.add_argument(
+        "--lr", type=positive_float, default=UNSET, help="Adam learning rate (default 1e-3)"
+    )
+    g.add_argument(
+        "--seed",
+        type=seed,
+        default=UNSET,
+        help="seeds the split, binarisation, initialisation and SVI (default 0)",
+    )
     g.add_argument("--device", default=UNSET, help="auto (default; CUDA when present), cpu or cuda")
-    g.add_argument("--time-budget", type=positive_float, default=None,
-                   help="stop after the epoch in which this many seconds of training have passed")
+    g.add_argument(
+        "--time-budget",
+        type=positive_float,
+        default=None,
+        help="stop after the epoch in which this many seconds of training have passed",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
 def refuse_nonempty(path: Path, what: str, force: bool) -> None:
     if path.is_dir() and any(path.iterdir()) and not force:
-        raise RunExistsError(f"{what}: {str(path)!r} exists and is not empty: choose another folder, or pass "
-                             "--force to write into it (replacing the files this command writes)")
+        raise RunExistsError(
+            f"{what}: {str(path)!r} exists and is not empty: choose another folder, or pass "
+            "--force to write into it (replacing the files this command writes)"
+        )
 
 
 def refuse_outputs(folder: Path, names: Sequence[str], force: bool, what: str) -> None:
@@ -143,8 +211,12 @@ def refuse_outputs(folder: Path, names: Sequence[str], force: bool, what: str) -
     except ResourceError as err:
         if what != "RUN_DIR":
             raise
-        raise ResourceError(f"{err}; or write the outputs elsewhere with --out OTHER_FOLDER") from None
+        raise ResourceError(
+            f"{err}; or write the outputs elsewhere with --out OTHER_FOLDER"
+        ) from None
     present = [n for n in names if (folder / n).exists()]
     if present and not force:
-        raise RunExistsError(f"{folder} already holds {', '.join(present)}: pass --force to replace them, or "
-                             "--out OTHER_FOLDER to write elsewhere")
+        raise RunExistsError(
+            f"{folder} already holds {', '.join(present)}: pass --force to replace them, or "
+            "--out OTHER_FOLDER to write elsewhere"
+        )

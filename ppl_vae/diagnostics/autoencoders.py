@@ -13,7 +13,9 @@ __all__ = ["evaluate_autoencoder"]
 
 
 @torch.no_grad()
-def evaluate_autoencoder(ae: Autoencoder, x: torch.Tensor, batch_size: int = 1024) -> dict[str, Any]:
+def evaluate_autoencoder(
+    ae: Autoencoder, x: torch.Tensor, batch_size: int = 1024
+) -> dict[str, Any]:
     """Reconstruction error of clean ``x: (N, D)`` (normally the test split); no likelihood.
 
     Returns a JSON-able dict (names and units as in :func:`ppl_vae.diagnostics.reconstruction_error`

@@ -45,8 +45,14 @@ from ..programs import (
     run_with_particles,
 )
 
-__all__ = ["LatentSummary", "active_units", "kl_per_dimension", "latent_activity", "latent_summary",
-           "reconstruction_error"]
+__all__ = [
+    "LatentSummary",
+    "active_units",
+    "kl_per_dimension",
+    "latent_activity",
+    "latent_summary",
+    "reconstruction_error",
+]
 
 #: Draws of z for a Monte Carlo mean where q has no closed-form mean.
 MEAN_DRAWS = 32
@@ -99,15 +105,18 @@ def _flat(t: torch.Tensor, info: ProgramInfo, n: int) -> torch.Tensor:
     return t.expand((n,) + tuple(t.shape[1:])).reshape(n, -1)
 
 
-def _site_stats(program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...]
-                ) -> tuple[list[str], list[torch.Tensor], bool, list[torch.Tensor] | None, dict[str, torch.Tensor]]:
+def _site_stats(
+    program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...]
+) -> tuple[list[str], list[torch.Tensor], bool, list[torch.Tensor] | None, dict[str, torch.Tensor]]:
     n = len(batch[0])
     model_tr, guide_tr = run_with_particles(program, info, batch, 1)
     names, means, kls, exact, raw = [], [], [], True, {}
     draws_tr = None
     for name in info.latent:
         q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
-        if name in info.non_reparam:  # a discrete latent: decode at its most probable value, summarise nothing
+        if (
+            name in info.non_reparam
+        ):  # a discrete latent: decode at its most probable value, summarise nothing
             raw[name] = q.mode.expand(guide_tr.nodes[name]["value"].shape)
             continue
         try:
@@ -135,8 +144,12 @@ def _site_stats(program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, 
     return names, means, exact, kls, raw
 
 
-def _reconstruction(program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...], means: dict[str, Any],
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
+def _reconstruction(
+    program: Program,
+    info: ProgramInfo,
+    batch: tuple[torch.Tensor, ...],
+    means: dict[str, Any],
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The model with every latent fixed at q's mean: ``-log p(x | E_q z)`` and the squared error per coordinate."""
     n = len(batch[0])
     with pyro.plate(PARTICLE_PLATE, 1, dim=-info.rank), DataPlateScale(info.data_plate, 1.0):
@@ -159,8 +172,9 @@ def _reconstruction(program: Program, info: ProgramInfo, batch: tuple[torch.Tens
 
 
 @torch.no_grad()
-def latent_summary(model: Any, guide: Any = None, x: Any = None, *, seed: int = 0,
-                   data_plate: str | None = None) -> LatentSummary:
+def latent_summary(
+    model: Any, guide: Any = None, x: Any = None, *, seed: int = 0, data_plate: str | None = None
+) -> LatentSummary:
     """Read q(z | x_n) for every point: means, per-dimension KL where defined, reconstructions at the mean.
 
     Takes ``(program, x)`` or ``(model, guide, x)``, as the estimators do.
@@ -185,8 +199,14 @@ def latent_summary(model: Any, guide: Any = None, x: Any = None, *, seed: int = 
             nll, mse = _reconstruction(program, info, batch, raw)
             nlls.append(nll)
             mses.append(mse)
-    return LatentSummary(names, torch.cat(means), exact, torch.cat(kls) if has_kl else None,
-                         torch.cat(nlls), torch.cat(mses))
+    return LatentSummary(
+        names,
+        torch.cat(means),
+        exact,
+        torch.cat(kls) if has_kl else None,
+        torch.cat(nlls),
+        torch.cat(mses),
+    )
 
 
 def kl_per_dimension(program: Any, x: Any) -> torch.Tensor | None:

@@ -26,7 +26,14 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["KHAT_BAD", "KHAT_GOOD", "PSISDiagnostics", "arviz", "importance_ess", "psis_diagnostics"]
+__all__ = [
+    "KHAT_BAD",
+    "KHAT_GOOD",
+    "PSISDiagnostics",
+    "arviz",
+    "importance_ess",
+    "psis_diagnostics",
+]
 
 #: k-hat thresholds of Vehtari et al. (2024).
 KHAT_GOOD = 0.5
@@ -36,7 +43,9 @@ KHAT_BAD = 0.7
 def arviz() -> Any:
     """Import ArviZ, silencing only its import-time refactor FutureWarning."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*ArviZ is undergoing a major refactor.*", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=".*ArviZ is undergoing a major refactor.*", category=FutureWarning
+        )
         import arviz
 
     return arviz
@@ -47,7 +56,9 @@ def importance_ess(log_w: torch.Tensor | np.ndarray) -> np.ndarray:
 
     ``log_w: (N, K)`` -> ``(N,)`` numpy array.
     """
-    lw = torch.as_tensor(np.asarray(log_w) if not isinstance(log_w, torch.Tensor) else log_w).double()
+    lw = torch.as_tensor(
+        np.asarray(log_w) if not isinstance(log_w, torch.Tensor) else log_w
+    ).double()
     if lw.dim() != 2:
         raise UserError(f"log weights must have shape (N, K); got {tuple(lw.shape)}")
     norm = lw - lw.logsumexp(-1, keepdim=True)
@@ -77,7 +88,9 @@ class PSISDiagnostics:
         return pd.DataFrame({"khat": self.khat, "ess": self.ess})
 
 
-def psis_diagnostics(log_w: torch.Tensor | np.ndarray, reff: float = 1.0, rows_per_call: int = 2048) -> PSISDiagnostics:
+def psis_diagnostics(
+    log_w: torch.Tensor | np.ndarray, reff: float = 1.0, rows_per_call: int = 2048
+) -> PSISDiagnostics:
     """PSIS k-hat (``arviz.psislw``) and ESS of ``(N, K)`` log weights, samples on the last axis.
 
     ``arviz.psislw`` (0.23) treats the last axis as samples and returns ``(smoothed, khat)``; it
@@ -88,7 +101,11 @@ def psis_diagnostics(log_w: torch.Tensor | np.ndarray, reff: float = 1.0, rows_p
             (ArviZ fits the largest ``min(K/5, 3 sqrt(K))`` draws and needs at least 5 of them;
             in practice use ``K >= 100``).
     """
-    lw = log_w.detach().cpu().double().numpy() if isinstance(log_w, torch.Tensor) else np.asarray(log_w, float)
+    lw = (
+        log_w.detach().cpu().double().numpy()
+        if isinstance(log_w, torch.Tensor)
+        else np.asarray(log_w, float)
+    )
     if lw.ndim != 2:
         raise UserError(f"log weights must have shape (N, K), samples last; got shape {lw.shape}")
     k = lw.shape[1]
@@ -101,7 +118,9 @@ def psis_diagnostics(log_w: torch.Tensor | np.ndarray, reff: float = 1.0, rows_p
     if k < 100:
         warnings.warn(
             f"k-hat from K={k} samples per point is unreliable (inf when K <= 20: too few tail draws "
-            "for the Pareto fit); use num_samples >= 100", UserWarning, stacklevel=2,
+            "for the Pareto fit); use num_samples >= 100",
+            UserWarning,
+            stacklevel=2,
         )
     az = arviz()
     khat = np.empty(lw.shape[0])
@@ -111,5 +130,3 @@ def psis_diagnostics(log_w: torch.Tensor | np.ndarray, reff: float = 1.0, rows_p
             _, kh = az.psislw(lw[start : start + rows_per_call], reff=reff)
             khat[start : start + rows_per_call] = kh
     return PSISDiagnostics(khat=khat, ess=importance_ess(lw), num_samples=k)
-
-

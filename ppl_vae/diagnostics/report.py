@@ -69,34 +69,97 @@ class Report:
         s = self.summary
         k = s["num_samples"]
         rows = [
-            ("ELBO", s["elbo_mean"], s["elbo_se"], f"nats/point, mean of log w over the same {k} draws"),
+            (
+                "ELBO",
+                s["elbo_mean"],
+                s["elbo_se"],
+                f"nats/point, mean of log w over the same {k} draws",
+            ),
             (f"IW log p(x), K={k}", s["iw_mean"], s["iw_se"], "nats/point (Burda et al. 2015)"),
-            ("gap IW - ELBO", s["gap_mean"], s["gap_se"], "nats/point, lower bound on KL(q || posterior)"),
+            (
+                "gap IW - ELBO",
+                s["gap_mean"],
+                s["gap_se"],
+                "nats/point, lower bound on KL(q || posterior)",
+            ),
             ("share k-hat > 0.5", s["khat_share_above_0.5"], None, "0.5-0.7: usable"),
             ("share k-hat > 0.7", s["khat_share_above_0.7"], None, "> 0.7: IW unreliable there"),
             ("median k-hat", s["khat_median"], None, ""),
             ("mean ESS", s["ess_mean"], None, f"of K={k} (1/sum w~^2)"),
         ]
         if s.get("active_units") is not None:
-            rows.append(("active units", s["active_units"], None, f"of d={s['latent_dim']} (Var_x E[z_j] > 0.01)"))
+            rows.append(
+                (
+                    "active units",
+                    s["active_units"],
+                    None,
+                    f"of d={s['latent_dim']} (Var_x E[z_j] > 0.01)",
+                )
+            )
         if s.get("kl_per_dim") is not None:
-            rows.append(("KL(q || p(z))", s["kl_mean"], s["kl_se"], "nats/point; per dim: "
-                         + " ".join(f"{v:.2f}" for v in s["kl_per_dim"])))
+            rows.append(
+                (
+                    "KL(q || p(z))",
+                    s["kl_mean"],
+                    s["kl_se"],
+                    "nats/point; per dim: " + " ".join(f"{v:.2f}" for v in s["kl_per_dim"]),
+                )
+            )
         if s.get("reconstruction_nll") is not None:
-            rows.append(("-log p(x | E_q z)", s["reconstruction_nll"], None,
-                         "nats/point, decoding the posterior mean (BCE for Bernoulli pixels)"))
+            rows.append(
+                (
+                    "-log p(x | E_q z)",
+                    s["reconstruction_nll"],
+                    None,
+                    "nats/point, decoding the posterior mean (BCE for Bernoulli pixels)",
+                )
+            )
         if s.get("reconstruction_mse") is not None:
-            rows.append(("reconstruction MSE", s["reconstruction_mse"], None, "per coordinate, posterior mean"))
+            rows.append(
+                (
+                    "reconstruction MSE",
+                    s["reconstruction_mse"],
+                    None,
+                    "per coordinate, posterior mean",
+                )
+            )
         if s.get("ais_mean") is not None:
-            rows.insert(2, (f"AIS log p(x), T={s['ais_steps']}", s["ais_mean"], s["ais_se"],
-                            f"nats/point, {s['ais_chains']} chains from the {s['ais_init']}, L={s['ais_leapfrog']} "
-                            "(Wu et al. 2017)"))
-            rows.insert(3, ("AIS - IW", s["ais_minus_iw_mean"], s["ais_minus_iw_se"],
-                            "nats/point, paired over points; > 0 where IW falls short"))
-            rows.append(("AIS acceptance", s["ais_acceptance_mean"], None, "HMC, mean over steps and chains"))
+            rows.insert(
+                2,
+                (
+                    f"AIS log p(x), T={s['ais_steps']}",
+                    s["ais_mean"],
+                    s["ais_se"],
+                    f"nats/point, {s['ais_chains']} chains from the {s['ais_init']}, L={s['ais_leapfrog']} "
+                    "(Wu et al. 2017)",
+                ),
+            )
+            rows.insert(
+                3,
+                (
+                    "AIS - IW",
+                    s["ais_minus_iw_mean"],
+                    s["ais_minus_iw_se"],
+                    "nats/point, paired over points; > 0 where IW falls short",
+                ),
+            )
+            rows.append(
+                (
+                    "AIS acceptance",
+                    s["ais_acceptance_mean"],
+                    None,
+                    "HMC, mean over steps and chains",
+                )
+            )
         if s.get("discrete_sites"):
-            rows.append(("discrete latents", ", ".join(s["discrete_sites"]), None,
-                         "sampled from q (the proposal), not summed"))
+            rows.append(
+                (
+                    "discrete latents",
+                    ", ".join(s["discrete_sites"]),
+                    None,
+                    "sampled from q (the proposal), not summed",
+                )
+            )
         frame = pd.DataFrame(rows, columns=["quantity", "value", "se", "note"], dtype=object)
         return frame.set_index("quantity")
 
@@ -112,7 +175,9 @@ class Report:
         width = max(len(q) for q in frame.index)
         lines = [f"{'quantity':<{width}}  {'value':>10}  {'se':>8}  note"]
         for q, row in frame.iterrows():
-            lines.append(f"{q:<{width}}  {fmt(row['value']):>10}  {fmt(row['se']):>8}  {row['note']}")
+            lines.append(
+                f"{q:<{width}}  {fmt(row['value']):>10}  {fmt(row['se']):>8}  {row['note']}"
+            )
         return "\n".join(lines)
 
     def to_inference_data(self) -> az_module.InferenceData:
@@ -127,9 +192,14 @@ class Report:
             {c: ("point", self.points[c].to_numpy()) for c in self.points.columns},
             coords={"point": point},
         )
-        attrs = {k: (json.dumps(v) if isinstance(v, (list, dict)) else ("none" if v is None else
-                                                                     str(v) if isinstance(v, bool) else v))
-                 for k, v in self.summary.items()}
+        attrs = {
+            k: (
+                json.dumps(v)
+                if isinstance(v, (list, dict))
+                else ("none" if v is None else str(v) if isinstance(v, bool) else v)
+            )
+            for k, v in self.summary.items()
+        }
         groups = {"points": points}
         if self.log_weights is not None:
             groups["importance"] = xr.Dataset(
@@ -144,13 +214,15 @@ class Report:
         :func:`ppl_vae.plots.save_report_figures`'s."""
         out = Path(directory)
         out.mkdir(parents=True, exist_ok=True)
-        paths = {"json": out / "evaluation.json", "csv": out / "evaluation.csv", "netcdf": out / "evaluation.nc"}
+        paths = {
+            "json": out / "evaluation.json",
+            "csv": out / "evaluation.csv",
+            "netcdf": out / "evaluation.nc",
+        }
         write_json(paths["json"], self.summary)
         write_bytes(paths["csv"], self.points.to_csv(index_label="point").encode())
         self.to_inference_data().to_netcdf(str(paths["netcdf"]))
         return paths
-
-
 
 
 def evaluate(
@@ -195,8 +267,10 @@ def evaluate(
     """
     check_fast(fast)
     if estimator not in ("iw", "ais"):
-        raise UserError(f"estimator must be 'iw' (importance sampling from the guide) or 'ais' (IW and annealed "
-                        f"importance sampling side by side); got {estimator!r}")
+        raise UserError(
+            f"estimator must be 'iw' (importance sampling from the guide) or 'ais' (IW and annealed "
+            f"importance sampling side by side); got {estimator!r}"
+        )
     if estimator == "ais":
         check_settings(ais_steps, ais_chains, ais_leapfrog, ais_init)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
@@ -210,7 +284,9 @@ def evaluate(
     if num_samples < 100:
         warnings.warn(
             f"k-hat from num_samples={num_samples} per point is unreliable (inf when <= 20: too few tail "
-            "draws for the Pareto fit); use num_samples >= 100", UserWarning, stacklevel=2,
+            "draws for the Pareto fit); use num_samples >= 100",
+            UserWarning,
+            stacklevel=2,
         )
     t0 = time.perf_counter()
     rows, seed, info = prepare(program, data, num_samples, seed, generator)
@@ -231,8 +307,18 @@ def evaluate(
         buffer.clear()
 
     block = max(1, 2**22 // num_samples)  # about 16 MB of float32 log weights per PSIS call
-    for part, lw, lse, total in scan(program, rows, info, num_samples, seed, batch_size, particle_chunk, True,
-                                     fast=fast, progress=progress):
+    for part, lw, lse, total in scan(
+        program,
+        rows,
+        info,
+        num_samples,
+        seed,
+        batch_size,
+        particle_chunk,
+        True,
+        fast=fast,
+        progress=progress,
+    ):
         iw_v[part] = (lse - math.log(num_samples)).cpu().numpy()
         elbo_v[part] = (total / num_samples).cpu().numpy()
         buffer.append((part, lw))
@@ -240,11 +326,18 @@ def evaluate(
             flush()
     flush()
 
-    points = pd.DataFrame({"elbo": elbo_v, "iw_log_likelihood": iw_v, "gap": iw_v - elbo_v, "khat": khat,
-                           "ess": ess})
-    summary: dict[str, Any] = {"name": name, "n": n, "num_samples": num_samples, "seed": seed,
-                               "units": "nats per data point", "data_plate": info.data_plate,
-                               "discrete_sites": sorted(info.non_reparam)}
+    points = pd.DataFrame(
+        {"elbo": elbo_v, "iw_log_likelihood": iw_v, "gap": iw_v - elbo_v, "khat": khat, "ess": ess}
+    )
+    summary: dict[str, Any] = {
+        "name": name,
+        "n": n,
+        "num_samples": num_samples,
+        "seed": seed,
+        "units": "nats per data point",
+        "data_plate": info.data_plate,
+        "discrete_sites": sorted(info.non_reparam),
+    }
     for key, col in (("elbo", "elbo"), ("iw", "iw_log_likelihood"), ("gap", "gap")):
         summary[f"{key}_mean"], summary[f"{key}_se"] = _mean_se(points[col].to_numpy())
     dims = int(np.prod(rows[0].shape[1:])) if rows[0].dim() > 1 else 1
@@ -256,7 +349,18 @@ def evaluate(
     summary["ess_mean"] = float(np.mean(ess))
     summary["ess_fraction_mean"] = float(np.mean(ess) / num_samples)
     if estimator == "ais":
-        _add_ais(points, summary, program, rows, seed, progress, ais_steps, ais_chains, ais_leapfrog, ais_init)
+        _add_ais(
+            points,
+            summary,
+            program,
+            rows,
+            seed,
+            progress,
+            ais_steps,
+            ais_chains,
+            ais_leapfrog,
+            ais_init,
+        )
     latents = latent_summary(program, rows, seed=seed)
     summary["latent_dim"] = latents.latent_dim
     summary["active_units"] = latents.active_units()
@@ -284,20 +388,46 @@ def _quiet_psis(lw: torch.Tensor) -> PSISDiagnostics:
         return psis_diagnostics(lw)
 
 
-def _add_ais(points: pd.DataFrame, summary: dict[str, Any], program: Any, rows: tuple, seed: int, progress: bool,
-             steps: int, chains: int, leapfrog: int, init: str) -> None:
+def _add_ais(
+    points: pd.DataFrame,
+    summary: dict[str, Any],
+    program: Any,
+    rows: tuple,
+    seed: int,
+    progress: bool,
+    steps: int,
+    chains: int,
+    leapfrog: int,
+    init: str,
+) -> None:
     """AIS per point beside IW (column after ``iw_log_likelihood``), its diagnostics, and the summary."""
-    ais = ais_log_likelihood(program, rows, num_steps=steps, num_chains=chains, leapfrog_steps=leapfrog, init=init,
-                             seed=seed, progress=progress, return_diagnostics=True)
+    ais = ais_log_likelihood(
+        program,
+        rows,
+        num_steps=steps,
+        num_chains=chains,
+        leapfrog_steps=leapfrog,
+        init=init,
+        seed=seed,
+        progress=progress,
+        return_diagnostics=True,
+    )
     values = ais.log_likelihood.double().cpu().numpy()
     points.insert(2, "ais_log_likelihood", values)
     points["ais_se"] = ais.se.double().cpu().numpy()
     points["ais_acceptance"] = ais.acceptance.double().cpu().numpy()
     points["ais_ess"] = ais.ess.double().cpu().numpy()
     points["ais_minus_iw"] = values - points["iw_log_likelihood"].to_numpy()
-    summary.update(ais_steps=steps, ais_chains=chains, ais_leapfrog=leapfrog, ais_init=init,
-                   ais_seconds=ais.seconds)
+    summary.update(
+        ais_steps=steps,
+        ais_chains=chains,
+        ais_leapfrog=leapfrog,
+        ais_init=init,
+        ais_seconds=ais.seconds,
+    )
     summary["ais_mean"], summary["ais_se"] = _mean_se(values)
-    summary["ais_minus_iw_mean"], summary["ais_minus_iw_se"] = _mean_se(points["ais_minus_iw"].to_numpy())
+    summary["ais_minus_iw_mean"], summary["ais_minus_iw_se"] = _mean_se(
+        points["ais_minus_iw"].to_numpy()
+    )
     summary["ais_acceptance_mean"] = float(points["ais_acceptance"].mean())
     summary["ais_ess_mean"] = float(points["ais_ess"].mean())

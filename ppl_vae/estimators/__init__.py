@@ -10,5 +10,12 @@ from .bdmc import bdmc
 from .importance import elbo, iw_log_likelihood, log_weights
 from .quadrature import quadrature_log_likelihood
 
-__all__ = ["AISResult", "ais_log_likelihood", "bdmc", "elbo", "iw_log_likelihood", "log_weights",
-           "quadrature_log_likelihood"]
+__all__ = [
+    "AISResult",
+    "ais_log_likelihood",
+    "bdmc",
+    "elbo",
+    "iw_log_likelihood",
+    "log_weights",
+    "quadrature_log_likelihood",
+]

@@ -71,8 +71,19 @@ from .hmc import find_step_size, hmc_step
 from .importance import ROWS_PER_CALL, check_count, prepare, resolve, resolve_seed, sandbox
 from .path_density import PathDensity, check_fast
 
-__all__ = ["ADAPT_RATE", "INITS", "SCHEDULES", "AISResult", "AISSettings", "ais_log_likelihood", "ais_result",
-           "check_settings", "run_ais", "schedule_betas", "start"]
+__all__ = [
+    "ADAPT_RATE",
+    "INITS",
+    "SCHEDULES",
+    "AISResult",
+    "AISSettings",
+    "ais_log_likelihood",
+    "ais_result",
+    "check_settings",
+    "run_ais",
+    "schedule_betas",
+    "start",
+]
 
 INITS = ("guide", "prior")
 SCHEDULES = ("sigmoid", "linear")
@@ -84,7 +95,9 @@ SIGMOID_DELTA = 4.0
 INITIAL_STEP = 0.1
 
 
-def schedule_betas(num_steps: int, schedule: Any = "sigmoid", dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def schedule_betas(
+    num_steps: int, schedule: Any = "sigmoid", dtype: torch.dtype = torch.float64
+) -> torch.Tensor:
     """``beta_0 = 0 < ... < beta_T = 1``: ``(T + 1,)``.
 
     ``"sigmoid"``: ``s_t = sigmoid(delta (2 t / T - 1))`` rescaled to [0, 1], delta = 4 (Grosse et al. 2016;
@@ -94,9 +107,16 @@ def schedule_betas(num_steps: int, schedule: Any = "sigmoid", dtype: torch.dtype
     check_count("num_steps", num_steps)
     if isinstance(schedule, torch.Tensor):
         b = schedule.detach().to(dtype=dtype, device="cpu").flatten()
-        if len(b) != num_steps + 1 or float(b[0]) != 0.0 or float(b[-1]) != 1.0 or not bool((b.diff() > 0).all()):
-            raise UserError(f"a schedule tensor must hold num_steps + 1 = {num_steps + 1} increasing values from "
-                            f"0 to 1; got {len(b)} values from {float(b[0]):g} to {float(b[-1]):g}")
+        if (
+            len(b) != num_steps + 1
+            or float(b[0]) != 0.0
+            or float(b[-1]) != 1.0
+            or not bool((b.diff() > 0).all())
+        ):
+            raise UserError(
+                f"a schedule tensor must hold num_steps + 1 = {num_steps + 1} increasing values from "
+                f"0 to 1; got {len(b)} values from {float(b[0]):g} to {float(b[-1]):g}"
+            )
         return b
     if schedule == "linear":
         return torch.linspace(0.0, 1.0, num_steps + 1, dtype=dtype)
@@ -105,7 +125,9 @@ def schedule_betas(num_steps: int, schedule: Any = "sigmoid", dtype: torch.dtype
         b = (s - s[0]) / (s[-1] - s[0])
         b[0], b[-1] = 0.0, 1.0
         return b
-    raise UserError(f"schedule must be one of {', '.join(map(repr, SCHEDULES))} or a tensor of betas; got {schedule!r}")
+    raise UserError(
+        f"schedule must be one of {', '.join(map(repr, SCHEDULES))} or a tensor of betas; got {schedule!r}"
+    )
 
 
 @dataclass
@@ -133,8 +155,12 @@ class AISResult:
 
     def frame(self) -> pd.DataFrame:
         """Per-point table: ``log_likelihood, se, acceptance, ess, step_size``."""
-        return pd.DataFrame({k: getattr(self, k).double().cpu().numpy()
-                             for k in ("log_likelihood", "se", "acceptance", "ess", "step_size")})
+        return pd.DataFrame(
+            {
+                k: getattr(self, k).double().cpu().numpy()
+                for k in ("log_likelihood", "se", "acceptance", "ess", "step_size")
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -150,10 +176,18 @@ class AISSettings:
     fast: str
 
     def public(self, seed: int, schedule: Any) -> dict[str, Any]:
-        return {"num_steps": self.num_steps, "num_chains": self.num_chains, "leapfrog_steps": self.leapfrog_steps,
-                "init": self.init, "schedule": schedule if isinstance(schedule, str) else "custom",
-                "target_accept": self.target_accept, "batch_size": self.batch_size, "tune_chains": self.tune_chains,
-                "fast": self.fast, "seed": seed}
+        return {
+            "num_steps": self.num_steps,
+            "num_chains": self.num_chains,
+            "leapfrog_steps": self.leapfrog_steps,
+            "init": self.init,
+            "schedule": schedule if isinstance(schedule, str) else "custom",
+            "target_accept": self.target_accept,
+            "batch_size": self.batch_size,
+            "tune_chains": self.tune_chains,
+            "fast": self.fast,
+            "seed": seed,
+        }
 
 
 def check_settings(num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any) -> None:
@@ -172,43 +206,86 @@ def _prior_guide(model: Any) -> Any:
     return prior_guide
 
 
-def setup_ais(model: Any, guide: Any, x: Any, init: str, data_plate: str | None, seed: Any, generator: Any,
-           ) -> tuple[Program, tuple[torch.Tensor, ...], int, ProgramInfo]:
+def setup_ais(
+    model: Any,
+    guide: Any,
+    x: Any,
+    init: str,
+    data_plate: str | None,
+    seed: Any,
+    generator: Any,
+) -> tuple[Program, tuple[torch.Tensor, ...], int, ProgramInfo]:
     if init not in INITS:
         raise UserError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
-    if init == "prior" and x is None and guide is not None and callable(model) and not hasattr(model, "model") \
-            and not isinstance(model, Program):  # (model, x): a model alone needs no guide to start from the prior
+    if (
+        init == "prior"
+        and x is None
+        and guide is not None
+        and callable(model)
+        and not hasattr(model, "model")
+        and not isinstance(model, Program)
+    ):  # (model, x): a model alone needs no guide to start from the prior
         model, guide, x = model, _prior_guide(model), guide
     program, data, extra = resolve(model, guide, x, None, data_plate)
     if extra is not None:
-        raise ArgumentTypeError("pass the settings by name: ais_log_likelihood(program, x, num_steps=...)")
+        raise ArgumentTypeError(
+            "pass the settings by name: ais_log_likelihood(program, x, num_steps=...)"
+        )
     rows = program.check_data(as_rows(data, "x"), "x")
     seed = resolve_seed(seed, generator)
     with sandbox(program, seed, rows[0].device):
         info = inspect_program(program, rows)
-        PathDensity(program, info, rows_slice(rows, slice(0, 16)), 1, init)  # discrete latents: refused by name
+        PathDensity(
+            program, info, rows_slice(rows, slice(0, 16)), 1, init
+        )  # discrete latents: refused by name
     if init == "guide" and info.guide_aux:
-        raise ProgramError(f"AIS from the guide needs q(z | x) as a density of the model's latents alone; the guide "
-                           f"has auxiliary site(s) {sorted(info.guide_aux)}: use init='prior'")
+        raise ProgramError(
+            f"AIS from the guide needs q(z | x) as a density of the model's latents alone; the guide "
+            f"has auxiliary site(s) {sorted(info.guide_aux)}: use init='prior'"
+        )
     rows, seed, info = prepare(program, rows, 2, seed, None)
     return program, rows, seed, info
 
 
-def validate_ais(num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any, schedule: Any, target_accept: Any,
-              batch_size: Any, tune_chains: Any, fast: Any) -> torch.Tensor:
+def validate_ais(
+    num_steps: Any,
+    num_chains: Any,
+    leapfrog_steps: Any,
+    init: Any,
+    schedule: Any,
+    target_accept: Any,
+    batch_size: Any,
+    tune_chains: Any,
+    fast: Any,
+) -> torch.Tensor:
     """Every plain argument checked before any work; returns the schedule's betas."""
     check_settings(num_steps, num_chains, leapfrog_steps, init)
     check_fast(fast)
     check_count("batch_size", batch_size, allow_none=True)
     check_count("tune_chains", tune_chains)
-    if isinstance(target_accept, bool) or not isinstance(target_accept, (int, float)) or not 0 < target_accept < 1:
+    if (
+        isinstance(target_accept, bool)
+        or not isinstance(target_accept, (int, float))
+        or not 0 < target_accept < 1
+    ):
         raise UserError(f"target_accept must be a number in (0, 1); got {target_accept!r}")
     return schedule_betas(num_steps, schedule)
 
 
-def ais_settings(rows: tuple[torch.Tensor, ...], program: Program, info: ProgramInfo, num_steps: int,
-              num_chains: int, leapfrog_steps: int, init: str, betas: torch.Tensor, target_accept: float,
-              batch_size: int | None, tune_chains: int, fast: str) -> AISSettings:
+def ais_settings(
+    rows: tuple[torch.Tensor, ...],
+    program: Program,
+    info: ProgramInfo,
+    num_steps: int,
+    num_chains: int,
+    leapfrog_steps: int,
+    init: str,
+    betas: torch.Tensor,
+    target_accept: float,
+    batch_size: int | None,
+    tune_chains: int,
+    fast: str,
+) -> AISSettings:
     """The chunk size, and the memory it needs checked against what the machine has."""
     n = len(rows[0])
     n_b = min(n, batch_size or max(1, ROWS_PER_CALL // (num_chains + tune_chains)))
@@ -218,33 +295,95 @@ def ais_settings(rows: tuple[torch.Tensor, ...], program: Program, info: Program
             trace = poutine.trace(program.model).get_trace(*rows_slice(rows, slice(0, 1)))
     latent = sum(trace.nodes[k]["value"].numel() for k in info.latent)
     per_row = 4.0 * (8 * max(1, math.prod(x.shape[1:])) + 16 * latent)
-    check_memory(per_row * n_b * (num_chains + tune_chains), f"AIS with {num_chains} + {tune_chains} chains x {n_b} "
-                 "points per call",
-                 "pass a smaller batch_size or fewer num_chains")
-    check_memory(8.0 * n * num_chains, f"keeping {n} x {num_chains} log AIS weights", "use fewer points")
-    return AISSettings(num_steps, num_chains, leapfrog_steps, init, betas, float(target_accept), n_b, tune_chains,
-                     fast)
+    check_memory(
+        per_row * n_b * (num_chains + tune_chains),
+        f"AIS with {num_chains} + {tune_chains} chains x {n_b} points per call",
+        "pass a smaller batch_size or fewer num_chains",
+    )
+    check_memory(
+        8.0 * n * num_chains, f"keeping {n} x {num_chains} log AIS weights", "use fewer points"
+    )
+    return AISSettings(
+        num_steps,
+        num_chains,
+        leapfrog_steps,
+        init,
+        betas,
+        float(target_accept),
+        n_b,
+        tune_chains,
+        fast,
+    )
 
 
-def start(model: Any, guide: Any, x: Any, num_steps: Any, num_chains: Any, leapfrog_steps: Any, init: Any,
-          schedule: Any, target_accept: Any, batch_size: Any, tune_chains: Any, fast: Any, data_plate: str | None,
-          seed: Any, generator: Any, progress: bool, what: str, passes: int,
-          ) -> tuple[Program, tuple[torch.Tensor, ...], int, ProgramInfo, AISSettings, Any]:
+def start(
+    model: Any,
+    guide: Any,
+    x: Any,
+    num_steps: Any,
+    num_chains: Any,
+    leapfrog_steps: Any,
+    init: Any,
+    schedule: Any,
+    target_accept: Any,
+    batch_size: Any,
+    tune_chains: Any,
+    fast: Any,
+    data_plate: str | None,
+    seed: Any,
+    generator: Any,
+    progress: bool,
+    what: str,
+    passes: int,
+) -> tuple[Program, tuple[torch.Tensor, ...], int, ProgramInfo, AISSettings, Any]:
     """Everything before the annealing (shared with :func:`~.bdmc.bdmc`): the arguments checked, the program
     inspected, the chunk size and its memory checked, and a progress bar over ``passes`` walks per chunk."""
-    betas = validate_ais(num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size,
-                         tune_chains, fast)
+    betas = validate_ais(
+        num_steps,
+        num_chains,
+        leapfrog_steps,
+        init,
+        schedule,
+        target_accept,
+        batch_size,
+        tune_chains,
+        fast,
+    )
     program, rows, seed, info = setup_ais(model, guide, x, init, data_plate, seed, generator)
-    cfg = ais_settings(rows, program, info, num_steps, num_chains, leapfrog_steps, init, betas, target_accept,
-                       batch_size, tune_chains, fast)
+    cfg = ais_settings(
+        rows,
+        program,
+        info,
+        num_steps,
+        num_chains,
+        leapfrog_steps,
+        init,
+        betas,
+        target_accept,
+        batch_size,
+        tune_chains,
+        fast,
+    )
     n = len(rows[0])
-    bar = tqdm(total=passes * -(-n // cfg.batch_size) * num_steps, unit="step", disable=not progress,
-               desc=f"{what} T={num_steps}, C={num_chains}, {n} points", leave=False)
+    bar = tqdm(
+        total=passes * -(-n // cfg.batch_size) * num_steps,
+        unit="step",
+        disable=not progress,
+        desc=f"{what} T={num_steps}, C={num_chains}, {n} points",
+        leave=False,
+    )
     return program, rows, seed, info, cfg, bar
 
 
-def _anneal(density: PathDensity, u: dict, betas: torch.Tensor, cfg: AISSettings, bar: Any,
-            eps_schedule: torch.Tensor | None = None, record: bool = False) -> tuple[Any, ...]:
+def _anneal(
+    density: PathDensity,
+    u: dict,
+    betas: torch.Tensor,
+    cfg: AISSettings,
+    bar: Any,
+    eps_schedule: torch.Tensor | None = None,
+    record: bool = False,
+) -> tuple[Any, ...]:
     """One chunk along ``betas`` from state ``u`` (distributed as ``f_{betas[0]}``).
 
     Without ``eps_schedule`` the last ``cfg.tune_chains`` chains only tune the step size (their weights are
@@ -257,14 +396,22 @@ def _anneal(density: PathDensity, u: dict, betas: torch.Tensor, cfg: AISSettings
     ev = density.evaluate(u)
     bad = ~(torch.isfinite(ev.base) & torch.isfinite(ev.joint)).all(0)
     if bool(bad.any()):
-        raise UserError(f"log-densities are not finite at the start of AIS for {int(bad.sum())} point(s) of a chunk: "
-                        "check the data and that the model's parameters are finite")
+        raise UserError(
+            f"log-densities are not finite at the start of AIS for {int(bad.sum())} point(s) of a chunk: "
+            "check the data and that the model's parameters are finite"
+        )
     steps = len(betas) - 1
     used = ev.base.new_empty((max(0, steps - 1), density.n)) if record else None
     eps = ev.base.new_full((density.n,), math.nan)
     if eps_schedule is None and steps > 1:
-        eps = find_step_size(density, u, ev, float(betas[0]), ev.base.new_full((density.n,), INITIAL_STEP),
-                             chains=slice(c, None))
+        eps = find_step_size(
+            density,
+            u,
+            ev,
+            float(betas[0]),
+            ev.base.new_full((density.n,), INITIAL_STEP),
+            chains=slice(c, None),
+        )
     log_w = torch.zeros((c, density.n), dtype=torch.float64, device=ev.base.device)
     acc = torch.zeros(density.n, dtype=ev.base.dtype, device=ev.base.device)
     for t in range(1, steps + 1):
@@ -282,8 +429,14 @@ def _anneal(density: PathDensity, u: dict, betas: torch.Tensor, cfg: AISSettings
     return log_w, (acc / (steps - 1) if steps > 1 else acc.fill_(math.nan)), eps, used
 
 
-def run_ais(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo, cfg: AISSettings, bar: Any,
-         exact: dict[str, torch.Tensor] | None = None) -> tuple[tuple[torch.Tensor, ...], tuple | None]:
+def run_ais(
+    program: Program,
+    rows: tuple[torch.Tensor, ...],
+    info: ProgramInfo,
+    cfg: AISSettings,
+    bar: Any,
+    exact: dict[str, torch.Tensor] | None = None,
+) -> tuple[tuple[torch.Tensor, ...], tuple | None]:
     """AIS over every chunk of points on the current random stream: ``((log_w (N, C), acceptance (N,), last step
     size (N,)), reverse)``. With ``exact`` (latent values with a chain dim of size 1, exact posterior draws for
     ``rows``), each chunk is also annealed in reverse from them, with the forward run's step sizes in reverse order
@@ -292,8 +445,11 @@ def run_ais(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo,
     like = rows[0]
 
     def empty() -> list[torch.Tensor]:
-        return [torch.empty(n, c, dtype=torch.float64, device=like.device),
-                torch.empty(n, dtype=like.dtype, device=like.device), torch.empty(n, dtype=like.dtype, device=like.device)]
+        return [
+            torch.empty(n, c, dtype=torch.float64, device=like.device),
+            torch.empty(n, dtype=like.dtype, device=like.device),
+            torch.empty(n, dtype=like.dtype, device=like.device),
+        ]
 
     fwd, rev = empty(), empty() if exact is not None else None
     with pyro.validation_enabled(False):
@@ -302,23 +458,42 @@ def run_ais(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo,
             m = len(batch[0])
             tune = cfg.tune_chains if cfg.num_steps > 1 else 0
             density = PathDensity(program, info, batch, c + tune, cfg.init, cfg.fast)
-            log_w, acc, last, used = _anneal(density, density.to_unconstrained(density.sample_initial()), cfg.betas,
-                                             cfg, bar, record=exact is not None)
-            fwd[0][lo:lo + m], fwd[1][lo:lo + m], fwd[2][lo:lo + m] = log_w.T, acc, last
+            log_w, acc, last, used = _anneal(
+                density,
+                density.to_unconstrained(density.sample_initial()),
+                cfg.betas,
+                cfg,
+                bar,
+                record=exact is not None,
+            )
+            fwd[0][lo : lo + m], fwd[1][lo : lo + m], fwd[2][lo : lo + m] = log_w.T, acc, last
             if exact is not None:
                 density = PathDensity(program, info, batch, c, cfg.init, cfg.fast)
                 z = {}
                 for k, v in exact.items():
                     v = v.narrow(info.data_index, lo, m)
                     z[k] = v.expand((c,) + tuple(v.shape[1:])).contiguous()
-                log_w, acc, _, _ = _anneal(density, density.to_unconstrained(z), cfg.betas.flip(0), cfg, bar,
-                                        eps_schedule=used.flip(0))
-                rev[0][lo:lo + m], rev[1][lo:lo + m], rev[2][lo:lo + m] = log_w.T, acc, last
+                log_w, acc, _, _ = _anneal(
+                    density,
+                    density.to_unconstrained(z),
+                    cfg.betas.flip(0),
+                    cfg,
+                    bar,
+                    eps_schedule=used.flip(0),
+                )
+                rev[0][lo : lo + m], rev[1][lo : lo + m], rev[2][lo : lo + m] = log_w.T, acc, last
     return tuple(fwd), (tuple(rev) if rev is not None else None)
 
 
-def ais_result(log_w: torch.Tensor, acc: torch.Tensor, eps: torch.Tensor, sign: float, settings: dict,
-            seconds: float, dtype: torch.dtype) -> AISResult:
+def ais_result(
+    log_w: torch.Tensor,
+    acc: torch.Tensor,
+    eps: torch.Tensor,
+    sign: float,
+    settings: dict,
+    seconds: float,
+    dtype: torch.dtype,
+) -> AISResult:
     c = log_w.shape[1]
     lse = log_w.logsumexp(1)
     ess = (2 * lse - (2 * log_w).logsumexp(1)).exp()
@@ -327,12 +502,26 @@ def ais_result(log_w: torch.Tensor, acc: torch.Tensor, eps: torch.Tensor, sign: 
     return AISResult(ll.to(dtype), se.to(dtype), acc, ess.to(dtype), eps, log_w, settings, seconds)
 
 
-def ais_log_likelihood(model: Any, guide: Any = None, x: Any = None, *, num_steps: int = 1000, num_chains: int = 16,
-                       leapfrog_steps: int = 10, init: str = "guide", seed: int | None = 0,
-                       generator: torch.Generator | None = None, schedule: Any = "sigmoid",
-                       target_accept: float = 0.65, tune_chains: int = 2, batch_size: int | None = None,
-                       fast: str = "auto", progress: bool = False, return_diagnostics: bool = False,
-                       data_plate: str | None = None) -> Any:
+def ais_log_likelihood(
+    model: Any,
+    guide: Any = None,
+    x: Any = None,
+    *,
+    num_steps: int = 1000,
+    num_chains: int = 16,
+    leapfrog_steps: int = 10,
+    init: str = "guide",
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    schedule: Any = "sigmoid",
+    target_accept: float = 0.65,
+    tune_chains: int = 2,
+    batch_size: int | None = None,
+    fast: str = "auto",
+    progress: bool = False,
+    return_diagnostics: bool = False,
+    data_plate: str | None = None,
+) -> Any:
     """Annealed importance sampling estimate of ``log p(x_n)`` per point, nats: ``(N,)``.
 
     Args:
@@ -371,9 +560,28 @@ def ais_log_likelihood(model: Any, guide: Any = None, x: Any = None, *, num_step
     """
     t0 = time.perf_counter()
     program, rows, seed, info, cfg, bar = start(
-        model, guide, x, num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size,
-        tune_chains, fast, data_plate, seed, generator, progress, "AIS", passes=1)
+        model,
+        guide,
+        x,
+        num_steps,
+        num_chains,
+        leapfrog_steps,
+        init,
+        schedule,
+        target_accept,
+        batch_size,
+        tune_chains,
+        fast,
+        data_plate,
+        seed,
+        generator,
+        progress,
+        "AIS",
+        passes=1,
+    )
     with sandbox(program, seed, rows[0].device), bar:
         (log_w, acc, eps), _ = run_ais(program, rows, info, cfg, bar)
-    result = ais_result(log_w, acc, eps, 1.0, cfg.public(seed, schedule), time.perf_counter() - t0, rows[0].dtype)
+    result = ais_result(
+        log_w, acc, eps, 1.0, cfg.public(seed, schedule), time.perf_counter() - t0, rows[0].dtype
+    )
     return result if return_diagnostics else result.log_likelihood

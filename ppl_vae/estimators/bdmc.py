@@ -31,8 +31,11 @@ from .path_density import CHAIN_PLATE
 __all__ = ["bdmc", "simulate"]
 
 
-def simulate(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo,
-             ) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
+def simulate(
+    program: Program,
+    rows: tuple[torch.Tensor, ...],
+    info: ProgramInfo,
+) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor]]:
     """Draw ``(x, z)`` from the model on as many rows as ``rows`` has (on the current random stream).
 
     The model runs once with its observed sites sampled (``poutine.uncondition``); each observed site's draw
@@ -49,25 +52,50 @@ def simulate(program: Program, rows: tuple[torch.Tensor, ...], info: ProgramInfo
         value = given.nodes[name]["value"]
         index = next((i for i, t in enumerate(rows) if value is t), None)
         if index is None:
-            index = next((i for i, t in enumerate(rows) if t.numel() == value.numel()
-                          and torch.equal(t.reshape(-1), value.reshape(-1).to(t.dtype))), None)
+            index = next(
+                (
+                    i
+                    for i, t in enumerate(rows)
+                    if t.numel() == value.numel()
+                    and torch.equal(t.reshape(-1), value.reshape(-1).to(t.dtype))
+                ),
+                None,
+            )
         if index is None or index in used:
             raise ProgramError(
                 f"bdmc simulates the data from the model, so each observed site must observe one of the data tensors "
                 f"as given; site {name!r} observes a value that is not one of them"
                 + (f" (or the same one as site {used[index]!r})" if index in used else "")
-                + ": pass the observations as they are scored, e.g. model(x) with pyro.sample(..., obs=x)")
+                + ": pass the observations as they are scored, e.g. model(x) with pyro.sample(..., obs=x)"
+            )
         used[index] = name
-        out[index] = drawn.nodes[name]["value"].detach().reshape(rows[index].shape).to(rows[index].dtype)
+        out[index] = (
+            drawn.nodes[name]["value"].detach().reshape(rows[index].shape).to(rows[index].dtype)
+        )
     latents = {k: drawn.nodes[k]["value"].detach() for k in info.latent}
     return tuple(out), latents
 
 
-def bdmc(model: Any, guide: Any = None, x: Any = None, *, num_steps: int = 1000, num_chains: int = 16,
-         leapfrog_steps: int = 10, init: str = "guide", seed: int | None = 0,
-         generator: torch.Generator | None = None, schedule: Any = "sigmoid", target_accept: float = 0.65,
-         tune_chains: int = 2, batch_size: int | None = None, fast: str = "auto", progress: bool = False,
-         data_plate: str | None = None, return_simulated: bool = False) -> Any:
+def bdmc(
+    model: Any,
+    guide: Any = None,
+    x: Any = None,
+    *,
+    num_steps: int = 1000,
+    num_chains: int = 16,
+    leapfrog_steps: int = 10,
+    init: str = "guide",
+    seed: int | None = 0,
+    generator: torch.Generator | None = None,
+    schedule: Any = "sigmoid",
+    target_accept: float = 0.65,
+    tune_chains: int = 2,
+    batch_size: int | None = None,
+    fast: str = "auto",
+    progress: bool = False,
+    data_plate: str | None = None,
+    return_simulated: bool = False,
+) -> Any:
     """The bidirectional Monte Carlo sandwich of ``log p(x)`` on data simulated from the model, per point.
 
     ``x`` (with any conditioning inputs, as for the estimators) gives the shapes: the model is run forward with
@@ -84,17 +112,41 @@ def bdmc(model: Any, guide: Any = None, x: Any = None, *, num_steps: int = 1000,
     """
     t0 = time.perf_counter()
     program, rows, seed, info, cfg, bar = start(
-        model, guide, x, num_steps, num_chains, leapfrog_steps, init, schedule, target_accept, batch_size,
-        tune_chains, fast, data_plate, seed, generator, progress, "BDMC", passes=2)
+        model,
+        guide,
+        x,
+        num_steps,
+        num_chains,
+        leapfrog_steps,
+        init,
+        schedule,
+        target_accept,
+        batch_size,
+        tune_chains,
+        fast,
+        data_plate,
+        seed,
+        generator,
+        progress,
+        "BDMC",
+        passes=2,
+    )
     with sandbox(program, seed, rows[0].device), bar:
         sim, z = simulate(program, rows, info)
         fwd, rev = run_ais(program, sim, info, cfg, bar, exact=z)
     settings = cfg.public(seed, schedule)
     lower = ais_result(*fwd, 1.0, settings, 0.0, rows[0].dtype)
     upper = ais_result(*rev, -1.0, settings, 0.0, rows[0].dtype)
-    frame = pd.DataFrame({"lower": lower.log_likelihood.double().cpu().numpy(),
-                          "upper": upper.log_likelihood.double().cpu().numpy()})
+    frame = pd.DataFrame(
+        {
+            "lower": lower.log_likelihood.double().cpu().numpy(),
+            "upper": upper.log_likelihood.double().cpu().numpy(),
+        }
+    )
     frame["gap"] = frame["upper"] - frame["lower"]
-    frame.attrs.update(settings=settings, seconds=time.perf_counter() - t0,
-                       acceptance=[float(lower.acceptance.mean()), float(upper.acceptance.mean())])
+    frame.attrs.update(
+        settings=settings,
+        seconds=time.perf_counter() - t0,
+        acceptance=[float(lower.acceptance.mean()), float(upper.acceptance.mean())],
+    )
     return (frame, sim) if return_simulated else frame

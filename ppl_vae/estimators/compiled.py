@@ -84,7 +84,9 @@ def _capture(traceable: Chunk, xb: Batch, k: int) -> torch.fx.GraphModule:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = make_fx(lambda *rows: traceable(rows, k), tracing_mode="fake", _allow_non_fake_inputs=True)(*xb)
+        graph = make_fx(
+            lambda *rows: traceable(rows, k), tracing_mode="fake", _allow_non_fake_inputs=True
+        )(*xb)
     graph.graph.eliminate_dead_code()  # e.g. the plates' unused index tensors
     graph.recompile()
     return graph
@@ -93,7 +95,15 @@ def _capture(traceable: Chunk, xb: Batch, k: int) -> torch.fx.GraphModule:
 def _cache_key(graph: torch.fx.GraphModule, xb: Batch) -> tuple:
     """The graph's code and the storage of every tensor it holds (live reads: same storage, same graph)."""
     held = tuple(
-        (name, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype, str(t.device))
+        (
+            name,
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            t.stride(),
+            t.dtype,
+            str(t.device),
+        )
         for name, t in [*graph.named_buffers(), *graph.named_parameters()]
     )
     shapes = tuple((tuple(t.shape), t.dtype, str(t.device)) for t in xb)
@@ -111,8 +121,13 @@ class ChunkRunner:
         explicit: the caller asked for compilation (warn when it falls back), rather than ``"auto"``.
     """
 
-    def __init__(self, eager: Chunk, traceable: Chunk, compile_shapes: set[tuple[int, int]],
-                 explicit: bool = False) -> None:
+    def __init__(
+        self,
+        eager: Chunk,
+        traceable: Chunk,
+        compile_shapes: set[tuple[int, int]],
+        explicit: bool = False,
+    ) -> None:
         self.eager = eager
         self.traceable = traceable
         self.compile_shapes = compile_shapes
@@ -147,16 +162,22 @@ class ChunkRunner:
                 compiled = run(*xb)
         except Exception as err:  # noqa: BLE001 - data-dependent Python, no compiler, unsupported ops
             _set_rng_state(state, device)
-            self._warn(f"could not compile the chunk ({type(err).__name__}: {str(err).strip()[:300]})")
+            self._warn(
+                f"could not compile the chunk ({type(err).__name__}: {str(err).strip()[:300]})"
+            )
             return None, self.eager(xb, k)
         _set_rng_state(state, device)
         eager = self.eager(xb, k)  # same draws; the stream ends where the eager path leaves it
         same = compiled.shape == eager.shape and bool(
-            torch.isclose(compiled, eager, rtol=RTOL, atol=ATOL).logical_or_(compiled.isnan() & eager.isnan()).all()
+            torch.isclose(compiled, eager, rtol=RTOL, atol=ATOL)
+            .logical_or_(compiled.isnan() & eager.isnan())
+            .all()
         )
         if not same:
             worst = float((compiled - eager).abs().nan_to_num(nan=float("inf")).max())
-            self._warn(f"the compiled chunk does not reproduce the eager one (max |difference| {worst:.3g})")
+            self._warn(
+                f"the compiled chunk does not reproduce the eager one (max |difference| {worst:.3g})"
+            )
             return None, eager
         _CACHE[key] = run
         _CACHE.move_to_end(key)
@@ -166,5 +187,9 @@ class ChunkRunner:
 
     def _warn(self, what: str) -> None:
         mode = "fast='compile'" if self.explicit else "fast='auto'"
-        warnings.warn(f"ppl_vae ({mode}): {what}; running it eagerly (same numbers, slower). "
-                      "Pass fast='eager' to skip the attempt.", RuntimeWarning, stacklevel=4)
+        warnings.warn(
+            f"ppl_vae ({mode}): {what}; running it eagerly (same numbers, slower). "
+            "Pass fast='eager' to skip the attempt.",
+            RuntimeWarning,
+            stacklevel=4,
+        )

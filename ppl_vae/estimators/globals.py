@@ -19,8 +19,13 @@ from ..programs import INSPECT_ROWS, Program, as_program, as_rows, inspect_progr
 __all__ = ["fix_globals", "per_point_program"]
 
 
-def fix_globals(program: Any, data: Any, values: dict[str, torch.Tensor] | None = None, *,
-                data_plate: str | None = None) -> Program:
+def fix_globals(
+    program: Any,
+    data: Any,
+    values: dict[str, torch.Tensor] | None = None,
+    *,
+    data_plate: str | None = None,
+) -> Program:
     """The program with its global latent sites fixed at plug-in values: per-point estimates become
     ``log p(x_n | theta)`` with ``theta`` those values.
 
@@ -41,8 +46,10 @@ def fix_globals(program: Any, data: Any, values: dict[str, torch.Tensor] | None 
         info = inspect_program(program, rows)
         names = list(info.global_latent)
         if not names:
-            raise ProgramError(f"the program has no global latent sites (every latent is inside the data plate "
-                               f"{info.data_plate!r}); it needs no fix_globals")
+            raise ProgramError(
+                f"the program has no global latent sites (every latent is inside the data plate "
+                f"{info.data_plate!r}); it needs no fix_globals"
+            )
         if values is None:
             first = rows_slice(rows, slice(0, INSPECT_ROWS))
             guide_tr = poutine.trace(program.guide).get_trace(*first)
@@ -55,13 +62,17 @@ def fix_globals(program: Any, data: Any, values: dict[str, torch.Tensor] | None 
                     values[name] = guide_tr.nodes[name]["value"].detach()
     unknown = sorted(set(values) - set(names))
     if unknown or set(names) - set(values):
-        raise ProgramError(f"values must name exactly the global latent sites {sorted(names)}; got {sorted(values)}")
+        raise ProgramError(
+            f"values must name exactly the global latent sites {sorted(names)}; got {sorted(values)}"
+        )
     model = poutine.block(poutine.condition(program.model, data=values), hide=names)
     guide = poutine.block(poutine.condition(program.guide, data=values), hide=names)
     return Program(model, guide, program.data_plate, program.owner, identity=program.key)
 
 
-def per_point_program(program: Any, data: Any, *, data_plate: str | None = None) -> tuple[Any, list[str]]:
+def per_point_program(
+    program: Any, data: Any, *, data_plate: str | None = None
+) -> tuple[Any, list[str]]:
     """``(program, [])`` when every latent is inside the data plate, else ``(fix_globals(program, data),
     names of the global sites)``: what a per-point comparison of programs scores (``compare``)."""
     prog = as_program(program, data_plate=data_plate)

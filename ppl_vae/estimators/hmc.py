@@ -24,8 +24,15 @@ def _kinetic(density: PathDensity, p: State) -> torch.Tensor:
     return 0.5 * density.per_point(p, torch.square)
 
 
-def _leapfrog(density: PathDensity, u: State, p: State, ev: Evaluation, beta: float, eps: torch.Tensor,
-              steps: int) -> tuple[State, State, Evaluation]:
+def _leapfrog(
+    density: PathDensity,
+    u: State,
+    p: State,
+    ev: Evaluation,
+    beta: float,
+    eps: torch.Tensor,
+    steps: int,
+) -> tuple[State, State, Evaluation]:
     e = {k: density.spread(eps, v) for k, v in u.items()}
     grad = ev.grad(beta)
     p = {k: p[k] + 0.5 * e[k] * grad[k] for k in u}
@@ -38,16 +45,28 @@ def _leapfrog(density: PathDensity, u: State, p: State, ev: Evaluation, beta: fl
     return u, p, ev
 
 
-def _log_accept(density: PathDensity, ev0: Evaluation, p0: State, ev1: Evaluation, p1: State, beta: float,
-                ) -> torch.Tensor:
+def _log_accept(
+    density: PathDensity,
+    ev0: Evaluation,
+    p0: State,
+    ev1: Evaluation,
+    p1: State,
+    beta: float,
+) -> torch.Tensor:
     """log of the Metropolis ratio per chain and point; -inf where it is NaN. A non-finite proposal is refused
     this way: its log-density is not finite, or its gradient, and so the final momentum ``p1``, is not."""
     log_r = (ev1.log_f(beta) - _kinetic(density, p1)) - (ev0.log_f(beta) - _kinetic(density, p0))
     return log_r.nan_to_num(nan=-math.inf, posinf=-math.inf)
 
 
-def hmc_step(density: PathDensity, u: State, ev: Evaluation, beta: float, eps: torch.Tensor, steps: int,
-             ) -> tuple[State, Evaluation, torch.Tensor]:
+def hmc_step(
+    density: PathDensity,
+    u: State,
+    ev: Evaluation,
+    beta: float,
+    eps: torch.Tensor,
+    steps: int,
+) -> tuple[State, Evaluation, torch.Tensor]:
     """One HMC transition leaving ``f_beta`` invariant, per chain and point.
 
     Returns the new state, its evaluation and the acceptance probabilities ``min(1, r)``: ``(C, n)``.
@@ -61,13 +80,24 @@ def hmc_step(density: PathDensity, u: State, ev: Evaluation, beta: float, eps: t
     def pick(a: State, b: State) -> State:
         return {k: torch.where(density.spread(accept, v), v, b[k]) for k, v in a.items()}
 
-    new_ev = Evaluation(torch.where(accept, ev1.base, ev.base), torch.where(accept, ev1.joint, ev.joint),
-                        pick(ev1.grad_base, ev.grad_base), pick(ev1.grad_joint, ev.grad_joint))
+    new_ev = Evaluation(
+        torch.where(accept, ev1.base, ev.base),
+        torch.where(accept, ev1.joint, ev.joint),
+        pick(ev1.grad_base, ev.grad_base),
+        pick(ev1.grad_joint, ev.grad_joint),
+    )
     return new_u, new_ev, log_r.clamp(max=0.0).exp()
 
 
-def find_step_size(density: PathDensity, u: State, ev: Evaluation, beta: float, eps: torch.Tensor,
-                   chains: slice = slice(None), rounds: int = 20) -> torch.Tensor:
+def find_step_size(
+    density: PathDensity,
+    u: State,
+    ev: Evaluation,
+    beta: float,
+    eps: torch.Tensor,
+    chains: slice = slice(None),
+    rounds: int = 20,
+) -> torch.Tensor:
     """A starting step size per point (Hoffman & Gelman 2014, Alg. 4, per point): double or halve ``eps``
     until one leapfrog step's acceptance probability, averaged over the ``chains``, crosses 1/2.
 

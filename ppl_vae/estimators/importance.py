@@ -66,8 +66,20 @@ from ..programs import (
 from .compiled import ChunkRunner
 from .kernels import site_log_prob, traceable
 
-__all__ = ["COMPILE_MIN_ROWS", "FAST_MODES", "ROWS_PER_CALL", "check_count", "elbo", "iw_log_likelihood", "log_weights",
-           "prepare", "resolve", "resolve_seed", "sandbox", "scan"]
+__all__ = [
+    "COMPILE_MIN_ROWS",
+    "FAST_MODES",
+    "ROWS_PER_CALL",
+    "check_count",
+    "elbo",
+    "iw_log_likelihood",
+    "log_weights",
+    "prepare",
+    "resolve",
+    "resolve_seed",
+    "sandbox",
+    "scan",
+]
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -93,19 +105,28 @@ def check_count(arg: str, value: Any, minimum: int = 1, allow_none: bool = False
     check_int(value, arg, minimum=minimum)
 
 
-def resolve(model: Any, guide: Any, x: Any, num_samples: Any, data_plate: str | None,
-            ) -> tuple[Program, Any, Any]:
+def resolve(
+    model: Any,
+    guide: Any,
+    x: Any,
+    num_samples: Any,
+    data_plate: str | None,
+) -> tuple[Program, Any, Any]:
     """``(model, guide, x, K)`` or ``(program, x, K)`` -> ``(Program, data, K)``."""
     if guide is None or not callable(guide) or isinstance(guide, torch.Tensor):
         if guide is None and x is None:
-            raise ArgumentTypeError("pass the data: estimator(program, x) or estimator(model, guide, x)")
+            raise ArgumentTypeError(
+                "pass the data: estimator(program, x) or estimator(model, guide, x)"
+            )
         data = guide if guide is not None else x
         if guide is not None and x is not None:
             if isinstance(x, int) and not isinstance(x, bool):
                 num_samples = x
             else:
-                raise ArgumentTypeError("with a program object, pass (program, x, num_samples); the third "
-                                        f"argument is {type(x).__name__}")
+                raise ArgumentTypeError(
+                    "with a program object, pass (program, x, num_samples); the third "
+                    f"argument is {type(x).__name__}"
+                )
         return as_program(model, data_plate=data_plate), data, num_samples
     if x is None:
         raise ArgumentTypeError("pass the data: estimator(model, guide, x)")
@@ -156,7 +177,9 @@ def require_per_point(info: ProgramInfo) -> None:
         )
 
 
-def chunk_sizes(n: int, k: int, batch_size: int | None, particle_chunk: int | None) -> tuple[int, int]:
+def chunk_sizes(
+    n: int, k: int, batch_size: int | None, particle_chunk: int | None
+) -> tuple[int, int]:
     """Points per call and particles per call, aiming at :data:`ROWS_PER_CALL` rows per call: K in equal
     chunks of at most ROWS_PER_CALL particles, then as many points as fit beside one chunk."""
     check_count("batch_size", batch_size, allow_none=True)
@@ -172,8 +195,13 @@ def chunk_sizes(n: int, k: int, batch_size: int | None, particle_chunk: int | No
     return min(batch_size, n), particle_chunk
 
 
-def prepare(program: Program, data: Any, num_samples: int, seed: int | None,
-            generator: torch.Generator | None) -> tuple[Batch, int, ProgramInfo]:
+def prepare(
+    program: Program,
+    data: Any,
+    num_samples: int,
+    seed: int | None,
+    generator: torch.Generator | None,
+) -> tuple[Batch, int, ProgramInfo]:
     """Validate the data at the boundary, inspect the program, check it vectorises over particles."""
     rows = program.check_data(as_rows(data, "x"), "x")
     check_count("num_samples", num_samples)
@@ -201,8 +229,14 @@ def prepare(program: Program, data: Any, num_samples: int, seed: int | None,
 
 
 # =============================================================================== chunks
-def sum_sites(trace: poutine.Trace, names: tuple[str, ...], info: ProgramInfo, shape: tuple[int, int],
-              like: torch.Tensor, scratch: dict | None = None) -> torch.Tensor:
+def sum_sites(
+    trace: poutine.Trace,
+    names: tuple[str, ...],
+    info: ProgramInfo,
+    shape: tuple[int, int],
+    like: torch.Tensor,
+    scratch: dict | None = None,
+) -> torch.Tensor:
     """Sum of the named sites' log-probs (scale and mask applied), per particle and point: ``shape``."""
     total = None
     for name in names:
@@ -223,8 +257,9 @@ def _keep(scratch: dict | None, traces: tuple) -> None:
         scratch["previous_traces"] = traces
 
 
-def log_w_chunk(program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
-                ) -> torch.Tensor:
+def log_w_chunk(
+    program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
+) -> torch.Tensor:
     """``(k, n)`` log weights ``log p(x, z) - log q(z | x)`` for one chunk."""
     model_tr, guide_tr = run_with_particles(program, info, batch, k)
     _keep(scratch, (model_tr, guide_tr))
@@ -236,13 +271,17 @@ def log_w_chunk(program: Program, batch: Batch, k: int, info: ProgramInfo, scrat
 
 def check_analytic(info: ProgramInfo, guide_tr: poutine.Trace, model_tr: poutine.Trace) -> None:
     if info.guide_aux:
-        raise ProgramError(f"analytic_kl=True needs a guide without auxiliary sites; got "
-                           f"{sorted(info.guide_aux)}: use analytic_kl=False")
+        raise ProgramError(
+            f"analytic_kl=True needs a guide without auxiliary sites; got "
+            f"{sorted(info.guide_aux)}: use analytic_kl=False"
+        )
     for name in info.latent:
         q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
         if not q.has_rsample:
-            raise ProgramError(f"analytic_kl=True needs reparameterised guide sites; site {name!r} samples from "
-                               f"{type(q).__name__}, which has no rsample: use analytic_kl=False (sampled KL)")
+            raise ProgramError(
+                f"analytic_kl=True needs reparameterised guide sites; site {name!r} samples from "
+                f"{type(q).__name__}, which has no rsample: use analytic_kl=False (sampled KL)"
+            )
         try:
             torch.distributions.kl_divergence(q, p)
         except NotImplementedError:
@@ -253,8 +292,9 @@ def check_analytic(info: ProgramInfo, guide_tr: poutine.Trace, model_tr: poutine
             ) from None
 
 
-def analytic_chunk(program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
-                   ) -> torch.Tensor:
+def analytic_chunk(
+    program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
+) -> torch.Tensor:
     """``(k, n)`` values of ``log p(x | z) - sum_sites KL(q || p)``, the KL in closed form."""
     model_tr, guide_tr = run_with_particles(program, info, batch, k)
     _keep(scratch, (model_tr, guide_tr))
@@ -280,10 +320,19 @@ def _compile_shapes(n: int, k: int, n_b: int, k_c: int, fast: str) -> set[tuple[
     return {shape for shape, count in counts.items() if count >= least}
 
 
-def scan(program: Program, rows: Batch, info: ProgramInfo, num_samples: int, seed: int,
-         batch_size: int | None, particle_chunk: int | None, keep: bool, chunk_fn: Callable = log_w_chunk,
-         fast: str = "auto", progress: bool = False,
-         ) -> Iterator[tuple[slice, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
+def scan(
+    program: Program,
+    rows: Batch,
+    info: ProgramInfo,
+    num_samples: int,
+    seed: int,
+    batch_size: int | None,
+    particle_chunk: int | None,
+    keep: bool,
+    chunk_fn: Callable = log_w_chunk,
+    fast: str = "auto",
+    progress: bool = False,
+) -> Iterator[tuple[slice, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
     """Walk the rows in chunks of points and particles, on one seeded random stream.
 
     Yields ``(rows, log_w, lse, total)`` per chunk of points: ``log_w: (n_b, K)`` if ``keep``, ``lse: (n_b,)``
@@ -292,21 +341,32 @@ def scan(program: Program, rows: Batch, info: ProgramInfo, num_samples: int, see
     n = len(rows[0])
     n_b, k_c = chunk_sizes(n, num_samples, batch_size, particle_chunk)
     x = rows[0]
-    check_memory(4.0 * n_b * k_c * max(1, math.prod(x.shape[1:])) * 3,
-                 f"importance sampling with {k_c} particles x {n_b} points per call",
-                 "pass a smaller particle_chunk or batch_size")
+    check_memory(
+        4.0 * n_b * k_c * max(1, math.prod(x.shape[1:])) * 3,
+        f"importance sampling with {k_c} particles x {n_b} points per call",
+        "pass a smaller particle_chunk or batch_size",
+    )
     if keep:
-        check_memory(4.0 * n * num_samples, f"keeping {n} x {num_samples} log weights",
-                     "use iw_log_likelihood (no (N, K) array) or fewer samples")
+        check_memory(
+            4.0 * n * num_samples,
+            f"keeping {n} x {num_samples} log weights",
+            "use iw_log_likelihood (no (N, K) array) or fewer samples",
+        )
     scratch: dict = {}  # buffers reused across chunks and the last chunk's traces
 
     def traced(batch: Batch, k: int) -> torch.Tensor:
         with traceable():
             return chunk_fn(program, batch, k, info, None)
 
-    run = ChunkRunner(lambda batch, k: chunk_fn(program, batch, k, info, scratch), traced,
-                      _compile_shapes(n, num_samples, n_b, k_c, fast), explicit=fast == "compile")
-    bar = tqdm(total=n, desc=f"log weights, K={num_samples}", unit="pt", disable=not progress, leave=False)
+    run = ChunkRunner(
+        lambda batch, k: chunk_fn(program, batch, k, info, scratch),
+        traced,
+        _compile_shapes(n, num_samples, n_b, k_c, fast),
+        explicit=fast == "compile",
+    )
+    bar = tqdm(
+        total=n, desc=f"log weights, K={num_samples}", unit="pt", disable=not progress, leave=False
+    )
     with sandbox(program, seed, x.device), pyro.validation_enabled(False), bar:
         for start in range(0, n, n_b):
             batch = rows_slice(rows, slice(start, start + n_b))
@@ -332,10 +392,20 @@ def scan(program: Program, rows: Batch, info: ProgramInfo, num_samples: int, see
 
 
 # =============================================================================== estimators
-def log_weights(model: Any, guide: Any = None, x: Any = None, num_samples: int = 1000, *,
-                batch_size: int | None = None, particle_chunk: int | None = None, seed: int | None = None,
-                generator: torch.Generator | None = None, fast: str = "auto", progress: bool = False,
-                data_plate: str | None = None) -> torch.Tensor:
+def log_weights(
+    model: Any,
+    guide: Any = None,
+    x: Any = None,
+    num_samples: int = 1000,
+    *,
+    batch_size: int | None = None,
+    particle_chunk: int | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    fast: str = "auto",
+    progress: bool = False,
+    data_plate: str | None = None,
+) -> torch.Tensor:
     """Log importance weights ``log p(x_n, z_nk) - log q(z_nk | x_n)``, ``z_nk ~ q(. | x_n)``.
 
     Args:
@@ -357,15 +427,38 @@ def log_weights(model: Any, guide: Any = None, x: Any = None, num_samples: int =
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
     rows, seed, info = prepare(program, data, num_samples, seed, generator)
-    parts = [lw for _, lw, _, _ in scan(program, rows, info, num_samples, seed, batch_size, particle_chunk, True,
-                                        fast=fast, progress=progress)]
+    parts = [
+        lw
+        for _, lw, _, _ in scan(
+            program,
+            rows,
+            info,
+            num_samples,
+            seed,
+            batch_size,
+            particle_chunk,
+            True,
+            fast=fast,
+            progress=progress,
+        )
+    ]
     return torch.cat(parts, 0)
 
 
-def iw_log_likelihood(model: Any, guide: Any = None, x: Any = None, num_samples: int = 1000, *,
-                      batch_size: int | None = None, particle_chunk: int | None = None, seed: int | None = None,
-                      generator: torch.Generator | None = None, fast: str = "auto", progress: bool = False,
-                      data_plate: str | None = None) -> torch.Tensor:
+def iw_log_likelihood(
+    model: Any,
+    guide: Any = None,
+    x: Any = None,
+    num_samples: int = 1000,
+    *,
+    batch_size: int | None = None,
+    particle_chunk: int | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    fast: str = "auto",
+    progress: bool = False,
+    data_plate: str | None = None,
+) -> torch.Tensor:
     """Importance-weighted estimate of ``log p(x_n)`` per point (Burda et al., 2015), nats: ``(N,)``.
 
     ``IW_K(x_n) = log (1/K) sum_k p(x_n, z_k) / q(z_k | x_n)``: a lower bound on ``log p(x_n)`` in
@@ -375,16 +468,37 @@ def iw_log_likelihood(model: Any, guide: Any = None, x: Any = None, num_samples:
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
     rows, seed, info = prepare(program, data, num_samples, seed, generator)
     out = torch.empty(len(rows[0]), dtype=rows[0].dtype, device=rows[0].device)
-    for part, _, lse, _ in scan(program, rows, info, num_samples, seed, batch_size, particle_chunk, False,
-                                fast=fast, progress=progress):
+    for part, _, lse, _ in scan(
+        program,
+        rows,
+        info,
+        num_samples,
+        seed,
+        batch_size,
+        particle_chunk,
+        False,
+        fast=fast,
+        progress=progress,
+    ):
         out[part] = lse - math.log(num_samples)
     return out
 
 
-def elbo(model: Any, guide: Any = None, x: Any = None, num_samples: int = 1, *, analytic_kl: bool = False,
-         batch_size: int | None = None, particle_chunk: int | None = None, seed: int | None = None,
-         generator: torch.Generator | None = None, fast: str = "auto", progress: bool = False,
-         data_plate: str | None = None) -> torch.Tensor:
+def elbo(
+    model: Any,
+    guide: Any = None,
+    x: Any = None,
+    num_samples: int = 1,
+    *,
+    analytic_kl: bool = False,
+    batch_size: int | None = None,
+    particle_chunk: int | None = None,
+    seed: int | None = None,
+    generator: torch.Generator | None = None,
+    fast: str = "auto",
+    progress: bool = False,
+    data_plate: str | None = None,
+) -> torch.Tensor:
     """The evidence lower bound per point, averaged over ``num_samples`` draws of ``z``, nats: ``(N,)``.
 
     ``analytic_kl=False``: ``mean_k [log p(x_n, z_k) - log q(z_k | x_n)]`` (as ``Trace_ELBO``).
@@ -398,11 +512,24 @@ def elbo(model: Any, guide: Any = None, x: Any = None, num_samples: int = 1, *, 
     chunk_fn = log_w_chunk
     if analytic_kl:
         with sandbox(program, seed, rows[0].device):
-            model_tr, guide_tr = run_with_particles(program, info, rows_slice(rows, slice(0, 16)), 1)
+            model_tr, guide_tr = run_with_particles(
+                program, info, rows_slice(rows, slice(0, 16)), 1
+            )
         check_analytic(info, guide_tr, model_tr)
         chunk_fn = analytic_chunk
     out = torch.empty(len(rows[0]), dtype=rows[0].dtype, device=rows[0].device)
-    for part, _, _, total in scan(program, rows, info, num_samples, seed, batch_size, particle_chunk, False,
-                                  chunk_fn, fast, progress):
+    for part, _, _, total in scan(
+        program,
+        rows,
+        info,
+        num_samples,
+        seed,
+        batch_size,
+        particle_chunk,
+        False,
+        chunk_fn,
+        fast,
+        progress,
+    ):
         out[part] = total / num_samples
     return out

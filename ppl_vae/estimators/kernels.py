@@ -40,7 +40,12 @@ def _compact(t: torch.Tensor) -> torch.Tensor:
     to ``(K, N, d)`` with stride 0 along K; elementwise work on the compact ``(1, N, d)`` is K times less."""
     if all(st != 0 or sz == 1 for st, sz in zip(t.stride(), t.shape, strict=True)):
         return t
-    return t[tuple(slice(0, 1) if st == 0 and sz > 1 else slice(None) for st, sz in zip(t.stride(), t.shape, strict=True))]
+    return t[
+        tuple(
+            slice(0, 1) if st == 0 and sz > 1 else slice(None)
+            for st, sz in zip(t.stride(), t.shape, strict=True)
+        )
+    ]
 
 
 def _broadcast(*shapes: tuple[int, ...]) -> tuple[int, ...]:
@@ -61,7 +66,10 @@ def _sum_right(t: torch.Tensor, dims: int) -> torch.Tensor:
 
 
 def _blocked_event_sum(
-    op: Callable[..., torch.Tensor], args: tuple[torch.Tensor, ...], full: tuple[int, ...], event_dims: int,
+    op: Callable[..., torch.Tensor],
+    args: tuple[torch.Tensor, ...],
+    full: tuple[int, ...],
+    event_dims: int,
     squares: bool = False,
 ) -> torch.Tensor:
     """``op(*args)`` (or its square, ``squares=True``) broadcast to ``full`` and summed over the
@@ -81,20 +89,24 @@ def _blocked_event_sum(
         return torch.linalg.vector_norm(t, dim=dims).square_() if squares else t.sum(dims)
 
     batch = full[: len(full) - event_dims]
-    dim = next((i for i in range(len(batch)) if math.prod(full[i + 1:]) <= _BLOCK_ELEMENTS), None)
-    if event_dims == 0 or math.prod(full) <= 2 * _BLOCK_ELEMENTS or dim is None:  # 4096 x 784: one op
+    dim = next((i for i in range(len(batch)) if math.prod(full[i + 1 :]) <= _BLOCK_ELEMENTS), None)
+    if (
+        event_dims == 0 or math.prod(full) <= 2 * _BLOCK_ELEMENTS or dim is None
+    ):  # 4096 x 784: one op
         return reduce(op(*args), full)
-    step = max(1, _BLOCK_ELEMENTS // math.prod(full[dim + 1:]))
+    step = max(1, _BLOCK_ELEMENTS // math.prod(full[dim + 1 :]))
     args = tuple(a.reshape((1,) * (len(full) - a.dim()) + tuple(a.shape)) for a in args)
     out = torch.empty(batch, dtype=args[0].dtype, device=args[0].device)
     for start in range(0, full[dim], step):
         size = min(step, full[dim] - start)
         block = op(*(a if a.shape[dim] == 1 else a.narrow(dim, start, size) for a in args))
-        out.narrow(dim, start, size).copy_(reduce(block, full[:dim] + (size,) + full[dim + 1:]))
+        out.narrow(dim, start, size).copy_(reduce(block, full[:dim] + (size,) + full[dim + 1 :]))
     return out
 
 
-def _scratch_tensor(scratch: dict | None, shape: tuple[int, ...], like: torch.Tensor) -> torch.Tensor:
+def _scratch_tensor(
+    scratch: dict | None, shape: tuple[int, ...], like: torch.Tensor
+) -> torch.Tensor:
     """An uninitialised tensor of ``shape``: a view of a buffer kept in ``scratch`` and reused by every
     chunk of one scan, or a new one. A fresh ``(K, N, D)`` temporary per chunk (12 MB at 4096 x 784) is
     memory glibc may hand back to the OS when freed and take again, page by page, on the next chunk:
@@ -109,12 +121,16 @@ def _scratch_tensor(scratch: dict | None, shape: tuple[int, ...], like: torch.Te
     return buf[:size].view(shape)
 
 
-def _softplus_signed(logits: torch.Tensor, sign: torch.Tensor, scratch: dict | None = None) -> torch.Tensor:
+def _softplus_signed(
+    logits: torch.Tensor, sign: torch.Tensor, scratch: dict | None = None
+) -> torch.Tensor:
     """``softplus(sign * logits)`` as ``logaddexp(sign * logits, 0)`` in place: one temporary (out of
     place when autograd records, which the estimators never ask for: they run under ``no_grad``)."""
     if torch.is_grad_enabled() and logits.requires_grad:
         return F.softplus(logits * sign)
-    t = torch.mul(logits, sign, out=_scratch_tensor(scratch, _broadcast(logits.shape, sign.shape), logits))
+    t = torch.mul(
+        logits, sign, out=_scratch_tensor(scratch, _broadcast(logits.shape, sign.shape), logits)
+    )
     return torch.logaddexp(t, t.new_zeros(()), out=t)
 
 
@@ -126,8 +142,12 @@ def _standardise(value: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) ->
 
 def _is_standard(loc: torch.Tensor, scale: torch.Tensor, limit: int = 1 << 16) -> bool:
     """Whether (compact) ``loc`` is all 0 and ``scale`` all 1 (a prior N(0, I)); only small ones are looked at."""
-    return (loc.numel() <= limit and scale.numel() <= limit and not bool(loc.any())
-            and bool((scale == 1).all()))
+    return (
+        loc.numel() <= limit
+        and scale.numel() <= limit
+        and not bool(loc.any())
+        and bool((scale == 1).all())
+    )
 
 
 def fast_log_prob(fn: Any, value: torch.Tensor, scratch: dict | None = None) -> torch.Tensor | None:
@@ -172,18 +192,34 @@ def fast_log_prob(fn: Any, value: torch.Tensor, scratch: dict | None = None) -> 
     if method is torch.distributions.Normal.log_prob:
         loc, scale = fn.loc, fn.scale
         full = _broadcast(loc.shape, value.shape)
-        if (loc.dtype != value.dtype or scale.dtype != value.dtype or len(full) < event_dims
-                or value.dim() < event_dims or tuple(value.shape[value.dim() - event_dims:]) != full[len(full) - event_dims:]):
+        if (
+            loc.dtype != value.dtype
+            or scale.dtype != value.dtype
+            or len(full) < event_dims
+            or value.dim() < event_dims
+            or tuple(value.shape[value.dim() - event_dims :]) != full[len(full) - event_dims :]
+        ):
             return None
-        event_shape = full[len(full) - event_dims:]
+        event_shape = full[len(full) - event_dims :]
         loc, scale = _compact(loc), _compact(scale)
         if _is_standard(loc, scale):  # N(0, I) prior: sum of z^2, one pass, no temporary
             quad = _blocked_event_sum(lambda v: v, (value,), full, event_dims, squares=True)
         else:
-            quad = _blocked_event_sum(_standardise, (value, loc, scale), full, event_dims, squares=True)
-        log_scale = scale.log()  # on the compact scale: (1, N, d) for a guide under the particle plate
-        log_norm = _sum_right(log_scale.expand(tuple(log_scale.shape[: log_scale.dim() - event_dims]) + event_shape),
-                              event_dims) + math.prod(event_shape) * _HALF_LOG_2PI
+            quad = _blocked_event_sum(
+                _standardise, (value, loc, scale), full, event_dims, squares=True
+            )
+        log_scale = (
+            scale.log()
+        )  # on the compact scale: (1, N, d) for a guide under the particle plate
+        log_norm = (
+            _sum_right(
+                log_scale.expand(
+                    tuple(log_scale.shape[: log_scale.dim() - event_dims]) + event_shape
+                ),
+                event_dims,
+            )
+            + math.prod(event_shape) * _HALF_LOG_2PI
+        )
         lp = -0.5 * quad - log_norm
         batch = full[: len(full) - event_dims]
         return lp.expand(batch) if lp.shape != batch else lp
@@ -207,7 +243,9 @@ def traceable() -> Iterator[None]:
 
 def site_log_prob(site: dict, scratch: dict | None = None) -> torch.Tensor:
     """``site["fn"].log_prob(site["value"])``, through :func:`fast_log_prob` where it applies."""
-    lp = fast_log_prob(site["fn"], site["value"], scratch) if FAST_LOG_PROB and not _TRACING else None
+    lp = (
+        fast_log_prob(site["fn"], site["value"], scratch)
+        if FAST_LOG_PROB and not _TRACING
+        else None
+    )
     return site["fn"].log_prob(site["value"]) if lp is None else lp
-
-

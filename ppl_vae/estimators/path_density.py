@@ -44,7 +44,15 @@ from ..errors import ProgramError, UserError
 from ..models import PURE_PROGRAMS
 from ..programs import DataPlateScale, Program, ProgramInfo, per_point
 
-__all__ = ["CHAIN_PLATE", "FAST_MODES", "Evaluation", "PathDensity", "State", "check_fast", "graph_safe"]
+__all__ = [
+    "CHAIN_PLATE",
+    "FAST_MODES",
+    "Evaluation",
+    "PathDensity",
+    "State",
+    "check_fast",
+    "graph_safe",
+]
 
 #: ``fast`` modes: "graph" captures one evaluation (the programs, log-densities and gradients) per chunk as an
 #: ATen graph with ``make_fx`` and replays it (no Pyro or autograd bookkeeping; checked against the eager
@@ -77,7 +85,12 @@ class Evaluation:
 def _compact(t: torch.Tensor) -> torch.Tensor:
     """``t`` with its broadcast (stride-0) dims cut to size 1: a guide's ``loc`` expanded over chains is
     ``(C, n, d)`` with stride 0 along C; its log is taken C times less often on the compact view."""
-    return t[tuple(slice(0, 1) if st == 0 and sz > 1 else slice(None) for st, sz in zip(t.stride(), t.shape, strict=True))]
+    return t[
+        tuple(
+            slice(0, 1) if st == 0 and sz > 1 else slice(None)
+            for st, sz in zip(t.stride(), t.shape, strict=True)
+        )
+    ]
 
 
 def _normal_log_prob(fn: Any, value: torch.Tensor, event_dims: int) -> torch.Tensor:
@@ -88,7 +101,9 @@ def _normal_log_prob(fn: Any, value: torch.Tensor, event_dims: int) -> torch.Ten
     if event_dims:
         dims = tuple(range(-event_dims, 0))
         quad = quad.sum(dims)
-        log_norm = log_norm.expand(log_norm.shape[: log_norm.dim() - event_dims] + value.shape[value.dim() - event_dims:])
+        log_norm = log_norm.expand(
+            log_norm.shape[: log_norm.dim() - event_dims] + value.shape[value.dim() - event_dims :]
+        )
         log_norm = log_norm.sum(dims)
     return -0.5 * quad - log_norm
 
@@ -123,8 +138,12 @@ def _site_log_prob(site: dict, signs: dict) -> torch.Tensor:
             cached = signs[id(value)] = (value, 1.0 - 2.0 * value if binary else None)
         if logits is not None and cached[1] is not None and logits.dtype == value.dtype:
             lp = -_sum_event(torch.nn.functional.softplus(logits * cached[1]), event_dims)
-    elif (method is torch.distributions.Normal.log_prob and value.dim() >= event_dims
-          and base.loc.dtype == value.dtype and base.scale.dtype == value.dtype):
+    elif (
+        method is torch.distributions.Normal.log_prob
+        and value.dim() >= event_dims
+        and base.loc.dtype == value.dtype
+        and base.scale.dtype == value.dtype
+    ):
         lp = _normal_log_prob(base, value, event_dims)
     if lp is None or len(lp.shape) > len(batch):
         return fn.log_prob(value)
@@ -137,8 +156,13 @@ def _closed_normal(site: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
     None otherwise."""
     base, event_dims = _unwrap(site["fn"])
     scale_ok = isinstance(site["scale"], (int, float)) and site["scale"] == 1.0
-    if (type(base).log_prob is not torch.distributions.Normal.log_prob or site["mask"] is not None or not scale_ok
-            or base.loc.requires_grad or base.scale.requires_grad):
+    if (
+        type(base).log_prob is not torch.distributions.Normal.log_prob
+        or site["mask"] is not None
+        or not scale_ok
+        or base.loc.requires_grad
+        or base.scale.requires_grad
+    ):
         return None
     value = site["value"].detach()
     loc, scale = _compact(base.loc), _compact(base.scale)
@@ -168,10 +192,15 @@ def _discrete_sites(info: ProgramInfo, sites: dict) -> list[str]:
 def graph_safe(program: Program) -> bool:
     """ppl_vae's own programs (registered functions, every submodule from torch or ppl_vae): no Python side
     effects between calls, so a captured evaluation replays them faithfully."""
-    funcs = (getattr(program.model, "__func__", program.model), getattr(program.guide, "__func__", program.guide))
+    funcs = (
+        getattr(program.model, "__func__", program.model),
+        getattr(program.guide, "__func__", program.guide),
+    )
     if not all(f in PURE_PROGRAMS for f in funcs) or program.module is None:
         return False
-    return all(type(m).__module__.startswith(("torch.", "ppl_vae.")) for m in program.module.modules())
+    return all(
+        type(m).__module__.startswith(("torch.", "ppl_vae.")) for m in program.module.modules()
+    )
 
 
 def check_fast(fast: Any) -> None:
@@ -185,9 +214,22 @@ class PathDensity:
     Construction samples nothing that is kept; it reads the latent sites' supports from one model trace.
     """
 
-    def __init__(self, program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...], chains: int,
-                 init: str, fast: str = "eager") -> None:
-        self.program, self.info, self.batch, self.chains, self.init = program, info, batch, chains, init
+    def __init__(
+        self,
+        program: Program,
+        info: ProgramInfo,
+        batch: tuple[torch.Tensor, ...],
+        chains: int,
+        init: str,
+        fast: str = "eager",
+    ) -> None:
+        self.program, self.info, self.batch, self.chains, self.init = (
+            program,
+            info,
+            batch,
+            chains,
+            init,
+        )
         self.fast = ("graph" if graph_safe(program) else "eager") if fast == "auto" else fast
         self.graph: Callable | None = None
         self.names: list[str] = []
@@ -214,7 +256,10 @@ class PathDensity:
     def _trace(self, fn: Callable, values: dict | None = None) -> poutine.Trace:
         if values is not None:
             fn = poutine.condition(fn, data=values)
-        with pyro.plate(CHAIN_PLATE, self.chains, dim=-self.info.rank), DataPlateScale(self.info.data_plate, 1.0):
+        with (
+            pyro.plate(CHAIN_PLATE, self.chains, dim=-self.info.rank),
+            DataPlateScale(self.info.data_plate, 1.0),
+        ):
             return poutine.trace(fn).get_trace(*self.batch)
 
     def _sum(self, sites: list[dict]) -> torch.Tensor:
@@ -241,8 +286,11 @@ class PathDensity:
                 trace = self._trace(self.program.guide, z)
                 return self._sum([trace.nodes[k] for k in self.info.latent])
             with torch.no_grad():
-                self.guide_site = dict(self._trace(self.program.guide, {k: v.detach() for k, v in z.items()})
-                                       .nodes[self.info.latent[0]])
+                self.guide_site = dict(
+                    self._trace(self.program.guide, {k: v.detach() for k, v in z.items()}).nodes[
+                        self.info.latent[0]
+                    ]
+                )
         return self._sum([dict(self.guide_site, value=z[self.info.latent[0]])])
 
     def sample_initial(self) -> dict[str, torch.Tensor]:
@@ -251,7 +299,9 @@ class PathDensity:
         return {name: trace.nodes[name]["value"].detach() for name in self.info.latent}
 
     def to_unconstrained(self, z: dict[str, torch.Tensor]) -> State:
-        return {k: (z[k] if t is None else t.inv(z[k])).detach() for k, t in self.transforms.items()}
+        return {
+            k: (z[k] if t is None else t.inv(z[k])).detach() for k, t in self.transforms.items()
+        }
 
     def _constrain(self, leaves: State) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """Constrained values and ``log |det J|`` per chain and point."""
@@ -289,8 +339,12 @@ class PathDensity:
         m = len(self.names)
         with torch.no_grad():
             out = self.graph(*[u[k] for k in self.names])
-        return Evaluation(out[0], out[1], dict(zip(self.names, out[2:2 + m], strict=True)),
-                          dict(zip(self.names, out[2 + m:], strict=True)))
+        return Evaluation(
+            out[0],
+            out[1],
+            dict(zip(self.names, out[2 : 2 + m], strict=True)),
+            dict(zip(self.names, out[2 + m :], strict=True)),
+        )
 
     def _capture(self, u: State) -> None:
         """Capture :meth:`_evaluate` for ``u``'s shapes (once per chunk), check it, or say why not and stay eager."""
@@ -300,11 +354,17 @@ class PathDensity:
 
         def flat(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
             ev = self._evaluate(dict(zip(self.names, values, strict=True)))
-            return (ev.base, ev.joint, *[ev.grad_base[k] for k in self.names],
-                    *[ev.grad_joint[k] for k in self.names])
+            return (
+                ev.base,
+                ev.joint,
+                *[ev.grad_base[k] for k in self.names],
+                *[ev.grad_joint[k] for k in self.names],
+            )
 
         values = [u[k] for k in self.names]
-        eager = flat(*values)  # also fills the caches the graph reads (the guide's distribution, 1 - 2 x)
+        eager = flat(
+            *values
+        )  # also fills the caches the graph reads (the guide's distribution, 1 - 2 x)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -313,15 +373,21 @@ class PathDensity:
             graph.recompile()
             with torch.no_grad():
                 out = graph(*values)
-            same = all(a.shape == b.shape and bool(torch.isclose(a, b, rtol=1e-4, atol=1e-4, equal_nan=True).all())
-                       for a, b in zip(out, eager, strict=True))
+            same = all(
+                a.shape == b.shape
+                and bool(torch.isclose(a, b, rtol=1e-4, atol=1e-4, equal_nan=True).all())
+                for a, b in zip(out, eager, strict=True)
+            )
             problem = None if same else "its numbers differ from the eager evaluation's"
         except Exception as err:  # noqa: BLE001 - data-dependent Python, unsupported ops: stay eager, say so
             problem = f"{type(err).__name__}: {str(err).strip()[:200]}"
         if problem is not None:
-            warnings.warn(f"ppl_vae AIS: could not capture the log-density evaluation as a graph ({problem}); "
-                          "running it eagerly (same numbers, slower; fast='eager' skips the attempt)",
-                          RuntimeWarning, stacklevel=5)
+            warnings.warn(
+                f"ppl_vae AIS: could not capture the log-density evaluation as a graph ({problem}); "
+                "running it eagerly (same numbers, slower; fast='eager' skips the attempt)",
+                RuntimeWarning,
+                stacklevel=5,
+            )
             return
         self.graph = graph
 
@@ -352,12 +418,20 @@ class PathDensity:
                 observed = observed + self._sum([model_tr.nodes[k] for k in info.latent])
                 prior = (observed.new_zeros(self.shape), {})
             if self.init == "prior":
-                if not prior[1]:  # base = the prior terms, through autograd: a second (cheap) pass first
+                if not prior[
+                    1
+                ]:  # base = the prior terms, through autograd: a second (cheap) pass first
                     base = self._sum([model_tr.nodes[k] for k in info.latent]) + log_det
-                    g_base = fill(torch.autograd.grad(base.sum(), inputs, retain_graph=True, allow_unused=True))
+                    g_base = fill(
+                        torch.autograd.grad(
+                            base.sum(), inputs, retain_graph=True, allow_unused=True
+                        )
+                    )
                 else:
                     base, g_base = prior[0] + log_det.detach(), add(zero, prior[1])
-                g_joint = add(fill(torch.autograd.grad(observed.sum(), inputs, allow_unused=True)), prior[1])
+                g_joint = add(
+                    fill(torch.autograd.grad(observed.sum(), inputs, allow_unused=True)), prior[1]
+                )
                 joint = observed.detach() + prior[0]
                 return Evaluation(base.detach(), joint, g_base, g_joint)
             guide = self._guide_closed(z)
@@ -368,9 +442,12 @@ class PathDensity:
                 copies = {k: v.detach().requires_grad_() for k, v in u.items()}
                 z_q, log_det_q = self._constrain(copies)
                 base = self._guide_log_prob(z_q) + log_det_q
-                grads = torch.autograd.grad(base.sum() + observed.sum(), [copies[k] for k in names] + inputs,
-                                            allow_unused=True)
-                g_base, g_obs = fill(grads[: len(names)]), fill(grads[len(names):])
+                grads = torch.autograd.grad(
+                    base.sum() + observed.sum(),
+                    [copies[k] for k in names] + inputs,
+                    allow_unused=True,
+                )
+                g_base, g_obs = fill(grads[: len(names)]), fill(grads[len(names) :])
         return Evaluation(base.detach(), observed.detach() + prior[0], g_base, add(g_obs, prior[1]))
 
     # ------------------------------------------------------------------ per-point reductions

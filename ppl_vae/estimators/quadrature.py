@@ -30,9 +30,15 @@ __all__ = ["quadrature_log_likelihood"]
 _GRID_PLATE = "_grid"
 
 
-def quadrature_log_likelihood(model: Any, x: Any, grid: int | torch.Tensor | None = None, *,
-                              bounds: tuple[float, float] = (-8.0, 8.0), batch_size: int | None = None,
-                              data_plate: str = "data") -> torch.Tensor:
+def quadrature_log_likelihood(
+    model: Any,
+    x: Any,
+    grid: int | torch.Tensor | None = None,
+    *,
+    bounds: tuple[float, float] = (-8.0, 8.0),
+    batch_size: int | None = None,
+    data_plate: str = "data",
+) -> torch.Tensor:
     """``log p(x_n)`` by a dense grid over a 1-D or 2-D latent, nats: ``(N,)``.
 
     The model must have exactly one latent sample site, in the data plate, with one or two numbers
@@ -49,7 +55,9 @@ def quadrature_log_likelihood(model: Any, x: Any, grid: int | torch.Tensor | Non
         data_plate: the name of the data plate.
     """
     owner = model if callable(getattr(model, "model", None)) else None
-    program = as_program(owner.model if owner is not None else model, lambda *a: None, data_plate=data_plate)
+    program = as_program(
+        owner.model if owner is not None else model, lambda *a: None, data_plate=data_plate
+    )
     program.owner = owner
     rows = program.check_data(as_rows(x, "x"), "x")
     x = rows[0]
@@ -59,13 +67,17 @@ def quadrature_log_likelihood(model: Any, x: Any, grid: int | torch.Tensor | Non
             try:
                 trace = poutine.trace(program.model).get_trace(*first)
             except (RuntimeError, IndexError, ValueError) as err:
-                raise ProgramError(f"running the model on x of shape {tuple(x.shape)} failed: {err}") from err
+                raise ProgramError(
+                    f"running the model on x of shape {tuple(x.shape)} failed: {err}"
+                ) from err
         sites = sample_sites(trace)
         observed = tuple(n for n, s in sites.items() if s["is_observed"])
         latent = [n for n, s in sites.items() if not s["is_observed"]]
         if len(latent) != 1:
-            raise ProgramError(f"quadrature_log_likelihood needs exactly one latent sample site; the model has "
-                               f"{sorted(latent)}")
+            raise ProgramError(
+                f"quadrature_log_likelihood needs exactly one latent sample site; the model has "
+                f"{sorted(latent)}"
+            )
         name = latent[0]
         site = sites[name]
         event_shape = tuple(site["fn"].event_shape)
@@ -78,7 +90,9 @@ def quadrature_log_likelihood(model: Any, x: Any, grid: int | torch.Tensor | Non
                 f"data plate {data_plate!r} only; site {name!r} has event shape {event_shape} and plates {plates}"
             )
         mpn = max([-f.dim for s in sites.values() for f in vectorized_frames(s)] + [-dim, 1])
-    info = ProgramInfo(data_plate, dim, None, observed, (name,), (), frozenset(sites), (), (), (), (), mpn, ())
+    info = ProgramInfo(
+        data_plate, dim, None, observed, (name,), (), frozenset(sites), (), (), (), (), mpn, ()
+    )
 
     if grid is None:
         grid = 2001 if d == 1 else 401
@@ -116,9 +130,13 @@ def quadrature_log_likelihood(model: Any, x: Any, grid: int | torch.Tensor | Non
                 g = len(zg)
                 shape = [1] * info.rank
                 shape[0], shape[info.data_index] = g, m
-                value = zg.reshape((g,) + (1,) * info.max_plate_nesting + event_shape).expand(tuple(shape) + event_shape)
+                value = zg.reshape((g,) + (1,) * info.max_plate_nesting + event_shape).expand(
+                    tuple(shape) + event_shape
+                )
                 with pyro.plate(_GRID_PLATE, g, dim=-info.rank):
-                    tr = poutine.trace(poutine.condition(program.model, data={name: value})).get_trace(*batch)
+                    tr = poutine.trace(
+                        poutine.condition(program.model, data={name: value})
+                    ).get_trace(*batch)
                 lp = sum_sites(tr, info.observed + info.latent, info, (g, m), x)
                 lse = torch.logaddexp(lse, lp.logsumexp(0))
             out[start : start + m] = lse + log_volume

@@ -54,7 +54,9 @@ class ConditionalNormal(dist.TorchDistribution):
     support = constraints.independent(constraints.real, 1)
     has_rsample = True
 
-    def __init__(self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None) -> None:
+    def __init__(
+        self, loc: torch.Tensor, scale: torch.Tensor, validate_args: bool | None = None
+    ) -> None:
         self.loc, self.scale = broadcast_all(loc, scale)
         shape = self.loc.shape
         super().__init__(shape[:-1], shape[-1:], validate_args=validate_args)
@@ -63,12 +65,16 @@ class ConditionalNormal(dist.TorchDistribution):
         new = self._get_checked_instance(ConditionalNormal, _instance)
         shape = torch.Size(batch_shape) + self.event_shape
         new.loc, new.scale = self.loc.expand(shape), self.scale.expand(shape)
-        super(ConditionalNormal, new).__init__(torch.Size(batch_shape), self.event_shape, validate_args=False)
+        super(ConditionalNormal, new).__init__(
+            torch.Size(batch_shape), self.event_shape, validate_args=False
+        )
         new._validate_args = self._validate_args
         return new
 
     def rsample(self, sample_shape: Any = ()) -> torch.Tensor:
-        eps = _standard_normal(self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device)
+        eps = _standard_normal(
+            self._extended_shape(sample_shape), dtype=self.loc.dtype, device=self.loc.device
+        )
         return self.loc + eps * self.scale
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -105,9 +111,14 @@ class HierarchicalVAE(nn.Module):
         activation: default ``"tanh"`` (Burda et al.).
     """
 
-    def __init__(self, input_dim: int, latent_dims: Sequence[int] = (100, 50),
-                 hidden_dims: Sequence[Sequence[int]] = ((200, 200), (100, 100)),
-                 likelihood: str | Likelihood = "bernoulli", activation: str = "tanh") -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dims: Sequence[int] = (100, 50),
+        hidden_dims: Sequence[Sequence[int]] = ((200, 200), (100, 100)),
+        likelihood: str | Likelihood = "bernoulli",
+        activation: str = "tanh",
+    ) -> None:
         super().__init__()
         d1, d2 = _pair(latent_dims, "latent_dims")
         h1, h2 = _pair(hidden_dims, "hidden_dims")
@@ -117,14 +128,18 @@ class HierarchicalVAE(nn.Module):
         self.latent_dim = d1 + d2
         self.activation = activation
         self.likelihood = make_likelihood(likelihood, input_dim)
-        self.encoder = nn.ModuleDict({
-            "z1": GaussianEncoder(input_dim, d1, h1, activation),
-            "z2": GaussianEncoder(d1, d2, h2, activation),
-        })
-        self.decoder = nn.ModuleDict({
-            "z1": GaussianEncoder(d2, d1, tuple(reversed(h2)), activation),  # p(z1 | z2)
-            "x": Decoder(d1, self.likelihood.out_dim(), h1, activation),      # mirrors h1
-        })
+        self.encoder = nn.ModuleDict(
+            {
+                "z1": GaussianEncoder(input_dim, d1, h1, activation),
+                "z2": GaussianEncoder(d1, d2, h2, activation),
+            }
+        )
+        self.decoder = nn.ModuleDict(
+            {
+                "z1": GaussianEncoder(d2, d1, tuple(reversed(h2)), activation),  # p(z1 | z2)
+                "x": Decoder(d1, self.likelihood.out_dim(), h1, activation),  # mirrors h1
+            }
+        )
 
     # ------------------------------------------------------------------ Pyro programs
     def model(self, x: torch.Tensor) -> None:
@@ -174,9 +189,14 @@ class HierarchicalVAE(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"class": type(self).__name__, "input_dim": self.input_dim, "latent_dims": list(self.latent_dims),
-                "hidden_dims": [list(h) for h in self.hidden_dims], "likelihood": self.likelihood.spec,
-                "activation": self.activation}
+        return {
+            "class": type(self).__name__,
+            "input_dim": self.input_dim,
+            "latent_dims": list(self.latent_dims),
+            "hidden_dims": [list(h) for h in self.hidden_dims],
+            "likelihood": self.likelihood.spec,
+            "activation": self.activation,
+        }
 
     def extra_repr(self) -> str:
         return f"D={self.input_dim}, d={self.latent_dims}, likelihood={self.likelihood.spec!r}"

@@ -42,9 +42,21 @@ def _ints(text: str) -> tuple[int, ...]:
 MODEL_NAMES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
     "vae": (VAE, {"nets": str, "latent": int, "hidden": _ints, "activation": str}),
     "linear": (LinearGaussianVAE, {"latent": int, "noise": float}),
-    "hvae": (HierarchicalVAE, {"latent": _ints, "hidden1": _ints, "hidden2": _ints, "activation": str}),
-    "m2": (SemiSupervisedVAE, {"labelled": float, "alpha": float, "latent": int, "hidden": _ints,
-                               "activation": str, "label_seed": int}),
+    "hvae": (
+        HierarchicalVAE,
+        {"latent": _ints, "hidden1": _ints, "hidden2": _ints, "activation": str},
+    ),
+    "m2": (
+        SemiSupervisedVAE,
+        {
+            "labelled": float,
+            "alpha": float,
+            "latent": int,
+            "hidden": _ints,
+            "activation": str,
+            "label_seed": int,
+        },
+    ),
 }
 #: Class name -> short name (for labels of trained models).
 CLASS_NAMES = {cls.__name__: name for name, (cls, _) in MODEL_NAMES.items()}
@@ -63,7 +75,9 @@ def parse_model(spec: Any) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         key = key.strip()
         if not eq or key not in parsers:
-            raise UserError(f"model {spec!r}: {name!r} takes key=value options from: {', '.join(parsers)}; got {item!r}")
+            raise UserError(
+                f"model {spec!r}: {name!r} takes key=value options from: {', '.join(parsers)}; got {item!r}"
+            )
         if key in options:
             raise UserError(f"model {spec!r}: option {key!r} is given more than once")
         try:
@@ -84,9 +98,18 @@ def canonical_model(spec: str) -> str:
     return name + (":" + ",".join(f"{k}={_fmt(v)}" for k, v in options.items()) if options else "")
 
 
-def make_model(spec: str, input_dim: int, guide: str = "meanfield", *, latent_dim: int = 8,
-               hidden_dims: Sequence[int] = (256,), likelihood: str = "bernoulli", activation: str = "relu",
-               image_shape: Sequence[int] | None = None, num_classes: int | None = None) -> nn.Module:
+def make_model(
+    spec: str,
+    input_dim: int,
+    guide: str = "meanfield",
+    *,
+    latent_dim: int = 8,
+    hidden_dims: Sequence[int] = (256,),
+    likelihood: str = "bernoulli",
+    activation: str = "relu",
+    image_shape: Sequence[int] | None = None,
+    num_classes: int | None = None,
+) -> nn.Module:
     """Build the model a short name describes for rows of ``input_dim`` values.
 
     ``latent_dim``, ``hidden_dims``, ``likelihood`` and ``activation`` are the defaults of ``vae`` and
@@ -95,22 +118,45 @@ def make_model(spec: str, input_dim: int, guide: str = "meanfield", *, latent_di
     """
     name, o = parse_model(spec)
     if guide != "meanfield" and name not in ("vae", "linear"):
-        raise UserError(f"model {name!r} has a mean-field guide per latent site; guide {guide!r} is for 'vae' and "
-                        "'linear' models")
+        raise UserError(
+            f"model {name!r} has a mean-field guide per latent site; guide {guide!r} is for 'vae' and "
+            "'linear' models"
+        )
     if name == "vae":
         nets = o.get("nets", "mlp")
-        return VAE(input_dim, o.get("latent", latent_dim), o.get("hidden", tuple(hidden_dims)), likelihood,
-                   o.get("activation", activation), guide=guide, nets=nets,
-                   image_shape=image_shape if nets == "conv" else None)
+        return VAE(
+            input_dim,
+            o.get("latent", latent_dim),
+            o.get("hidden", tuple(hidden_dims)),
+            likelihood,
+            o.get("activation", activation),
+            guide=guide,
+            nets=nets,
+            image_shape=image_shape if nets == "conv" else None,
+        )
     if name == "linear":
-        return LinearGaussianVAE(input_dim, o.get("latent", latent_dim), o.get("noise"), guide=guide)
+        return LinearGaussianVAE(
+            input_dim, o.get("latent", latent_dim), o.get("noise"), guide=guide
+        )
     if name == "hvae":
-        return HierarchicalVAE(input_dim, o.get("latent", (100, 50)),
-                               (o.get("hidden1", (200, 200)), o.get("hidden2", (100, 100))), likelihood,
-                               o.get("activation", "tanh"))
-    return SemiSupervisedVAE(input_dim, num_classes or 10, o.get("latent", latent_dim), o.get("hidden", tuple(hidden_dims)),
-                             likelihood, o.get("activation", activation), labelled_fraction=o.get("labelled", 0.1),
-                             alpha=o.get("alpha"), label_seed=o.get("label_seed", 0))
+        return HierarchicalVAE(
+            input_dim,
+            o.get("latent", (100, 50)),
+            (o.get("hidden1", (200, 200)), o.get("hidden2", (100, 100))),
+            likelihood,
+            o.get("activation", "tanh"),
+        )
+    return SemiSupervisedVAE(
+        input_dim,
+        num_classes or 10,
+        o.get("latent", latent_dim),
+        o.get("hidden", tuple(hidden_dims)),
+        likelihood,
+        o.get("activation", activation),
+        labelled_fraction=o.get("labelled", 0.1),
+        alpha=o.get("alpha"),
+        label_seed=o.get("label_seed", 0),
+    )
 
 
 def model_name(model: nn.Module) -> str:

@@ -68,31 +68,54 @@ class SemiSupervisedVAE(nn.Module):
         label_seed: which points keep their label (a seeded draw, the same for every model with this seed).
     """
 
-    def __init__(self, input_dim: int, num_classes: int = 10, latent_dim: int = 8, hidden_dims: Sequence[int] = (256,),
-                 likelihood: str | Likelihood = "bernoulli", activation: str = "relu",
-                 labelled_fraction: float = 0.1, alpha: float | None = None, label_seed: int = 0) -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        num_classes: int = 10,
+        latent_dim: int = 8,
+        hidden_dims: Sequence[int] = (256,),
+        likelihood: str | Likelihood = "bernoulli",
+        activation: str = "relu",
+        labelled_fraction: float = 0.1,
+        alpha: float | None = None,
+        label_seed: int = 0,
+    ) -> None:
         super().__init__()
         hidden = check_sizes(input_dim, latent_dim, hidden_dims)
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise UserError(f"num_classes must be an integer >= 2; got {num_classes!r}")
         if not (isinstance(labelled_fraction, (int, float)) and 0 < labelled_fraction <= 1):
-            raise UserError(f"labelled_fraction must be a number in (0, 1]; got {labelled_fraction!r}")
-        if alpha is not None and not (isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0):
-            raise UserError(f"alpha must be a finite number >= 0 (or None: 1 / labelled_fraction); got {alpha!r}")
+            raise UserError(
+                f"labelled_fraction must be a number in (0, 1]; got {labelled_fraction!r}"
+            )
+        if alpha is not None and not (
+            isinstance(alpha, (int, float)) and math.isfinite(alpha) and alpha >= 0
+        ):
+            raise UserError(
+                f"alpha must be a finite number >= 0 (or None: 1 / labelled_fraction); got {alpha!r}"
+            )
         self.input_dim, self.num_classes, self.latent_dim = input_dim, num_classes, latent_dim
         self.hidden_dims, self.activation = hidden, activation
-        self.labelled_fraction, self.alpha_arg, self.label_seed = float(labelled_fraction), alpha, int(label_seed)
+        self.labelled_fraction, self.alpha_arg, self.label_seed = (
+            float(labelled_fraction),
+            alpha,
+            int(label_seed),
+        )
         self.alpha = float(1.0 / labelled_fraction if alpha is None else alpha)
         self.likelihood = make_likelihood(likelihood, input_dim)
         self.classifier = mlp(input_dim, hidden, num_classes, activation)
         self.encoder = GaussianEncoder(input_dim + num_classes, latent_dim, hidden, activation)
-        self.decoder = Decoder(latent_dim + num_classes, self.likelihood.out_dim(), hidden, activation)
+        self.decoder = Decoder(
+            latent_dim + num_classes, self.likelihood.out_dim(), hidden, activation
+        )
 
     # ------------------------------------------------------------------ helpers
     def _labels(self, x: torch.Tensor, y: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(labelled: (N,) bool, label: (N,) long with -1 replaced by 0)``."""
         if y is None:
-            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device), x.new_zeros(x.shape[0], dtype=torch.long)
+            return torch.zeros(x.shape[0], dtype=torch.bool, device=x.device), x.new_zeros(
+                x.shape[0], dtype=torch.long
+            )
         y = y.long()
         labelled = y >= 0
         return labelled, y.clamp(min=0)
@@ -101,7 +124,9 @@ class SemiSupervisedVAE(nn.Module):
         """``[a, onehot(y)]`` broadcast over leading dims (y enumerated: ``(C, 1)`` against ``a: (N, k)``)."""
         onehot = F.one_hot(y, self.num_classes).to(a.dtype)
         lead = torch.broadcast_shapes(a.shape[:-1], onehot.shape[:-1])
-        return torch.cat([a.expand(lead + a.shape[-1:]), onehot.expand(lead + onehot.shape[-1:])], dim=-1)
+        return torch.cat(
+            [a.expand(lead + a.shape[-1:]), onehot.expand(lead + onehot.shape[-1:])], dim=-1
+        )
 
     # ------------------------------------------------------------------ Pyro programs
     def model(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
@@ -112,7 +137,12 @@ class SemiSupervisedVAE(nn.Module):
         n = x.shape[0]
         labelled, label = self._labels(x, y)
         with pyro.plate("data", n, dim=-1, device=x.device):
-            z = pyro.sample("z", dist.Normal(x.new_zeros(n, self.latent_dim), x.new_ones(n, self.latent_dim)).to_event(1))
+            z = pyro.sample(
+                "z",
+                dist.Normal(
+                    x.new_zeros(n, self.latent_dim), x.new_ones(n, self.latent_dim)
+                ).to_event(1),
+            )
             prior = dist.Categorical(logits=x.new_zeros(n, self.num_classes))
             with poutine.mask(mask=labelled):
                 pyro.sample("y_observed", prior, obs=label)
@@ -122,7 +152,9 @@ class SemiSupervisedVAE(nn.Module):
             pyro.sample("x", self.likelihood.dist(self.decoder(self._join(z, y_value))), obs=x)
             if self.alpha > 0:
                 with poutine.mask(mask=labelled), poutine.scale(scale=self.alpha):
-                    pyro.sample("y_classify", dist.Categorical(logits=self.classifier(x)), obs=label)
+                    pyro.sample(
+                        "y_classify", dist.Categorical(logits=self.classifier(x)), obs=label
+                    )
 
     def guide(self, x: torch.Tensor, y: torch.Tensor | None = None) -> None:
         """q(y | x) where unlabelled (enumerable), then q(z | x, y)."""
@@ -131,8 +163,11 @@ class SemiSupervisedVAE(nn.Module):
         labelled, label = self._labels(x, y)
         with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
             with poutine.mask(mask=~labelled):
-                y_latent = pyro.sample("y", dist.Categorical(logits=self.classifier(x)),
-                                       infer={"enumerate": "parallel"})
+                y_latent = pyro.sample(
+                    "y",
+                    dist.Categorical(logits=self.classifier(x)),
+                    infer={"enumerate": "parallel"},
+                )
             y_value = torch.where(labelled, label, y_latent)
             pyro.sample("z", dist.Normal(*self.encoder(self._join(x, y_value))).to_event(1))
 
@@ -152,8 +187,10 @@ class SemiSupervisedVAE(nn.Module):
         rows = dataset.train if split == "train" else dataset.test
         if labels is None:
             if split == "train":
-                raise DataError(f"SemiSupervisedVAE needs labels: dataset {dataset.meta.name!r} has none; "
-                                "load a labelled dataset (digits, mnist) or pass (x, y) tensors with -1 for unlabelled")
+                raise DataError(
+                    f"SemiSupervisedVAE needs labels: dataset {dataset.meta.name!r} has none; "
+                    "load a labelled dataset (digits, mnist) or pass (x, y) tensors with -1 for unlabelled"
+                )
             return (torch.full((len(rows),), -1, dtype=torch.long, device=rows.device),)
         self.check_labels(labels)
         y = torch.full_like(labels, -1)
@@ -164,8 +201,10 @@ class SemiSupervisedVAE(nn.Module):
 
     def check_labels(self, y: torch.Tensor, arg: str = "labels") -> None:
         if y.numel() and (int(y.max()) >= self.num_classes or int(y.min()) < -1):
-            raise DataError(f"{arg} must be class indices in [0, {self.num_classes}) or -1 (unlabelled); got values "
-                            f"in [{int(y.min())}, {int(y.max())}]: set num_classes")
+            raise DataError(
+                f"{arg} must be class indices in [0, {self.num_classes}) or -1 (unlabelled); got values "
+                f"in [{int(y.min())}, {int(y.max())}]: set num_classes"
+            )
 
     @torch.no_grad()
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
@@ -192,18 +231,26 @@ class SemiSupervisedVAE(nn.Module):
         if dataset.test_labels is None or not len(dataset.test):
             return {}
         dev = next(self.parameters()).device
-        return {"test_accuracy": self.accuracy(dataset.test.to(dev), dataset.test_labels.to(dev)),
-                "classifier_entropy": self.classifier_entropy(dataset.test.to(dev))}
+        return {
+            "test_accuracy": self.accuracy(dataset.test.to(dev), dataset.test_labels.to(dev)),
+            "classifier_entropy": self.classifier_entropy(dataset.test.to(dev)),
+        }
 
-    def accuracy_callback(self, x: torch.Tensor, y: torch.Tensor, key: str = "test_accuracy",
-                          ) -> Callable[[dict[str, Any]], None]:
+    def accuracy_callback(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        key: str = "test_accuracy",
+    ) -> Callable[[dict[str, Any]], None]:
         """A ``fit(..., callback=...)`` that adds the classifier's accuracy on ``(x, y)`` to each epoch's
         record (and so to the history)."""
+
         def record(rec: dict[str, Any]) -> None:
             was = self.training
             self.eval()
             rec[key] = self.accuracy(x, y)
             self.train(was)
+
         return record
 
     # ------------------------------------------------------------------ plain-torch helpers
@@ -221,7 +268,9 @@ class SemiSupervisedVAE(nn.Module):
         return self.decode(self.encoder(self._join(x, y))[0], y)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None) -> torch.Tensor:
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, y: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Means of ``p(x | y, z)`` for ``z ~ N(0, I)`` and ``y`` uniform (or given): ``(n, D)``."""
         device = next(self.parameters()).device
         z = torch.randn(n, self.latent_dim, generator=generator, device=device)
@@ -236,14 +285,24 @@ class SemiSupervisedVAE(nn.Module):
 
     @property
     def config(self) -> dict[str, Any]:
-        return {"class": type(self).__name__, "input_dim": self.input_dim, "num_classes": self.num_classes,
-                "latent_dim": self.latent_dim, "hidden_dims": list(self.hidden_dims),
-                "likelihood": self.likelihood.spec, "activation": self.activation,
-                "labelled_fraction": self.labelled_fraction, "alpha": self.alpha_arg, "label_seed": self.label_seed}
+        return {
+            "class": type(self).__name__,
+            "input_dim": self.input_dim,
+            "num_classes": self.num_classes,
+            "latent_dim": self.latent_dim,
+            "hidden_dims": list(self.hidden_dims),
+            "likelihood": self.likelihood.spec,
+            "activation": self.activation,
+            "labelled_fraction": self.labelled_fraction,
+            "alpha": self.alpha_arg,
+            "label_seed": self.label_seed,
+        }
 
     def extra_repr(self) -> str:
-        return (f"D={self.input_dim}, C={self.num_classes}, d={self.latent_dim}, "
-                f"labelled_fraction={self.labelled_fraction:g}, alpha={self.alpha:g}")
+        return (
+            f"D={self.input_dim}, C={self.num_classes}, d={self.latent_dim}, "
+            f"labelled_fraction={self.labelled_fraction:g}, alpha={self.alpha:g}"
+        )
 
 
 PURE_PROGRAMS.update({SemiSupervisedVAE.model, SemiSupervisedVAE.guide})

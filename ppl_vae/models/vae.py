@@ -82,14 +82,31 @@ class VAE(nn.Module):
         self.hidden_dims = hidden_dims
         self.activation = activation
         self.nets = check_nets(nets)
-        self.image_shape = image_shape_for(input_dim, image_shape) if self.nets == "conv" else (
-            None if image_shape is None else image_shape_for(input_dim, image_shape))
+        self.image_shape = (
+            image_shape_for(input_dim, image_shape)
+            if self.nets == "conv"
+            else (None if image_shape is None else image_shape_for(input_dim, image_shape))
+        )
         self.guide_spec = canonical_guide(guide)
         self.likelihood = make_likelihood(likelihood, input_dim)
-        self.encoder = make_guide(self.guide_spec, input_dim, latent_dim, hidden_dims, activation, self.nets,
-                                  self.image_shape)
-        self.decoder = make_decoder(self.nets, latent_dim, self.likelihood.out_dim(), hidden_dims, activation,
-                                    self.image_shape, input_dim)
+        self.encoder = make_guide(
+            self.guide_spec,
+            input_dim,
+            latent_dim,
+            hidden_dims,
+            activation,
+            self.nets,
+            self.image_shape,
+        )
+        self.decoder = make_decoder(
+            self.nets,
+            latent_dim,
+            self.likelihood.out_dim(),
+            hidden_dims,
+            activation,
+            self.image_shape,
+            input_dim,
+        )
 
     # ------------------------------------------------------------------ Pyro programs
     def model(self, x: torch.Tensor) -> None:
@@ -165,8 +182,10 @@ class VAE(nn.Module):
         return extra
 
     def extra_repr(self) -> str:
-        return (f"D={self.input_dim}, d={self.latent_dim}, likelihood={self.likelihood.spec!r}, "
-                f"guide={self.guide_spec!r}, nets={self.nets!r}")
+        return (
+            f"D={self.input_dim}, d={self.latent_dim}, likelihood={self.likelihood.spec!r}, "
+            f"guide={self.guide_spec!r}, nets={self.nets!r}"
+        )
 
 
 @register_model
@@ -187,8 +206,13 @@ class LinearGaussianVAE(VAE):
         guide: ``"meanfield"`` (default), ``"fullrank"`` or ``"iaf:n=K"``, with a linear encoder.
     """
 
-    def __init__(self, input_dim: int, latent_dim: int = 2, noise_scale: float | None = None,
-                 guide: str = "meanfield") -> None:
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int = 2,
+        noise_scale: float | None = None,
+        guide: str = "meanfield",
+    ) -> None:
         super().__init__(
             input_dim,
             latent_dim,
@@ -212,7 +236,9 @@ class LinearGaussianVAE(VAE):
 
     def train(self, mode: bool = True) -> LinearGaussianVAE:
         super().train(mode)
-        if getattr(self, "frozen", False):  # a fixed decoder stays in eval mode (Pyro warns about frozen
+        if getattr(
+            self, "frozen", False
+        ):  # a fixed decoder stays in eval mode (Pyro warns about frozen
             self.decoder.train(False)  # parameters of modules in training mode)
             self.likelihood.train(False)
         return self
@@ -280,4 +306,3 @@ def standard_normal_kl(loc: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     ``1/2 (scale^2 + loc^2 - 1 - log scale^2)``, same shape as ``loc``.
     """
     return 0.5 * (scale.pow(2) + loc.pow(2) - 1.0 - 2.0 * scale.log())
-

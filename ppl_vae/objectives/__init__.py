@@ -142,7 +142,9 @@ class Objective:
                 f"site(s) {_fmt(info.global_latent)} are global (outside it). Train this program with "
                 "'trace' or 'analytic', which scale global sites by 1 and local ones by N/|B|"
             )
-        check_program = getattr(self.elbo, "check_program", None)  # e.g. grad=stl/dreg (PathwiseELBO)
+        check_program = getattr(
+            self.elbo, "check_program", None
+        )  # e.g. grad=stl/dreg (PathwiseELBO)
         if callable(check_program):
             check_program(info, name)
 
@@ -172,18 +174,32 @@ def _fmt(names: Any) -> str:
 _REGISTRY: dict[str, ObjectiveSpec] = {}
 
 
-def register_objective(name: str, factory: Callable[..., Any], params: dict[str, Any], doc: str, *,
-                       reparam_only: bool = False, local_only: bool = False, sums_enumerated: bool = False) -> None:
+def register_objective(
+    name: str,
+    factory: Callable[..., Any],
+    params: dict[str, Any],
+    doc: str,
+    *,
+    reparam_only: bool = False,
+    local_only: bool = False,
+    sums_enumerated: bool = False,
+) -> None:
     """Add an objective: ``factory(**params)`` returns a Pyro ELBO (with ``differentiable_loss``) or an
     :class:`Objective`. The flags say which programs it refuses (see :meth:`Objective.bind`)."""
-    _REGISTRY[name] = ObjectiveSpec(name, factory, dict(params), doc, reparam_only, local_only, sums_enumerated)
+    _REGISTRY[name] = ObjectiveSpec(
+        name, factory, dict(params), doc, reparam_only, local_only, sums_enumerated
+    )
 
 
 def available_objectives() -> dict[str, str]:
     """Registered objective names with one-line descriptions and their parameters."""
     return {
-        name: spec.doc + (f" (parameters: {', '.join(f'{k}={v}' for k, v in spec.params.items())})"
-                          if spec.params else "")
+        name: spec.doc
+        + (
+            f" (parameters: {', '.join(f'{k}={v}' for k, v in spec.params.items())})"
+            if spec.params
+            else ""
+        )
         for name, spec in _REGISTRY.items()
     }
 
@@ -199,8 +215,10 @@ def _convert(value: str, default: Any, key: str, spec: str) -> Any:
             raise ValueError(value)
         return target(value)
     except ValueError:
-        raise UserError(f"objective {spec!r}: parameter {key!r} must be of type {target.__name__}; "
-                        f"got {value!r}") from None
+        raise UserError(
+            f"objective {spec!r}: parameter {key!r} must be of type {target.__name__}; "
+            f"got {value!r}"
+        ) from None
 
 
 def _format_value(v: Any) -> str:
@@ -217,7 +235,9 @@ def format_objective(name: str, params: dict[str, Any]) -> str:
     """
     spec = _REGISTRY.get(name)
     shown = {k: v for k, v in params.items() if spec is None or spec.params.get(k) != v}
-    return name + (":" + ",".join(f"{k}={_format_value(v)}" for k, v in shown.items()) if shown else "")
+    return name + (
+        ":" + ",".join(f"{k}={_format_value(v)}" for k, v in shown.items()) if shown else ""
+    )
 
 
 def parse_objective(spec: str | Objective, **overrides: Any) -> Objective:
@@ -246,7 +266,9 @@ def parse_objective(spec: str | Objective, **overrides: Any) -> Objective:
         key = key.strip()
         if key not in entry.params:
             valid = ", ".join(entry.params) or "none"
-            raise UserError(f"objective {name!r} has no parameter {key!r}; valid parameters: {valid}")
+            raise UserError(
+                f"objective {name!r} has no parameter {key!r}; valid parameters: {valid}"
+            )
         if key in given:
             raise UserError(f"objective {spec!r}: parameter {key!r} is given more than once")
         given.add(key)
@@ -254,7 +276,9 @@ def parse_objective(spec: str | Objective, **overrides: Any) -> Objective:
     for key in overrides:
         if key not in entry.params:
             valid = ", ".join(entry.params) or "none"
-            raise UserError(f"objective {name!r} has no parameter {key!r}; valid parameters: {valid}")
+            raise UserError(
+                f"objective {name!r} has no parameter {key!r}; valid parameters: {valid}"
+            )
     params.update(overrides)
     _check_params(name, params)
     made = _make(entry, params)
@@ -268,16 +292,26 @@ def _check_params(name: str, params: dict[str, Any]) -> None:
         return UserError(f"objective {name!r}: {key} must be {need}; got {params[key]!r}")
 
     for key in ("particles", "k"):
-        if key in params and (not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 1):
+        if key in params and (
+            not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 1
+        ):
             raise bad(key, "an integer >= 1")
         if key in params:  # one float per particle and data point, before any network runs
-            check_memory(params[key] * 4, f"objective {name!r} with {key}={params[key]}",
-                         f"use a smaller {key}")
-    if "beta" in params and not (isinstance(params["beta"], (int, float)) and math.isfinite(params["beta"])
-                                 and params["beta"] >= 0):
+            check_memory(
+                params[key] * 4,
+                f"objective {name!r} with {key}={params[key]}",
+                f"use a smaller {key}",
+            )
+    if "beta" in params and not (
+        isinstance(params["beta"], (int, float))
+        and math.isfinite(params["beta"])
+        and params["beta"] >= 0
+    ):
         raise bad("beta", "a finite number >= 0")
     for key in ("anneal", "anneal_steps"):
-        if key in params and (not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 0):
+        if key in params and (
+            not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 0
+        ):
             raise bad(key, "an integer >= 0 (0: no warm-up)")
     if params.get("anneal") and params.get("anneal_steps"):
         raise UserError(
@@ -308,31 +342,48 @@ def _make(entry: ObjectiveSpec, params: dict[str, Any], max_plate_nesting: int =
     return entry.factory(**params)
 
 
-def _trace(particles: int = 1, max_plate_nesting: int = 1, grad: str = "reparam", **_schedule: Any) -> ELBO:
+def _trace(
+    particles: int = 1, max_plate_nesting: int = 1, grad: str = "reparam", **_schedule: Any
+) -> ELBO:
     if grad != "reparam":
         return PathwiseELBO("elbo", grad, particles, max_plate_nesting)
-    return Trace_ELBO(num_particles=particles, vectorize_particles=particles > 1,
-                      max_plate_nesting=max_plate_nesting)
+    return Trace_ELBO(
+        num_particles=particles,
+        vectorize_particles=particles > 1,
+        max_plate_nesting=max_plate_nesting,
+    )
 
 
 def _analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
-    return TraceMeanField_ELBO(num_particles=particles, vectorize_particles=particles > 1,
-                      max_plate_nesting=max_plate_nesting)
+    return TraceMeanField_ELBO(
+        num_particles=particles,
+        vectorize_particles=particles > 1,
+        max_plate_nesting=max_plate_nesting,
+    )
 
 
 def _enum(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
-    return TraceEnum_ELBO(num_particles=particles, vectorize_particles=particles > 1,
-                      max_plate_nesting=max_plate_nesting)
+    return TraceEnum_ELBO(
+        num_particles=particles,
+        vectorize_particles=particles > 1,
+        max_plate_nesting=max_plate_nesting,
+    )
 
 
 def _jit_trace(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
-    return CachedJitTrace_ELBO(num_particles=particles, vectorize_particles=particles > 1,
-                      max_plate_nesting=max_plate_nesting)
+    return CachedJitTrace_ELBO(
+        num_particles=particles,
+        vectorize_particles=particles > 1,
+        max_plate_nesting=max_plate_nesting,
+    )
 
 
 def _jit_analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
-    return CachedJitTraceMeanField_ELBO(num_particles=particles, vectorize_particles=particles > 1,
-                                        max_plate_nesting=max_plate_nesting)
+    return CachedJitTraceMeanField_ELBO(
+        num_particles=particles,
+        vectorize_particles=particles > 1,
+        max_plate_nesting=max_plate_nesting,
+    )
 
 
 def _iwae(k: int = 5, max_plate_nesting: int = 1, grad: str = "reparam") -> ELBO:
@@ -346,20 +397,55 @@ def _renyi(alpha: float = 0.5, k: int = 5, max_plate_nesting: int = 1) -> ELBO:
 
 
 _ELBO_PARAMS = {"particles": 1, **SCHEDULE_PARAMS}
-register_objective("trace", _trace, {**_ELBO_PARAMS, "grad": "reparam"},
-                   "Trace_ELBO: every ELBO term sampled; grad=stl: sticking-the-landing encoder gradient")
-register_objective("analytic", _analytic, _ELBO_PARAMS, "TraceMeanField_ELBO: closed-form KL(q || p)",
-                   reparam_only=True)
-register_objective("enum", _enum, _ELBO_PARAMS,
-                   "TraceEnum_ELBO: discrete sites marked for enumeration summed out exactly",
-                   sums_enumerated=True)
-register_objective("jit_trace", _jit_trace, _ELBO_PARAMS, "Trace_ELBO compiled with torch.jit.trace",
-                   local_only=True)
-register_objective("jit_analytic", _jit_analytic, _ELBO_PARAMS,
-                   "TraceMeanField_ELBO compiled with torch.jit.trace", reparam_only=True, local_only=True)
-register_objective("iwae", _iwae, {"k": 5, "grad": "reparam"},
-                   "RenyiELBO(alpha=0): importance-weighted bound with k samples; grad=dreg|stl: doubly "
-                   "reparameterised / sticking-the-landing encoder gradient",
-                   reparam_only=True, local_only=True)
-register_objective("renyi", _renyi, {"alpha": 0.5, "k": 5},
-                   "RenyiELBO: Renyi bound of order alpha with k samples", reparam_only=True, local_only=True)
+register_objective(
+    "trace",
+    _trace,
+    {**_ELBO_PARAMS, "grad": "reparam"},
+    "Trace_ELBO: every ELBO term sampled; grad=stl: sticking-the-landing encoder gradient",
+)
+register_objective(
+    "analytic",
+    _analytic,
+    _ELBO_PARAMS,
+    "TraceMeanField_ELBO: closed-form KL(q || p)",
+    reparam_only=True,
+)
+register_objective(
+    "enum",
+    _enum,
+    _ELBO_PARAMS,
+    "TraceEnum_ELBO: discrete sites marked for enumeration summed out exactly",
+    sums_enumerated=True,
+)
+register_objective(
+    "jit_trace",
+    _jit_trace,
+    _ELBO_PARAMS,
+    "Trace_ELBO compiled with torch.jit.trace",
+    local_only=True,
+)
+register_objective(
+    "jit_analytic",
+    _jit_analytic,
+    _ELBO_PARAMS,
+    "TraceMeanField_ELBO compiled with torch.jit.trace",
+    reparam_only=True,
+    local_only=True,
+)
+register_objective(
+    "iwae",
+    _iwae,
+    {"k": 5, "grad": "reparam"},
+    "RenyiELBO(alpha=0): importance-weighted bound with k samples; grad=dreg|stl: doubly "
+    "reparameterised / sticking-the-landing encoder gradient",
+    reparam_only=True,
+    local_only=True,
+)
+register_objective(
+    "renyi",
+    _renyi,
+    {"alpha": 0.5, "k": 5},
+    "RenyiELBO: Renyi bound of order alpha with k samples",
+    reparam_only=True,
+    local_only=True,
+)

@@ -76,12 +76,16 @@ _PLATE = "_pathwise_particles"
 def check_grad(name: str, grad: Any) -> None:
     """Refuse a ``grad`` value the objective ``name`` does not have (DReG is for the IWAE bound)."""
     if grad not in GRADIENTS:
-        raise UserError(f"objective {name!r}: grad must be one of {', '.join(GRADIENTS)} (reparam: the plain "
-                        f"reparameterised gradient; stl: sticking the landing; dreg: doubly reparameterised); "
-                        f"got {grad!r}")
+        raise UserError(
+            f"objective {name!r}: grad must be one of {', '.join(GRADIENTS)} (reparam: the plain "
+            f"reparameterised gradient; stl: sticking the landing; dreg: doubly reparameterised); "
+            f"got {grad!r}"
+        )
     if grad == "dreg" and name != "iwae":
-        raise UserError(f"objective {name!r}: grad=dreg is the doubly reparameterised gradient of the IWAE bound; "
-                        "for the ELBO its weights are 1 and it is STL: use grad=stl, or iwae:k=K,grad=dreg")
+        raise UserError(
+            f"objective {name!r}: grad=dreg is the doubly reparameterised gradient of the IWAE bound; "
+            "for the ELBO its weights are 1 and it is STL: use grad=stl, or iwae:k=K,grad=dreg"
+        )
 
 
 class PathwiseELBO:
@@ -89,8 +93,14 @@ class PathwiseELBO:
     DReG gradient for the guide (see the module docstring). Has Pyro's ELBO interface: ``loss``,
     ``differentiable_loss``, ``loss_and_grads``, plus ``per_point_bound``."""
 
-    def __init__(self, bound: str, grad: str, num_particles: int = 1, max_plate_nesting: int = 1) -> None:
-        if bound not in ("elbo", "iwae") or grad not in ("stl", "dreg") or (bound, grad) == ("elbo", "dreg"):
+    def __init__(
+        self, bound: str, grad: str, num_particles: int = 1, max_plate_nesting: int = 1
+    ) -> None:
+        if (
+            bound not in ("elbo", "iwae")
+            or grad not in ("stl", "dreg")
+            or (bound, grad) == ("elbo", "dreg")
+        ):
             raise ValueError(f"PathwiseELBO: no {grad!r} gradient for the {bound!r} bound")
         self.bound, self.grad = bound, grad
         self.num_particles = int(num_particles)
@@ -103,28 +113,45 @@ class PathwiseELBO:
     def check_program(self, info: Any, name: str) -> None:
         """Refuse programs this gradient cannot train (called by ``Objective.bind``)."""
         if info.non_reparam:
-            raise ProgramError(f"objective {name!r} differentiates log w with respect to z; guide site(s) "
-                               f"{sorted(info.non_reparam)} have no rsample (discrete): use 'trace' or 'enum'")
+            raise ProgramError(
+                f"objective {name!r} differentiates log w with respect to z; guide site(s) "
+                f"{sorted(info.non_reparam)} have no rsample (discrete): use 'trace' or 'enum'"
+            )
         if info.model_only or info.enumerated:
-            raise ProgramError(f"objective {name!r} does not sum out enumerated sites "
-                               f"({sorted(set(info.model_only) | set(info.enumerated))}): use 'enum'")
+            raise ProgramError(
+                f"objective {name!r} does not sum out enumerated sites "
+                f"({sorted(set(info.model_only) | set(info.enumerated))}): use 'enum'"
+            )
         if info.guide_aux:
-            raise ProgramError(f"objective {name!r} needs a guide without auxiliary sites; got {sorted(info.guide_aux)}")
+            raise ProgramError(
+                f"objective {name!r} needs a guide without auxiliary sites; got {sorted(info.guide_aux)}"
+            )
 
     # ---------------------------------------------------------------- log weights
-    def _terms(self, model: Callable, guide: Callable, args: tuple, kwargs: dict, pathwise: bool,
-               ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], Any]:
+    def _terms(
+        self,
+        model: Callable,
+        guide: Callable,
+        args: tuple,
+        kwargs: dict,
+        pathwise: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor], Any]:
         """``(log_p, log_q, leaves, values, data_scale)``: per-particle (and per-point) unscaled log p(x, z') and
         log q(z'), the leaves z' (empty unless ``pathwise``) and the drawn z (with their graph to the guide)."""
         dim = -(self.max_plate_nesting + 1)
         with pyro.plate(_PLATE, self.num_particles, dim=dim):
             guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
-        latent = [n for n, s in guide_tr.nodes.items()
-                  if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)]
+        latent = [
+            n
+            for n, s in guide_tr.nodes.items()
+            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
+        ]
         for n in latent:
             if not getattr(guide_tr.nodes[n]["fn"], "has_rsample", False):
-                raise ProgramError(f"grad={self.grad} needs a reparameterised guide; site {n!r} draws from "
-                                   f"{type(guide_tr.nodes[n]['fn']).__name__}, which has no rsample")
+                raise ProgramError(
+                    f"grad={self.grad} needs a reparameterised guide; site {n!r} draws from "
+                    f"{type(guide_tr.nodes[n]['fn']).__name__}, which has no rsample"
+                )
         values = {n: guide_tr.nodes[n]["value"] for n in latent}
         leaves = {n: v.detach().requires_grad_() for n, v in values.items()} if pathwise else {}
         at = leaves or values
@@ -132,17 +159,25 @@ class PathwiseELBO:
         for n in latent:
             replay_tr.add_node(n, **{**guide_tr.nodes[n], "value": at[n]})
         with pyro.plate(_PLATE, self.num_particles, dim=dim):
-            model_tr = poutine.trace(poutine.replay(model, trace=replay_tr)).get_trace(*args, **kwargs)
+            model_tr = poutine.trace(poutine.replay(model, trace=replay_tr)).get_trace(
+                *args, **kwargs
+            )
             if pathwise and len(latent) > 1:  # q(z2 | z1) must see z1' to give d log q / d z1'
-                q_tr = poutine.trace(poutine.replay(guide, trace=replay_tr)).get_trace(*args, **kwargs)
+                q_tr = poutine.trace(poutine.replay(guide, trace=replay_tr)).get_trace(
+                    *args, **kwargs
+                )
             else:
                 q_tr = guide_tr
-        model_sites = [s for s in model_tr.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)]
+        model_sites = [
+            s for s in model_tr.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)
+        ]
         obs_scales = [s["scale"] for s in model_sites if s["is_observed"]]
         data_scale = obs_scales[0] if obs_scales else 1.0
         if torch.is_tensor(data_scale) and data_scale.numel() != 1:
-            raise ProgramError(f"grad={self.grad} needs a scalar scale on the observed sites; got shape "
-                               f"{tuple(data_scale.shape)}")
+            raise ProgramError(
+                f"grad={self.grad} needs a scalar scale on the observed sites; got shape "
+                f"{tuple(data_scale.shape)}"
+            )
         sum_dims = get_dependent_plate_dims(model_sites)
 
         def total(sites: list[dict], value_of: Callable[[dict], torch.Tensor]) -> Any:
@@ -170,10 +205,14 @@ class PathwiseELBO:
         if self.bound == "elbo":
             return torch.full_like(log_w, 1.0 / self.num_particles)
         normalised = torch.softmax(log_w, dim=0)
-        return flush_subnormal(normalised if self.grad == "stl" else normalised.pow(2))  # see .renyi
+        return flush_subnormal(
+            normalised if self.grad == "stl" else normalised.pow(2)
+        )  # see .renyi
 
     # ---------------------------------------------------------------- losses
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def differentiable_loss(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         """``-s (sum_n bound_n + surrogate)``: the bound's value, the decoder's usual gradient, the guide's
         STL/DReG gradient (under ``torch.no_grad`` only the value)."""
         pathwise = torch.is_grad_enabled()
@@ -184,15 +223,21 @@ class PathwiseELBO:
         log_w = log_p - log_q
         weights = self._weights(log_w.detach())
         names = list(leaves)
-        grads = torch.autograd.grad((weights * log_w).sum(), [leaves[n] for n in names], retain_graph=True,
-                                    allow_unused=True)
+        grads = torch.autograd.grad(
+            (weights * log_w).sum(),
+            [leaves[n] for n in names],
+            retain_graph=True,
+            allow_unused=True,
+        )
         surrogate: Any = 0.0
         for n, g in zip(names, grads, strict=True):
             if g is not None and values[n].requires_grad:
                 surrogate = surrogate + (g.detach() * (values[n] - values[n].detach())).sum()
         return -(bound + surrogate) * data_scale
 
-    def per_point_bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def per_point_bound(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         """The bound per data point, ``(B,)`` nats, unscaled (no surrogate)."""
         with torch.no_grad():
             log_p, log_q, _, _, _ = self._terms(model, guide, args, kwargs, False)

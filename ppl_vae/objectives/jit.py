@@ -64,7 +64,9 @@ def _outer_scales() -> tuple[float, float] | None:
             if torch.is_tensor(frame.scale) and frame.scale.numel() != 1:
                 return None
             obs, latent = obs * float(frame.scale), latent * float(frame.scale)
-        elif isinstance(frame, DataPlateScale):  # the trainer's; jit objectives take local-only programs
+        elif isinstance(
+            frame, DataPlateScale
+        ):  # the trainer's; jit objectives take local-only programs
             obs = obs * float(frame.scale)
             latent = latent * float(frame.scale) * float(frame.latent_weight)
         elif isinstance(frame, TraceMessenger) and frame.param_only:
@@ -93,8 +95,13 @@ class _CachedJit:
     warnings are silenced here only (``ignore_jit_warnings`` also hides TracerWarnings).
     """
 
-    def __init__(self, *args: Any, ignore_jit_warnings: bool = True, jit_options: dict | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        ignore_jit_warnings: bool = True,
+        jit_options: dict | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.ignore_jit_warnings = ignore_jit_warnings
         self.jit_options = dict(jit_options or {})
@@ -106,43 +113,63 @@ class _CachedJit:
         """How many graphs have been traced so far (one per model/guide pair and input signature)."""
         return sum(len(fn.compiled) for fn in self._compiled.values())
 
-    def _tensor_loss(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> torch.Tensor:
+    def _tensor_loss(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> torch.Tensor:
         raise NotImplementedError
 
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def differentiable_loss(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         scales = _outer_scales()
         if scales is None:  # an unknown handler is active: do not freeze it into a graph
             if not self._fallback_warned:
                 warnings.warn(
                     f"{type(self).__name__}: an effect handler other than poutine.scale/scale_latents is "
                     "active around the loss; running the eager (uncompiled) loss so it is not frozen "
-                    "into the graph", RuntimeWarning, stacklevel=2,
+                    "into the graph",
+                    RuntimeWarning,
+                    stacklevel=2,
                 )
                 self._fallback_warned = True
             return self._tensor_loss(model, guide, args, kwargs)
         key = (model, guide)
         fn = self._compiled.get(key)
         if fn is None:
-            def scaled_loss(obs_scale: torch.Tensor, latent_scale: torch.Tensor, *inner: Any, **kw: Any) -> torch.Tensor:
+
+            def scaled_loss(
+                obs_scale: torch.Tensor, latent_scale: torch.Tensor, *inner: Any, **kw: Any
+            ) -> torch.Tensor:
                 kw.pop("_signature")
                 with _SiteScales(obs_scale, latent_scale):
                     return self._tensor_loss(model, guide, inner, kw)
 
-            fn = pyro.ops.jit.trace(scaled_loss, ignore_warnings=self.ignore_jit_warnings,
-                                    jit_options=dict(self.jit_options))
+            fn = pyro.ops.jit.trace(
+                scaled_loss,
+                ignore_warnings=self.ignore_jit_warnings,
+                jit_options=dict(self.jit_options),
+            )
             self._compiled[key] = fn
         ref = args[0] if args and torch.is_tensor(args[0]) else None
-        obs = torch.tensor(scales[0], dtype=ref.dtype if ref is not None else None,
-                           device=ref.device if ref is not None else None)
+        obs = torch.tensor(
+            scales[0],
+            dtype=ref.dtype if ref is not None else None,
+            device=ref.device if ref is not None else None,
+        )
         latent = torch.tensor(scales[1], dtype=obs.dtype, device=obs.device)
         call_kwargs = dict(kwargs, _signature=_signature(args))
         with poutine.block(hide_types=["sample", "observe"]), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*torch.jit.*")
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*")
-            if pyro.ops.jit._hashable_args_kwargs((obs, latent) + args, call_kwargs) not in fn.compiled:
+            if (
+                pyro.ops.jit._hashable_args_kwargs((obs, latent) + args, call_kwargs)
+                not in fn.compiled
+            ):
                 # compiling runs the function three times; do it on a copy of the RNG so the
                 # first compiled call draws the same numbers as the eager loss would
-                with torch.random.fork_rng(devices=[ref.device] if ref is not None and ref.is_cuda else []):
+                with torch.random.fork_rng(
+                    devices=[ref.device] if ref is not None and ref.is_cuda else []
+                ):
                     fn(obs, latent, *args, **call_kwargs)
             return fn(obs, latent, *args, **call_kwargs)
 
@@ -164,7 +191,9 @@ class CachedJitTrace_ELBO(_CachedJit, Trace_ELBO):  # noqa: N801 - Pyro's naming
     (mini-batch N/B, KL weight) as inputs instead of freezing them at trace time.
     """
 
-    def _tensor_loss(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> torch.Tensor:
+    def _tensor_loss(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> torch.Tensor:
         # Trace_ELBO.differentiable_loss calls .item(), which a trace would freeze; this is the
         # tensor-only version of Trace_ELBO._differentiable_loss_particle (as in JitTrace_ELBO).
         from pyro.infer.trace_elbo import _compute_log_r
@@ -189,7 +218,9 @@ class CachedJitTrace_ELBO(_CachedJit, Trace_ELBO):  # noqa: N801 - Pyro's naming
                         if log_r is None:
                             log_r = _compute_log_r(model_trace, guide_trace)
                         downstream = log_r.sum_to(site["cond_indep_stack"])
-                        surrogate_particle = surrogate_particle + (downstream * score_function_term).sum()
+                        surrogate_particle = (
+                            surrogate_particle + (downstream * score_function_term).sum()
+                        )
             loss = loss - elbo_particle / self.num_particles
             surrogate_loss = surrogate_loss - surrogate_particle / self.num_particles
         return loss + (surrogate_loss - surrogate_loss.detach())
@@ -203,7 +234,9 @@ class CachedJitTraceMeanField_ELBO(_CachedJit, TraceMeanField_ELBO):  # noqa: N8
     scales and batch shapes as :class:`CachedJitTrace_ELBO` does.
     """
 
-    def _tensor_loss(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> torch.Tensor:
+    def _tensor_loss(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> torch.Tensor:
         loss: Any = 0.0
         for model_trace, guide_trace in self._get_traces(model, guide, args, kwargs):
             _, loss_particle = self._differentiable_loss_particle(model_trace, guide_trace)

@@ -79,17 +79,26 @@ class VectorizedRenyiELBO(RenyiELBO):
     latent sites are reparameterisable.
     """
 
-    def __init__(self, alpha: float = 0.0, num_particles: int = 2, max_plate_nesting: int = 1) -> None:
+    def __init__(
+        self, alpha: float = 0.0, num_particles: int = 2, max_plate_nesting: int = 1
+    ) -> None:
         super().__init__(
-            alpha=alpha, num_particles=num_particles, max_plate_nesting=max_plate_nesting,
+            alpha=alpha,
+            num_particles=num_particles,
+            max_plate_nesting=max_plate_nesting,
             vectorize_particles=True,
         )
 
-    def _log_weights(self, model: Callable, guide: Callable, args: tuple, kwargs: dict) -> tuple[torch.Tensor, Any, bool]:
+    def _log_weights(
+        self, model: Callable, guide: Callable, args: tuple, kwargs: dict
+    ) -> tuple[torch.Tensor, Any, bool]:
         """Unscaled log weights ``(K, B)`` (or ``(K,)`` without a per-point plate), the data scale, per-point flag."""
-        (model_trace, guide_trace), = self._get_traces(model, guide, args, kwargs)
-        obs_scales = [site["scale"] for site in model_trace.nodes.values()
-                      if site["type"] == "sample" and site["is_observed"]]
+        ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
+        obs_scales = [
+            site["scale"]
+            for site in model_trace.nodes.values()
+            if site["type"] == "sample" and site["is_observed"]
+        ]
         data_scale = obs_scales[0] if obs_scales else 1.0
         for s in obs_scales[1:]:
             if not _same_scale(s, data_scale):
@@ -128,7 +137,9 @@ class VectorizedRenyiELBO(RenyiELBO):
         a = 1.0 - self.alpha
         return log_mean_exp(a * log_w, dim=0) / a
 
-    def per_point_bound(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def per_point_bound(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         """The bound ``L_n`` per data point, ``(B,)`` nats, unscaled and differentiable."""
         log_w, _, per_point = self._log_weights(model, guide, args, kwargs)
         if not per_point:
@@ -138,7 +149,9 @@ class VectorizedRenyiELBO(RenyiELBO):
             )
         return self._bound(log_w)
 
-    def differentiable_loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
+    def differentiable_loss(
+        self, model: Callable, guide: Callable, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
         """``-s * sum_n L_n``: a differentiable loss whose value is Pyro's ``RenyiELBO.loss``."""
         log_w, data_scale, _ = self._log_weights(model, guide, args, kwargs)
         loss = -self._bound(log_w).sum() * data_scale

@@ -29,7 +29,9 @@ __all__ = ["SCHEDULE_PARAMS", "kl_schedule", "scale_latents"]
 SCHEDULE_PARAMS: dict[str, Any] = {"beta": 1.0, "anneal": 0, "anneal_steps": 0}
 
 
-def kl_schedule(step: int, epoch: int, beta: float = 1.0, anneal: int = 0, anneal_steps: int = 0) -> float:
+def kl_schedule(
+    step: int, epoch: int, beta: float = 1.0, anneal: int = 0, anneal_steps: int = 0
+) -> float:
     """The KL weight at a training step: ``beta * min(1, t / T)`` during a linear warm-up.
 
     Args:
@@ -41,7 +43,9 @@ def kl_schedule(step: int, epoch: int, beta: float = 1.0, anneal: int = 0, annea
         anneal_steps: warm-up length in steps (0: none): ``beta * min(1, step / anneal_steps)``.
     """
     if anneal and anneal_steps:
-        raise UserError(f"choose one warm-up: anneal={anneal} (epochs) or anneal_steps={anneal_steps}, not both")
+        raise UserError(
+            f"choose one warm-up: anneal={anneal} (epochs) or anneal_steps={anneal_steps}, not both"
+        )
     if anneal_steps:
         return beta * min(1.0, step / anneal_steps)
     if anneal:

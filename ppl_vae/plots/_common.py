@@ -19,6 +19,7 @@ KINDS = ("latent", "recon", "samples", "interpolate", "curves", "overview", "kha
 #: what ``--kind all`` draws (``samples`` only for models with a prior, ``overview`` only for 2-D data)
 ALL_KINDS = ("latent", "recon", "samples", "interpolate", "curves", "overview")
 
+
 # --------------------------------------------------------------------------- helpers
 def latent_means(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     """The point in latent space that represents each row of ``x: (N, D)``: ``(N, d)`` on the CPU.
@@ -58,7 +59,9 @@ def model_device(model: torch.nn.Module) -> torch.device:
         return torch.device("cpu")
 
 
-def unpack_run(model: Any, data: Dataset | None, name: str | None) -> tuple[torch.nn.Module, Dataset, str]:
+def unpack_run(
+    model: Any, data: Dataset | None, name: str | None
+) -> tuple[torch.nn.Module, Dataset, str]:
     """Accept ``(model, data)`` or a ``Run`` in place of the model; return model, data and a title label."""
     if hasattr(model, "model") and hasattr(model, "data") and hasattr(model, "history"):  # a Run
         run = model
@@ -68,7 +71,9 @@ def unpack_run(model: Any, data: Dataset | None, name: str | None) -> tuple[torc
     if data is None:
         raise UserError("pass the data (a ppl_vae Dataset) the model was trained on, or a Run")
     if not isinstance(data, Dataset):
-        raise ArgumentTypeError(f"data must be a ppl_vae Dataset (for its metadata); got {type(data).__name__}")
+        raise ArgumentTypeError(
+            f"data must be a ppl_vae Dataset (for its metadata); got {type(data).__name__}"
+        )
     return model, data, name or model_label(model)
 
 
@@ -83,15 +88,19 @@ def wrap_title(text: str, width: int = 72) -> str:
     """Wrap each line of a title to ``width`` characters (long run names and model specs)."""
     import textwrap
 
-    return "\n".join(textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
-                     for line in text.split("\n"))
+    return "\n".join(
+        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+        for line in text.split("\n")
+    )
 
 
 def add_title(ax: Axes, text: str, fontsize: float = 10) -> None:
     """Set a title wrapped to the width of the figure (about 11 characters per inch at 10 pt)."""
     inches = ax.figure.get_figwidth()
     spec = ax.get_subplotspec()
-    if spec is not None:  # one panel of a grid the caller composed: wrap to the panel's share of the width
+    if (
+        spec is not None
+    ):  # one panel of a grid the caller composed: wrap to the panel's share of the width
         cols = spec.colspan
         inches *= (cols.stop - cols.start) / spec.get_gridspec().ncols
     width = max(30, int(inches * 110 / fontsize))
@@ -148,18 +157,40 @@ def label_colours(labels: np.ndarray | None) -> tuple[list[Any], Any]:
     return list(classes), cmap
 
 
-def scatter_by_label(ax: Axes, xy: np.ndarray, labels: np.ndarray | None, *, s: float = 8, alpha: float = 0.7,
-                      label_prefix: str = "class") -> None:
+def scatter_by_label(
+    ax: Axes,
+    xy: np.ndarray,
+    labels: np.ndarray | None,
+    *,
+    s: float = 8,
+    alpha: float = 0.7,
+    label_prefix: str = "class",
+) -> None:
     """Scatter ``xy: (N, 2)``; coloured by label with a legend (<= 10 classes) or a colour bar."""
     if labels is None:
-        ax.scatter(xy[:, 0], xy[:, 1], s=s, alpha=alpha, color="tab:blue", linewidths=0, label="test points")
+        ax.scatter(
+            xy[:, 0],
+            xy[:, 1],
+            s=s,
+            alpha=alpha,
+            color="tab:blue",
+            linewidths=0,
+            label="test points",
+        )
         return
     classes, cmap = label_colours(labels)
     if len(classes) <= 10:
         for k, c in enumerate(classes):
             sel = labels == c
-            ax.scatter(xy[sel, 0], xy[sel, 1], s=s, alpha=alpha, color=cmap(k % 10), linewidths=0,
-                       label=f"{label_prefix} {c}")
+            ax.scatter(
+                xy[sel, 0],
+                xy[sel, 1],
+                s=s,
+                alpha=alpha,
+                color=cmap(k % 10),
+                linewidths=0,
+                label=f"{label_prefix} {c}",
+            )
     else:
         sc = ax.scatter(xy[:, 0], xy[:, 1], s=s, alpha=alpha, c=labels, cmap=cmap, linewidths=0)
         ax.figure.colorbar(sc, ax=ax, label="label")

@@ -16,7 +16,9 @@ from ._common import finish, wrap_title
 # --------------------------------------------------------------------------- training curves
 def _history_of(run: Any) -> tuple[str | None, list[dict]]:
     """(label, records) from a Run, a run folder path, a History/list of records."""
-    if isinstance(run, (str, Path)):  # the history committed with the checkpoint (metrics.json is a view)
+    if isinstance(
+        run, (str, Path)
+    ):  # the history committed with the checkpoint (metrics.json is a view)
         from ..runs import read_history
 
         cfg, history = read_history(run)
@@ -79,18 +81,32 @@ def plot_curves(
                 test = [r.get("test_loss") for r in history]
             colour = cmap(k % 10)
             label = wrap_title(label, 45)
-            ax.plot(epochs, train, linestyle="--", color=colour, linewidth=1.2, label=f"{label}: train")
+            ax.plot(
+                epochs, train, linestyle="--", color=colour, linewidth=1.2, label=f"{label}: train"
+            )
             if any(v is not None for v in test):
-                ax.plot(epochs, [np.nan if v is None else v for v in test], color=colour, linewidth=1.8,
-                        marker="o" if len(epochs) <= 30 else None, markersize=3, label=f"{label}: test")
+                ax.plot(
+                    epochs,
+                    [np.nan if v is None else v for v in test],
+                    color=colour,
+                    linewidth=1.8,
+                    marker="o" if len(epochs) <= 30 else None,
+                    markersize=3,
+                    label=f"{label}: test",
+                )
         ax.set_xlabel("epoch")
         if panel == "elbo":
             ax.set_ylabel("ELBO (nats per data point, higher is better)")
-            ax.set_title("VAE: train ELBO (dashed, during the epoch) and test ELBO (solid)", fontsize=10)
+            ax.set_title(
+                "VAE: train ELBO (dashed, during the epoch) and test ELBO (solid)", fontsize=10
+            )
         else:
             ax.set_ylabel("reconstruction error per data point (lower is better)")
-            ax.set_title("Autoencoders: reconstruction error, train (dashed; inputs as trained on,\n"
-                         "e.g. corrupted for a DAE; no penalty) and clean test split (solid)", fontsize=10)
+            ax.set_title(
+                "Autoencoders: reconstruction error, train (dashed; inputs as trained on,\n"
+                "e.g. corrupted for a DAE; no penalty) and clean test split (solid)",
+                fontsize=10,
+            )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     if title is None:

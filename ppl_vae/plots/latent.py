@@ -76,8 +76,14 @@ def plot_latent(
     if is_vae and d == 2:
         t = np.linspace(0, 2 * np.pi, 200)
         for r, style in ((1, "--"), (2, ":")):
-            ax.plot(r * np.cos(t), r * np.sin(t), color="grey", linestyle=style, linewidth=1,
-                    label=f"prior N(0, I): {r} sd")
+            ax.plot(
+                r * np.cos(t),
+                r * np.sin(t),
+                color="grey",
+                linestyle=style,
+                linewidth=1,
+                label=f"prior N(0, I): {r} sd",
+            )
         ax.set_aspect("equal", adjustable="datalim")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -114,8 +120,14 @@ def plot_reconstructions(
         show_grid(ax, grid, *image_range(data))
         h = data.meta.image_shape[0]
         ax.set_yticks([h / 2 - 0.5, h + 1 + h / 2 - 0.5], ["original", "reconstruction"])
-        ax.set_xticks([(data.meta.image_shape[1] + 1) * k + data.meta.image_shape[1] / 2 - 0.5
-                       for k in range(len(x))], [str(k) for k in range(len(x))], fontsize=7)
+        ax.set_xticks(
+            [
+                (data.meta.image_shape[1] + 1) * k + data.meta.image_shape[1] / 2 - 0.5
+                for k in range(len(x))
+            ],
+            [str(k) for k in range(len(x))],
+            fontsize=7,
+        )
         ax.set_xlabel("test example")
         add_title(ax, f"Reconstructions of test inputs (top: input, bottom: decoded)\n{name}")
         return finish(fig, path)
@@ -128,8 +140,18 @@ def plot_reconstructions(
         from matplotlib.collections import LineCollection
 
         ax.add_collection(LineCollection(segments, colors="grey", linewidths=0.5, alpha=0.5))
-        ax.scatter(xn[:, 0], xn[:, 1], s=8, color="tab:blue", alpha=0.6, linewidths=0, label="test point x")
-        ax.scatter(rec[:, 0], rec[:, 1], s=8, color="tab:red", alpha=0.8, linewidths=0, label="reconstruction")
+        ax.scatter(
+            xn[:, 0], xn[:, 1], s=8, color="tab:blue", alpha=0.6, linewidths=0, label="test point x"
+        )
+        ax.scatter(
+            rec[:, 0],
+            rec[:, 1],
+            s=8,
+            color="tab:red",
+            alpha=0.8,
+            linewidths=0,
+            label="reconstruction",
+        )
         ax.set_xlabel("x1")
         ax.set_ylabel("x2")
         ax.set_aspect("equal", adjustable="datalim")
@@ -142,12 +164,16 @@ def plot_reconstructions(
     axes = fig.subplots(1, 2, sharey=True)
     vmin, vmax = float(min(x.min(), rec.min())), float(max(x.max(), rec.max()))
     for a, m, title in ((axes[0], x.numpy(), "input"), (axes[1], rec, "reconstruction")):
-        im = a.imshow(m, aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest")
+        im = a.imshow(
+            m, aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest"
+        )
         a.set_title(title, fontsize=9)
         a.set_xlabel("column")
     axes[0].set_ylabel("test row")
     fig.colorbar(im, ax=axes, label="value")
-    fig.suptitle(wrap_title(f"Reconstructions of the first {len(x)} test rows\n{name}", 90), fontsize=10)
+    fig.suptitle(
+        wrap_title(f"Reconstructions of the first {len(x)} test rows\n{name}", 90), fontsize=10
+    )
     return finish(fig, path)
 
 
@@ -176,9 +202,15 @@ def plot_samples(
     model.eval()
     gen = torch.Generator(device=model_device(model)).manual_seed(seed)
     samples = model.sample(n, generator=gen).cpu()
-    return _draw_decodes(samples, data, ax=ax, path=path, title=f"Samples from the prior (seed {seed})\n{name}",
-                         what=f"{n} draws z ~ N(0, I), each shown as the mean of p(x | z)",
-                         short=f"{n} samples: mean of p(x | z), z ~ N(0, I)")
+    return _draw_decodes(
+        samples,
+        data,
+        ax=ax,
+        path=path,
+        title=f"Samples from the prior (seed {seed})\n{name}",
+        what=f"{n} draws z ~ N(0, I), each shown as the mean of p(x | z)",
+        short=f"{n} samples: mean of p(x | z), z ~ N(0, I)",
+    )
 
 
 def plot_decoded(
@@ -199,17 +231,34 @@ def plot_decoded(
     """
     model, data, name = unpack_run(model, data, name)
     if z is None or z.dim() != 2 or z.shape[1] != model.latent_dim:
-        raise UserError(f"z must be a tensor (n, {model.latent_dim}); got "
-                         f"{None if z is None else tuple(z.shape)}")
+        raise UserError(
+            f"z must be a tensor (n, {model.latent_dim}); got "
+            f"{None if z is None else tuple(z.shape)}"
+        )
     model.eval()
     with torch.no_grad():
         decoded = model.decode(z.to(model_device(model))).cpu()
-    return _draw_decodes(decoded, data, ax=ax, path=path, title=f"{title}\n{name}",
-                         what=what or f"{len(z)} decoded latent points", short=what or "decoded latent points")
+    return _draw_decodes(
+        decoded,
+        data,
+        ax=ax,
+        path=path,
+        title=f"{title}\n{name}",
+        what=what or f"{len(z)} decoded latent points",
+        short=what or "decoded latent points",
+    )
 
 
-def _draw_decodes(x: torch.Tensor, data: Dataset, *, ax: Axes | None, path: str | Path | None, title: str,
-                  what: str, short: str) -> Figure:
+def _draw_decodes(
+    x: torch.Tensor,
+    data: Dataset,
+    *,
+    ax: Axes | None,
+    path: str | Path | None,
+    title: str,
+    what: str,
+    short: str,
+) -> Figure:
     """Images in a square grid, or a scatter over the training data (PCA plane for tabular data)."""
     n, kind = len(x), data.meta.kind
     if kind == "image":
@@ -229,7 +278,9 @@ def _draw_decodes(x: torch.Tensor, data: Dataset, *, ax: Axes | None, path: str 
         xy_data, _, pca = pca_2d(data.train.numpy())
         xy = pca.transform(x.numpy())
         xlabel, ylabel = "PC1 of the training data", "PC2 of the training data"
-    ax.scatter(xy_data[:, 0], xy_data[:, 1], s=6, color="lightgrey", linewidths=0, label="training data")
+    ax.scatter(
+        xy_data[:, 0], xy_data[:, 1], s=6, color="lightgrey", linewidths=0, label="training data"
+    )
     ax.scatter(xy[:, 0], xy[:, 1], s=10, color="tab:orange", linewidths=0, label=short)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -284,11 +335,17 @@ def plot_interpolation(
     with torch.no_grad():
         decoded = model.decode(path_z.to(dev)).cpu()
     labels = data.test_labels
-    ends_desc = f"test {i}" + (f" (class {int(labels[i])})" if labels is not None else "") + \
-        f" to test {j}" + (f" (class {int(labels[j])})" if labels is not None else "")
+    ends_desc = (
+        f"test {i}"
+        + (f" (class {int(labels[i])})" if labels is not None else "")
+        + f" to test {j}"
+        + (f" (class {int(labels[j])})" if labels is not None else "")
+    )
     kind = data.meta.kind
     if kind == "image":
-        imgs = np.concatenate([as_images(ends[:1], data), as_images(decoded, data), as_images(ends[1:], data)])
+        imgs = np.concatenate(
+            [as_images(ends[:1], data), as_images(decoded, data), as_images(ends[1:], data)]
+        )
         fig, ax = new_axes(ax, (max(5.0, 0.7 * (steps + 2)), 2.0))
         show_grid(ax, tile_images(imgs, ncol=len(imgs), pad=1), *image_range(data))
         w = data.meta.image_shape[1]
@@ -311,9 +368,18 @@ def plot_interpolation(
     ax.scatter(base[:, 0], base[:, 1], s=5, color="lightgrey", linewidths=0, label="training data")
     ax.plot(e[:, 0], e[:, 1], "k--", linewidth=1, label="straight line in data space")
     ax.plot(dec[:, 0], dec[:, 1], color="tab:red", linewidth=1, alpha=0.6)
-    sc = ax.scatter(dec[:, 0], dec[:, 1], c=t[:, 0].numpy(), cmap="plasma", s=30, zorder=3,
-                    label="decoded latent path")
-    ax.scatter(e[:, 0], e[:, 1], marker="*", s=200, color="black", zorder=4, label="the two test inputs")
+    sc = ax.scatter(
+        dec[:, 0],
+        dec[:, 1],
+        c=t[:, 0].numpy(),
+        cmap="plasma",
+        s=30,
+        zorder=3,
+        label="decoded latent path",
+    )
+    ax.scatter(
+        e[:, 0], e[:, 1], marker="*", s=200, color="black", zorder=4, label="the two test inputs"
+    )
     fig.colorbar(sc, ax=ax, label="t")
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -338,18 +404,29 @@ def plot_overview_2d(
     """2-D data: the test points, their reconstructions and (VAE only) prior samples on one scatter."""
     model, data, name = unpack_run(model, data, name)
     if data.meta.kind != "points2d":
-        raise UserError(f"plot_overview_2d is for 2-D point data; {data.meta.name!r} is {data.meta.kind!r}")
+        raise UserError(
+            f"plot_overview_2d is for 2-D point data; {data.meta.name!r} is {data.meta.kind!r}"
+        )
     model.eval()
     x = data.test.numpy()
     rec = model.reconstruct(data.test.to(model_device(model))).cpu().numpy()
     fig, ax = new_axes(ax, (6.0, 5.2))
     ax.scatter(x[:, 0], x[:, 1], s=8, color="tab:blue", alpha=0.5, linewidths=0, label="test data")
-    ax.scatter(rec[:, 0], rec[:, 1], s=8, color="tab:red", alpha=0.7, linewidths=0, label="reconstructions")
+    ax.scatter(
+        rec[:, 0], rec[:, 1], s=8, color="tab:red", alpha=0.7, linewidths=0, label="reconstructions"
+    )
     if can_sample(model):
         gen = torch.Generator(device=model_device(model)).manual_seed(seed)
         s = model.sample(n_samples, generator=gen).cpu().numpy()
-        ax.scatter(s[:, 0], s[:, 1], s=8, color="tab:orange", alpha=0.7, linewidths=0,
-                   label=f"prior samples (mean of p(x | z)), n={n_samples}")
+        ax.scatter(
+            s[:, 0],
+            s[:, 1],
+            s=8,
+            color="tab:orange",
+            alpha=0.7,
+            linewidths=0,
+            label=f"prior samples (mean of p(x | z)), n={n_samples}",
+        )
     ax.set_xlabel("x1")
     ax.set_ylabel("x2")
     ax.set_aspect("equal", adjustable="datalim")

@@ -20,16 +20,23 @@ def plot_khat(report: Any, *, path: str | Path | None = None) -> Figure:
     idx = np.arange(len(khat))
     fig, ax = new_axes(None, (7, 3.6))
     finite = np.isfinite(khat)
-    colour = np.where(khat > KHAT_BAD, "tab:red", np.where(khat > KHAT_GOOD, "tab:orange", "tab:blue"))
+    colour = np.where(
+        khat > KHAT_BAD, "tab:red", np.where(khat > KHAT_GOOD, "tab:orange", "tab:blue")
+    )
     ax.scatter(idx[finite], khat[finite], s=6, c=colour[finite], alpha=0.7, linewidths=0)
-    for level, style, label in ((KHAT_GOOD, ":", "0.5 (good below)"), (KHAT_BAD, "--", "0.7 (unreliable above)")):
+    for level, style, label in (
+        (KHAT_GOOD, ":", "0.5 (good below)"),
+        (KHAT_BAD, "--", "0.7 (unreliable above)"),
+    ):
         ax.axhline(level, color="grey", linestyle=style, linewidth=1, label=label)
     s = report.summary
     ax.set_xlabel("data point")
     ax.set_ylabel("PSIS k-hat (Pareto shape)")
-    ax.set_title(f"Importance-weight tails per point: {report.name}, K={s['num_samples']}\n"
-                 f"{100 * s['khat_share_above_0.5']:.1f}% above 0.5, {100 * s['khat_share_above_0.7']:.1f}% above 0.7",
-                 fontsize=10)
+    ax.set_title(
+        f"Importance-weight tails per point: {report.name}, K={s['num_samples']}\n"
+        f"{100 * s['khat_share_above_0.5']:.1f}% above 0.5, {100 * s['khat_share_above_0.7']:.1f}% above 0.7",
+        fontsize=10,
+    )
     ax.legend(loc="upper right", fontsize=8)
     return finish(fig, path)
 
@@ -41,8 +48,13 @@ def plot_gap_hist(report: Any, *, path: str | Path | None = None) -> Figure:
     fig, ax = new_axes(None, (6, 3.6))
     ax.hist(gap, bins=min(60, max(10, len(gap) // 10)), color="tab:blue", alpha=0.8)
     s = report.summary
-    ax.axvline(s["gap_mean"], color="black", linestyle="--", linewidth=1,
-               label=f"mean {s['gap_mean']:.3f} ± {s['gap_se']:.3f} (s.e.)")
+    ax.axvline(
+        s["gap_mean"],
+        color="black",
+        linestyle="--",
+        linewidth=1,
+        label=f"mean {s['gap_mean']:.3f} ± {s['gap_se']:.3f} (s.e.)",
+    )
     ax.set_xlabel("IW log p(x) - ELBO (nats per data point)")
     ax.set_ylabel("number of points")
     ax.set_title(f"Gap between IW (K={s['num_samples']}) and ELBO: {report.name}", fontsize=10)
@@ -68,18 +80,29 @@ def plot_elbo_vs_iw(report: Any, *, path: str | Path | None = None) -> Figure:
     pts = report.points
     elbo_v, iw_v, khat = (pts[c].to_numpy() for c in ("elbo", "iw_log_likelihood", "khat"))
     fig, ax = new_axes(None, (6.0, 5.2))
-    groups = ((khat < 0.5, "tab:blue", "k-hat < 0.5 (good)"),
-              ((khat >= 0.5) & (khat < 0.7), "tab:orange", "0.5 <= k-hat < 0.7 (usable)"),
-              (khat >= 0.7, "tab:red", "k-hat >= 0.7 (IW unreliable)"))
+    groups = (
+        (khat < 0.5, "tab:blue", "k-hat < 0.5 (good)"),
+        ((khat >= 0.5) & (khat < 0.7), "tab:orange", "0.5 <= k-hat < 0.7 (usable)"),
+        (khat >= 0.7, "tab:red", "k-hat >= 0.7 (IW unreliable)"),
+    )
     for sel, colour, label in groups:
         if sel.any():
-            ax.scatter(elbo_v[sel], iw_v[sel], s=8, color=colour, alpha=0.7, linewidths=0,
-                       label=f"{label}: {int(sel.sum())} points")
+            ax.scatter(
+                elbo_v[sel],
+                iw_v[sel],
+                s=8,
+                color=colour,
+                alpha=0.7,
+                linewidths=0,
+                label=f"{label}: {int(sel.sum())} points",
+            )
     lo, hi = float(np.nanmin(elbo_v)), float(np.nanmax(iw_v))
     ax.plot([lo, hi], [lo, hi], color="grey", linestyle="--", linewidth=1, label="IW = ELBO")
     s = report.summary
     ax.set_xlabel("ELBO (nats per data point)")
     ax.set_ylabel(f"IW log p(x), K={s['num_samples']} (nats per data point)")
-    add_title(ax, f"ELBO vs IW log p(x) per point (mean gap {s['gap_mean']:.3f} nats)\n{report.name}")
+    add_title(
+        ax, f"ELBO vs IW log p(x) per point (mean gap {s['gap_mean']:.3f} nats)\n{report.name}"
+    )
     add_legend(ax, loc="lower right", markerscale=1.5)
     return finish(fig, path)

@@ -54,7 +54,9 @@ def plot_run(
             for k in ALL_KINDS:
                 if k == "samples" and not can_sample(model):
                     if skipped is not None:
-                        skipped.append(f"samples: {type(model).__name__} has no prior to sample from")
+                        skipped.append(
+                            f"samples: {type(model).__name__} has no prior to sample from"
+                        )
                     continue
                 if k == "overview" and data.meta.kind != "points2d":
                     continue
@@ -77,11 +79,17 @@ def plot_run(
         elif kind == "overview":
             fig = plot_overview_2d(model, data, name=name)
         elif kind == "curves":
-            fig = plot_curves([run], labels=[run_dir.resolve().name], title=f"Training curves: {name}")
+            fig = plot_curves(
+                [run], labels=[run_dir.resolve().name], title=f"Training curves: {name}"
+            )
         else:  # khat, gap
-            if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
-                raise UserError(f"{kind!r} needs a VAE (importance weights need p(x, z) and q(z | x)); "
-                                 f"{type(model).__name__} defines no likelihood")
+            if not (
+                callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))
+            ):
+                raise UserError(
+                    f"{kind!r} needs a VAE (importance weights need p(x, z) and q(z | x)); "
+                    f"{type(model).__name__} defines no likelihood"
+                )
             if report is None:
                 from ..diagnostics import evaluate
 

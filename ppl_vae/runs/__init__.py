@@ -30,7 +30,15 @@ from .checkpoint import (
 from .files import read_json, to_jsonable, write_json
 from .lock import lock_folder
 
-_FOLDER = ("UNSET", "Run", "default_likelihood", "load_run", "read_history", "resolve_binarize", "train_run")
+_FOLDER = (
+    "UNSET",
+    "Run",
+    "default_likelihood",
+    "load_run",
+    "read_history",
+    "resolve_binarize",
+    "train_run",
+)
 
 __all__ = [
     "CheckpointError",

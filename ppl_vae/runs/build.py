@@ -50,7 +50,9 @@ def user_call(fn, *args, **kwargs):
 
 
 def as_ints(value: Any) -> tuple[int, ...] | None:
-    if isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+    if isinstance(value, (list, tuple)) and all(
+        isinstance(v, int) and not isinstance(v, bool) for v in value
+    ):
         return tuple(value)
     return None
 
@@ -67,7 +69,12 @@ def mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
         if latent is None or len(latent) != 2 or len(layers) != 2 or None in layers:
             return None
         (d1, d2), (h1, h2) = latent, layers
-        widths = [[d_in, *h1, 2 * d1], [d1, *h2, 2 * d2], [d2, *reversed(h2), 2 * d1], [d1, *reversed(h1), 2 * d_in]]
+        widths = [
+            [d_in, *h1, 2 * d1],
+            [d1, *h2, 2 * d2],
+            [d2, *reversed(h2), 2 * d1],
+            [d1, *reversed(h1), 2 * d_in],
+        ]
         return widths, f"input {d_in}, latent_dims {latent}, hidden_dims {h1} and {h2}"
     d, hidden = config.get("latent_dim"), as_ints(config.get("hidden_dims"))
     if not isinstance(d, int) or hidden is None:
@@ -75,9 +82,15 @@ def mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
     words = f"input {d_in}, hidden_dims {hidden}, latent_dim {d}"
     if cls == "SemiSupervisedVAE":
         c = config.get("num_classes") if isinstance(config.get("num_classes"), int) else 10
-        widths = [[d_in, *hidden, c], [d_in + c, *hidden, 2 * d], [d + c, *reversed(hidden), 2 * d_in]]
+        widths = [
+            [d_in, *hidden, c],
+            [d_in + c, *hidden, 2 * d],
+            [d + c, *reversed(hidden), 2 * d_in],
+        ]
         return widths, f"{words}, {c} classes"
-    encoder_out = d + d * (d + 1) // 2 if str(config.get("guide", "")).startswith("fullrank") else 2 * d
+    encoder_out = (
+        d + d * (d + 1) // 2 if str(config.get("guide", "")).startswith("fullrank") else 2 * d
+    )
     return [[d_in, *hidden, encoder_out], [d, *reversed(hidden), 2 * d_in]], words
 
 
@@ -89,10 +102,16 @@ def check_model_size(config: dict[str, Any], batch_size: int, what: str) -> None
     widths, words = found
     params = sum(mlp_parameters(w) for w in widths)
     activations = 4 * batch_size * 4 * (sum(sum(w) for w in widths) + config["input_dim"])
-    advice = ("the sizes of model 'hvae' are fixed (Burda et al.): use fewer input dimensions, or --model vae"
-              if config.get("class") == "HierarchicalVAE" else "choose smaller --hidden-dims / --latent-dim")
-    check_memory(training_bytes(params) + activations,
-                 f"{what} ({words}: {params:,} parameters, trained with Adam)", advice)
+    advice = (
+        "the sizes of model 'hvae' are fixed (Burda et al.): use fewer input dimensions, or --model vae"
+        if config.get("class") == "HierarchicalVAE"
+        else "choose smaller --hidden-dims / --latent-dim"
+    )
+    check_memory(
+        training_bytes(params) + activations,
+        f"{what} ({words}: {params:,} parameters, trained with Adam)",
+        advice,
+    )
 
 
 #: the class each model name builds (ppl_vae.models.names), for the size check before building
@@ -103,29 +122,60 @@ def model_from_flags(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
     """The model the flags describe for the data of ``meta`` (a :class:`~ppl_vae.data.DatasetMeta`)."""
     kind, input_dim = flags["model"], meta.input_dim
     hidden = None if flags["hidden_dims"] is None else tuple(flags["hidden_dims"])
-    sizes = {"class": _CLASSES.get(kind, kind), "input_dim": input_dim, "latent_dim": flags["latent_dim"],
-             "hidden_dims": hidden, "guide": flags.get("guide"), "num_classes": meta.num_classes,
-             **(HVAE_SIZES if kind == "hvae" else {})}
+    sizes = {
+        "class": _CLASSES.get(kind, kind),
+        "input_dim": input_dim,
+        "latent_dim": flags["latent_dim"],
+        "hidden_dims": hidden,
+        "guide": flags.get("guide"),
+        "num_classes": meta.num_classes,
+        **(HVAE_SIZES if kind == "hvae" else {}),
+    }
     check_model_size(sizes, flags["batch_size"], f"a {kind}")
     if kind not in AUTOENCODERS:
         from ..models.names import make_model
 
-        spec = {"vae": "vae:nets=conv" if flags.get("nets", "mlp") == "conv" else "vae",
-                "hvae": f"hvae:activation={flags['activation']}",
-                "m2": f"m2:labelled={flags.get('labelled_fraction')!r}"}[kind]
+        spec = {
+            "vae": "vae:nets=conv" if flags.get("nets", "mlp") == "conv" else "vae",
+            "hvae": f"hvae:activation={flags['activation']}",
+            "m2": f"m2:labelled={flags.get('labelled_fraction')!r}",
+        }[kind]
         image = meta.image_shape
         sizes = {} if kind == "hvae" else {"latent_dim": flags["latent_dim"], "hidden_dims": hidden}
-        return user_call(make_model, spec, input_dim, flags.get("guide", "meanfield"), **sizes,
-                          likelihood=flags["likelihood"], activation=flags["activation"],
-                          image_shape=(1, *image) if image is not None and len(image) == 2 else image,
-                          num_classes=meta.num_classes)
+        return user_call(
+            make_model,
+            spec,
+            input_dim,
+            flags.get("guide", "meanfield"),
+            **sizes,
+            likelihood=flags["likelihood"],
+            activation=flags["activation"],
+            image_shape=(1, *image) if image is not None and len(image) == 2 else image,
+            num_classes=meta.num_classes,
+        )
     from ..autoencoders import make_autoencoder
 
-    options = {k: flags[v] for k, v in (("reconstruction", "reconstruction"), ("noise", "noise"),
-                                        ("sigma", "sigma"), ("p", "mask_prob"), ("rho", "rho"), ("lam", "lam"))
-               if flags[v] is not None}
-    return user_call(make_autoencoder, kind, input_dim, flags["latent_dim"], hidden_dims=hidden,
-                      activation=flags["activation"], **options)
+    options = {
+        k: flags[v]
+        for k, v in (
+            ("reconstruction", "reconstruction"),
+            ("noise", "noise"),
+            ("sigma", "sigma"),
+            ("p", "mask_prob"),
+            ("rho", "rho"),
+            ("lam", "lam"),
+        )
+        if flags[v] is not None
+    }
+    return user_call(
+        make_autoencoder,
+        kind,
+        input_dim,
+        flags["latent_dim"],
+        hidden_dims=hidden,
+        activation=flags["activation"],
+        **options,
+    )
 
 
 def rebuild_model(config: dict[str, Any], batch_size: int, where: str) -> torch.nn.Module:
@@ -155,15 +205,22 @@ def check_objective(model: Any, data: Any, objective: str) -> None:
     hook = getattr(model, "dataset_inputs", None)
     rows = (data.train, *hook(data, "train")) if callable(hook) else (data.train,)
     program = as_program(model)
-    rows = program.check_data(tuple(t[:INSPECT_ROWS] for t in rows), "data.train")  # fit's own check first
+    rows = program.check_data(
+        tuple(t[:INSPECT_ROWS] for t in rows), "data.train"
+    )  # fit's own check first
     with torch.random.fork_rng(), param_scope(program):
         info = inspect_program(program, rows)
     parse_objective(objective).check(info)
 
 
 def run_data_args(flags: dict[str, Any]) -> dict[str, Any]:
-    return {"name": flags["dataset"], "binarize": flags["binarize_resolved"], "seed": flags["seed"],
-            "data_dir": flags["data_dir"], "n_samples": flags["n_samples"]}
+    return {
+        "name": flags["dataset"],
+        "binarize": flags["binarize_resolved"],
+        "seed": flags["seed"],
+        "data_dir": flags["data_dir"],
+        "n_samples": flags["n_samples"],
+    }
 
 
 def load_run_data(args: dict[str, Any]):
@@ -179,7 +236,11 @@ def folder_state(path: Path) -> str:
     entries = [e for e in os.listdir(path) if e != LOCK_FILE and not _PARTIAL.fullmatch(e)]
     if not entries:
         return "empty"
-    if (path / SETTINGS_FILE).is_file() or (path / "checkpoint" / POINTER).is_file() or older_run(path):
+    if (
+        (path / SETTINGS_FILE).is_file()
+        or (path / "checkpoint" / POINTER).is_file()
+        or older_run(path)
+    ):
         return "run"
     return "foreign"
 
@@ -206,9 +267,13 @@ def refuse_existing(path: Path) -> None:
     if state == "run":
         refuse_if_locked(path)
     if state == "run":
-        raise RunExistsError(f"{str(path)!r} already holds a run: pass --resume to continue it, or choose "
-                             "another --out")
+        raise RunExistsError(
+            f"{str(path)!r} already holds a run: pass --resume to continue it, or choose "
+            "another --out"
+        )
     if state == "foreign":
         shown = sorted(e for e in os.listdir(path) if e != LOCK_FILE and not _PARTIAL.fullmatch(e))
-        raise RunExistsError(f"{str(path)!r} exists and holds files ppl_vae did not make ({', '.join(shown[:3])}"
-                             f"{', ...' if len(shown) > 3 else ''}): choose another --out (nothing was changed)")
+        raise RunExistsError(
+            f"{str(path)!r} exists and holds files ppl_vae did not make ({', '.join(shown[:3])}"
+            f"{', ...' if len(shown) > 3 else ''}): choose another --out (nothing was changed)"
+        )

@@ -101,8 +101,13 @@ def save_checkpoint(
 class _Set:
     """A committed set: its folder, validated manifest and config."""
 
-    def __init__(self, folder: Path, files: dict[str, dict[str, Any]], config: dict[str, Any],
-                 legacy: bool = False) -> None:
+    def __init__(
+        self,
+        folder: Path,
+        files: dict[str, dict[str, Any]],
+        config: dict[str, Any],
+        legacy: bool = False,
+    ) -> None:
         self.folder, self.files, self.config, self.legacy = folder, files, config, legacy
 
     def read(self, name: str) -> bytes | None:
@@ -133,17 +138,24 @@ class _Set:
 
 def _open(directory: Path) -> _Set:
     """The set the pointer names (or a set folder, or the old layout), validated."""
-    if not (directory / POINTER).is_file() and not (directory / MANIFEST).is_file() \
-            and (directory / "checkpoint" / POINTER).is_file():
+    if (
+        not (directory / POINTER).is_file()
+        and not (directory / MANIFEST).is_file()
+        and (directory / "checkpoint" / POINTER).is_file()
+    ):
         directory = directory / "checkpoint"  # a run folder
     pointer_path = directory / POINTER
     if pointer_path.is_file():
-        pointer = check_pointer(read_json(pointer_path, CheckpointError), pointer_path, FORMAT_VERSION)
+        pointer = check_pointer(
+            read_json(pointer_path, CheckpointError), pointer_path, FORMAT_VERSION
+        )
         folder = directory / pointer["set"]
         manifest_bytes = (folder / MANIFEST).read_bytes()
         if sha256(manifest_bytes) != pointer["manifest_sha256"]:
-            raise CheckpointError(f"{folder / MANIFEST} does not match the hash in {pointer_path}: the "
-                                  "manifest was edited or belongs to another checkpoint")
+            raise CheckpointError(
+                f"{folder / MANIFEST} does not match the hash in {pointer_path}: the "
+                "manifest was edited or belongs to another checkpoint"
+            )
     elif (directory / MANIFEST).is_file():
         folder, manifest_bytes = directory, (directory / MANIFEST).read_bytes()
     elif (directory / CONFIG_FILE).is_file():
@@ -153,13 +165,19 @@ def _open(directory: Path) -> _Set:
             f"no checkpoint in {str(directory)!r}: {POINTER} is missing (a run folder keeps its "
             "checkpoint in RUN/checkpoint; a run stopped before its first epoch ended has none yet)"
         )
-    files = check_manifest(_parse(manifest_bytes, folder / MANIFEST), folder / MANIFEST,
-                           {MODEL_FILE, OPTIMIZER_FILE, PARAMS_FILE, CONFIG_FILE, SETTINGS_FILE})
+    files = check_manifest(
+        _parse(manifest_bytes, folder / MANIFEST),
+        folder / MANIFEST,
+        {MODEL_FILE, OPTIMIZER_FILE, PARAMS_FILE, CONFIG_FILE, SETTINGS_FILE},
+    )
     if CONFIG_FILE not in files:
         raise CheckpointError(f"{folder / MANIFEST} lists no {CONFIG_FILE}")
     partial = _Set(folder, files, {})
-    config = check_config(_parse(partial.read(CONFIG_FILE), folder / CONFIG_FILE), folder / CONFIG_FILE,
-                          FORMAT_VERSION)
+    config = check_config(
+        _parse(partial.read(CONFIG_FILE), folder / CONFIG_FILE),
+        folder / CONFIG_FILE,
+        FORMAT_VERSION,
+    )
     return _Set(folder, files, config)
 
 
@@ -167,7 +185,9 @@ def _parse(data: bytes, path: Path) -> dict[str, Any]:
     try:
         obj = json.loads(data)
     except (ValueError, RecursionError) as err:
-        raise CheckpointError(f"{path} is not valid JSON ({'nested too deeply' if isinstance(err, RecursionError) else err})") from None
+        raise CheckpointError(
+            f"{path} is not valid JSON ({'nested too deeply' if isinstance(err, RecursionError) else err})"
+        ) from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} must hold a JSON object; got a {type(obj).__name__}")
     return obj
@@ -191,42 +211,52 @@ def _with_set(directory: str | os.PathLike[str], action):
             missing = err.filename
         except IsADirectoryError as err:
             raise CheckpointError(f"{err.filename} is a folder, not a checkpoint file") from None
-    raise CheckpointError(f"checkpoint {str(directory)!r} is incomplete or keeps changing: {missing} is missing")
+    raise CheckpointError(
+        f"checkpoint {str(directory)!r} is incomplete or keeps changing: {missing} is missing"
+    )
 
 
 def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:
     """The checked config of the current checkpoint: ``model``, ``training``, ``data``, ``optimizer``,
     ``params``, ``extra`` (no tensors loaded); ``set`` names the set folder it came from."""
+
     def action(s: _Set) -> dict[str, Any]:
         return {**s.config, "set": s.folder.name}
+
     return _with_set(directory, action)
-
-
 
 
 def _load_state(s: _Set, model: torch.nn.Module, device) -> dict[str, Any]:
     weights = s.tensors(MODEL_FILE, device)
     if weights is None:
-        raise CheckpointError(f"checkpoint {str(s.folder)!r} holds no model weights (saved with model=None)")
+        raise CheckpointError(
+            f"checkpoint {str(s.folder)!r} holds no model weights (saved with model=None)"
+        )
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {str(s.folder)!r} does not match the model: {err}") from None
+        raise CheckpointError(
+            f"checkpoint {str(s.folder)!r} does not match the model: {err}"
+        ) from None
     return {**s.config, "set": s.folder.name}
 
 
-def load_model_state(directory: str | os.PathLike[str], model: torch.nn.Module,
-                     device: str | torch.device = "cpu") -> dict[str, Any]:
+def load_model_state(
+    directory: str | os.PathLike[str], model: torch.nn.Module, device: str | torch.device = "cpu"
+) -> dict[str, Any]:
     """Load the saved weights into ``model``; returns the config. Weights that do not fit are refused."""
     return _with_set(directory, lambda s: _load_state(s, model, device))
 
 
-def load_checkpoint(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[Any, dict[str, Any]]:
+def load_checkpoint(
+    directory: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> tuple[Any, dict[str, Any]]:
     """Rebuild the saved model from its config and load its weights onto ``device``: ``(model, config)``.
 
     ``config["training"]`` holds the history and the state needed to resume, ``config["data"]``
     the dataset metadata.
     """
+
     def action(s: _Set):
         model = _build(s, device)
         return model, {**s.config, "set": s.folder.name}
@@ -245,15 +275,19 @@ def _build(s: _Set, device: str | torch.device) -> torch.nn.Module:
     try:
         model = build_model(s.config["model"])
     except (TypeError, ValueError, KeyError) as err:
-        raise CheckpointError(f"{s.folder / CONFIG_FILE}: field 'model' is unusable: {err}") from None
+        raise CheckpointError(
+            f"{s.folder / CONFIG_FILE}: field 'model' is unusable: {err}"
+        ) from None
     model.to(device)
     _load_state(s, model, device)
     return model
 
 
-def load_run_checkpoint(directory: str | os.PathLike[str], device: str | torch.device = "cpu", *,
-                        model: bool = True) -> tuple[Any, dict[str, Any], bytes | None]:
+def load_run_checkpoint(
+    directory: str | os.PathLike[str], device: str | torch.device = "cpu", *, model: bool = True
+) -> tuple[Any, dict[str, Any], bytes | None]:
     """``(model or None, config, settings.json copy or None)``, all from the same committed set."""
+
     def action(s: _Set):
         config = {**s.config, "set": s.folder.name}
         built = _build(s, device) if model else None
@@ -262,7 +296,9 @@ def load_run_checkpoint(directory: str | os.PathLike[str], device: str | torch.d
     return _with_set(directory, action)
 
 
-def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any], where: Path) -> dict[str, Any]:
+def _optimizer_from_flat(
+    tensors: dict[str, torch.Tensor], meta: dict[str, Any], where: Path
+) -> dict[str, Any]:
     state: dict[int, dict[str, Any]] = {}
     for name, value in tensors.items():
         parts = name.split(".", 2)
@@ -280,26 +316,38 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], meta: dict[str, Any],
     return {"state": state, "param_groups": groups}
 
 
-def load_optimizer_state(directory: str | os.PathLike[str], optimizer: torch.optim.Optimizer,
-                         device: str | torch.device = "cpu") -> bool:
+def load_optimizer_state(
+    directory: str | os.PathLike[str],
+    optimizer: torch.optim.Optimizer,
+    device: str | torch.device = "cpu",
+) -> bool:
     """Load the saved optimizer state into ``optimizer``; False when none was saved."""
+
     def action(s: _Set) -> bool:
         meta = s.config.get("optimizer")
         if not meta or OPTIMIZER_FILE not in s.files:
             return False
         if meta["class"] != type(optimizer).__name__:
-            raise CheckpointError(f"checkpoint optimizer is {meta['class']}, cannot load it into "
-                                  f"{type(optimizer).__name__}")
+            raise CheckpointError(
+                f"checkpoint optimizer is {meta['class']}, cannot load it into "
+                f"{type(optimizer).__name__}"
+            )
         tensors = s.tensors(OPTIMIZER_FILE, device)
         try:
-            optimizer.load_state_dict(_optimizer_from_flat(tensors, meta, s.folder / OPTIMIZER_FILE))
+            optimizer.load_state_dict(
+                _optimizer_from_flat(tensors, meta, s.folder / OPTIMIZER_FILE)
+            )
         except (ValueError, KeyError, RuntimeError, TypeError, IndexError) as err:
-            raise CheckpointError(f"optimizer state in {str(s.folder)!r} does not match the model: {err}") from None
+            raise CheckpointError(
+                f"optimizer state in {str(s.folder)!r} does not match the model: {err}"
+            ) from None
         return True
 
     return _with_set(directory, action)
 
 
-def load_params(directory: str | os.PathLike[str], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+def load_params(
+    directory: str | os.PathLike[str], device: str | torch.device = "cpu"
+) -> dict[str, torch.Tensor]:
     """The saved ``pyro.param`` values (unconstrained), name -> tensor; ``{}`` when none were saved."""
     return _with_set(directory, lambda s: s.tensors(PARAMS_FILE, device) or {})

@@ -65,7 +65,10 @@ def _optimizer_to_flat(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], 
                 tensors[f"state.{idx}.{key}"] = value.detach().cpu().contiguous()
             else:
                 scalars.setdefault(str(idx), {})[key] = value
-    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in state["param_groups"]]
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()}
+        for g in state["param_groups"]
+    ]
     return tensors, {"param_groups": groups, "scalars": scalars}
 
 
@@ -114,10 +117,14 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
     settings = _run_settings(directory)
     if settings is not None:
         files[SETTINGS_FILE] = settings
-    manifest = dumps({
-        "format_version": FORMAT_VERSION,
-        "files": {name: {"sha256": sha256(data), "bytes": len(data)} for name, data in files.items()},
-    }).encode()
+    manifest = dumps(
+        {
+            "format_version": FORMAT_VERSION,
+            "files": {
+                name: {"sha256": sha256(data), "bytes": len(data)} for name, data in files.items()
+            },
+        }
+    ).encode()
     files[MANIFEST] = manifest
 
     previous = current_set_name(directory)
@@ -146,8 +153,14 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
         renamed = True
         _fault("fsync")
         fsync_dir(directory)
-        pointer = dumps({"format_version": FORMAT_VERSION, "set": name, "epoch": epoch,
-                         "manifest_sha256": sha256(manifest)}).encode()
+        pointer = dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "set": name,
+                "epoch": epoch,
+                "manifest_sha256": sha256(manifest),
+            }
+        ).encode()
         _fault("write")
         with open(pointer_tmp, "wb") as f:
             f.write(pointer)
@@ -164,10 +177,19 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
             for leftover in (pointer_tmp, final if renamed else tmp):
                 _remove(leftover)
         if isinstance(err, OSError):
-            kept = f"the previous checkpoint ({previous}) is still current and loadable" if previous else \
-                "no earlier checkpoint exists"
-            raise disk_error(err, f"could not save a checkpoint in {str(directory)!r}",
-                             f"{kept}; free space or choose a writable folder, then resume") or err from None
+            kept = (
+                f"the previous checkpoint ({previous}) is still current and loadable"
+                if previous
+                else "no earlier checkpoint exists"
+            )
+            raise (
+                disk_error(
+                    err,
+                    f"could not save a checkpoint in {str(directory)!r}",
+                    f"{kept}; free space or choose a writable folder, then resume",
+                )
+                or err
+            ) from None
         raise
     _clean(directory, keep={name, previous})
     return final
@@ -200,13 +222,12 @@ def _clean(directory: Path, keep: set[str | None]) -> None:
                 pass  # the commit stands; a leftover is removed by the next save
 
 
-
-
 def current_set_name(directory: Path) -> str | None:
     """The set the pointer names now, or None (no checkpoint, or an unreadable pointer)."""
     try:
-        pointer = check_pointer(read_json(directory / POINTER, CheckpointError), directory / POINTER,
-                                FORMAT_VERSION)
+        pointer = check_pointer(
+            read_json(directory / POINTER, CheckpointError), directory / POINTER, FORMAT_VERSION
+        )
     except (OSError, CheckpointError):
         return None
     return pointer["set"]

@@ -68,7 +68,10 @@ def disk_error(err: OSError, what: str, after: str = "") -> ResourceError | None
     if err.errno not in DISK_ERRNOS:
         return None
     reason = os.strerror(err.errno) if err.errno else str(err)
-    return ResourceError(f"{what}: {reason} ({errno.errorcode.get(err.errno, err.errno)})" + (f"; {after}" if after else ""))
+    return ResourceError(
+        f"{what}: {reason} ({errno.errorcode.get(err.errno, err.errno)})"
+        + (f"; {after}" if after else "")
+    )
 
 
 def _umask() -> int:
@@ -116,7 +119,9 @@ def _no_constant(token: str) -> Any:
     raise ValueError(f"{token} is not a JSON value")
 
 
-def read_json(path: str | os.PathLike[str], error: type[Exception] = RunError, what: str = "") -> dict[str, Any]:
+def read_json(
+    path: str | os.PathLike[str], error: type[Exception] = RunError, what: str = ""
+) -> dict[str, Any]:
     """Read a JSON object from ``path``; a missing, unreadable or non-object file raises ``error``."""
     path = Path(path)
     try:

@@ -29,11 +29,29 @@ class _Unset:
 UNSET: Any = _Unset()
 
 DEFAULTS: dict[str, Any] = {
-    "model": "vae", "dataset": "digits", "data_dir": None, "n_samples": None, "binarize": "auto",
-    "latent_dim": 8, "hidden_dims": [256], "likelihood": "auto", "activation": "relu",
-    "reconstruction": None, "noise": None, "sigma": None, "mask_prob": None, "rho": None, "lam": None,
-    "objective": "analytic", "lr": 1e-3, "batch_size": 128, "seed": 0, "device": "auto",
-    "guide": "meanfield", "nets": "mlp", "labelled_fraction": None,
+    "model": "vae",
+    "dataset": "digits",
+    "data_dir": None,
+    "n_samples": None,
+    "binarize": "auto",
+    "latent_dim": 8,
+    "hidden_dims": [256],
+    "likelihood": "auto",
+    "activation": "relu",
+    "reconstruction": None,
+    "noise": None,
+    "sigma": None,
+    "mask_prob": None,
+    "rho": None,
+    "lam": None,
+    "objective": "analytic",
+    "lr": 1e-3,
+    "batch_size": 128,
+    "seed": 0,
+    "device": "auto",
+    "guide": "meanfield",
+    "nets": "mlp",
+    "labelled_fraction": None,
 }
 AUTOENCODERS = ("ae", "dae", "sae", "cae")
 #: models trained by SVI on a bound (ppl_vae.models.names): the VAE, two stochastic layers, M2
@@ -43,8 +61,14 @@ NETS = ("mlp", "conv")
 HVAE_SIZES = {"latent_dims": (100, 50), "hidden_dims": ((200, 200), (100, 100))}
 #: M2's labelled fraction when none is given (as ppl_vae.models.names.make_model)
 M2_LABELLED = 0.1
-AE_OPTIONS = {"reconstruction": "reconstruction", "noise": "noise", "sigma": "sigma", "p": "mask_prob",
-              "rho": "rho", "lam": "lam"}
+AE_OPTIONS = {
+    "reconstruction": "reconstruction",
+    "noise": "noise",
+    "sigma": "sigma",
+    "p": "mask_prob",
+    "rho": "rho",
+    "lam": "lam",
+}
 IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist")
 
 
@@ -89,8 +113,10 @@ def canonical(name: str, value: Any) -> Any:
     if name == "labelled_fraction":
         value = check_finite_number(value, name)
         if not 0 < value <= 1:
-            raise UserError(f"labelled_fraction (--labelled-fraction) is the share of training points that keep "
-                            f"their label, in (0, 1]; got {value:g}")
+            raise UserError(
+                f"labelled_fraction (--labelled-fraction) is the share of training points that keep "
+                f"their label, in (0, 1]; got {value:g}"
+            )
         return value
     if name == "guide":
         from ..guides import canonical_guide
@@ -98,26 +124,37 @@ def canonical(name: str, value: Any) -> Any:
         return canonical_guide(value)
     if name == "nets":
         if value not in NETS:
-            raise UserError(f"nets must be 'mlp' (dense layers) or 'conv' (convolutions, for images); got {value!r}")
+            raise UserError(
+                f"nets must be 'mlp' (dense layers) or 'conv' (convolutions, for images); got {value!r}"
+            )
         return value
     if name == "hidden_dims":
         if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise ArgumentTypeError(f"hidden_dims must be a sequence of positive integers; got {value!r}")
+            raise ArgumentTypeError(
+                f"hidden_dims must be a sequence of positive integers; got {value!r}"
+            )
         return [check_positive_int(h, "hidden_dims") for h in value]
     if name == "dataset":
         return _dataset_name(value)
     if name == "data_dir":
-        return str(Path(value).expanduser().resolve()) if isinstance(value, (str, Path)) else \
-            _bad(name, value)
+        return (
+            str(Path(value).expanduser().resolve())
+            if isinstance(value, (str, Path))
+            else _bad(name, value)
+        )
     if name == "binarize":
         value = "none" if value is None else value
         if value not in ("auto", "dynamic", "static", "none"):
-            raise UserError(f"binarize must be 'auto', 'dynamic', 'static' or 'none'; got {value!r}")
+            raise UserError(
+                f"binarize must be 'auto', 'dynamic', 'static' or 'none'; got {value!r}"
+            )
         return value
     if name == "model":
         if value not in (*VAE_MODELS, *AUTOENCODERS):
-            raise UserError(f"model must be 'vae', 'hvae', 'm2' (trained by SVI) or 'ae', 'dae', 'sae', 'cae' "
-                            f"(autoencoders); got {value!r}")
+            raise UserError(
+                f"model must be 'vae', 'hvae', 'm2' (trained by SVI) or 'ae', 'dae', 'sae', 'cae' "
+                f"(autoencoders); got {value!r}"
+            )
         return value
     if name == "objective":
         return objective_spec(value)
@@ -141,7 +178,9 @@ def objective_spec(value: object) -> str:
         spec = getattr(value, "spec", None)
         if isinstance(spec, str):
             return spec
-        raise ArgumentTypeError(f"objective must be a string like 'analytic' or 'iwae:k=5'; got {value!r}")
+        raise ArgumentTypeError(
+            f"objective must be a string like 'analytic' or 'iwae:k=5'; got {value!r}"
+        )
     try:
         return parse_objective(value).spec
     except UserError:
@@ -172,15 +211,19 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
     model = flags["model"]
     if model in VAE_MODELS:
         if ae_given:
-            raise UserError(f"options {ae_given} are for autoencoders (model 'ae', 'dae', 'sae', 'cae'), "
-                            f"not for model {model!r}")
+            raise UserError(
+                f"options {ae_given} are for autoencoders (model 'ae', 'dae', 'sae', 'cae'), "
+                f"not for model {model!r}"
+            )
         _check_program_flags(model, flags, given)
         if model == "m2":
             if flags["labelled_fraction"] is None:
                 flags["labelled_fraction"] = M2_LABELLED
             if "objective" not in given:
                 flags["objective"] = "enum"  # sums the unlabelled points' class out exactly
-        if model == "hvae":  # Burda et al.'s sizes: none of the flags' (recorded as none, not as unused values)
+        if (
+            model == "hvae"
+        ):  # Burda et al.'s sizes: none of the flags' (recorded as none, not as unused values)
             flags["latent_dim"] = flags["hidden_dims"] = None
             if "activation" not in given:
                 flags["activation"] = "tanh"  # and their units
@@ -189,12 +232,16 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
         lik = flags["likelihood"].partition(":")[0]
     else:
         if "objective" in given or given.get("likelihood", "auto") != "auto":
-            raise UserError(f"objective and likelihood are for the VAE; model {flags['model']!r} is trained on its "
-                            "reconstruction error (choose it with reconstruction='bce'|'mse')")
+            raise UserError(
+                f"objective and likelihood are for the VAE; model {flags['model']!r} is trained on its "
+                "reconstruction error (choose it with reconstruction='bce'|'mse')"
+            )
         program = sorted(k for k in ("guide", "nets", "labelled_fraction") if k in given)
         if program:
-            raise UserError(f"{', '.join(_flag(k) for k in program)}: for the models trained by SVI (vae, hvae, "
-                            f"m2); model {flags['model']!r} is an autoencoder")
+            raise UserError(
+                f"{', '.join(_flag(k) for k in program)}: for the models trained by SVI (vae, hvae, "
+                f"m2); model {flags['model']!r} is an autoencoder"
+            )
         flags["objective"] = None
         flags["likelihood"] = None
         if flags["reconstruction"] in ("auto", None):
@@ -207,20 +254,30 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
 def _check_program_flags(model: str, flags: dict[str, Any], given: dict[str, Any]) -> None:
     """The guide, nets, labelled fraction and sizes each model takes (see ppl_vae.models.names)."""
     if flags["guide"] != "meanfield" and model != "vae":
-        raise UserError(f"--guide {flags['guide']}: model {model!r} has a mean-field guide per latent site; guide "
-                        "families (fullrank, iaf:n=K) are for --model vae")
+        raise UserError(
+            f"--guide {flags['guide']}: model {model!r} has a mean-field guide per latent site; guide "
+            "families (fullrank, iaf:n=K) are for --model vae"
+        )
     if flags["nets"] != "mlp" and model != "vae":
-        raise UserError(f"--nets {flags['nets']}: model {model!r} has dense (mlp) networks; --nets conv is for "
-                        "--model vae")
+        raise UserError(
+            f"--nets {flags['nets']}: model {model!r} has dense (mlp) networks; --nets conv is for "
+            "--model vae"
+        )
     if flags["labelled_fraction"] is not None and model != "m2":
-        raise UserError(f"--labelled-fraction is for --model m2 (semi-supervised); model {model!r} uses no labels")
+        raise UserError(
+            f"--labelled-fraction is for --model m2 (semi-supervised); model {model!r} uses no labels"
+        )
     sizes = sorted(k for k in ("latent_dim", "hidden_dims") if k in given)
     if model == "hvae" and sizes:
-        raise UserError(f"{', '.join(_flag(k) for k in sizes)}: model 'hvae' has Burda et al.'s fixed sizes "
-                        "(latent 100 and 50, hidden 200-200 and 100-100); leave them out")
+        raise UserError(
+            f"{', '.join(_flag(k) for k in sizes)}: model 'hvae' has Burda et al.'s fixed sizes "
+            "(latent 100 and 50, hidden 200-200 and 100-100); leave them out"
+        )
 
 
-def check_overrides(given: dict[str, Any], recorded: dict[str, Any], override: list[str]) -> dict[str, Any]:
+def check_overrides(
+    given: dict[str, Any], recorded: dict[str, Any], override: list[str]
+) -> dict[str, Any]:
     """On ``--resume``: the overrides to record, ``{name: {"from": old, "to": new}}``.
 
     A given flag that differs from the record is refused unless ``override`` names it; the
@@ -228,20 +285,30 @@ def check_overrides(given: dict[str, Any], recorded: dict[str, Any], override: l
     """
     unknown = sorted(set(override) - set(OVERRIDABLE) - set(FIXED))
     if unknown:
-        raise UserError(f"--override {', '.join(unknown)}: unknown setting; these can be overridden on "
-                        f"resume: {', '.join(OVERRIDABLE)}")
+        raise UserError(
+            f"--override {', '.join(unknown)}: unknown setting; these can be overridden on "
+            f"resume: {', '.join(OVERRIDABLE)}"
+        )
     fixed = sorted(set(override) & set(FIXED))
     if fixed:
-        raise RunError(f"--override {', '.join(fixed)}: the model, data and architecture of a run cannot "
-                       "change; start a new run with another --out")
+        raise RunError(
+            f"--override {', '.join(fixed)}: the model, data and architecture of a run cannot "
+            "change; start a new run with another --out"
+        )
     missing = sorted(n for n in override if n not in given)
     if missing:
-        raise UserError(f"--override {', '.join(missing)} needs the new value too, e.g. --override lr --lr 3e-4")
+        raise UserError(
+            f"--override {', '.join(missing)} needs the new value too, e.g. --override lr --lr 3e-4"
+        )
     conflicts, changes = [], {}
     for name, value in given.items():
         old = recorded.get(name, DEFAULTS.get(name))
         if value == "auto" and name == "likelihood":
-            value = default_likelihood(recorded["dataset"]) if recorded.get("model", "vae") in VAE_MODELS else None
+            value = (
+                default_likelihood(recorded["dataset"])
+                if recorded.get("model", "vae") in VAE_MODELS
+                else None
+            )
         elif value == "auto" and name == "reconstruction" and recorded.get("model") in AUTOENCODERS:
             value = "bce" if recorded["dataset"] in IMAGE_DATASETS else "mse"
         if _same(value, old):
@@ -249,13 +316,20 @@ def check_overrides(given: dict[str, Any], recorded: dict[str, Any], override: l
         if name in override:
             changes[name] = {"from": old, "to": value}
         elif name in FIXED:
-            conflicts.append(f"{_flag(name)} {_show(value)} (the run has {_show(old)}; the model, data and "
-                             "architecture cannot change: start a new run with another --out)")
+            conflicts.append(
+                f"{_flag(name)} {_show(value)} (the run has {_show(old)}; the model, data and "
+                "architecture cannot change: start a new run with another --out)"
+            )
         else:
-            conflicts.append(f"{_flag(name)} {_show(value)} differs from the run's {name} {_show(old)} "
-                             f"(to change it from now on: --override {name} {_flag(name)} {_show(value)})")
+            conflicts.append(
+                f"{_flag(name)} {_show(value)} differs from the run's {name} {_show(old)} "
+                f"(to change it from now on: --override {name} {_flag(name)} {_show(value)})"
+            )
     if conflicts:
-        raise RunError("--resume continues the run with its recorded settings; refused: " + "; ".join(conflicts))
+        raise RunError(
+            "--resume continues the run with its recorded settings; refused: "
+            + "; ".join(conflicts)
+        )
     return changes
 
 

@@ -70,7 +70,15 @@ from .settings import (
     write_settings,
 )
 
-__all__ = ["UNSET", "Run", "default_likelihood", "load_run", "read_history", "resolve_binarize", "train_run"]
+__all__ = [
+    "UNSET",
+    "Run",
+    "default_likelihood",
+    "load_run",
+    "read_history",
+    "resolve_binarize",
+    "train_run",
+]
 
 
 @dataclass
@@ -101,12 +109,30 @@ def _reinit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
 def train_run(
     out: str | os.PathLike[str] | None,
     *,
-    dataset: Any = UNSET, objective: Any = UNSET, latent_dim: Any = UNSET, hidden_dims: Any = UNSET,
-    likelihood: Any = UNSET, activation: Any = UNSET, binarize: Any = UNSET, data_dir: Any = UNSET,
-    n_samples: Any = UNSET, epochs: Any = UNSET, batch_size: Any = UNSET, lr: Any = UNSET, seed: Any = UNSET,
-    device: Any = UNSET, resume: bool = False, progress: bool = True, time_budget: float | None = None,
-    model: Any = UNSET, ae_options: dict[str, Any] | None = None, override: Any = (), log: Any = UNSET,
-    guide: Any = UNSET, nets: Any = UNSET, labelled_fraction: Any = UNSET,
+    dataset: Any = UNSET,
+    objective: Any = UNSET,
+    latent_dim: Any = UNSET,
+    hidden_dims: Any = UNSET,
+    likelihood: Any = UNSET,
+    activation: Any = UNSET,
+    binarize: Any = UNSET,
+    data_dir: Any = UNSET,
+    n_samples: Any = UNSET,
+    epochs: Any = UNSET,
+    batch_size: Any = UNSET,
+    lr: Any = UNSET,
+    seed: Any = UNSET,
+    device: Any = UNSET,
+    resume: bool = False,
+    progress: bool = True,
+    time_budget: float | None = None,
+    model: Any = UNSET,
+    ae_options: dict[str, Any] | None = None,
+    override: Any = (),
+    log: Any = UNSET,
+    guide: Any = UNSET,
+    nets: Any = UNSET,
+    labelled_fraction: Any = UNSET,
 ) -> Run:
     """Train a model into run folder ``out`` (or in memory when ``out`` is None) and return the run.
 
@@ -129,10 +155,26 @@ def train_run(
     and data cannot change. ``epochs`` is then the number of further epochs (default: up to the
     number the run was asked for). ``log=["tensorboard"]`` also writes TensorBoard event files.
     """
-    given = given_flags(ae_options, dataset=dataset, objective=objective, latent_dim=latent_dim,
-                        hidden_dims=hidden_dims, likelihood=likelihood, activation=activation, binarize=binarize,
-                        data_dir=data_dir, n_samples=n_samples, batch_size=batch_size, lr=lr, seed=seed,
-                        device=device, model=model, guide=guide, nets=nets, labelled_fraction=labelled_fraction)
+    given = given_flags(
+        ae_options,
+        dataset=dataset,
+        objective=objective,
+        latent_dim=latent_dim,
+        hidden_dims=hidden_dims,
+        likelihood=likelihood,
+        activation=activation,
+        binarize=binarize,
+        data_dir=data_dir,
+        n_samples=n_samples,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        device=device,
+        model=model,
+        guide=guide,
+        nets=nets,
+        labelled_fraction=labelled_fraction,
+    )
     more = None if epochs is UNSET else check_positive_int(epochs, "epochs")
     if time_budget is not None:
         time_budget = check_finite_number(time_budget, "time_budget", positive=True)
@@ -161,27 +203,41 @@ def train_run(
 def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
     flags = complete(given)
     if flags["model"] in AUTOENCODERS and "likelihood" in given and given["likelihood"] != "auto":
-        raise UserError("likelihood is for the VAE; an autoencoder takes reconstruction='bce'|'mse'")
+        raise UserError(
+            "likelihood is for the VAE; an autoencoder takes reconstruction='bce'|'mse'"
+        )
     args = run_data_args(flags)
     provenance = data_provenance(args)
-    if provenance["kind"] == "files":  # the IDX folder that was found (not $PPL_VAE_DATA at a later time)
+    if (
+        provenance["kind"] == "files"
+    ):  # the IDX folder that was found (not $PPL_VAE_DATA at a later time)
         args["data_dir"] = str(Path(next(iter(provenance["files"]))).parent)
     data = load_run_data(args)
     model = _reinit(model_from_flags(flags, data.meta), flags["seed"])
     check_objective(model, data, flags["objective"])
     settings = {
-        "flags": flags, "model_kind": flags["model"], "model": getattr(model, "config", None),
-        "data": {"args": args, "provenance": provenance}, "epochs": epochs or 20,
-        "time_budget": time_budget, "log": logs, "created": now(), "versions": versions(),
+        "flags": flags,
+        "model_kind": flags["model"],
+        "model": getattr(model, "config", None),
+        "data": {"args": args, "provenance": provenance},
+        "epochs": epochs or 20,
+        "time_budget": time_budget,
+        "log": logs,
+        "created": now(),
+        "versions": versions(),
     }
     doc = {"settings": settings, "resumes": []}
     if path is None or not main:
-        return _train(path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main)
+        return _train(
+            path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main
+        )
     with lock_folder(path):
         refuse_existing(path)
         remove_partial(path)
         doc = write_settings(path, settings)
-        return _train(path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main)
+        return _train(
+            path, doc, flags, model, data, epochs or 20, 0, logs, progress, time_budget, main
+        )
 
 
 def _committed(path: Path) -> tuple[int, bytes | None, dict | None]:
@@ -195,17 +251,23 @@ def _committed(path: Path) -> tuple[int, bytes | None, dict | None]:
 
 def _resume(path, given, more, override, logs, progress, time_budget, main) -> Run:
     if not path.is_dir():
-        raise MissingFileError(f"cannot resume: {str(path)!r} does not exist; start the run without --resume")
+        raise MissingFileError(
+            f"cannot resume: {str(path)!r} does not exist; start the run without --resume"
+        )
     if not (path / SETTINGS_FILE).is_file():
-        raise RunError(f"cannot resume {str(path)!r}: it has no settings.json, so it is not a run of this "
-                       "ppl_vae (an older ppl_vae's runs cannot be resumed); start a new run with another --out")
+        raise RunError(
+            f"cannot resume {str(path)!r}: it has no settings.json, so it is not a run of this "
+            "ppl_vae (an older ppl_vae's runs cannot be resumed); start a new run with another --out"
+        )
     with lock_folder(path) if main else contextlib.nullcontext():
         if main:
             remove_partial(path)
         doc = read_settings(path)
         flags = effective_settings(doc)
         if flags["model"] in AUTOENCODERS and "objective" in given:
-            raise UserError(f"--objective is for the VAE; this run is an autoencoder ({flags['model']})")
+            raise UserError(
+                f"--objective is for the VAE; this run is an autoencoder ({flags['model']})"
+            )
         changes = check_overrides(given, flags, override)
         for name, change in changes.items():
             flags[name] = change["to"]
@@ -216,8 +278,10 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         target = done + more if more else target_epochs(doc)
         if target <= done:
             if changes:
-                raise RunError(f"{str(path)!r} already has {done} epochs (it was asked for {target}): pass "
-                               "--epochs N to train N more")
+                raise RunError(
+                    f"{str(path)!r} already has {done} epochs (it was asked for {target}): pass "
+                    "--epochs N to train N more"
+                )
             if main:  # nothing left to train (e.g. killed after its last commit): bring the views up to date
                 Recorder(path, doc, flags, False).write()
             run = load_run(path)
@@ -225,14 +289,18 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
             return run
         logs = doc["settings"].get("log", []) if logs is None else logs
         data = load_run_data(doc["settings"]["data"]["args"])
-        model = rebuild_model(doc["settings"]["model"], flags["batch_size"], str(path / SETTINGS_FILE))
+        model = rebuild_model(
+            doc["settings"]["model"], flags["batch_size"], str(path / SETTINGS_FILE)
+        )
         if "objective" in changes:
             check_objective(model, data, flags["objective"])
         if main:
             doc = write_settings(path, doc["settings"], new_resume(doc, done, target, changes))
         if done == 0:
             _reinit(model, flags["seed"])
-        return _train(path, doc, flags, model, data, target - done, done, logs, progress, time_budget, main)
+        return _train(
+            path, doc, flags, model, data, target - done, done, logs, progress, time_budget, main
+        )
 
 
 def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_budget, main) -> Run:
@@ -240,10 +308,21 @@ def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_bud
     from ..autoencoders import Autoencoder
     from ..train.autoencoder import fit_autoencoder
 
-    recorder = Recorder(path, doc, flags, "tensorboard" in logs) if path is not None and main else None
-    common = dict(epochs=epochs, batch_size=flags["batch_size"], lr=flags["lr"], seed=flags["seed"],
-                  device=flags["device"], checkpoint_dir=path / "checkpoint" if path is not None else None,
-                  resume=done > 0, progress=progress, time_budget=time_budget, callback=recorder)
+    recorder = (
+        Recorder(path, doc, flags, "tensorboard" in logs) if path is not None and main else None
+    )
+    common = dict(
+        epochs=epochs,
+        batch_size=flags["batch_size"],
+        lr=flags["lr"],
+        seed=flags["seed"],
+        device=flags["device"],
+        checkpoint_dir=path / "checkpoint" if path is not None else None,
+        resume=done > 0,
+        progress=progress,
+        time_budget=time_budget,
+        callback=recorder,
+    )
     try:
         if isinstance(model, Autoencoder):
             history = fit_autoencoder(model, data, **common)
@@ -253,8 +332,16 @@ def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_bud
         if recorder is not None:
             recorder.close()
     state = getattr(history, "state", None)
-    training = None if state is None else {"epoch": state.epoch, "step": state.step, "seed": state.seed,
-                                           "objective": state.objective}
+    training = (
+        None
+        if state is None
+        else {
+            "epoch": state.epoch,
+            "step": state.step,
+            "seed": state.seed,
+            "objective": state.objective,
+        }
+    )
     if recorder is not None and (path / "checkpoint" / POINTER).is_file():
         recorder.write(training)
     annotated = History(annotate(list(history), doc))
@@ -268,19 +355,27 @@ def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_bud
 def _open_run(run_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
     path = Path(run_dir)
     if not path.is_dir():
-        raise MissingFileError(f"{str(path)!r} does not exist or is not a folder; make a run with "
-                               "`ppl-vae train --out DIR`")
+        raise MissingFileError(
+            f"{str(path)!r} does not exist or is not a folder; make a run with "
+            "`ppl-vae train --out DIR`"
+        )
     if not (path / SETTINGS_FILE).is_file():
         if older_run(path):
-            raise RunError(f"{str(path)!r} was made by an older ppl_vae (no settings.json, so its data are not "
-                           "recorded in a form this version trusts): load its model with "
-                           f"pv.load_checkpoint('{path / 'checkpoint'}'), or train it again")
-        raise RunError(f"{str(path)!r} is not a ppl_vae run folder (no settings.json); make one with "
-                       "`ppl-vae train --out DIR`")
+            raise RunError(
+                f"{str(path)!r} was made by an older ppl_vae (no settings.json, so its data are not "
+                "recorded in a form this version trusts): load its model with "
+                f"pv.load_checkpoint('{path / 'checkpoint'}'), or train it again"
+            )
+        raise RunError(
+            f"{str(path)!r} is not a ppl_vae run folder (no settings.json); make one with "
+            "`ppl-vae train --out DIR`"
+        )
     doc = read_settings(path)
     if not (path / "checkpoint" / POINTER).is_file():
-        raise RunError(f"{str(path)!r} has no completed epoch yet (the run stopped before its first epoch "
-                       f"ended): resume it with `ppl-vae train --out {path} --resume`")
+        raise RunError(
+            f"{str(path)!r} has no completed epoch yet (the run stopped before its first epoch "
+            f"ended): resume it with `ppl-vae train --out {path} --resume`"
+        )
     return path, doc
 
 
@@ -309,8 +404,12 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "cpu", load_data: bo
         saved = config.get("data") or {}
         for key in ("input_dim", "n_train", "n_test", "binarize", "seed"):
             if key in saved and saved[key] != getattr(data.meta, key, saved[key]):
-                raise RunError(f"{str(path)!r}: the data now load with {key}={getattr(data.meta, key)!r}, but the "
-                               f"run was trained with {key}={saved[key]!r}: the data or their loader changed")
+                raise RunError(
+                    f"{str(path)!r}: the data now load with {key}={getattr(data.meta, key)!r}, but the "
+                    f"run was trained with {key}={saved[key]!r}: the data or their loader changed"
+                )
     history = History(annotate(config["training"]["history"], doc))
     flags = effective_settings(doc)
-    return Run(model, data, history, metrics_config(doc, flags, history, config.get("data")), path, doc)
+    return Run(
+        model, data, history, metrics_config(doc, flags, history, config.get("data")), path, doc
+    )

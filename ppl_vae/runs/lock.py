@@ -88,7 +88,9 @@ def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise RunExistsError(f"{str(folder)!r} (or a folder above it) is a file, not a folder") from None
+        raise RunExistsError(
+            f"{str(folder)!r} (or a folder above it) is a file, not a folder"
+        ) from None
     except OSError as err:
         raise disk_error(err, f"cannot create {str(folder)!r}") or err from None
     key = os.path.realpath(folder)

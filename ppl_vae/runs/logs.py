@@ -19,8 +19,15 @@ from .checkpoint import read_config
 from .files import to_jsonable, write_bytes, write_json
 from .settings import annotate
 
-__all__ = ["METRICS_CSV", "METRICS_FILE", "Recorder", "TensorBoardLog", "check_tensorboard", "metrics_config",
-           "write_metrics"]
+__all__ = [
+    "METRICS_CSV",
+    "METRICS_FILE",
+    "Recorder",
+    "TensorBoardLog",
+    "check_tensorboard",
+    "metrics_config",
+    "write_metrics",
+]
 
 METRICS_FILE = "metrics.json"
 METRICS_CSV = "metrics.csv"
@@ -40,17 +47,30 @@ def history_csv(history: Sequence[dict[str, Any]]) -> str:
         row = []
         for key in columns:
             value = to_jsonable(record.get(key))
-            row.append("" if value is None else json.dumps(value, sort_keys=True) if isinstance(value, (dict, list))
-                       else value)
+            row.append(
+                ""
+                if value is None
+                else json.dumps(value, sort_keys=True)
+                if isinstance(value, (dict, list))
+                else value
+            )
         writer.writerow(row)
     return buf.getvalue()
 
 
-def write_metrics(run_dir: Path, history: Sequence[dict[str, Any]], config: dict[str, Any],
-                  training: dict[str, Any] | None = None) -> None:
+def write_metrics(
+    run_dir: Path,
+    history: Sequence[dict[str, Any]],
+    config: dict[str, Any],
+    training: dict[str, Any] | None = None,
+) -> None:
     """Rewrite ``metrics.json`` and ``metrics.csv`` of ``run_dir`` (atomically, strict JSON)."""
     final_test = history[-1].get("test_elbo") if history else None
-    doc: dict[str, Any] = {"history": list(history), "config": config, "final_test_elbo": final_test}
+    doc: dict[str, Any] = {
+        "history": list(history),
+        "config": config,
+        "final_test_elbo": final_test,
+    }
     if history and "train_loss" in history[0]:
         doc["final_test_loss"] = history[-1].get("test_loss")
     if training is not None:
@@ -64,8 +84,10 @@ def check_tensorboard() -> None:
     try:
         from torch.utils.tensorboard import SummaryWriter  # noqa: F401
     except ImportError:
-        raise UserError("--log tensorboard needs the 'tensorboard' package, which is not installed: "
-                        "pip install 'ppl_vae[tensorboard]' (or pip install tensorboard)") from None
+        raise UserError(
+            "--log tensorboard needs the 'tensorboard' package, which is not installed: "
+            "pip install 'ppl_vae[tensorboard]' (or pip install tensorboard)"
+        ) from None
 
 
 class TensorBoardLog:
@@ -88,16 +110,25 @@ class TensorBoardLog:
         self.writer.close()
 
 
-def metrics_config(doc: dict[str, Any], flags: dict[str, Any], history: list[dict], data_meta: Any) -> dict:
+def metrics_config(
+    doc: dict[str, Any], flags: dict[str, Any], history: list[dict], data_meta: Any
+) -> dict:
     """The ``config`` of metrics.json: the run's settings as trained now, flat (as older tools read it)."""
     s = doc["settings"]
     objective = history[-1].get("objective") if history else None
     return {
-        "dataset": s["data"]["args"]["name"], "data_args": s["data"]["args"],
-        "data_provenance": s["data"]["provenance"], "data_meta": data_meta, "model": s["model"],
-        "model_kind": s["model_kind"], "objective": objective or flags.get("objective"),
-        "epochs": history[-1]["epoch"] if history else 0, "batch_size": flags["batch_size"],
-        "lr": flags["lr"], "seed": flags["seed"], "device": flags["device"],
+        "dataset": s["data"]["args"]["name"],
+        "data_args": s["data"]["args"],
+        "data_provenance": s["data"]["provenance"],
+        "data_meta": data_meta,
+        "model": s["model"],
+        "model_kind": s["model_kind"],
+        "objective": objective or flags.get("objective"),
+        "epochs": history[-1]["epoch"] if history else 0,
+        "batch_size": flags["batch_size"],
+        "lr": flags["lr"],
+        "seed": flags["seed"],
+        "device": flags["device"],
         "overrides": [e for e in doc["resumes"] if e.get("overrides")],
     }
 
@@ -105,15 +136,21 @@ def metrics_config(doc: dict[str, Any], flags: dict[str, Any], history: list[dic
 class Recorder:
     """fit's per-epoch callback: metrics.json / .csv / TensorBoard from the committed checkpoint."""
 
-    def __init__(self, run_dir: Path, doc: dict[str, Any], flags: dict[str, Any], tensorboard: bool) -> None:
+    def __init__(
+        self, run_dir: Path, doc: dict[str, Any], flags: dict[str, Any], tensorboard: bool
+    ) -> None:
         self.run_dir, self.doc, self.flags = run_dir, doc, flags
         self.tb = TensorBoardLog(run_dir) if tensorboard else None
 
     def write(self, training: dict[str, Any] | None = None) -> list[dict]:
         config = read_config(self.run_dir / "checkpoint")
         history = annotate(config["training"]["history"], self.doc)
-        write_metrics(self.run_dir, history, metrics_config(self.doc, self.flags, history, config["data"]),
-                      training)
+        write_metrics(
+            self.run_dir,
+            history,
+            metrics_config(self.doc, self.flags, history, config["data"]),
+            training,
+        )
         return history
 
     def __call__(self, record: dict[str, Any]) -> None:

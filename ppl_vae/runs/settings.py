@@ -38,9 +38,26 @@ SETTINGS_FILE = "settings.json"
 #: flags that may change on ``--resume`` with ``--override NAME``
 OVERRIDABLE = ("objective", "lr", "batch_size", "seed", "device")
 #: flags that define the model and the data: a different value is another run
-FIXED = ("model", "dataset", "data_dir", "n_samples", "binarize", "latent_dim", "hidden_dims",
-         "likelihood", "activation", "guide", "nets", "labelled_fraction", "reconstruction", "noise", "sigma",
-         "mask_prob", "rho", "lam")
+FIXED = (
+    "model",
+    "dataset",
+    "data_dir",
+    "n_samples",
+    "binarize",
+    "latent_dim",
+    "hidden_dims",
+    "likelihood",
+    "activation",
+    "guide",
+    "nets",
+    "labelled_fraction",
+    "reconstruction",
+    "noise",
+    "sigma",
+    "mask_prob",
+    "rho",
+    "lam",
+)
 IDX_DATASETS = ("mnist", "fashion_mnist")
 
 
@@ -78,7 +95,10 @@ def data_provenance(args: dict[str, Any]) -> dict[str, Any]:
         return {"kind": "file", "files": {str(path): _sha256_file(path)} if path.is_file() else {}}
     if name in IDX_DATASETS:
         paths = find_idx_files(name, args.get("data_dir"))
-        return {"kind": "files", "files": {str(p.resolve()): _sha256_file(p) for p in paths.values()}}
+        return {
+            "kind": "files",
+            "files": {str(p.resolve()): _sha256_file(p) for p in paths.values()},
+        }
     versions = {"ppl_vae": _version("ppl_vae")}
     if name == "digits":
         versions["scikit-learn"] = _version("scikit-learn")
@@ -89,34 +109,50 @@ def check_provenance(recorded: dict[str, Any], where: str) -> None:
     """Refuse when a recorded data file is missing or has changed; warn when a built-in's version differs."""
     if recorded.get("kind") == "builtin":
         now = data_provenance({"name": recorded.get("name")})["versions"]
-        changed = {k: (v, now.get(k)) for k, v in recorded.get("versions", {}).items() if now.get(k) != v}
+        changed = {
+            k: (v, now.get(k)) for k, v in recorded.get("versions", {}).items() if now.get(k) != v
+        }
         if changed:
             text = ", ".join(f"{k} {a} -> {b}" for k, (a, b) in changed.items())
-            warnings.warn(f"{where}: the built-in dataset {recorded.get('name')!r} was made with other "
-                          f"versions ({text}); the data may differ", stacklevel=3)
+            warnings.warn(
+                f"{where}: the built-in dataset {recorded.get('name')!r} was made with other "
+                f"versions ({text}); the data may differ",
+                stacklevel=3,
+            )
         return
     for path, sha in recorded.get("files", {}).items():
         p = Path(path)
         if not p.is_file():
-            raise RunError(f"{where}: the run's data file {path} is missing; put it back (sha256 {sha[:12]}...) "
-                           "or train a new run on the data you have")
+            raise RunError(
+                f"{where}: the run's data file {path} is missing; put it back (sha256 {sha[:12]}...) "
+                "or train a new run on the data you have"
+            )
         actual = _sha256_file(p)
         if actual != sha:
-            raise RunError(f"{where}: the run's data file {path} has changed since the run started (sha256 "
-                           f"{sha[:12]}... then, {actual[:12]}... now): restore it, or train a new run on the "
-                           "new data")
+            raise RunError(
+                f"{where}: the run's data file {path} has changed since the run started (sha256 "
+                f"{sha[:12]}... then, {actual[:12]}... now): restore it, or train a new run on the "
+                "new data"
+            )
 
 
 # ------------------------------------------------------------------------------ the file
 def _digest(doc: dict[str, Any]) -> str:
     body = {k: doc[k] for k in ("format", "settings", "resumes")}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
-                                     allow_nan=False).encode()).hexdigest()
+    return hashlib.sha256(
+        json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    ).hexdigest()
 
 
-def write_settings(run_dir: Path, settings: dict[str, Any], resumes: list[dict[str, Any]] | None = None) -> dict:
+def write_settings(
+    run_dir: Path, settings: dict[str, Any], resumes: list[dict[str, Any]] | None = None
+) -> dict:
     """Write ``RUN/settings.json`` atomically (with the SHA-256 of its content); returns the document."""
-    doc = {"format": RUN_FORMAT, "settings": to_jsonable(settings), "resumes": to_jsonable(resumes or [])}
+    doc = {
+        "format": RUN_FORMAT,
+        "settings": to_jsonable(settings),
+        "resumes": to_jsonable(resumes or []),
+    }
     doc["sha256"] = _digest(doc)
     write_json(run_dir / SETTINGS_FILE, doc)
     return doc
@@ -125,30 +161,57 @@ def write_settings(run_dir: Path, settings: dict[str, Any], resumes: list[dict[s
 def parse_settings(doc: dict[str, Any], path: Path | str) -> dict[str, Any]:
     """Check a settings document (format, hash, field types); returns it."""
     if doc.get("format") != RUN_FORMAT:
-        raise RunError(f"{path}: field 'format' must be {RUN_FORMAT!r}; got {str(doc.get('format'))[:40]!r}")
+        raise RunError(
+            f"{path}: field 'format' must be {RUN_FORMAT!r}; got {str(doc.get('format'))[:40]!r}"
+        )
     for key, kind in (("settings", dict), ("resumes", list), ("sha256", str)):
         if not isinstance(doc.get(key), kind):
-            raise RunError(f"{path}: field {key!r} is missing or not {'an object' if kind is dict else 'a ' + kind.__name__}")
+            raise RunError(
+                f"{path}: field {key!r} is missing or not {'an object' if kind is dict else 'a ' + kind.__name__}"
+            )
     if _digest(doc) != doc["sha256"]:
-        raise RunError(f"{path} was edited after ppl_vae wrote it (its content does not match its sha256): "
-                       "ppl_vae will not use an edited run file; restore it (each checkpoint set under "
-                       "checkpoint/ holds a copy)")
+        raise RunError(
+            f"{path} was edited after ppl_vae wrote it (its content does not match its sha256): "
+            "ppl_vae will not use an edited run file; restore it (each checkpoint set under "
+            "checkpoint/ holds a copy)"
+        )
     s = doc["settings"]
-    checks = {"flags": dict, "model": (dict, type(None)), "model_kind": str, "data": dict, "epochs": int}
+    checks = {
+        "flags": dict,
+        "model": (dict, type(None)),
+        "model_kind": str,
+        "data": dict,
+        "epochs": int,
+    }
     for key, kind in checks.items():
         if not isinstance(s.get(key), kind):
             raise RunError(f"{path}: field 'settings.{key}' is missing or has the wrong type")
     data = s["data"]
-    if not isinstance(data.get("args"), dict) or not isinstance(data.get("provenance"), dict) \
-            or not isinstance(data["args"].get("name"), str):
-        raise RunError(f"{path}: field 'settings.data' must hold 'args' (with a 'name') and 'provenance'")
+    if (
+        not isinstance(data.get("args"), dict)
+        or not isinstance(data.get("provenance"), dict)
+        or not isinstance(data["args"].get("name"), str)
+    ):
+        raise RunError(
+            f"{path}: field 'settings.data' must hold 'args' (with a 'name') and 'provenance'"
+        )
     files = data["provenance"].get("files", {})
-    if not isinstance(files, dict) or not all(isinstance(v, str) and os.path.isabs(k) for k, v in files.items()):
-        raise RunError(f"{path}: field 'settings.data.provenance.files' must map absolute paths to hashes")
+    if not isinstance(files, dict) or not all(
+        isinstance(v, str) and os.path.isabs(k) for k, v in files.items()
+    ):
+        raise RunError(
+            f"{path}: field 'settings.data.provenance.files' must map absolute paths to hashes"
+        )
     for i, entry in enumerate(doc["resumes"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("overrides", {}), dict) \
-                or not isinstance(entry.get("after_epoch"), int) or not isinstance(entry.get("target"), int):
-            raise RunError(f"{path}: field 'resumes[{i}]' must hold 'after_epoch', 'target' and 'overrides'")
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("overrides", {}), dict)
+            or not isinstance(entry.get("after_epoch"), int)
+            or not isinstance(entry.get("target"), int)
+        ):
+            raise RunError(
+                f"{path}: field 'resumes[{i}]' must hold 'after_epoch', 'target' and 'overrides'"
+            )
     return doc
 
 
@@ -158,7 +221,9 @@ def read_settings(run_dir: Path) -> dict[str, Any]:
     try:
         return parse_settings(read_json(path, RunError), path)
     except FileNotFoundError:
-        raise MissingFileError(f"{path} is missing: {run_dir} is not a ppl_vae run folder") from None
+        raise MissingFileError(
+            f"{path} is missing: {run_dir} is not a ppl_vae run folder"
+        ) from None
 
 
 def effective_settings(doc: dict[str, Any]) -> dict[str, Any]:
@@ -182,10 +247,17 @@ def same_start(doc: dict[str, Any], copy: bytes | None, where: str) -> None:
     try:
         other = parse_settings(json.loads(copy), f"{where} (checkpoint copy)")
     except ValueError as err:
-        raise RunError(f"{where}: the checkpoint's copy of settings.json is unreadable: {err}") from None
-    if other["settings"] != doc["settings"] or other["resumes"] != doc["resumes"][: len(other["resumes"])]:
-        raise RunError(f"{where}: settings.json is not the one the checkpoint was trained with (the copy in "
-                       "the checkpoint differs): restore it from the checkpoint's copy")
+        raise RunError(
+            f"{where}: the checkpoint's copy of settings.json is unreadable: {err}"
+        ) from None
+    if (
+        other["settings"] != doc["settings"]
+        or other["resumes"] != doc["resumes"][: len(other["resumes"])]
+    ):
+        raise RunError(
+            f"{where}: settings.json is not the one the checkpoint was trained with (the copy in "
+            "the checkpoint differs): restore it from the checkpoint's copy"
+        )
 
 
 def annotate(history: list[dict[str, Any]], doc: dict[str, Any] | None) -> list[dict[str, Any]]:
@@ -201,8 +273,13 @@ def annotate(history: list[dict[str, Any]], doc: dict[str, Any] | None) -> list[
     return out
 
 
-def new_resume(doc: dict[str, Any], after_epoch: int, target: int, overrides: dict[str, Any]) -> list[dict]:
-    return [*doc["resumes"], {"after_epoch": after_epoch, "target": target, "overrides": overrides, "at": _now()}]
+def new_resume(
+    doc: dict[str, Any], after_epoch: int, target: int, overrides: dict[str, Any]
+) -> list[dict]:
+    return [
+        *doc["resumes"],
+        {"after_epoch": after_epoch, "target": target, "overrides": overrides, "at": _now()},
+    ]
 
 
 def versions() -> dict[str, Any]:

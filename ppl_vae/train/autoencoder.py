@@ -51,21 +51,32 @@ class AutoencoderStrategy:
     def kl_weight(self, step: int, epoch: int) -> float:
         return 1.0
 
-    def loss(self, batch: tuple[torch.Tensor, ...], scale: float, weight: float, step: int) -> torch.Tensor:
+    def loss(
+        self, batch: tuple[torch.Tensor, ...], scale: float, weight: float, step: int
+    ) -> torch.Tensor:
         terms = self.ae.loss_terms(batch[0], generator=self.noise)
-        if math.isfinite(float(terms["loss"].detach())):  # the guard reads the loss; a bad one is never applied
+        if math.isfinite(
+            float(terms["loss"].detach())
+        ):  # the guard reads the loss; a bad one is never applied
             terms["loss"].backward()
             for key in self.sums:
                 self.sums[key] += float(terms[key].detach()) * len(batch[0])
         return terms["loss"].detach()
 
     def epoch_record(self, total: float, n: int, scale: float) -> dict[str, Any]:
-        return {"train_loss": self.sums["loss"] / n, "train_reconstruction": self.sums["reconstruction"] / n,
-                "train_penalty": self.sums["penalty"] / n}
+        return {
+            "train_loss": self.sums["loss"] / n,
+            "train_reconstruction": self.sums["reconstruction"] / n,
+            "train_penalty": self.sums["penalty"] / n,
+        }
 
-    def test_record(self, test: tuple[torch.Tensor, ...] | None, seed: int, ctx: Any) -> dict[str, Any]:
+    def test_record(
+        self, test: tuple[torch.Tensor, ...] | None, seed: int, ctx: Any
+    ) -> dict[str, Any]:
         self.ae.eval()
-        return {"test_loss": mean_reconstruction_error(self.ae, test[0]) if test is not None else None}
+        return {
+            "test_loss": mean_reconstruction_error(self.ae, test[0]) if test is not None else None
+        }
 
     def checkpoint_params(self) -> dict[str, torch.Tensor]:
         return {}
@@ -105,8 +116,10 @@ def fit_autoencoder(
 
     check_fit_args(epochs, batch_size, lr, "auto", time_budget)
     if not isinstance(ae, Autoencoder):
-        raise ArgumentTypeError(f"fit_autoencoder trains a ppl_vae Autoencoder; got {type(ae).__name__} "
-                                "(use ppl_vae.fit for a VAE)")
+        raise ArgumentTypeError(
+            f"fit_autoencoder trains a ppl_vae Autoencoder; got {type(ae).__name__} "
+            "(use ppl_vae.fit for a VAE)"
+        )
     dev = resolve_device(device)
     state = state or state_of(ae) or TrainState(seed=seed)
     train = as_train_data(data, test_data, None)
@@ -117,8 +130,9 @@ def fit_autoencoder(
     train = validate(train, check, state.validated).to(dev)
     ae.to(dev)
     params = list(ae.parameters())
-    if state.optimizer is None or [id(p) for g in state.optimizer.param_groups for p in g["params"]] != \
-            [id(p) for p in params]:
+    if state.optimizer is None or [
+        id(p) for g in state.optimizer.param_groups for p in g["params"]
+    ] != [id(p) for p in params]:
         state.optimizer = torch.optim.Adam(params, lr=lr)
     resumed = None
     if resume:
@@ -130,23 +144,42 @@ def fit_autoencoder(
         state.epoch, state.step = int(training.get("epoch", 0)), int(training.get("step", 0))
         state.history = History(training.get("history", []))
         resumed = state.epoch
-    for group in state.optimizer.param_groups:  # after a resume: the lr asked for, not the saved one
+    for (
+        group
+    ) in state.optimizer.param_groups:  # after a resume: the lr asked for, not the saved one
         group["lr"] = lr
     state.objective = ae.spec
     state.seed = seed
     strategy = AutoencoderStrategy(ae)
 
     def save(st: TrainState) -> None:
-        save_checkpoint(checkpoint_dir, ae, optimizer=st.optimizer,
-                        training=training_summary(st, lr=lr, batch_size=batch_size), data_meta=train.meta)
+        save_checkpoint(
+            checkpoint_dir,
+            ae,
+            optimizer=st.optimizer,
+            training=training_summary(st, lr=lr, batch_size=batch_size),
+            data_meta=train.meta,
+        )
 
     with contextlib.ExitStack() as stack:
         if checkpoint_dir is not None:
             stack.enter_context(lock_folder(checkpoint_dir))
-        run_epochs(strategy, train, state, params, epochs=epochs, batch_size=batch_size, seed=seed,
-                   ctx=DistContext(device=dev), checkpoint_dir=checkpoint_dir,
-                   save=save if checkpoint_dir is not None else None, progress=progress, time_budget=time_budget,
-                   callback=callback, resumed_epoch=resumed)
+        run_epochs(
+            strategy,
+            train,
+            state,
+            params,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            ctx=DistContext(device=dev),
+            checkpoint_dir=checkpoint_dir,
+            save=save if checkpoint_dir is not None else None,
+            progress=progress,
+            time_budget=time_budget,
+            callback=callback,
+            resumed_epoch=resumed,
+        )
     state.history.state = state
     remember(ae, state)
     return state.history

@@ -29,8 +29,18 @@ def _fingerprint(rows: Rows | None) -> tuple | None:
     ``_version``)."""
     if rows is None:
         return None
-    return tuple((id(t), t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.dtype,
-                  t.device, t._version) for t in rows)
+    return tuple(
+        (
+            id(t),
+            t.untyped_storage().data_ptr(),
+            t.storage_offset(),
+            tuple(t.shape),
+            t.dtype,
+            t.device,
+            t._version,
+        )
+        for t in rows
+    )
 
 
 @dataclass
@@ -64,22 +74,33 @@ class TrainData:
 
     def to(self, device: torch.device) -> TrainData:
         """The same data on ``device`` (no copy for tensors already there)."""
-        def move(rows: Rows | None) -> Rows | None:
-            return None if rows is None else tuple(t if t.device == device else t.to(device) for t in rows)
 
-        if all(t.device == device for t in self.train) and all(t.device == device for t in self.test or ()):
+        def move(rows: Rows | None) -> Rows | None:
+            return (
+                None
+                if rows is None
+                else tuple(t if t.device == device else t.to(device) for t in rows)
+            )
+
+        if all(t.device == device for t in self.train) and all(
+            t.device == device for t in self.test or ()
+        ):
             return self
         dataset = self.dataset.to(device) if self.dataset is not None else None
         return TrainData(move(self.train), move(self.test), self.meta, dataset, self.extra_train)
 
 
-def as_train_data(data: Any, test_data: Any, inputs: Callable[[Dataset, str], Rows] | None) -> TrainData:
+def as_train_data(
+    data: Any, test_data: Any, inputs: Callable[[Dataset, str], Rows] | None
+) -> TrainData:
     """Normalise ``fit``'s ``data``/``test_data`` (see the module docstring); ``inputs`` is the
     program's ``dataset_inputs`` hook, if it has one."""
     if isinstance(data, Dataset):
         if test_data is not None:
-            raise ArgumentTypeError("test_data is taken from the Dataset's test split; pass test_data only "
-                                    "with tensor data")
+            raise ArgumentTypeError(
+                "test_data is taken from the Dataset's test split; pass test_data only "
+                "with tensor data"
+            )
         extra_train = tuple(inputs(data, "train")) if inputs else ()
         extra_test = tuple(inputs(data, "test")) if inputs else ()
         test = (data.test, *extra_test) if data.test is not None and len(data.test) else None
@@ -87,10 +108,16 @@ def as_train_data(data: Any, test_data: Any, inputs: Callable[[Dataset, str], Ro
     train = as_rows(data, "data")
     test = as_rows(test_data, "test_data") if test_data is not None else None
     if test is not None and len(test) != len(train):
-        raise ArgumentTypeError(f"test_data must have the same form as data ({len(train)} tensor(s)); "
-                                f"got {len(test)}")
-    meta = {"name": "tensor", "source": "tensor", "n_train": len(train[0]),
-            "n_test": 0 if test is None else len(test[0]), "shapes": [list(t.shape[1:]) for t in train]}
+        raise ArgumentTypeError(
+            f"test_data must have the same form as data ({len(train)} tensor(s)); got {len(test)}"
+        )
+    meta = {
+        "name": "tensor",
+        "source": "tensor",
+        "n_train": len(train[0]),
+        "n_test": 0 if test is None else len(test[0]),
+        "shapes": [list(t.shape[1:]) for t in train],
+    }
     return TrainData(train, test, meta)
 
 
@@ -113,7 +140,9 @@ def _remember_checked(memo: dict[str, Any], key: tuple, tensors: Rows) -> None:
         checked.pop(next(iter(checked)))
 
 
-def validate(data: TrainData, check: Callable[[Rows, str], Rows], memo: dict[str, Any]) -> TrainData:
+def validate(
+    data: TrainData, check: Callable[[Rows, str], Rows], memo: dict[str, Any]
+) -> TrainData:
     """Run the boundary checks once per set of tensors: ``check(rows, arg) -> rows`` on train, test and,
     under dynamic binarisation, a rounding of the grey levels (the values later epochs can draw).
 
@@ -126,16 +155,25 @@ def validate(data: TrainData, check: Callable[[Rows, str], Rows], memo: dict[str
     probs = (data.dataset.train_probs,) if dynamic else ()
     key = (_fingerprint(data.train), _fingerprint(data.test), _fingerprint(probs))
     tensors = (*data.train, *(data.test or ()), *probs)
-    if memo.get("key") == key:  # the same tensors as the last call: memo["key"] stays the same object
+    if (
+        memo.get("key") == key
+    ):  # the same tensors as the last call: memo["key"] stays the same object
         return TrainData(*memo["rows"], data.meta, data.dataset, data.extra_train)
     if _checked_before(memo, key, tensors):
         train, test = data.train, data.test
     else:
         train = check(as_rows(data.train, "data.train"), "data.train")
-        test = check(as_rows(data.test, "data.test"), "data.test") if data.test is not None else None
+        test = (
+            check(as_rows(data.test, "data.test"), "data.test") if data.test is not None else None
+        )
         if dynamic:
-            check((data.dataset.train_probs.clamp(0, 1).round(), *data.train[1:]), "data.train_probs")
-        if all(a is b for a, b in zip((*train, *(test or ())), (*data.train, *(data.test or ())), strict=True)):
+            check(
+                (data.dataset.train_probs.clamp(0, 1).round(), *data.train[1:]), "data.train_probs"
+            )
+        if all(
+            a is b
+            for a, b in zip((*train, *(test or ())), (*data.train, *(data.test or ())), strict=True)
+        ):
             _remember_checked(memo, key, tensors)  # the checks passed them as they are
     memo.update(key=key, rows=(train, test))
     return TrainData(train, test, data.meta, data.dataset, data.extra_train)

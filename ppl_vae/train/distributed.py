@@ -117,12 +117,18 @@ def setup(device: torch.device) -> DistContext:
         # reuses it (re-initialising from torchrun's store after a destroy hangs)
         atexit.register(_destroy_group)
     elif device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device())))
+        device = torch.device(
+            "cuda", int(os.environ.get("LOCAL_RANK", torch.cuda.current_device()))
+        )
     backend = dist.get_backend()
     if device.type == "cuda" and backend != "nccl":
-        raise ValueError(f"training on {device} needs the NCCL backend; the process group uses {backend!r}")
+        raise ValueError(
+            f"training on {device} needs the NCCL backend; the process group uses {backend!r}"
+        )
     if device.type == "cpu" and backend == "nccl":
-        raise ValueError("the process group uses NCCL, which cannot train on the CPU: use device='cuda' or gloo")
+        raise ValueError(
+            "the process group uses NCCL, which cannot train on the CPU: use device='cuda' or gloo"
+        )
     return DistContext(dist.get_rank(), dist.get_world_size(), device)
 
 
@@ -144,7 +150,9 @@ def parameters_in_sync(module: torch.nn.Module, ctx: DistContext) -> bool:
     with torch.no_grad():
         flat = torch.cat([p.detach().reshape(-1).double() for p in module.parameters()])
         weights = torch.arange(1, flat.numel() + 1, dtype=torch.float64, device=flat.device)
-        mine = torch.stack([flat.sum(), (flat * weights.remainder(9973)).sum()]).to(ctx._comm_device())
+        mine = torch.stack([flat.sum(), (flat * weights.remainder(9973)).sum()]).to(
+            ctx._comm_device()
+        )
         lo, hi = mine.clone(), mine.clone()
         dist.all_reduce(lo, op=dist.ReduceOp.MIN)
         dist.all_reduce(hi, op=dist.ReduceOp.MAX)

@@ -43,8 +43,14 @@ def _eval_elbo(info: ProgramInfo) -> Any:
 
 
 @torch.no_grad()
-def test_elbo(program: Program, info: ProgramInfo, rows: Rows, seed: int = 0, batch_size: int = TEST_BATCH,
-              ctx: DistContext | None = None) -> float:
+def test_elbo(
+    program: Program,
+    info: ProgramInfo,
+    rows: Rows,
+    seed: int = 0,
+    batch_size: int = TEST_BATCH,
+    ctx: DistContext | None = None,
+) -> float:
     """Mean ELBO per data point of ``rows`` (closed-form KL where one is registered, one draw of z).
 
     Batches of the data are scored with the data plate scaled by M/|b| and weighted by |b|/M, so a
@@ -57,15 +63,23 @@ def test_elbo(program: Program, info: ProgramInfo, rows: Rows, seed: int = 0, ba
     if ctx is not None and ctx.active:
         index = ctx.shard(index)
     total = 0.0
-    with torch.random.fork_rng(devices=[rows[0].device] if rows[0].is_cuda else []), \
-            pyro.validation_enabled(False):
+    with (
+        torch.random.fork_rng(devices=[rows[0].device] if rows[0].is_cuda else []),
+        pyro.validation_enabled(False),
+    ):
         torch.manual_seed(seed)
         for start in range(0, len(index), batch_size):
             part = index[start : start + batch_size]
             with DataPlateScale(info.data_plate, m / len(part)):
-                total += elbo.loss(program.model, program.guide, *rows_slice(rows, part)) * len(part) / m
+                total += (
+                    elbo.loss(program.model, program.guide, *rows_slice(rows, part)) * len(part) / m
+                )
     if ctx is not None and ctx.active:
-        total = float(ctx.all_reduce_sum(torch.tensor([total], dtype=torch.float64, device=ctx._comm_device()))[0])
+        total = float(
+            ctx.all_reduce_sum(
+                torch.tensor([total], dtype=torch.float64, device=ctx._comm_device())
+            )[0]
+        )
     return -total / m
 
 

@@ -62,7 +62,14 @@ from .fast_elbo import (
     structure_problem,
 )
 
-__all__ = ["CAPTURE_MIN_STEPS", "ELBOLoss", "FAST_MODES", "FUSE_AFTER_STEPS", "FastEngine", "fast_elbo_loss"]
+__all__ = [
+    "CAPTURE_MIN_STEPS",
+    "ELBOLoss",
+    "FAST_MODES",
+    "FUSE_AFTER_STEPS",
+    "FastEngine",
+    "fast_elbo_loss",
+]
 
 FAST_MODES = ("auto", "graph", "eager", "compile", "off")
 #: ``fast="auto"`` captures a graph for a batch shape once this many steps of it have run or are planned.
@@ -84,15 +91,25 @@ class FastEngine:
     steps run per batch shape across calls (for ``"auto"``).
     """
 
-    def __init__(self, program: Program, objective: Objective, mode: str, info: ProgramInfo,
-                 pure_params: list[torch.Tensor]) -> None:
+    def __init__(
+        self,
+        program: Program,
+        objective: Objective,
+        mode: str,
+        info: ProgramInfo,
+        pure_params: list[torch.Tensor],
+    ) -> None:
         self.program = program
         self.objective = objective
         self.mode = mode
         self.info = info
         self.pure_params = pure_params
-        self.problem: str | None = structure_problem(info) if fast_path_supports(objective) else None
-        self.module = ELBOLoss(program, objective, fast=fast_path_supports(objective) and self.problem is None)
+        self.problem: str | None = (
+            structure_problem(info) if fast_path_supports(objective) else None
+        )
+        self.module = ELBOLoss(
+            program, objective, fast=fast_path_supports(objective) and self.problem is None
+        )
         self.checked = not self.module.fast
         self.graphs: dict[tuple, Callable | None] = {}
         self.planned: dict[tuple, int] = {}  # steps this fit call will run, per batch shape
@@ -103,7 +120,9 @@ class FastEngine:
             self.graph_problem = "the programs have plain pyro.param sites (graphs capture nn.Module parameters only)"
         elif program.module is None:
             self.graph_problem = "the programs belong to no nn.Module"
-        self.fused: Any = None  # the compiled whole step (.fused.FusedStep), made with the optimiser
+        self.fused: Any = (
+            None  # the compiled whole step (.fused.FusedStep), made with the optimiser
+        )
         self.fused_epochs: list[int] = []  # epochs of the current call run by it
         self.fused_reason: str | None = None  # why it did not run (the current call)
         self.fused_failed = False  # it was attempted and fell back
@@ -120,22 +139,40 @@ class FastEngine:
             probe_owner = copy.deepcopy(owner) if isinstance(owner, nn.Module) else None
         except Exception:  # noqa: BLE001 - an uncopyable module: check on the real one
             probe_owner = None
-        probe = self.program if probe_owner is None else Program(
-            getattr(probe_owner, self.program.model.__name__), getattr(probe_owner, self.program.guide.__name__),
-            self.program.data_plate, probe_owner)
+        probe = (
+            self.program
+            if probe_owner is None
+            else Program(
+                getattr(probe_owner, self.program.model.__name__),
+                getattr(probe_owner, self.program.guide.__name__),
+                self.program.data_plate,
+                probe_owner,
+            )
+        )
         module = probe_owner if probe_owner is not None else self.program.module
         params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
         params += self.pure_params
         plate = self.program.data_plate
-        with torch.random.fork_rng(devices=rng_devices(batch[0].device)), pyro.validation_enabled(False):
+        with (
+            torch.random.fork_rng(devices=rng_devices(batch[0].device)),
+            pyro.validation_enabled(False),
+        ):
             torch.manual_seed(7)
             with DataPlateScale(plate, scale):
                 ref = self.objective.loss(probe.model, probe.guide, *batch)
             torch.manual_seed(7)
-            fast = fast_elbo_loss(probe.model, probe.guide, *batch, analytic=self.module.analytic, scale=scale,
-                                  data_plate=plate)
+            fast = fast_elbo_loss(
+                probe.model,
+                probe.guide,
+                *batch,
+                analytic=self.module.analytic,
+                scale=scale,
+                data_plate=plate,
+            )
         if not same_loss_and_grads(ref, fast, params, rtol=1e-5):
-            self.problem = "the fast ELBO does not reproduce Pyro's loss and gradients on the first batch"
+            self.problem = (
+                "the fast ELBO does not reproduce Pyro's loss and gradients on the first batch"
+            )
             self.module.fast = False
 
     # -------------------------------------------------------------- graphs
@@ -156,7 +193,9 @@ class FastEngine:
         funcs = (getattr(p.model, "__func__", p.model), getattr(p.guide, "__func__", p.guide))
         if not all(f in PURE_PROGRAMS for f in funcs) or p.module is None:
             return False
-        return all(type(m).__module__.startswith(("torch.", "ppl_vae.")) for m in p.module.modules())
+        return all(
+            type(m).__module__.startswith(("torch.", "ppl_vae.")) for m in p.module.modules()
+        )
 
     def graph_for(self, batch: tuple[torch.Tensor, ...], scale: float) -> Callable | None:
         """The captured (or compiled) step for this batch shape, or None where it does not pay or apply."""
@@ -166,8 +205,10 @@ class FastEngine:
         key = (shape, tuple(t.dtype for t in batch), str(batch[0].device), float(scale))
         if key in self.graphs:
             return self.graphs[key]
-        if self.mode == "auto" and (self.before.get(shape, 0) + self.planned.get(shape, 0) < CAPTURE_MIN_STEPS
-                                    or not self.graph_safe()):
+        if self.mode == "auto" and (
+            self.before.get(shape, 0) + self.planned.get(shape, 0) < CAPTURE_MIN_STEPS
+            or not self.graph_safe()
+        ):
             return None
         self.graphs[key] = self._capture(batch, scale)
         return self.graphs[key]
@@ -179,29 +220,45 @@ class FastEngine:
         self.refresh()
         module, names, k = self.module, self.names, self.n_params
 
-        def step(tensors: list[torch.Tensor], *rows: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-            loss = functional_call(module, dict(zip(names, tensors, strict=True)), rows, {"scale": scale})
+        def step(
+            tensors: list[torch.Tensor], *rows: torch.Tensor
+        ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+            loss = functional_call(
+                module, dict(zip(names, tensors, strict=True)), rows, {"scale": scale}
+            )
             gs = torch.autograd.grad(loss, tensors[:k], allow_unused=True)
-            gs = [torch.zeros_like(t) if g is None else g for t, g in zip(tensors, gs, strict=False)]
+            gs = [
+                torch.zeros_like(t) if g is None else g for t, g in zip(tensors, gs, strict=False)
+            ]
             return loss.detach(), gs
 
         example = [t.detach().requires_grad_(i < k) for i, t in enumerate(self.tensors)]
         try:
             with warnings.catch_warnings(), pyro.validation_enabled(False):
                 warnings.simplefilter("ignore")
-                graph = make_fx(step, tracing_mode="fake", _allow_non_fake_inputs=True)(example, *batch)
+                graph = make_fx(step, tracing_mode="fake", _allow_non_fake_inputs=True)(
+                    example, *batch
+                )
             graph.graph.eliminate_dead_code()  # e.g. the plate's unused index tensors
             graph.recompile()
         except Exception as err:  # noqa: BLE001 - data-dependent Python, unsupported ops: stay eager, say so
-            warnings.warn(f"ppl_vae.fit: could not capture the training step as a graph ({type(err).__name__}: "
-                          f"{err}); running it eagerly", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                f"ppl_vae.fit: could not capture the training step as a graph ({type(err).__name__}: "
+                f"{err}); running it eagerly",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             return None
         run: Callable = graph
         if self.compile_loss_graphs():
             run = torch.compile(graph, dynamic=False)
         if not self._verify(run, batch, scale):
-            warnings.warn("ppl_vae.fit: the captured training step does not reproduce the eager step; "
-                          "running it eagerly", RuntimeWarning, stacklevel=4)
+            warnings.warn(
+                "ppl_vae.fit: the captured training step does not reproduce the eager step; "
+                "running it eagerly",
+                RuntimeWarning,
+                stacklevel=4,
+            )
             return None
         return run
 
@@ -212,7 +269,10 @@ class FastEngine:
     def _verify(self, run: Callable, batch: tuple[torch.Tensor, ...], scale: float) -> bool:
         """Replay the graph and the eager step on the same random numbers; compare loss and gradients."""
         params = self.tensors[: self.n_params]
-        with torch.random.fork_rng(devices=rng_devices(batch[0].device)), pyro.validation_enabled(False):
+        with (
+            torch.random.fork_rng(devices=rng_devices(batch[0].device)),
+            pyro.validation_enabled(False),
+        ):
             torch.manual_seed(11)
             eager = self.module(*batch, scale=scale)
             eager_grads = grads(eager, params)
@@ -237,8 +297,12 @@ class FastEngine:
 
     def compile_loss_graphs(self) -> bool:
         """``fast="compile"`` compiles the loss graphs only where the whole step is not compiled."""
-        return self.mode == "compile" and (self.fused is None or self.fused.problem is not None
-                                           or self.problem is not None or self.fused_failed)
+        return self.mode == "compile" and (
+            self.fused is None
+            or self.fused.problem is not None
+            or self.problem is not None
+            or self.fused_failed
+        )
 
     # -------------------------------------------------------------- the compiled whole step
     def fuse_wanted(self, step: int) -> bool:
@@ -264,21 +328,32 @@ class FastEngine:
             return None
         return self.fused
 
-    def may_fuse(self, optimizer: torch.optim.Optimizer, step: int, epochs: int, steps_per_epoch: int) -> bool:
+    def may_fuse(
+        self, optimizer: torch.optim.Optimizer, step: int, epochs: int, steps_per_epoch: int
+    ) -> bool:
         """Whether some epoch of a call (``epochs`` epochs from optimiser step ``step``) may run fused."""
         if not any(self.fuse_wanted(step + e * steps_per_epoch) for e in range(epochs)):
             if self.mode == "auto":
-                self.fused_reason = (f"fast='auto' compiles the whole step from step {FUSE_AFTER_STEPS} of a run "
-                                     "on; this one ends before" if self.graph_safe() else
-                                     "fast='auto' compiles the whole step for ppl_vae's own programs only; pass "
-                                     "fast='compile' for this one")
+                self.fused_reason = (
+                    f"fast='auto' compiles the whole step from step {FUSE_AFTER_STEPS} of a run "
+                    "on; this one ends before"
+                    if self.graph_safe()
+                    else "fast='auto' compiles the whole step for ppl_vae's own programs only; pass "
+                    "fast='compile' for this one"
+                )
             else:
                 self.fused_reason = f"fast={self.mode!r}"
             return False
         return self.fused_step(optimizer) is not None
 
-    def fused_epoch(self, rows: tuple[torch.Tensor, ...], optimizer: torch.optim.Optimizer, batch_size: int,
-                    first_step: int, weights: list[float]) -> Callable | None:
+    def fused_epoch(
+        self,
+        rows: tuple[torch.Tensor, ...],
+        optimizer: torch.optim.Optimizer,
+        batch_size: int,
+        first_step: int,
+        weights: list[float],
+    ) -> Callable | None:
         """The compiled whole step for this epoch's full batches (``step(idx, weight) -> loss``), or None."""
         if not self.fuse_wanted(first_step):
             return None
@@ -291,12 +366,17 @@ class FastEngine:
             return None
         step = fused.epoch(rows, size, scale, first_step, weights)
         if step is None:
-            key = fused.key(rows, size, scale, weights[0] if weights and not fused.tensor_weight else 1.0)
+            key = fused.key(
+                rows, size, scale, weights[0] if weights and not fused.tensor_weight else 1.0
+            )
             failure = fused.failures.get(key)
             self.fused_failed = failure is not None
             if failure is None:
-                failure = ("Adam's step counts differ between parameters" if fused.tensor_weight else
-                           "the KL weight changes within the epoch and this objective's loss takes it as a constant")
+                failure = (
+                    "Adam's step counts differ between parameters"
+                    if fused.tensor_weight
+                    else "the KL weight changes within the epoch and this objective's loss takes it as a constant"
+                )
             self.fused_reason = failure
             return None
         self.fused_reason = None
@@ -310,7 +390,9 @@ class FastEngine:
         self.fused_epochs = []
         self.refresh()
 
-    def loss(self, batch: tuple[torch.Tensor, ...], scale: float, weight: float) -> tuple[torch.Tensor, bool]:
+    def loss(
+        self, batch: tuple[torch.Tensor, ...], scale: float, weight: float
+    ) -> tuple[torch.Tensor, bool]:
         """One step's loss; ``True`` when the gradients are already in ``.grad`` (a graph ran)."""
         shape = tuple(tuple(t.shape) for t in batch)
         self.steps[shape] = self.steps.get(shape, 0) + 1

@@ -26,8 +26,15 @@ from ..objectives import Objective, VectorizedRenyiELBO
 from ..objectives.gradients import PathwiseELBO
 from ..programs import DataPlateScale, Program, ProgramInfo
 
-__all__ = ["ELBOLoss", "SiteRecorder", "fast_elbo_loss", "fast_path_supports", "graph_path_supports",
-           "same_loss_and_grads", "structure_problem"]
+__all__ = [
+    "ELBOLoss",
+    "SiteRecorder",
+    "fast_elbo_loss",
+    "fast_path_supports",
+    "graph_path_supports",
+    "same_loss_and_grads",
+    "structure_problem",
+]
 
 
 class SiteRecorder(DataPlateScale):
@@ -38,8 +45,13 @@ class SiteRecorder(DataPlateScale):
     guide's sites) like ``poutine.replay``, and keeps the final messages.
     """
 
-    def __init__(self, plate: str, scale: float = 1.0, latent_weight: float | torch.Tensor = 1.0,
-                 replay: dict[str, dict] | None = None) -> None:
+    def __init__(
+        self,
+        plate: str,
+        scale: float = 1.0,
+        latent_weight: float | torch.Tensor = 1.0,
+        replay: dict[str, dict] | None = None,
+    ) -> None:
         # a tensor KL weight (an input of the compiled step, so annealing does not recompile) is applied here
         self.weight_tensor = latent_weight if torch.is_tensor(latent_weight) else None
         super().__init__(plate, scale, 1.0 if self.weight_tensor is not None else latent_weight)
@@ -99,8 +111,15 @@ def _surrogate_loss(model_sites: dict, guide_sites: dict, analytic: bool) -> tor
     return -elbo
 
 
-def fast_elbo_loss(model: Callable, guide: Callable, *batch: torch.Tensor, analytic: bool, scale: float = 1.0,
-                   latent_weight: float = 1.0, data_plate: str = "data") -> torch.Tensor:
+def fast_elbo_loss(
+    model: Callable,
+    guide: Callable,
+    *batch: torch.Tensor,
+    analytic: bool,
+    scale: float = 1.0,
+    latent_weight: float = 1.0,
+    data_plate: str = "data",
+) -> torch.Tensor:
     """The differentiable negative ELBO of ``model``/``guide`` on ``batch`` without Pyro's trace machinery.
 
     Equal (same samples, value and gradients) to ``Trace_ELBO().differentiable_loss`` (``analytic=False``)
@@ -143,12 +162,16 @@ def close(a: torch.Tensor | None, b: torch.Tensor | None, rtol: float) -> bool:
     return bool(torch.allclose(a, b, rtol=rtol, atol=atol))
 
 
-def same_loss_and_grads(a: torch.Tensor, b: torch.Tensor, params: list[torch.Tensor], rtol: float) -> bool:
+def same_loss_and_grads(
+    a: torch.Tensor, b: torch.Tensor, params: list[torch.Tensor], rtol: float
+) -> bool:
     if not (torch.isfinite(a) and torch.isfinite(b)):
         return False
     if not math.isclose(float(a.detach()), float(b.detach()), rel_tol=rtol, abs_tol=rtol):
         return False
-    return all(close(ga, gb, rtol) for ga, gb in zip(grads(a, params), grads(b, params), strict=True))
+    return all(
+        close(ga, gb, rtol) for ga, gb in zip(grads(a, params), grads(b, params), strict=True)
+    )
 
 
 class ELBOLoss(nn.Module):
@@ -167,22 +190,36 @@ class ELBOLoss(nn.Module):
         self.fast = fast
         self.analytic = isinstance(objective.elbo, TraceMeanField_ELBO)
 
-    def forward(self, *batch: torch.Tensor, scale: float = 1.0, latent_weight: float = 1.0) -> torch.Tensor:
+    def forward(
+        self, *batch: torch.Tensor, scale: float = 1.0, latent_weight: float = 1.0
+    ) -> torch.Tensor:
         p = self.program
         if self.fast:
-            return fast_elbo_loss(p.model, p.guide, *batch, analytic=self.analytic, scale=scale,
-                                  latent_weight=latent_weight, data_plate=p.data_plate)
+            return fast_elbo_loss(
+                p.model,
+                p.guide,
+                *batch,
+                analytic=self.analytic,
+                scale=scale,
+                latent_weight=latent_weight,
+                data_plate=p.data_plate,
+            )
         with DataPlateScale(p.data_plate, scale, latent_weight):
             return self.objective.loss(p.model, p.guide, *batch)
 
 
 def fast_path_supports(objective: Objective) -> bool:
     """Whether the fast ELBO reproduces an objective (``trace``/``analytic``, one particle)."""
-    return (type(objective.elbo) in (Trace_ELBO, TraceMeanField_ELBO) and objective.elbo.num_particles == 1
-            and type(objective).loss is Objective.loss)
+    return (
+        type(objective.elbo) in (Trace_ELBO, TraceMeanField_ELBO)
+        and objective.elbo.num_particles == 1
+        and type(objective).loss is Objective.loss
+    )
 
 
 def graph_path_supports(objective: Objective) -> bool:
     """The fast ELBO's objectives, and the importance-weighted ones (whose own Pyro loss is captured)."""
     return fast_path_supports(objective) or (
-        type(objective.elbo) in (VectorizedRenyiELBO, PathwiseELBO) and type(objective).loss is Objective.loss)
+        type(objective.elbo) in (VectorizedRenyiELBO, PathwiseELBO)
+        and type(objective).loss is Objective.loss
+    )

@@ -66,11 +66,22 @@ def adam_problem(optimizer: Any) -> str | None:
     if len(optimizer.param_groups) != 1:
         return "the optimiser has several parameter groups"
     g = optimizer.param_groups[0]
-    odd = [k for k, want in (("amsgrad", False), ("maximize", False), ("differentiable", False),
-                             ("capturable", False), ("decoupled_weight_decay", False)) if g.get(k, want) != want]
+    odd = [
+        k
+        for k, want in (
+            ("amsgrad", False),
+            ("maximize", False),
+            ("differentiable", False),
+            ("capturable", False),
+            ("decoupled_weight_decay", False),
+        )
+        if g.get(k, want) != want
+    ]
     if g.get("weight_decay", 0) != 0:
         odd.append("weight_decay")
-    if any(torch.is_tensor(g.get(k)) for k in ("lr", "eps")) or any(torch.is_tensor(b) for b in g["betas"]):
+    if any(torch.is_tensor(g.get(k)) for k in ("lr", "eps")) or any(
+        torch.is_tensor(b) for b in g["betas"]
+    ):
         odd.append("tensor hyper-parameters")
     return f"Adam options {odd} are not supported by the fused step" if odd else None
 
@@ -85,8 +96,11 @@ def _init_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) ->
     for p in params:
         st = optimizer.state[p]
         if len(st) == 0:
-            st["step"] = (torch.zeros((), dtype=_scalar_dtype(), device=p.device) if fused
-                          else torch.tensor(0.0, dtype=_scalar_dtype()))
+            st["step"] = (
+                torch.zeros((), dtype=_scalar_dtype(), device=p.device)
+                if fused
+                else torch.tensor(0.0, dtype=_scalar_dtype())
+            )
             st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
 
@@ -97,7 +111,9 @@ class _Layout:
 
     train_names: list[str]
     fixed_names: list[str]
-    used: list[bool]  # per trained tensor: does the loss depend on it (unused ones are left alone, as Adam does)
+    used: list[
+        bool
+    ]  # per trained tensor: does the loss depend on it (unused ones are left alone, as Adam does)
     n_rows: int
 
 
@@ -140,7 +156,11 @@ class FusedStep:
         by_id = {id(t): n for n, t in zip(engine.names, engine.tensors, strict=True)}
         train = list(self.optimizer.param_groups[0]["params"])
         train_ids = {id(t) for t in train}
-        fixed = [(n, t) for n, t in zip(engine.names, engine.tensors, strict=True) if id(t) not in train_ids]
+        fixed = [
+            (n, t)
+            for n, t in zip(engine.names, engine.tensors, strict=True)
+            if id(t) not in train_ids
+        ]
         lay = _Layout([by_id[id(t)] for t in train], [n for n, _ in fixed], [True] * len(train), 0)
         return lay, train, [t for _, t in fixed]
 
@@ -157,7 +177,11 @@ class FusedStep:
             from torch.func import functional_call
 
             train, fixed = flat[:k], flat[k : k + f]
-            m, v, s = flat[k + f : 2 * k + f], flat[2 * k + f : 3 * k + f], flat[3 * k + f : 4 * k + f]
+            m, v, s = (
+                flat[k + f : 2 * k + f],
+                flat[2 * k + f : 3 * k + f],
+                flat[3 * k + f : 4 * k + f],
+            )
             hyper = flat[4 * k + f]
             rows, idx = flat[4 * k + f + 1 : 4 * k + f + 1 + r], flat[-1]
             batch = tuple(t[idx] for t in rows)
@@ -187,8 +211,13 @@ class FusedStep:
 
         return step
 
-    def _inputs(self, train: list[torch.Tensor], fixed: list[torch.Tensor], rows: Rows,
-                state: dict | None = None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _inputs(
+        self,
+        train: list[torch.Tensor],
+        fixed: list[torch.Tensor],
+        rows: Rows,
+        state: dict | None = None,
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """``(before, after)``: the flat inputs before and after the per-step ``hyper`` tensor (minus ``idx``)."""
         st = self.optimizer.state if state is None else state
         m = [st[p]["exp_avg"] for p in train]
@@ -227,19 +256,26 @@ class FusedStep:
         try:
             with warnings.catch_warnings(), pyro.validation_enabled(False):
                 warnings.simplefilter("ignore")
-                graph = make_fx(self._traced(lay, scale, weight), tracing_mode="fake",
-                                _allow_non_fake_inputs=True)(*example)
+                graph = make_fx(
+                    self._traced(lay, scale, weight),
+                    tracing_mode="fake",
+                    _allow_non_fake_inputs=True,
+                )(*example)
                 graph.graph.eliminate_dead_code()
                 graph.recompile()
                 run = _compile(graph, example)
         except Exception as err:  # noqa: BLE001 - data-dependent Python, unsupported ops, no C++ compiler
-            self.failures[key] = f"could not compile the whole step ({type(err).__name__}: {str(err).strip()[:300]})"
+            self.failures[key] = (
+                f"could not compile the whole step ({type(err).__name__}: {str(err).strip()[:300]})"
+            )
         if run is not None:
             bad = self.verify(run, lay, train, fixed, rows, idx, scale, weight)
             if bad is not None:
                 self.failures[key] = bad
                 run = None
-        if run is not None and dev.type == "cuda":  # static shapes: replay from a CUDA graph where it captures
+        if (
+            run is not None and dev.type == "cuda"
+        ):  # static shapes: replay from a CUDA graph where it captures
             run = CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
         self.compiled[key] = run
         self.lay = lay
@@ -248,24 +284,43 @@ class FusedStep:
 
     @staticmethod
     def key(rows: Rows, batch_size: int, scale: float, weight: float) -> tuple:
-        return (tuple((tuple(t.shape), t.dtype) for t in rows), str(rows[0].device), batch_size, float(scale),
-                None if weight is None else float(weight))
+        return (
+            tuple((tuple(t.shape), t.dtype) for t in rows),
+            str(rows[0].device),
+            batch_size,
+            float(scale),
+            None if weight is None else float(weight),
+        )
 
-    def verify(self, run: Callable, lay: _Layout, train: list[torch.Tensor], fixed: list[torch.Tensor], rows: Rows,
-               idx: torch.Tensor, scale: float, weight: float) -> str | None:
+    def verify(
+        self,
+        run: Callable,
+        lay: _Layout,
+        train: list[torch.Tensor],
+        fixed: list[torch.Tensor],
+        rows: Rows,
+        idx: torch.Tensor,
+        scale: float,
+        weight: float,
+    ) -> str | None:
         """Run the compiled step and the eager step (the loss, ``autograd.grad``, ``torch.optim.Adam.step``)
         on copies, from the same random numbers; None when they agree, else what differs."""
         from torch.func import functional_call
 
         dev = rows[0].device
         opt = self.optimizer
-        state = {p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()} for p in train}
+        state = {
+            p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
+            for p in train
+        }
         copies = [p.detach().clone() for p in train]
         ref_params = [p.detach().clone().requires_grad_(True) for p in train]
         group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
         ref_opt = torch.optim.Adam(ref_params, **group)
         for p, q in zip(train, ref_params, strict=True):
-            ref_opt.state[q] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
+            ref_opt.state[q] = {
+                k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()
+            }
         step_no = int(float(state[train[0]]["step"])) + 1
         hyper = torch.tensor(self.hyper(step_no, weight, dev), dtype=torch.float32, device=dev)
         m = [state[p]["exp_avg"] for p in train]
@@ -285,7 +340,9 @@ class FusedStep:
             kwargs: dict[str, Any] = {"scale": scale}
             if weight != 1.0:
                 kwargs["latent_weight"] = weight
-            ref_loss = functional_call(self.engine.module, tensors, tuple(t[idx] for t in rows), kwargs)
+            ref_loss = functional_call(
+                self.engine.module, tensors, tuple(t[idx] for t in rows), kwargs
+            )
             grads = torch.autograd.grad(ref_loss, ref_params, allow_unused=True)
             for q, g in zip(ref_params, grads, strict=True):
                 q.grad = g
@@ -298,12 +355,16 @@ class FusedStep:
         for i, (p, q) in enumerate(zip(train, ref_params, strict=True)):
             name = lay.train_names[i]
             ref_state = ref_opt.state.get(q, {})
-            if not ref_state:  # no gradient in the eager step: the compiled step must leave it alone too
+            if (
+                not ref_state
+            ):  # no gradient in the eager step: the compiled step must leave it alone too
                 if lay.used[i] or not torch.equal(copies[i], p.detach()):
                     return f"parameter {name!r} has no gradient eagerly but is updated by the compiled step"
                 continue
-            for what, got, want in (("first moment (the gradient)", m[i], ref_state["exp_avg"]),
-                                    ("second moment", v[i], ref_state["exp_avg_sq"])):
+            for what, got, want in (
+                ("first moment (the gradient)", m[i], ref_state["exp_avg"]),
+                ("second moment", v[i], ref_state["exp_avg_sq"]),
+            ):
                 if not _close(got, want, MOMENT_RTOL):
                     return f"Adam's {what} of {name!r} differs from the eager update"
         # The update: torch.optim.Adam applied to the compiled step's own gradient (recovered from its first
@@ -317,19 +378,29 @@ class FusedStep:
             old = opt.state[p]
             own_opt.state[q] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in old.items()}
             m_old = old["exp_avg"] if old else torch.zeros_like(p)
-            q.grad = (m[i] - beta1 * m_old) / (1.0 - beta1) if ref_opt.state.get(ref_params[i]) else None
+            q.grad = (
+                (m[i] - beta1 * m_old) / (1.0 - beta1) if ref_opt.state.get(ref_params[i]) else None
+            )
         own_opt.step()
         for i, (p, q) in enumerate(zip(train, own, strict=True)):
             moved = (q.detach() - p.detach()).norm()
             off = (copies[i] - q.detach()).norm()
             if float(off) > UPDATE_RTOL * float(moved) + 1e-12:
-                return (f"the update of {lay.train_names[i]!r} differs from torch.optim.Adam's on the same gradient "
-                        f"({float(off):.3g} vs {float(moved):.3g})")
+                return (
+                    f"the update of {lay.train_names[i]!r} differs from torch.optim.Adam's on the same gradient "
+                    f"({float(off):.3g} vs {float(moved):.3g})"
+                )
         return None
 
     # ------------------------------------------------------------------ one epoch
-    def epoch(self, rows: Rows, batch_size: int, scale: float, first_step: int, weights: list[float],
-              ) -> Callable[[torch.Tensor, float], torch.Tensor | None] | None:
+    def epoch(
+        self,
+        rows: Rows,
+        batch_size: int,
+        scale: float,
+        first_step: int,
+        weights: list[float],
+    ) -> Callable[[torch.Tensor, float], torch.Tensor | None] | None:
         """Prepare one epoch's full batches (``len(weights)`` steps from optimiser step ``first_step + 1``):
         returns ``step(idx, weight) -> loss`` (None for a batch of another size), or None when no
         compiled step applies."""
@@ -341,13 +412,16 @@ class FusedStep:
             return None
         lay, train, fixed = self.layout()
         _init_state(self.optimizer, train)
-        counts = {float(self.optimizer.state[p]["step"]) for i, p in enumerate(train) if self.lay.used[i]}
+        counts = {
+            float(self.optimizer.state[p]["step"]) for i, p in enumerate(train) if self.lay.used[i]
+        }
         if len(counts) > 1:
             return None
         count = int(counts.pop()) if counts else first_step
         dev = rows[0].device
-        table = torch.tensor([self.hyper(count + 1 + i, w, dev) for i, w in enumerate(weights)],
-                             dtype=torch.float32).to(dev)
+        table = torch.tensor(
+            [self.hyper(count + 1 + i, w, dev) for i, w in enumerate(weights)], dtype=torch.float32
+        ).to(dev)
         if isinstance(run, CudaGraphStep):
             return run.epoch(self, rows, table, batch_size, train, fixed)
         before, after = self._inputs(train, fixed, rows)

@@ -32,15 +32,25 @@ class CudaGraphStep:
         self.graph: Any = None
 
     @classmethod
-    def make(cls, fused: Any, run: Callable, train: list[torch.Tensor], fixed: list[torch.Tensor],
-             rows: Rows, batch_size: int, weight: float) -> CudaGraphStep | None:
+    def make(
+        cls,
+        fused: Any,
+        run: Callable,
+        train: list[torch.Tensor],
+        fixed: list[torch.Tensor],
+        rows: Rows,
+        batch_size: int,
+        weight: float,
+    ) -> CudaGraphStep | None:
         self = cls()
         dev = rows[0].device
         self.rows = [t.clone() for t in rows]
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=dev)
         self.hyper = torch.tensor(fused.hyper(1, weight, dev), dtype=torch.float32, device=dev)
         before, _ = fused._inputs(train, fixed, rows)
-        if any(t.device != dev for t in before):  # e.g. Adam's step counters on the host (non-fused Adam)
+        if any(
+            t.device != dev for t in before
+        ):  # e.g. Adam's step counters on the host (non-fused Adam)
             return None
         self.before = before
         try:
@@ -54,16 +64,26 @@ class CudaGraphStep:
             with torch.no_grad(), torch.cuda.graph(self.graph):
                 self.out = run(*before, self.hyper, *self.rows, self.idx)
         except Exception as err:  # noqa: BLE001 - capture is an optimisation: keep the compiled step
-            warnings.warn(f"ppl_vae.fit: could not capture the compiled step in a CUDA graph ({type(err).__name__}: "
-                          f"{err}); replaying the compiled step without one", RuntimeWarning, stacklevel=5)
+            warnings.warn(
+                f"ppl_vae.fit: could not capture the compiled step in a CUDA graph ({type(err).__name__}: "
+                f"{err}); replaying the compiled step without one",
+                RuntimeWarning,
+                stacklevel=5,
+            )
             return None
         if not self._replays_like(run, before, dev):
-            warnings.warn("ppl_vae.fit: the CUDA graph of the compiled step does not reproduce it; replaying the "
-                          "compiled step without one", RuntimeWarning, stacklevel=5)
+            warnings.warn(
+                "ppl_vae.fit: the CUDA graph of the compiled step does not reproduce it; replaying the "
+                "compiled step without one",
+                RuntimeWarning,
+                stacklevel=5,
+            )
             return None
         return self
 
-    def rebind(self, fused: Any, train: list[torch.Tensor], fixed: list[torch.Tensor], rows: Rows) -> bool:
+    def rebind(
+        self, fused: Any, train: list[torch.Tensor], fixed: list[torch.Tensor], rows: Rows
+    ) -> bool:
         """Point the optimiser's state back at the captured tensors (a resume or the NaN guard's restore
         replaces them), copying the current values in; False if a parameter itself was replaced."""
         current, _ = fused._inputs(train, fixed, rows)
@@ -97,10 +117,19 @@ class CudaGraphStep:
             for t, s in zip(before, saved, strict=True):
                 t.copy_(s)
         ok = torch.allclose(loss, want, rtol=RTOL, atol=RTOL)
-        return bool(ok) and all(torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(got, copies, strict=True))
+        return bool(ok) and all(
+            torch.allclose(a, b, rtol=1e-5, atol=1e-7) for a, b in zip(got, copies, strict=True)
+        )
 
-    def epoch(self, fused: Any, rows: Rows, table: torch.Tensor, batch_size: int, train: list[torch.Tensor],
-              fixed: list[torch.Tensor]) -> Callable | None:
+    def epoch(
+        self,
+        fused: Any,
+        rows: Rows,
+        table: torch.Tensor,
+        batch_size: int,
+        train: list[torch.Tensor],
+        fixed: list[torch.Tensor],
+    ) -> Callable | None:
         if not self.rebind(fused, train, fixed, rows):
             return None
         for static, t in zip(self.rows, rows, strict=True):

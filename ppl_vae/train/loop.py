@@ -69,10 +69,21 @@ def _counters_on_divergence(state: TrainState, good_step: Callable[[], int]) -> 
 
 
 def run_epochs(
-    strategy: Any, data: TrainData, state: TrainState, params: list[torch.Tensor], *, epochs: int,
-    batch_size: int, seed: int, ctx: DistContext, checkpoint_dir: str | Path | None,
-    save: Callable[[TrainState], None] | None, progress: bool, time_budget: float | None,
-    callback: Callable[[dict[str, Any]], None] | None, resumed_epoch: int | None = None,
+    strategy: Any,
+    data: TrainData,
+    state: TrainState,
+    params: list[torch.Tensor],
+    *,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    ctx: DistContext,
+    checkpoint_dir: str | Path | None,
+    save: Callable[[TrainState], None] | None,
+    progress: bool,
+    time_budget: float | None,
+    callback: Callable[[dict[str, Any]], None] | None,
+    resumed_epoch: int | None = None,
 ) -> None:
     """Run ``epochs`` epochs of ``strategy`` on ``data``, appending to ``state.history``.
 
@@ -86,16 +97,27 @@ def run_epochs(
     scale = float(n)
     # the compiled whole step (train/fused.py) applies its update with the loss: its losses are read in blocks
     fused_epoch = getattr(strategy, "fused_epoch", None) if not ctx.active else None
-    lazy = (dev.type == "cuda" or bool(getattr(strategy, "defers_updates", False))) and not ctx.active
+    lazy = (
+        dev.type == "cuda" or bool(getattr(strategy, "defers_updates", False))
+    ) and not ctx.active
     guard = Guard(params, strategy.module, optimizer, lazy, checkpoint_dir)
     guard.saved_epoch = resumed_epoch
     good_step = state.step
     started = time.perf_counter()
     devices = [dev] if dev.type == "cuda" else []
-    bar = tqdm(total=epochs, desc=f"fit {strategy.label}", unit="epoch", disable=not (progress and ctx.is_main),
-               leave=False)
+    bar = tqdm(
+        total=epochs,
+        desc=f"fit {strategy.label}",
+        unit="epoch",
+        disable=not (progress and ctx.is_main),
+        leave=False,
+    )
     try:
-        with strategy.scope(), torch.random.fork_rng(devices=devices), _counters_on_divergence(state, lambda: good_step):
+        with (
+            strategy.scope(),
+            torch.random.fork_rng(devices=devices),
+            _counters_on_divergence(state, lambda: good_step),
+        ):
             for _ in range(epochs):
                 epoch = state.epoch + 1
                 e_seed = epoch_seed(seed, epoch)
@@ -107,7 +129,11 @@ def run_epochs(
                 strategy.begin_epoch(e_seed, dev)
                 first_step = state.step
                 t0 = time.perf_counter()
-                fused = fused_epoch(rows, first_step, epoch, batch_size) if fused_epoch is not None else None
+                fused = (
+                    fused_epoch(rows, first_step, epoch, batch_size)
+                    if fused_epoch is not None
+                    else None
+                )
                 total = 0.0
                 for batch_start in range(0, n, batch_size):
                     idx = perm[batch_start : batch_start + batch_size]
@@ -116,15 +142,23 @@ def run_epochs(
                         continue  # a last batch too small to give every rank a row (at most world-1 rows)
                     weight = strategy.kl_weight(state.step, epoch)
                     loss = fused(idx, weight) if fused is not None else None
-                    if loss is not None:  # gathered, differentiated and applied in one compiled call
-                        value = guard.step(loss, size, batch_start, epoch, state.step + 1, state.epoch)
+                    if (
+                        loss is not None
+                    ):  # gathered, differentiated and applied in one compiled call
+                        value = guard.step(
+                            loss, size, batch_start, epoch, state.step + 1, state.epoch
+                        )
                     else:
                         batch = rows_slice(rows, ctx.shard(idx) if ctx.active else idx)
                         optimizer.zero_grad(set_to_none=True)
-                        loss = strategy.loss(batch, (world if ctx.active else 1) * scale / size, weight, state.step)
+                        loss = strategy.loss(
+                            batch, (world if ctx.active else 1) * scale / size, weight, state.step
+                        )
                         if ctx.active:
                             loss = ctx.all_reduce_sum(loss.detach().reshape(1))[0] / world
-                        value = guard.step(loss, size, batch_start, epoch, state.step + 1, state.epoch)
+                        value = guard.step(
+                            loss, size, batch_start, epoch, state.step + 1, state.epoch
+                        )
                         optimizer.step()
                     state.step += 1
                     if value is not None:
@@ -134,19 +168,29 @@ def run_epochs(
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)
                 seconds = time.perf_counter() - t0
-                record = {"epoch": epoch, "step": state.step, **strategy.epoch_record(total, n, scale)}
+                record = {
+                    "epoch": epoch,
+                    "step": state.step,
+                    **strategy.epoch_record(total, n, scale),
+                }
                 test = strategy.test_record(data.test, seed, ctx)
                 for key, value in test.items():
                     if key.startswith("test_") and isinstance(value, float):
-                        guard.check_epoch(key.replace("_", " "), value, epoch, state.step, state.epoch)
+                        guard.check_epoch(
+                            key.replace("_", " "), value, epoch, state.step, state.epoch
+                        )
                 record.update(test)
                 record["seconds"] = seconds
-                record["kl_weight"] = strategy.kl_weight(max(state.step - 1, 0), epoch)  # the epoch's last step
+                record["kl_weight"] = strategy.kl_weight(
+                    max(state.step - 1, 0), epoch
+                )  # the epoch's last step
                 record["objective"] = strategy.label
                 if ctx.active:
                     record["world_size"] = world
                     if strategy.module is not None and not parameters_in_sync(strategy.module, ctx):
-                        raise RuntimeError(f"data-parallel replicas hold different parameters after epoch {epoch}")
+                        raise RuntimeError(
+                            f"data-parallel replicas hold different parameters after epoch {epoch}"
+                        )
                 state.epoch = epoch
                 state.history.append(record)
                 guard.snapshot()
@@ -157,11 +201,17 @@ def run_epochs(
                 if callback is not None:
                     callback(record)
                 bar.update(1)
-                shown = {k: f"{v:.3f}" for k, v in record.items()
-                         if k in ("train_elbo", "test_elbo", "train_loss", "test_loss")
-                         and isinstance(v, float) and math.isfinite(v)}
+                shown = {
+                    k: f"{v:.3f}"
+                    for k, v in record.items()
+                    if k in ("train_elbo", "test_elbo", "train_loss", "test_loss")
+                    and isinstance(v, float)
+                    and math.isfinite(v)
+                }
                 bar.set_postfix(shown)
-                if time_budget is not None and ctx.any(time.perf_counter() - started >= time_budget):
+                if time_budget is not None and ctx.any(
+                    time.perf_counter() - started >= time_budget
+                ):
                     break
     finally:
         bar.close()

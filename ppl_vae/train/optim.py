@@ -28,7 +28,10 @@ def adam(params: list[torch.Tensor], lr: float) -> torch.optim.Optimizer:
     machine the region waits for a descheduled thread (tens of milliseconds per step), while the
     plain implementation's small element-wise ops stay on one thread.
     """
-    if all(p.device.type == "cpu" for p in params) and sum(p.numel() for p in params) < FUSED_ADAM_MIN_CPU:
+    if (
+        all(p.device.type == "cpu" for p in params)
+        and sum(p.numel() for p in params) < FUSED_ADAM_MIN_CPU
+    ):
         return torch.optim.Adam(params, lr=lr)
     try:
         return torch.optim.Adam(params, lr=lr, fused=True)
@@ -47,7 +50,9 @@ def collect_parameters() -> list[tuple[str, torch.Tensor]]:
     return out
 
 
-def unregistered_parameters(module: torch.nn.Module | None, trained: list[torch.Tensor]) -> list[str]:
+def unregistered_parameters(
+    module: torch.nn.Module | None, trained: list[torch.Tensor]
+) -> list[str]:
     """Names of ``module``'s trainable parameters that the programs never registered (so no ELBO
     gradient reaches them); the caller warns about them once."""
     if module is None:
@@ -62,5 +67,7 @@ def warn_unregistered(names: list[str], owner: str) -> None:
         warnings.warn(
             f"ppl_vae.fit: parameters of {owner} that the model/guide never register with pyro.module are "
             f"not trained: {shown}. Register the submodule (pyro.module('name', self.net)) in the program "
-            "that uses it", UserWarning, stacklevel=4,
+            "that uses it",
+            UserWarning,
+            stacklevel=4,
         )

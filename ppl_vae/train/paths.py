@@ -43,14 +43,29 @@ def whole_step_meta(engine: FastEngine) -> dict[str, Any]:
     return meta
 
 
-def choose_engines(program: Program, obj: Objective, fast: str, info: ProgramInfo, pure: list[torch.Tensor],
-             state: TrainState, ctx: DistContext, first: Rows, n: int, batch_size: int, epochs: int,
-             ) -> tuple[FastEngine | None, Any]:
+def choose_engines(
+    program: Program,
+    obj: Objective,
+    fast: str,
+    info: ProgramInfo,
+    pure: list[torch.Tensor],
+    state: TrainState,
+    ctx: DistContext,
+    first: Rows,
+    n: int,
+    batch_size: int,
+    epochs: int,
+) -> tuple[FastEngine | None, Any]:
     engine: FastEngine | None = None
     if fast != "off" and graph_path_supports(obj):
         engine = state.engine
-        if not (isinstance(engine, FastEngine) and engine.program.key is program.key and engine.mode == fast
-                and engine.objective.spec == obj.spec and engine.info == info):
+        if not (
+            isinstance(engine, FastEngine)
+            and engine.program.key is program.key
+            and engine.mode == fast
+            and engine.objective.spec == obj.spec
+            and engine.info == info
+        ):
             engine = FastEngine(program, obj, fast, info, pure)
         state.engine = engine
         full, last = divmod(n, batch_size)
@@ -64,7 +79,9 @@ def choose_engines(program: Program, obj: Objective, fast: str, info: ProgramInf
         from torch.nn.parallel import DistributedDataParallel
 
         if program.module is None:
-            raise ProgramError("data-parallel training needs the programs to belong to an nn.Module")
+            raise ProgramError(
+                "data-parallel training needs the programs to belong to an nn.Module"
+            )
         use_fast = engine is not None and engine.module.fast
         if use_fast:
             engine.check(first, n / len(first[0]))
@@ -75,7 +92,9 @@ def choose_engines(program: Program, obj: Objective, fast: str, info: ProgramInf
     return engine, ddp
 
 
-def fast_meta(fast: str, engine: FastEngine | None, obj: Objective, state: TrainState) -> dict[str, Any]:
+def fast_meta(
+    fast: str, engine: FastEngine | None, obj: Objective, state: TrainState
+) -> dict[str, Any]:
     """What path trains this program, and why not a faster one.
 
     A program the fast ELBO cannot take (a discrete guide site, ...) is warned about once per training
@@ -89,12 +108,20 @@ def fast_meta(fast: str, engine: FastEngine | None, obj: Objective, state: Train
     elif engine.problem is not None:
         reason, warn = engine.problem, True
     else:
-        return {"fast_path": {"path": fast if fast != "auto" else
-                              "auto (eager; graphs, then the compiled whole step, for long runs)",
-                              "reason": engine.graph_problem}}
+        return {
+            "fast_path": {
+                "path": fast
+                if fast != "auto"
+                else "auto (eager; graphs, then the compiled whole step, for long runs)",
+                "reason": engine.graph_problem,
+            }
+        }
     name = type(obj.elbo).__name__
     if warn and reason not in state.reported:
         state.reported.add(reason)
-        warnings.warn(f"ppl_vae.fit: the fast path does not apply ({reason}); training with Pyro's {name}",
-                      FastPathWarning, stacklevel=3)
+        warnings.warn(
+            f"ppl_vae.fit: the fast path does not apply ({reason}); training with Pyro's {name}",
+            FastPathWarning,
+            stacklevel=3,
+        )
     return {"fast_path": {"path": "pyro", "reason": reason}}

@@ -59,7 +59,9 @@ class TrainState:
     engine: Any = field(default=None, repr=False)
     validated: dict[str, Any] = field(default_factory=dict, repr=False)
     info: Any = field(default=None, repr=False)  # the ProgramInfo of the last inspection
-    setup: Any = field(default=None, repr=False)  # (key, info, bound objective, params, plain params) of the last call
+    setup: Any = field(
+        default=None, repr=False
+    )  # (key, info, bound objective, params, plain params) of the last call
     reported: set[str] = field(default_factory=set, repr=False)  # reasons already warned about
 
     @property
@@ -107,11 +109,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"device={device!r} was asked for, but torch sees no CUDA device: use device='cpu' or 'auto'")
+        raise UserError(
+            f"device={device!r} was asked for, but torch sees no CUDA device: use device='cpu' or 'auto'"
+        )
     try:
         return torch.device(device)
     except RuntimeError:
-        raise UserError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}") from None
+        raise UserError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N'; got {device!r}"
+        ) from None
 
 
 def training_summary(state: TrainState, **settings: Any) -> dict[str, Any]:

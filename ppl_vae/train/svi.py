@@ -59,22 +59,40 @@ __all__ = ["fit"]
 def check_fit_args(epochs: Any, batch_size: Any, lr: Any, fast: Any, time_budget: Any) -> None:
     for arg, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise UserError(f"{arg} must be a {'non-negative' if low == 0 else 'positive'} integer; got {value!r}")
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and math.isfinite(lr)):
+            raise UserError(
+                f"{arg} must be a {'non-negative' if low == 0 else 'positive'} integer; got {value!r}"
+            )
+    if not (
+        isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and math.isfinite(lr)
+    ):
         raise UserError(f"lr must be a positive finite number; got {lr!r}")
     if fast not in FAST_MODES:
         raise UserError(f"fast must be one of {FAST_MODES}; got {fast!r}")
-    if time_budget is not None and not (isinstance(time_budget, (int, float)) and not isinstance(time_budget, bool)
-                                        and time_budget > 0 and math.isfinite(time_budget)):
-        raise UserError(f"time_budget must be a positive finite number of seconds (or None); got {time_budget!r}")
+    if time_budget is not None and not (
+        isinstance(time_budget, (int, float))
+        and not isinstance(time_budget, bool)
+        and time_budget > 0
+        and math.isfinite(time_budget)
+    ):
+        raise UserError(
+            f"time_budget must be a positive finite number of seconds (or None); got {time_budget!r}"
+        )
 
 
 # ====================================================================== the strategy
 class SVIStrategy:
     """One SVI step of a program under an objective (the loss strategy of :func:`~.loop.run_epochs`)."""
 
-    def __init__(self, program: Program, objective: Objective, info: ProgramInfo, state: TrainState,
-                 engine: FastEngine | None, ddp: Any = None, dataset: Any = None) -> None:
+    def __init__(
+        self,
+        program: Program,
+        objective: Objective,
+        info: ProgramInfo,
+        state: TrainState,
+        engine: FastEngine | None,
+        ddp: Any = None,
+        dataset: Any = None,
+    ) -> None:
         self.program = program
         self.dataset = dataset  # a Dataset given to fit, for the program's epoch_metrics hook
         self.objective = objective
@@ -84,12 +102,19 @@ class SVIStrategy:
         self.ddp = ddp
         self.label = objective.spec
         self.module = program.module
-        self.defers_updates = False  # set by fit when the compiled whole step may run (the guard reads in blocks)
-        self.explicit = False  # fast="compile" was asked for: a fallback of the whole step is warned about
+        self.defers_updates = (
+            False  # set by fit when the compiled whole step may run (the guard reads in blocks)
+        )
+        self.explicit = (
+            False  # fast="compile" was asked for: a fallback of the whole step is warned about
+        )
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
-        with param_scope(self.program, self.state.params, keep=True), pyro.validation_enabled(False):
+        with (
+            param_scope(self.program, self.state.params, keep=True),
+            pyro.validation_enabled(False),
+        ):
             yield
 
     def begin_epoch(self, seed: int, device: torch.device) -> None:
@@ -99,7 +124,9 @@ class SVIStrategy:
     def kl_weight(self, step: int, epoch: int) -> float:
         return self.objective.kl_weight(step, epoch)
 
-    def fused_epoch(self, rows: Rows, first_step: int, epoch: int, batch_size: int) -> Callable | None:
+    def fused_epoch(
+        self, rows: Rows, first_step: int, epoch: int, batch_size: int
+    ) -> Callable | None:
         """The compiled whole step (:mod:`.fused`) for this epoch's full batches, or None (the reason is
         kept on the engine, and warned about once when the step was asked for or failed)."""
         engine = self.engine
@@ -112,8 +139,11 @@ class SVIStrategy:
         if step is not None:
             engine.fused_epochs.append(epoch)
         elif engine.fused_reason is not None and (self.explicit or engine.fused_failed):
-            warn_once(self.state, f"the compiled whole step does not apply ({engine.fused_reason}); training "
-                                   "with the captured loss graph and torch.optim.Adam")
+            warn_once(
+                self.state,
+                f"the compiled whole step does not apply ({engine.fused_reason}); training "
+                "with the captured loss graph and torch.optim.Adam",
+            )
         return step
 
     def loss(self, batch: Rows, scale: float, weight: float, step: int) -> torch.Tensor:
@@ -137,7 +167,9 @@ class SVIStrategy:
     def test_record(self, test: Rows | None, seed: int, ctx: DistContext) -> dict[str, Any]:
         if self.module is not None:
             self.module.eval()
-        value = test_elbo(self.program, self.info, test, seed, ctx=ctx) if test is not None else None
+        value = (
+            test_elbo(self.program, self.info, test, seed, ctx=ctx) if test is not None else None
+        )
         record: dict[str, Any] = {"test_elbo": value}
         hook = getattr(self.program.owner, "epoch_metrics", None)
         if callable(hook) and self.dataset is not None:  # e.g. a classifier's test accuracy (M2)
@@ -147,8 +179,11 @@ class SVIStrategy:
 
     def checkpoint_params(self) -> dict[str, torch.Tensor]:
         store = pyro.get_param_store()
-        return {name: store.get_param(name).unconstrained().detach() for name in self.info.param_names
-                if name in store}
+        return {
+            name: store.get_param(name).unconstrained().detach()
+            for name in self.info.param_names
+            if name in store
+        }
 
 
 # ====================================================================== fit
@@ -212,7 +247,9 @@ def fit(
     obj = parse_objective(objective)
     dev = resolve_device(device)
     if state is not None and not isinstance(state, TrainState):
-        raise ArgumentTypeError(f"state must be a TrainState (history.state); got {type(state).__name__}")
+        raise ArgumentTypeError(
+            f"state must be a TrainState (history.state); got {type(state).__name__}"
+        )
     state = state or state_of(program.key) or TrainState(seed=seed)
     train = _train_data(data, test_data, program, state.validated)
     ctx = setup_distributed(dev)
@@ -222,51 +259,94 @@ def fit(
         program.module.to(dev)
 
     first = rows_slice(train.train, slice(0, min(batch_size, train.n)))
-    module_ids = tuple(id(p) for p in program.module.parameters()) if program.module is not None else ()
-    key = (id(program.key), obj.spec, batch_size, id(state.validated.get("key")), str(dev), resume, module_ids)
+    module_ids = (
+        tuple(id(p) for p in program.module.parameters()) if program.module is not None else ()
+    )
+    key = (
+        id(program.key),
+        obj.spec,
+        batch_size,
+        id(state.validated.get("key")),
+        str(dev),
+        resume,
+        module_ids,
+    )
     setup = state.setup if state.setup is not None and state.setup[0] == key else None
-    with param_scope(program, state.params, keep=True, fresh_modules=setup is None), torch.random.fork_rng(
-            devices=[dev] if dev.type == "cuda" else []):
+    with (
+        param_scope(program, state.params, keep=True, fresh_modules=setup is None),
+        torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []),
+    ):
         if setup is None:
             info, obj, params, pure = _inspect(program, obj, train, first, ctx)
         else:
             info, obj, params, pure = setup[1:]
-        if state.optimizer is None or [id(p) for g in state.optimizer.param_groups for p in g["params"]] != \
-                [id(p) for p in params]:
+        if state.optimizer is None or [
+            id(p) for g in state.optimizer.param_groups for p in g["params"]
+        ] != [id(p) for p in params]:
             state.optimizer = adam(params, lr)
         resumed = _resume(program, state, checkpoint_dir, dev, info) if resume else None
-        for group in state.optimizer.param_groups:  # after a resume: the lr asked for, not the saved one
+        for (
+            group
+        ) in state.optimizer.param_groups:  # after a resume: the lr asked for, not the saved one
             group["lr"] = lr
     state.setup = None if resume else (key, info, obj, params, pure)
     state.info = info
     state.objective = obj.spec
     state.seed = seed
     history = state.history
-    engine, ddp = choose_engines(program, obj, fast, info, pure, state, ctx, first, train.n, batch_size, epochs)
-    history.meta.update(fast_meta(fast, engine, obj, state), objective=obj.spec,
-                        discrete_sites=list(info.non_reparam))
+    engine, ddp = choose_engines(
+        program, obj, fast, info, pure, state, ctx, first, train.n, batch_size, epochs
+    )
+    history.meta.update(
+        fast_meta(fast, engine, obj, state),
+        objective=obj.spec,
+        discrete_sites=list(info.non_reparam),
+    )
     strategy = SVIStrategy(program, obj, info, state, engine, ddp, train.dataset)
     if engine is not None and ddp is None:
         steps_per_epoch = max(1, -(-train.n // batch_size))
-        strategy.defers_updates = engine.may_fuse(state.optimizer, state.step, epochs, steps_per_epoch)
+        strategy.defers_updates = engine.may_fuse(
+            state.optimizer, state.step, epochs, steps_per_epoch
+        )
         strategy.explicit = fast == "compile"
         if strategy.explicit and not strategy.defers_updates and engine.fused_reason is not None:
-            warn_once(state, f"the compiled whole step does not apply ({engine.fused_reason}); training with "
-                              "the compiled loss graph and torch.optim.Adam")
+            warn_once(
+                state,
+                f"the compiled whole step does not apply ({engine.fused_reason}); training with "
+                "the compiled loss graph and torch.optim.Adam",
+            )
     history.state = state
     remember(program.key, state)  # reachable even if training stops with an error
 
     def save(st: TrainState) -> None:
         from ..runs.checkpoint import save_checkpoint
 
-        save_checkpoint(checkpoint_dir, program.module, optimizer=st.optimizer,
-                        training=training_summary(st, lr=lr, batch_size=batch_size),
-                        data_meta=train.meta, params=strategy.checkpoint_params())
+        save_checkpoint(
+            checkpoint_dir,
+            program.module,
+            optimizer=st.optimizer,
+            training=training_summary(st, lr=lr, batch_size=batch_size),
+            data_meta=train.meta,
+            params=strategy.checkpoint_params(),
+        )
 
     with _locked(checkpoint_dir):
-        run_epochs(strategy, train, state, params, epochs=epochs, batch_size=batch_size, seed=state.seed,
-                   ctx=ctx, checkpoint_dir=checkpoint_dir, save=save if checkpoint_dir is not None else None,
-                   progress=progress, time_budget=time_budget, callback=callback, resumed_epoch=resumed)
+        run_epochs(
+            strategy,
+            train,
+            state,
+            params,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=state.seed,
+            ctx=ctx,
+            checkpoint_dir=checkpoint_dir,
+            save=save if checkpoint_dir is not None else None,
+            progress=progress,
+            time_budget=time_budget,
+            callback=callback,
+            resumed_epoch=resumed,
+        )
     history.state = state
     remember(program.key, state)
     if engine is not None:
@@ -277,8 +357,15 @@ def fit(
 def _input_key(obj: Any) -> Any:
     """What identifies ``fit``'s data argument without reading it (in-place edits bump ``_version``)."""
     if torch.is_tensor(obj):
-        return (id(obj), obj.untyped_storage().data_ptr(), obj.storage_offset(), tuple(obj.shape), obj.dtype,
-                obj.device, obj._version)
+        return (
+            id(obj),
+            obj.untyped_storage().data_ptr(),
+            obj.storage_offset(),
+            tuple(obj.shape),
+            obj.dtype,
+            obj.device,
+            obj._version,
+        )
     if isinstance(obj, (tuple, list)):
         return tuple(_input_key(o) for o in obj)
     return None if obj is None else ("object", id(obj), type(obj).__name__)
@@ -290,18 +377,30 @@ def _train_data(data: Any, test_data: Any, program: Program, memo: dict[str, Any
     ``fit(..., epochs=1)`` in a loop pays the data checks once)."""
     key = (_input_key(data), _input_key(test_data))
     seen = memo.get("input")
-    tensors = torch.is_tensor(data) or isinstance(data, (tuple, list))  # a Dataset is only packed, not scanned
+    tensors = torch.is_tensor(data) or isinstance(
+        data, (tuple, list)
+    )  # a Dataset is only packed, not scanned
     if tensors and seen is not None and seen[0] == key and seen[1] is data and seen[2] is test_data:
         train = seen[3]
     else:
         train = as_train_data(data, test_data, getattr(program.owner, "dataset_inputs", None))
     train = validate(train, program.check_data, memo)
-    memo["input"] = (key, data, test_data, train)  # the objects are held, so their ids cannot be reused
+    memo["input"] = (
+        key,
+        data,
+        test_data,
+        train,
+    )  # the objects are held, so their ids cannot be reused
     return train
 
 
-def _inspect(program: Program, obj: Objective, train: TrainData, first: Rows, ctx: DistContext,
-             ) -> tuple[ProgramInfo, Objective, list[torch.Tensor], list[torch.Tensor]]:
+def _inspect(
+    program: Program,
+    obj: Objective,
+    train: TrainData,
+    first: Rows,
+    ctx: DistContext,
+) -> tuple[ProgramInfo, Objective, list[torch.Tensor], list[torch.Tensor]]:
     """Inspect the program once (validation on), bind the objective, collect what to train."""
     info = inspect_program(program, train.train)
     obj = obj.bind(info)
@@ -314,15 +413,19 @@ def _inspect(program: Program, obj: Objective, train: TrainData, first: Rows, ct
     _validate_loss(program, obj, info, first, train.n)
     named = collect_parameters()
     if not named:
-        raise ProgramError("the programs register no trainable parameters: every pyro.module parameter has "
-                           "requires_grad=False and there is no pyro.param site; nothing for fit to train")
+        raise ProgramError(
+            "the programs register no trainable parameters: every pyro.module parameter has "
+            "requires_grad=False and there is no pyro.param site; nothing for fit to train"
+        )
     params = [t for _, t in named]
     pure = [t for name, t in named if name in info.param_names]
     warn_unregistered(unregistered_parameters(program.module, params), type(program.owner).__name__)
     if ctx.active and pure:
-        raise ProgramError(f"data-parallel training synchronises module parameters; pyro.param site(s) "
-                           f"{sorted(info.param_names)} would drift apart: register them in an nn.Module "
-                           "(pyro.nn.PyroModule) or train in one process")
+        raise ProgramError(
+            f"data-parallel training synchronises module parameters; pyro.param site(s) "
+            f"{sorted(info.param_names)} would drift apart: register them in an nn.Module "
+            "(pyro.nn.PyroModule) or train in one process"
+        )
     return info, obj, params, pure
 
 
@@ -337,22 +440,33 @@ def _locked(folder: str | Path | None) -> Iterator[None]:
         yield
 
 
-def _validate_loss(program: Program, obj: Objective, info: ProgramInfo, batch: Rows, n: int) -> None:
+def _validate_loss(
+    program: Program, obj: Objective, info: ProgramInfo, batch: Rows, n: int
+) -> None:
     """The objective's own Pyro loss on the first batch with validation on: Pyro's checks of the user's
     program (supports, shapes, enumeration) are raised here, never swallowed by a fast path."""
     with pyro.validation_enabled(True), DataPlateScale(info.data_plate, n / len(batch[0])):
         try:
             loss = obj.loss(program.model, program.guide, *batch)
         except (ValueError, RuntimeError, NotImplementedError, AssertionError) as err:
-            raise ProgramError(f"objective {obj.spec!r} cannot train this program: Pyro's check on the first "
-                               f"batch failed: {type(err).__name__}: {err}") from err
+            raise ProgramError(
+                f"objective {obj.spec!r} cannot train this program: Pyro's check on the first "
+                f"batch failed: {type(err).__name__}: {err}"
+            ) from err
     if torch.is_tensor(loss) and not torch.isfinite(loss):
-        raise UserError(f"the loss of the first batch is {float(loss)} before any training: check the data and "
-                        "the initial parameters")
+        raise UserError(
+            f"the loss of the first batch is {float(loss)} before any training: check the data and "
+            "the initial parameters"
+        )
 
 
-def _resume(program: Program, state: TrainState, directory: str | Path | None, dev: torch.device,
-            info: ProgramInfo) -> int:
+def _resume(
+    program: Program,
+    state: TrainState,
+    directory: str | Path | None,
+    dev: torch.device,
+    info: ProgramInfo,
+) -> int:
     """Load weights, optimizer, plain params and counters from ``directory`` (inside the param scope)."""
     from ..runs.checkpoint import load_model_state, load_optimizer_state, load_params, read_config
 
@@ -365,7 +479,9 @@ def _resume(program: Program, state: TrainState, directory: str | Path | None, d
     store = pyro.get_param_store()
     missing = sorted(set(info.param_names) - set(loaded))
     if missing:
-        raise UserError(f"the checkpoint in {str(directory)!r} has no values for pyro.param site(s) {missing}")
+        raise UserError(
+            f"the checkpoint in {str(directory)!r} has no values for pyro.param site(s) {missing}"
+        )
     with torch.no_grad():
         for name in info.param_names:
             store.get_param(name).unconstrained().copy_(loaded[name])

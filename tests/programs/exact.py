@@ -62,7 +62,9 @@ class TanhModel:
     def sample(self, n: int, seed: int = 0) -> torch.Tensor:
         g = torch.Generator().manual_seed(seed)
         u = torch.randn(n, 1, generator=g)
-        return self.a * torch.tanh(2.0 * u + 0.5) + self.c * u + 0.3 * torch.randn(n, 3, generator=g)
+        return (
+            self.a * torch.tanh(2.0 * u + 0.5) + self.c * u + 0.3 * torch.randn(n, 3, generator=g)
+        )
 
     def posterior_moments(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior mean and s.d. of u per point by brute force on a grid (for building guides)."""

@@ -41,7 +41,9 @@ class GlobalBiasVAE(nn.Module):
     def guide(self, x):
         pyro.module("enc", self.enc)
         b_loc = pyro.param("b_loc", lambda: x.new_zeros(self.d))
-        b_scale = pyro.param("b_scale", lambda: x.new_full((self.d,), 0.1), constraint=constraints.positive)
+        b_scale = pyro.param(
+            "b_scale", lambda: x.new_full((self.d,), 0.1), constraint=constraints.positive
+        )
         pyro.sample("bias", dist.Normal(b_loc, b_scale).to_event(1))
         with pyro.plate("data", x.shape[0]):
             loc, scale = self._q(x)
@@ -51,8 +53,11 @@ class GlobalBiasVAE(nn.Module):
         """log p(x_n, z | b) - log q(z | x_n) at a fixed global bias (what ``fix_globals`` evaluates)."""
         loc, scale = self._q(x)
         z = loc + scale * torch.randn((k,) + loc.shape, generator=generator)
-        return (normal_lp(z, torch.zeros_like(z), torch.ones_like(z)) + bernoulli_logits_lp(x, self.dec(z) + bias)
-                - normal_lp(z, loc, scale))
+        return (
+            normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
+            + bernoulli_logits_lp(x, self.dec(z) + bias)
+            - normal_lp(z, loc, scale)
+        )
 
 
 # ------------------------------------------------------------------------------ per-pixel latents, nested plates
@@ -98,12 +103,20 @@ class M2(nn.Module):
     where not (``infer={"enumerate": "parallel"}``, summed out by ``TraceEnum_ELBO``); q(y | x) a classifier;
     the alpha-weighted classification term on labelled rows as a ``pyro.factor`` in the model."""
 
-    def __init__(self, d: int = 64, classes: int = 10, z_dim: int = 4, hidden: int = 64, alpha: float = 10.0) -> None:
+    def __init__(
+        self, d: int = 64, classes: int = 10, z_dim: int = 4, hidden: int = 64, alpha: float = 10.0
+    ) -> None:
         super().__init__()
         self.classes, self.z_dim, self.alpha = classes, z_dim, alpha
-        self.encoder_y = nn.Sequential(nn.Linear(d, hidden), nn.Softplus(), nn.Linear(hidden, classes))
-        self.encoder_z = nn.Sequential(nn.Linear(d + classes, hidden), nn.Softplus(), nn.Linear(hidden, 2 * z_dim))
-        self.decoder = nn.Sequential(nn.Linear(z_dim + classes, hidden), nn.Softplus(), nn.Linear(hidden, d))
+        self.encoder_y = nn.Sequential(
+            nn.Linear(d, hidden), nn.Softplus(), nn.Linear(hidden, classes)
+        )
+        self.encoder_z = nn.Sequential(
+            nn.Linear(d + classes, hidden), nn.Softplus(), nn.Linear(hidden, 2 * z_dim)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(z_dim + classes, hidden), nn.Softplus(), nn.Linear(hidden, d)
+        )
 
     def _onehot(self, y):
         return F.one_hot(y, self.classes).to(torch.get_default_dtype())
@@ -114,10 +127,14 @@ class M2(nn.Module):
         with pyro.plate("data"):
             z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1))
             prior = dist.Categorical(logits=x.new_zeros(x.shape[0], self.classes))
-            ys = pyro.sample("y", prior, obs=y.clamp(min=0), obs_mask=labelled, infer={"enumerate": "parallel"})
+            ys = pyro.sample(
+                "y", prior, obs=y.clamp(min=0), obs_mask=labelled, infer={"enumerate": "parallel"}
+            )
             yy = self._onehot(ys)
             zz = z.expand(yy.shape[:-1] + (self.z_dim,))
-            pyro.sample("x", dist.Bernoulli(logits=self.decoder(torch.cat([zz, yy], -1))).to_event(1), obs=x)
+            pyro.sample(
+                "x", dist.Bernoulli(logits=self.decoder(torch.cat([zz, yy], -1))).to_event(1), obs=x
+            )
             classify = dist.Categorical(logits=self.encoder_y(x)).log_prob(y.clamp(min=0))
             pyro.factor("classification", self.alpha * classify * labelled)
 
@@ -126,8 +143,11 @@ class M2(nn.Module):
         labelled = y >= 0
         with pyro.plate("data"):
             with poutine.mask(mask=~labelled):
-                guess = pyro.sample("y_unobserved", dist.Categorical(logits=self.encoder_y(x)),
-                                    infer={"enumerate": "parallel"})
+                guess = pyro.sample(
+                    "y_unobserved",
+                    dist.Categorical(logits=self.encoder_y(x)),
+                    infer={"enumerate": "parallel"},
+                )
             ys = torch.where(labelled, y.clamp(min=0), guess)
             yy = self._onehot(ys)
             xx = x.expand(yy.shape[:-1] + x.shape[-1:])
@@ -153,6 +173,9 @@ class M2(nn.Module):
         loc, raw = self.encoder_z(torch.cat([x.expand(k, -1, -1), yy], -1)).chunk(2, -1)
         scale = F.softplus(raw) + 1e-4
         z = loc + scale * torch.randn(loc.shape, generator=generator)
-        log_p = (normal_lp(z, torch.zeros_like(z), torch.ones_like(z)) - math.log(self.classes)
-                 + bernoulli_logits_lp(x, self.decoder(torch.cat([z, yy], -1))))
+        log_p = (
+            normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
+            - math.log(self.classes)
+            + bernoulli_logits_lp(x, self.decoder(torch.cat([z, yy], -1)))
+        )
         return log_p - q_y.log_prob(ys) - normal_lp(z, loc, scale)

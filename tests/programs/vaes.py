@@ -25,8 +25,11 @@ def bernoulli_probs_lp(x: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
 
 
 def bernoulli_logits_lp(x: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
-    return (-F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none")).flatten(
-        start_dim=-x.dim() + 1).sum(-1)
+    return (
+        (-F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none"))
+        .flatten(start_dim=-x.dim() + 1)
+        .sum(-1)
+    )
 
 
 # ------------------------------------------------------------------------------ Pyro's examples/vae/vae.py
@@ -74,7 +77,11 @@ class PyroExampleVAE(nn.Module):
             z_scale = torch.ones(x.shape[0], self.z_dim, dtype=x.dtype, device=x.device)
             z = pyro.sample("latent", dist.Normal(z_loc, z_scale).to_event(1))
             loc_img = self.decoder.forward(z)
-            pyro.sample("obs", dist.Bernoulli(loc_img, validate_args=False).to_event(1), obs=x.reshape(-1, self.d))
+            pyro.sample(
+                "obs",
+                dist.Bernoulli(loc_img, validate_args=False).to_event(1),
+                obs=x.reshape(-1, self.d),
+            )
             return loc_img
 
     def guide(self, x):
@@ -87,8 +94,11 @@ class PyroExampleVAE(nn.Module):
         loc, scale = self.encoder(x)
         z = loc + scale * torch.randn((k,) + loc.shape, generator=generator)
         p = self.decoder(z).clamp(1e-7, 1 - 1e-7)
-        return (normal_lp(z, torch.zeros_like(z), torch.ones_like(z)) + bernoulli_probs_lp(x, p)
-                - normal_lp(z, loc, scale))
+        return (
+            normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
+            + bernoulli_probs_lp(x, p)
+            - normal_lp(z, loc, scale)
+        )
 
 
 # ------------------------------------------------------------------------------ a conv VAE on (N, 1, 8, 8)
@@ -98,11 +108,21 @@ class ConvVAE(nn.Module):
     def __init__(self, z_dim: int = 4) -> None:
         super().__init__()
         self.z_dim = z_dim
-        self.enc = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 3, stride=2, padding=1),
-                                 nn.ReLU(), nn.Flatten(), nn.Linear(8 * 4 * 4, 2 * z_dim))
+        self.enc = nn.Sequential(
+            nn.Conv2d(1, 8, 3, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 8, 3, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Flatten(),
+            nn.Linear(8 * 4 * 4, 2 * z_dim),
+        )
         self.dec_fc = nn.Linear(z_dim, 8 * 4 * 4)
-        self.dec = nn.Sequential(nn.ReLU(), nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1), nn.ReLU(),
-                                 nn.Conv2d(8, 1, 3, padding=1))
+        self.dec = nn.Sequential(
+            nn.ReLU(),
+            nn.ConvTranspose2d(8, 8, 4, stride=2, padding=1),
+            nn.ReLU(),
+            nn.Conv2d(8, 1, 3, padding=1),
+        )
 
     def decode(self, z):
         h = self.dec_fc(z)
@@ -117,7 +137,9 @@ class ConvVAE(nn.Module):
     def model(self, x):
         pyro.module("conv_decoder", self)
         with pyro.plate("images", x.shape[0]):
-            z = pyro.sample("code", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1))
+            z = pyro.sample(
+                "code", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1)
+            )
             pyro.sample("pixels", dist.Bernoulli(logits=self.decode(z)).to_event(3), obs=x)
 
     def guide(self, x):
@@ -129,8 +151,11 @@ class ConvVAE(nn.Module):
     def torch_log_weights(self, x, *, k, generator):
         loc, scale = self.encode(x)
         z = loc + scale * torch.randn((k,) + loc.shape, generator=generator)
-        return (normal_lp(z, torch.zeros_like(z), torch.ones_like(z)) + bernoulli_logits_lp(x, self.decode(z))
-                - normal_lp(z, loc, scale))
+        return (
+            normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
+            + bernoulli_logits_lp(x, self.decode(z))
+            - normal_lp(z, loc, scale)
+        )
 
 
 # ------------------------------------------------------------------------------ a conditional VAE on (x, y)
@@ -142,8 +167,12 @@ class ConditionalVAE(nn.Module):
         super().__init__()
         self.classes, self.z_dim = classes, z_dim
         self.prior_net = nn.Linear(classes, z_dim)
-        self.dec = nn.Sequential(nn.Linear(z_dim + classes, hidden), nn.ReLU(), nn.Linear(hidden, d))
-        self.enc = nn.Sequential(nn.Linear(d + classes, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z_dim))
+        self.dec = nn.Sequential(
+            nn.Linear(z_dim + classes, hidden), nn.ReLU(), nn.Linear(hidden, d)
+        )
+        self.enc = nn.Sequential(
+            nn.Linear(d + classes, hidden), nn.ReLU(), nn.Linear(hidden, 2 * z_dim)
+        )
 
     def _onehot(self, y):
         return F.one_hot(y, self.classes).to(torch.get_default_dtype())
@@ -177,8 +206,11 @@ class ConditionalVAE(nn.Module):
         loc, scale = self._q(x, y)
         z = loc + scale * torch.randn((k,) + loc.shape, generator=generator)
         prior_loc = self.prior_net(self._onehot(y))
-        return (normal_lp(z, prior_loc, torch.ones_like(prior_loc)) + bernoulli_logits_lp(x, self._logits(z, y))
-                - normal_lp(z, loc, scale))
+        return (
+            normal_lp(z, prior_loc, torch.ones_like(prior_loc))
+            + bernoulli_logits_lp(x, self._logits(z, y))
+            - normal_lp(z, loc, scale)
+        )
 
 
 # ------------------------------------------------------------------------------ an IAF guide
@@ -216,7 +248,11 @@ class IAFGuideVAE(nn.Module):
         u = loc + scale * torch.randn((k,) + loc.shape, generator=generator)
         z = self.iaf(u)
         log_q = normal_lp(u, loc, scale) - self.iaf.log_abs_det_jacobian(u, z)
-        return normal_lp(z, torch.zeros_like(z), torch.ones_like(z)) + bernoulli_logits_lp(x, self.dec(z)) - log_q
+        return (
+            normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
+            + bernoulli_logits_lp(x, self.dec(z))
+            - log_q
+        )
 
 
 # ------------------------------------------------------------------------------ the data plate, unsized / subsampled
@@ -226,8 +262,12 @@ class UnsizedPlateVAE(PyroExampleVAE):
     def model(self, x):
         pyro.module("decoder", self.decoder)
         with pyro.plate("data"):
-            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1))
-            pyro.sample("obs", dist.Bernoulli(self.decoder(z), validate_args=False).to_event(1), obs=x)
+            z = pyro.sample(
+                "latent", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1)
+            )
+            pyro.sample(
+                "obs", dist.Bernoulli(self.decoder(z), validate_args=False).to_event(1), obs=x
+            )
 
     def guide(self, x):
         pyro.module("encoder", self.encoder)
@@ -247,8 +287,12 @@ class SubsampledPlateVAE(PyroExampleVAE):
     def model(self, x):
         pyro.module("decoder", self.decoder)
         with pyro.plate("data", self.n_full, subsample_size=len(x)):
-            z = pyro.sample("latent", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1))
-            pyro.sample("obs", dist.Bernoulli(self.decoder(z), validate_args=False).to_event(1), obs=x)
+            z = pyro.sample(
+                "latent", dist.Normal(x.new_zeros(x.shape[0], self.z_dim), 1.0).to_event(1)
+            )
+            pyro.sample(
+                "obs", dist.Bernoulli(self.decoder(z), validate_args=False).to_event(1), obs=x
+            )
 
     def guide(self, x):
         pyro.module("encoder", self.encoder)
