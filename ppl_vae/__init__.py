@@ -36,7 +36,7 @@ from .estimators import (
     quadrature_log_likelihood,
 )
 from .estimators.globals import fix_globals
-from .likelihoods import make_likelihood
+from .likelihoods import available_likelihoods, make_likelihood, register_likelihood
 from .models import VAE, HierarchicalVAE, LinearGaussianVAE, SemiSupervisedVAE, build_model
 from .objectives import available_objectives, format_objective, parse_objective, register_objective
 from .params import trained_params
@@ -83,6 +83,8 @@ __all__ = [
     "log_weights",
     "make_autoencoder",
     "make_likelihood",
+    "available_likelihoods",
+    "register_likelihood",
     "parse_objective",
     "psis_diagnostics",
     "quadrature_log_likelihood",

@@ -18,6 +18,7 @@ from ..data import Dataset
 from ..diagnostics import evaluate
 from ..errors import UserError
 from ..estimators.globals import per_point_program
+from ..registry import REGISTRY
 from .comparison import Comparison
 from .methods import Method
 
@@ -70,6 +71,15 @@ def test_accuracy(model: Any, data: Dataset | None) -> float:
     return float(model.accuracy(data.test, data.test_labels))
 
 
+def reconstruction_kind(likelihood: str) -> str:
+    """``"nll"`` or ``"mse"``: the reconstruction error a likelihood's entry declares (its
+    ``reconstruction`` trait; ``"mse"`` for a likelihood that is not registered)."""
+    name = likelihood.partition(":")[0]
+    if ("likelihood", name) not in REGISTRY:
+        return "mse"
+    return REGISTRY.entry("likelihood", name).trait("reconstruction", "mse")
+
+
 def table_row(
     method: Method,
     seed: int,
@@ -83,9 +93,7 @@ def table_row(
     s = report.summary
     train_seconds = float(sum(r["seconds"] for r in history))
     d = s.get("latent_dim")
-    recon = (
-        s.get("reconstruction_nll") if likelihood == "bernoulli" else s.get("reconstruction_mse")
-    )
+    recon = s.get(f"reconstruction_{reconstruction_kind(likelihood)}")
     return {
         "method": method.label,
         "seed": seed,
