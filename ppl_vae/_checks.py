@@ -173,6 +173,10 @@ def check_output_path(
         raise UserError(f"{what}: the path is empty; name a {kind}")
     p = Path(path).expanduser()
     if kind == "file":
+        if p.is_symlink():
+            from .runs.files import refuse_link
+
+            refuse_link(p, what)
         if p.is_dir():
             raise RunExistsError(f"{what}: {str(p)!r} is a folder; name a file inside it")
         if p.exists() and not force:

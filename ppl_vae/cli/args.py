@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 from .._checks import check_output_path
 from ..errors import ResourceError, RunExistsError
+from ..runs.files import refuse_links
 from ..runs.flags import UNSET
 
 
@@ -214,7 +216,8 @@ def refuse_outputs(folder: Path, names: Sequence[str], force: bool, what: str) -
         raise ResourceError(
             f"{err}; or write the outputs elsewhere with --out OTHER_FOLDER"
         ) from None
-    present = [n for n in names if (folder / n).exists()]
+    refuse_links(folder, names, what)  # even with --force: a link is never written through
+    present = [n for n in names if os.path.lexists(folder / n)]
     if present and not force:
         raise RunExistsError(
             f"{folder} already holds {', '.join(present)}: pass --force to replace them, or "

@@ -18,6 +18,7 @@ from .._checks import (
 )
 from ..errors import RunError, RunExistsError, UserError
 from .checkpoint import POINTER
+from .files import refuse_links
 from .flags import AUTOENCODERS, HVAE_SIZES
 from .lock import LOCK_FILE, refuse_if_locked
 from .settings import SETTINGS_FILE
@@ -33,6 +34,7 @@ __all__ = [
     "older_run",
     "rebuild_model",
     "refuse_existing",
+    "refuse_run_links",
     "remove_partial",
     "run_data_args",
     "user_call",
@@ -255,6 +257,14 @@ def remove_partial(path: Path) -> None:
         if _PARTIAL.fullmatch(name):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path / name)
+
+
+def refuse_run_links(path: Path) -> None:
+    """Before a resumed run writes: no file or folder it writes in ``path`` may be a symbolic link."""
+    from .logs import METRICS_CSV, METRICS_FILE, TENSORBOARD_DIR
+
+    refuse_links(path, (SETTINGS_FILE, METRICS_FILE, METRICS_CSV, "checkpoint", TENSORBOARD_DIR))
+    refuse_links(path / "checkpoint", (POINTER, LOCK_FILE))
 
 
 def older_run(path: Path) -> bool:

@@ -5,8 +5,13 @@
   output never holds ``NaN``/``Infinity`` tokens (which are not JSON).
 - :func:`write_json` / :func:`write_bytes` write a temporary file beside the target, ``fsync``
   it, move it into place with :func:`os.replace` and ``fsync`` the folder: a reader sees the
-  old file or the new one, never a torn one. A full disk or a read-only folder raises
-  :class:`~ppl_vae.errors.ResourceError` (temporary file removed, old file untouched).
+  old file or the new one, never a torn one. A full disk, an I/O error or a read-only folder
+  raises :class:`~ppl_vae.errors.ResourceError` (temporary file removed, old file untouched).
+- No write follows a symbolic link: :func:`refuse_link` (``lstat``) refuses a link at any path
+  the package writes, so a link left in a shared run folder (tarballs and ``cp -a`` keep them)
+  cannot make it change a file outside; the rename itself replaces a directory entry and never
+  writes through one. ``replace=False`` commits with :func:`os.link`, which refuses a file
+  another process created meanwhile.
 - :func:`read_json` reads a file that must hold a JSON object, naming the file in every error.
 """
 
@@ -16,17 +21,36 @@ import errno
 import json
 import math
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArgumentTypeError, ResourceError, RunError
+from ..errors import ArgumentTypeError, ResourceError, RunError, RunExistsError
 
-__all__ = ["disk_error", "fsync_dir", "read_json", "to_jsonable", "write_bytes", "write_json"]
+__all__ = [
+    "disk_error",
+    "fsync_dir",
+    "read_json",
+    "refuse_link",
+    "refuse_links",
+    "to_jsonable",
+    "write_bytes",
+    "write_json",
+]
 
-#: errno values that mean "the file system cannot take this write" (not a bug)
-DISK_ERRNOS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+#: errno values that mean "the file system cannot take this write" (not a bug): full, too large, over
+#: quota, read-only, not permitted, or an I/O error of the device
+DISK_ERRNOS = {
+    errno.ENOSPC,
+    errno.EFBIG,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.EIO,
+}
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -63,6 +87,33 @@ def fsync_dir(folder: str | os.PathLike[str]) -> None:
         os.close(fd)
 
 
+def refuse_link(path: str | os.PathLike[str], what: str = "") -> None:
+    """Refuse (:class:`~ppl_vae.errors.RunExistsError`) a symbolic link at ``path``, dangling or not.
+
+    ``what`` says where the path came from (``"--out"``); the message names the link and its target.
+    """
+    try:
+        st = os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if stat.S_ISLNK(st.st_mode):
+        try:
+            target = os.readlink(path)
+        except OSError:  # pragma: no cover - raced away
+            target = "?"
+        raise RunExistsError(
+            f"{what + ': ' if what else ''}{os.fspath(path)!r} is a symbolic link (to {target!r}): "
+            "ppl_vae never writes or locks through a link (it could change a file outside the "
+            "folder); remove the link (nothing was written), or choose another path"
+        )
+
+
+def refuse_links(folder: str | os.PathLike[str], names: Any, what: str = "") -> None:
+    """:func:`refuse_link` for each of ``names`` inside ``folder`` (before any work starts)."""
+    for name in names:
+        refuse_link(Path(folder) / name, what)
+
+
 def disk_error(err: OSError, what: str, after: str = "") -> ResourceError | None:
     """A :class:`ResourceError` for a full disk, a file-size limit or a read-only folder, else None."""
     if err.errno not in DISK_ERRNOS:
@@ -83,8 +134,11 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
-def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
+def _atomic(path: Path, write: Callable[[Any], None], mode: str, replace: bool) -> None:
     path = Path(path)
+    refuse_link(path)
+    if path.is_dir():
+        raise RunExistsError(f"{str(path)!r} is a folder; ppl_vae writes a file there: move it")
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0600
@@ -92,7 +146,17 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)  # replaces the entry (a link that raced in too), never its target
+        else:
+            try:
+                os.link(tmp, path)  # fails if the name exists: no file another process made is replaced
+            except FileExistsError:
+                raise RunExistsError(
+                    f"{str(path)!r} was created by another process while this one wrote it; it was "
+                    "left as it is: choose another name, or pass --force to replace it"
+                ) from None
+            os.unlink(tmp)
         fsync_dir(path.parent)
     except BaseException:
         try:
@@ -102,11 +166,16 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str) -> None:
         raise
 
 
-def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync of the folder)."""
+def write_bytes(path: str | os.PathLike[str], data: bytes, *, replace: bool = True) -> None:
+    """Write ``data`` to ``path`` atomically (temp file, fsync, rename, fsync of the folder).
+
+    A symbolic link at ``path`` is refused; ``replace=False`` refuses a file that exists by then.
+    """
     try:
-        _atomic(Path(path), lambda f: f.write(data), "wb")
+        _atomic(Path(path), lambda f: f.write(data), "wb", replace)
     except OSError as err:
+        if isinstance(err, RunExistsError):
+            raise
         raise disk_error(err, f"could not write {os.fspath(path)}") or err from None
 
 

@@ -40,6 +40,7 @@ from .build import (
     older_run,
     rebuild_model,
     refuse_existing,
+    refuse_run_links,
     remove_partial,
     run_data_args,
 )
@@ -261,6 +262,7 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         )
     with lock_folder(path) if main else contextlib.nullcontext():
         if main:
+            refuse_run_links(path)
             remove_partial(path)
         doc = read_settings(path)
         flags = effective_settings(doc)

@@ -4,20 +4,27 @@ The lock is held by an open file, so the kernel releases it when the holder exit
 exits (a ``kill -9`` leaves no stale lock). The file keeps the holder's PID so that a second
 writer is told who holds it. Within one process the lock is re-entrant per folder, so
 :func:`ppl_vae.runs.train_run` can hold a run folder while ``fit`` locks its checkpoint.
+
+The lock file is opened with ``O_NOFOLLOW`` and must be a regular file with one link: a symbolic
+or hard link named ``.lock`` (a shared folder can hold one) is refused by name, never truncated.
+Every writing command (``train``, ``evaluate``, ``compare``, ``plot``, ...) takes it through
+:func:`lock_folder`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import RunExistsError, RunLockedError
-from .files import disk_error
+from .files import disk_error, refuse_link
 
 __all__ = ["LOCK_FILE", "is_main_process", "lock_folder", "refuse_if_locked"]
 
@@ -70,6 +77,28 @@ def _holder(fd: int) -> str:
         time.sleep(0.01)
 
 
+def _open_lock(folder: Path, flags: int) -> int:
+    """Open ``folder/.lock`` without following a link; refuse anything but our own regular file."""
+    path = folder / LOCK_FILE
+    try:
+        fd = os.open(path, flags | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK, 0o644)
+    except FileNotFoundError:
+        raise
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            refuse_link(path)
+        raise disk_error(err, f"cannot lock {str(folder)!r}") or err from None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+        os.close(fd)
+        kind = "not a regular file" if not stat.S_ISREG(st.st_mode) else "a hard link"
+        raise RunExistsError(
+            f"{str(path)!r} is {kind}: ppl_vae keeps its writer's PID in that file and will not write "
+            "it into another file; remove it (it only marks the writer), or choose another folder"
+        )
+    return fd
+
+
 @contextlib.contextmanager
 def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Hold the writer's lock on folder ``path`` (created if missing) for the ``with`` block.
@@ -105,10 +134,7 @@ def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
             with _guard:
                 entry[1] -= 1
         return
-    try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    except OSError as err:
-        raise disk_error(err, f"cannot lock {str(folder)!r}") or err from None
+    fd = _open_lock(folder, os.O_RDWR | os.O_CREAT)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -140,8 +166,8 @@ def refuse_if_locked(path: str | os.PathLike[str]) -> None:
         if os.path.realpath(folder) in _held:
             return
     try:
-        fd = os.open(folder / LOCK_FILE, os.O_RDONLY | os.O_CLOEXEC)
-    except OSError:
+        fd = _open_lock(folder, os.O_RDONLY)
+    except FileNotFoundError:
         return
     try:
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
