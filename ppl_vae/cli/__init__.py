@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
+import warnings
 from collections.abc import Callable, Sequence
 
 from ..errors import UserError
@@ -46,10 +47,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warning_line(command: str):
+    """``warnings.formatwarning`` for the command line: one line naming the command, no source line."""
+
+    def format_warning(message, category, filename, lineno, line=None) -> str:
+        return f"ppl-vae {command}: warning: {' '.join(str(message).split())}\n"
+
+    return format_warning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; 0 on success, 2 for a user error, 1 for a bug, 130 on Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _warning_line(args.command)
     try:
         return int(args.func(args) or 0)
     except UserError as err:
@@ -67,3 +79,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
+    finally:
+        warnings.formatwarning = formatwarning

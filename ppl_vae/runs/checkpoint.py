@@ -61,6 +61,7 @@ __all__ = [
     "load_run_checkpoint",
     "read_config",
     "save_checkpoint",
+    "verify_set",
 ]
 
 
@@ -214,6 +215,16 @@ def _with_set(directory: str | os.PathLike[str], action):
     raise CheckpointError(
         f"checkpoint {str(directory)!r} is incomplete or keeps changing: {missing} is missing"
     )
+
+
+def verify_set(folder: Path) -> tuple[bytes, dict[str, Any]]:
+    """Check a set folder on its own: its manifest, its config and every file's SHA-256; returns the
+    manifest's bytes and the config. Raises :class:`CheckpointError` (or ``OSError``) naming the first
+    bad file."""
+    s = _open(folder)
+    for name in s.files:
+        s.read(name)
+    return (folder / MANIFEST).read_bytes(), s.config
 
 
 def read_config(directory: str | os.PathLike[str]) -> dict[str, Any]:

@@ -153,22 +153,7 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
         renamed = True
         _fault("fsync")
         fsync_dir(directory)
-        pointer = dumps(
-            {
-                "format_version": FORMAT_VERSION,
-                "set": name,
-                "epoch": epoch,
-                "manifest_sha256": sha256(manifest),
-            }
-        ).encode()
-        _fault("write")
-        with open(pointer_tmp, "wb") as f:
-            f.write(pointer)
-            f.flush()
-            _fault("fsync")
-            os.fsync(f.fileno())
-        _fault("rename")
-        os.replace(pointer_tmp, directory / POINTER)
+        write_pointer(directory, name, epoch, manifest, pointer_tmp)
         switched = True
         _fault("fsync")
         fsync_dir(directory)
@@ -191,8 +176,37 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
                 or err
             ) from None
         raise
-    _clean(directory, keep={name, previous})
+    # with no valid pointer before this save, no older set is known to be superseded: keep them all
+    _clean(directory, keep={name, previous}, sets=previous is not None)
     return final
+
+
+def write_pointer(
+    directory: Path, name: str, epoch: int, manifest: bytes, tmp: Path | None = None
+) -> None:
+    """Switch ``directory/CURRENT.json`` to set ``name`` (written and fsynced beside it, one rename);
+    the caller fsyncs ``directory`` to make the switch durable."""
+    tmp = tmp or directory / f".{POINTER}.{os.getpid()}.tmp"
+    pointer = dumps(
+        {
+            "format_version": FORMAT_VERSION,
+            "set": name,
+            "epoch": epoch,
+            "manifest_sha256": sha256(manifest),
+        }
+    ).encode()
+    try:
+        _fault("write")
+        with open(tmp, "wb") as f:
+            f.write(pointer)
+            f.flush()
+            _fault("fsync")
+            os.fsync(f.fileno())
+        _fault("rename")
+        os.replace(tmp, directory / POINTER)
+    except BaseException:
+        _remove(tmp)
+        raise
 
 
 def _remove(path: Path) -> None:
@@ -205,8 +219,8 @@ def _remove(path: Path) -> None:
         pass
 
 
-def _clean(directory: Path, keep: set[str | None]) -> None:
-    """Remove sets older than the previous one and leftovers of interrupted saves (ours only)."""
+def _clean(directory: Path, keep: set[str | None], sets: bool = True) -> None:
+    """Remove sets older than the previous one (``sets``) and leftovers of interrupted saves (ours only)."""
     try:
         entries = list(os.scandir(directory))
     except OSError:
@@ -214,7 +228,7 @@ def _clean(directory: Path, keep: set[str | None]) -> None:
     for entry in entries:
         if entry.name in keep:
             continue
-        if SET_NAME.fullmatch(entry.name) or _TMP.fullmatch(entry.name):
+        if (sets and SET_NAME.fullmatch(entry.name)) or _TMP.fullmatch(entry.name):
             _fault("remove")
             try:
                 _remove(Path(entry.path))

@@ -150,7 +150,9 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str, replace: bool) 
             os.replace(tmp, path)  # replaces the entry (a link that raced in too), never its target
         else:
             try:
-                os.link(tmp, path)  # fails if the name exists: no file another process made is replaced
+                os.link(
+                    tmp, path
+                )  # fails if the name exists: no file another process made is replaced
             except FileExistsError:
                 raise RunExistsError(
                     f"{str(path)!r} was created by another process while this one wrote it; it was "

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from .._checks import (
     check_output_path,
     check_positive_int,
 )
-from ..errors import MissingFileError, RunError, UserError
+from ..errors import CheckpointError, MissingFileError, RunError, UserError
 from ..train import History, fit
 from .build import (
     check_objective,
@@ -56,6 +57,7 @@ from .flags import (
 )
 from .lock import is_main_process, lock_folder
 from .logs import LOGS, Recorder, check_tensorboard, metrics_config
+from .pointer import pointer_advice, rebuild_pointer
 from .settings import (
     SETTINGS_FILE,
     annotate,
@@ -264,6 +266,9 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         if main:
             refuse_run_links(path)
             remove_partial(path)
+            rebuilt = rebuild_pointer(path / "checkpoint")
+            if rebuilt is not None:
+                warnings.warn(rebuilt, stacklevel=3)
         doc = read_settings(path)
         flags = effective_settings(doc)
         if flags["model"] in AUTOENCODERS and "objective" in given:
@@ -373,6 +378,9 @@ def _open_run(run_dir: str | os.PathLike[str]) -> tuple[Path, dict[str, Any]]:
             "`ppl-vae train --out DIR`"
         )
     doc = read_settings(path)
+    advice = pointer_advice(path / "checkpoint", f"ppl-vae train --out {path} --resume")
+    if advice is not None:
+        raise CheckpointError(advice)
     if not (path / "checkpoint" / POINTER).is_file():
         raise RunError(
             f"{str(path)!r} has no completed epoch yet (the run stopped before its first epoch "
