@@ -175,7 +175,9 @@ def test_a_lost_pointer_is_rebuilt_by_resume_and_no_epoch_is_deleted(
     # ... and that command rebuilds the pointer, deletes nothing, and the run goes on as if uninterrupted
     rc, text = _resume(server, out, tmp_path / "log2", "--epochs", "2")
     assert rc == 0, text
-    assert "rebuilt it from epoch-000002" in text and "nothing was deleted" in text
+    warning = [line for line in text.splitlines() if "rebuilt it from epoch-000002" in line]
+    assert warning and warning[0].startswith("ppl-vae train: warning: "), text  # one line
+    assert "nothing was deleted" in warning[0]
     assert_same_history(read_history(out)[1], runs[1])
     rc, text, _ = server.call(["evaluate", out, "-k", "5"], tmp_path / "log3")
     assert rc == 0, text
@@ -210,3 +212,22 @@ def test_a_newer_set_that_does_not_verify_is_named_when_the_pointer_is_rebuilt(
     assert rc == 0, text
     assert "rebuilt it from epoch-000001" in text and "epoch-000002: " in text, text
     assert_same_history(read_history(out)[1], runs[1])
+
+
+def test_a_save_into_a_folder_without_a_pointer_keeps_every_set(tmp_path):
+    """The API too: ``save_checkpoint`` where the pointer was lost removes no set it cannot supersede."""
+    import torch
+
+    from ppl_vae import VAE
+    from ppl_vae.runs import save_checkpoint
+
+    vae = VAE(6, 2, (4,), likelihood="gaussian")
+    for epoch in (1, 2):
+        save_checkpoint(tmp_path, vae, training={"epoch": epoch, "history": []})
+    (tmp_path / "CURRENT.json").unlink()
+    with torch.no_grad():
+        next(vae.parameters()).add_(1.0)
+    save_checkpoint(tmp_path, vae, training={"epoch": 5, "history": []})
+    names = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("epoch-"))
+    assert names == ["epoch-000001", "epoch-000002", "epoch-000005"]
+    assert json.loads((tmp_path / "CURRENT.json").read_text())["set"] == "epoch-000005"
