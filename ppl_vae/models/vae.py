@@ -38,6 +38,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from ..errors import DataError
 from ..guides import canonical_guide, make_guide
 from ..likelihoods import GaussianLikelihood, Likelihood, check_matrix, make_likelihood
 from ..nets import check_nets, check_sizes, image_shape_for, make_decoder
@@ -275,6 +276,78 @@ class LinearGaussianVAE(VAE):
         cov = torch.linalg.inv(eye + w.T @ (prec_noise[:, None] * w))
         cov = 0.5 * (cov + cov.T)
         loc = ((x - self.bias) * prec_noise) @ w @ cov
+        return loc, cov
+
+    # ------------------------------------------------------------------ missing cells (MCAR/MAR)
+    def _patterns(self, x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Check ``mask: (N, D)`` (True = observed) against ``x`` and group the rows by their pattern."""
+        if not isinstance(mask, torch.Tensor) or mask.shape != x.shape or mask.dtype != torch.bool:
+            raise DataError(
+                f"mask must be a bool tensor of the shape of x {tuple(x.shape)} (True = observed); got "
+                f"{type(mask).__name__} {tuple(getattr(mask, 'shape', ()))}"
+            )
+        empty = (~mask.any(1)).nonzero().flatten()
+        if len(empty):
+            raise DataError(
+                f"{len(empty)} row(s) have no observed cell, first row {int(empty[0])}: log p(x_obs) and "
+                "imputation need at least one observed value per row; drop those rows"
+            )
+        return torch.unique(mask, dim=0, return_inverse=True)
+
+    def exact_observed_log_likelihood(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Exact ``log p(x_obs)`` per row (nats), the marginal ``N(b_o, C_oo)`` over the observed cells,
+        ``C = W W^T + diag(s^2)``: ``x: (N, D)`` (missing cells any finite value), ``mask: (N, D)`` bool
+        (True = observed) ``-> (N,)``."""
+        x = self.check_data(x)
+        patterns, which = self._patterns(x, mask)
+        marginal = self.marginal()
+        cov, loc = marginal.covariance_matrix, marginal.loc
+        out = x.new_empty(len(x))
+        for i, pattern in enumerate(patterns):
+            rows, o = which == i, pattern.nonzero().flatten()
+            part = dist.MultivariateNormal(loc[o], covariance_matrix=cov[o][:, o])
+            out[rows] = part.log_prob(x[rows][:, o])
+        return out
+
+    def exact_conditional(
+        self, x: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The exact ``p(x_mis | x_obs)`` per row: its mean with observed cells kept, ``(N, D)``, and its
+        covariance ``(N, D, D)``, zero in every observed row and column.
+
+        ``E[x_m | x_o] = b_m + C_mo C_oo^-1 (x_o - b_o)``, ``Cov = C_mm - C_mo C_oo^-1 C_om``, with
+        ``C = W W^T + diag(s^2)`` (the Gaussian conditioning formulas; Bishop 2006, eq. 2.81-2.82)."""
+        x = self.check_data(x)
+        patterns, which = self._patterns(x, mask)
+        marginal = self.marginal()
+        cov, loc = marginal.covariance_matrix, marginal.loc
+        mean, out_cov = x.clone(), x.new_zeros(len(x), x.shape[1], x.shape[1])
+        for i, pattern in enumerate(patterns):
+            r = (which == i).nonzero().flatten()
+            o, m = pattern.nonzero().flatten(), (~pattern).nonzero().flatten()
+            if len(m) == 0:
+                continue
+            gain = torch.linalg.solve(cov[o][:, o], cov[o][:, m]).T  # C_mo C_oo^-1: (|m|, |o|)
+            mean[r[:, None], m] = loc[m] + (x[r][:, o] - loc[o]) @ gain.T
+            cond = cov[m][:, m] - gain @ cov[o][:, m]
+            out_cov[r[:, None, None], m[:, None], m] = 0.5 * (cond + cond.T)
+        return mean, out_cov
+
+    def exact_observed_posterior(
+        self, x: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact ``p(z | x_obs)`` per row: mean ``(N, d)`` and covariance ``(N, d, d)``.
+
+        ``S_n = (I + W^T diag(m_n / s^2) W)^-1``, ``mu_n = S_n W^T diag(m_n / s^2) (x_n - b)``: only the
+        observed cells ``m_n`` inform z."""
+        x = self.check_data(x)
+        self._patterns(x, mask)
+        w, prec = self.weight, mask.to(x.dtype) / self.noise_variance()  # (N, D)
+        eye = torch.eye(self.latent_dim, dtype=w.dtype, device=w.device)
+        precision = eye + torch.einsum("ji,nj,jk->nik", w, prec, w)
+        cov = torch.linalg.inv(precision)
+        cov = 0.5 * (cov + cov.transpose(-1, -2))
+        loc = torch.einsum("nij,nj->ni", cov, ((x - self.bias) * prec) @ w)
         return loc, cov
 
     def exact_guide(self, x: torch.Tensor) -> None:

@@ -85,3 +85,44 @@ class TanhModel:
                 pyro.sample("u", dist.Normal(m, width * s))
 
         return guide
+
+
+def mcar(n: int, dim: int, missing: float, seed: int) -> torch.Tensor:
+    """An MCAR mask ``(n, dim)``, True = observed, every row with at least one observed cell."""
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.rand(n, dim, generator=g) >= missing
+    empty = ~mask.any(1)
+    mask[empty, torch.randint(0, dim, (int(empty.sum()),), generator=g)] = True
+    return mask
+
+
+class MaskedLinear:
+    """A user's program on a table with holes, written with the Pyro idiom: ``model(x, mask)`` observes
+    ``Normal(W z + b, s).mask(mask).to_event(1)``, so only observed cells are scored.
+
+    Its parameters are those of a :class:`~ppl_vae.LinearGaussianVAE` (``vae``), whose exact methods give
+    ``log p(x_obs)``, ``p(x_mis | x_obs)`` and ``p(z | x_obs)``. The guide is the exact ``p(z | x_obs)``
+    with its mean shifted by ``offset`` posterior s.d. and its covariance widened by ``widen**2``: a
+    proposal close to, but not, the posterior (the weights vary, and SNIS has error to measure)."""
+
+    def __init__(self, vae: pv.LinearGaussianVAE, offset: float = 0.3, widen: float = 1.2):
+        self.vae, self.offset, self.widen = vae, offset, widen
+
+    def model(self, x, mask):
+        vae = self.vae
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], d), 1.0).to_event(1))
+            loc = z @ vae.weight.T + vae.bias
+            scale = vae.noise_variance().sqrt()
+            pyro.sample("x", dist.Normal(loc, scale).mask(mask).to_event(1), obs=x)
+
+    def guide(self, x, mask):
+        loc, cov = self.vae.exact_observed_posterior(x, mask)
+        sd = cov.diagonal(dim1=-2, dim2=-1).sqrt()
+        with pyro.plate("data", x.shape[0]):
+            pyro.sample(
+                "z",
+                dist.MultivariateNormal(
+                    loc + self.offset * sd, covariance_matrix=self.widen**2 * cov
+                ),
+            )
