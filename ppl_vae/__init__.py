@@ -10,6 +10,7 @@ from .analysis import ReferencePosterior, amortization_gap, reference_posterior
 from .analysis.compare import Comparison, compare, compare_runs, run_comparison
 from .analysis.methods import Method, ProgramMethod
 from .analysis.paired import DataMismatch, paired_differences
+from .analysis.rubin import Pooled, pool, rubin
 from .autoencoders import (
     Autoencoder,
     ContractiveAE,
@@ -105,4 +106,8 @@ __all__ = [
     "reference_posterior",
     "register_objective",
     "run_comparison",
+    # missing values (issue 21)
+    "Pooled",
+    "pool",
+    "rubin",
 ]
