@@ -8,9 +8,11 @@ history = pv.fit(vae, data, objective="analytic", epochs=50, seed=0)
 
 from .analysis import ReferencePosterior, amortization_gap, reference_posterior
 from .analysis.compare import Comparison, compare, compare_runs, run_comparison
+from .analysis.imputation import Imputation, impute
 from .analysis.methods import Method, ProgramMethod
 from .analysis.paired import DataMismatch, paired_differences
 from .analysis.rubin import Pooled, pool, rubin
+from .analysis.scores import Scores, score
 from .autoencoders import (
     Autoencoder,
     ContractiveAE,
@@ -107,7 +109,11 @@ __all__ = [
     "register_objective",
     "run_comparison",
     # missing values (issue 21)
+    "Imputation",
     "Pooled",
+    "Scores",
+    "impute",
     "pool",
     "rubin",
+    "score",
 ]

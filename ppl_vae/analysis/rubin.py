@@ -97,6 +97,8 @@ def _as_matrix(values: Any, what: str) -> tuple[np.ndarray, list[str] | None]:
     for v in values:
         if isinstance(v, pd.Series):
             names = [str(i) for i in v.index] if names is None else names
+        elif np.ndim(v) == 0:
+            names = ["statistic"]
         rows.append(np.atleast_1d(np.asarray(v, dtype=float)))
     if not rows:
         raise UserError(f"{what}: no completed tables to pool")

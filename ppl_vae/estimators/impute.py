@@ -33,8 +33,8 @@ The same weights give :math:`\mathrm{IW}_K = \log \frac1K \sum_k w_k`, the estim
 :math:`\log p(x_o)`, with its delta-method s.e. :math:`\sqrt{1/\mathrm{ESS} - 1/K}`.
 
 **Any program** whose observed site holds the rows ``x: (N, ...)`` (row-aligned with the data):
-the site is found by its value, or named with ``site=``. A site whose cells are dependent given the
-latents (a ``MultivariateNormal``) is refused: ``E[x_m | z]`` is not ``E[x_m | z, x_o]`` there.
+the site is found by its value, or named with ``site=`` (:mod:`.masked` finds it, refuses a site whose
+cells are dependent given the latents, and checks that the model masks the missing cells).
 All ``K`` particles of a point are drawn in one call (a few points per call, about
 :data:`~.importance.ROWS_PER_CALL` rows), on one seeded stream.
 
@@ -46,24 +46,21 @@ References:
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pyro
-import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from torch.distributions import Independent
 
 from .._checks import check_int, check_memory
 from ..errors import DataError, ProgramError
-from ..programs import Program, ProgramInfo, as_program, rows_slice, run_with_particles
+from ..programs import as_program, rows_slice, run_with_particles
 from .importance import ROWS_PER_CALL, prepare, sandbox, sum_sites
+from .masked import check_mask, check_masked, observed_site, training_off
 
-__all__ = ["CellImputation", "check_masked", "impute_cells", "observed_site", "training_off"]
+__all__ = ["CellImputation", "Features", "impute_cells", "snis_cells"]
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -73,7 +70,8 @@ class CellImputation:
     """What :func:`impute_cells` found, in the program's own (model) space.
 
     Attributes:
-        mean: ``(N, ...)`` the rows with missing cells replaced by their SNIS conditional mean.
+        mean: ``(N, ...)`` the rows with missing cells replaced by their SNIS conditional mean (with
+            ``features``: ``(N, F)`` their SNIS means, NaN where observed; likewise ``sd``, ``se``, ``ess``).
         sd: ``(N, ...)`` predictive s.d. of each missing cell given the observed ones (0 where observed;
             NaN where the site's distribution has no variance).
         se: ``(N, ...)`` Monte Carlo s.e. of ``mean`` (0 where observed).
@@ -99,114 +97,6 @@ class CellImputation:
     site: str
 
 
-# ============================================================================ checks
-@contextlib.contextmanager
-def training_off(program: Program) -> Iterator[None]:
-    """The program's module in eval mode (Dropout/BatchNorm off: one value per row, not per chunk),
-    restored afterwards."""
-    module = program.module
-    modes = None if module is None else [(m, m.training) for m in module.modules()]
-    if module is not None:
-        module.eval()
-    try:
-        yield
-    finally:
-        for m, mode in modes or ():
-            m.training = mode
-
-
-def _cells(fn: Any) -> tuple[Any, int]:
-    """The innermost distribution under ``Independent`` and ``.mask`` wrappers, and its event rank."""
-    while True:
-        if isinstance(fn, Independent):
-            fn = fn.base_dist
-        elif isinstance(fn, dist.MaskedDistribution):
-            fn = fn.base_dist
-        else:
-            return fn, len(fn.event_shape)
-
-
-def observed_site(
-    info: ProgramInfo, trace: poutine.Trace, x: torch.Tensor, site: str | None
-) -> str:
-    """The observed site that holds the rows ``x`` (by value), or ``site``; refused in one line otherwise."""
-    if site is not None:
-        if site not in info.observed:
-            raise ProgramError(
-                f"site={site!r} is not an observed site of the model; its observed sites are "
-                f"{list(info.observed)}"
-            )
-        found = site
-    else:
-        holding = [n for n in info.observed if trace.nodes[n]["value"] is x]
-        holding = holding or [
-            n for n in info.observed if tuple(trace.nodes[n]["value"].shape) == tuple(x.shape)
-        ]
-        if len(holding) != 1:
-            raise ProgramError(
-                f"imputation needs the observed site that holds the rows x {tuple(x.shape)}; the model's "
-                f"observed sites {list(info.observed)} hold {len(holding)} such: observe the whole row in "
-                "one site (pyro.sample('x', ..., obs=x)) or pass site='name'"
-            )
-        found = holding[0]
-    fn = trace.nodes[found]["fn"]
-    inner, rank = _cells(fn)
-    if rank and not isinstance(inner, dist.OneHotCategorical | dist.Delta):
-        if not getattr(inner, "cells_independent_given_latents", False):
-            raise ProgramError(
-                f"the observed site {found!r} is a {type(inner).__name__} over {rank} event dim(s): its cells "
-                "are dependent given the latents, so E[x_mis | z] from the site is not E[x_mis | z, x_obs]; "
-                "write p(x | z) as a product over cells (e.g. dist.Normal(loc, scale).to_event(1))"
-            )
-    return found
-
-
-def check_masked(program: Program, info: ProgramInfo, batch: Batch, site: str) -> None:
-    """Refuse a model whose observed site scores the missing cells.
-
-    The model is replayed at the same latent draws with each missing cell's fill replaced by the largest
-    observed value of its column (a value in the support); the site's log-density per row must not move.
-    """
-    x, mask = batch[0], batch[1]
-    observed = torch.where(mask, x, torch.full_like(x, -math.inf))
-    col_max = observed.amax(0, keepdim=True)
-    other = torch.where(mask | ~torch.isfinite(col_max), x, col_max.expand_as(x))
-    if torch.equal(other, x):
-        return
-    guide_tr = poutine.trace(program.guide).get_trace(*batch)
-
-    def site_lp(rows: torch.Tensor) -> torch.Tensor:
-        tr = poutine.trace(poutine.replay(program.model, trace=guide_tr)).get_trace(
-            rows, *batch[1:]
-        )
-        node = tr.nodes[site]
-        return node["fn"].log_prob(node["value"])
-
-    with pyro.validation_enabled(False):
-        a, b = site_lp(x), site_lp(other)
-    if not torch.allclose(a, b, rtol=1e-5, atol=1e-4, equal_nan=True):
-        raise ProgramError(
-            f"the model's observed site {site!r} scores the missing cells (its log-density changed when only "
-            "their fill values changed): mask them, pyro.sample('x', dist.Normal(loc, scale).mask(mask)"
-            ".to_event(1), obs=x), with the mask (True = observed) passed as model(x, mask)"
-        )
-
-
-def _check_mask(x: torch.Tensor, mask: Any) -> torch.Tensor:
-    if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool or mask.shape != x.shape:
-        raise DataError(
-            f"mask must be a bool tensor of the shape of x {tuple(x.shape)} (True = observed); got "
-            f"{type(mask).__name__} {getattr(mask, 'dtype', '')} {tuple(getattr(mask, 'shape', ()))}"
-        )
-    empty = (~mask.reshape(len(mask), -1).any(1)).nonzero().flatten()
-    if len(empty):
-        raise DataError(
-            f"{len(empty)} row(s) have no observed cell, first row {int(empty[0])}: there is nothing to "
-            "condition on; drop those rows"
-        )
-    return mask.to(x.device)
-
-
 # ============================================================================ per chunk
 def _as_cells(value: torch.Tensor, k: int, x: torch.Tensor, what: str, site: str) -> torch.Tensor:
     """A site statistic ``(k, [1, ...,] n, ...)`` as ``(k, n, P)`` (P cells per row)."""
@@ -222,7 +112,33 @@ def _as_cells(value: torch.Tensor, k: int, x: torch.Tensor, what: str, site: str
     return value.reshape(k, len(x), -1)
 
 
-def _chunk(program: Program, info: ProgramInfo, batch: Batch, k: int, site: str, draws: bool):
+class Features(Protocol):
+    """Per-particle functions of ``p(x | z)`` to average instead of the cells' means (e.g. a table's
+    values in original units, level probabilities from draws of a code column).
+
+    ``cells: (F,)`` long: the flattened cell of each feature (a feature is imputed where its cell is
+    missing); ``draws``: whether ``__call__`` needs ``sample``. ``__call__(mean, var, sample)`` takes the
+    site's ``(k, n, P)`` mean, variance (None where the distribution has none) and one draw per particle
+    (None unless asked), and returns the features ``(k, n, F)`` and their variance given z (or None).
+    """
+
+    cells: torch.Tensor
+    draws: bool
+
+    def __call__(
+        self, mean: torch.Tensor | None, var: torch.Tensor | None, sample: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]: ...
+
+
+def _moment(fn: Any, what: str, k: int, x: torch.Tensor, site: str) -> torch.Tensor | None:
+    try:
+        value = getattr(fn, what)
+    except NotImplementedError:
+        return None
+    return _as_cells(value, k, x, what, site)
+
+
+def _chunk(program, info, batch, k, site, draws, features):
     model_tr, guide_tr = run_with_particles(program, info, batch, k)
     x = batch[0]
     shape = (k, len(x))
@@ -230,13 +146,19 @@ def _chunk(program: Program, info: ProgramInfo, batch: Batch, k: int, site: str,
         guide_tr, info.latent + info.guide_aux, info, shape, x
     )
     fn = model_tr.nodes[site]["fn"]
-    mean = _as_cells(fn.mean, k, x, "mean", site)
-    try:
-        var = _as_cells(fn.variance, k, x, "variance", site)
-    except NotImplementedError:
-        var = None
-    sample = _as_cells(fn.sample(), k, x, "sample", site) if draws else None
-    return log_w, mean, var, sample
+    mean, var = _moment(fn, "mean", k, x, site), _moment(fn, "variance", k, x, site)
+    want = draws or (features is not None and features.draws)
+    sample = _as_cells(fn.sample(), k, x, "sample", site) if want else None
+    if features is not None:
+        f, fvar = features(mean, var, sample)
+    elif mean is None:
+        raise ProgramError(
+            f"the observed site {site!r} ({type(fn).__name__}) has no mean: SNIS imputation averages "
+            "E[x | z]; give the distribution a mean, or pass features="
+        )
+    else:
+        f, fvar = mean, var
+    return log_w, f, fvar, sample
 
 
 def snis_cells(
@@ -289,6 +211,7 @@ def impute_cells(
     site: str | None = None,
     seed: int | None = None,
     data_plate: str | None = None,
+    features: Features | None = None,
 ) -> CellImputation:
     """SNIS single imputation, SIR multiple imputations and log p(x_obs) for any masked program.
 
@@ -302,12 +225,14 @@ def impute_cells(
         site: the observed site holding ``x`` (default: found by value).
         seed: the random stream (None: 0); the caller's RNG is untouched.
         data_plate: the data plate's name (default ``"data"``).
+        features: average these per-particle functions instead of the cells' means (:class:`Features`).
 
     Returns:
-        :class:`CellImputation` (observed cells exactly as given).
+        :class:`CellImputation`: observed cells exactly as given; with ``features``, ``mean``, ``sd``,
+        ``se`` and ``ess`` are ``(N, F)``, NaN/0/0/NaN where a feature's cell is observed.
     """
     program = as_program(model, guide, data_plate=data_plate)
-    mask = _check_mask(x, mask)
+    mask = check_mask(x, mask)
     if multiple is not None:
         check_int(multiple, "multiple", minimum=1)
     check_int(num_samples, "num_samples", minimum=2)
@@ -323,10 +248,10 @@ def impute_cells(
             )
             name = observed_site(info, model_tr, first[0], site)
             check_masked(program, info, first, name)
-        return _scan(program, info, rows, num_samples, multiple, seed, name)
+        return _scan(program, info, rows, num_samples, multiple, seed, name, features)
 
 
-def _scan(program, info, rows, k, multiple, seed, name) -> CellImputation:
+def _scan(program, info, rows, k, multiple, seed, name, features) -> CellImputation:
     x = rows[0]
     n, cells = len(x), max(1, math.prod(x.shape[1:]))
     per_call = max(1, ROWS_PER_CALL // k)
@@ -337,7 +262,7 @@ def _scan(program, info, rows, k, multiple, seed, name) -> CellImputation:
     with sandbox(program, seed, x.device), pyro.validation_enabled(False):
         for start in range(0, n, per_call):
             batch = rows_slice(rows, slice(start, start + per_call))
-            log_w, f, var, sample = _chunk(program, info, batch, k, name, bool(multiple))
+            log_w, f, var, sample = _chunk(program, info, batch, k, name, bool(multiple), features)
             if not torch.isfinite(log_w).any(0).all():
                 bad = int((~torch.isfinite(log_w).any(0)).nonzero()[0]) + start
                 raise DataError(
@@ -349,20 +274,24 @@ def _scan(program, info, rows, k, multiple, seed, name) -> CellImputation:
             log_ws.append(log_w.T.float())
             if multiple:
                 draws.append(_resample(stats["weights"], sample, multiple))
-    return _assemble(parts, log_ws, draws, rows, k, name)
+    return _assemble(parts, log_ws, draws, rows, k, name, features)
 
 
-def _assemble(parts, log_ws, draws, rows, k, name) -> CellImputation:
+def _assemble(parts, log_ws, draws, rows, k, name, features) -> CellImputation:
     x, mask = rows[0], rows[1]
     flat_mask = mask.reshape(len(x), -1)
     flat_x = x.reshape(len(x), -1)
+    known = flat_mask if features is None else flat_mask[:, features.cells.to(x.device)]
+    shape = x.shape if features is None else (len(x), len(features.cells))
 
     def cells(key: str, observed: float) -> torch.Tensor:
         value = torch.cat(parts[key], 0).to(x.dtype)
-        value = torch.where(flat_mask, torch.full_like(value, observed), value)
-        return value.reshape(x.shape)
+        return torch.where(known, torch.full_like(value, observed), value).reshape(shape)
 
-    mean = torch.where(flat_mask, flat_x, torch.cat(parts["mean"], 0).to(x.dtype)).reshape(x.shape)
+    if features is None:
+        mean = torch.where(known, flat_x, torch.cat(parts["mean"], 0).to(x.dtype)).reshape(shape)
+    else:
+        mean = cells("mean", math.nan)
     out_draws = None
     if draws:
         d = torch.cat(draws, 1).to(x.dtype)
