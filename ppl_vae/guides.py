@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import pyro.distributions as dist
@@ -54,26 +55,26 @@ from torch.nn import functional as F
 
 from .errors import UserError
 from .nets import MADE, GaussianEncoder, make_encoder_net
+from .registry import REGISTRY, Param, format_spec, register
 
 __all__ = [
     "GUIDES",
     "AmortisedGuide",
+    "EncoderBody",
     "FullRankGuide",
     "IAFGuide",
     "IAFPosterior",
     "MeanFieldGuide",
     "SampledKLWarning",
+    "encoder_outputs",
     "format_guide",
     "make_guide",
     "parse_guide",
 ]
 
-#: Guide families and their parameters (name -> default; None: chosen from the latent size).
-GUIDES: dict[str, dict[str, Any]] = {
-    "meanfield": {},
-    "fullrank": {},
-    "iaf": {"n": 2, "hidden": None, "context": None},
-}
+#: Guide families and their parameters (name -> {parameter: default}; None: chosen from the latent
+#: size): a live view of the registry's ``guide`` entries.
+GUIDES: Mapping[str, dict[str, Any]] = REGISTRY.view("guide", lambda e: e.defaults())
 
 #: Draws of z for a Monte Carlo mean/std where q has no closed form (the flow).
 MEAN_DRAWS = 64
@@ -84,52 +85,31 @@ class SampledKLWarning(UserWarning):
 
 
 # ============================================================================ specs
-def parse_guide(spec: Any) -> tuple[str, dict[str, Any]]:
+def parse_guide(spec: object) -> tuple[str, dict[str, Any]]:
     """``"iaf:n=2,hidden=64"`` -> ``("iaf", {"n": 2, "hidden": 64, "context": None})``; errors name what is valid."""
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(
-            f"guide must be a string such as 'meanfield', 'fullrank' or 'iaf:n=2'; got {spec!r}"
+            f"guide must be a string such as {', '.join(map(repr, REGISTRY.names('guide')))}; "
+            f"got {spec!r}"
         )
-    name, _, arg_str = spec.strip().partition(":")
-    if name not in GUIDES:
-        raise UserError(
-            f"unknown guide {name!r}; choose one of: meanfield (diagonal Gaussian), fullrank "
-            "(Gaussian with a lower-triangular scale), iaf:n=K (K inverse autoregressive flow steps)"
-        )
-    params = dict(GUIDES[name])
-    seen: set[str] = set()
-    for item in filter(None, (p.strip() for p in arg_str.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or key not in params:
-            valid = ", ".join(params) or "none"
-            raise UserError(
-                f"guide {spec!r}: {name!r} takes key=value parameters from: {valid}; got {item!r}"
-            )
-        if key in seen:
-            raise UserError(f"guide {spec!r}: parameter {key!r} is given more than once")
-        seen.add(key)
-        try:
-            number = int(value)
-        except ValueError:
-            raise UserError(
-                f"guide {spec!r}: {key} must be a positive integer; got {value!r}"
-            ) from None
-        if number < 1:
-            raise UserError(f"guide {spec!r}: {key} must be a positive integer; got {number}")
-        params[key] = number
-    return name, params
+    parsed = REGISTRY.parse("guide", spec)
+    return parsed.name, parsed.values
 
 
-def format_guide(name: str, params: dict[str, Any]) -> str:
-    """The canonical spec: parameters at their defaults left out, except the number of flow steps
-    (``"iaf"`` -> ``"iaf:n=2"``)."""
-    shown = {k: v for k, v in params.items() if GUIDES[name].get(k) != v or k == "n"}
-    return name + (":" + ",".join(f"{k}={v}" for k, v in shown.items()) if shown else "")
+def format_guide(name: str, params: Mapping[str, Any]) -> str:
+    """The canonical spec: parameters at their defaults left out, except those an entry always shows
+    (the number of flow steps: ``"iaf"`` -> ``"iaf:n=2"``)."""
+    return format_spec(REGISTRY.entry("guide", name), params)
 
 
 def canonical_guide(spec: str) -> str:
     return format_guide(*parse_guide(spec))
+
+
+def _positive(values: dict[str, Any], text: str) -> None:
+    for key, value in values.items():
+        if value is not None and value < 1:
+            raise UserError(f"guide {text!r}: {key} must be a positive integer; got {value}")
 
 
 # ============================================================================ families
@@ -263,6 +243,24 @@ class IAFGuide(AmortisedGuide):
         return IAFPosterior(base, steps)
 
 
+@dataclass(frozen=True)
+class EncoderBody:
+    """What a guide family's factory is given besides its own parameters: the sizes and the networks."""
+
+    input_dim: int
+    latent_dim: int
+    hidden_dims: Sequence[int] = (256,)
+    activation: str = "relu"
+    nets: str = "mlp"
+    image_shape: Sequence[int] | None = None
+
+    def net(self, out: int) -> nn.Module:
+        """The encoder body (MLP or conv) with ``out`` outputs."""
+        return make_encoder_net(
+            self.nets, self.input_dim, self.hidden_dims, out, self.activation, self.image_shape
+        )
+
+
 def make_guide(
     spec: str,
     input_dim: int,
@@ -272,33 +270,86 @@ def make_guide(
     nets: str = "mlp",
     image_shape: Sequence[int] | None = None,
 ) -> AmortisedGuide | MeanFieldGuide:
-    """Build a guide family from its spec, with an encoder body (``nets``: MLP or conv) of the right width."""
-    name, params = parse_guide(spec)
-    canonical = format_guide(name, params)
+    """Build a guide family from its spec, with an encoder body (``nets``: MLP or conv) of the right width.
 
-    def body(out: int) -> nn.Module:
-        return make_encoder_net(nets, input_dim, hidden_dims, out, activation, image_shape)
+    The family is a registry entry (``REGISTRY.entry("guide", name)``): its factory gets the spec's
+    parameters and ``body=`` an :class:`EncoderBody`."""
+    parsed = REGISTRY.parse("guide", spec)
+    body = EncoderBody(input_dim, latent_dim, hidden_dims, activation, nets, image_shape)
+    return parsed.build(body=body)
 
-    if name == "meanfield":
-        return MeanFieldGuide(
-            input_dim,
-            latent_dim,
-            hidden_dims,
-            activation,
-            net=None if nets == "mlp" else body(2 * latent_dim),
-        )
-    if name == "fullrank":
-        return FullRankGuide(body(FullRankGuide.outputs(latent_dim)), latent_dim)
-    hidden = params["hidden"] or max(4 * latent_dim, 32)
-    context = params["context"] or max(latent_dim, 16)
-    return IAFGuide(
-        body(IAFGuide.outputs(latent_dim, context)),
-        latent_dim,
-        params["n"],
-        hidden,
-        context,
-        spec=canonical,
+
+def _meanfield(*, body: EncoderBody) -> MeanFieldGuide:
+    return MeanFieldGuide(
+        body.input_dim,
+        body.latent_dim,
+        body.hidden_dims,
+        body.activation,
+        net=None if body.nets == "mlp" else body.net(2 * body.latent_dim),
     )
+
+
+def _fullrank(*, body: EncoderBody) -> FullRankGuide:
+    return FullRankGuide(body.net(FullRankGuide.outputs(body.latent_dim)), body.latent_dim)
+
+
+def _iaf_sizes(latent_dim: int, hidden: int | None, context: int | None) -> tuple[int, int]:
+    """The MADE width and the context size of an IAF guide (None: chosen from the latent size)."""
+    return hidden or max(4 * latent_dim, 32), context or max(latent_dim, 16)
+
+
+def _iaf(n: int, hidden: int | None, context: int | None, *, body: EncoderBody) -> IAFGuide:
+    d = body.latent_dim
+    width, size = _iaf_sizes(d, hidden, context)
+    spec = format_guide("iaf", {"n": n, "hidden": hidden, "context": context})
+    return IAFGuide(body.net(IAFGuide.outputs(d, size)), d, n, width, size, spec=spec)
+
+
+register(
+    "guide",
+    "meanfield",
+    _meanfield,
+    doc="N(mu(x), diag sigma(x)^2), Normal(...).to_event(1)",
+    closed_form_kl=True,
+    encoder_outputs=lambda d, params: 2 * d,
+)
+register(
+    "guide",
+    "fullrank",
+    _fullrank,
+    doc="N(mu(x), L(x) L(x)^T), MultivariateNormal(loc, scale_tril), L lower triangular",
+    closed_form_kl=True,
+    encoder_outputs=lambda d, params: FullRankGuide.outputs(d),
+)
+register(
+    "guide",
+    "iaf",
+    _iaf,
+    params=(
+        Param("n", 2, int, "flow steps", shown=True),
+        Param("hidden", None, int, "MADE hidden width (default max(4 d, 32))"),
+        Param("context", None, int, "size of the context h(x) (default max(d, 16))"),
+    ),
+    doc="n inverse autoregressive flow steps on a mean-field base, Kingma et al. 2016",
+    check=_positive,
+    closed_form_kl=False,
+    encoder_outputs=lambda d, params: IAFGuide.outputs(
+        d, _iaf_sizes(d, params.get("hidden"), params.get("context"))[1]
+    ),
+)
+REGISTRY.add_column(
+    "guide",
+    "KL to N(0, I) under analytic",
+    lambda e: (
+        "closed form" if e.trait("closed_form_kl") else "sampled (a SampledKLWarning says so once)"
+    ),
+)
+
+
+def encoder_outputs(spec: str, latent_dim: int) -> int:
+    """How many numbers the encoder of guide ``spec`` outputs per point (for memory estimates)."""
+    parsed = REGISTRY.parse("guide", spec)
+    return int(parsed.entry.trait("encoder_outputs")(latent_dim, parsed.values))
 
 
 # ============================================================================ KL registrations

@@ -25,8 +25,9 @@ Adding a building block is one module that calls :func:`register` (and its test)
 
 from __future__ import annotations
 
+import importlib
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
@@ -38,9 +39,11 @@ __all__ = [
     "REGISTRY",
     "Entry",
     "Kind",
+    "KindView",
     "Param",
     "Registry",
     "Spec",
+    "format_spec",
     "format_value",
     "parse_spec",
     "register",
@@ -84,6 +87,9 @@ class Param:
         One line for ``--help`` and the docs.
     choices
         The allowed values, when the parameter is an enumeration (``grad`` in ``{reparam, stl, dreg}``).
+    shown
+        Written in the canonical spec even at its default (``iaf:n=2``: the number of flow steps says
+        what the family is).
     """
 
     name: str
@@ -91,6 +97,7 @@ class Param:
     type: type | None = None
     doc: str = ""
     choices: tuple[Any, ...] | None = None
+    shown: bool = False
 
     @property
     def kind(self) -> type:
@@ -125,9 +132,12 @@ class Entry:
     """A registered building block: how to build it, what it takes, and what it declares about itself.
 
     ``factory(**params, **context)`` builds it (context: what the caller supplies, e.g. ``input_dim``).
-    ``traits`` holds the declarations other modules read instead of testing names, e.g.
-    ``fast_paths`` (a frozenset of path names), ``closed_form_kl`` (bool), ``memory`` (a callable
-    estimating bytes), ``reports`` (which summary columns apply).
+    ``check(values, text)``, when given, refuses values that convert but do not fit (``k=0``) with a
+    :class:`~ppl_vae.errors.UserError`. ``traits`` holds the declarations other modules read instead of
+    testing names; each kind's module documents its own (objectives: ``fast_paths``, ``reparam_only``,
+    ``local_only``, ``sums_enumerated``; guides: ``closed_form_kl``, ``encoder_outputs``; likelihoods:
+    ``support``, ``reconstruction``; priors: ``closed_form_kl``; models: ``cls``, ``guide_families``;
+    datasets: ``images``, ``idx``).
     """
 
     kind: Kind
@@ -136,6 +146,7 @@ class Entry:
     params: Mapping[str, Param]
     doc: str
     traits: Mapping[str, Any] = field(default_factory=dict)
+    check: Callable[[dict[str, Any], str], None] | None = None
 
     def trait(self, key: str, default: Any = None) -> Any:
         """A declared trait, or ``default`` when the entry does not declare it."""
@@ -148,8 +159,7 @@ class Entry:
         """One line: the description and the parameters with their defaults."""
         if not self.params:
             return self.doc
-        shown = ", ".join(f"{k}={format_value(p.default)}" for k, p in self.params.items())
-        return f"{self.doc} (parameters: {shown})"
+        return f"{self.doc} (parameters: {_param_list(self)})"
 
 
 @dataclass(frozen=True)
@@ -171,13 +181,7 @@ class Spec:
         return {**self.entry.defaults(), **self.given}
 
     def __str__(self) -> str:
-        params = self.entry.params
-        shown = [
-            f"{k}={format_value(self.given[k])}"
-            for k in params
-            if k in self.given and self.given[k] != params[k].default
-        ]
-        return self.name + (":" + ",".join(shown) if shown else "")
+        return format_spec(self.entry, self.given)
 
     def build(self, **context: Any) -> Any:
         """``entry.factory(**values, **context)``."""
@@ -194,6 +198,19 @@ def format_value(value: Any) -> str:
     if isinstance(value, tuple):
         return "-".join(str(v) for v in value)
     return str(value)
+
+
+def format_spec(entry: Entry, values: Mapping[str, Any]) -> str:
+    """The canonical spec of ``entry`` with ``values``: declared parameters in their order, those at their
+    default left out (unless :attr:`Param.shown`), then any undeclared ones as given."""
+    params = entry.params
+    shown = [
+        f"{k}={format_value(values[k])}"
+        for k, p in params.items()
+        if k in values and (p.shown or values[k] != p.default)
+    ]
+    shown += [f"{k}={format_value(v)}" for k, v in values.items() if k not in params]
+    return entry.name + (":" + ",".join(shown) if shown else "")
 
 
 def parse_spec(text: str, what: str = "spec") -> tuple[str, list[tuple[str, str]]]:
@@ -221,8 +238,17 @@ def parse_spec(text: str, what: str = "spec") -> tuple[str, list[tuple[str, str]
 class Registry:
     """Entries of every :data:`Kind`, registered by name; one parser for their specs."""
 
-    def __init__(self) -> None:
+    def __init__(self, providers: Mapping[Kind, str] | None = None) -> None:
         self._entries: dict[Kind, dict[str, Entry]] = {kind: {} for kind in KINDS}
+        self._columns: dict[Kind, dict[str, Callable[[Entry], str]]] = {}
+        self._providers = dict(providers or {})
+
+    def _kind(self, kind: Kind) -> dict[str, Entry]:
+        """The entries of ``kind``, importing the module that registers the built-in ones first."""
+        module = self._providers.pop(kind, None)
+        if module is not None:
+            importlib.import_module(module)
+        return self._entries[kind]
 
     def register(
         self,
@@ -233,12 +259,14 @@ class Registry:
         params: tuple[Param, ...] | Mapping[str, Any] = (),
         doc: str,
         replace: bool = False,
+        check: Callable[[dict[str, Any], str], None] | None = None,
         **traits: Any,
     ) -> Entry:
         """Add an entry (``params`` as :class:`Param` s, or a ``{name: default}`` mapping).
 
         Registering a name twice is an error unless ``replace=True`` (a user re-running a notebook cell
-        that registers their own likelihood passes it).
+        that registers their own likelihood passes it). ``check(values, text)`` refuses values that do
+        not fit (see :class:`Entry`); ``traits`` are the entry's declarations.
         """
         if kind not in self._entries:
             raise UserError(f"unknown kind {kind!r}; choose one of {', '.join(KINDS)}")
@@ -263,6 +291,7 @@ class Registry:
             MappingProxyType({p.name: p for p in params}),
             doc,
             MappingProxyType(dict(traits)),
+            check,
         )
         self._entries[kind][name] = entry
         return entry
@@ -273,19 +302,27 @@ class Registry:
 
     def __contains__(self, key: tuple[Kind, str]) -> bool:
         kind, name = key
-        return name in self._entries.get(kind, {})
+        return kind in self._entries and name in self._kind(kind)
+
+    def get(self, kind: Kind, name: str) -> Entry | None:
+        """The entry named ``name``, or None."""
+        return self._kind(kind).get(name)
+
+    def view(self, kind: Kind, value: Callable[[Entry], Any] | None = None) -> Mapping[str, Any]:
+        """A live, read-only mapping ``{name: value(entry)}`` (default: the entry) of one kind."""
+        return KindView(self, kind, value or (lambda e: e))
 
     def entries(self, kind: Kind) -> Iterator[Entry]:
         """The entries of a kind, in registration order."""
-        return iter(tuple(self._entries[kind].values()))
+        return iter(tuple(self._kind(kind).values()))
 
     def names(self, kind: Kind) -> tuple[str, ...]:
-        return tuple(self._entries[kind])
+        return tuple(self._kind(kind))
 
     def entry(self, kind: Kind, name: str) -> Entry:
         """The entry named ``name``; an unknown name is a UserError listing the valid ones."""
         try:
-            return self._entries[kind][name]
+            return self._kind(kind)[name]
         except KeyError:
             valid = "; ".join(f"{e.name} - {e.describe()}" for e in self._entries[kind].values())
             raise UserError(f"unknown {kind} {name!r}; choose one of: {valid}") from None
@@ -307,26 +344,31 @@ class Registry:
         entry = self.entry(kind, name)
         given: dict[str, Any] = {}
         for key, raw in items:
-            param = self._param(entry, key, text)
+            param = self._param_of(entry, key, text)
             if key in given:
                 raise UserError(f"{kind} {text!r}: parameter {key!r} is given more than once")
             try:
                 given[key] = param.parse(raw)
             except (TypeError, ValueError) as err:
                 raise UserError(
-                    f"{kind} {text!r}: parameter {key!r} must be {param.type_name}; got {raw!r} ({err})"
+                    f"{kind} {text!r}: parameter {key!r} must be of type {param.type_name}; got "
+                    f"{raw!r} ({err})"
                 ) from None
         for key, value in overrides.items():
-            self._param(entry, key, text)
+            self._param_of(entry, key, text)
             given[key] = value
-        return Spec(kind, name, MappingProxyType(given), entry)
+        spec = Spec(kind, name, MappingProxyType(given), entry)
+        if entry.check is not None:
+            entry.check(spec.values, text)
+        return spec
 
     @staticmethod
-    def _param(entry: Entry, key: str, text: str) -> Param:
+    def _param_of(entry: Entry, key: str, text: str) -> Param:
         if key not in entry.params:
             valid = ", ".join(entry.params) or "none"
             raise UserError(
-                f"{entry.kind} {entry.name!r} has no parameter {key!r} (in {text!r}); valid parameters: {valid}"
+                f"{entry.kind} {text!r}: {entry.name!r} has no parameter {key!r}; valid parameters: "
+                f"{valid}"
             )
         return entry.params[key]
 
@@ -338,28 +380,96 @@ class Registry:
         """``{name: one-line description with parameters}`` (what ``available_*()`` return)."""
         return {e.name: e.describe() for e in self.entries(kind)}
 
+    def add_column(self, kind: Kind, header: str, render: Callable[[Entry], str]) -> None:
+        """A column of the generated tables of ``kind`` (README, docs): ``render(entry)`` is its cell,
+        read from the entry's traits (declared by the kind's own module, next to the traits it reads)."""
+        self._columns.setdefault(kind, {})[header] = render
+
     def rows(self, kind: Kind) -> list[dict[str, str]]:
-        """One row per entry for generated tables (README, docs, ``--help``): name, parameters, doc."""
+        """One row per entry for generated tables (README, docs, ``--help``): name, parameters, doc, and
+        the kind's declared columns (:meth:`add_column`)."""
+        columns = self._columns.get(kind, {})
         return [
             {
                 "name": e.name,
-                "parameters": ", ".join(
-                    f"{k}={format_value(p.default)}" for k, p in e.params.items()
-                ),
+                "parameters": _param_list(e),
                 "description": e.doc,
+                **{header: render(e) for header, render in columns.items()},
             }
             for e in self.entries(kind)
         ]
 
-    def help_text(self, kind: Kind) -> str:
-        """A compact ``--help`` line: ``name (k=5, grad=reparam), ...``."""
+    def markdown(self, kind: Kind) -> str:
+        """The table of ``kind`` in Markdown (the README's tables are this text, checked by a test)."""
+        rows = self.rows(kind)
+        headers = list(rows[0]) if rows else ["name", "parameters", "description"]
+
+        def cell(key: str, text: str) -> str:
+            text = text.replace("|", "\\|")
+            return f"`{text}`" if key in ("name", "parameters") and text else text
+
+        lines = [
+            "| " + " | ".join(cell("", h) for h in headers) + " |",
+            "|" + "---|" * len(headers),
+        ]
+        lines += ["| " + " | ".join(cell(h, row[h]) for h in headers) + " |" for row in rows]
+        return "\n".join(lines)
+
+    def help_text(self, kind: Kind, names: Sequence[str] | None = None, docs: bool = False) -> str:
+        """A compact ``--help`` text: ``name (k=5, grad=reparam), ...``; with ``docs``, each entry's
+        description first (``hvae (two stochastic layers ...; latent=100-50, ...)``). ``names``: only
+        these entries, in this order."""
+        entries = (
+            list(self.entries(kind)) if names is None else [self.entry(kind, n) for n in names]
+        )
         parts = []
-        for e in self.entries(kind):
-            args = ", ".join(f"{k}={format_value(p.default)}" for k, p in e.params.items())
-            parts.append(f"{e.name} ({args})" if args else e.name)
+        for e in entries:
+            args = _param_list(e)
+            inner = "; ".join(t for t in ((e.doc if docs else ""), args) if t)
+            parts.append(f"{e.name} ({inner})" if inner else e.name)
         return ", ".join(parts)
 
 
-#: The one registry of ppl_vae (objectives, guides, likelihoods, priors, models, datasets).
-REGISTRY = Registry()
+def _param_list(entry: Entry) -> str:
+    """``k=5, grad=reparam, hidden`` (a parameter whose default the entry chooses shows its name only)."""
+    return ", ".join(
+        k if p.default is None else f"{k}={format_value(p.default)}"
+        for k, p in entry.params.items()
+    )
+
+
+class KindView(Mapping[str, Any]):
+    """A live, read-only ``{name: value(entry)}`` view of one kind (``DATASETS``, ``GUIDES``, ...)."""
+
+    def __init__(self, registry: Registry, kind: Kind, value: Callable[[Entry], Any]) -> None:
+        self._registry, self._kind, self._value = registry, kind, value
+
+    def __getitem__(self, name: str) -> Any:
+        entry = self._registry.get(self._kind, name)
+        if entry is None:
+            raise KeyError(name)
+        return self._value(entry)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._registry.names(self._kind))
+
+    def __len__(self) -> int:
+        return len(self._registry.names(self._kind))
+
+    def __repr__(self) -> str:
+        return f"<{self._kind} registry: {', '.join(self)}>"
+
+
+#: The one registry of ppl_vae (objectives, guides, likelihoods, priors, models, datasets); each kind's
+#: built-in entries are registered by its module, imported on the kind's first use.
+REGISTRY = Registry(
+    {
+        "objective": "ppl_vae.objectives",
+        "guide": "ppl_vae.guides",
+        "likelihood": "ppl_vae.likelihoods",
+        "prior": "ppl_vae.priors",
+        "model": "ppl_vae.models.names",
+        "dataset": "ppl_vae.data",
+    }
+)
 register = REGISTRY.register

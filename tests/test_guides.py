@@ -190,8 +190,8 @@ def test_guide_specs_are_canonical(spec, canonical):
     [
         ("bogus", "unknown guide 'bogus'"),
         ("iaf:n=0", "positive integer"),
-        ("fullrank:n=2", "takes key=value parameters from: none"),
-        ("iaf:depth=2", "from: n, hidden, context"),
+        ("fullrank:n=2", "has no parameter .n.; valid parameters: none"),
+        ("iaf:depth=2", "valid parameters: n, hidden, context"),
         ("iaf:n=2,n=3", "more than once"),
     ],
 )

@@ -27,6 +27,7 @@ from ..errors import UserError
 from ..guides import GUIDES, canonical_guide
 from ..models.names import MODEL_NAMES, canonical_model, make_model, model_name
 from ..objectives import parse_objective
+from ..registry import REGISTRY
 
 __all__ = ["Method", "ProgramMethod", "method_of"]
 
@@ -49,10 +50,12 @@ class Method:
             )
         objective = self.objective.strip()
         parse_objective(objective)  # raises, listing the valid objectives
-        if guide != "meanfield" and model.partition(":")[0] not in ("vae", "linear"):
+        families = [e.name for e in REGISTRY.entries("model") if e.trait("guide_families")]
+        if guide != "meanfield" and model.partition(":")[0] not in families:
             raise UserError(
                 f"method {self.model}/{self.guide}/{self.objective}: model {model!r} has a mean-field "
-                "guide per latent site; guide families are for 'vae' and 'linear' models"
+                f"guide per latent site; guide families are for {' and '.join(map(repr, families))} "
+                "models"
             )
         object.__setattr__(self, "model", model)
         object.__setattr__(self, "guide", guide)

@@ -13,9 +13,10 @@ digits, the default), ``mnist`` and ``fashion_mnist`` (IDX files on disk, see
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ..errors import DataError
+from ..registry import REGISTRY, register
 from .builtin import digits, three_clusters, two_moons
 from .dataset import Dataset, DatasetMeta
 from .idx import download_mnist, fashion_mnist, mnist, read_idx
@@ -30,14 +31,52 @@ __all__ = [
     "read_idx",
 ]
 
-#: Dataset name -> loader; each loader takes the keyword arguments of :func:`load_dataset`.
-DATASETS: dict[str, Callable[..., Dataset]] = {
-    "three_clusters": three_clusters,
-    "two_moons": two_moons,
-    "digits": digits,
-    "mnist": mnist,
-    "fashion_mnist": fashion_mnist,
-}
+register(
+    "dataset",
+    "three_clusters",
+    three_clusters,
+    doc="2-D points: three Gaussian clusters (generated, seeded)",
+    images=False,
+    idx=False,
+)
+register(
+    "dataset",
+    "two_moons",
+    two_moons,
+    doc="2-D points: scikit-learn's two interleaving half circles (generated, seeded)",
+    images=False,
+    idx=False,
+)
+register(
+    "dataset",
+    "digits",
+    digits,
+    doc="scikit-learn's 8x8 handwritten digits, grey levels in [0, 1] (shipped, the default)",
+    images=True,
+    idx=False,
+)
+register(
+    "dataset",
+    "mnist",
+    mnist,
+    doc="MNIST 28x28, the official split (IDX files on disk: download_mnist)",
+    images=True,
+    idx=True,
+)
+register(
+    "dataset",
+    "fashion_mnist",
+    fashion_mnist,
+    doc="Fashion-MNIST 28x28, the official split (IDX files on disk)",
+    images=True,
+    idx=True,
+)
+REGISTRY.add_column("dataset", "images", lambda e: "yes" if e.trait("images") else "-")
+
+#: Dataset name -> loader (a live view of the registry's ``dataset`` entries); each loader takes the
+#: keyword arguments of :func:`load_dataset`. Traits: ``images`` (rows are images: a Bernoulli
+#: likelihood by default), ``idx`` (read from IDX files on disk).
+DATASETS: Mapping[str, Callable[..., Dataset]] = REGISTRY.view("dataset", lambda e: e.factory)
 
 
 def load_dataset(

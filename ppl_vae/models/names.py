@@ -1,101 +1,187 @@
 """Models by short name, with options: ``"vae"``, ``"vae:nets=conv"``, ``"hvae"``, ``"m2:labelled=0.1"``.
 
 The comparison harness and the command line name a model the way objectives are named
-(``name:key=value,...``); :func:`make_model` builds it for data of a given width, with the caller's
-defaults for what the name does not say:
+(``name:key=value,...``, the registry's grammar: :mod:`ppl_vae.registry`); :func:`make_model` builds it
+for data of a given width, with the caller's defaults (:class:`ModelDefaults`) for what the name does
+not say. Each name is a ``model`` entry of the registry, whose traits say what the rest of the code
+needs: ``cls`` (the class it builds) and ``guide_families`` (whether it takes a guide family other
+than ``meanfield``). The entries and their options: ``python -m ppl_vae.registry_docs model``.
 
-==========  ==============================  =====================================================
-name        class                           options (default)
-==========  ==============================  =====================================================
-``vae``     :class:`~.vae.VAE`               ``nets`` (mlp|conv), ``latent``, ``hidden``,
-                                            ``activation``
-``linear``  :class:`~.vae.LinearGaussianVAE` ``latent``, ``noise`` (learned)
-``hvae``    :class:`~.hierarchical.HierarchicalVAE`  ``latent`` (``100-50``), ``hidden1`` (``200-200``),
-                                            ``hidden2`` (``100-100``), ``activation`` (tanh)
-``m2``      :class:`~.semisupervised.SemiSupervisedVAE`  ``labelled`` (0.1), ``alpha`` (1/labelled),
-                                            ``latent``, ``hidden``, ``activation``, ``label_seed`` (0)
-==========  ==============================  =====================================================
-
-Only ``vae`` and ``linear`` take a guide family other than ``meanfield``.
+Rebuilding a trained model from its ``config`` is another mapping, by *class* name
+(:mod:`.registry`: ``config["class"]`` -> the class), because a checkpoint records the constructor's
+arguments, not a short name.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
 
 from torch import nn
 
 from ..errors import UserError
+from ..likelihoods import Likelihood
+from ..registry import REGISTRY, Param, register
 from .hierarchical import HierarchicalVAE
 from .semisupervised import SemiSupervisedVAE
 from .vae import VAE, LinearGaussianVAE
 
-__all__ = ["MODEL_NAMES", "canonical_model", "make_model", "parse_model"]
+__all__ = ["MODEL_NAMES", "ModelDefaults", "canonical_model", "make_model", "parse_model"]
 
 
-def _ints(text: str) -> tuple[int, ...]:
-    return tuple(int(t) for t in text.replace("x", "-").split("-") if t)
+@dataclass(frozen=True)
+class ModelDefaults:
+    """What a model entry's factory is given besides its options: the data's width and the caller's
+    defaults for the options a name leaves out."""
+
+    input_dim: int
+    guide: str = "meanfield"
+    latent_dim: int = 8
+    hidden_dims: tuple[int, ...] = (256,)
+    likelihood: str | Likelihood = "bernoulli"
+    activation: str = "relu"
+    image_shape: Sequence[int] | None = None
+    num_classes: int | None = None
 
 
-#: name -> (class, {option: parser})
-MODEL_NAMES: dict[str, tuple[type[nn.Module], dict[str, Any]]] = {
-    "vae": (VAE, {"nets": str, "latent": int, "hidden": _ints, "activation": str}),
-    "linear": (LinearGaussianVAE, {"latent": int, "noise": float}),
-    "hvae": (
-        HierarchicalVAE,
-        {"latent": _ints, "hidden1": _ints, "hidden2": _ints, "activation": str},
+def _vae(
+    nets: str | None,
+    latent: int | None,
+    hidden: tuple[int, ...] | None,
+    activation: str | None,
+    *,
+    defaults: ModelDefaults,
+) -> VAE:
+    d = defaults
+    nets = "mlp" if nets is None else nets
+    return VAE(
+        d.input_dim,
+        d.latent_dim if latent is None else latent,
+        d.hidden_dims if hidden is None else hidden,
+        d.likelihood,
+        d.activation if activation is None else activation,
+        guide=d.guide,
+        nets=nets,
+        image_shape=d.image_shape if nets == "conv" else None,
+    )
+
+
+def _linear(latent: int | None, noise: float | None, *, defaults: ModelDefaults) -> VAE:
+    return LinearGaussianVAE(
+        defaults.input_dim,
+        defaults.latent_dim if latent is None else latent,
+        noise,
+        guide=defaults.guide,
+    )
+
+
+def _hvae(
+    latent: tuple[int, ...],
+    hidden1: tuple[int, ...],
+    hidden2: tuple[int, ...],
+    activation: str,
+    *,
+    defaults: ModelDefaults,
+) -> HierarchicalVAE:
+    return HierarchicalVAE(
+        defaults.input_dim, latent, (hidden1, hidden2), defaults.likelihood, activation
+    )
+
+
+def _m2(
+    labelled: float,
+    alpha: float | None,
+    latent: int | None,
+    hidden: tuple[int, ...] | None,
+    activation: str | None,
+    label_seed: int,
+    *,
+    defaults: ModelDefaults,
+) -> SemiSupervisedVAE:
+    d = defaults
+    return SemiSupervisedVAE(
+        d.input_dim,
+        d.num_classes or 10,
+        d.latent_dim if latent is None else latent,
+        d.hidden_dims if hidden is None else hidden,
+        d.likelihood,
+        d.activation if activation is None else activation,
+        labelled_fraction=labelled,
+        alpha=alpha,
+        label_seed=label_seed,
+    )
+
+
+_LATENT = Param("latent", None, int, "latent size d (default: the caller's latent_dim)")
+_HIDDEN = Param("hidden", None, tuple, "hidden widths, e.g. 400-400 (default: the caller's)")
+_ACTIVATION = Param("activation", None, str, "hidden non-linearity (default: the caller's)")
+register(
+    "model",
+    "vae",
+    _vae,
+    params=(Param("nets", None, str, "mlp (default) or conv"), _LATENT, _HIDDEN, _ACTIVATION),
+    doc="one stochastic layer, pv.VAE; any guide family; nets=conv for images",
+    cls=VAE,
+    guide_families=True,
+)
+register(
+    "model",
+    "linear",
+    _linear,
+    params=(_LATENT, Param("noise", None, float, "fixed noise scale (default: learned)")),
+    doc="probabilistic PCA with exact log p(x) and posterior, pv.LinearGaussianVAE",
+    cls=LinearGaussianVAE,
+    guide_families=True,
+)
+register(
+    "model",
+    "hvae",
+    _hvae,
+    params=(
+        Param("latent", (100, 50), tuple, "latent sizes d1-d2"),
+        Param("hidden1", (200, 200), tuple, "widths between x and z1"),
+        Param("hidden2", (100, 100), tuple, "widths between z1 and z2"),
+        Param("activation", "tanh", str, "hidden non-linearity"),
     ),
-    "m2": (
-        SemiSupervisedVAE,
-        {
-            "labelled": float,
-            "alpha": float,
-            "latent": int,
-            "hidden": _ints,
-            "activation": str,
-            "label_seed": int,
-        },
+    doc="two stochastic layers x - z1 - z2 at the sizes of Burda et al. 2015, pv.HierarchicalVAE",
+    cls=HierarchicalVAE,
+    guide_families=False,
+)
+register(
+    "model",
+    "m2",
+    _m2,
+    params=(
+        Param("labelled", 0.1, float, "share of training points that keep their label"),
+        Param("alpha", None, float, "weight of the classification loss (default 1/labelled)"),
+        _LATENT,
+        _HIDDEN,
+        _ACTIVATION,
+        Param("label_seed", 0, int, "seed of the labelled subset"),
     ),
-}
-#: Class name -> short name (for labels of trained models).
-CLASS_NAMES = {cls.__name__: name for name, (cls, _) in MODEL_NAMES.items()}
+    doc="semi-supervised M2 of Kingma et al. 2014, a class label and a code, pv.SemiSupervisedVAE",
+    cls=SemiSupervisedVAE,
+    guide_families=False,
+)
+REGISTRY.add_column(
+    "model", "guide families", lambda e: "any" if e.trait("guide_families") else "meanfield"
+)
+
+#: name -> the class it builds (a live view of the registry's ``model`` entries).
+MODEL_NAMES = REGISTRY.view("model", lambda e: e.trait("cls"))
 
 
-def parse_model(spec: Any) -> tuple[str, dict[str, Any]]:
+def parse_model(spec: object) -> tuple[str, dict[str, object]]:
     """``"m2:labelled=0.05"`` -> ``("m2", {"labelled": 0.05})`` (options as given, parsed)."""
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"model must be a name such as 'vae', 'hvae' or 'm2'; got {spec!r}")
-    name, _, arg_str = spec.strip().partition(":")
-    if name not in MODEL_NAMES:
-        raise UserError(f"unknown model {name!r}; choose one of {sorted(MODEL_NAMES)}")
-    parsers = MODEL_NAMES[name][1]
-    options: dict[str, Any] = {}
-    for item in filter(None, (p.strip() for p in arg_str.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip()
-        if not eq or key not in parsers:
-            raise UserError(
-                f"model {spec!r}: {name!r} takes key=value options from: {', '.join(parsers)}; got {item!r}"
-            )
-        if key in options:
-            raise UserError(f"model {spec!r}: option {key!r} is given more than once")
-        try:
-            options[key] = parsers[key](value.strip())
-        except ValueError:
-            raise UserError(f"model {spec!r}: could not read {key}={value!r}") from None
-    return name, options
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, tuple):
-        return "-".join(str(v) for v in value)
-    return format(value, "g") if isinstance(value, float) else str(value)
+    parsed = REGISTRY.parse("model", spec)
+    return parsed.name, dict(parsed.given)
 
 
 def canonical_model(spec: str) -> str:
-    name, options = parse_model(spec)
-    return name + (":" + ",".join(f"{k}={_fmt(v)}" for k, v in options.items()) if options else "")
+    """The spec with its options in their declared order (options at their default left out)."""
+    return str(REGISTRY.parse("model", spec))
 
 
 def make_model(
@@ -105,7 +191,7 @@ def make_model(
     *,
     latent_dim: int = 8,
     hidden_dims: Sequence[int] = (256,),
-    likelihood: str = "bernoulli",
+    likelihood: str | Likelihood = "bernoulli",
     activation: str = "relu",
     image_shape: Sequence[int] | None = None,
     num_classes: int | None = None,
@@ -116,49 +202,31 @@ def make_model(
     ``m2`` (``hvae`` keeps Burda et al.'s sizes and tanh unless its options say otherwise);
     ``image_shape`` is passed to conv nets; ``num_classes`` to ``m2`` (default 10).
     """
-    name, o = parse_model(spec)
-    if guide != "meanfield" and name not in ("vae", "linear"):
+    parsed = REGISTRY.parse("model", spec)
+    if guide != "meanfield" and not parsed.entry.trait("guide_families"):
+        takes = [e.name for e in REGISTRY.entries("model") if e.trait("guide_families")]
         raise UserError(
-            f"model {name!r} has a mean-field guide per latent site; guide {guide!r} is for 'vae' and "
-            "'linear' models"
+            f"model {parsed.name!r} has a mean-field guide per latent site; guide {guide!r} is for "
+            f"{' and '.join(map(repr, takes))} models"
         )
-    if name == "vae":
-        nets = o.get("nets", "mlp")
-        return VAE(
-            input_dim,
-            o.get("latent", latent_dim),
-            o.get("hidden", tuple(hidden_dims)),
-            likelihood,
-            o.get("activation", activation),
-            guide=guide,
-            nets=nets,
-            image_shape=image_shape if nets == "conv" else None,
-        )
-    if name == "linear":
-        return LinearGaussianVAE(
-            input_dim, o.get("latent", latent_dim), o.get("noise"), guide=guide
-        )
-    if name == "hvae":
-        return HierarchicalVAE(
-            input_dim,
-            o.get("latent", (100, 50)),
-            (o.get("hidden1", (200, 200)), o.get("hidden2", (100, 100))),
-            likelihood,
-            o.get("activation", "tanh"),
-        )
-    return SemiSupervisedVAE(
+    defaults = ModelDefaults(
         input_dim,
-        num_classes or 10,
-        o.get("latent", latent_dim),
-        o.get("hidden", tuple(hidden_dims)),
+        guide,
+        latent_dim,
+        tuple(hidden_dims),
         likelihood,
-        o.get("activation", activation),
-        labelled_fraction=o.get("labelled", 0.1),
-        alpha=o.get("alpha"),
-        label_seed=o.get("label_seed", 0),
+        activation,
+        image_shape,
+        num_classes,
     )
+    model: nn.Module = parsed.build(defaults=defaults)
+    return model
 
 
 def model_name(model: nn.Module) -> str:
     """The short name of a trained model's class (``"vae"``, ``"hvae"``, ...), else its class name."""
-    return CLASS_NAMES.get(type(model).__name__, type(model).__name__)
+    cls_name = type(model).__name__
+    for entry in REGISTRY.entries("model"):
+        if entry.trait("cls").__name__ == cls_name:
+            return entry.name
+    return cls_name

@@ -42,8 +42,10 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from dataclasses import replace as with_changes
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -51,6 +53,7 @@ from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..errors import ProgramError, UserError
 from ..programs import ProgramInfo
+from ..registry import REGISTRY, Entry, Param, format_spec, format_value
 from .gradients import PathwiseELBO, check_grad
 from .jit import CachedJitTrace_ELBO, CachedJitTraceMeanField_ELBO
 from .renyi import VectorizedRenyiELBO
@@ -59,31 +62,18 @@ from .schedule import SCHEDULE_PARAMS, kl_schedule, scale_latents
 __all__ = [
     "CachedJitTraceMeanField_ELBO",
     "CachedJitTrace_ELBO",
+    "FAST_PATHS",
     "Objective",
-    "ObjectiveSpec",
     "PathwiseELBO",
     "VectorizedRenyiELBO",
     "available_objectives",
+    "fast_paths",
     "format_objective",
     "kl_schedule",
     "parse_objective",
     "register_objective",
     "scale_latents",
 ]
-
-
-@dataclass(frozen=True)
-class ObjectiveSpec:
-    """A registered objective: its factory, the parameters it accepts (name -> default), and what
-    programs it can train (see :meth:`Objective.bind`)."""
-
-    name: str
-    factory: Callable[..., Any]
-    params: dict[str, Any]
-    doc: str
-    reparam_only: bool = False
-    local_only: bool = False
-    sums_enumerated: bool = False
 
 
 @dataclass
@@ -106,8 +96,14 @@ class Objective:
         return format_objective(self.name, self.params)
 
     @property
-    def entry(self) -> ObjectiveSpec | None:
-        return _REGISTRY.get(self.name)
+    def entry(self) -> Entry | None:
+        """The registry entry of this objective (None for an objective built outside the registry)."""
+        return REGISTRY.get("objective", self.name)
+
+    @property
+    def fast_paths(self) -> frozenset[str]:
+        """The fast paths of ``fit`` this objective declares for its parameters (see :func:`fast_paths`)."""
+        return fast_paths(self.entry, self.params) if self.entry is not None else frozenset()
 
     def loss(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> torch.Tensor:
         return self.elbo.differentiable_loss(model, guide, *args, **kwargs)
@@ -123,7 +119,7 @@ class Objective:
         if entry is None:
             return
         name = self.spec
-        if entry.reparam_only and info.non_reparam:
+        if entry.trait("reparam_only") and info.non_reparam:
             site = info.non_reparam[0]
             raise ProgramError(
                 f"objective {name!r} needs reparameterised guide sites; guide site(s) {_fmt(info.non_reparam)} "
@@ -131,12 +127,12 @@ class Objective:
                 f"(sums {site!r} out exactly: mark it infer={{'enumerate': 'parallel'}}, e.g. with "
                 "pyro.infer.config_enumerate(guide))"
             )
-        if info.model_only and not entry.sums_enumerated:
+        if info.model_only and not entry.trait("sums_enumerated"):
             raise ProgramError(
                 f"model site(s) {_fmt(info.model_only)} are enumerated in the model and have no guide site: "
                 f"only the 'enum' objective (TraceEnum_ELBO) sums them out; objective {name!r} cannot"
             )
-        if entry.local_only and info.global_latent:
+        if entry.trait("local_only") and info.global_latent:
             raise ProgramError(
                 f"objective {name!r} needs every latent site inside the data plate {info.data_plate!r}; "
                 f"site(s) {_fmt(info.global_latent)} are global (outside it). Train this program with "
@@ -171,73 +167,80 @@ def _fmt(names: Any) -> str:
 
 
 # --------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, ObjectiveSpec] = {}
+#: The fast paths an objective may declare (trait ``fast_paths``: path -> the parameter values it needs):
+#: ``"fast_elbo"``, the fast ELBO stands in for the objective's Pyro loss (it then also gets graphs and the
+#: compiled whole step; trait ``surrogate``: ``"trace"`` or ``"analytic"``, the form it sums); ``"graph"``,
+#: the objective's own Pyro loss is captured as a graph (and compiled). Checked against the Pyro loss
+#: on the first batch before use (:mod:`ppl_vae.train.fast`), whatever an entry declares.
+FAST_PATHS = ("fast_elbo", "graph")
+
+
+def fast_paths(entry: Entry, params: Mapping[str, Any]) -> frozenset[str]:
+    """The paths of ``entry``'s ``fast_paths`` trait whose parameter conditions ``params`` meet.
+
+    A condition is ``{parameter: allowed values}``: ``{"particles": (1,), "grad": ("reparam",)}``.
+    """
+    declared: Mapping[str, Mapping[str, tuple[Any, ...]]] = entry.trait("fast_paths", {})
+    return frozenset(
+        path
+        for path, needs in declared.items()
+        if all(params.get(k, entry.params[k].default) in allowed for k, allowed in needs.items())
+    )
 
 
 def register_objective(
     name: str,
     factory: Callable[..., Any],
-    params: dict[str, Any],
+    params: Mapping[str, Any] | tuple[Param, ...],
     doc: str,
     *,
     reparam_only: bool = False,
     local_only: bool = False,
     sums_enumerated: bool = False,
+    fast_paths: Mapping[str, Mapping[str, tuple[Any, ...]]] | None = None,
+    replace: bool = True,
+    **traits: Any,
 ) -> None:
     """Add an objective: ``factory(**params)`` returns a Pyro ELBO (with ``differentiable_loss``) or an
-    :class:`Objective`. The flags say which programs it refuses (see :meth:`Objective.bind`)."""
-    _REGISTRY[name] = ObjectiveSpec(
-        name, factory, dict(params), doc, reparam_only, local_only, sums_enumerated
+    :class:`Objective` (with a ``max_plate_nesting`` argument when it can be built for the program's).
+
+    ``params``: ``{name: default}`` or :class:`~ppl_vae.registry.Param` s. The flags say which programs
+    it refuses (see :meth:`Objective.check`); ``fast_paths`` which fast paths of ``fit`` it supports, for
+    which parameter values (see :data:`FAST_PATHS`; none by default: Pyro's loss every step).
+    ``replace=True`` (the default, as before the registry): a name registered again is replaced.
+    """
+    REGISTRY.register(
+        "objective",
+        name,
+        factory,
+        params=params,
+        doc=doc,
+        replace=replace,
+        check=_check_params,
+        reparam_only=reparam_only,
+        local_only=local_only,
+        sums_enumerated=sums_enumerated,
+        fast_paths=MappingProxyType(dict(fast_paths or {})),
+        **traits,
     )
 
 
 def available_objectives() -> dict[str, str]:
     """Registered objective names with one-line descriptions and their parameters."""
-    return {
-        name: spec.doc
-        + (
-            f" (parameters: {', '.join(f'{k}={v}' for k, v in spec.params.items())})"
-            if spec.params
-            else ""
-        )
-        for name, spec in _REGISTRY.items()
-    }
+    return REGISTRY.describe("objective")
 
 
-def _convert(value: str, default: Any, key: str, spec: str) -> Any:
-    target = type(default)
-    try:
-        if target is bool:
-            if value.lower() in ("1", "true", "yes"):
-                return True
-            if value.lower() in ("0", "false", "no"):
-                return False
-            raise ValueError(value)
-        return target(value)
-    except ValueError:
-        raise UserError(
-            f"objective {spec!r}: parameter {key!r} must be of type {target.__name__}; "
-            f"got {value!r}"
-        ) from None
-
-
-def _format_value(v: Any) -> str:
-    if isinstance(v, float):
-        short = format(v, "g")
-        return short if float(short) == v else repr(v)
-    return str(v)
-
-
-def format_objective(name: str, params: dict[str, Any]) -> str:
+def format_objective(name: str, params: Mapping[str, Any]) -> str:
     """Inverse of :func:`parse_objective`'s string parsing: ``("iwae", {"k": 5}) -> "iwae:k=5"``.
 
     Parameters at their defaults are left out, so the string is canonical.
     """
-    spec = _REGISTRY.get(name)
-    shown = {k: v for k, v in params.items() if spec is None or spec.params.get(k) != v}
-    return name + (
-        ":" + ",".join(f"{k}={_format_value(v)}" for k, v in shown.items()) if shown else ""
-    )
+    entry = REGISTRY.get("objective", name)
+    if entry is None:
+        return name + (
+            ":" + ",".join(f"{k}={format_value(v)}" for k, v in params.items()) if params else ""
+        )
+    return format_spec(entry, params)
 
 
 def parse_objective(spec: str | Objective, **overrides: Any) -> Objective:
@@ -250,43 +253,21 @@ def parse_objective(spec: str | Objective, **overrides: Any) -> Objective:
         return spec
     if not isinstance(spec, str) or not spec.strip():
         raise UserError(f"objective must be a non-empty string such as 'analytic'; got {spec!r}")
-    name, _, arg_str = spec.strip().partition(":")
-    if name not in _REGISTRY:
-        raise UserError(
-            f"unknown objective {name!r}; choose one of: "
-            + "; ".join(f"{k} - {v}" for k, v in available_objectives().items())
-        )
-    entry = _REGISTRY[name]
-    params = dict(entry.params)
-    given: set[str] = set()
-    for item in filter(None, (p.strip() for p in arg_str.split(","))):
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise UserError(f"objective {spec!r}: parameters are written key=value; got {item!r}")
-        key = key.strip()
-        if key not in entry.params:
-            valid = ", ".join(entry.params) or "none"
-            raise UserError(
-                f"objective {name!r} has no parameter {key!r}; valid parameters: {valid}"
-            )
-        if key in given:
-            raise UserError(f"objective {spec!r}: parameter {key!r} is given more than once")
-        given.add(key)
-        params[key] = _convert(value.strip(), entry.params[key], key, spec)
-    for key in overrides:
-        if key not in entry.params:
-            valid = ", ".join(entry.params) or "none"
-            raise UserError(
-                f"objective {name!r} has no parameter {key!r}; valid parameters: {valid}"
-            )
-    params.update(overrides)
-    _check_params(name, params)
-    made = _make(entry, params)
-    return made if isinstance(made, Objective) else Objective(name=name, params=params, elbo=made)
+    parsed = REGISTRY.parse("objective", spec, **overrides)
+    params = parsed.values
+    made = _make(parsed.entry, params)
+    return (
+        made
+        if isinstance(made, Objective)
+        else Objective(name=parsed.name, params=params, elbo=made)
+    )
 
 
-def _check_params(name: str, params: dict[str, Any]) -> None:
+def _check_params(params: dict[str, Any], text: str) -> None:
+    """The values every built-in objective's parameters must take (an entry's ``check``)."""
     from .._checks import check_memory
+
+    name = text.partition(":")[0].strip()
 
     def bad(key: str, need: str) -> UserError:
         return UserError(f"objective {name!r}: {key} must be {need}; got {params[key]!r}")
@@ -336,7 +317,7 @@ def _takes_nesting(factory: Callable[..., Any]) -> bool:
         return False
 
 
-def _make(entry: ObjectiveSpec, params: dict[str, Any], max_plate_nesting: int = 1) -> Any:
+def _make(entry: Entry, params: dict[str, Any], max_plate_nesting: int = 1) -> Any:
     if _takes_nesting(entry.factory):
         return entry.factory(**params, max_plate_nesting=max_plate_nesting)
     return entry.factory(**params)
@@ -396,12 +377,25 @@ def _renyi(alpha: float = 0.5, k: int = 5, max_plate_nesting: int = 1) -> ELBO:
     return VectorizedRenyiELBO(alpha=alpha, num_particles=k, max_plate_nesting=max_plate_nesting)
 
 
-_ELBO_PARAMS = {"particles": 1, **SCHEDULE_PARAMS}
+_ELBO_PARAMS = (
+    Param("particles", 1, int, "samples of z per data point"),
+    Param("beta", 1.0, float, "weight on the KL term (beta-VAE)"),
+    Param("anneal", 0, int, "KL warm-up over this many epochs (0: none)"),
+    Param("anneal_steps", 0, int, "KL warm-up over this many steps (0: none)"),
+)
+_GRAD = Param("grad", "reparam", str, "encoder gradient: reparam, stl (sticking the landing)")
+_K = Param("k", 5, int, "importance samples per data point")
+_ONE = (1,)
 register_objective(
     "trace",
     _trace,
-    {**_ELBO_PARAMS, "grad": "reparam"},
+    (*_ELBO_PARAMS, _GRAD),
     "Trace_ELBO: every ELBO term sampled; grad=stl: sticking-the-landing encoder gradient",
+    fast_paths={
+        "fast_elbo": {"particles": _ONE, "grad": ("reparam",)},
+        "graph": {"grad": ("stl",)},
+    },
+    surrogate="trace",
 )
 register_objective(
     "analytic",
@@ -409,6 +403,8 @@ register_objective(
     _ELBO_PARAMS,
     "TraceMeanField_ELBO: closed-form KL(q || p)",
     reparam_only=True,
+    fast_paths={"fast_elbo": {"particles": _ONE}},
+    surrogate="analytic",
 )
 register_objective(
     "enum",
@@ -435,17 +431,47 @@ register_objective(
 register_objective(
     "iwae",
     _iwae,
-    {"k": 5, "grad": "reparam"},
+    (_K, with_changes(_GRAD, doc="encoder gradient: reparam, dreg (doubly reparameterised), stl")),
     "RenyiELBO(alpha=0): importance-weighted bound with k samples; grad=dreg|stl: doubly "
     "reparameterised / sticking-the-landing encoder gradient",
     reparam_only=True,
     local_only=True,
+    fast_paths={"graph": {}},
 )
 register_objective(
     "renyi",
     _renyi,
-    {"alpha": 0.5, "k": 5},
+    (Param("alpha", 0.5, float, "order of the Renyi divergence (not 1)"), _K),
     "RenyiELBO: Renyi bound of order alpha with k samples",
     reparam_only=True,
     local_only=True,
+    fast_paths={"graph": {}},
+)
+
+
+def _fast_paths_cell(entry: Entry) -> str:
+    declared: Mapping[str, Mapping[str, tuple[Any, ...]]] = entry.trait("fast_paths", {})
+    parts = []
+    for path, needs in declared.items():
+        cond = ", ".join(f"{k}={'/'.join(map(format_value, v))}" for k, v in needs.items())
+        parts.append(path.replace("_", " ") + (f" ({cond})" if cond else ""))
+    return "; ".join(parts) or "none (Pyro's loss)"
+
+
+def _refuses_cell(entry: Entry) -> str:
+    needs = [
+        text
+        for trait, text in (
+            ("reparam_only", "reparameterised guide sites"),
+            ("local_only", "every latent in the data plate"),
+        )
+        if entry.trait(trait)
+    ]
+    return "; ".join(needs) or "-"
+
+
+REGISTRY.add_column("objective", "fast paths", _fast_paths_cell)
+REGISTRY.add_column("objective", "needs", _refuses_cell)
+REGISTRY.add_column(
+    "objective", "sums enumerated sites", lambda e: "yes" if e.trait("sums_enumerated") else "-"
 )

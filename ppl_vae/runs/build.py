@@ -17,6 +17,8 @@ from .._checks import (
     training_bytes,
 )
 from ..errors import RunError, RunExistsError, UserError
+from ..guides import encoder_outputs
+from ..registry import REGISTRY
 from .checkpoint import POINTER
 from .files import refuse_links
 from .flags import AUTOENCODERS, HVAE_SIZES
@@ -90,9 +92,10 @@ def mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
             [d + c, *reversed(hidden), 2 * d_in],
         ]
         return widths, f"{words}, {c} classes"
-    encoder_out = (
-        d + d * (d + 1) // 2 if str(config.get("guide", "")).startswith("fullrank") else 2 * d
-    )
+    try:  # the guide family's declared encoder width (an odd guide: the constructor decides)
+        encoder_out = encoder_outputs(config.get("guide") or "meanfield", d)
+    except UserError:
+        return None
     return [[d_in, *hidden, encoder_out], [d, *reversed(hidden), 2 * d_in]], words
 
 
@@ -116,8 +119,10 @@ def check_model_size(config: dict[str, Any], batch_size: int, what: str) -> None
     )
 
 
-#: the class each model name builds (ppl_vae.models.names), for the size check before building
-_CLASSES = {"vae": "VAE", "hvae": "HierarchicalVAE", "m2": "SemiSupervisedVAE"}
+def _class_name(kind: str) -> str:
+    """The class a model name builds (its registry trait ``cls``), for the size check before building."""
+    entry = REGISTRY.get("model", kind)
+    return kind if entry is None else entry.trait("cls").__name__
 
 
 def model_from_flags(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
@@ -125,7 +130,7 @@ def model_from_flags(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
     kind, input_dim = flags["model"], meta.input_dim
     hidden = None if flags["hidden_dims"] is None else tuple(flags["hidden_dims"])
     sizes = {
-        "class": _CLASSES.get(kind, kind),
+        "class": _class_name(kind),
         "input_dim": input_dim,
         "latent_dim": flags["latent_dim"],
         "hidden_dims": hidden,

@@ -12,6 +12,7 @@ from typing import Any
 
 from .._checks import check_finite_number, check_int, check_positive_int
 from ..errors import ArgumentTypeError, RunError, UserError
+from ..registry import REGISTRY
 from .settings import FIXED, OVERRIDABLE
 
 __all__ = ["DEFAULTS", "UNSET", "canonical", "check_overrides", "resolve_binarize"]
@@ -69,12 +70,17 @@ AE_OPTIONS = {
     "rho": "rho",
     "lam": "lam",
 }
-IMAGE_DATASETS = ("digits", "mnist", "fashion_mnist")
+
+
+def is_image_dataset(dataset: str) -> bool:
+    """Whether ``dataset`` names a registered dataset of images (its ``images`` trait)."""
+    entry = REGISTRY.get("dataset", dataset)
+    return entry is not None and bool(entry.trait("images"))
 
 
 def default_likelihood(dataset: str) -> str:
     """Bernoulli (after binarisation) for the image sets, Gaussian for points and tables."""
-    return "bernoulli" if dataset in IMAGE_DATASETS else "gaussian"
+    return "bernoulli" if is_image_dataset(dataset) else "gaussian"
 
 
 def resolve_binarize(binarize: str | None, likelihood: str) -> str | None:
@@ -245,7 +251,7 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
         flags["objective"] = None
         flags["likelihood"] = None
         if flags["reconstruction"] in ("auto", None):
-            flags["reconstruction"] = "bce" if flags["dataset"] in IMAGE_DATASETS else "mse"
+            flags["reconstruction"] = "bce" if is_image_dataset(flags["dataset"]) else "mse"
         lik = "bernoulli" if flags["reconstruction"] == "bce" else "gaussian"
     flags["binarize_resolved"] = resolve_binarize(flags["binarize"], lik)
     return flags
@@ -310,7 +316,7 @@ def check_overrides(
                 else None
             )
         elif value == "auto" and name == "reconstruction" and recorded.get("model") in AUTOENCODERS:
-            value = "bce" if recorded["dataset"] in IMAGE_DATASETS else "mse"
+            value = "bce" if is_image_dataset(recorded["dataset"]) else "mse"
         if _same(value, old):
             continue
         if name in override:

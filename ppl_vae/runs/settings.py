@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import MissingFileError, RunError
+from ..registry import REGISTRY
 from .files import read_json, to_jsonable, write_json
 
 __all__ = [
@@ -58,7 +59,6 @@ FIXED = (
     "rho",
     "lam",
 )
-IDX_DATASETS = ("mnist", "fashion_mnist")
 
 
 def _version(package: str) -> str | None:
@@ -93,7 +93,8 @@ def data_provenance(args: dict[str, Any]) -> dict[str, Any]:
     if parsed is not None:
         path = parsed[1].resolve()
         return {"kind": "file", "files": {str(path): _sha256_file(path)} if path.is_file() else {}}
-    if name in IDX_DATASETS:
+    entry = REGISTRY.get("dataset", name)
+    if entry is not None and entry.trait("idx"):
         paths = find_idx_files(name, args.get("data_dir"))
         return {
             "kind": "files",

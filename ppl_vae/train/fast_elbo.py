@@ -17,13 +17,11 @@ from typing import Any
 
 import torch
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import kl_divergence
 
-from ..objectives import Objective, VectorizedRenyiELBO
-from ..objectives.gradients import PathwiseELBO
+from ..objectives import Objective
 from ..programs import DataPlateScale, Program, ProgramInfo
 
 __all__ = [
@@ -188,7 +186,8 @@ class ELBOLoss(nn.Module):
         self.vae = program.module  # registered as a submodule: its parameters are this module's
         self.objective = objective
         self.fast = fast
-        self.analytic = isinstance(objective.elbo, TraceMeanField_ELBO)
+        entry = objective.entry
+        self.analytic = entry is not None and entry.trait("surrogate") == "analytic"
 
     def forward(
         self, *batch: torch.Tensor, scale: float = 1.0, latent_weight: float = 1.0
@@ -209,17 +208,13 @@ class ELBOLoss(nn.Module):
 
 
 def fast_path_supports(objective: Objective) -> bool:
-    """Whether the fast ELBO reproduces an objective (``trace``/``analytic``, one particle)."""
-    return (
-        type(objective.elbo) in (Trace_ELBO, TraceMeanField_ELBO)
-        and objective.elbo.num_particles == 1
-        and type(objective).loss is Objective.loss
-    )
+    """Whether the fast ELBO stands in for an objective: its registry entry declares the ``fast_elbo``
+    path for these parameters (``trace``/``analytic`` with one particle), and its loss is not overridden."""
+    return "fast_elbo" in objective.fast_paths and type(objective).loss is Objective.loss
 
 
 def graph_path_supports(objective: Objective) -> bool:
-    """The fast ELBO's objectives, and the importance-weighted ones (whose own Pyro loss is captured)."""
+    """The fast ELBO's objectives, and those declaring the ``graph`` path (whose own Pyro loss is captured)."""
     return fast_path_supports(objective) or (
-        type(objective.elbo) in (VectorizedRenyiELBO, PathwiseELBO)
-        and type(objective).loss is Objective.loss
+        "graph" in objective.fast_paths and type(objective).loss is Objective.loss
     )
