@@ -3,7 +3,8 @@
 The generative model and the amortised guide (Kingma & Welling, 2014;
 Rezende et al., 2014) are, for a batch ``x: (N, D)``::
 
-    model:  z_n ~ N(0, I_d),            x_n | z_n ~ p(x | decoder(z_n))     (plate "data")
+    model:  z_n ~ p(z) = N(0, I_d),     x_n | z_n ~ p(x | decoder(z_n))     (plate "data";
+                                         another prior of :mod:`ppl_vae.priors` with ``prior=``)
     guide:  z_n ~ q(z | x_n)            (a family of :mod:`ppl_vae.guides`, mean-field by default:
                                          N(mu(x_n), diag sigma(x_n)^2), z = mu + sigma * eps)
 
@@ -42,6 +43,7 @@ from ..errors import DataError
 from ..guides import canonical_guide, make_guide
 from ..likelihoods import GaussianLikelihood, Likelihood, check_matrix, make_likelihood
 from ..nets import check_nets, check_sizes, image_shape_for, make_decoder
+from ..priors import Prior, make_prior
 from .registry import PURE_PROGRAMS, register_model
 
 __all__ = ["VAE", "LinearGaussianVAE", "standard_normal_kl"]
@@ -63,6 +65,8 @@ class VAE(nn.Module):
         nets: ``"mlp"`` (default) or ``"conv"`` (images; see :mod:`ppl_vae.nets`).
         image_shape: ``(C, H, W)`` of a row for ``nets="conv"``; default one channel of a square image
             (``input_dim=64 -> (1, 8, 8)``).
+        prior: p(z), a spec of :mod:`ppl_vae.priors` (default ``"standard_normal"``) or a
+            :class:`~ppl_vae.priors.Prior`.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class VAE(nn.Module):
         guide: str = "meanfield",
         nets: str = "mlp",
         image_shape: Sequence[int] | None = None,
+        prior: str | Prior = "standard_normal",
     ) -> None:
         super().__init__()
         hidden_dims = check_sizes(input_dim, latent_dim, hidden_dims)
@@ -90,6 +95,7 @@ class VAE(nn.Module):
         )
         self.guide_spec = canonical_guide(guide)
         self.likelihood = make_likelihood(likelihood, input_dim)
+        self.prior = make_prior(prior, latent_dim)
         self.encoder = make_guide(
             self.guide_spec,
             input_dim,
@@ -114,10 +120,9 @@ class VAE(nn.Module):
         """p(z) p(x | z) for a batch ``x: (N, D)``; ``z: (N, d)`` (``(K, N, d)`` under a particle plate)."""
         pyro.module("decoder", self.decoder)
         pyro.module("likelihood", self.likelihood)
-        n = x.shape[0]
-        with pyro.plate("data", n, dim=-1, device=x.device):
-            prior = dist.Normal(x.new_zeros(n, self.latent_dim), x.new_ones(n, self.latent_dim))
-            z = pyro.sample("z", prior.to_event(1))
+        pyro.module("prior", self.prior)
+        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
+            z = pyro.sample("z", self.prior.dist(x))
             pyro.sample("x", self.likelihood.dist(self.decoder(z)), obs=x)
 
     def guide(self, x: torch.Tensor) -> None:
@@ -145,9 +150,9 @@ class VAE(nn.Module):
 
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Means of ``p(x | z)`` for ``n`` draws ``z ~ N(0, I)``: ``(n, D)``."""
+        """Means of ``p(x | z)`` for ``n`` draws ``z ~ p(z)`` (default ``N(0, I)``): ``(n, D)``."""
         device = next(self.parameters()).device
-        z = torch.randn(n, self.latent_dim, generator=generator, device=device)
+        z = self.prior.sample(n, generator=generator, device=device)
         return self.decode(z)
 
     def check_data(self, x: Any, arg: str = "x") -> torch.Tensor:
@@ -174,6 +179,8 @@ class VAE(nn.Module):
         extra: dict[str, Any] = {}
         if self.guide_spec != "meanfield":
             extra["guide"] = self.guide_spec
+        if self.prior.spec != "standard_normal":
+            extra["prior"] = self.prior.spec
         if self.nets != "mlp":
             extra["nets"] = self.nets
         side = int(self.input_dim**0.5)
