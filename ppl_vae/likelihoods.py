@@ -199,6 +199,10 @@ register(
     support="real",
     reconstruction="mse",
 )
+REGISTRY.add_column("likelihood", "support", lambda e: str(e.trait("support", "")))
+REGISTRY.add_column(
+    "likelihood", "reconstruction error", lambda e: str(e.trait("reconstruction", "mse"))
+)
 
 
 def register_likelihood(

@@ -3,6 +3,8 @@ and a user's own likelihood registered once and used by the built-in VAE, throug
 
 from __future__ import annotations
 
+import re
+
 import pyro.distributions as dist
 import pytest
 import torch
@@ -49,7 +51,7 @@ def test_parse_converts_values_and_prints_a_canonical_spec():
         ("nope", "unknown objective 'nope'; choose one of: iw - a toy"),
         ("iw:q=1", "has no parameter 'q'.*valid parameters: k, grad, beta, sizes"),
         ("iw:k=1,k=2", "'k' is given more than once"),
-        ("iw:k=abc", "parameter 'k' must be int; got 'abc'"),
+        ("iw:k=abc", "parameter 'k' must be of type int; got 'abc'"),
         ("iw:grad=magic", "choose one of reparam, stl, dreg"),
         ("iw:k", "parameters are written key=value; got 'k'"),
         ("", "must be a non-empty string"),
@@ -125,3 +127,41 @@ def test_a_users_likelihood_trains_evaluates_and_reloads_from_a_checkpoint(tmp_p
         REGISTRY.unregister("likelihood", "student_t")
     with pytest.raises(UserError, match="unknown likelihood 'student_t'"):
         make_likelihood("student_t", 3)
+
+
+def test_every_kind_is_in_the_registry_with_the_traits_the_code_reads():
+    assert set(pv.available_objectives()) >= {"trace", "analytic", "enum", "iwae", "renyi"}
+    assert pv.parse_objective("trace").fast_paths == {"fast_elbo"}
+    assert pv.parse_objective("trace:particles=2").fast_paths == set()
+    assert pv.parse_objective("iwae:k=3,grad=dreg").fast_paths == {"graph"}
+    assert REGISTRY.entry("objective", "iwae").trait("local_only")
+    assert REGISTRY.entry("guide", "fullrank").trait("closed_form_kl")
+    assert not REGISTRY.entry("guide", "iaf").trait("closed_form_kl")
+    from ppl_vae.guides import GUIDES, encoder_outputs
+
+    assert encoder_outputs("fullrank", 3) == 3 + 6 and encoder_outputs("iaf:context=4", 3) == 10
+    assert GUIDES["iaf"] == {"n": 2, "hidden": None, "context": None}
+    from ppl_vae.models.names import MODEL_NAMES
+
+    assert MODEL_NAMES["hvae"] is pv.HierarchicalVAE
+    assert REGISTRY.entry("dataset", "mnist").trait("idx")
+    assert REGISTRY.names("prior") == ("standard_normal",)
+
+
+def test_the_readme_tables_are_the_registrys():
+    """A registered entry the README does not list, or a table edited by hand, fails here: rewrite them
+    with ``python -m ppl_vae.registry_docs --write README.md``."""
+    from pathlib import Path
+
+    from ppl_vae.registry_docs import render, stale_kinds
+
+    text = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    assert {"objective", "guide", "likelihood", "prior", "model", "dataset"} <= set(
+        re.findall(r"<!-- registry:(\w+) -->", text)
+    )
+    assert stale_kinds(text) == [] and render(text) == text
+    REGISTRY.register("prior", "toy_prior", lambda latent_dim: None, doc="a toy", replace=True)
+    try:
+        assert stale_kinds(text) == ["prior"] and "`toy_prior`" in render(text)
+    finally:
+        REGISTRY.unregister("prior", "toy_prior")

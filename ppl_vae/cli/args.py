@@ -10,6 +10,7 @@ from pathlib import Path
 
 from .._checks import check_output_path
 from ..errors import ResourceError, RunExistsError
+from ..registry import REGISTRY
 from ..runs.files import refuse_links
 from ..runs.flags import UNSET
 
@@ -70,8 +71,8 @@ def add_data_args(p: argparse.ArgumentParser, plain: bool = False) -> None:
     g.add_argument(
         "--dataset",
         default="digits" if plain else UNSET,
-        help="digits (default, shipped with scikit-learn), three_clusters, two_moons, mnist, "
-        "fashion_mnist, or a path to a .csv/.npy file",
+        help=f"a registered dataset: {REGISTRY.help_text('dataset')} (default digits, shipped with "
+        "scikit-learn), or a path to a .csv/.npy file",
     )
     g.add_argument(
         "--data-dir",
@@ -124,8 +125,8 @@ def add_model_args(p: argparse.ArgumentParser, plain: bool = False, programs: bo
     g.add_argument(
         "--likelihood",
         default="auto" if plain else UNSET,
-        help="bernoulli, continuous_bernoulli, gaussian, gaussian:scale=S; auto (default): bernoulli "
-        "for images, gaussian otherwise",
+        help=f"p(x | z), a spec name[:key=value]: {REGISTRY.help_text('likelihood')}; auto (default): "
+        "bernoulli for images, gaussian otherwise",
     )
     g.add_argument(
         "--activation",
@@ -138,9 +139,8 @@ def add_model_args(p: argparse.ArgumentParser, plain: bool = False, programs: bo
         "--guide",
         default=UNSET,
         metavar="FAMILY",
-        help="the variational family q(z | x) of --model vae: meanfield (default; diagonal Gaussian), "
-        "fullrank (Gaussian with a lower-triangular scale), iaf:n=K (K inverse autoregressive "
-        "flow steps on a mean-field base; its KL is sampled)",
+        help="the variational family q(z | x) of --model vae, a spec such as fullrank or iaf:n=K "
+        f"(default meanfield): {REGISTRY.help_text('guide', docs=True)}",
     )
     g.add_argument(
         "--nets",
@@ -164,10 +164,9 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--objective",
         default=UNSET,
-        help="trace (Trace_ELBO), analytic (default; TraceMeanField_ELBO, closed-form KL), enum "
-        "(TraceEnum_ELBO: the default for --model m2, which sums its class label out; m2 refuses "
-        "analytic and iwae), or another registered name with parameters, e.g. "
-        "'analytic:particles=2', 'iwae:k=5'",
+        help="a spec name[:key=value,...] such as 'analytic:particles=2' or 'iwae:k=5' (default "
+        "analytic; enum is the default for --model m2, which sums its class label out; m2 refuses "
+        f"analytic and iwae): {REGISTRY.help_text('objective', docs=True)}",
     )
     g.add_argument(
         "--epochs",

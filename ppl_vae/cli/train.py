@@ -10,7 +10,8 @@ from pathlib import Path
 
 from .._checks import check_output_path
 from ..errors import UserError
-from ..runs.flags import AUTOENCODERS, UNSET
+from ..registry import REGISTRY
+from ..runs.flags import AUTOENCODERS, UNSET, VAE_MODELS
 from ..runs.settings import OVERRIDABLE
 from .args import add_data_args, add_fit_args, add_model_args, names, positive_int, seed
 
@@ -54,10 +55,10 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "--model",
         default=UNSET,
         choices=["vae", "hvae", "m2", "ae", "dae", "sae", "cae"],
-        help="trained by SVI: vae (default; choose --guide and --nets), hvae (two stochastic layers, "
-        "Burda et al. 2015, their fixed sizes), m2 (semi-supervised VAE, Kingma et al. 2014: a "
-        "class label and a code; --labelled-fraction of the training labels kept; objective enum "
-        "unless given); or a deterministic autoencoder on the same data: ae (vanilla), dae "
+        help="trained by SVI (default vae; --guide and --nets for vae, --labelled-fraction of the "
+        "training labels kept for m2, whose objective is enum unless given): "
+        f"{REGISTRY.help_text('model', VAE_MODELS, docs=True)}; "
+        "or a deterministic autoencoder on the same data: ae (vanilla), dae "
         "(denoising), sae (sparse), cae (contractive); autoencoders define no likelihood, so their "
         "history is a reconstruction error, not an ELBO",
     )

@@ -1,0 +1,85 @@
+"""The README's tables of objectives, guides, likelihoods, priors, models and datasets, from the registry.
+
+A table in a Markdown file sits between two markers and is the registry's text for its kind
+(:meth:`~ppl_vae.registry.Registry.markdown`)::
+
+    <!-- registry:objective -->
+    | name | parameters | description | ... |
+    ...
+    <!-- /registry -->
+
+::
+
+    python -m ppl_vae.registry_docs objective            # print one kind's table
+    python -m ppl_vae.registry_docs --write README.md    # rewrite every marked table in place
+    python -m ppl_vae.registry_docs --check README.md    # exit 1 (naming the kinds) when one is stale
+
+``tests/test_registry.py`` runs the check on the README, so a registered entry that the README does not
+list (or a table edited by hand) fails the suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import data, guides, likelihoods, models, objectives, priors  # noqa: F401 - register the kinds
+from .registry import KINDS, REGISTRY, Kind
+
+__all__ = ["render", "stale_kinds"]
+
+_BLOCK = re.compile(r"(<!-- registry:(\w+) -->\n)(.*?)(<!-- /registry -->)", re.S)
+
+
+def render(text: str) -> str:
+    """``text`` with every marked table replaced by the registry's table of its kind."""
+
+    def table(match: re.Match[str]) -> str:
+        kind = match.group(2)
+        if kind not in KINDS:
+            raise ValueError(
+                f"unknown registry kind {kind!r} in a marker; kinds: {', '.join(KINDS)}"
+            )
+        return f"{match.group(1)}{REGISTRY.markdown(kind)}\n{match.group(4)}"  # type: ignore[arg-type]
+
+    return _BLOCK.sub(table, text)
+
+
+def stale_kinds(text: str) -> list[str]:
+    """The kinds whose marked table in ``text`` differs from the registry's."""
+    return [
+        m.group(2)
+        for m in _BLOCK.finditer(text)
+        if m.group(3) != REGISTRY.markdown(m.group(2)) + "\n"  # type: ignore[arg-type]
+    ]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m ppl_vae.registry_docs", description=__doc__)
+    p.add_argument("kind", nargs="?", choices=KINDS, help="print this kind's table")
+    p.add_argument("--write", metavar="FILE", help="rewrite the marked tables of FILE")
+    p.add_argument("--check", metavar="FILE", help="exit 1 when a marked table of FILE is stale")
+    args = p.parse_args(argv)
+    if args.kind:
+        kind: Kind = args.kind
+        print(REGISTRY.markdown(kind))
+    if args.write:
+        path = Path(args.write)
+        path.write_text(render(path.read_text(encoding="utf-8")), encoding="utf-8")
+    if args.check:
+        stale = stale_kinds(Path(args.check).read_text(encoding="utf-8"))
+        if stale:
+            print(
+                f"{args.check}: the tables of {', '.join(stale)} differ from the registry; run "
+                f"python -m ppl_vae.registry_docs --write {args.check}",
+                file=sys.stderr,
+            )
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
