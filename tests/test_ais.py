@@ -491,7 +491,7 @@ def test_cli_evaluate_with_ais(tmp_path, capsys):
     )
     printed = capsys.readouterr().out
     assert "AIS log p(x), T=10" in printed and "AIS - IW" in printed
-    summary = json.loads((run / "evaluation.json").read_text())
+    summary = json.loads((run / "evaluation" / "evaluation.json").read_text())
     assert (
         summary["ais_steps"] == 10
         and summary["ais_chains"] == 4

@@ -230,10 +230,10 @@ def test_sample_evaluate_and_plot_refuse_to_replace_files_unless_forced(tmp_path
     one_line_error(capsys, "is a folder")
 
     assert main(["evaluate", str(run_dir), "-k", "21", "--max-points", "20"]) == 0
-    summary = (run_dir / "evaluation.json").read_bytes()
+    summary = (run_dir / "evaluation" / "evaluation.json").read_bytes()
     assert main(["evaluate", str(run_dir), "-k", "22", "--max-points", "20"]) == 2
-    one_line_error(capsys, "already holds evaluation.json", "--force", "--out OTHER_FOLDER")
-    assert (run_dir / "evaluation.json").read_bytes() == summary
+    one_line_error(capsys, "already holds evaluation/ (K=21", "--force", "--out OTHER_FOLDER")
+    assert (run_dir / "evaluation" / "evaluation.json").read_bytes() == summary
     assert (
         main(
             [
@@ -250,7 +250,7 @@ def test_sample_evaluate_and_plot_refuse_to_replace_files_unless_forced(tmp_path
         == 0
     )
     assert main(["evaluate", str(run_dir), "-k", "22", "--max-points", "20", "--force"]) == 0
-    assert json.loads((run_dir / "evaluation.json").read_text())["num_samples"] == 22
+    assert json.loads((run_dir / "evaluation" / "evaluation.json").read_text())["num_samples"] == 22
     assert main(["evaluate", str(run_dir), "--out", ""]) == 2
     one_line_error(capsys, "the path is empty")
 
@@ -293,7 +293,7 @@ def test_an_unwritable_folder_is_refused_before_any_work(tmp_path, monkeypatch, 
         )
         == 0
     )
-    assert (tmp_path / "ev" / "evaluation.json").is_file()
+    assert (tmp_path / "ev" / "evaluation" / "evaluation.json").is_file()
 
 
 @pytest.mark.filterwarnings("ignore:num_samples=3:UserWarning")
@@ -323,7 +323,10 @@ def test_compare_refuses_an_existing_folder_unless_forced(tmp_path, capsys):
     one_line_error(capsys, "exists and is not empty", "--force")
     assert (out / "comparison.csv").read_text() == "mine"
     assert main([*argv, "--force"]) == 0
-    assert (out / "comparison.csv").read_text() != "mine"
+    assert (out / "comparison" / "comparison.csv").read_text().startswith("method,")
+    assert (
+        out / "comparison.csv"
+    ).read_text() == "mine"  # the user's file is not ppl_vae's to replace
     (tmp_path / "file").write_text("x")
     assert main([*argv[:-3], "--out", str(tmp_path / "file")]) == 2
     one_line_error(capsys, "is a file, not a folder")

@@ -80,7 +80,7 @@ def test_train_evaluate_and_plot_each_model(tmp_path, capsys, name, argv, flags,
 
     assert main(["evaluate", str(out), "-k", "20", "--max-points", "40", "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    summary = json.loads((out / "evaluation.json").read_text())
+    summary = json.loads((out / "evaluation" / "evaluation.json").read_text())
     assert summary["n"] == 40 and summary["iw_mean"] >= summary["elbo_mean"]
     if name == "m2":  # the classifier's accuracy on the test split, printed and in the summary
         assert 0 <= summary["test_accuracy"] <= 1 and "test accuracy of q(y | x)" in printed

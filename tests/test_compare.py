@@ -258,7 +258,7 @@ def test_cli_compare_writes_both_tables(tmp_path, capsys):
         ]
     )
     assert rc == 0
-    table = pd.read_csv(out / "comparison.csv")
+    table = pd.read_csv(out / "comparison" / "comparison.csv")
     assert len(table) == 6 and set(table["method"]) == {"trace", "analytic", "iwae:k=5"}
     required = [
         "method",
@@ -277,11 +277,12 @@ def test_cli_compare_writes_both_tables(tmp_path, capsys):
     text = ["method", "model", "guide", "objective", "test_accuracy", "test_ais_log_likelihood"]
     assert np.isfinite(table.drop(columns=text).to_numpy(dtype=float)).all()
     assert (table["test_iw_log_likelihood"] >= table["test_elbo"]).all()
-    paired = pd.read_csv(out / "paired.csv")
+    paired = pd.read_csv(out / "comparison" / "paired.csv")
     assert {"mean_diff", "se_points", "se_seeds"} <= set(paired.columns) and len(
         paired
     ) == 2 * 2 * 3
-    assert (out / "comparison.nc").is_file() and (out / "comparison.png").is_file()
+    assert (out / "comparison" / "comparison.nc").is_file()
+    assert (out / "comparison" / "comparison.png").is_file()
     assert "paired differences" in capsys.readouterr().out
 
 
@@ -437,7 +438,7 @@ def test_cli_compare_takes_model_guide_objective(tmp_path, capsys):
         ]
     )
     assert rc == 0
-    table = pd.read_csv(out / "comparison.csv")
+    table = pd.read_csv(out / "comparison" / "comparison.csv")
     assert list(table["method"]) == [
         "analytic",
         "vae/fullrank/analytic",

@@ -609,11 +609,11 @@ def test_cli_evaluate_digits_run(digits_run, capsys):
     assert main(["evaluate", str(digits_run), "--num-samples", "200", "--seed", "1"]) == 0
     printed = capsys.readouterr().out
     assert "IW log p(x), K=200" in printed and "gap IW - ELBO" in printed
-    summary = json.loads((digits_run / "evaluation.json").read_text())
+    summary = json.loads((digits_run / "evaluation" / "evaluation.json").read_text())
     assert summary["n"] == 360 and summary["num_samples"] == 200
     assert summary["iw_mean"] >= summary["elbo_mean"] and summary["gap_se"] > 0
     for name in ("evaluation.csv", "evaluation.nc", "khat.png", "gap_hist.png"):
-        assert (digits_run / name).stat().st_size > 0
+        assert (digits_run / "evaluation" / name).stat().st_size > 0
 
 
 def test_cli_evaluate_compiled_and_eager_agree(digits_run, tmp_path):
@@ -641,7 +641,7 @@ def test_cli_evaluate_compiled_and_eager_agree(digits_run, tmp_path):
             )
             == 0
         )
-        summaries[mode] = json.loads((out / "evaluation.json").read_text())
+        summaries[mode] = json.loads((out / "evaluation" / "evaluation.json").read_text())
     for key in ("elbo_mean", "iw_mean", "gap_mean", "khat_median"):
         assert summaries["compile"][key] == pytest.approx(
             summaries["eager"][key], rel=1e-5, abs=1e-4

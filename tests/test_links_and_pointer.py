@@ -117,17 +117,13 @@ def test_evaluate_plot_and_sample_refuse_links_even_with_force(server, runs, tmp
     out = _copy(runs[0], tmp_path)
     notes = tmp_path / "notes.txt"
     notes.write_bytes(NOTES)
-    (out / "evaluation.nc").symlink_to(notes)
-    rc, text, _ = server.call(["evaluate", out, "-k", "5", "--force"], tmp_path / "log")
-    assert rc == 2, text
-    _one_line(text, "evaluation.nc' is a symbolic link")
-    (out / "evaluation.nc").unlink()
-    (out / "khat.png").symlink_to(tmp_path / "made-by-evaluate.png")  # dangling
-    rc, text, _ = server.call(["evaluate", out, "-k", "5"], tmp_path / "log")
-    assert rc == 2, text
-    _one_line(text, "khat.png' is a symbolic link")
-    assert not (tmp_path / "made-by-evaluate.png").exists()
-    (out / "khat.png").unlink()
+    (out / "evaluation").symlink_to(tmp_path / "made-by-evaluate")  # the set's folder, dangling
+    for force in ([], ["--force"]):
+        rc, text, _ = server.call(["evaluate", out, "-k", "5", *force], tmp_path / "log")
+        assert rc == 2, text
+        _one_line(text, "evaluation' is a symbolic link")
+    assert not (tmp_path / "made-by-evaluate").exists()
+    (out / "evaluation").unlink()
     (out / "curves.png").symlink_to(tmp_path / "made-by-plot.png")  # dangling
     rc, text, _ = server.call(["plot", out, "--kind", "curves"], tmp_path / "log")
     assert rc == 2, text

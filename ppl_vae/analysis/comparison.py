@@ -143,20 +143,39 @@ class Comparison:
         return plot_comparison(self)
 
     def save(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``comparison.csv``, ``paired.csv``, ``comparison.nc`` and ``comparison.png``."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "table": out / "comparison.csv",
-            "paired": out / "paired.csv",
-            "netcdf": out / "comparison.nc",
-            "plot": out / "comparison.png",
+        """Commit ``comparison.csv``, ``paired.csv``, ``comparison.nc`` and ``comparison.png`` as one set,
+        ``DIRECTORY/comparison/`` (replacing the previous comparison there as one unit; the manifest
+        records the methods, seeds, epochs, K and evaluation seed); returns the paths. Takes
+        ``directory``'s writer lock."""
+        import io
+
+        from ..runs.files import netcdf_bytes
+        from ..runs.lock import lock_folder
+        from ..runs.outputs import commit_output_set
+
+        png = io.BytesIO()
+        self.plot().savefig(png, format="png", dpi=110)
+        files = {
+            "comparison.csv": self.table.to_csv(index=False).encode(),
+            "paired.csv": self.paired().to_csv(index=False).encode(),
+            "comparison.nc": netcdf_bytes(self.to_inference_data()),
+            "comparison.png": png.getvalue(),
         }
-        self.table.to_csv(paths["table"], index=False)
-        self.paired().to_csv(paths["paired"], index=False)
-        self.to_inference_data().to_netcdf(str(paths["netcdf"]), engine="h5netcdf")
-        self.plot().savefig(paths["plot"], dpi=110)
-        return paths
+        settings = self.settings or {}
+        record = {
+            "command": "compare",
+            "methods": list(self.methods),
+            "seeds": list(self.seeds),
+            "reference": self.reference,
+            **{k: settings.get(k) for k in ("epochs", "num_samples", "eval_seed", "dataset")},
+        }
+        with lock_folder(directory) as out:
+            folder = commit_output_set(out, COMPARISON, files, record)
+        keys = ("table", "paired", "netcdf", "plot")
+        return {key: folder / name for key, name in zip(keys, files, strict=True)}
+
+
+COMPARISON = "comparison"
 
 
 # ----------------------------------------------------------------------------- plot

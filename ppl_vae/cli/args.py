@@ -13,6 +13,8 @@ from ..errors import ResourceError, RunExistsError
 from ..registry import REGISTRY
 from ..runs.files import refuse_links
 from ..runs.flags import UNSET
+from ..runs.lock import LOCK_FILE
+from ..runs.outputs import check_replaceable, describe_output_set
 
 
 def hidden_dims(text: str) -> tuple[int, ...]:
@@ -198,7 +200,7 @@ def add_fit_args(p: argparse.ArgumentParser) -> None:
 
 
 def refuse_nonempty(path: Path, what: str, force: bool) -> None:
-    if path.is_dir() and any(path.iterdir()) and not force:
+    if path.is_dir() and any(p.name != LOCK_FILE for p in path.iterdir()) and not force:
         raise RunExistsError(
             f"{what}: {str(path)!r} exists and is not empty: choose another folder, or pass "
             "--force to write into it (replacing the files this command writes)"
@@ -217,8 +219,12 @@ def refuse_outputs(folder: Path, names: Sequence[str], force: bool, what: str) -
         ) from None
     refuse_links(folder, names, what)  # even with --force: a link is never written through
     present = [n for n in names if os.path.lexists(folder / n)]
+    for name in present:
+        if (folder / name).is_dir():  # an output set: ours, and nothing of the user's inside
+            check_replaceable(folder / name)
     if present and not force:
+        shown = [describe_output_set(folder, n) if (folder / n).is_dir() else n for n in present]
         raise RunExistsError(
-            f"{folder} already holds {', '.join(present)}: pass --force to replace them, or "
-            "--out OTHER_FOLDER to write elsewhere"
+            f"{folder} already holds {', '.join(shown)}: pass --force to replace "
+            f"{'them' if len(present) > 1 else 'it'}, or --out OTHER_FOLDER to write elsewhere"
         )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .._checks import check_memory, check_output_path
 from ..errors import UserError
+from ..runs.lock import lock_folder
 from .args import (
     add_data_args,
     add_model_args,
@@ -89,13 +90,12 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    import pandas as pd
-
     from ..analysis.compare import run_comparison
     from ..analysis.methods import Method
 
     out = check_output_path(args.out, "--out")
     refuse_nonempty(out, "--out", args.force)
+    refuse_outputs(out, [COMPARISON], True, "--out")  # a link, or files of the user's in the set
     for method in args.methods:
         Method.parse(
             method
@@ -104,6 +104,14 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    with lock_folder(out):  # one writer: a second compare --out OUT is refused, naming this PID
+        refuse_nonempty(out, "--out", args.force)  # again, now that no other writer can be in it
+        return _compare(args, out, run_comparison)
+
+
+def _compare(args: argparse.Namespace, out: Path, run_comparison) -> int:
+    import pandas as pd
+
     result = run_comparison(
         args.methods,
         args.dataset,
@@ -157,13 +165,10 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------- evaluate
-EVALUATION_FILES = (
-    "evaluation.json",
-    "evaluation.csv",
-    "evaluation.nc",
-    "khat.png",
-    "gap_hist.png",
-)
+#: the output set evaluate commits: RUN/evaluation/ (evaluation.json, .csv, .nc, khat.png, gap_hist.png)
+EVALUATION = "evaluation"
+#: the output set compare commits: OUT/comparison/ (comparison.csv, paired.csv, comparison.nc, .png)
+COMPARISON = "comparison"
 
 
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
@@ -259,7 +264,6 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..diagnostics import evaluate
     from ..runs import load_run
 
     ais_flags = {
@@ -277,10 +281,21 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out is not None else Path(args.run_dir)
     if args.out is not None:
         check_output_path(args.out, "--out")
-    if Path(args.run_dir).is_dir() or args.out is not None:
-        refuse_outputs(
-            out, EVALUATION_FILES, args.force, "--out" if args.out is not None else "RUN_DIR"
-        )
+    what = "--out" if args.out is not None else "RUN_DIR"
+    if not Path(args.run_dir).is_dir() and args.out is None:
+        load_run(args.run_dir)  # says what is wrong with RUN_DIR, before anything is made
+    refuse_outputs(out, [EVALUATION], args.force, what)
+    with lock_folder(
+        out
+    ):  # one writer: a second evaluate (or a train) in OUT is refused with its PID
+        refuse_outputs(out, [EVALUATION], args.force, what)
+        return _evaluate(args, out, ais_settings)
+
+
+def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
+    from ..diagnostics import evaluate
+    from ..runs import load_run
+
     run = load_run(args.run_dir, device=args.device)
     x = run.data.test if args.split == "test" else run.data.train
     if x is None or len(x) == 0:
@@ -292,9 +307,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.max_points is not None:
         x = x[: args.max_points]
         labels = None if labels is None else labels[: args.max_points]
-    # the (N, K) log weights, and a chunk of K samples through the decoder
+    # the (N, K) log weights (kept, put in an InferenceData, rendered as netCDF bytes), and a chunk of
+    # K samples through the decoder
     check_memory(
-        len(x) * args.num_samples * 8 * (0 if args.no_log_weights else 2)
+        len(x) * args.num_samples * 8 * (0 if args.no_log_weights else 3)
         + args.num_samples * x.shape[-1] * 4 * 4,
         f"evaluate with K={args.num_samples} on {len(x)} points",
         "use a smaller --num-samples, --max-points, or --no-log-weights",
@@ -317,13 +333,16 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     accuracy = _accuracy(run.model, x, labels)
     if accuracy is not None:  # a model with a classifier (m2): one more summary field
         report.summary[f"{args.split}_accuracy"] = accuracy
-    paths = report.save(out)
+    epoch = run.history[-1]["epoch"] if len(run.history) else 0
+    # what was evaluated, so that a reader can tell an evaluation older than the run's last epoch
+    report.summary.update(epoch=epoch, checkpoint_set=run.checkpoint, split=args.split)
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..plots import save_report_figures
+    from ..plots import report_figure_files
 
-    paths.update(save_report_figures(report, out))
+    record = {"run": str(Path(args.run_dir).resolve()), "checkpoint_set": run.checkpoint}
+    paths = report.save(out, figures=report_figure_files(report), record=record)
     s = report.summary
     print(
         f"{name}: {s['n']} points, K={s['num_samples']} importance samples, seed {s['seed']}, "
@@ -342,7 +361,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"class is their label; {args.split}_accuracy in evaluation.json)"
         )
     print("\nk-hat: < 0.5 good, 0.5-0.7 usable, > 0.7 the IW estimate is unreliable for that point")
-    print("wrote " + ", ".join(str(p) for p in paths.values()))
+    folder = next(iter(paths.values())).parent
+    print(
+        f"wrote {folder}: {', '.join(p.name for p in paths.values())} (epoch {epoch}, committed as "
+        "one set)"
+    )
     return 0
 
 
@@ -391,20 +414,21 @@ def _cmd_plot(args: argparse.Namespace) -> int:
 
     matplotlib.use("Agg")
     from ..plots import plot_run
+    from ..runs import load_run
 
     out = Path(args.out) if args.out is not None else Path(args.run_dir)
     kinds = PLOT_KINDS[:6] if "all" in args.kind else args.kind
-    if args.out is not None or Path(args.run_dir).is_dir():
-        refuse_outputs(
-            out,
-            [f"{k}.png" for k in kinds],
-            args.force,
-            "--out" if args.out is not None else "RUN_DIR",
-        )
+    what = "--out" if args.out is not None else "RUN_DIR"
+    names = [f"{k}.png" for k in kinds]
+    if not Path(args.run_dir).is_dir() and args.out is None:
+        load_run(args.run_dir)  # says what is wrong with RUN_DIR, before anything is made
+    refuse_outputs(out, names, args.force, what)
     skipped: list[str] = []
-    paths = plot_run(
-        args.run_dir, args.kind, args.out, num_samples=args.num_samples, skipped=skipped
-    )
+    with lock_folder(out):  # one writer per folder
+        refuse_outputs(out, names, args.force, what)
+        paths = plot_run(
+            args.run_dir, args.kind, args.out, num_samples=args.num_samples, skipped=skipped
+        )
     for path in paths:
         print(f"wrote {path}")
     for reason in skipped:
@@ -445,8 +469,9 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from ..plots import can_sample, model_label, plot_samples
+    from ..plots import can_sample, model_label, plot_samples, png_bytes
     from ..runs import load_run
+    from ..runs.files import write_bytes
 
     run = load_run(args.run_dir)
     if not can_sample(run.model):
@@ -460,16 +485,16 @@ def _cmd_sample(args: argparse.Namespace) -> int:
         f"sample -n {args.num} (decoded to {dim} values each)",
         "ask for fewer samples",
     )
-    out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         gen = torch.Generator().manual_seed(args.seed)
-        from ..runs.files import write_bytes
-
         buf = io.BytesIO()
         np.save(buf, run.model.sample(args.num, generator=gen).cpu().numpy())
-        write_bytes(out, buf.getvalue())
+        data = buf.getvalue()
     else:
         name = f"run {Path(args.run_dir).resolve().name}: {model_label(run.model)}, {run.data.meta.name}"
-        plot_samples(run.model, run.data, n=args.num, seed=args.seed, name=name, path=out)
+        data = png_bytes(plot_samples(run.model, run.data, n=args.num, seed=args.seed, name=name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one file, written beside and renamed in; without --force a file that appeared meanwhile is kept
+    write_bytes(out, data, replace=args.force)
     print(f"wrote {args.num} samples to {out}")
     return 0

@@ -13,6 +13,7 @@ import json
 import math
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ import torch
 from ..errors import ArgumentTypeError, UserError
 from ..estimators.ais import ais_log_likelihood, check_settings
 from ..estimators.importance import check_fast, prepare, resolve, scan
-from ..runs.files import write_bytes, write_json
+from ..runs.files import dumps, netcdf_bytes
 from .collapse import latent_summary
 from .psis import KHAT_BAD, KHAT_GOOD, PSISDiagnostics, arviz, psis_diagnostics
 
@@ -208,21 +209,92 @@ class Report:
             )
         return az.InferenceData(attrs=attrs, **groups)
 
-    def save(self, directory: str | Path) -> dict[str, Path]:
-        """Write ``evaluation.json`` (summary, strict JSON), ``evaluation.csv`` (per point) and
-        ``evaluation.nc`` (InferenceData) into ``directory``; returns the paths. The figures are
-        :func:`ppl_vae.plots.save_report_figures`'s."""
-        out = Path(directory)
-        out.mkdir(parents=True, exist_ok=True)
-        paths = {
-            "json": out / "evaluation.json",
-            "csv": out / "evaluation.csv",
-            "netcdf": out / "evaluation.nc",
+    def save(
+        self,
+        directory: str | Path,
+        *,
+        figures: Mapping[str, bytes] | None = None,
+        record: Mapping[str, Any] | None = None,
+    ) -> dict[str, Path]:
+        """Commit the evaluation as one set, ``DIRECTORY/evaluation/``: ``evaluation.json`` (summary,
+        strict JSON), ``evaluation.csv`` (per point), ``evaluation.nc`` (InferenceData) and ``figures``
+        (name -> PNG bytes, e.g. :func:`ppl_vae.plots.report_figure_files`), replacing the previous
+        evaluation there as one unit (:mod:`ppl_vae.runs.outputs`); returns the paths.
+
+        ``record`` (what produced it: the evaluated epoch and checkpoint set, ...) goes into the set's
+        manifest beside K, the seed and the number of points. Takes ``directory``'s writer lock.
+        """
+        from ..runs.lock import lock_folder
+        from ..runs.outputs import commit_output_set
+
+        files = {
+            "evaluation.json": dumps(self.summary).encode(),
+            "evaluation.csv": self.points.to_csv(index_label="point").encode(),
+            "evaluation.nc": netcdf_bytes(self.to_inference_data()),
+            **dict(figures or {}),
         }
-        write_json(paths["json"], self.summary)
-        write_bytes(paths["csv"], self.points.to_csv(index_label="point").encode())
-        self.to_inference_data().to_netcdf(str(paths["netcdf"]))
-        return paths
+        s = self.summary
+        produced = {
+            "command": "evaluate",
+            "name": self.name,
+            **{k: s.get(k) for k in ("num_samples", "seed", "n", "estimator", "epoch")},
+            **dict(record or {}),
+        }
+        with lock_folder(directory) as out:
+            folder = commit_output_set(out, EVALUATION, files, produced)
+        keys = {"evaluation.json": "json", "evaluation.csv": "csv", "evaluation.nc": "netcdf"}
+        return {keys.get(name, Path(name).stem): folder / name for name in files}
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Report:
+        """The evaluation committed in ``DIRECTORY/evaluation`` (every file checked against its manifest).
+
+        In a run folder whose checkpoint has moved past the evaluated epoch, the report is marked
+        ``summary["stale"] = True`` and a warning says so (an evaluation taken mid-training).
+        """
+        import io
+
+        import xarray as xr
+
+        from ..runs.outputs import read_output_set
+
+        found = read_output_set(
+            directory, EVALUATION, ["evaluation.json", "evaluation.csv", "evaluation.nc"]
+        )
+        summary = json.loads(found.files["evaluation.json"])
+        points = pd.read_csv(io.BytesIO(found.files["evaluation.csv"]), index_col="point")
+        tree = xr.open_datatree(io.BytesIO(found.files["evaluation.nc"]), engine="h5netcdf")
+        importance = tree.children.get("importance")
+        log_weights = None if importance is None else importance["log_weight"].to_numpy()
+        report = cls(points, summary, log_weights)
+        latest = _latest_epoch(Path(directory))
+        if (
+            latest is not None
+            and isinstance(summary.get("epoch"), int)
+            and latest > summary["epoch"]
+        ):
+            warnings.warn(
+                f"{found.path} evaluates epoch {summary['epoch']}, but the run has {latest} epochs now: "
+                f"run `ppl-vae evaluate {directory} --force` for the current model",
+                stacklevel=2,
+            )
+            summary["stale"] = True
+        return report
+
+
+EVALUATION = "evaluation"
+
+
+def _latest_epoch(directory: Path) -> int | None:
+    """The epoch of a run folder's committed checkpoint, or None (not a run folder, or unreadable)."""
+    from ..runs.checkpoint import read_config
+
+    if not (directory / "checkpoint").is_dir():
+        return None
+    try:
+        return int(read_config(directory / "checkpoint")["training"].get("epoch", 0))
+    except (UserError, OSError, TypeError, ValueError):
+        return None
 
 
 def evaluate(

@@ -37,7 +37,7 @@ Modules: :mod:`.latent` (latent maps, reconstructions, samples, interpolations, 
 :mod:`.curves`, :mod:`.reports` (figures of an evaluation), :mod:`.runs` (a run folder's PNGs).
 """
 
-from ._common import KINDS, can_sample, latent_means, model_label
+from ._common import KINDS, can_sample, latent_means, model_label, png_bytes, save_png
 from .curves import plot_curves
 from .latent import (
     default_pair,
@@ -48,7 +48,13 @@ from .latent import (
     plot_reconstructions,
     plot_samples,
 )
-from .reports import plot_elbo_vs_iw, plot_gap_hist, plot_khat, save_report_figures
+from .reports import (
+    plot_elbo_vs_iw,
+    plot_gap_hist,
+    plot_khat,
+    report_figure_files,
+    save_report_figures,
+)
 from .runs import plot_run
 
 __all__ = [
@@ -68,5 +74,8 @@ __all__ = [
     "plot_reconstructions",
     "plot_run",
     "plot_samples",
+    "png_bytes",
+    "report_figure_files",
+    "save_png",
     "save_report_figures",
 ]

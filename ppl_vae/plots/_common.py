@@ -107,11 +107,28 @@ def add_title(ax: Axes, text: str, fontsize: float = 10) -> None:
     ax.set_title(wrap_title(text, width), fontsize=fontsize)
 
 
+def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes (rendered in memory, then written like any other file)."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    return buf.getvalue()
+
+
+def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
+    """Write ``fig`` to ``path`` atomically (temp file, fsync, rename; a link at ``path`` is refused)."""
+    from ..runs.files import write_bytes
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_bytes(path, png_bytes(fig, dpi))
+    return path
+
+
 def finish(fig: Figure, path: str | Path | None) -> Figure:
     if path is not None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=DPI)
+        save_png(fig, path)
     return fig
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import add_legend, add_title, finish, new_axes
+from ._common import add_legend, add_title, finish, new_axes, png_bytes, save_png
 
 
 # --------------------------------------------------------------------------- diagnostics (evaluate)
@@ -62,13 +62,23 @@ def plot_gap_hist(report: Any, *, path: str | Path | None = None) -> Figure:
     return finish(fig, path)
 
 
+REPORT_FIGURES = {"khat.png": plot_khat, "gap_hist.png": plot_gap_hist}
+
+
+def report_figure_files(report: Any) -> dict[str, bytes]:
+    """``{"khat.png": PNG bytes, "gap_hist.png": ...}`` of an evaluation report, for
+    :meth:`ppl_vae.diagnostics.Report.save`'s ``figures=`` (committed with the numbers as one set)."""
+    return {name: png_bytes(plot(report)) for name, plot in REPORT_FIGURES.items()}
+
+
 def save_report_figures(report: Any, directory: str | Path) -> dict[str, Path]:
-    """Write ``khat.png`` and ``gap_hist.png`` of an evaluation report into ``directory``; returns the paths."""
+    """Write ``khat.png`` and ``gap_hist.png`` of an evaluation report into ``directory`` (each file
+    atomically); returns the paths. To keep them with the numbers they show, pass
+    ``figures=report_figure_files(report)`` to ``report.save`` instead: one set, committed as one unit."""
     out = Path(directory)
-    paths = {"khat": out / "khat.png", "gap_hist": out / "gap_hist.png"}
-    plot_khat(report, path=paths["khat"])
-    plot_gap_hist(report, path=paths["gap_hist"])
-    return paths
+    return {
+        Path(name).stem: save_png(plot(report), out / name) for name, plot in REPORT_FIGURES.items()
+    }
 
 
 def plot_elbo_vs_iw(report: Any, *, path: str | Path | None = None) -> Figure:

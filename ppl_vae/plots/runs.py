@@ -6,7 +6,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
-from ._common import ALL_KINDS, DPI, KINDS, can_sample, model_label
+from ..runs.lock import lock_folder
+from ._common import ALL_KINDS, KINDS, can_sample, model_label, save_png
 from .curves import plot_curves
 from .latent import (
     plot_interpolation,
@@ -45,7 +46,11 @@ def plot_run(
     run = load_run(run_dir, device=device)
     run_dir = Path(run_dir)
     out = Path(out_dir) if out_dir is not None else run_dir
-    out.mkdir(parents=True, exist_ok=True)
+    with lock_folder(out):  # one writer per folder; each PNG written beside and renamed in
+        return _draw(run, run_dir, out, kinds, num_samples, skipped)
+
+
+def _draw(run, run_dir: Path, out: Path, kinds: list[str], num_samples: int, skipped) -> list[Path]:
     model, data = run.model, run.data
     name = f"run {run_dir.resolve().name}: {model_label(model)}, {data.meta.name}"
     wanted: list[str] = []
@@ -95,6 +100,5 @@ def plot_run(
 
                 report = evaluate(model, data.test, num_samples=num_samples, name=name)
             fig = (plot_khat if kind == "khat" else plot_gap_hist)(report)
-        fig.savefig(path, dpi=DPI)
-        paths.append(path)
+        paths.append(save_png(fig, path))
     return paths

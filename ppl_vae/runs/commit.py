@@ -2,7 +2,8 @@
 
 See :mod:`ppl_vae.runs.checkpoint` for the layout. ``PPL_VAE_FAULT_AT=KIND:N`` (a test hook) makes
 the process exit with status 137 just before its N-th ``write``, ``fsync``, ``rename`` or ``remove``
-here (``op:N``: any of them), so that a test can crash a save at every step.
+here or in an output set's commit (:mod:`ppl_vae.runs.outputs`, which shares :func:`write_set_folder`
+and :func:`fault`; ``op:N``: any of them), so that a test can crash a save at every step.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ _TMP = re.compile(r"^\.(tmp-epoch-|CURRENT\.json\.).*")
 _fault_counts: dict[str, int] = {}
 
 
-def _fault(op: str) -> None:
+def fault(op: str) -> None:
     """Test hook: ``PPL_VAE_FAULT_AT=rename:3`` exits (status 137) before this process's 3rd rename.
 
     Kinds: ``write``, ``fsync``, ``rename``, ``remove``, or ``op`` (any of them).
@@ -52,6 +53,23 @@ def _fault(op: str) -> None:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def write_set_folder(folder: Path, files: dict[str, bytes]) -> None:
+    """Create ``folder`` (it must not exist) and write ``files`` into it, each fsynced, then the folder.
+
+    The one writer of a set's files: checkpoint sets here, output sets in :mod:`ppl_vae.runs.outputs`.
+    """
+    folder.mkdir()
+    for fname, data in files.items():
+        fault("write")
+        with open(folder / fname, "xb") as f:
+            f.write(data)
+            f.flush()
+            fault("fsync")
+            os.fsync(f.fileno())
+    fault("fsync")
+    fsync_dir(folder)
 
 
 # ------------------------------------------------------------------------------ save
@@ -138,29 +156,20 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
     pointer_tmp = directory / f".{POINTER}.{os.getpid()}.tmp"
     renamed = switched = False
     try:
-        tmp.mkdir()
-        for fname, data in files.items():
-            _fault("write")
-            with open(tmp / fname, "wb") as f:
-                f.write(data)
-                f.flush()
-                _fault("fsync")
-                os.fsync(f.fileno())
-        _fault("fsync")
-        fsync_dir(tmp)
-        _fault("rename")
+        write_set_folder(tmp, files)
+        fault("rename")
         os.rename(tmp, final)
         renamed = True
-        _fault("fsync")
+        fault("fsync")
         fsync_dir(directory)
         write_pointer(directory, name, epoch, manifest, pointer_tmp)
         switched = True
-        _fault("fsync")
+        fault("fsync")
         fsync_dir(directory)
     except BaseException as err:
         if not switched:
             for leftover in (pointer_tmp, final if renamed else tmp):
-                _remove(leftover)
+                remove(leftover)
         if isinstance(err, OSError):
             kept = (
                 f"the previous checkpoint ({previous}) is still current and loadable"
@@ -196,20 +205,21 @@ def write_pointer(
         }
     ).encode()
     try:
-        _fault("write")
+        fault("write")
         with open(tmp, "wb") as f:
             f.write(pointer)
             f.flush()
-            _fault("fsync")
+            fault("fsync")
             os.fsync(f.fileno())
-        _fault("rename")
+        fault("rename")
         os.replace(tmp, directory / POINTER)
     except BaseException:
-        _remove(tmp)
+        remove(tmp)
         raise
 
 
-def _remove(path: Path) -> None:
+def remove(path: Path) -> None:
+    """Remove a file, a link or a folder tree of ours (gone already is fine; a link is never followed)."""
     try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
@@ -229,9 +239,9 @@ def _clean(directory: Path, keep: set[str | None], sets: bool = True) -> None:
         if entry.name in keep:
             continue
         if (sets and SET_NAME.fullmatch(entry.name)) or _TMP.fullmatch(entry.name):
-            _fault("remove")
+            fault("remove")
             try:
-                _remove(Path(entry.path))
+                remove(Path(entry.path))
             except OSError:
                 pass  # the commit stands; a leftover is removed by the next save
 

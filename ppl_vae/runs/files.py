@@ -32,6 +32,7 @@ from ..errors import ArgumentTypeError, ResourceError, RunError, RunExistsError
 __all__ = [
     "disk_error",
     "fsync_dir",
+    "netcdf_bytes",
     "read_json",
     "refuse_link",
     "refuse_links",
@@ -184,6 +185,20 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, *, replace: bool = Tr
 def write_json(path: str | os.PathLike[str], obj: Any) -> None:
     """Write ``obj`` as strict JSON to ``path`` atomically (non-finite floats become null)."""
     write_bytes(path, dumps(obj).encode())
+
+
+def netcdf_bytes(idata: Any) -> bytes:
+    """An ArviZ ``InferenceData`` as netCDF-4 (HDF5) bytes, rendered in memory.
+
+    The bytes are then written like any other file: h5py writing to a full disk has crashed the process
+    (a segfault, exit 139) and left a truncated file, where a plain write fails with ``ENOSPC``.
+    ``arviz.from_netcdf`` reads the file back with its groups and attributes.
+    """
+    import io
+
+    buf = io.BytesIO()
+    idata.to_datatree().to_netcdf(buf, engine="h5netcdf")
+    return buf.getvalue()
 
 
 def _no_constant(token: str) -> Any:

@@ -96,6 +96,8 @@ class Run:
     settings: dict[str, Any] | None = None
     #: epochs trained by the call that returned this run (0: a resumed run had none left to train)
     trained: int | None = None
+    #: the committed checkpoint set the model was loaded from (``"epoch-000020"``), by :func:`load_run`
+    checkpoint: str | None = None
 
 
 def _reinit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
@@ -421,5 +423,11 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "cpu", load_data: bo
     history = History(annotate(config["training"]["history"], doc))
     flags = effective_settings(doc)
     return Run(
-        model, data, history, metrics_config(doc, flags, history, config.get("data")), path, doc
+        model,
+        data,
+        history,
+        metrics_config(doc, flags, history, config.get("data")),
+        path,
+        doc,
+        checkpoint=config.get("set"),
     )

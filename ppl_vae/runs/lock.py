@@ -114,6 +114,7 @@ def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     if not is_main_process():
         yield folder
         return
+    created = not os.path.lexists(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -152,9 +153,22 @@ def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
         finally:
             with _guard:
                 del _held[key]
+            if created:
+                _remove_if_unused(folder)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _remove_if_unused(folder: Path) -> None:
+    """A folder this lock created and nothing was written into (a command refused after taking it):
+    remove it again, so that a refusal makes nothing."""
+    try:
+        if os.listdir(folder) == [LOCK_FILE]:
+            os.unlink(folder / LOCK_FILE)
+            os.rmdir(folder)
+    except OSError:
+        pass
 
 
 def refuse_if_locked(path: str | os.PathLike[str]) -> None:
