@@ -123,4 +123,17 @@ if __name__ == "__main__":
     from ppl_vae.data import load_dataset
 
     load_dataset("digits")  # warm scikit-learn's loader too
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import arviz  # noqa: F401  (evaluate's and compare's netCDF and figures: 2-3 s of imports)
+    import h5netcdf  # noqa: F401
+    import xarray  # noqa: F401
+    from matplotlib.figure import Figure
+
+    fig = Figure(layout="constrained")  # load the fonts once, here, not in every child
+    fig.add_subplot().set_title("warm")
+    fig.savefig(io.BytesIO(), format="png")
     serve()
