@@ -63,7 +63,7 @@ def write_set_folder(folder: Path, files: dict[str, bytes]) -> None:
     folder.mkdir()
     for fname, data in files.items():
         fault("write")
-        with open(folder / fname, "xb") as f:
+        with open(folder / fname, "wb") as f:
             f.write(data)
             f.flush()
             fault("fsync")
