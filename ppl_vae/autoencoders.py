@@ -216,7 +216,8 @@ class DenoisingAE(Autoencoder):
             with probability ``p``, independently).
         sigma: standard deviation of the Gaussian corruption.
         p: masking probability.
-        (other arguments as :class:`Autoencoder`)
+
+    The other arguments are those of :class:`Autoencoder`.
     """
 
     short_name = "dae"
@@ -283,7 +284,8 @@ class SparseAE(Autoencoder):
     Args:
         rho: target mean activation of each code unit, in (0, 1).
         lam: weight of the penalty (>= 0).
-        (other arguments as :class:`Autoencoder`; the code activation is always sigmoid)
+
+    The other arguments are those of :class:`Autoencoder`; the code activation is always sigmoid.
     """
 
     short_name = "sae"
@@ -325,8 +327,9 @@ class ContractiveAE(Autoencoder):
     Args:
         lam: weight of the penalty (>= 0).
         code_activation: ``"sigmoid"`` (default) or ``"tanh"``.
-        (other arguments as :class:`Autoencoder`; with ``hidden_dims=()`` the encoder is one
-        layer and the penalty has the closed form, otherwise it is computed by autograd)
+
+    The other arguments are those of :class:`Autoencoder`; with ``hidden_dims=()`` the encoder is one
+    layer and the penalty has the closed form, otherwise it is computed by autograd.
     """
 
     short_name = "cae"

@@ -18,9 +18,10 @@ def evaluate_autoencoder(
 ) -> dict[str, Any]:
     """Reconstruction error of clean ``x: (N, D)`` (normally the test split); no likelihood.
 
-    Returns a JSON-able dict (names and units as in :func:`ppl_vae.diagnostics.reconstruction_error`
-    and the VAE's evaluation summary, so the two can be put side by side):
-        ``model`` (spec), ``n``, ``loss`` (the training reconstruction error, per point),
+    Returns:
+        A JSON-able dict (names and units as in :func:`ppl_vae.diagnostics.reconstruction_error`
+        and the VAE's evaluation summary, so the two can be put side by side): ``model`` (spec),
+        ``n``, ``loss`` (the training reconstruction error, per point),
         ``mse`` (squared error per coordinate, mean over points and coordinates),
         ``squared_error`` (squared error summed over the D coordinates, mean per point),
         ``bce`` (BCE of the reconstruction probabilities summed over D, mean per point;
