@@ -260,6 +260,13 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="AIS: start the chains from the guide (default) or the prior",
     )
+    p.add_argument(
+        "--log",
+        choices=["mlflow"],
+        default=None,
+        help="log the summary and files to MLflow (a run trained with --log mlflow always logs them, "
+        "into its own MLflow run; needs ppl_vae[mlflow])",
+    )
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -278,6 +285,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     ais_settings = (
         {k: v for k, v in ais_flags.items() if v is not None} if args.estimator == "ais" else {}
     )
+    from ..runs.tracking import MLFLOW_FILE, check_mlflow
+
+    if args.log == "mlflow" or (Path(args.run_dir) / MLFLOW_FILE).is_file():
+        check_mlflow("evaluate (the run logs to MLflow)" if args.log is None else "--log mlflow")
     out = Path(args.out) if args.out is not None else Path(args.run_dir)
     if args.out is not None:
         check_output_path(args.out, "--out")
@@ -366,6 +377,13 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
         f"wrote {folder}: {', '.join(p.name for p in paths.values())} (epoch {epoch}, committed as "
         "one set)"
     )
+    from ..runs.tracking import log_evaluation
+
+    logged = log_evaluation(
+        Path(args.run_dir), run.settings or {}, s, paths.values(), args.split, args.log == "mlflow"
+    )
+    if logged is not None:
+        print(f"logged to MLflow run {logged['run_id']} at {logged['tracking_uri']}")
     return 0
 
 

@@ -47,9 +47,11 @@ def add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--log",
         action="append",
-        choices=["tensorboard"],
+        choices=["tensorboard", "mlflow"],
         default=None,
-        help="also write TensorBoard event files to OUT/tensorboard (needs ppl_vae[tensorboard])",
+        help="also log to tensorboard (event files in OUT/tensorboard; needs ppl_vae[tensorboard]) or "
+        "mlflow (settings, per-epoch metrics and the run folder, to MLFLOW_TRACKING_URI or a local "
+        "store in the working directory; needs ppl_vae[mlflow]); repeat for both",
     )
     p.add_argument(
         "--model",

@@ -253,7 +253,9 @@ def folder_state(path: Path) -> str:
 
 
 #: a file of ours half-written when a process died (the temporary name of an atomic write)
-_PARTIAL = re.compile(r"\.(settings\.json|metrics\.json|metrics\.csv)\.[A-Za-z0-9_]+\.tmp")
+_PARTIAL = re.compile(
+    r"\.(settings\.json|metrics\.json|metrics\.csv|mlflow\.json)\.[A-Za-z0-9_]+\.tmp"
+)
 
 
 def remove_partial(path: Path) -> None:

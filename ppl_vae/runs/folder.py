@@ -9,6 +9,7 @@ A run folder holds::
     RUN/metrics.json     views of the history, rewritten atomically after every epoch
     RUN/metrics.csv
     RUN/tensorboard/     event files (with log="tensorboard")
+    RUN/mlflow.json      the MLflow run this folder logs into (with log="mlflow"; ppl_vae.runs.tracking)
     RUN/.lock            the writer's lock (one writer per run folder)
 
 After every epoch the folder is complete: a run killed at any moment can be resumed
@@ -72,6 +73,7 @@ from .settings import (
     versions,
     write_settings,
 )
+from .tracking import check_mlflow
 
 __all__ = [
     "UNSET",
@@ -158,7 +160,9 @@ def train_run(
     that differs from the record is refused unless ``override`` names it (``objective``, ``lr``,
     ``batch_size``, ``seed``, ``device``; recorded in the settings and in the history); the model
     and data cannot change. ``epochs`` is then the number of further epochs (default: up to the
-    number the run was asked for). ``log=["tensorboard"]`` also writes TensorBoard event files.
+    number the run was asked for). ``log=["tensorboard"]`` also writes TensorBoard event files;
+    ``log=["mlflow"]`` logs the settings, the per-epoch history and the folder to MLflow
+    (:mod:`ppl_vae.runs.tracking`).
     """
     given = given_flags(
         ae_options,
@@ -192,6 +196,8 @@ def train_run(
         raise UserError("override applies to --resume only (a new run takes its settings as given)")
     if "tensorboard" in (logs or ()):
         check_tensorboard()
+    if "mlflow" in (logs or ()):
+        check_mlflow()
     main = is_main_process()
     if out is None:
         if resume:
@@ -318,7 +324,9 @@ def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_bud
     from ..train.autoencoder import fit_autoencoder
 
     recorder = (
-        Recorder(path, doc, flags, "tensorboard" in logs) if path is not None and main else None
+        Recorder(path, doc, flags, "tensorboard" in logs, "mlflow" in logs)
+        if path is not None and main
+        else None
     )
     common = dict(
         epochs=epochs,
@@ -337,9 +345,10 @@ def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_bud
             history = fit_autoencoder(model, data, **common)
         else:
             history = fit(model, data, flags["objective"], **common)
-    finally:
+    except BaseException:
         if recorder is not None:
-            recorder.close()
+            recorder.close(failed=True)
+        raise
     state = getattr(history, "state", None)
     training = (
         None
@@ -351,8 +360,10 @@ def _train(path, doc, flags, model, data, epochs, done, logs, progress, time_bud
             "objective": state.objective,
         }
     )
-    if recorder is not None and (path / "checkpoint" / POINTER).is_file():
-        recorder.write(training)
+    if recorder is not None:
+        if (path / "checkpoint" / POINTER).is_file():
+            recorder.write(training)
+        recorder.close()
     annotated = History(annotate(list(history), doc))
     annotated.state = state
     config = metrics_config(doc, flags, annotated, data.meta.to_dict())

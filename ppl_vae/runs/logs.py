@@ -1,6 +1,6 @@
-"""Experiment logs a person looks at: ``metrics.json``, a per-epoch ``metrics.csv``, TensorBoard.
+"""Experiment logs a person looks at: ``metrics.json``, a per-epoch ``metrics.csv``, TensorBoard, MLflow.
 
-All three are derived from the committed checkpoint after each epoch (the checkpoint, which
+All of them are derived from the committed checkpoint after each epoch (the checkpoint, which
 holds the history, is the record; these are views of it), and the two files are rewritten
 atomically, so a reader never sees half of one.
 """
@@ -16,8 +16,9 @@ from typing import Any
 
 from ..errors import UserError
 from .checkpoint import read_config
-from .files import to_jsonable, write_bytes, write_json
+from .files import read_json, to_jsonable, write_bytes, write_json
 from .settings import annotate
+from .tracking import MLFLOW_FILE, MLflowLog
 
 __all__ = [
     "METRICS_CSV",
@@ -32,7 +33,7 @@ __all__ = [
 METRICS_FILE = "metrics.json"
 METRICS_CSV = "metrics.csv"
 TENSORBOARD_DIR = "tensorboard"
-LOGS = ("tensorboard",)
+LOGS = ("tensorboard", "mlflow")
 
 
 def history_csv(history: Sequence[dict[str, Any]]) -> str:
@@ -133,14 +134,41 @@ def metrics_config(
     }
 
 
+def mlflow_log(run_dir: Path, doc: dict[str, Any], flags: dict[str, Any]) -> MLflowLog:
+    """The MLflow run of a run folder: the one ``RUN/mlflow.json`` names, or a new one recorded there."""
+    path = run_dir / MLFLOW_FILE
+    known = read_json(path) if path.is_file() else {}
+    settings = doc["settings"]
+    log = MLflowLog(
+        {"model_kind": settings.get("model_kind"), **flags, "model_config": settings.get("model")},
+        run_id=known.get("run_id"),
+        run_name=run_dir.resolve().name,
+        tags={"ppl_vae.run_dir": str(run_dir.resolve())},
+    )
+    overrides = [e for e in doc.get("resumes", []) if e.get("overrides")]
+    if (
+        overrides
+    ):  # a parameter cannot change in MLflow: the overrides are a tag, as in settings.json
+        log.client.set_tag(log.run_id, "ppl_vae.overrides", json.dumps(overrides, default=str))
+    if known != log.record():
+        write_json(path, log.record())
+    return log
+
+
 class Recorder:
-    """fit's per-epoch callback: metrics.json / .csv / TensorBoard from the committed checkpoint."""
+    """fit's per-epoch callback: metrics.json / .csv / TensorBoard / MLflow from the committed checkpoint."""
 
     def __init__(
-        self, run_dir: Path, doc: dict[str, Any], flags: dict[str, Any], tensorboard: bool
+        self,
+        run_dir: Path,
+        doc: dict[str, Any],
+        flags: dict[str, Any],
+        tensorboard: bool,
+        mlflow: bool = False,
     ) -> None:
         self.run_dir, self.doc, self.flags = run_dir, doc, flags
         self.tb = TensorBoardLog(run_dir) if tensorboard else None
+        self.mlflow = mlflow_log(run_dir, doc, flags) if mlflow else None
 
     def write(self, training: dict[str, Any] | None = None) -> list[dict]:
         config = read_config(self.run_dir / "checkpoint")
@@ -155,10 +183,17 @@ class Recorder:
 
     def __call__(self, record: dict[str, Any]) -> None:
         history = self.write()
+        mine = [r for r in history if r.get("epoch") == record.get("epoch")]
         if self.tb is not None:
-            mine = [r for r in history if r.get("epoch") == record.get("epoch")]
             self.tb.add(mine[-1] if mine else record)
+        if self.mlflow is not None:
+            self.mlflow.add(mine[-1] if mine else record)
 
-    def close(self) -> None:
+    def close(self, failed: bool = False) -> None:
+        """Close the logs; MLflow gets the run folder as artifacts unless training ``failed``."""
         if self.tb is not None:
             self.tb.close()
+        if self.mlflow is not None:
+            if not failed:
+                self.mlflow.folder(self.run_dir)
+            self.mlflow.close("FAILED" if failed else "FINISHED")

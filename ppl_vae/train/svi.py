@@ -27,7 +27,7 @@ import contextlib
 import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pyro
 import torch
@@ -43,6 +43,7 @@ from ..programs import (
     inspect_program,
     rows_slice,
 )
+from ..runs.tracking import check_fit_log, fit_log
 from .data import Rows, TrainData, as_train_data, validate
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
@@ -206,6 +207,7 @@ def fit(
     fast: str = "auto",
     data_plate: str | None = None,
     state: TrainState | None = None,
+    log: Literal["mlflow"] | None = None,
 ) -> History:
     """Train a program by SVI on ``data`` and return the per-epoch history.
 
@@ -232,6 +234,9 @@ def fit(
             every mode trains the same program to the same objective.
         data_plate: the name of the data plate (default ``"data"``).
         state: a :class:`TrainState` to continue (default: the one remembered for this program).
+        log: ``"mlflow"``: log the settings as parameters, every epoch's record as metrics (step =
+            epoch) and the checkpoint as artifacts, into the active MLflow run or a new one (needs
+            ``ppl_vae[mlflow]``; see :mod:`ppl_vae.runs.tracking`).
 
     Returns:
         :class:`History`: ``train_elbo`` is the training objective's bound averaged over the epoch's
@@ -243,6 +248,7 @@ def fit(
         TrainingDiverged: the loss became non-finite (everything restored to the last good epoch).
     """
     check_fit_args(epochs, batch_size, lr, fast, time_budget)
+    log = check_fit_log(log)
     program = as_program(program, data_plate=data_plate)
     obj = parse_objective(objective)
     dev = resolve_device(device)
@@ -330,7 +336,24 @@ def fit(
             params=strategy.checkpoint_params(),
         )
 
-    with _locked(checkpoint_dir):
+    module = program.module
+    settings = {  # what fit(..., log="mlflow") records as the MLflow run's parameters
+        "objective": obj.spec,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "device": str(dev),
+        "fast": fast,
+        "data_plate": data_plate or "data",
+        "program": type(module if module is not None else program).__name__,
+        "model": getattr(module, "config", None),
+        "n_train": train.n,
+    }
+    with (
+        _locked(checkpoint_dir),
+        fit_log(log, settings, callback, checkpoint_dir, ctx.is_main) as callback,
+    ):
         run_epochs(
             strategy,
             train,
