@@ -32,11 +32,11 @@ test: setup-dev
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q
 
 # The documentation site into docs/_build/html, warnings as errors (-W --keep-going: every warning is
-# listed, then the build fails). The notebooks are executed once into docs/tutorials/generated/ (reused
+# listed, then the build fails; -E: every page read again, as docstrings are not tracked). The notebooks are executed once into docs/tutorials/generated/ (reused
 # while they and the package are unchanged); docs/check_site.py then checks every public name's page.
 docs: setup-docs
 	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) docs/execute_notebooks.py
-	$(PY) -m sphinx -b html -W --keep-going -q docs docs/_build/html
+	$(PY) -m sphinx -b html -E -W --keep-going -q docs docs/_build/html
 	$(PY) docs/check_site.py docs/_build/html
 	@echo "docs: docs/_build/html/index.html"
 

@@ -33,9 +33,13 @@ def problems(html: Path) -> list[str]:
     parser = build_parser()
     (sub,) = [a for a in parser._actions if a.dest == "command"]  # argparse has no public accessor
     text = cli.read_text() if cli.is_file() else ""
-    for command in sub.choices:
-        if f"ppl-vae {command}" not in text:
+    for command, subparser in sub.choices.items():
+        if f'<section id="ppl-vae-{command}"' not in text:
             found.append(f"the CLI reference lacks `ppl-vae {command}`")
+        for action in subparser._actions:
+            long = [o for o in action.option_strings if o.startswith("--")]
+            if long and long[0] not in text:
+                found.append(f"the CLI reference lacks `ppl-vae {command} {long[0]}`")
     assert len(sub.choices) == len(COMMANDS)
     return found
 

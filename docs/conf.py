@@ -67,6 +67,11 @@ extlinks = {
     "mlflow": ("https://mlflow.org/docs/latest/%s", "%s"),
 }
 
+# code without a language is shown as typed (the CLI's usage lines, plain ``` blocks), and `--flag` stays
+# `--flag` (Sphinx's smart quotes would print an en dash)
+highlight_language = "text"
+smartquotes = False
+
 html_theme = "furo"
 html_title = f"ppl_vae {release}"
 html_static_path: list[str] = []

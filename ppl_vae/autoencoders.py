@@ -426,6 +426,12 @@ def make_autoencoder(kind: str, input_dim: int, latent_dim: int = 2, **kwargs: A
 
     Keyword arguments that are None are dropped (the class default is used); arguments the
     class does not take raise a ``ValueError`` naming them.
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> ae = pv.make_autoencoder("dae", input_dim=6, latent_dim=2, hidden_dims=(8,), sigma=0.2)
+        >>> type(ae).__name__
+        'DenoisingAE'
     """
     if kind not in _CLASSES:
         raise UserError(

@@ -220,12 +220,35 @@ def register_likelihood(
     its spec (:attr:`Likelihood.spec`) reloads in any process that registered it again. ``traits``:
     ``support`` (text for docs), ``reconstruction`` (``"nll"`` or ``"mse"``: which reconstruction error
     a comparison reports).
+
+    Examples:
+        >>> import pyro.distributions as dist
+        >>> import ppl_vae as pv
+        >>> from ppl_vae.likelihoods import Likelihood
+        >>> from ppl_vae.registry import REGISTRY
+        >>> class Laplace(Likelihood):  # x | z ~ Laplace(decoder(z), 0.5) per coordinate
+        ...     name = "laplace_example"
+        ...     def dist(self, out):
+        ...         return dist.Laplace(out, 0.5).to_event(1)
+        ...     def mean(self, out):
+        ...         return out
+        >>> pv.register_likelihood("laplace_example", Laplace, doc="Laplace, scale 0.5")
+        >>> vae = pv.VAE(input_dim=3, latent_dim=2, hidden_dims=(8,), likelihood="laplace_example")
+        >>> vae.config["likelihood"]
+        'laplace_example'
+        >>> REGISTRY.unregister("likelihood", "laplace_example")  # (this example cleans up)
     """
     register("likelihood", name, factory, params=params, doc=doc, replace=replace, **traits)
 
 
 def available_likelihoods() -> dict[str, str]:
-    """Registered likelihood names with one-line descriptions and their parameters."""
+    """Registered likelihood names with one-line descriptions and their parameters.
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> {"bernoulli", "continuous_bernoulli", "gaussian"} <= set(pv.available_likelihoods())
+        True
+    """
     return REGISTRY.describe("likelihood")
 
 
@@ -234,6 +257,11 @@ def make_likelihood(spec: str | Likelihood, input_dim: int) -> Likelihood:
 
     A :class:`Likelihood` instance passes through; an unknown name or parameter is a
     :class:`~ppl_vae.errors.UserError` listing the registered ones.
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> pv.make_likelihood("gaussian:scale=0.1", input_dim=3).spec
+        'gaussian:scale=0.1'
     """
     if isinstance(spec, Likelihood):
         return spec

@@ -46,7 +46,27 @@ def trained_state(program: Program) -> dict[str, Any] | None:
 
 
 def trained_params(program: Any, guide: Callable | None = None) -> dict[str, torch.Tensor]:
-    """The trained values (constrained) of the plain ``pyro.param`` sites of a program, by name."""
+    """The trained values (constrained) of the plain ``pyro.param`` sites of a program, by name.
+
+    Examples:
+        >>> import pyro
+        >>> import pyro.distributions as dist
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> def model(x):
+        ...     loc = pyro.param("loc", torch.zeros(1))
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+        ...         pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+        >>> def guide(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("z", dist.Normal(0.8 * x, 0.45).to_event(1))
+        >>> program = pv.Program(model, guide)
+        >>> x = torch.full((64, 1), 1.5)
+        >>> _ = pv.fit(program, x, "analytic", epochs=20, lr=0.05, progress=False)
+        >>> sorted(pv.trained_params(program)), pv.trained_params(program)["loc"].shape
+        (['loc'], torch.Size([1]))
+    """
     state = trained_state(as_program(program, guide))
     if not state:
         return {}

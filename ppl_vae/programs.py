@@ -81,6 +81,23 @@ class Program:
         data_plate: the name of the plate over data points (default ``"data"``).
         owner: the object the pair belongs to (an ``nn.Module`` whose parameters and
             ``check_data`` it uses); set by :func:`as_program`, None for free functions.
+
+    Examples:
+        >>> import pyro
+        >>> import pyro.distributions as dist
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> def model(x):
+        ...     loc = pyro.param("loc", torch.zeros(1))
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Normal(loc, 1.0).to_event(1))
+        ...         pyro.sample("x", dist.Normal(z, 0.5).to_event(1), obs=x)
+        >>> def guide(x):
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("z", dist.Normal(0.8 * x, 0.45).to_event(1))
+        >>> program = pv.Program(model, guide)
+        >>> pv.iw_log_likelihood(program, torch.zeros(5, 1), num_samples=50, seed=0).shape
+        torch.Size([5])
     """
 
     model: Callable[..., Any]

@@ -196,6 +196,16 @@ def amortization_gap(
         change of ``loc`` and ``log scale``. ``.attrs``: ``loss_curve`` (refinement loss per step, nats per
         point), ``settings`` (``analytic_kl`` as used). Nothing is clamped: a negative amortisation gap means
         the refinement did not converge (raise ``steps`` or lower ``lr``).
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> lg = pv.LinearGaussianVAE(input_dim=3, latent_dim=1)
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+        >>> gaps = pv.amortization_gap(lg, x, num_samples=100, elbo_samples=100, steps=20)
+        >>> len(gaps)
+        4
     """
     program, data, _ = resolve(model, guide, x, 1, data_plate)
     for arg, value in (

@@ -204,6 +204,14 @@ def run_comparison(
 
     Returns:
         :class:`Comparison` (``.table``, ``.paired()``, ``.points``, ``.curves``, ``.save(dir)``).
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> data = pv.load_dataset("two_moons", n_samples=200, seed=0)
+        >>> result = pv.run_comparison(["analytic", "iwae:k=3"], data, seeds=[0], epochs=1,
+        ...                            num_samples=100, latent_dim=2, hidden_dims=(8,))
+        >>> sorted(result.table["method"]), result.reference
+        (['analytic', 'iwae:k=3'], 'analytic')
     """
     from ..runs import default_likelihood, resolve_binarize
 
@@ -371,6 +379,13 @@ def compare(
     ``pv.compare(["trace", "analytic", "iaf:n=2/iwae:k=5,grad=dreg"], "digits", seeds=[0, 1, 2], epochs=50)``;
     keyword arguments as in :func:`run_comparison`. Use :func:`run_comparison` for the paired
     differences, per-point values, curves and saving.
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> table = pv.compare(["trace", "analytic"], "two_moons", seeds=[0], epochs=1,
+        ...                    num_samples=100, latent_dim=2, hidden_dims=(8,))
+        >>> sorted(table["method"])
+        ['analytic', 'trace']
     """
     return run_comparison(methods, dataset, seeds, epochs, **kwargs).table
 
@@ -389,6 +404,17 @@ def compare_runs(
     Runs are keyed by (method, seed), the method read from the run's model (class, guide) and objective.
     Runs of the same seed must share their data exactly (same dataset, split sizes, binarisation and
     tensors), else :class:`DataMismatch`: a paired comparison of different test sets would be meaningless.
+
+    Examples:
+        >>> import tempfile
+        >>> import ppl_vae as pv
+        >>> from ppl_vae.runs import train_run
+        >>> root = tempfile.mkdtemp()
+        >>> runs = [train_run(f"{root}/{o}", dataset="two_moons", objective=o, epochs=1, latent_dim=2,
+        ...                   hidden_dims=(8,), progress=False) for o in ("trace", "analytic")]
+        >>> result = pv.compare_runs(runs, num_samples=100)
+        >>> sorted(result.table["method"])
+        ['analytic', 'trace']
     """
     from ..runs import Run, load_run
 

@@ -35,7 +35,13 @@ __all__ = ["Method", "ProgramMethod", "method_of"]
 @dataclass(frozen=True)
 class Method:
     """(model, guide, objective), each a spec string; model and guide held in canonical form, the objective
-    as written (validated; see the module docstring)."""
+    as written (validated; see the module docstring).
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> pv.Method(guide="iaf:n=2", objective="iwae:k=5")
+        Method(model='vae', guide='iaf:n=2', objective='iwae:k=5')
+    """
 
     model: str = "vae"
     guide: str = "meanfield"

@@ -96,6 +96,15 @@ def paired_differences(
         ``mean_diff`` = mean of the per-seed means, ``se_seeds`` = their sd / sqrt(S) (NaN for one
         seed), ``se_points`` = sqrt(sum of squared per-seed se_points) / S, ``z`` = mean_diff / se
         (se_seeds when S > 1, else se_points).
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> data = pv.load_dataset("two_moons", n_samples=200, seed=0)
+        >>> result = pv.run_comparison(["analytic", "trace"], data, seeds=[0], epochs=1,
+        ...                            num_samples=100, latent_dim=2, hidden_dims=(8,))
+        >>> paired = pv.paired_differences(result.points, reference="analytic")
+        >>> sorted(set(paired["method"]))
+        ['trace']
     """
     methods = list(dict.fromkeys(points["method"]))
     if reference not in methods:

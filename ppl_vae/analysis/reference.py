@@ -286,6 +286,17 @@ def reference_posterior(
         jit_compile: compile the potential energy with ``torch.jit.trace`` (Pyro's option; the same draws;
             its deprecation warning is silenced).
         data_plate: the data plate's name.
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> lg = pv.LinearGaussianVAE(input_dim=3, latent_dim=1)
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+        >>> ref = pv.reference_posterior(lg, x, indices=[0], num_chains=2, num_samples=50, warmup=50,
+        ...                              jit_compile=False)
+        >>> ref.indices, ref.site
+        ([0], 'z')
     """
     if isinstance(indices, (int, np.integer)) and not isinstance(indices, bool):
         indices = [int(indices)]

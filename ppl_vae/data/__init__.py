@@ -110,6 +110,14 @@ def load_dataset(
     Raises:
         DataError: unknown name or bad argument values, data that fail validation (a ValueError).
         MissingFileError: missing data files (a FileNotFoundError).
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> data = pv.load_dataset("digits", binarize="static", seed=0)
+        >>> data.train.shape, data.test.shape, data.meta.binarize
+        (torch.Size([1437, 64]), torch.Size([360, 64]), 'static')
+        >>> sorted(data.train.unique().tolist())
+        [0.0, 1.0]
     """
     if not isinstance(name, str):
         raise DataError(f"name must be a string; got {type(name).__name__}: {name!r}")

@@ -29,6 +29,15 @@ def evaluate_autoencoder(
         ``penalty`` (the regulariser on ``x``: mean over points; the sparse KL on the whole of ``x``),
         ``mean_code_activation`` (mean of the code over points and units),
         ``log_px`` (None, always: an autoencoder defines no p(x)).
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> x = torch.rand(64, 6, generator=torch.Generator().manual_seed(0))
+        >>> ae = pv.make_autoencoder("ae", input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> result = pv.evaluate_autoencoder(ae, x)
+        >>> result["n"], result["log_px"]  # an autoencoder has no likelihood
+        (64, None)
     """
     x = ae.check_data(x, "x")
     device = next(ae.parameters()).device

@@ -100,6 +100,14 @@ def psis_diagnostics(
         ValueError: ``K < 2``: a Pareto tail cannot be fitted to fewer than 2 draws per point
             (ArviZ fits the largest ``min(K/5, 3 sqrt(K))`` draws and needs at least 5 of them;
             in practice use ``K >= 100``).
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> log_w = 0.5 * torch.randn(3, 1000, generator=torch.Generator().manual_seed(0))  # (N, K)
+        >>> d = pv.psis_diagnostics(log_w)
+        >>> d.khat.shape, bool((d.khat < 0.5).all())  # light-tailed weights: k-hat < 0.5
+        ((3,), True)
     """
     lw = (
         log_w.detach().cpu().double().numpy()

@@ -336,6 +336,18 @@ def evaluate(
     The per-point ``elbo`` is the mean of the same K log weights whose log-mean-exp is the
     ``iw_log_likelihood``, so ``gap >= 0`` for every point. k-hat: < 0.5 good, 0.5-0.7 usable, > 0.7 the
     point's IW estimate is unreliable. Discrete latents of the guide are sampled (the report says so).
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.bernoulli(torch.full((20, 6), 0.5), generator=torch.Generator().manual_seed(0))
+        >>> vae = pv.VAE(input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> report = pv.evaluate(vae, x, num_samples=100, seed=0)
+        >>> report.summary["n"], report.summary["num_samples"]
+        (20, 100)
+        >>> list(report.points.columns[:5])
+        ['elbo', 'iw_log_likelihood', 'gap', 'khat', 'ess']
     """
     check_fast(fast)
     if estimator not in ("iw", "ais"):

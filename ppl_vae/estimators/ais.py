@@ -557,6 +557,16 @@ def ais_log_likelihood(
     pass per row (its activations plus about twice the data dimension) and ``d`` the latent numbers per
     point, plus ``8 N C`` bytes of log weights: independent of T and L. :func:`bdmc` costs about twice as
     much. Runs on the data's device (CPU or CUDA).
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> lg = pv.LinearGaussianVAE(input_dim=3, latent_dim=1)
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+        >>> ais = pv.ais_log_likelihood(lg, x, num_steps=100, num_chains=8, leapfrog_steps=2, seed=0)
+        >>> bool(((ais - lg.exact_log_likelihood(x)).abs() < 0.1).all())
+        True
     """
     t0 = time.perf_counter()
     program, rows, seed, info, cfg, bar = start(

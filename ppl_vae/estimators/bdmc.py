@@ -109,6 +109,16 @@ def bdmc(
     Returns:
         A DataFrame with one row per simulated point and columns ``lower``, ``upper``, ``gap`` (nats); with
         ``return_simulated=True``, ``(frame, simulated_rows)`` (a tuple of tensors, the data's layout).
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> lg = pv.LinearGaussianVAE(input_dim=3, latent_dim=1)
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+        >>> frame = pv.bdmc(lg, x, num_steps=50, num_chains=4, leapfrog_steps=2, seed=0)
+        >>> list(frame.columns[:3]), len(frame)
+        (['lower', 'upper', 'gap'], 4)
     """
     t0 = time.perf_counter()
     program, rows, seed, info, cfg, bar = start(

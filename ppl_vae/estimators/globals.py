@@ -39,6 +39,25 @@ def fix_globals(
         values: ``{site: value}``; default: the mean of the guide's distribution at each global site
             (or one draw where the family has no closed-form mean).
         data_plate: the data plate's name (default: the program's, else ``"data"``).
+
+    Examples:
+        >>> import pyro
+        >>> import pyro.distributions as dist
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> def model(x):
+        ...     mu = pyro.sample("mu", dist.Normal(0.0, 1.0))  # a global latent
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Normal(mu, 1.0))
+        ...         pyro.sample("x", dist.Normal(z, 1.0), obs=x)
+        >>> def guide(x):
+        ...     pyro.sample("mu", dist.Normal(0.5, 0.1))
+        ...     with pyro.plate("data", len(x)):
+        ...         pyro.sample("z", dist.Normal(x / 2, 0.7))
+        >>> x = torch.zeros(3)
+        >>> fixed = pv.fix_globals(pv.Program(model, guide), x)  # mu at its guide mean, 0.5
+        >>> pv.iw_log_likelihood(fixed, x, num_samples=100, seed=0).shape
+        torch.Size([3])
     """
     program = as_program(program, data_plate=data_plate)
     rows = as_rows(data, "data")

@@ -423,6 +423,16 @@ def log_weights(
 
     Returns:
         ``(N, K)`` tensor of log weights (nats), samples on the last axis (as ArviZ's ``psislw`` wants).
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.bernoulli(torch.full((20, 6), 0.5), generator=torch.Generator().manual_seed(0))
+        >>> vae = pv.VAE(input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> log_w = pv.log_weights(vae, x, num_samples=7, seed=0)  # log p(x, z_k) - log q(z_k | x)
+        >>> log_w.shape
+        torch.Size([20, 7])
     """
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
@@ -463,6 +473,16 @@ def iw_log_likelihood(
 
     ``IW_K(x_n) = log (1/K) sum_k p(x_n, z_k) / q(z_k | x_n)``: a lower bound on ``log p(x_n)`` in
     expectation that rises with K; memory bounded by the chunk sizes. Arguments as :func:`log_weights`.
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> lg = pv.LinearGaussianVAE(input_dim=3, latent_dim=1)
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+        >>> iw = pv.iw_log_likelihood(lg, x, num_samples=5000, seed=0)  # (N,) nats
+        >>> bool(((iw - lg.exact_log_likelihood(x)).abs() < 0.05).all())  # IW converges to log p(x)
+        True
     """
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
@@ -505,6 +525,17 @@ def elbo(
     ``analytic_kl=True``: ``mean_k log p(x_n | z_k) - sum_sites KL(q(z | x_n) || p(z))``, the KL in
     closed form (as ``TraceMeanField_ELBO``); needs reparameterised guide sites and a registered KL.
     Other arguments as :func:`log_weights`.
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.bernoulli(torch.full((20, 6), 0.5), generator=torch.Generator().manual_seed(0))
+        >>> vae = pv.VAE(input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> pv.elbo(vae, x, num_samples=10, seed=0).shape  # one ELBO per data point, in nats
+        torch.Size([20])
+        >>> bool((pv.elbo(vae.model, vae.guide, x, analytic_kl=True, seed=0) < 0).all())
+        True
     """
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)

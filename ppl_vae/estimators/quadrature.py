@@ -53,6 +53,16 @@ def quadrature_log_likelihood(
         bounds: ``(low, high)`` of the grid on every axis when ``grid`` is an int.
         batch_size: points per call (default: about ``ROWS_PER_CALL`` rows per call).
         data_plate: the name of the data plate.
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> lg = pv.LinearGaussianVAE(input_dim=3, latent_dim=1)
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+        >>> q = pv.quadrature_log_likelihood(lg.model, x, grid=2001)  # a 1-D latent on a grid
+        >>> bool(torch.allclose(q, lg.exact_log_likelihood(x), atol=1e-3))
+        True
     """
     owner = model if callable(getattr(model, "model", None)) else None
     program = as_program(

@@ -35,7 +35,15 @@ def register_model(cls: type[nn.Module]) -> type[nn.Module]:
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
-    """Rebuild a model from its ``config`` (as stored beside a checkpoint)."""
+    """Rebuild a model from its ``config`` (as stored beside a checkpoint).
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> vae = pv.VAE(input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> again = pv.build_model(vae.config)  # same architecture, fresh weights
+        >>> type(again).__name__, again.config == vae.config
+        ('VAE', True)
+    """
     config = dict(config)
     cls_name = config.pop("class", "VAE")
     if cls_name not in MODELS:

@@ -67,6 +67,17 @@ class VAE(nn.Module):
             (``input_dim=64 -> (1, 8, 8)``).
         prior: p(z), a spec of :mod:`ppl_vae.priors` (default ``"standard_normal"``) or a
             :class:`~ppl_vae.priors.Prior`.
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> x = torch.bernoulli(torch.full((20, 6), 0.5), generator=torch.Generator().manual_seed(0))
+        >>> vae = pv.VAE(input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> vae.config["latent_dim"], vae.config["likelihood"]
+        (2, 'bernoulli')
+        >>> pv.elbo(vae.model, vae.guide, x, seed=0).shape  # model and guide are plain Pyro functions
+        torch.Size([20])
     """
 
     def __init__(
@@ -212,6 +223,15 @@ class LinearGaussianVAE(VAE):
         latent_dim: d.
         noise_scale: fix the noise scale s (same for every dimension); ``None`` learns one per dimension.
         guide: ``"meanfield"`` (default), ``"fullrank"`` or ``"iaf:n=K"``, with a linear encoder.
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> _ = torch.manual_seed(0)
+        >>> lg = pv.LinearGaussianVAE(input_dim=3, latent_dim=1)
+        >>> x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+        >>> lg.exact_log_likelihood(x).shape  # probabilistic PCA: log p(x) in closed form
+        torch.Size([4])
     """
 
     def __init__(

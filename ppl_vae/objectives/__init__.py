@@ -208,6 +208,16 @@ def register_objective(
     it refuses (see :meth:`Objective.check`); ``fast_paths`` which fast paths of ``fit`` it supports, for
     which parameter values (see :data:`FAST_PATHS`; none by default: Pyro's loss every step).
     ``replace=True`` (the default, as before the registry): a name registered again is replaced.
+
+    Examples:
+        >>> from pyro.infer import Trace_ELBO
+        >>> import ppl_vae as pv
+        >>> pv.register_objective(
+        ...     "trace_many", lambda particles=4: Trace_ELBO(num_particles=particles),
+        ...     {"particles": 4}, "Trace_ELBO averaged over several particles",
+        ... )
+        >>> pv.parse_objective("trace_many:particles=8").spec
+        'trace_many:particles=8'
     """
     REGISTRY.register(
         "objective",
@@ -226,7 +236,13 @@ def register_objective(
 
 
 def available_objectives() -> dict[str, str]:
-    """Registered objective names with one-line descriptions and their parameters."""
+    """Registered objective names with one-line descriptions and their parameters.
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> {"trace", "analytic", "iwae", "renyi", "enum"} <= set(pv.available_objectives())
+        True
+    """
     return REGISTRY.describe("objective")
 
 
@@ -234,6 +250,11 @@ def format_objective(name: str, params: Mapping[str, Any]) -> str:
     """Inverse of :func:`parse_objective`'s string parsing: ``("iwae", {"k": 5}) -> "iwae:k=5"``.
 
     Parameters at their defaults are left out, so the string is canonical.
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> pv.format_objective("iwae", {"k": 50})  # parameters at defaults are left out
+        'iwae:k=50'
     """
     entry = REGISTRY.get("objective", name)
     if entry is None:
@@ -248,6 +269,13 @@ def parse_objective(spec: str | Objective, **overrides: Any) -> Objective:
 
     Raises :class:`~ppl_vae.errors.UserError` naming the valid objectives or parameters when the string
     is wrong (an unknown name or parameter, a parameter given twice, a value of the wrong type).
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> pv.parse_objective("iwae:k=50").spec
+        'iwae:k=50'
+        >>> pv.parse_objective("analytic", beta=4).spec
+        'analytic:beta=4'
     """
     if isinstance(spec, Objective):
         return spec

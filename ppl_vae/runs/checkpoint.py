@@ -92,6 +92,16 @@ def save_checkpoint(
         ResourceError: a full disk, a file-size limit or a read-only folder; the previous
             checkpoint is left current and loadable, and no temporary file remains.
         RunLockedError: another process is writing to ``directory``.
+
+    Examples:
+        >>> import tempfile
+        >>> import ppl_vae as pv
+        >>> vae = pv.VAE(input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = pv.save_checkpoint(folder, vae)
+        >>> model, config = pv.load_checkpoint(folder)
+        >>> type(model).__name__, model.config == vae.config
+        ('VAE', True)
     """
     directory = Path(directory)
     with lock_folder(directory):
@@ -266,6 +276,17 @@ def load_checkpoint(
 
     ``config["training"]`` holds the history and the state needed to resume, ``config["data"]``
     the dataset metadata.
+
+    Examples:
+        >>> import tempfile
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> vae = pv.VAE(input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> folder = tempfile.mkdtemp()
+        >>> _ = pv.save_checkpoint(folder, vae)
+        >>> model, config = pv.load_checkpoint(folder)
+        >>> all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), vae.state_dict().values()))
+        True
     """
 
     def action(s: _Set):

@@ -111,6 +111,15 @@ def fit_autoencoder(
         ``train_reconstruction`` and ``train_penalty`` (its two parts), ``test_loss`` (the
         reconstruction error of the clean test split at the end of the epoch, per point),
         ``seconds`` and ``objective`` (the model's :attr:`~Autoencoder.spec`); ``.state``.
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> x = torch.rand(64, 6, generator=torch.Generator().manual_seed(0))
+        >>> ae = pv.make_autoencoder("ae", input_dim=6, latent_dim=2, hidden_dims=(8,))
+        >>> history = pv.fit_autoencoder(ae, x, epochs=2, progress=False)
+        >>> [record["epoch"] for record in history]
+        [1, 2]
     """
     from .svi import check_fit_args
 

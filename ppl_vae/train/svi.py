@@ -246,6 +246,19 @@ def fit(
     Raises:
         UserError: bad data or arguments; ProgramError: a program the objective cannot train (named);
         TrainingDiverged: the loss became non-finite (everything restored to the last good epoch).
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> data = pv.load_dataset("two_moons", n_samples=200, seed=0)
+        >>> vae = pv.VAE(input_dim=2, latent_dim=2, hidden_dims=(16,), likelihood="gaussian")
+        >>> history = pv.fit(vae, data, "analytic", epochs=2, progress=False)
+        >>> [record["epoch"] for record in history], history.state.epoch
+        ([1, 2], 2)
+        >>> list(history.to_frame().columns[:4])
+        ['epoch', 'step', 'train_elbo', 'test_elbo']
+        >>> history = pv.fit(vae, data, "analytic", epochs=1, progress=False)  # continues: epoch 3
+        >>> history.state.epoch
+        3
     """
     check_fit_args(epochs, batch_size, lr, fast, time_budget)
     log = check_fit_log(log)
