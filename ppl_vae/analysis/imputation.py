@@ -231,6 +231,28 @@ def impute(
 
     Returns:
         :class:`Imputation`; a warning names the rows whose k-hat exceeds 0.7.
+
+    Examples:
+        >>> import pyro
+        >>> import pyro.distributions as dist
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> def model(x, mask):  # observes only the observed cells
+        ...     with pyro.plate("data", len(x)):
+        ...         z = pyro.sample("z", dist.Normal(x.new_zeros(len(x), 1), 1.0).to_event(1))
+        ...         loc = z.expand(*z.shape[:-1], 3)
+        ...         pyro.sample("x", dist.Normal(loc, 0.5).mask(mask).to_event(1), obs=x)
+        >>> def guide(x, mask):
+        ...     with pyro.plate("data", len(x)):
+        ...         n = mask.sum(-1, keepdim=True)
+        ...         loc = 4 * (x * mask).sum(-1, keepdim=True) / (1 + 4 * n)
+        ...         pyro.sample("z", dist.Normal(loc, 1.5 * (1 + 4 * n).rsqrt()).to_event(1))
+        >>> x = torch.tensor([[1.0, float("nan"), 1.2], [-0.5, -0.4, float("nan")]])  # NaN: missing
+        >>> result = pv.impute(pv.Program(model, guide), x, num_samples=1000, seed=0)
+        >>> result.completed.shape, result.summary["n_imputed_cells"]
+        ((2, 3), 2)
+        >>> float(result.completed.iloc[0, 0]), bool(result.completed.notna().all().all())
+        (1.0, True)
     """
     check_int(num_samples, "num_samples", minimum=2)
     program = as_program(model, data_plate=data_plate)

@@ -117,6 +117,14 @@ def rubin(estimates: Sequence[Any], variances: Sequence[Any], dof: float | None 
     Args:
         estimates: ``q_m`` per completed table. variances: ``u_m`` (squared standard errors).
         dof: the complete-data degrees of freedom (e.g. ``n - 1`` for a mean); None: large-sample.
+
+    Examples:
+        >>> import ppl_vae as pv
+        >>> pooled = pv.rubin([1.0, 1.2, 0.9], [0.04, 0.05, 0.04], dof=99)
+        >>> round(float(pooled.estimate[0]), 4), pooled.m
+        (1.0333, 3)
+        >>> round(float(pooled.total[0]), 4)  # within + (1 + 1/M) between
+        0.0744
     """
     q, names = _as_matrix(estimates, "estimates")
     u, _ = _as_matrix(variances, "variances")
@@ -162,6 +170,14 @@ def pool(
 
     ``pv.pool(imputation.tables, lambda t: (t.age.mean(), t.age.var() / len(t)), dof=len(t) - 1)``;
     estimates may be vectors (a pandas Series keeps its index as the component names).
+
+    Examples:
+        >>> import pandas as pd
+        >>> import ppl_vae as pv
+        >>> tables = [pd.DataFrame({"age": [30.0, 40.0, 50.0 + m]}) for m in range(3)]
+        >>> pooled = pv.pool(tables, lambda t: (t.age.mean(), t.age.var() / len(t)), dof=2)
+        >>> round(float(pooled.estimate[0]), 4), pooled.m
+        (40.3333, 3)
     """
     if isinstance(tables, pd.DataFrame) or not all(isinstance(t, pd.DataFrame) for t in tables):
         raise ArgumentTypeError(
