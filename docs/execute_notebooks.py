@@ -49,12 +49,20 @@ def execute(notebook: Path, key: str, timeout: int) -> float:
     """Run ``notebook`` and write the executed copy (atomically); return the seconds it took."""
     nb = nbformat.read(notebook, as_version=4)
     env = dict(
-        os.environ, OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline"
+        os.environ,
+        OMP_NUM_THREADS="1",
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
+        # tqdm.auto's note that ipywidgets is absent is about the kernel, not the tutorial: not shown
+        PYTHONWARNINGS="ignore:IProgress not found",
     )
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ppl_vae-nb-") as cwd:
         client = nbclient.NotebookClient(
-            nb, kernel_name="python3", timeout=timeout, resources={"metadata": {"path": cwd}}
+            nb,
+            kernel_name="python3",
+            timeout=timeout,
+            resources={"metadata": {"path": cwd}},
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],  # not its TCP-encryption notice
         )
         client.execute(env=env)  # raises CellExecutionError naming the cell
     nb.metadata[KEY] = key
