@@ -88,7 +88,7 @@ def test_train_resume_evaluate_round_trip(store, monkeypatch, capsys):
         assert _history(client, run.info.run_id, key) == [
             (int(r["epoch"]), float(r[key])) for r in rows
         ], key
-    summary = json.loads((folder / "run" / "evaluation.json").read_text())
+    summary = json.loads((folder / "run" / "evaluation" / "evaluation.json").read_text())
     for key in ("iw_mean", "elbo_mean", "gap_mean", "khat_share_above_0.7", "active_units"):
         assert math.isclose(run.data.metrics[f"evaluation/test/{key}"], summary[key], rel_tol=1e-12)
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "run")}
