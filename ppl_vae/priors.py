@@ -120,7 +120,7 @@ def register_prior(
     """Add a prior: ``factory(latent_dim=d, **params)`` returns a :class:`Prior`.
 
     Once registered, ``VAE(..., prior="name:key=value")`` builds it and ``--help``, ``available_priors()``
-    and the README's table list it. ``closed_form_kl``: whether the Gaussian guides have a closed-form
+    and the user guide's table list it. ``closed_form_kl``: whether the Gaussian guides have a closed-form
     ``KL(q || p)`` with it.
     """
     register(

@@ -20,7 +20,7 @@ does not convert is a :class:`~ppl_vae.errors.UserError` naming the kind, the sp
 entry print the same (``"iwae:k=5"`` and ``"iwae"`` are one spec when 5 is the default).
 
 Adding a building block is one module that calls :func:`register` (and its test); ``--help`` texts,
-``available_*()`` and the README tables are generated from :meth:`Registry.rows`.
+``available_*()`` and the user guide's tables are generated from :meth:`Registry.rows`.
 """
 
 from __future__ import annotations
@@ -400,7 +400,7 @@ class Registry:
         ]
 
     def markdown(self, kind: Kind) -> str:
-        """The table of ``kind`` in Markdown (the README's tables are this text, checked by a test)."""
+        """The table of ``kind`` in Markdown (the user guide's tables are this text, checked by a test)."""
         rows = self.rows(kind)
         headers = list(rows[0]) if rows else ["name", "parameters", "description"]
 

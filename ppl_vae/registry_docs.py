@@ -1,4 +1,4 @@
-"""The README's tables of objectives, guides, likelihoods, priors, models and datasets, from the registry.
+"""The user guide's tables of objectives, guides, likelihoods, priors, models and datasets, from the registry.
 
 A table in a Markdown file sits between two markers and is the registry's text for its kind
 (:meth:`~ppl_vae.registry.Registry.markdown`)::
@@ -11,11 +11,12 @@ A table in a Markdown file sits between two markers and is the registry's text f
 ::
 
     python -m ppl_vae.registry_docs objective            # print one kind's table
-    python -m ppl_vae.registry_docs --write README.md    # rewrite every marked table in place
-    python -m ppl_vae.registry_docs --check README.md    # exit 1 (naming the kinds) when one is stale
+    python -m ppl_vae.registry_docs --write docs/guide/models.md   # rewrite its marked tables in place
+    python -m ppl_vae.registry_docs --check docs/guide/models.md   # exit 1 (naming the kinds) when stale
 
-``tests/test_registry.py`` runs the check on the README, so a registered entry that the README does not
-list (or a table edited by hand) fails the suite.
+The tables are in ``docs/guide/`` (``objectives.md``, ``models.md``, ``data.md``); ``tests/test_registry.py``
+runs the check on every page of ``docs/``, so a registered entry that the guide does not list (or a table
+edited by hand) fails the suite.
 """
 
 from __future__ import annotations

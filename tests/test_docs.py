@@ -8,6 +8,7 @@ built HTML with ``docs/check_site.py``); these tests need no Sphinx.
 from __future__ import annotations
 
 import inspect
+import re
 import sys
 from pathlib import Path
 
@@ -60,3 +61,19 @@ def test_public_functions_carry_an_example():
         f"public functions without an example in their docstring: {missing} (add an 'Examples:' "
         "section with a short >>> example on tiny data; it runs as a doctest)"
     )
+
+
+def test_readme_is_a_front_door_into_the_docs():
+    """Under ~200 lines, the two commands first, and every link into the repository resolves."""
+    text = (ROOT / "README.md").read_text()
+    lines = text.splitlines()
+    assert len(lines) < 200, f"README.md has {len(lines)} lines: move the detail into docs/"
+    assert lines[1].startswith("make demo") and lines[2].startswith("make test"), lines[:3]
+    links = re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text)
+    local = [link for link in links if "://" not in link]
+    assert any(link.startswith("docs/guide/") for link in local)
+    missing = [link for link in local if not (ROOT / link).exists()]
+    assert not missing, f"README links to files that do not exist: {missing}"
+    for page in (ROOT / "docs" / "guide").glob("*.md"):
+        if page.name != "index.md":
+            assert f"docs/guide/{page.name}" in text, f"the README does not point to {page.name}"

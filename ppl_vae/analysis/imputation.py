@@ -222,7 +222,7 @@ def impute(
 
     Args:
         model: a program (``.model``/``.guide``) whose model masks its observed site, called as
-            ``model(x, mask, ...)`` (our VAE does; the README shows the Pyro idiom for your own).
+            ``model(x, mask, ...)`` (the user guide's missing-values section shows the Pyro idiom).
         data: a DataFrame (encoded by ``schema`` or the model's; without one, numeric columns as they
             are), a Dataset (its ``split``), a tensor/array with NaN, or ``(x_filled, mask)``.
         num_samples: K importance samples per row. multiple: M completed tables (None: none).
