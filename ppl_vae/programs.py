@@ -5,9 +5,16 @@ r"""The program contract: what every entry point of ppl_vae accepts, and what it
 :class:`~ppl_vae.models.VAE` is one such object, with no path the contract does not give to
 users), or :class:`Program` for two free functions. Optional hooks of the owner object:
 ``check_data(x, arg)`` validates the observations at the boundary (our VAE checks the likelihood's
-support with it); ``dataset_inputs(dataset, split)`` returns the row-aligned tensors (labels,
-conditioning inputs) a program takes after ``x`` when it is given a :class:`~ppl_vae.data.Dataset`;
-``epoch_metrics(dataset)`` returns extra numbers ``fit`` records after every epoch (M2's test accuracy).
+support with it), or ``check_rows(rows, arg)`` the whole row-aligned batch (``(x, mask)``);
+``dataset_inputs(dataset, split)`` returns the row-aligned tensors (labels, conditioning inputs, the
+mask of missing cells) a program takes after ``x`` when it is given a :class:`~ppl_vae.data.Dataset`;
+``split_missing(rows)`` turns ``(x_with_nan, ...)`` into ``(filled, mask, ...)`` (the built-in VAEs: NaN
+means missing); ``epoch_metrics(dataset)`` returns extra numbers ``fit`` records after every epoch (M2's
+test accuracy).
+
+**Missing values.** NaN in the observations means a missing cell: :meth:`Program.rows` hands them to the
+owner's ``split_missing`` hook, and refuses them in one line showing the Pyro idiom for a program without
+one (:data:`~ppl_vae.data.missing.PYRO_MASK_IDIOM`).
 
 **Data.** A tensor ``(N, ...)`` (rows are data points, any trailing shape), a
 :class:`~ppl_vae.data.Dataset` (its train split), or a tuple of row-aligned tensors
@@ -136,11 +143,42 @@ class Program:
         return self.owner if self.owner is not None else getattr(self.model, "__self__", self.model)
 
     def check_data(self, batch: tuple[torch.Tensor, ...], arg: str) -> tuple[torch.Tensor, ...]:
-        """The owner's ``check_data(x, arg)`` on the observations (the first tensor), if it has one."""
+        """The owner's ``check_rows(batch, arg)`` if it has one, else its ``check_data(x, arg)`` on the
+        observations (the first tensor), if it has one."""
+        rows_check = getattr(self.owner, "check_rows", None)
+        if callable(rows_check):
+            return tuple(rows_check(tuple(batch), arg))
         check = getattr(self.owner, "check_data", None)
         if not callable(check):
             return batch
         return (check(batch[0], arg), *batch[1:])
+
+    def rows(self, data: Any, arg: str = "x", split: str = "train") -> tuple[torch.Tensor, ...]:
+        """The row-aligned tensors of ``data`` as this program takes them, checked: a Dataset's ``split``
+        with the owner's ``dataset_inputs``, NaN split into filled values and a mask by the owner's
+        ``split_missing`` (see the module docstring), then :meth:`check_data`."""
+        from .data import Dataset
+        from .data.missing import PYRO_MASK_IDIOM
+
+        if isinstance(data, Dataset):
+            hook = getattr(self.owner, "dataset_inputs", None)
+            x = data.train if split == "train" else data.test
+            extra = tuple(hook(data, split)) if callable(hook) else ()
+            if not callable(hook) and data.has_missing:
+                raise DataError(
+                    f"{arg}: the data have missing cells and this program takes no mask: {PYRO_MASK_IDIOM}"
+                )
+            return self.check_data(as_rows((x, *extra), arg), arg)
+        rows = as_rows(data, arg, nan_ok=True)
+        if rows[0].is_floating_point() and bool(torch.isnan(rows[0]).any()):
+            split_hook = getattr(self.owner, "split_missing", None)
+            if not callable(split_hook):
+                raise DataError(
+                    f"{arg} has missing values (NaN) and this program has no way to leave them out: "
+                    f"{PYRO_MASK_IDIOM}"
+                )
+            rows = tuple(split_hook(rows))
+        return self.check_data(rows, arg)
 
 
 def as_program(
@@ -179,17 +217,19 @@ def as_program(
 
 
 # ============================================================================ data rows
-def as_rows(data: Any, arg: str = "data") -> tuple[torch.Tensor, ...]:
+def as_rows(data: Any, arg: str = "data", nan_ok: bool = False) -> tuple[torch.Tensor, ...]:
     """The row-aligned tensors of ``data``: a tensor ``(N, ...)`` -> ``(x,)``, a tuple/list of
-    tensors -> itself, a :class:`~ppl_vae.data.Dataset` -> ``(data.train,)``.
+    tensors -> itself, a :class:`~ppl_vae.data.Dataset` -> ``(data.train,)`` (with ``data.train_mask``
+    after it when cells are missing).
 
     Checks: tensors with at least one dimension, the same number N >= 1 of rows, finite values in
-    floating tensors; integer observations (the first tensor) become float32.
+    floating tensors (``nan_ok``: NaN allowed in the observations, the first tensor, for
+    :meth:`Program.rows` to split); integer observations (the first tensor) become float32.
     """
     from .data import Dataset
 
     if isinstance(data, Dataset):
-        data = data.train
+        data = data.train if data.train_mask is None else (data.train, data.train_mask)
     if isinstance(data, torch.Tensor):
         parts: Sequence[Any] = (data,)
     elif isinstance(data, (tuple, list)) and data:
@@ -210,7 +250,8 @@ def as_rows(data: Any, arg: str = "data") -> tuple[torch.Tensor, ...]:
             )
         if i == 0 and not (t.is_floating_point() or t.is_complex()):
             t = t.float()
-        check_finite(t, name)
+        if not (i == 0 and nan_ok and t.is_floating_point() and not bool(torch.isinf(t).any())):
+            check_finite(t, name)
         rows.append(t)
     n = len(rows[0])
     if any(len(t) != n for t in rows):

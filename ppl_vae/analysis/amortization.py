@@ -44,7 +44,6 @@ from ..params import param_scope
 from ..programs import (
     Program,
     ProgramInfo,
-    as_rows,
     inspect_program,
     vectorized_frames,
 )
@@ -219,7 +218,7 @@ def amortization_gap(
         raise UserError(f"lr must be a positive finite number; got {lr!r}")
     if analytic_kl not in (True, False, "auto"):
         raise UserError(f"analytic_kl must be True, False or 'auto'; got {analytic_kl!r}")
-    rows = program.check_data(as_rows(data, "x"), "x")
+    rows = program.rows(data, "x")
     n = len(rows[0])
     with param_scope(program), torch.random.fork_rng():
         info = inspect_program(program, rows)

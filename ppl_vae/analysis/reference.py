@@ -37,7 +37,7 @@ from ..diagnostics.psis import arviz as _arviz
 from ..errors import ProgramError, UserError
 from ..estimators.importance import require_per_point, resolve
 from ..params import param_scope
-from ..programs import as_rows, inspect_program, rows_slice
+from ..programs import inspect_program, rows_slice
 from .amortization import frozen
 
 if TYPE_CHECKING:
@@ -307,7 +307,7 @@ def reference_posterior(
     ):
         indices, x = x, None  # reference_posterior(program, data, [i, j])
     program, data, _ = resolve(model, guide, x, 1, data_plate)
-    rows = program.check_data(as_rows(data, "x"), "x")
+    rows = program.rows(data, "x")
     n = len(rows[0])
     if isinstance(indices, (int, np.integer)):
         indices = [int(indices)]

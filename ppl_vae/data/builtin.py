@@ -56,6 +56,7 @@ def _split_and_build(
         standardize=standardize,
         n_samples=n_samples,
         noise=noise,
+        index=(np.asarray(idx_train, dtype=np.int64), np.asarray(idx_test, dtype=np.int64)),
     )
 
 

@@ -94,11 +94,12 @@ def reject_unused(dataset: str, **kwargs: object) -> None:
             )
 
 
-def as_float_matrix(x: object, what: str, *, copy: bool = True) -> Tensor:
+def as_float_matrix(x: object, what: str, *, copy: bool = True, allow_nan: bool = False) -> Tensor:
     """``x`` as a float32 ``(N, D)`` tensor, or a ValueError saying what is wrong.
 
-    Rejects non-numeric input, anything not 2-D, empty data and NaN/inf. With
-    ``copy=False`` a float32 tensor (or array) is used as it is, without a copy.
+    Rejects non-numeric input, anything not 2-D, empty data and NaN/inf (with ``allow_nan``, NaN is a
+    missing cell and only inf is rejected). With ``copy=False`` a float32 tensor (or array) is used as it
+    is, without a copy.
     """
     if isinstance(x, Tensor):
         t = x.detach()
@@ -124,6 +125,8 @@ def as_float_matrix(x: object, what: str, *, copy: bool = True) -> Tensor:
             f"{what}: is empty (shape {tuple(t.shape)}); needs at least one row and column"
         )
     t = t.to(torch.float32, copy=copy)
+    if allow_nan and not bool(torch.isinf(t).any()):
+        return t
     check_finite(t, what)
     return t
 
@@ -210,9 +213,10 @@ def standardize_columns(
     """Z-score both splits with the train column mean and (population) std.
 
     Constant columns get std 1.0 (as scikit-learn's ``StandardScaler`` does), so they
-    become 0 rather than NaN. Returns ``(train, test, mean, std)``.
+    become 0 rather than NaN. Missing cells (NaN) are left out of the statistics and stay NaN.
+    Returns ``(train, test, mean, std)``.
     """
-    mean = train.mean(dim=0)
-    std = train.std(dim=0, correction=0)
+    mean = train.nanmean(dim=0)
+    std = (train - mean).pow(2).nanmean(dim=0).sqrt()
     std = torch.where(std > 0, std, torch.ones_like(std))
     return (train - mean) / std, (test - mean) / std, mean.tolist(), std.tolist()

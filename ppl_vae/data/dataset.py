@@ -9,6 +9,19 @@ Loaders build their raw arrays and hand them to :func:`build_dataset`, which val
 them, standardises and binarises as asked, and writes the metadata. Binarisation is
 explicit (see the project design): ``"static"`` draws once, ``"dynamic"`` also draws once
 for ``.train``/``.test`` and then afresh on every :meth:`Dataset.resample_train` call.
+
+**Missing values and row labels** (the interface the table and missing-value code share):
+
+* ``Dataset.train`` / ``.test`` are always finite float32: a missing cell (NaN in the raw data) is filled
+  (the train column mean, or the schema's type-aware fill for a table) and
+  ``Dataset.train_mask`` / ``.test_mask`` are bool ``(N, D)`` / ``(M, D)``, True where a cell was
+  observed; both None when nothing is missing in either split. ``meta.missing`` / ``meta.missing_test``
+  record the fraction missing per column.
+* ``Dataset.train_index`` / ``.test_index`` label the rows as the user knows them: a pandas Index of the
+  CSV's row numbers (0 = first data row) or of its ID column, a DataFrame's own index, or for other data
+  the positions in the source (an int64 array). Row ``i`` of ``.test`` is ``test_index[i]``.
+* ``Dataset.schema`` is the table's :class:`~ppl_vae.data.schema.Schema` (None for images and points),
+  ``meta.schema`` its JSON form.
 """
 
 from __future__ import annotations
@@ -37,6 +50,7 @@ from .checks import (
     standardize_columns,
     value_range,
 )
+from .missing import check_observed, fill_missing, missing_fractions
 
 KINDS: tuple[str, ...] = ("image", "points2d", "tabular")
 
@@ -64,6 +78,9 @@ class DatasetMeta:
         source: a file or folder path, or ``"sklearn"``, ``"synthetic"``, ``"tensor"``.
         num_classes: number of distinct labels, None without labels.
         n_samples, noise: the loader arguments of the same names (to reload exactly).
+        schema: a table's :class:`~ppl_vae.data.schema.Schema` as a dict (``Schema.to_dict``), else None.
+        missing, missing_test: fraction of cells missing per column in train / test (None: none missing).
+        load_options: the table-reading arguments (``types``, ``header``) that rebuild the data.
     """
 
     name: str
@@ -83,6 +100,10 @@ class DatasetMeta:
     num_classes: int | None = None
     n_samples: int | None = None
     noise: float | None = None
+    schema: dict[str, Any] | None = None
+    missing: list[float] | None = None
+    missing_test: list[float] | None = None
+    load_options: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -135,6 +156,7 @@ class DatasetMeta:
             kwargs["test_fraction"] = self.test_fraction
         if self.name in ("mnist", "fashion_mnist"):
             kwargs["data_dir"] = self.source
+        kwargs.update(self.load_options or {})
         return kwargs
 
 
@@ -153,6 +175,9 @@ class Dataset:
         meta: a :class:`DatasetMeta`.
         train_probs: ``(N, D)`` float32 grey levels before binarisation; the same tensor
             as ``train`` when there is no binarisation.
+        train_mask, test_mask: bool ``(N, D)`` / ``(M, D)``, True where a cell was observed; both None
+            when nothing is missing (see the module docstring).
+        train_index, test_index: the rows' labels in the user's data (module docstring), or None.
     """
 
     train: Tensor
@@ -161,10 +186,15 @@ class Dataset:
     test_labels: Tensor | None
     meta: DatasetMeta
     train_probs: Tensor | None = None
+    train_mask: Tensor | None = None
+    test_mask: Tensor | None = None
+    train_index: Any = None
+    test_index: Any = None
 
     def __post_init__(self) -> None:
         if self.train_probs is None:
             self.train_probs = self.train
+        self._check_masks()
         for what, x in (
             ("train", self.train),
             ("test", self.test),
@@ -190,12 +220,81 @@ class Dataset:
                     f"got {y.dtype} of shape {tuple(y.shape)}"
                 )
 
+    def _check_masks(self) -> None:
+        if (self.train_mask is None) != (self.test_mask is None):
+            raise DataError(
+                "Dataset: train_mask and test_mask are both None (nothing missing) or both bool tensors"
+            )
+        for what, m, x in (
+            ("train_mask", self.train_mask, self.train),
+            ("test_mask", self.test_mask, self.test),
+        ):
+            if m is not None and (m.dtype != torch.bool or m.shape != x.shape):
+                raise DataError(
+                    f"Dataset.{what} must be a bool tensor of shape {tuple(x.shape)}; got {m.dtype} "
+                    f"of shape {tuple(m.shape)}"
+                )
+        for what, idx, x in (
+            ("train_index", self.train_index, self.train),
+            ("test_index", self.test_index, self.test),
+        ):
+            if idx is not None and len(idx) != len(x):
+                raise DataError(f"Dataset.{what} has {len(idx)} labels for {len(x)} rows")
+
+    @property
+    def schema(self) -> Any:
+        """The table's :class:`~ppl_vae.data.schema.Schema`, or None (images, points, plain arrays)."""
+        if self.meta.schema is None:
+            return None
+        cached = self.__dict__.get("_schema")
+        if cached is None:
+            from .schema import Schema
+
+            cached = self.__dict__["_schema"] = Schema.from_dict(self.meta.schema)
+        return cached
+
+    @property
+    def has_missing(self) -> bool:
+        """Whether any cell of train or test is missing (then the masks are tensors)."""
+        return self.train_mask is not None
+
+    def mask(self, split: str) -> Tensor | None:
+        """``train_mask`` or ``test_mask`` (``split``: ``"train"`` or ``"test"``)."""
+        if split not in ("train", "test"):
+            raise DataError(f"split must be 'train' or 'test'; got {split!r}")
+        return self.train_mask if split == "train" else self.test_mask
+
+    def index(self, split: str) -> Any:
+        """``train_index`` or ``test_index`` (``split``: ``"train"`` or ``"test"``)."""
+        if split not in ("train", "test"):
+            raise DataError(f"split must be 'train' or 'test'; got {split!r}")
+        return self.train_index if split == "train" else self.test_index
+
+    def to_frame(self, split: str = "test") -> Any:
+        """A split as a DataFrame in the user's terms (tables: original names, levels and units; missing
+        cells as NA), indexed by the rows' labels."""
+        x, mask = (self.train, self.train_mask) if split == "train" else (self.test, self.test_mask)
+        if self.schema is None:
+            import pandas as pd
+
+            values = x.detach().cpu().double().numpy().copy()
+            if mask is not None:
+                values[~mask.cpu().numpy()] = np.nan
+            return pd.DataFrame(values, index=self.index(split))
+        return self.schema.to_frame(x, mask, index=self.index(split))
+
     def __repr__(self) -> str:
-        return (
+        text = (
             f"Dataset({self.meta.name!r}, kind={self.meta.kind!r}, train={tuple(self.train.shape)}, "
             f"test={tuple(self.test.shape)}, binarize={self.meta.binarize!r}, "
             f"labels={self.train_labels is not None}, device={self.train.device})"
         )
+        if self.has_missing:
+            frac = float(1.0 - self.train_mask.float().mean())
+            text += f"\n{frac:.1%} of train cells missing"
+        if self.schema is not None:
+            text += "\n" + self.schema.describe()
+        return text
 
     def resample_train(self, generator: torch.Generator) -> Tensor:
         """Train data for one epoch.
@@ -229,6 +328,8 @@ class Dataset:
             train_labels=move(self.train_labels),
             test_labels=move(self.test_labels),
             train_probs=probs,
+            train_mask=move(self.train_mask),
+            test_mask=move(self.test_mask),
         )
 
     @classmethod
@@ -258,10 +359,11 @@ class Dataset:
 
         Returns:
             A :class:`Dataset` without binarisation; ``kind`` is ``"image"`` with
-            ``image_shape``, ``"points2d"`` when D == 2, else ``"tabular"``.
+            ``image_shape``, ``"points2d"`` when D == 2, else ``"tabular"``. NaN cells are missing:
+            filled with the train column mean, with ``train_mask``/``test_mask`` (module docstring).
         """
         check_seed(seed)
-        x = as_float_matrix(train, "train")
+        x = as_float_matrix(train, "train", allow_nan=True)
         if test is None:
             y = None
             if labels is not None:
@@ -280,8 +382,10 @@ class Dataset:
             y_train = None if y is None else y[idx_train]
             y_test = None if y is None else y[idx_test]
             fraction: float | None = test_fraction
+            index = (np.asarray(idx_train, dtype=np.int64), np.asarray(idx_test, dtype=np.int64))
         else:
-            x_train, x_test = x, as_float_matrix(test, "test")
+            x_train, x_test = x, as_float_matrix(test, "test", allow_nan=True)
+            index = (np.arange(len(x_train)), np.arange(len(x_test)))
             y_train = y_test = None
             if labels is not None:
                 if not (isinstance(labels, tuple) and len(labels) == 2):
@@ -298,11 +402,17 @@ class Dataset:
             image_shape = tuple(int(s) for s in image_shape)
         else:
             kind = "points2d" if x_train.shape[1] == 2 else "tabular"
+        holes = fill_holes(x_train, x_test, None)
+        x_train, x_test = holes.train, holes.test
         return cls(
             train=x_train,
             test=x_test,
             train_labels=y_train,
             test_labels=y_test,
+            train_mask=holes.train_mask,
+            test_mask=holes.test_mask,
+            train_index=index[0],
+            test_index=index[1],
             meta=DatasetMeta(
                 name=name,
                 kind=kind,
@@ -315,8 +425,61 @@ class Dataset:
                 test_fraction=fraction,
                 source="tensor",
                 num_classes=num_classes(y_train, y_test),
+                missing=holes.missing,
+                missing_test=holes.missing_test,
             ),
         )
+
+
+@dataclass
+class Holes:
+    """Filled splits with their masks and missing fractions (None when nothing is missing)."""
+
+    train: Tensor
+    test: Tensor
+    train_mask: Tensor | None
+    test_mask: Tensor | None
+    missing: list[float] | None
+    missing_test: list[float] | None
+
+
+def fill_holes(
+    train: Tensor,
+    test: Tensor,
+    fill: Tensor | np.ndarray | None,
+    *,
+    index: tuple[Any, Any] | None = None,
+    columns: Sequence[str] | None = None,
+    what: str = "",
+) -> Holes:
+    """NaN -> filled values and masks for both splits (see :mod:`.missing`).
+
+    ``fill: (D,)`` gives the fill of each column (a table's type-aware fills); default the train column
+    mean of the observed cells. A column never observed in train, or a row with nothing observed, is an
+    error naming it (``index``/``columns`` label them).
+    """
+    nan_train, nan_test = torch.isnan(train), torch.isnan(test)
+    if not (bool(nan_train.any()) or bool(nan_test.any())):
+        return Holes(train, test, None, None, None, None)
+    mask_train, mask_test = ~nan_train, ~nan_test
+    labels = index or (None, None)
+    prefix = f"{what} " if what else ""
+    check_observed(mask_train, f"{prefix}train", index=labels[0], columns=columns)
+    if len(test):
+        check_observed(mask_test, f"{prefix}test", index=labels[1], check_columns=False)
+    if fill is None:
+        counts = mask_train.sum(0)
+        fill_t = torch.where(mask_train, train, torch.zeros_like(train)).sum(0) / counts
+    else:
+        fill_t = torch.as_tensor(np.asarray(fill, dtype=np.float32))
+    return Holes(
+        fill_missing(train, mask_train, fill_t),
+        fill_missing(test, mask_test, fill_t),
+        mask_train,
+        mask_test,
+        missing_fractions(mask_train, train.shape[1]),
+        missing_fractions(mask_test, test.shape[1]),
+    )
 
 
 def build_dataset(
@@ -335,29 +498,44 @@ def build_dataset(
     standardize: bool = False,
     n_samples: int | None = None,
     noise: float | None = None,
+    fill: np.ndarray | None = None,
+    schema: dict[str, Any] | None = None,
+    index: tuple[Any, Any] | None = None,
+    load_options: dict[str, Any] | None = None,
+    shift_scale: tuple[list[float], list[float]] | None = None,
 ) -> Dataset:
     """Validate split data, standardise or binarise as asked, and record the metadata.
 
     Args:
-        x_train: ``(N, D)`` raw train values; x_test: ``(M, D)``.
+        x_train: ``(N, D)`` raw train values; x_test: ``(M, D)``; NaN marks a missing cell (filled, with
+            masks: see the module docstring).
         y_train, y_test: ``(N,)`` / ``(M,)`` integer labels or None.
         binarize: None, ``"static"`` or ``"dynamic"``; needs values in [0, 1]. Both modes
             draw ``.train`` then ``.test`` from ``torch.Generator().manual_seed(seed)``, so
             static and dynamic runs with one seed share the same binarised test set.
         standardize: z-score with the train mean/std (exclusive with ``binarize``).
+        fill: ``(D,)`` model-space fills of missing cells (a table's); default the train column means.
+        schema: a table's schema dict (the values are then already in model space: ``standardize`` only
+            records that the schema standardised, with ``shift_scale`` its constants).
+        index: ``(train_index, test_index)``, the rows' labels.
         The remaining arguments are recorded in :class:`DatasetMeta`.
     """
     check_binarize(binarize)
     if binarize is not None and standardize:
         raise DataError(f"standardize and binarize={binarize!r} are exclusive")
-    train = as_float_matrix(x_train, f"{name} train data", copy=False)
-    test = as_float_matrix(x_test, f"{name} test data", copy=False)
+    train = as_float_matrix(x_train, f"{name} train data", copy=False, allow_nan=True)
+    test = as_float_matrix(x_test, f"{name} test data", copy=False, allow_nan=True)
     check_same_dim(train, test)
     ytr = None if y_train is None else as_labels(y_train, len(train), f"{name} train labels")
     yte = None if y_test is None else as_labels(y_test, len(test), f"{name} test labels")
     mean = std = None
-    if standardize:
+    if shift_scale is not None:
+        mean, std = shift_scale
+    elif standardize:
         train, test, mean, std = standardize_columns(train, test)
+    columns = None if schema is None else [c["name"] for c in schema["columns"]]
+    holes = fill_holes(train, test, fill, index=index, columns=columns, what=name)
+    train, test = holes.train, holes.test
     probs = train
     if binarize is not None:
         lo = min(float(train.min()), float(test.min()))
@@ -390,7 +568,20 @@ def build_dataset(
         num_classes=num_classes(ytr, yte),
         n_samples=n_samples,
         noise=noise,
+        schema=schema,
+        missing=holes.missing,
+        missing_test=holes.missing_test,
+        load_options=load_options,
     )
     return Dataset(
-        train=train, test=test, train_labels=ytr, test_labels=yte, meta=meta, train_probs=probs
+        train=train,
+        test=test,
+        train_labels=ytr,
+        test_labels=yte,
+        meta=meta,
+        train_probs=probs,
+        train_mask=holes.train_mask,
+        test_mask=holes.test_mask,
+        train_index=None if index is None else index[0],
+        test_index=None if index is None else index[1],
     )

@@ -368,6 +368,7 @@ def _load_idx_dataset(
         standardize=standardize,
         n_samples=n_samples,
         noise=noise,
+        index=(np.arange(len(y_train), dtype=np.int64), np.arange(len(y_test), dtype=np.int64)),
     )
 
 

@@ -1,8 +1,9 @@
 """A user's own data from a CSV or NumPy ``.npy`` file.
 
-Named as ``"csv:PATH"``, ``"npy:PATH"``, or a path ending in ``.csv`` / ``.npy``. A CSV
-must be numeric; a header row is optional, and a column named ``label`` (integers) is
-taken as labels. An ``.npy`` file holds one 2-D numeric array and has no labels.
+Named as ``"csv:PATH"``, ``"npy:PATH"``, or a path ending in ``.csv`` / ``.npy``. A CSV is a table
+(:mod:`.table`): strings, counts, numbers and empty cells, with a schema inferred (:mod:`.infer`), a header
+detected or given (:mod:`.read`), and a column named ``label`` (integers) taken as labels. An ``.npy`` file
+holds one 2-D numeric array (images as rows, or any matrix; NaN = missing) and has no labels or schema.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ import numpy as np
 from ..errors import DataError, MissingFileError
 from .checks import as_float_matrix, check_options, reject_unused, split_indices
 from .dataset import Dataset, build_dataset
-
-LABEL_COLUMN = "label"
+from .read import Header
+from .table import load_table
 
 
 def parse_tabular_name(name: str) -> tuple[str, Path] | None:
@@ -27,45 +28,6 @@ def parse_tabular_name(name: str) -> tuple[str, Path] | None:
         if name.lower().endswith(f".{fmt}"):
             return fmt, Path(name).expanduser()
     return None
-
-
-def _is_number(text: object) -> bool:
-    try:
-        float(str(text))
-    except ValueError:
-        return False
-    return True
-
-
-def read_csv(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read a numeric CSV into ``x: (N, D)`` float64 and ``labels: (N,)`` or None.
-
-    A first row made only of numbers is read as data, not as a header.
-    """
-    import pandas as pd
-
-    try:
-        df = pd.read_csv(path)
-        if all(_is_number(c) for c in df.columns):
-            df = pd.read_csv(path, header=None)
-    except pd.errors.EmptyDataError as err:
-        raise DataError(f"{path}: the CSV file is empty") from err
-    except pd.errors.ParserError as err:
-        raise DataError(f"{path}: cannot parse the CSV ({err})") from err
-    if len(df) == 0:
-        raise DataError(f"{path}: the CSV has a header but no data rows")
-    labels = None
-    if LABEL_COLUMN in df.columns:
-        labels = df.pop(LABEL_COLUMN).to_numpy()
-    bad = [f"{c!r} ({df[c].dtype})" for c in df.columns if not pd.api.types.is_numeric_dtype(df[c])]
-    if bad:
-        raise DataError(
-            f"{path}: the CSV needs numeric columns only (plus an optional integer "
-            f"{LABEL_COLUMN!r} column); non-numeric: {', '.join(bad[:5])}"
-            + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
-            + ": convert them to numbers or drop them"
-        )
-    return df.to_numpy(dtype=np.float64), labels
 
 
 def read_npy(path: Path) -> np.ndarray:
@@ -89,12 +51,15 @@ def load_tabular(
     standardize: bool = False,
     n_samples: int | None = None,
     noise: float | None = None,
+    types: dict[str, str] | None = None,
+    header: Header = "auto",
 ) -> Dataset:
     """Load ``"csv:PATH"``, ``"npy:PATH"`` or a ``.csv`` / ``.npy`` path.
 
     Seeded random split (``test_fraction`` to test); ``n_samples`` keeps the first n train
-    rows; ``standardize=True`` z-scores both splits with the train mean/std, recorded in
-    ``meta.mean`` / ``meta.std``. Kind ``"points2d"`` when D == 2, else ``"tabular"``.
+    rows; ``standardize=True`` z-scores both splits with the train mean/std (a CSV's positive
+    columns: their logs), recorded in ``meta.mean`` / ``meta.std``. Kind ``"points2d"`` when D == 2,
+    else ``"tabular"``. ``types`` and ``header``: a CSV's column types and header (:mod:`.table`).
     """
     parsed = parse_tabular_name(name)
     if parsed is None:
@@ -114,10 +79,25 @@ def load_tabular(
             f"{name!r}: no file at {path} (resolved to {path.resolve()}); check the path"
         )
     if fmt == "csv":
-        raw, labels = read_csv(path)
-    else:
-        raw, labels = read_npy(path), None
-    x = as_float_matrix(raw, str(path), copy=False)  # validate before splitting
+        return load_table(
+            path,
+            name=name,
+            source=str(path.resolve()),
+            types=types,
+            header=header,
+            binarize=binarize,
+            seed=seed,
+            test_fraction=test_fraction,
+            standardize=standardize,
+            n_samples=n_samples,
+        )
+    if types is not None or header != "auto":
+        raise DataError(
+            f"{name!r}: types= and header= are for tables (a CSV or a DataFrame); an .npy file is one "
+            "numeric matrix"
+        )
+    raw, labels = read_npy(path), None
+    x = as_float_matrix(raw, str(path), copy=False, allow_nan=True)  # validate before splitting
     idx_train, idx_test = split_indices(len(x), test_fraction, seed)
     if n_samples is not None:
         if n_samples > len(idx_train):
@@ -140,4 +120,5 @@ def load_tabular(
         standardize=standardize,
         n_samples=n_samples,
         noise=noise,
+        index=(np.asarray(idx_train, dtype=np.int64), np.asarray(idx_test, dtype=np.int64)),
     )

@@ -38,7 +38,6 @@ from ..programs import (
     DataPlateScale,
     Program,
     ProgramInfo,
-    as_rows,
     inspect_program,
     per_point,
     rows_slice,
@@ -180,7 +179,7 @@ def latent_summary(
     Takes ``(program, x)`` or ``(model, guide, x)``, as the estimators do.
     """
     program, data, _ = resolve(model, guide, x, 1, data_plate)
-    rows = program.check_data(as_rows(data, "x"), "x")
+    rows = program.rows(data, "x")
     n = len(rows[0])
     with sandbox(program, seed, rows[0].device), pyro.validation_enabled(False):
         info = inspect_program(program, rows)

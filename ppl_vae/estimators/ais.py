@@ -63,7 +63,6 @@ from ..programs import (
     DataPlateScale,
     Program,
     ProgramInfo,
-    as_rows,
     inspect_program,
     rows_slice,
 )
@@ -231,7 +230,7 @@ def setup_ais(
         raise ArgumentTypeError(
             "pass the settings by name: ais_log_likelihood(program, x, num_steps=...)"
         )
-    rows = program.check_data(as_rows(data, "x"), "x")
+    rows = program.rows(data, "x")
     seed = resolve_seed(seed, generator)
     with sandbox(program, seed, rows[0].device):
         info = inspect_program(program, rows)

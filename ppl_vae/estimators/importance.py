@@ -57,7 +57,6 @@ from ..programs import (
     Program,
     ProgramInfo,
     as_program,
-    as_rows,
     inspect_program,
     per_point,
     rows_slice,
@@ -203,7 +202,7 @@ def prepare(
     generator: torch.Generator | None,
 ) -> tuple[Batch, int, ProgramInfo]:
     """Validate the data at the boundary, inspect the program, check it vectorises over particles."""
-    rows = program.check_data(as_rows(data, "x"), "x")
+    rows = program.rows(data, "x")
     check_count("num_samples", num_samples)
     seed = resolve_seed(seed, generator)
     with sandbox(program, seed, rows[0].device):

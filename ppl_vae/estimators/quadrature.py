@@ -17,7 +17,6 @@ from ..errors import ProgramError, UserError
 from ..programs import (
     ProgramInfo,
     as_program,
-    as_rows,
     find_data_plate,
     rows_slice,
     sample_sites,
@@ -69,7 +68,7 @@ def quadrature_log_likelihood(
         owner.model if owner is not None else model, lambda *a: None, data_plate=data_plate
     )
     program.owner = owner
-    rows = program.check_data(as_rows(x, "x"), "x")
+    rows = program.rows(x, "x")
     x = rows[0]
     first = rows_slice(rows, slice(0, 16))
     with sandbox(program, 0, x.device):

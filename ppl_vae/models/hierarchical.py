@@ -35,9 +35,10 @@ from torch import nn
 from torch.distributions.utils import _standard_normal, broadcast_all
 
 from ..errors import UserError
-from ..likelihoods import Likelihood, check_matrix, make_likelihood
+from ..likelihoods import Likelihood, TableLikelihood
 from ..nets import Decoder, GaussianEncoder, check_sizes
 from .registry import PURE_PROGRAMS, register_model
+from .tables import TableInputs, build_likelihood, likelihood_config
 
 __all__ = ["ConditionalNormal", "HierarchicalVAE"]
 
@@ -99,7 +100,7 @@ def _pair(value: Any, what: str) -> tuple[Any, Any]:
 
 
 @register_model
-class HierarchicalVAE(nn.Module):
+class HierarchicalVAE(TableInputs, nn.Module):
     """Two stochastic layers, x - z1 - z2, as in Burda et al. (2015); see the module docstring.
 
     Args:
@@ -109,6 +110,8 @@ class HierarchicalVAE(nn.Module):
             ``((200, 200), (100, 100))``; each generative net mirrors its recognition net.
         likelihood: as for :class:`~ppl_vae.models.VAE` (default ``"bernoulli"``).
         activation: default ``"tanh"`` (Burda et al.).
+        schema, mask_inputs: a table's schema and whether the encoder sees the mask, as for the VAE;
+            both programs take ``mask`` as an optional second input (:mod:`ppl_vae.models.tables`).
     """
 
     def __init__(
@@ -118,6 +121,8 @@ class HierarchicalVAE(nn.Module):
         hidden_dims: Sequence[Sequence[int]] = ((200, 200), (100, 100)),
         likelihood: str | Likelihood = "bernoulli",
         activation: str = "tanh",
+        schema: Any = None,
+        mask_inputs: bool | None = None,
     ) -> None:
         super().__init__()
         d1, d2 = _pair(latent_dims, "latent_dims")
@@ -127,10 +132,13 @@ class HierarchicalVAE(nn.Module):
         self.input_dim, self.latent_dims, self.hidden_dims = input_dim, (d1, d2), (h1, h2)
         self.latent_dim = d1 + d2
         self.activation = activation
-        self.likelihood = make_likelihood(likelihood, input_dim)
+        self.likelihood = build_likelihood(likelihood, input_dim, schema)
+        table = isinstance(self.likelihood, TableLikelihood)
+        default_mask = bool(table and self.likelihood.schema.has_missing)
+        self.mask_inputs = default_mask if mask_inputs is None else bool(mask_inputs)
         self.encoder = nn.ModuleDict(
             {
-                "z1": GaussianEncoder(input_dim, d1, h1, activation),
+                "z1": GaussianEncoder(self.encoder_width(), d1, h1, activation),
                 "z2": GaussianEncoder(d1, d2, h2, activation),
             }
         )
@@ -142,8 +150,8 @@ class HierarchicalVAE(nn.Module):
         )
 
     # ------------------------------------------------------------------ Pyro programs
-    def model(self, x: torch.Tensor) -> None:
-        """p(z2) p(z1 | z2) p(x | z1) for ``x: (N, D)``."""
+    def model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """p(z2) p(z1 | z2) p(x | z1) for ``x: (N, D)`` (only the observed cells with ``mask``)."""
         pyro.module("decoder", self.decoder)
         pyro.module("likelihood", self.likelihood)
         n = x.shape[0]
@@ -151,41 +159,44 @@ class HierarchicalVAE(nn.Module):
         with pyro.plate("data", n, dim=-1, device=x.device):
             z2 = pyro.sample("z2", dist.Normal(x.new_zeros(n, d2), x.new_ones(n, d2)).to_event(1))
             z1 = pyro.sample("z1", ConditionalNormal(*self.decoder["z1"](z2)))
-            pyro.sample("x", self.likelihood.dist(self.decoder["x"](z1)), obs=x)
+            pyro.sample("x", self.observation(self.decoder["x"](z1), mask), obs=x)
 
-    def guide(self, x: torch.Tensor) -> None:
+    def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """q(z1 | x) q(z2 | z1), reparameterised, for ``x: (N, D)``."""
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
-            z1 = pyro.sample("z1", dist.Normal(*self.encoder["z1"](x)).to_event(1))
+            z1 = pyro.sample(
+                "z1", dist.Normal(*self.encoder["z1"](self.encoder_input(x, mask))).to_event(1)
+            )
             pyro.sample("z2", dist.Normal(*self.encoder["z2"](z1)).to_event(1))
 
     # ------------------------------------------------------------------ plain-torch helpers
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The first layer's posterior parameters ``(loc, scale)`` of q(z1 | x), each ``(N, d1)``."""
-        return self.encoder["z1"](x)
+        return self.encoder["z1"](self.encoder_input(x, mask))
 
     def decode(self, z1: torch.Tensor) -> torch.Tensor:
         """The mean of ``p(x | z1)``, ``(..., D)``."""
         return self.likelihood.mean(self.decoder["x"](z1))
 
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x)[0])
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.decode(self.encode(x, mask)[0])
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Means of ``p(x | z1)`` for ancestral draws ``z2 ~ N(0, I)``, ``z1 ~ p(z1 | z2)``: ``(n, D)``."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, mean: bool = False
+    ) -> torch.Tensor:
+        """Draws of ``p(x | z1)`` (``mean=True``: its means) for ancestral draws ``z2 ~ N(0, I)``,
+        ``z1 ~ p(z1 | z2)``: ``(n, D)``."""
         device = next(self.parameters()).device
         z2 = torch.randn(n, self.latent_dims[1], generator=generator, device=device)
         loc, scale = self.decoder["z1"](z2)
         z1 = loc + scale * torch.randn(loc.shape, generator=generator, device=device)
-        return self.decode(z1)
-
-    def check_data(self, x: Any, arg: str = "x") -> torch.Tensor:
-        x = check_matrix(x, self.input_dim, arg)
-        self.likelihood.check(x, arg)
-        return x
+        out = self.decoder["x"](z1)
+        return self.likelihood.mean(out) if mean else self.likelihood.sample(out, generator)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -194,9 +205,19 @@ class HierarchicalVAE(nn.Module):
             "input_dim": self.input_dim,
             "latent_dims": list(self.latent_dims),
             "hidden_dims": [list(h) for h in self.hidden_dims],
-            "likelihood": self.likelihood.spec,
+            "likelihood": likelihood_config(self.likelihood),
             "activation": self.activation,
+            **(
+                {"mask_inputs": self.mask_inputs}
+                if self.mask_inputs != self._default_mask()
+                else {}
+            ),
         }
+
+    def _default_mask(self) -> bool:
+        return bool(
+            isinstance(self.likelihood, TableLikelihood) and self.likelihood.schema.has_missing
+        )
 
     def extra_repr(self) -> str:
         return f"D={self.input_dim}, d={self.latent_dims}, likelihood={self.likelihood.spec!r}"

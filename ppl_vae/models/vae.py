@@ -19,6 +19,13 @@ falling back to a sampled KL; a full-rank guide has its closed form registered i
 ``guide=`` chooses the family (``"meanfield"``, ``"fullrank"``, ``"iaf:n=K"``), ``nets=`` the networks
 (``"mlp"`` or ``"conv"`` for images; data stay rows ``(N, C*H*W)``).
 
+**Tables and missing values** (:mod:`ppl_vae.models.tables`): ``VAE(len(data.schema), likelihood="auto",
+schema=data.schema)`` gives every column its family (:class:`~ppl_vae.likelihoods.TableLikelihood`, log p(x)
+in the data's units); both programs take a mask as an optional second input, ``model(x, mask=None)`` and
+``guide(x, mask=None)``, which ``dataset_inputs`` supplies for data with missing cells: the likelihood
+scores observed cells only. :meth:`VAE.sample` draws from ``p(x | z)`` (``mean=True``: the means), and
+``sample_frame`` / ``reconstruct_frame`` return DataFrames in the user's terms.
+
 :class:`LinearGaussianVAE` is probabilistic PCA / factor analysis written the
 same way: ``x = W z + b + noise`` with diagonal Gaussian noise, whose marginal
 ``x ~ N(b, W W^T + diag(s^2))`` gives the exact ``log p(x)`` that the
@@ -39,18 +46,19 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from ..errors import DataError
+from ..errors import DataError, UserError
 from ..guides import canonical_guide, make_guide
-from ..likelihoods import GaussianLikelihood, Likelihood, check_matrix, make_likelihood
+from ..likelihoods import GaussianLikelihood, Likelihood, TableLikelihood
 from ..nets import check_nets, check_sizes, image_shape_for, make_decoder
 from ..priors import Prior, make_prior
 from .registry import PURE_PROGRAMS, register_model
+from .tables import ColumnShares, TableInputs, build_likelihood, likelihood_config
 
 __all__ = ["VAE", "LinearGaussianVAE", "standard_normal_kl"]
 
 
 @register_model
-class VAE(nn.Module):
+class VAE(TableInputs, ColumnShares, nn.Module):
     """A VAE as a Pyro ``model``/``guide`` pair with an amortised guide family and MLP or conv networks.
 
     Args:
@@ -59,7 +67,9 @@ class VAE(nn.Module):
         hidden_dims: widths of the encoder's hidden layers; the decoder mirrors them (with
             ``nets="conv"``: the dense layers after the convolutions).
         likelihood: ``"bernoulli"`` (data in {0, 1}), ``"continuous_bernoulli"``
-            (data in [0, 1]), ``"gaussian"`` (learned scale) or ``"gaussian:scale=s"``.
+            (data in [0, 1]), ``"gaussian"`` (learned scale) or ``"gaussian:scale=s"``, any registered
+            spec (``available_likelihoods()``); with ``schema``: ``"auto"``, one spec for every column, or
+            ``{column: spec}`` (:class:`~ppl_vae.likelihoods.TableLikelihood`).
         activation: hidden-layer non-linearity (``"relu"``, ``"tanh"``, ...).
         guide: ``"meanfield"`` (default), ``"fullrank"`` or ``"iaf:n=K"`` (see :mod:`ppl_vae.guides`).
         nets: ``"mlp"`` (default) or ``"conv"`` (images; see :mod:`ppl_vae.nets`).
@@ -67,6 +77,8 @@ class VAE(nn.Module):
             (``input_dim=64 -> (1, 8, 8)``).
         prior: p(z), a spec of :mod:`ppl_vae.priors` (default ``"standard_normal"``) or a
             :class:`~ppl_vae.priors.Prior`.
+        schema: a table's :class:`~ppl_vae.data.schema.Schema` (``data.schema``): one family per column.
+        mask_inputs: the encoder also sees the mask (default: True for a table with missing cells).
 
     Examples:
         >>> import torch
@@ -91,6 +103,8 @@ class VAE(nn.Module):
         nets: str = "mlp",
         image_shape: Sequence[int] | None = None,
         prior: str | Prior = "standard_normal",
+        schema: Any = None,
+        mask_inputs: bool | None = None,
     ) -> None:
         super().__init__()
         hidden_dims = check_sizes(input_dim, latent_dim, hidden_dims)
@@ -105,11 +119,18 @@ class VAE(nn.Module):
             else (None if image_shape is None else image_shape_for(input_dim, image_shape))
         )
         self.guide_spec = canonical_guide(guide)
-        self.likelihood = make_likelihood(likelihood, input_dim)
+        self.likelihood = build_likelihood(likelihood, input_dim, schema)
         self.prior = make_prior(prior, latent_dim)
+        table = isinstance(self.likelihood, TableLikelihood)
+        if table and self.nets == "conv":
+            raise UserError("nets='conv' is for images; a table's VAE uses nets='mlp'")
+        default_mask = bool(table and self.likelihood.schema.has_missing)
+        self.mask_inputs = default_mask if mask_inputs is None else bool(mask_inputs)
+        if self.nets == "conv" and self.mask_inputs:
+            raise UserError("mask_inputs=True needs nets='mlp' (the conv encoder takes images only)")
         self.encoder = make_guide(
             self.guide_spec,
-            input_dim,
+            self.encoder_width(),
             latent_dim,
             hidden_dims,
             activation,
@@ -127,50 +148,55 @@ class VAE(nn.Module):
         )
 
     # ------------------------------------------------------------------ Pyro programs
-    def model(self, x: torch.Tensor) -> None:
-        """p(z) p(x | z) for a batch ``x: (N, D)``; ``z: (N, d)`` (``(K, N, d)`` under a particle plate)."""
+    def model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """p(z) p(x | z) for a batch ``x: (N, D)``; ``z: (N, d)`` (``(K, N, d)`` under a particle plate).
+        With ``mask: (N, D)`` bool, only the observed cells are scored: ``p(x_obs | z)``."""
         pyro.module("decoder", self.decoder)
         pyro.module("likelihood", self.likelihood)
         pyro.module("prior", self.prior)
         with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
             z = pyro.sample("z", self.prior.dist(x))
-            pyro.sample("x", self.likelihood.dist(self.decoder(z)), obs=x)
+            pyro.sample("x", self.observation(self.decoder(z), mask), obs=x)
 
-    def guide(self, x: torch.Tensor) -> None:
+    def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """q(z | x), reparameterised, for ``x: (N, D)``: the guide family's distribution (default
-        ``N(mu(x), diag sigma(x)^2)``)."""
+        ``N(mu(x), diag sigma(x)^2)``) of the encoder's input (:meth:`encoder_input`)."""
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
-            pyro.sample("z", self.encoder.dist(x))
+            pyro.sample("z", self.encoder.dist(self.encoder_input(x, mask)))
 
     # ------------------------------------------------------------------ plain-torch helpers
-    def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode(
+        self, x: torch.Tensor, mask: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """The mean and marginal standard deviations of q(z | x), each ``(N, d)``, for ``x: (N, D)``
         (the posterior parameters of the mean-field guide; a Monte Carlo estimate for a flow)."""
-        return self.encoder(x)
+        return self.encoder(self.encoder_input(x, mask))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The mean of ``p(x | z)`` in data space, ``(..., D)`` for ``z: (..., d)``."""
         return self.likelihood.mean(self.decoder(z))
 
+    def decoder_outputs(self, x: torch.Tensor, mask: torch.Tensor | None, k: int) -> torch.Tensor:
+        """The decoder's output at ``k`` draws ``z ~ q(z | x)``: ``(k, N, out_dim)``."""
+        return self.decoder(self.encoder.dist(self.encoder_input(x, mask)).sample((k,)))
+
     @torch.no_grad()
-    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+    def reconstruct(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         """Decode the posterior mean: ``x: (N, D) -> (N, D)``."""
-        loc, _ = self.encode(x)
+        loc, _ = self.encode(x, mask)
         return self.decode(loc)
 
     @torch.no_grad()
-    def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Means of ``p(x | z)`` for ``n`` draws ``z ~ p(z)`` (default ``N(0, I)``): ``(n, D)``."""
+    def sample(
+        self, n: int, generator: torch.Generator | None = None, mean: bool = False
+    ) -> torch.Tensor:
+        """``n`` draws of ``p(x) = E_z p(x | z)``, ``z ~ p(z)`` (default ``N(0, I)``): ``(n, D)`` in model
+        space. ``mean=True``: the means of ``p(x | z)`` instead (what earlier versions returned)."""
         device = next(self.parameters()).device
         z = self.prior.sample(n, generator=generator, device=device)
-        return self.decode(z)
-
-    def check_data(self, x: Any, arg: str = "x") -> torch.Tensor:
-        """Validate a batch at the boundary: a finite float tensor ``(N, D)`` in the likelihood's support."""
-        x = check_matrix(x, self.input_dim, arg)
-        self.likelihood.check(x, arg)
-        return x
+        out = self.decoder(z)
+        return self.likelihood.mean(out) if mean else self.likelihood.sample(out, generator)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -181,7 +207,7 @@ class VAE(nn.Module):
             "input_dim": self.input_dim,
             "latent_dim": self.latent_dim,
             "hidden_dims": list(self.hidden_dims),
-            "likelihood": self.likelihood.spec,
+            "likelihood": likelihood_config(self.likelihood),
             "activation": self.activation,
         }
         return {**config, **self._family_config()}
@@ -198,6 +224,9 @@ class VAE(nn.Module):
         square = side * side == self.input_dim and self.image_shape == (1, side, side)
         if self.image_shape is not None and (self.nets != "conv" or not square):
             extra["image_shape"] = list(self.image_shape)
+        table = isinstance(self.likelihood, TableLikelihood)
+        if self.mask_inputs != bool(table and self.likelihood.schema.has_missing):
+            extra["mask_inputs"] = self.mask_inputs
         return extra
 
     def extra_repr(self) -> str:

@@ -1,8 +1,11 @@
 """Training data as row-aligned tensors: the forms ``fit`` accepts, validated once, drawn per epoch.
 
 ``fit`` takes a :class:`~ppl_vae.data.Dataset` (train/test splits, explicit binarisation), a tensor
-``(N, ...)``, or a tuple of row-aligned tensors ``(x, y, ...)`` (conditioning inputs, labels) that
-the programs receive as ``model(*batch)``. :class:`TrainData` holds them as tuples of tensors, knows
+``(N, ...)``, a tuple of row-aligned tensors ``(x, y, ...)`` (conditioning inputs, labels) that
+the programs receive as ``model(*batch)``, or a pandas DataFrame (a table model encodes it with its
+schema; other programs take its numbers). NaN in ``x`` means a missing cell: the owner's
+``split_missing`` hook turns it into ``(filled, mask)``; a program without one is refused with the
+Pyro idiom (:data:`~ppl_vae.data.missing.PYRO_MASK_IDIOM`). :class:`TrainData` holds them as tuples of tensors, knows
 how to draw one epoch's rows (a fresh binarisation of ``x`` under ``binarize="dynamic"``), and
 remembers which tensors it has validated (by identity, storage and version counter), so calling
 ``fit(..., epochs=1)`` in a loop validates the data once, not on every call.
@@ -18,7 +21,8 @@ from typing import Any
 import torch
 
 from ..data import Dataset
-from ..errors import ArgumentTypeError
+from ..data.missing import PYRO_MASK_IDIOM
+from ..errors import ArgumentTypeError, DataError
 from ..programs import as_rows
 
 Rows = tuple[torch.Tensor, ...]
@@ -90,11 +94,50 @@ class TrainData:
         return TrainData(move(self.train), move(self.test), self.meta, dataset, self.extra_train)
 
 
+def _frame_rows(frame: Any, owner: Any, arg: str) -> Any:
+    """A DataFrame -> what the program takes: a table model's ``(x, mask)`` from its schema, else its numbers
+    (NaN kept, for :func:`_split`)."""
+    schema = getattr(owner, "schema", None)
+    if schema is not None:
+        x, mask = schema.tensors(frame, arg)
+        return x if mask is None else (x, mask)
+    try:
+        values = frame.to_numpy(dtype="float32", na_value=float("nan"))
+    except (TypeError, ValueError) as err:
+        raise DataError(
+            f"{arg}: a DataFrame with non-numeric columns needs a table model: "
+            f"data = ppl_vae.load_dataset(frame); VAE(len(data.schema), likelihood='auto', "
+            f"schema=data.schema) ({err})"
+        ) from None
+    return torch.from_numpy(values)
+
+
+def _split(rows: Rows, owner: Any, arg: str) -> Rows:
+    """NaN in the observations -> the owner's ``split_missing`` (filled, mask), or the idiom's error."""
+    if not (rows[0].is_floating_point() and bool(torch.isnan(rows[0]).any())):
+        return rows
+    hook = getattr(owner, "split_missing", None)
+    if not callable(hook):
+        raise DataError(
+            f"{arg} has missing values (NaN) and this program has no way to leave them out: "
+            f"{PYRO_MASK_IDIOM}"
+        )
+    return tuple(hook(rows))
+
+
 def as_train_data(
-    data: Any, test_data: Any, inputs: Callable[[Dataset, str], Rows] | None
+    data: Any,
+    test_data: Any,
+    inputs: Callable[[Dataset, str], Rows] | None,
+    owner: Any = None,
 ) -> TrainData:
     """Normalise ``fit``'s ``data``/``test_data`` (see the module docstring); ``inputs`` is the
-    program's ``dataset_inputs`` hook, if it has one."""
+    program's ``dataset_inputs`` hook, if it has one; ``owner`` the program's object (its
+    ``split_missing`` hook and a table model's schema)."""
+    if _is_frame(data):
+        data = _frame_rows(data, owner, "data")
+    if _is_frame(test_data):
+        test_data = _frame_rows(test_data, owner, "test_data")
     if isinstance(data, Dataset):
         if test_data is not None:
             raise ArgumentTypeError(
@@ -105,8 +148,12 @@ def as_train_data(
         extra_test = tuple(inputs(data, "test")) if inputs else ()
         test = (data.test, *extra_test) if data.test is not None and len(data.test) else None
         return TrainData((data.train, *extra_train), test, data.meta.to_dict(), data, extra_train)
-    train = as_rows(data, "data")
-    test = as_rows(test_data, "test_data") if test_data is not None else None
+    train = _split(as_rows(data, "data", nan_ok=True), owner, "data")
+    test = (
+        _split(as_rows(test_data, "test_data", nan_ok=True), owner, "test_data")
+        if test_data is not None
+        else None
+    )
     if test is not None and len(test) != len(train):
         raise ArgumentTypeError(
             f"test_data must have the same form as data ({len(train)} tensor(s)); got {len(test)}"
@@ -119,6 +166,10 @@ def as_train_data(
         "shapes": [list(t.shape[1:]) for t in train],
     }
     return TrainData(train, test, meta)
+
+
+def _is_frame(data: Any) -> bool:
+    return hasattr(data, "columns") and hasattr(data, "iloc")
 
 
 #: How many earlier sets of tensors :func:`validate` remembers as checked (a loop over a few data chunks).

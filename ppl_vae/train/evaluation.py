@@ -20,7 +20,6 @@ from ..programs import (
     Program,
     ProgramInfo,
     as_program,
-    as_rows,
     inspect_program,
     rows_slice,
 )
@@ -86,7 +85,7 @@ def test_elbo(
 def mean_elbo(program: Any, x: Any, batch_size: int = TEST_BATCH, seed: int = 0) -> float:
     """Mean ELBO in nats per data point of ``x`` (see :func:`test_elbo`), for any program."""
     program = as_program(program)
-    rows = program.check_data(as_rows(x, "x"), "x")
+    rows = program.rows(x, "x")
     with param_scope(program), torch.random.fork_rng():
         info = inspect_program(program, rows)
         return test_elbo(program, info, rows, seed, batch_size)

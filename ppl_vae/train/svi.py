@@ -419,7 +419,9 @@ def _train_data(data: Any, test_data: Any, program: Program, memo: dict[str, Any
     if tensors and seen is not None and seen[0] == key and seen[1] is data and seen[2] is test_data:
         train = seen[3]
     else:
-        train = as_train_data(data, test_data, getattr(program.owner, "dataset_inputs", None))
+        train = as_train_data(
+            data, test_data, getattr(program.owner, "dataset_inputs", None), program.owner
+        )
     train = validate(train, program.check_data, memo)
     memo["input"] = (
         key,
