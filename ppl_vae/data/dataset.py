@@ -234,12 +234,11 @@ class Dataset:
                     f"Dataset.{what} must be a bool tensor of shape {tuple(x.shape)}; got {m.dtype} "
                     f"of shape {tuple(m.shape)}"
                 )
-        for what, idx, x in (
-            ("train_index", self.train_index, self.train),
-            ("test_index", self.test_index, self.test),
-        ):
-            if idx is not None and len(idx) != len(x):
-                raise DataError(f"Dataset.{what} has {len(idx)} labels for {len(x)} rows")
+        # rows replaced without their labels (dataclasses.replace(data, train=...)): no labels, positions
+        if self.train_index is not None and len(self.train_index) != len(self.train):
+            self.train_index = None
+        if self.test_index is not None and len(self.test_index) != len(self.test):
+            self.test_index = None
 
     @property
     def schema(self) -> Any:

@@ -13,8 +13,9 @@ test rows are levels too); missing cells (NaN, ``None``, an empty CSV cell) are 
 4. integers (every value integral): named like an ID (``id``, ``*_id``, ``index``) and unique: **ID-like**;
    at most ``max_int_levels`` (8) distinct values, each seen twice on average: **categorical** (a code:
    override with ``types={"visits": "count"}``); all >= 0: **count**; else **real**;
-5. other numbers: all > 0 and a log-normal fits better than a normal (larger maximised log-likelihood,
-   Jacobian included): **positive**; else **real**. Infinite values: one error.
+5. other numbers: all > 0, spanning at least a factor of 10 (max >= 10 min: below that a normal and a
+   log-normal are the same shape), and a log-normal fits better than a normal (larger maximised
+   log-likelihood, Jacobian included): **positive**; else **real**. Infinite values: one error.
 
 ``types={"name": type}`` overrides a rule (``real``, ``positive``, ``count``, ``binary``, ``categorical``, or
 ``ignore`` to leave a column out, ``id`` to name the rows by it); the values are then checked against the
@@ -148,8 +149,8 @@ def _infer_one(
         if v.min() >= 0:
             return "count", None, kind, "non-negative integers"
         return "real", None, kind, "integers, some negative"
-    if v.min() > 0 and _lognormal_fits_better(v):
-        return "positive", None, kind, "positive, a log-normal fits better than a normal"
+    if v.min() > 0 and v.max() >= 10 * v.min() and _lognormal_fits_better(v):
+        return "positive", None, kind, "positive, over a factor >= 10, a log-normal fits better"
     return "real", None, kind, "numbers"
 
 

@@ -27,6 +27,7 @@ from ..estimators.ais import ais_log_likelihood, check_settings
 from ..estimators.importance import check_fast, prepare, resolve, scan
 from ..runs.files import dumps, netcdf_bytes
 from .collapse import latent_summary
+from .columns import column_shares, column_summary
 from .psis import KHAT_BAD, KHAT_GOOD, PSISDiagnostics, arviz, psis_diagnostics
 
 if TYPE_CHECKING:
@@ -458,6 +459,16 @@ def evaluate(
     points["recon_mse"] = latents.recon_mse.double().cpu().numpy()
     summary["reconstruction_nll"] = float(points["recon_nll"].mean())
     summary["reconstruction_mse"] = float(points["recon_mse"].mean())
+    shares = column_shares(
+        program.owner, rows, seed=seed
+    )  # a table model: each column's share, its type
+    if shares is not None:
+        points[list(shares.columns)] = shares.to_numpy()
+        summary["columns"] = column_summary(
+            program.owner, shares, rows[1] if len(rows) > 1 else None
+        )
+    if len(rows) > 1 and rows[1].dtype == torch.bool and rows[1].shape == rows[0].shape:
+        summary["missing_fraction"] = float(1.0 - rows[1].float().mean())
     seconds = time.perf_counter() - t0
     summary["seconds"] = seconds
     summary["points_per_second"] = n / seconds if seconds > 0 else None

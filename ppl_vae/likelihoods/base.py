@@ -193,6 +193,12 @@ class CellsDistribution(dist.TorchDistribution):
 
     @property
     def mean(self) -> torch.Tensor:
+        """The mean of ``p(x | z)`` in model space; not defined with masked cells or for a table (its model
+        space mixes level codes and units): a squared reconstruction error of either would be wrong."""
+        if self.cell_mask is not None or self.likelihood.name == "table":
+            raise NotImplementedError(
+                "a masked or mixed-type row has no mean to compare with x: use likelihood.mean per column"
+            )
         return self.likelihood.mean(self.out)
 
 

@@ -41,8 +41,11 @@ from .transforms import ValueMap
 __all__ = ["BernoulliLikelihood", "ContinuousBernoulliLikelihood", "GaussianLikelihood"]
 
 
-def _masked(base: dist.TorchDistribution, mask: torch.Tensor | None) -> dist.TorchDistribution:
-    return (base if mask is None else base.mask(mask)).to_event(1)
+def _masked(
+    lik: Likelihood, base: dist.TorchDistribution, out: torch.Tensor, mask: torch.Tensor | None
+) -> dist.TorchDistribution:
+    """Pyro's own distribution over whole rows; with a mask, the cells' one (observed cells scored)."""
+    return base.to_event(1) if mask is None else CellsDistribution(lik, out, mask)
 
 
 def _logit_offsets(n: int, columns: Sequence[Any] | None) -> torch.Tensor:
@@ -70,7 +73,7 @@ class BernoulliLikelihood(Likelihood):
         )
 
     def dist(self, out: torch.Tensor, mask: torch.Tensor | None = None) -> dist.TorchDistribution:
-        return _masked(dist.Bernoulli(logits=self._logits(out)), mask)
+        return _masked(self, dist.Bernoulli(logits=self._logits(out)), out, mask)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self._logits(out))
@@ -114,7 +117,7 @@ class ContinuousBernoulliLikelihood(Likelihood):
         return self._base(out).log_prob(x.expand_as(out))
 
     def dist(self, out: torch.Tensor, mask: torch.Tensor | None = None) -> dist.TorchDistribution:
-        return _masked(self._base(out), mask)
+        return _masked(self, self._base(out), out, mask)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:
         return self._base(out).mean
@@ -172,7 +175,7 @@ class GaussianLikelihood(Likelihood):
 
     def dist(self, out: torch.Tensor, mask: torch.Tensor | None = None) -> dist.TorchDistribution:
         if self.map.trivial:  # raw values: Pyro's own distribution, as before tables
-            return _masked(dist.Normal(out, self.scale().to(out.dtype)), mask)
+            return _masked(self, dist.Normal(out, self.scale().to(out.dtype)), out, mask)
         return CellsDistribution(self, out, mask)
 
     def mean(self, out: torch.Tensor) -> torch.Tensor:

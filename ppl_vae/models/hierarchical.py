@@ -38,7 +38,7 @@ from ..errors import UserError
 from ..likelihoods import Likelihood, TableLikelihood
 from ..nets import Decoder, GaussianEncoder, check_sizes
 from .registry import PURE_PROGRAMS, register_model
-from .tables import TableInputs, build_likelihood, likelihood_config
+from .tables import ColumnShares, TableInputs, build_likelihood, likelihood_config
 
 __all__ = ["ConditionalNormal", "HierarchicalVAE"]
 
@@ -100,7 +100,7 @@ def _pair(value: Any, what: str) -> tuple[Any, Any]:
 
 
 @register_model
-class HierarchicalVAE(TableInputs, nn.Module):
+class HierarchicalVAE(TableInputs, ColumnShares, nn.Module):
     """Two stochastic layers, x - z1 - z2, as in Burda et al. (2015); see the module docstring.
 
     Args:
@@ -176,6 +176,13 @@ class HierarchicalVAE(TableInputs, nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The first layer's posterior parameters ``(loc, scale)`` of q(z1 | x), each ``(N, d1)``."""
         return self.encoder["z1"](self.encoder_input(x, mask))
+
+    def decoder_outputs(self, x: torch.Tensor, mask: torch.Tensor | None, k: int) -> torch.Tensor:
+        """The decoder's output at ``k`` draws ``z1 ~ q(z1 | x)``: ``(k, N, out_dim)``."""
+        loc, scale = self.encode(x, mask)
+        return self.decoder["x"](
+            loc + scale * torch.randn((k,) + tuple(loc.shape), device=loc.device)
+        )
 
     def decode(self, z1: torch.Tensor) -> torch.Tensor:
         """The mean of ``p(x | z1)``, ``(..., D)``."""

@@ -28,7 +28,7 @@ from ..data.schema import Schema
 from ..errors import ArgumentTypeError, DataError, UserError
 from ..likelihoods import Likelihood, TableLikelihood, check_matrix, make_likelihood
 
-__all__ = ["TableInputs", "build_likelihood", "likelihood_config"]
+__all__ = ["ColumnShares", "TableInputs", "build_likelihood", "likelihood_config"]
 
 
 def likelihood_config(likelihood: Likelihood) -> Any:
@@ -187,3 +187,24 @@ class TableInputs:
 
 def _needs_table_likelihood(schema: Schema) -> bool:
     return any(c.type != "real" or c.transform != "identity" for c in schema)
+
+
+class ColumnShares:
+    """Mixin: each column's expected log-likelihood under q (needs ``self.decoder_outputs``)."""
+
+    @torch.no_grad()
+    def column_log_likelihood(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        num_samples: int = 16,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """``E_q(z|x)[log p(x_j | z)]`` per row and column, ``(N, D)`` nats in the data's units (0 for a
+        missing cell), from ``num_samples`` draws of q. Summed over columns and minus ``KL(q || p)`` it is the
+        ELBO: which columns a model explains badly."""
+        with torch.random.fork_rng(devices=[x.device] if x.is_cuda else []):
+            if generator is not None:
+                torch.manual_seed(int(torch.randint(0, 2**62, (), generator=generator)))
+            out = self.decoder_outputs(x, mask, num_samples)
+        return self.likelihood.column_log_prob(out, x, mask).mean(0)

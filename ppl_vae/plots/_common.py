@@ -41,6 +41,16 @@ def can_sample(model: torch.nn.Module) -> bool:
     return callable(getattr(model, "sample", None))
 
 
+def prior_means(model: torch.nn.Module, n: int, generator: torch.Generator) -> torch.Tensor:
+    """The means of ``p(x | z)`` for ``n`` prior draws (``model.sample(..., mean=True)``: since issue 20
+    ``sample`` draws from ``p(x | z)``; models whose ``sample`` takes no ``mean`` return means)."""
+    import inspect
+
+    if "mean" in inspect.signature(model.sample).parameters:
+        return model.sample(n, generator=generator, mean=True)
+    return model.sample(n, generator=generator)
+
+
 def model_label(model: torch.nn.Module) -> str:
     """A short description for titles: ``"VAE d=8, bernoulli"``, ``"DenoisingAE d=2 (dae:...)"``."""
     d = getattr(model, "latent_dim", "?")

@@ -25,6 +25,7 @@ from ._common import (
     new_axes,
     pca_2d,
     pick_rows,
+    prior_means,
     scatter_by_label,
     show_grid,
     tile_images,
@@ -201,7 +202,7 @@ def plot_samples(
         )
     model.eval()
     gen = torch.Generator(device=model_device(model)).manual_seed(seed)
-    samples = model.sample(n, generator=gen).cpu()
+    samples = prior_means(model, n, gen).cpu()
     return _draw_decodes(
         samples,
         data,
@@ -417,7 +418,7 @@ def plot_overview_2d(
     )
     if can_sample(model):
         gen = torch.Generator(device=model_device(model)).manual_seed(seed)
-        s = model.sample(n_samples, generator=gen).cpu().numpy()
+        s = prior_means(model, n_samples, gen).cpu().numpy()
         ax.scatter(
             s[:, 0],
             s[:, 1],
