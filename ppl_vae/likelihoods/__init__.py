@@ -53,3 +53,6 @@ REGISTRY.add_column("likelihood", "support", lambda e: str(e.trait("support", ""
 REGISTRY.add_column(
     "likelihood", "reconstruction error", lambda e: str(e.trait("reconstruction", "mse"))
 )
+REGISTRY.add_column(
+    "likelihood", "table column types", lambda e: ", ".join(e.trait("types", ())) or "-"
+)

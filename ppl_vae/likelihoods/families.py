@@ -39,6 +39,7 @@ from torch.nn import functional as F
 
 from ..errors import DataError, UserError
 from ..registry import Param, register
+from . import plain as _plain  # noqa: F401  (registered first: bernoulli, continuous_bernoulli, gaussian)
 from .base import Likelihood, observed, value_range
 from .transforms import ValueMap
 

@@ -127,7 +127,9 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         default_mask = bool(table and self.likelihood.schema.has_missing)
         self.mask_inputs = default_mask if mask_inputs is None else bool(mask_inputs)
         if self.nets == "conv" and self.mask_inputs:
-            raise UserError("mask_inputs=True needs nets='mlp' (the conv encoder takes images only)")
+            raise UserError(
+                "mask_inputs=True needs nets='mlp' (the conv encoder takes images only)"
+            )
         self.encoder = make_guide(
             self.guide_spec,
             self.encoder_width(),
