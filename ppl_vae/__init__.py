@@ -20,7 +20,7 @@ from .autoencoders import (
     SparseAE,
     make_autoencoder,
 )
-from .data import Dataset, DatasetMeta, load_dataset
+from .data import Dataset, DatasetMeta, Schema, infer_schema, load_dataset, split_missing
 from .diagnostics import (
     Report,
     active_units,
@@ -39,7 +39,12 @@ from .estimators import (
     quadrature_log_likelihood,
 )
 from .estimators.globals import fix_globals
-from .likelihoods import available_likelihoods, make_likelihood, register_likelihood
+from .likelihoods import (
+    TableLikelihood,
+    available_likelihoods,
+    make_likelihood,
+    register_likelihood,
+)
 from .models import VAE, HierarchicalVAE, LinearGaussianVAE, SemiSupervisedVAE, build_model
 from .objectives import available_objectives, format_objective, parse_objective, register_objective
 from .params import trained_params
@@ -83,6 +88,11 @@ __all__ = [
     "kl_per_dimension",
     "load_checkpoint",
     "load_dataset",
+    # tables and missing values (issues 20, 21)
+    "Schema",
+    "TableLikelihood",
+    "infer_schema",
+    "split_missing",
     "log_weights",
     "make_autoencoder",
     "make_likelihood",

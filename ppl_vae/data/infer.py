@@ -344,6 +344,15 @@ def infer_schema(
         train_rows: positions of the train rows (statistics, fills, missing fractions); default all rows.
         standardize: standardise real columns and log-standardise positive ones in model space.
         max_levels, max_int_levels: see the module docstring.
+
+    Examples:
+        >>> import pandas as pd
+        >>> import ppl_vae as pv
+        >>> frame = pd.DataFrame({"pid": ["a", "b", "c", "d"], "smoker": ["no", "yes", "no", "no"],
+        ...                       "dose": [0.01, 2.5, 40.0, 0.3], "site": ["x"] * 4})
+        >>> schema = pv.infer_schema(frame)
+        >>> schema.types, schema.index, dict(schema.dropped)["site"]
+        ({'smoker': 'binary', 'dose': 'positive'}, 'pid', "constant (every value is 'x')")
     """
     declared = _check_types(frame, types)
     train = np.arange(len(frame)) if train_rows is None else np.asarray(train_rows)

@@ -94,6 +94,13 @@ def split_missing(x: Any, what: str = "x") -> tuple[Tensor, Tensor | None]:
     ``filled`` holds the column mean of the observed cells where a cell is missing; ``mask`` is bool
     ``(N, D)`` (True = observed), or None when nothing is missing (then ``filled`` is ``x`` itself).
     Infinite values, a row with nothing observed and a column with nothing observed are errors.
+
+    Examples:
+        >>> import torch
+        >>> import ppl_vae as pv
+        >>> filled, mask = pv.split_missing(torch.tensor([[1.0, float("nan")], [3.0, 4.0]]))
+        >>> filled.tolist(), mask.tolist()
+        ([[1.0, 4.0], [3.0, 4.0]], [[True, False], [True, True]])
     """
     if not isinstance(x, Tensor):
         x = torch.as_tensor(np.asarray(x, dtype=np.float32))

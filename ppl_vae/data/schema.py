@@ -160,6 +160,17 @@ class Schema:
         dropped: ``(name, reason)`` of the columns left out (ID-like, constant, empty, asked to ignore).
         index: the name of the ID column whose values label the rows, or None (row numbers).
         standardize: whether real/positive columns were standardised in model space.
+
+    Examples:
+        >>> import pandas as pd
+        >>> import ppl_vae as pv
+        >>> frame = pd.DataFrame({"region": ["n", "s", "s", "e", "n", "e"], "dose": [0.1, 2.0, 0.5, 30, 4.0, 9.0]})
+        >>> data = pv.load_dataset(frame, test_fraction=0.34)
+        >>> schema = data.schema
+        >>> schema.names, schema["region"].levels
+        (('region', 'dose'), ('e', 'n', 's'))
+        >>> schema.to_frame(data.train)["region"].tolist() == frame.loc[data.train_index, "region"].tolist()
+        True
     """
 
     columns: tuple[Column, ...]
