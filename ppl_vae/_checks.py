@@ -18,6 +18,7 @@ from .errors import ArgumentTypeError, DataError, ResourceError, RunExistsError,
 
 __all__ = [
     "available_memory",
+    "cgroup_available",
     "check_finite",
     "check_finite_number",
     "check_device",
@@ -30,8 +31,23 @@ __all__ = [
     "training_bytes",
 ]
 
-#: bytes per trained parameter: the float32 value, its gradient and Adam's two moments
-TRAINING_BYTES_PER_PARAMETER = 4 * 4
+#: Bytes per trained float32 parameter at the peak of training, as measured (peak RSS over the
+#: interpreter's, ``benchmarks/memory_check.py``): the value 4, its gradient 4, Adam's two moments 8,
+#: their per-step temporaries (``sqrt(v)``, the update) 8, backward's temporaries 4, and the engine's
+#: own copies (Pyro's traces, captured graphs, a checkpoint's serialised tensors) 12. Measured on an
+#: MLP VAE of 18.5 M parameters: 34 (Pyro eager), 38 (captured graphs), 40 (graphs + checkpoint).
+TRAINING_BYTES_PER_PARAMETER = 40
+#: The same for the compiled whole step (``ppl_vae.train.fused``, used by ``fast="auto"`` once a run has
+#: taken ``FUSE_AFTER_STEPS`` steps): it is checked against the eager step on copies of the parameters,
+#: gradients and both moments, beside the compiled graph's buffers (72.5 measured).
+FUSED_BYTES_PER_PARAMETER = 76
+#: Bytes per float of a batch's activations (per row, per unit of the layers' widths): forward outputs
+#: kept for backward (pre- and post-activation), their gradients, the batch's own copies (its
+#: binarisation, Pyro's traces): 18-24 measured (``benchmarks/memory_check.py``).
+ACTIVATION_BYTES_PER_FLOAT = 24
+#: What a check leaves free beyond its estimate: a share of it, and a fixed amount for the interpreter's
+#: own growth (allocator caches, the first traces).
+MEMORY_MARGIN, MEMORY_RESERVE = 0.10, 256 * 2**20
 
 
 def check_int(
@@ -82,14 +98,28 @@ def available_memory() -> int:
             avail = int(os.sysconf("SC_AVPHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
         except (OSError, ValueError, AttributeError):
             avail = 1 << 62  # unknown: do not refuse
-    try:  # cgroup v2: the container's limit minus what it uses
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        if limit.isdigit():
-            used = int(Path("/sys/fs/cgroup/memory.current").read_text().strip())
-            avail = min(avail, max(int(limit) - used, 0))
-    except (OSError, ValueError):
-        pass
-    return avail
+    left = cgroup_available()
+    return avail if left is None else min(avail, left)
+
+
+#: (limit, usage) files of the memory cgroup: v2, then v1
+CGROUP_FILES = (
+    ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+    ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"),
+)
+
+
+def cgroup_available(files: Sequence[tuple[str, str]] = CGROUP_FILES) -> int | None:
+    """The container's memory limit minus what it uses (cgroup v2 or v1), or None when there is none."""
+    for limit_file, used_file in files:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit.isdigit() and int(limit) < 1 << 60:  # "max", or v1's "no limit" (2**63 - page)
+                used = int(Path(used_file).read_text().strip())
+                return max(int(limit) - used, 0)
+        except (OSError, ValueError):
+            continue
+    return None
 
 
 def format_bytes(n: float) -> str:
@@ -100,19 +130,23 @@ def format_bytes(n: float) -> str:
     return f"{n:.1f} PiB"  # pragma: no cover
 
 
-def check_memory(nbytes: float, what: str, hint: str = "") -> None:
+def check_memory(nbytes: float, what: str, hint: str = "", *, margin: bool = False) -> None:
     """Refuse (:class:`~ppl_vae.errors.ResourceError`) when ``nbytes`` exceed the available memory.
 
     Args:
         nbytes: an estimate of what the step will allocate.
         what: what needs it, e.g. ``"a VAE with hidden_dims (20000, 20000)"``.
         hint: what to do instead, e.g. ``"use fewer importance samples"``.
+        margin: also keep :data:`MEMORY_MARGIN` of the estimate and :data:`MEMORY_RESERVE` free (for a
+            long job, such as training, that must not be killed by the kernel half-way).
     """
     avail = available_memory()
-    if nbytes > avail:
+    need = nbytes * (1 + MEMORY_MARGIN) + MEMORY_RESERVE if margin else nbytes
+    if need > avail:
+        kept = f" (and the check keeps {MEMORY_MARGIN:.0%} more free)" if margin else ""
         raise ResourceError(
             f"{what} needs about {format_bytes(nbytes)} of memory, but this machine has "
-            f"{format_bytes(avail)} available" + (f": {hint}" if hint else "")
+            f"{format_bytes(avail)} available{kept}" + (f": {hint}" if hint else "")
         )
 
 
@@ -122,9 +156,11 @@ def mlp_parameters(sizes: Sequence[int]) -> int:
     return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
 
 
-def training_bytes(n_parameters: int) -> int:
-    """Memory to train ``n_parameters`` float32 parameters with Adam (value, gradient, 2 moments)."""
-    return int(n_parameters) * TRAINING_BYTES_PER_PARAMETER
+def training_bytes(n_parameters: int, fused: bool = False) -> int:
+    """Peak memory to train ``n_parameters`` float32 parameters with Adam (value, gradient, the moments,
+    their temporaries and the engine's copies; ``fused``: the compiled whole step's)."""
+    per = FUSED_BYTES_PER_PARAMETER if fused else TRAINING_BYTES_PER_PARAMETER
+    return int(n_parameters) * per
 
 
 def check_device(device: object):

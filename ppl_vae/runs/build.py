@@ -4,6 +4,7 @@ objective checked on it before anything is written, the data it names, and what 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 from pathlib import Path
@@ -12,7 +13,9 @@ from typing import Any
 import torch
 
 from .._checks import (
+    ACTIVATION_BYTES_PER_FLOAT,
     check_memory,
+    format_bytes,
     mlp_parameters,
     training_bytes,
 )
@@ -29,6 +32,7 @@ __all__ = [
     "as_ints",
     "check_model_size",
     "check_objective",
+    "objective_particles",
     "folder_state",
     "load_run_data",
     "mlp_widths",
@@ -39,6 +43,8 @@ __all__ = [
     "refuse_run_links",
     "remove_partial",
     "run_data_args",
+    "training_memory",
+    "training_steps",
     "user_call",
 ]
 
@@ -99,24 +105,96 @@ def mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
     return [[d_in, *hidden, encoder_out], [d, *reversed(hidden), 2 * d_in]], words
 
 
-def check_model_size(config: dict[str, Any], batch_size: int, what: str) -> None:
-    """Refuse, before allocating, a model whose parameters, Adam state and activations would not fit."""
+def training_memory(
+    config: dict[str, Any],
+    batch_size: int,
+    *,
+    rows: int | None = None,
+    particles: int = 1,
+    steps: int | None = None,
+) -> dict[str, Any] | None:
+    """What training the model of ``config`` allocates at its peak, in bytes: ``weights`` (the parameters,
+    their gradients, Adam's moments and temporaries, the engine's copies: the compiled whole step's when
+    the run reaches ``FUSE_AFTER_STEPS`` steps or ``steps`` is unknown) and ``activations`` (a batch of
+    ``min(batch_size, rows)`` rows, a batch is never larger than the data, times ``particles`` samples of
+    the layers); also ``params``, ``batch``, ``fused`` and ``words``. None when the config does not say.
+    """
+    from ..train.fast import FUSE_AFTER_STEPS
+
     found = mlp_widths(config)
     if found is None:
-        return
+        return None
     widths, words = found
     params = sum(mlp_parameters(w) for w in widths)
-    activations = 4 * batch_size * 4 * (sum(sum(w) for w in widths) + config["input_dim"])
-    advice = (
-        "the sizes of model 'hvae' are fixed (Burda et al.): use fewer input dimensions, or --model vae"
-        if config.get("class") == "HierarchicalVAE"
-        else "choose smaller --hidden-dims / --latent-dim"
-    )
+    batch = min(batch_size, rows) if rows else batch_size
+    # the encoder runs once per row; every layer after the latent draw once per sample of z
+    floats = config["input_dim"] + sum(widths[0]) + particles * sum(sum(w) for w in widths[1:])
+    fused = steps is None or steps >= FUSE_AFTER_STEPS
+    return {
+        "params": params,
+        "batch": batch,
+        "fused": fused,
+        "words": words,
+        "weights": training_bytes(params, fused=fused),
+        "activations": ACTIVATION_BYTES_PER_FLOAT * batch * floats,
+    }
+
+
+def check_model_size(
+    config: dict[str, Any],
+    batch_size: int,
+    what: str,
+    *,
+    rows: int | None = None,
+    particles: int = 1,
+    steps: int | None = None,
+) -> None:
+    """Refuse, before allocating, a model whose training (:func:`training_memory`) would not fit in
+    memory with a margin, naming what to shrink: the batch when its activations dominate, else the layers.
+    """
+    m = training_memory(config, batch_size, rows=rows, particles=particles, steps=steps)
+    if m is None:
+        return
+    batch = m["batch"]
+    if m["activations"] > m["weights"]:
+        samples, fewer = (
+            (f" x {particles} samples", " or fewer samples (k)") if particles > 1 else ("", "")
+        )
+        advice = (
+            f"choose a smaller --batch-size{fewer} (the activations of {batch:,} rows{samples} "
+            "dominate)"
+        )
+    elif config.get("class") == "HierarchicalVAE":
+        advice = "the sizes of model 'hvae' are fixed (Burda et al.): use fewer input dimensions, or --model vae"
+    else:
+        advice = "choose smaller --hidden-dims / --latent-dim"
     check_memory(
-        training_bytes(params) + activations,
-        f"{what} ({words}: {params:,} parameters, trained with Adam)",
+        m["weights"] + m["activations"],
+        f"{what} ({m['words']}: {m['params']:,} parameters, trained with Adam: "
+        f"{format_bytes(m['weights'])}{' with the compiled whole step' if m['fused'] else ''}; "
+        f"activations of a batch of {batch:,} rows: {format_bytes(m['activations'])})",
         advice,
+        margin=True,
     )
+
+
+def objective_particles(objective: Any) -> int:
+    """Samples of z per data point that an objective spec draws (``iwae:k=5``: 5; default 1)."""
+    if not isinstance(objective, str):
+        return 1
+    from ..objectives import parse_objective
+
+    try:
+        params = parse_objective(objective).params
+    except (UserError, TypeError, ValueError):
+        return 1  # refused later, by name, where the objective is built
+    value = params.get("k", params.get("particles", 1))
+    return value if isinstance(value, int) and value > 0 else 1
+
+
+def training_steps(epochs: int | None, rows: int, batch_size: int) -> int | None:
+    """Optimiser steps of a run of ``epochs`` over ``rows`` (None when ``epochs`` is unknown)."""
+    return None if epochs is None else epochs * max(1, math.ceil(rows / max(1, batch_size)))
 
 
 def _class_name(kind: str) -> str:
@@ -125,8 +203,11 @@ def _class_name(kind: str) -> str:
     return kind if entry is None else entry.trait("cls").__name__
 
 
-def model_from_flags(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
-    """The model the flags describe for the data of ``meta`` (a :class:`~ppl_vae.data.DatasetMeta`)."""
+def model_from_flags(
+    flags: dict[str, Any], meta: Any, epochs: int | None = None
+) -> torch.nn.Module:
+    """The model the flags describe for the data of ``meta`` (a :class:`~ppl_vae.data.DatasetMeta`),
+    sized against memory first for a run of ``epochs``."""
     kind, input_dim = flags["model"], meta.input_dim
     hidden = None if flags["hidden_dims"] is None else tuple(flags["hidden_dims"])
     sizes = {
@@ -138,7 +219,15 @@ def model_from_flags(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
         "num_classes": meta.num_classes,
         **(HVAE_SIZES if kind == "hvae" else {}),
     }
-    check_model_size(sizes, flags["batch_size"], f"a {kind}")
+    rows = getattr(meta, "n_train", None)
+    check_model_size(
+        sizes,
+        flags["batch_size"],
+        f"a {kind}",
+        rows=rows,
+        particles=objective_particles(flags.get("objective")),
+        steps=training_steps(epochs, rows, flags["batch_size"]) if rows else None,
+    )
     if kind not in AUTOENCODERS:
         from ..models.names import make_model
 
@@ -185,11 +274,26 @@ def model_from_flags(flags: dict[str, Any], meta: Any) -> torch.nn.Module:
     )
 
 
-def rebuild_model(config: dict[str, Any], batch_size: int, where: str) -> torch.nn.Module:
-    """The run's recorded model config rebuilt (sized against memory first)."""
+def rebuild_model(
+    config: dict[str, Any],
+    batch_size: int,
+    where: str,
+    *,
+    rows: int | None = None,
+    objective: Any = None,
+    epochs: int | None = None,
+) -> torch.nn.Module:
+    """The run's recorded model config rebuilt (sized against memory first, for ``epochs`` in all)."""
     from ..models import build_model
 
-    check_model_size(config, batch_size, "the run's model")
+    check_model_size(
+        config,
+        batch_size,
+        "the run's model",
+        rows=rows,
+        particles=objective_particles(objective),
+        steps=training_steps(epochs, rows, batch_size) if rows else None,
+    )
     try:
         return build_model(config)
     except (TypeError, ValueError, KeyError) as err:

@@ -224,7 +224,7 @@ def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
     ):  # the IDX folder that was found (not $PPL_VAE_DATA at a later time)
         args["data_dir"] = str(Path(next(iter(provenance["files"]))).parent)
     data = load_run_data(args)
-    model = _reinit(model_from_flags(flags, data.meta), flags["seed"])
+    model = _reinit(model_from_flags(flags, data.meta, epochs or 20), flags["seed"])
     check_objective(model, data, flags["objective"])
     settings = {
         "flags": flags,
@@ -305,7 +305,12 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
         logs = doc["settings"].get("log", []) if logs is None else logs
         data = load_run_data(doc["settings"]["data"]["args"])
         model = rebuild_model(
-            doc["settings"]["model"], flags["batch_size"], str(path / SETTINGS_FILE)
+            doc["settings"]["model"],
+            flags["batch_size"],
+            str(path / SETTINGS_FILE),
+            rows=getattr(data.meta, "n_train", None),
+            objective=flags.get("objective"),
+            epochs=target,
         )
         if "objective" in changes:
             check_objective(model, data, flags["objective"])
