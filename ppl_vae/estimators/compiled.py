@@ -39,11 +39,12 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any
 
 import torch
 
-__all__ = ["CACHE_SIZE", "ChunkRunner", "clear_cache", "inductor_random"]
+from .._torch_compat import capture, compile_graph
+
+__all__ = ["CACHE_SIZE", "ChunkRunner", "clear_cache"]
 
 Batch = tuple[torch.Tensor, ...]
 Chunk = Callable[[Batch, int], torch.Tensor]
@@ -61,13 +62,6 @@ def clear_cache() -> None:
     _CACHE.clear()
 
 
-def inductor_random() -> Any:
-    """A context in which Inductor draws random numbers through PyTorch's generator, as eager code does."""
-    import torch._inductor.config as inductor_config
-
-    return inductor_config.patch(fallback_random=True)
-
-
 def _rng_state(device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
     cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     return torch.get_rng_state(), cuda
@@ -80,16 +74,9 @@ def _set_rng_state(state: tuple[torch.Tensor, torch.Tensor | None], device: torc
 
 
 def _capture(traceable: Chunk, xb: Batch, k: int) -> torch.fx.GraphModule:
-    from torch.fx.experimental.proxy_tensor import make_fx
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        graph = make_fx(
-            lambda *rows: traceable(rows, k), tracing_mode="fake", _allow_non_fake_inputs=True
-        )(*xb)
-    graph.graph.eliminate_dead_code()  # e.g. the plates' unused index tensors
-    graph.recompile()
-    return graph
+        return capture(lambda *rows: traceable(rows, k), *xb)
 
 
 def _cache_key(graph: torch.fx.GraphModule, xb: Batch) -> tuple:
@@ -142,8 +129,7 @@ class ChunkRunner:
             run = self.graphs[shape]
             if run is None:
                 return self.eager(xb, k)
-            with inductor_random():
-                return run(*xb)
+            return run(*xb)
         run, out = self._first(xb, k)
         self.graphs[shape] = run
         return out
@@ -157,9 +143,8 @@ class ChunkRunner:
             key = _cache_key(graph, xb)
             run = _CACHE.get(key)
             if run is None:
-                run = torch.compile(graph, dynamic=False)
-            with inductor_random():
-                compiled = run(*xb)
+                run = compile_graph(graph)
+            compiled = run(*xb)
         except Exception as err:  # noqa: BLE001 - data-dependent Python, no compiler, unsupported ops
             _set_rng_state(state, device)
             self._warn(

@@ -178,8 +178,8 @@ def fast_log_prob(fn: Any, value: torch.Tensor, scratch: dict | None = None) -> 
         fn = fn.base_dist
     method = type(fn).log_prob
     if method is torch.distributions.Bernoulli.log_prob:
-        logits = fn.__dict__.get("logits")
-        if logits is None or fn._param is not logits or logits.dtype != value.dtype:
+        logits = fn.logits  # what Bernoulli.log_prob scores with (from probs, if built from them)
+        if logits.dtype != value.dtype:
             return None
         x = _compact(value)
         if not bool(((x == 0) | (x == 1)).all()):

@@ -40,6 +40,7 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import biject_to, constraints
 
+from .._torch_compat import capture
 from ..errors import ProgramError, UserError
 from ..models import PURE_PROGRAMS
 from ..programs import DataPlateScale, Program, ProgramInfo, per_point
@@ -348,8 +349,6 @@ class PathDensity:
 
     def _capture(self, u: State) -> None:
         """Capture :meth:`_evaluate` for ``u``'s shapes (once per chunk), check it, or say why not and stay eager."""
-        from torch.fx.experimental.proxy_tensor import make_fx
-
         self.fast, self.names = "eager", list(u)  # one attempt per chunk
 
         def flat(*values: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -368,9 +367,7 @@ class PathDensity:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                graph = make_fx(flat, tracing_mode="fake", _allow_non_fake_inputs=True)(*values)
-            graph.graph.eliminate_dead_code()
-            graph.recompile()
+                graph = capture(flat, *values)
             with torch.no_grad():
                 out = graph(*values)
             same = all(

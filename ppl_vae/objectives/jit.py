@@ -25,10 +25,10 @@ import torch
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
-from pyro.poutine.runtime import _PYRO_STACK
 from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.trace_messenger import TraceMessenger
 
+from .._torch_compat import pyro_handler_stack
 from ..errors import ArgumentTypeError
 from ..programs import DataPlateScale
 from .schedule import scale_latents
@@ -57,7 +57,10 @@ def _outer_scales() -> tuple[float, float] | None:
     ``poutine.trace(param_only=True)`` (no effect on samples; SVI uses it).
     """
     obs, latent = 1.0, 1.0
-    for frame in _PYRO_STACK:
+    stack = pyro_handler_stack()
+    if stack is None:
+        return None
+    for frame in stack:
         if isinstance(frame, scale_latents):
             latent = latent * float(frame.weight)
         elif isinstance(frame, ScaleMessenger):

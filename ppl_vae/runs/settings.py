@@ -61,7 +61,7 @@ FIXED = (
 )
 
 
-def _version(package: str) -> str | None:
+def _installed(package: str) -> str | None:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
@@ -100,9 +100,9 @@ def data_provenance(args: dict[str, Any]) -> dict[str, Any]:
             "kind": "files",
             "files": {str(p.resolve()): _sha256_file(p) for p in paths.values()},
         }
-    versions = {"ppl_vae": _version("ppl_vae")}
+    versions = {"ppl_vae": _installed("ppl_vae")}
     if name == "digits":
-        versions["scikit-learn"] = _version("scikit-learn")
+        versions["scikit-learn"] = _installed("scikit-learn")
     return {"kind": "builtin", "name": name, "versions": versions}
 
 
@@ -284,7 +284,7 @@ def new_resume(
 
 
 def versions() -> dict[str, Any]:
-    return {p: _version(p) for p in ("ppl_vae", "torch", "pyro-ppl")}
+    return {p: _installed(p) for p in ("ppl_vae", "torch", "pyro-ppl")}
 
 
 def now() -> str:

@@ -71,7 +71,7 @@ def _non_negative(
         raise CheckpointError(f"{path}: field '{prefix}{key}' must be >= 0; got {value}")
 
 
-def check_version(obj: dict[str, Any], path: Path | str, newest: int) -> int:
+def check_format(obj: dict[str, Any], path: Path | str, newest: int) -> int:
     version = field(obj, "format_version", (int,), path)
     if version > newest:
         raise CheckpointError(
@@ -82,7 +82,7 @@ def check_version(obj: dict[str, Any], path: Path | str, newest: int) -> int:
 
 
 def check_pointer(obj: dict[str, Any], path: Path, newest: int) -> dict[str, Any]:
-    check_version(obj, path, newest)
+    check_format(obj, path, newest)
     name = field(obj, "set", (str,), path)
     if not SET_NAME.fullmatch(name):
         raise CheckpointError(
@@ -94,7 +94,7 @@ def check_pointer(obj: dict[str, Any], path: Path, newest: int) -> dict[str, Any
 
 
 def check_manifest(obj: dict[str, Any], path: Path, known: set[str]) -> dict[str, dict[str, Any]]:
-    check_version(obj, path, 10**9)
+    check_format(obj, path, 10**9)
     files = field(obj, "files", (dict,), path)
     for name, entry in files.items():
         if name not in known or not _FILE_NAME.fullmatch(name):
@@ -112,7 +112,7 @@ def check_config(
     obj: dict[str, Any], path: Path, newest: int, legacy: bool = False
 ) -> dict[str, Any]:
     """Check every field :mod:`ppl_vae.runs.checkpoint` and ``fit`` read; returns ``obj``."""
-    check_version(obj, path, newest) if not legacy else field(
+    check_format(obj, path, newest) if not legacy else field(
         obj, "format_version", (int,), path, required=False
     )
     field(obj, "model", (dict, type(None)), path)

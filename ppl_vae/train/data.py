@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from .._torch_compat import tensor_edits
 from ..data import Dataset
 from ..data.missing import PYRO_MASK_IDIOM
 from ..errors import ArgumentTypeError, DataError
@@ -29,8 +30,8 @@ Rows = tuple[torch.Tensor, ...]
 
 
 def _fingerprint(rows: Rows | None) -> tuple | None:
-    """What identifies a set of tensors and their contents without reading them (in-place edits bump
-    ``_version``)."""
+    """What identifies a set of tensors and their contents without reading them (an in-place edit
+    changes :func:`~ppl_vae._torch_compat.tensor_edits`)."""
     if rows is None:
         return None
     return tuple(
@@ -41,7 +42,7 @@ def _fingerprint(rows: Rows | None) -> tuple | None:
             tuple(t.shape),
             t.dtype,
             t.device,
-            t._version,
+            tensor_edits(t),
         )
         for t in rows
     )

@@ -37,7 +37,6 @@ swallowed.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import math
 import warnings
@@ -48,7 +47,7 @@ import pyro
 import torch
 from torch import nn
 
-from ..estimators.compiled import inductor_random
+from .._torch_compat import capture, compile_graph
 from ..models import PURE_PROGRAMS
 from ..objectives import Objective
 from ..programs import DataPlateScale, Program, ProgramInfo
@@ -215,7 +214,6 @@ class FastEngine:
 
     def _capture(self, batch: tuple[torch.Tensor, ...], scale: float) -> Callable | None:
         from torch.func import functional_call
-        from torch.fx.experimental.proxy_tensor import make_fx
 
         self.refresh()
         module, names, k = self.module, self.names, self.n_params
@@ -236,11 +234,7 @@ class FastEngine:
         try:
             with warnings.catch_warnings(), pyro.validation_enabled(False):
                 warnings.simplefilter("ignore")
-                graph = make_fx(step, tracing_mode="fake", _allow_non_fake_inputs=True)(
-                    example, *batch
-                )
-            graph.graph.eliminate_dead_code()  # e.g. the plate's unused index tensors
-            graph.recompile()
+                graph = capture(step, example, *batch)
         except Exception as err:  # noqa: BLE001 - data-dependent Python, unsupported ops: stay eager, say so
             warnings.warn(
                 f"ppl_vae.fit: could not capture the training step as a graph ({type(err).__name__}: "
@@ -251,7 +245,7 @@ class FastEngine:
             return None
         run: Callable = graph
         if self.compile_loss_graphs():
-            run = torch.compile(graph, dynamic=False)
+            run = compile_graph(graph)
         if not self._verify(run, batch, scale):
             warnings.warn(
                 "ppl_vae.fit: the captured training step does not reproduce the eager step; "
@@ -261,10 +255,6 @@ class FastEngine:
             )
             return None
         return run
-
-    def _random_as_eager(self) -> Any:
-        """Inductor draws random numbers its own way unless told to call PyTorch's generator."""
-        return inductor_random() if self.compile_loss_graphs() else contextlib.nullcontext()
 
     def _verify(self, run: Callable, batch: tuple[torch.Tensor, ...], scale: float) -> bool:
         """Replay the graph and the eager step on the same random numbers; compare loss and gradients."""
@@ -278,7 +268,7 @@ class FastEngine:
             eager_grads = grads(eager, params)
             torch.manual_seed(11)
             try:
-                with torch.no_grad(), self._random_as_eager():
+                with torch.no_grad():
                     loss, gs = run(self.tensors, *batch)
             except Exception:  # noqa: BLE001 - a graph that fails to run is not used (warned by the caller)
                 return False
@@ -289,7 +279,7 @@ class FastEngine:
 
     def run_graph(self, run: Callable, batch: tuple[torch.Tensor, ...]) -> torch.Tensor:
         """One step's loss, with the gradients written into ``.grad`` of the parameters."""
-        with torch.no_grad(), self._random_as_eager():
+        with torch.no_grad():
             loss, gs = run(self.tensors, *batch)
         for p, g in zip(self.tensors, gs, strict=False):
             p.grad = g

@@ -40,15 +40,17 @@ per step; the replay is checked against the compiled step before use.
 from __future__ import annotations
 
 import math
+import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pyro
 import torch
+from torch.optim.adam import adam as functional_adam
 
-from ..estimators.compiled import inductor_random
+from .._torch_compat import capture, compile_graph
 from .fused_cuda import CudaGraphStep
 
 __all__ = ["FusedStep", "adam_problem"]
@@ -167,11 +169,9 @@ class FusedStep:
     # ------------------------------------------------------------------ the traced step
     def _traced(self, lay: _Layout, scale: float, weight: float) -> Callable:
         module = self.engine.module
-        group = self.optimizer.param_groups[0]
-        beta1, beta2 = (float(b) for b in group["betas"])
-        eps = float(group["eps"])
         k, f, r = len(lay.train_names), len(lay.fixed_names), lay.n_rows
         tensor_weight = self.tensor_weight
+        adam_args = self._adam_args()
 
         def step(*flat: torch.Tensor) -> torch.Tensor:
             from torch.func import functional_call
@@ -190,26 +190,24 @@ class FusedStep:
             tensors.update(zip(lay.fixed_names, fixed, strict=True))
             kwargs: dict[str, Any] = {"scale": scale}
             if tensor_weight:
-                kwargs["latent_weight"] = hyper[2]
+                kwargs["latent_weight"] = hyper[1]
             elif weight != 1.0:
                 kwargs["latent_weight"] = weight
             with torch.enable_grad():
                 loss = functional_call(module, tensors, batch, kwargs)
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+            lay.used = [g is not None for g in grads]  # Adam skips a parameter without a gradient
             with torch.no_grad():
-                step_size, bc2_sqrt = hyper[0], hyper[1]
-                for i, (p, g) in enumerate(zip(train, grads, strict=True)):
-                    if g is None:  # torch.optim.Adam skips a parameter without a gradient
-                        lay.used[i] = False
-                        continue
-                    s[i].add_(1)
-                    m[i].lerp_(g, 1 - beta1)
-                    v[i].mul_(beta2).addcmul_(g, g, value=1 - beta2)
-                    denom = (v[i].sqrt() / bc2_sqrt).add_(eps)
-                    p.sub_(step_size * m[i] / denom)
+                _adam(adam_args, hyper[0], grads, train, m, v, s)
             return loss.detach()
 
         return step
+
+    def _adam_args(self) -> dict[str, Any]:
+        """The keyword arguments of ``torch.optim.adam.adam`` for this optimiser's (only) group."""
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = (float(b) for b in group["betas"])
+        return {"beta1": beta1, "beta2": beta2, "eps": float(group["eps"])}
 
     def _inputs(
         self,
@@ -225,12 +223,10 @@ class FusedStep:
         s = [st[p]["step"] for p in train]
         return [*(p.detach() for p in train), *fixed, *m, *v, *s], list(rows)
 
-    def hyper(self, step: int, weight: float, device: torch.device) -> list[float]:
-        """``[step_size, sqrt(1 - beta2^t), kl weight]`` for the ``step``-th update (counted from 1),
-        computed in double precision as ``torch.optim.Adam`` does."""
-        group = self.optimizer.param_groups[0]
-        beta1, beta2 = (float(b) for b in group["betas"])
-        return [float(group["lr"]) / (1 - beta1**step), math.sqrt(1 - beta2**step), float(weight)]
+    def hyper(self, weight: float) -> list[float]:
+        """``[lr, kl weight]``: the per-step inputs of the compiled step (Adam's bias corrections come from
+        its step counts, inside the step, as ``torch.optim.Adam`` computes them)."""
+        return [float(self.optimizer.param_groups[0]["lr"]), float(weight)]
 
     # ------------------------------------------------------------------ compile and check
     def build(self, rows: Rows, batch_size: int, scale: float, weight: float) -> Callable | None:
@@ -239,10 +235,6 @@ class FusedStep:
         key = self.key(rows, batch_size, scale, weight)
         if key in self.compiled:
             return self.compiled[key]
-        import time
-
-        from torch.fx.experimental.proxy_tensor import make_fx
-
         t0 = time.perf_counter()
         lay, train, fixed = self.layout()
         lay.n_rows = len(rows)
@@ -250,20 +242,13 @@ class FusedStep:
         before, after = self._inputs(train, fixed, rows)
         dev = rows[0].device
         idx = torch.arange(batch_size, device=dev)
-        hyper = torch.tensor(self.hyper(1, weight, dev), dtype=torch.float32, device=dev)
+        hyper = torch.tensor(self.hyper(weight), dtype=torch.float32, device=dev)
         example = [*before, hyper, *after, idx]
         run: Callable | None = None
         try:
             with warnings.catch_warnings(), pyro.validation_enabled(False):
                 warnings.simplefilter("ignore")
-                graph = make_fx(
-                    self._traced(lay, scale, weight),
-                    tracing_mode="fake",
-                    _allow_non_fake_inputs=True,
-                )(*example)
-                graph.graph.eliminate_dead_code()
-                graph.recompile()
-                run = _compile(graph, example)
+                run = _compile(capture(self._traced(lay, scale, weight), *example), example)
         except Exception as err:  # noqa: BLE001 - data-dependent Python, unsupported ops, no C++ compiler
             self.failures[key] = (
                 f"could not compile the whole step ({type(err).__name__}: {str(err).strip()[:300]})"
@@ -273,9 +258,7 @@ class FusedStep:
             if bad is not None:
                 self.failures[key] = bad
                 run = None
-        if (
-            run is not None and dev.type == "cuda"
-        ):  # static shapes: replay from a CUDA graph where it captures
+        if run is not None and dev.type == "cuda":  # static shapes: replay from a CUDA graph
             run = CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
         self.compiled[key] = run
         self.lay = lay
@@ -303,93 +286,99 @@ class FusedStep:
         scale: float,
         weight: float,
     ) -> str | None:
-        """Run the compiled step and the eager step (the loss, ``autograd.grad``, ``torch.optim.Adam.step``)
-        on copies, from the same random numbers; None when they agree, else what differs."""
-        from torch.func import functional_call
-
+        """Run the compiled step and the eager loss and gradients on copies, from the same random numbers;
+        None when they agree (see the module docstring), else what differs."""
         dev = rows[0].device
-        opt = self.optimizer
-        state = {
-            p: {k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()}
-            for p in train
-        }
-        copies = [p.detach().clone() for p in train]
-        ref_params = [p.detach().clone().requires_grad_(True) for p in train]
-        group = {k: v for k, v in opt.param_groups[0].items() if k != "params"}
-        ref_opt = torch.optim.Adam(ref_params, **group)
-        for p, q in zip(train, ref_params, strict=True):
-            ref_opt.state[q] = {
-                k: (v.clone() if torch.is_tensor(v) else v) for k, v in opt.state[p].items()
-            }
-        step_no = int(float(state[train[0]]["step"])) + 1
-        hyper = torch.tensor(self.hyper(step_no, weight, dev), dtype=torch.float32, device=dev)
-        m = [state[p]["exp_avg"] for p in train]
-        v = [state[p]["exp_avg_sq"] for p in train]
-        s = [state[p]["step"] for p in train]
-        devices = [dev] if dev.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices), pyro.validation_enabled(False):
+        old = [_copy_state(self.optimizer.state[p]) for p in train]
+        new = [_copy_state(st) for st in old]  # the compiled step updates these
+        params = [p.detach().clone() for p in train]
+        hyper = torch.tensor(self.hyper(weight), dtype=torch.float32, device=dev)
+        states = [[st[key] for st in new] for key in ("exp_avg", "exp_avg_sq", "step")]
+        with (
+            torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []),
+            pyro.validation_enabled(False),
+        ):
             torch.manual_seed(13)
             try:
                 with torch.no_grad():
-                    loss = run(*copies, *fixed, *m, *v, *s, hyper, *rows, idx)
+                    loss = run(
+                        *params, *fixed, *states[0], *states[1], *states[2], hyper, *rows, idx
+                    )
             except Exception as err:  # noqa: BLE001 - a compiled step that does not run is not used
                 return f"the compiled step failed to run ({type(err).__name__}: {str(err).strip()[:300]})"
             torch.manual_seed(13)
-            tensors = dict(zip(lay.train_names, ref_params, strict=True))
-            tensors.update(zip(lay.fixed_names, fixed, strict=True))
-            kwargs: dict[str, Any] = {"scale": scale}
-            if weight != 1.0:
-                kwargs["latent_weight"] = weight
-            ref_loss = functional_call(
-                self.engine.module, tensors, tuple(t[idx] for t in rows), kwargs
-            )
-            grads = torch.autograd.grad(ref_loss, ref_params, allow_unused=True)
-            for q, g in zip(ref_params, grads, strict=True):
-                q.grad = g
-            ref_opt.step()
+            ref_loss, ref_grads = self._eager_gradients(lay, train, fixed, rows, idx, scale, weight)
         if not (torch.isfinite(loss) and torch.isfinite(ref_loss)):
             return "the first batch's loss is not finite"
-        a, b = float(loss), float(ref_loss.detach())
+        a, b = float(loss), float(ref_loss)
         if not math.isclose(a, b, rel_tol=LOSS_RTOL, abs_tol=LOSS_RTOL):
             return f"the compiled step's loss {a:.8g} differs from the eager step's {b:.8g}"
-        for i, (p, q) in enumerate(zip(train, ref_params, strict=True)):
-            name = lay.train_names[i]
-            ref_state = ref_opt.state.get(q, {})
-            if (
-                not ref_state
-            ):  # no gradient in the eager step: the compiled step must leave it alone too
-                if lay.used[i] or not torch.equal(copies[i], p.detach()):
-                    return f"parameter {name!r} has no gradient eagerly but is updated by the compiled step"
-                continue
-            for what, got, want in (
-                ("first moment (the gradient)", m[i], ref_state["exp_avg"]),
-                ("second moment", v[i], ref_state["exp_avg_sq"]),
-            ):
-                if not _close(got, want, MOMENT_RTOL):
-                    return f"Adam's {what} of {name!r} differs from the eager update"
-        # The update: torch.optim.Adam applied to the compiled step's own gradient (recovered from its first
-        # moment). Not the eager update: Adam's step is about lr * sign(g) wherever |g| >> eps, so a gradient
-        # element within rounding of zero (common under IWAE with peaked weights) flips a whole lr between two
-        # correct gradients; the gradients themselves were compared above.
-        beta1 = float(group["betas"][0])
-        own = [p.detach().clone().requires_grad_(True) for p in train]
-        own_opt = torch.optim.Adam(own, **group)
-        for i, (p, q) in enumerate(zip(train, own, strict=True)):
-            old = opt.state[p]
-            own_opt.state[q] = {k: (v.clone() if torch.is_tensor(v) else v) for k, v in old.items()}
-            m_old = old["exp_avg"] if old else torch.zeros_like(p)
-            q.grad = (
-                (m[i] - beta1 * m_old) / (1.0 - beta1) if ref_opt.state.get(ref_params[i]) else None
+        for i, name in enumerate(lay.train_names):
+            bad = self._check_update(name, ref_grads[i], train[i], params[i], old[i], new[i], hyper)
+            if bad is not None:
+                return bad
+        return None
+
+    def _eager_gradients(
+        self,
+        lay: _Layout,
+        train: list[torch.Tensor],
+        fixed: list[torch.Tensor],
+        rows: Rows,
+        idx: torch.Tensor,
+        scale: float,
+        weight: float,
+    ) -> tuple[torch.Tensor, tuple[torch.Tensor | None, ...]]:
+        """The eager step's loss and gradients on copies of the parameters (from the current random state)."""
+        from torch.func import functional_call
+
+        leaves = [p.detach().clone().requires_grad_(True) for p in train]
+        tensors = dict(zip(lay.train_names, leaves, strict=True))
+        tensors.update(zip(lay.fixed_names, fixed, strict=True))
+        kwargs: dict[str, Any] = {"scale": scale}
+        if weight != 1.0:
+            kwargs["latent_weight"] = weight
+        loss = functional_call(self.engine.module, tensors, tuple(t[idx] for t in rows), kwargs)
+        grads = torch.autograd.grad(loss, leaves, allow_unused=True)
+        return loss.detach(), grads
+
+    def _check_update(
+        self,
+        name: str,
+        ref_grad: torch.Tensor | None,
+        param: torch.Tensor,
+        moved: torch.Tensor,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        hyper: torch.Tensor,
+    ) -> str | None:
+        """One parameter: the compiled step's gradient (recovered from Adam's first moment) against the
+        eager one, and its whole update against ``torch.optim.adam.adam`` applied to that gradient.
+
+        Not the eager update: Adam's step is about lr * sign(g) wherever |g| >> eps, so a gradient element
+        within rounding of zero (common under IWAE with peaked weights) flips a whole lr between two
+        correct gradients; the gradients themselves are compared."""
+        if ref_grad is None:  # no gradient eagerly: the compiled step must leave it alone too
+            if not (torch.equal(moved, param.detach()) and torch.equal(new["step"], old["step"])):
+                return f"parameter {name!r} has no gradient eagerly but is updated by the compiled step"
+            return None
+        beta1 = self._adam_args()["beta1"]
+        grad = (new["exp_avg"] - beta1 * old["exp_avg"]) / (1.0 - beta1)
+        if not _close(grad, ref_grad, MOMENT_RTOL):
+            return f"Adam's first moment (the gradient) of {name!r} differs from the eager update"
+        ref = _copy_state(old)
+        expected = param.detach().clone()
+        moments = [[ref[key]] for key in ("exp_avg", "exp_avg_sq", "step")]
+        with torch.no_grad():
+            _adam(self._adam_args(), hyper[0], [grad], [expected], *moments, differentiable=False)
+        if not _close(new["exp_avg_sq"], ref["exp_avg_sq"], MOMENT_RTOL):
+            return f"Adam's second moment of {name!r} differs from the eager update"
+        off, step = float((moved - expected).norm()), float((expected - param.detach()).norm())
+        if off > UPDATE_RTOL * step + 1e-12:
+            return (
+                f"the update of {name!r} differs from torch.optim.Adam's on the same gradient "
+                f"({off:.3g} vs {step:.3g})"
             )
-        own_opt.step()
-        for i, (p, q) in enumerate(zip(train, own, strict=True)):
-            moved = (q.detach() - p.detach()).norm()
-            off = (copies[i] - q.detach()).norm()
-            if float(off) > UPDATE_RTOL * float(moved) + 1e-12:
-                return (
-                    f"the update of {lay.train_names[i]!r} differs from torch.optim.Adam's on the same gradient "
-                    f"({float(off):.3g} vs {float(moved):.3g})"
-                )
         return None
 
     # ------------------------------------------------------------------ one epoch
@@ -412,16 +401,8 @@ class FusedStep:
             return None
         lay, train, fixed = self.layout()
         _init_state(self.optimizer, train)
-        counts = {
-            float(self.optimizer.state[p]["step"]) for i, p in enumerate(train) if self.lay.used[i]
-        }
-        if len(counts) > 1:
-            return None
-        count = int(counts.pop()) if counts else first_step
         dev = rows[0].device
-        table = torch.tensor(
-            [self.hyper(count + 1 + i, w, dev) for i, w in enumerate(weights)], dtype=torch.float32
-        ).to(dev)
+        table = torch.tensor([self.hyper(w) for w in weights], dtype=torch.float32).to(dev)
         if isinstance(run, CudaGraphStep):
             return run.epoch(self, rows, table, batch_size, train, fixed)
         before, after = self._inputs(train, fixed, rows)
@@ -439,17 +420,48 @@ class FusedStep:
 
 
 def _compile(graph: torch.fx.GraphModule, example: list[torch.Tensor]) -> Callable:
-    """Inductor on the traced step, with random numbers from PyTorch's generator.
+    """Inductor on the captured step for the shapes of ``example``, random numbers from PyTorch's generator
+    (:func:`~ppl_vae._torch_compat.compile_graph`; compiled on its first call, by :meth:`FusedStep.verify`)."""
+    return compile_graph(graph)
 
-    Inductor directly (no ``torch.compile`` frame: nothing to guard, so nothing can recompile with other
-    settings, and no guard check per call), inside a tracing context with a shape environment so that
-    Inductor's on-disk graph cache can serve a later process."""
-    from torch._guards import TracingContext, tracing
-    from torch._subclasses.fake_tensor import FakeTensorMode
-    from torch.fx.experimental.symbolic_shapes import ShapeEnv
 
-    with inductor_random(), tracing(TracingContext(FakeTensorMode(shape_env=ShapeEnv()))):
-        return torch._inductor.compile(graph, example)
+def _adam(
+    args: dict[str, Any],
+    lr: torch.Tensor,
+    grads: Sequence[torch.Tensor | None],
+    params: Sequence[torch.Tensor],
+    exp_avgs: Sequence[torch.Tensor],
+    exp_avg_sqs: Sequence[torch.Tensor],
+    steps: Sequence[torch.Tensor],
+    differentiable: bool = True,
+) -> None:
+    """``torch.optim.Adam``'s update, in place, for the parameters that have a gradient: torch's own
+    functional Adam. In the compiled step, the form that reads the step counts and ``lr`` as tensors (its
+    ``differentiable`` form, under ``no_grad``; ``capturable``, the other such form, is refused for CPU
+    tensors), so one traced graph serves every step; ``differentiable=False`` is ``Adam.step``'s own
+    form (bias corrections in double precision on the host), the reference of :meth:`FusedStep.verify`."""
+    have = [i for i, g in enumerate(grads) if g is not None]
+    if not have:
+        return
+    functional_adam(
+        [params[i] for i in have],
+        [grads[i] for i in have],  # type: ignore[misc]
+        [exp_avgs[i] for i in have],
+        [exp_avg_sqs[i] for i in have],
+        [],
+        [steps[i] for i in have],
+        foreach=False,
+        differentiable=differentiable,
+        amsgrad=False,
+        lr=lr,
+        weight_decay=0.0,
+        maximize=False,
+        **args,
+    )
+
+
+def _copy_state(state: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v.clone() if torch.is_tensor(v) else v) for k, v in state.items()}
 
 
 def _close(a: torch.Tensor, b: torch.Tensor, rtol: float) -> bool:

@@ -46,7 +46,7 @@ class CudaGraphStep:
         dev = rows[0].device
         self.rows = [t.clone() for t in rows]
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=dev)
-        self.hyper = torch.tensor(fused.hyper(1, weight, dev), dtype=torch.float32, device=dev)
+        self.hyper = torch.tensor(fused.hyper(weight), dtype=torch.float32, device=dev)
         before, _ = fused._inputs(train, fixed, rows)
         if any(
             t.device != dev for t in before

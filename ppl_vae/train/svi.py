@@ -32,6 +32,7 @@ from typing import Any, Literal
 import pyro
 import torch
 
+from .._torch_compat import tensor_edits
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..objectives import Objective, parse_objective
 from ..params import param_scope
@@ -391,7 +392,8 @@ def fit(
 
 
 def _input_key(obj: Any) -> Any:
-    """What identifies ``fit``'s data argument without reading it (in-place edits bump ``_version``)."""
+    """What identifies ``fit``'s data argument without reading it (an in-place edit changes
+    its :func:`~ppl_vae._torch_compat.tensor_edits`)."""
     if torch.is_tensor(obj):
         return (
             id(obj),
@@ -400,7 +402,7 @@ def _input_key(obj: Any) -> Any:
             tuple(obj.shape),
             obj.dtype,
             obj.device,
-            obj._version,
+            tensor_edits(obj),
         )
     if isinstance(obj, (tuple, list)):
         return tuple(_input_key(o) for o in obj)
