@@ -19,10 +19,15 @@ what                              relied on                                    f
                                                                                 and run uncompiled
 :func:`tensor_edits`            ``Tensor._version`` is bumped by every        a fresh object: never equal,
                                   in-place edit                                 so data are checked again
+:func:`compile_step`              ``torch._inductor.compile(graph, example)``   :func:`compile_graph`
+(the compiled whole step)         inside a ``torch._guards.tracing`` context    (``torch.compile``): the
+                                  with a ``FakeTensorMode`` and shape env:      same code, a guard check
+                                  Inductor on a captured graph with no Dynamo   and wrapper per call (3%
+                                  frame (nothing to guard, nothing recompiles)  slower on bench_svi's VAE)
 ================================  ===========================================  ============================
 
-Compiling uses only public API (:func:`compile_graph`: ``torch.compile`` with the documented Inductor
-option ``fallback_random``, so compiled code draws PyTorch's own random numbers).
+Everything else compiles with public API only (:func:`compile_graph`: ``torch.compile`` with the
+documented Inductor option ``fallback_random``, so compiled code draws PyTorch's own random numbers).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "CaptureUnavailable",
     "capture",
     "compile_graph",
+    "compile_step",
     "pyro_handler_stack",
     "tensor_edits",
 ]
@@ -45,11 +51,11 @@ class CaptureUnavailable(RuntimeError):
     """This torch cannot capture a Python function as an ATen graph the way ppl_vae relies on."""
 
 
-def capture(fn: Callable[..., Any], *example: torch.Tensor) -> torch.fx.GraphModule:
+def capture(fn: Callable[..., Any], *example: Any) -> torch.fx.GraphModule:
     """``fn`` run once on fake copies of ``example``, recorded as a graph of ATen operations.
 
     Python control flow and Pyro's messengers run normally and leave no trace in the graph; tensors
-    ``fn`` reads that are not inputs (module constants, Pyro's own scalars) are kept as real constants
+    ``fn`` reads that are not inputs (``example`` may nest tensors in lists and tuples) (module constants, Pyro's own scalars) are kept as real constants
     (``_allow_non_fake_inputs``). Dead code (e.g. a plate's unused index tensor) is removed.
 
     Raises :class:`CaptureUnavailable` when this torch lacks the tracer or the keyword; whatever ``fn``
@@ -76,6 +82,26 @@ def compile_graph(graph: torch.fx.GraphModule | Callable[..., Any]) -> Callable[
     (``fallback_random``: the compiled code draws what the eager code draws). Public API only; compiles
     on its first call."""
     return torch.compile(graph, dynamic=False, options={"fallback_random": True})
+
+
+def compile_step(
+    graph: torch.fx.GraphModule, example: Sequence[torch.Tensor]
+) -> Callable[..., Any]:
+    """Inductor on a captured graph for the shapes of ``example``, called directly: no Dynamo frame, so
+    no guard check per call and no recompilation with other settings, random numbers from PyTorch's
+    generator; Inductor's on-disk cache can serve a later process (the tracing context carries a
+    shape environment). Falls back to :func:`compile_graph` where this torch lacks any of it."""
+    try:
+        from torch._guards import TracingContext, tracing
+        from torch._inductor import compile as inductor_compile
+        from torch._inductor import config as inductor_config
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        from torch.fx.experimental.symbolic_shapes import ShapeEnv
+    except ImportError:  # pragma: no cover - a torch that moved them: the public route
+        return compile_graph(graph)
+    context = TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
+    with inductor_config.patch(fallback_random=True), tracing(context):
+        return inductor_compile(graph, list(example))
 
 
 def pyro_handler_stack() -> Sequence[Any] | None:

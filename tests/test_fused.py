@@ -281,3 +281,36 @@ def test_on_cuda_the_compiled_step_is_replayed_from_a_cuda_graph_and_trains_like
     assert any(isinstance(run, CudaGraphStep) for run in h.state.engine.fused.compiled.values())
     for p, q in zip(compiled.parameters(), eager.parameters(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+
+
+def test_the_compiled_steps_adam_update_is_torch_optim_adams():
+    """fused.adam_update (the update traced into the compiled step) pinned against torch.optim.Adam: five
+    steps with other betas and eps, the learning rate changed after the second."""
+    g = torch.Generator().manual_seed(0)
+    p = torch.randn(7, 3, generator=g)
+    ref = p.clone().requires_grad_(True)
+    opt = torch.optim.Adam([ref], lr=1e-2, betas=(0.8, 0.99), eps=1e-6)
+    m, v, s = torch.zeros_like(p), torch.zeros_like(p), torch.zeros(())
+    for t in range(1, 6):
+        if t == 3:
+            opt.param_groups[0]["lr"] = 3e-3
+        grad = torch.randn(7, 3, generator=g) * 10.0 ** (t - 3)
+        ref.grad = grad.clone()
+        opt.step()
+        fs = type("F", (), {"optimizer": opt})()
+        step_size, bc2, _ = fused.FusedStep.hyper(fs, t, 1.0)  # type: ignore[arg-type]
+        fused.adam_update(
+            p,
+            grad,
+            m,
+            v,
+            s,
+            torch.tensor(step_size),
+            torch.tensor(bc2),
+            beta1=0.8,
+            beta2=0.99,
+            eps=1e-6,
+        )
+        torch.testing.assert_close(p, ref.detach(), rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(m, opt.state[ref]["exp_avg"])
+        assert int(s) == int(opt.state[ref]["step"]) == t

@@ -44,7 +44,9 @@ def test_capture_records_aten_ops_through_pyro_with_real_constants_and_the_same_
         return tr.trace.nodes["z"]["fn"].log_prob(z)
 
     x = torch.randn(3, 2)
-    with pyro.validation_enabled(False):  # validation reads values: data-dependent (callers turn it off)
+    with pyro.validation_enabled(
+        False
+    ):  # validation reads values: data-dependent (callers turn it off)
         graph = compat.capture(f, x)
     assert isinstance(graph, torch.fx.GraphModule)
     assert not any("pyro" in str(node.target) for node in graph.graph.nodes)
@@ -107,3 +109,17 @@ def test_the_installed_torch_and_pyro_are_in_the_declared_tested_range(name):
     req = Requirement(line)
     assert any(s.operator == "<" for s in req.specifier), f"{req}: no upper bound"
     assert req.specifier.contains(version(name).split("+")[0]), (str(req), version(name))
+
+
+def test_compile_step_compiles_a_captured_graph_drawing_the_eager_random_numbers():
+    def f(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        y.add_(1.0)  # the compiled whole step updates its inputs in place
+        return (x + torch.randn_like(x)).exp().sum(-1)
+
+    x, y = torch.randn(4, 3), torch.zeros(2)
+    run = compat.compile_step(compat.capture(f, x, y), [x, y])
+    torch.manual_seed(5)
+    eager = f(x, torch.zeros(2))
+    torch.manual_seed(5)
+    torch.testing.assert_close(run(x, y), eager, rtol=1e-5, atol=1e-6)
+    assert torch.equal(y, torch.ones(2))

@@ -12,19 +12,20 @@ compiled call. For a batch of row indices ``idx``::
 
 The Pyro ``model``/``guide`` stay the single definition: the loss is the fast ELBO (or, for the
 importance-weighted objectives, the objective's own Pyro loss) traced with ``make_fx`` into ATen
-operations together with ``autograd.grad`` and the update of ``torch.optim.Adam``'s own state
-tensors (``exp_avg``, ``exp_avg_sq``, ``step``: checkpoints, resumes and the eager path see the same
-optimiser), then compiled by Inductor, which fuses the element-wise work of loss, backward and
-update around the matrix products. Random numbers come from PyTorch's generator
-(:func:`~ppl_vae.estimators.compiled.inductor_random`), so the compiled step draws what the eager step
-draws. The bias corrections of Adam are computed on the host per step (a Python float, as
-``torch.optim.Adam`` does) and passed in with the KL weight as one small tensor: no recompilation
-when the learning rate, the step or an annealed KL weight changes.
+operations (:func:`~ppl_vae._torch_compat.capture`) together with ``autograd.grad`` and
+:func:`adam_update` of ``torch.optim.Adam``'s own state tensors (``exp_avg``, ``exp_avg_sq``, ``step``:
+checkpoints, resumes and the eager path see the same optimiser), then compiled by Inductor
+(:func:`~ppl_vae._torch_compat.compile_step`), which fuses the element-wise work of loss, backward and
+update around the matrix products. Random numbers come from PyTorch's generator, so the compiled step
+draws what the eager step draws. The bias corrections of Adam are computed on the host per step (in
+double precision, as ``torch.optim.Adam`` does) and passed in with the KL weight as one small tensor:
+no recompilation when the learning rate, the step or an annealed KL weight changes.
 
 **Checked before use.** Each compiled step (one per batch shape) is run once on copies of the
-parameters and optimiser state and compared with the eager step on the same random numbers: the
-eager loss and gradients and ``torch.optim.Adam.step`` itself (loss to 1e-4 relative, Adam's moments,
-i.e. the gradients, to 1e-3 of their largest entry, the parameter update to 1e-2 in norm). The fast
+parameters and optimiser state and compared with the eager step on the same random numbers: the loss
+(to 1e-4 relative), each gradient (recovered from Adam's first moment, to 1e-3 of its largest entry),
+and each update against ``torch.optim.Adam``'s own (its functional form) applied to that gradient (to
+1e-2 in norm; :meth:`FusedStep.verify`). The fast
 ELBO itself is checked against Pyro's ELBO on the first batch (:meth:`.fast.FastEngine.check`).
 Anything that does not hold falls back, with the reason (a warning, and ``history.meta``).
 
@@ -42,7 +43,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,7 +51,7 @@ import pyro
 import torch
 from torch.optim.adam import adam as functional_adam
 
-from .._torch_compat import capture, compile_graph
+from .._torch_compat import capture, compile_step
 from .fused_cuda import CudaGraphStep
 
 __all__ = ["FusedStep", "adam_problem"]
@@ -131,9 +132,10 @@ class FusedStep:
         self.engine = engine
         self.optimizer = optimizer
         self.tensor_weight = tensor_weight  # the fast ELBO takes the KL weight as an input
-        self.compiled: dict[tuple, Callable | None] = {}
+        self.compiled: dict[tuple, Callable[..., torch.Tensor] | CudaGraphStep | None] = {}
         self.failures: dict[tuple, str] = {}
         self.compile_seconds: dict[tuple, float] = {}
+        self.lay: _Layout | None = None  # the layout of the last step built
         self.problem = self._problem()
 
     # ------------------------------------------------------------------ applicability
@@ -190,7 +192,7 @@ class FusedStep:
             tensors.update(zip(lay.fixed_names, fixed, strict=True))
             kwargs: dict[str, Any] = {"scale": scale}
             if tensor_weight:
-                kwargs["latent_weight"] = hyper[1]
+                kwargs["latent_weight"] = hyper[2]
             elif weight != 1.0:
                 kwargs["latent_weight"] = weight
             with torch.enable_grad():
@@ -198,13 +200,15 @@ class FusedStep:
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             lay.used = [g is not None for g in grads]  # Adam skips a parameter without a gradient
             with torch.no_grad():
-                _adam(adam_args, hyper[0], grads, train, m, v, s)
+                for i, g in enumerate(grads):
+                    if g is not None:
+                        adam_update(train[i], g, m[i], v[i], s[i], hyper[0], hyper[1], **adam_args)
             return loss.detach()
 
         return step
 
-    def _adam_args(self) -> dict[str, Any]:
-        """The keyword arguments of ``torch.optim.adam.adam`` for this optimiser's (only) group."""
+    def _adam_args(self) -> dict[str, float]:
+        """``beta1``, ``beta2`` and ``eps`` of this optimiser's (only) group."""
         group = self.optimizer.param_groups[0]
         beta1, beta2 = (float(b) for b in group["betas"])
         return {"beta1": beta1, "beta2": beta2, "eps": float(group["eps"])}
@@ -223,13 +227,18 @@ class FusedStep:
         s = [st[p]["step"] for p in train]
         return [*(p.detach() for p in train), *fixed, *m, *v, *s], list(rows)
 
-    def hyper(self, weight: float) -> list[float]:
-        """``[lr, kl weight]``: the per-step inputs of the compiled step (Adam's bias corrections come from
-        its step counts, inside the step, as ``torch.optim.Adam`` computes them)."""
-        return [float(self.optimizer.param_groups[0]["lr"]), float(weight)]
+    def hyper(self, step: int, weight: float) -> list[float]:
+        """``[step_size, sqrt(1 - beta2^t), kl weight]`` for the ``step``-th update (counted from 1),
+        computed in double precision on the host as ``torch.optim.Adam`` does: one compiled step serves
+        every step, learning rate and KL weight."""
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = (float(b) for b in group["betas"])
+        return [float(group["lr"]) / (1 - beta1**step), math.sqrt(1 - beta2**step), float(weight)]
 
     # ------------------------------------------------------------------ compile and check
-    def build(self, rows: Rows, batch_size: int, scale: float, weight: float) -> Callable | None:
+    def build(
+        self, rows: Rows, batch_size: int, scale: float, weight: float
+    ) -> Callable[..., torch.Tensor] | CudaGraphStep | None:
         """The compiled step for batches of ``batch_size`` rows of ``rows`` (None when it failed; see
         :attr:`failures`)."""
         key = self.key(rows, batch_size, scale, weight)
@@ -242,9 +251,9 @@ class FusedStep:
         before, after = self._inputs(train, fixed, rows)
         dev = rows[0].device
         idx = torch.arange(batch_size, device=dev)
-        hyper = torch.tensor(self.hyper(weight), dtype=torch.float32, device=dev)
+        hyper = torch.tensor(self.hyper(1, weight), dtype=torch.float32, device=dev)
         example = [*before, hyper, *after, idx]
-        run: Callable | None = None
+        run: Callable[..., torch.Tensor] | None = None
         try:
             with warnings.catch_warnings(), pyro.validation_enabled(False):
                 warnings.simplefilter("ignore")
@@ -258,12 +267,13 @@ class FusedStep:
             if bad is not None:
                 self.failures[key] = bad
                 run = None
+        made: Callable[..., torch.Tensor] | CudaGraphStep | None = run
         if run is not None and dev.type == "cuda":  # static shapes: replay from a CUDA graph
-            run = CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
-        self.compiled[key] = run
+            made = CudaGraphStep.make(self, run, train, fixed, rows, batch_size, weight) or run
+        self.compiled[key] = made
         self.lay = lay
         self.compile_seconds[key] = time.perf_counter() - t0
-        return run
+        return made
 
     @staticmethod
     def key(rows: Rows, batch_size: int, scale: float, weight: float) -> tuple:
@@ -292,7 +302,8 @@ class FusedStep:
         old = [_copy_state(self.optimizer.state[p]) for p in train]
         new = [_copy_state(st) for st in old]  # the compiled step updates these
         params = [p.detach().clone() for p in train]
-        hyper = torch.tensor(self.hyper(weight), dtype=torch.float32, device=dev)
+        step_no = int(float(old[0]["step"])) + 1 if old and old[0] else 1
+        hyper = torch.tensor(self.hyper(step_no, weight), dtype=torch.float32, device=dev)
         states = [[st[key] for st in new] for key in ("exp_avg", "exp_avg_sq", "step")]
         with (
             torch.random.fork_rng(devices=[dev] if dev.type == "cuda" else []),
@@ -314,7 +325,7 @@ class FusedStep:
         if not math.isclose(a, b, rel_tol=LOSS_RTOL, abs_tol=LOSS_RTOL):
             return f"the compiled step's loss {a:.8g} differs from the eager step's {b:.8g}"
         for i, name in enumerate(lay.train_names):
-            bad = self._check_update(name, ref_grads[i], train[i], params[i], old[i], new[i], hyper)
+            bad = self._check_update(name, ref_grads[i], train[i], params[i], old[i], new[i])
             if bad is not None:
                 return bad
         return None
@@ -350,7 +361,6 @@ class FusedStep:
         moved: torch.Tensor,
         old: dict[str, Any],
         new: dict[str, Any],
-        hyper: torch.Tensor,
     ) -> str | None:
         """One parameter: the compiled step's gradient (recovered from Adam's first moment) against the
         eager one, and its whole update against ``torch.optim.adam.adam`` applied to that gradient.
@@ -368,9 +378,9 @@ class FusedStep:
             return f"Adam's first moment (the gradient) of {name!r} differs from the eager update"
         ref = _copy_state(old)
         expected = param.detach().clone()
-        moments = [[ref[key]] for key in ("exp_avg", "exp_avg_sq", "step")]
+        m, v, s = ([ref[key]] for key in ("exp_avg", "exp_avg_sq", "step"))
         with torch.no_grad():
-            _adam(self._adam_args(), hyper[0], [grad], [expected], *moments, differentiable=False)
+            _torch_adam(self.optimizer, grad, expected, m, v, s)
         if not _close(new["exp_avg_sq"], ref["exp_avg_sq"], MOMENT_RTOL):
             return f"Adam's second moment of {name!r} differs from the eager update"
         off, step = float((moved - expected).norm()), float((expected - param.detach()).norm())
@@ -401,8 +411,17 @@ class FusedStep:
             return None
         lay, train, fixed = self.layout()
         _init_state(self.optimizer, train)
+        used = self.lay.used if self.lay is not None else [True] * len(train)
+        counts = {
+            float(self.optimizer.state[p]["step"]) for p, u in zip(train, used, strict=True) if u
+        }
+        if len(counts) > 1:  # one bias correction serves every parameter
+            return None
+        count = int(counts.pop()) if counts else first_step
         dev = rows[0].device
-        table = torch.tensor([self.hyper(w) for w in weights], dtype=torch.float32).to(dev)
+        table = torch.tensor(
+            [self.hyper(count + 1 + i, w) for i, w in enumerate(weights)], dtype=torch.float32
+        ).to(dev)
         if isinstance(run, CudaGraphStep):
             return run.epoch(self, rows, table, batch_size, train, fixed)
         before, after = self._inputs(train, fixed, rows)
@@ -421,42 +440,67 @@ class FusedStep:
 
 def _compile(graph: torch.fx.GraphModule, example: list[torch.Tensor]) -> Callable:
     """Inductor on the captured step for the shapes of ``example``, random numbers from PyTorch's generator
-    (:func:`~ppl_vae._torch_compat.compile_graph`; compiled on its first call, by :meth:`FusedStep.verify`)."""
-    return compile_graph(graph)
+    (:func:`~ppl_vae._torch_compat.compile_step`)."""
+    return compile_step(graph, example)
 
 
-def _adam(
-    args: dict[str, Any],
-    lr: torch.Tensor,
-    grads: Sequence[torch.Tensor | None],
-    params: Sequence[torch.Tensor],
-    exp_avgs: Sequence[torch.Tensor],
-    exp_avg_sqs: Sequence[torch.Tensor],
-    steps: Sequence[torch.Tensor],
-    differentiable: bool = True,
+def adam_update(
+    param: torch.Tensor,
+    grad: torch.Tensor,
+    exp_avg: torch.Tensor,
+    exp_avg_sq: torch.Tensor,
+    step: torch.Tensor,
+    step_size: torch.Tensor,
+    bc2_sqrt: torch.Tensor,
+    *,
+    beta1: float,
+    beta2: float,
+    eps: float,
 ) -> None:
-    """``torch.optim.Adam``'s update, in place, for the parameters that have a gradient: torch's own
-    functional Adam. In the compiled step, the form that reads the step counts and ``lr`` as tensors (its
-    ``differentiable`` form, under ``no_grad``; ``capturable``, the other such form, is refused for CPU
-    tensors), so one traced graph serves every step; ``differentiable=False`` is ``Adam.step``'s own
-    form (bias corrections in double precision on the host), the reference of :meth:`FusedStep.verify`."""
-    have = [i for i, g in enumerate(grads) if g is not None]
-    if not have:
-        return
+    """``torch.optim.Adam``'s update of one parameter, in place (its ``_single_tensor_adam``, weight decay,
+    AMSGrad and maximize off), with the bias corrections as tensors: ``step_size = lr / (1 - beta1^t)``,
+    ``bc2_sqrt = sqrt(1 - beta2^t)`` (Kingma & Ba, 2015, Algorithm 1)::
+
+        m = beta1 m + (1 - beta1) g;  v = beta2 v + (1 - beta2) g^2;  p -= step_size m / (sqrt(v) / bc2_sqrt + eps)
+
+    Written out rather than calling ``torch.optim.adam.adam``: the functional form that takes tensor bias
+    corrections (``differentiable``; ``capturable`` is refused for CPU tensors) compiles to an update
+    about 4x slower than this one (2.8 vs 11.0 ms for 0.69M parameters, one thread); pinned against
+    ``torch.optim.Adam`` by ``tests/test_fused.py`` and checked against it by :meth:`FusedStep.verify`.
+    """
+    step.add_(1)
+    exp_avg.lerp_(grad, 1 - beta1)
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+    denom = (exp_avg_sq.sqrt() / bc2_sqrt).add_(eps)
+    param.sub_(step_size * exp_avg / denom)
+
+
+def _torch_adam(
+    optimizer: torch.optim.Optimizer,
+    grad: torch.Tensor,
+    param: torch.Tensor,
+    exp_avgs: list[torch.Tensor],
+    exp_avg_sqs: list[torch.Tensor],
+    steps: list[torch.Tensor],
+) -> None:
+    """``torch.optim.Adam``'s own update (its functional form) of one parameter, in place: the reference."""
+    group = optimizer.param_groups[0]
+    beta1, beta2 = (float(b) for b in group["betas"])
     functional_adam(
-        [params[i] for i in have],
-        [grads[i] for i in have],  # type: ignore[misc]
-        [exp_avgs[i] for i in have],
-        [exp_avg_sqs[i] for i in have],
+        [param],
+        [grad],
+        exp_avgs,
+        exp_avg_sqs,
         [],
-        [steps[i] for i in have],
+        steps,
         foreach=False,
-        differentiable=differentiable,
         amsgrad=False,
-        lr=lr,
+        beta1=beta1,
+        beta2=beta2,
+        lr=float(group["lr"]),
         weight_decay=0.0,
+        eps=float(group["eps"]),
         maximize=False,
-        **args,
     )
 
 

@@ -30,6 +30,11 @@ class CudaGraphStep:
 
     def __init__(self) -> None:
         self.graph: Any = None
+        self.rows: list[torch.Tensor] = []
+        self.idx = torch.zeros(0, dtype=torch.long)
+        self.hyper = torch.zeros(0)
+        self.before: list[torch.Tensor] = []
+        self.out = torch.zeros(())
 
     @classmethod
     def make(
@@ -46,7 +51,7 @@ class CudaGraphStep:
         dev = rows[0].device
         self.rows = [t.clone() for t in rows]
         self.idx = torch.zeros(batch_size, dtype=torch.long, device=dev)
-        self.hyper = torch.tensor(fused.hyper(weight), dtype=torch.float32, device=dev)
+        self.hyper = torch.tensor(fused.hyper(1, weight), dtype=torch.float32, device=dev)
         before, _ = fused._inputs(train, fixed, rows)
         if any(
             t.device != dev for t in before
