@@ -178,8 +178,10 @@ def fast_log_prob(fn: Any, value: torch.Tensor, scratch: dict | None = None) -> 
         fn = fn.base_dist
     method = type(fn).log_prob
     if method is torch.distributions.Bernoulli.log_prob:
-        logits = fn.logits  # what Bernoulli.log_prob scores with (from probs, if built from them)
-        if logits.dtype != value.dtype:
+        # built from logits: they are in the instance's dict and probs are not (torch computes the one
+        # not given lazily, on first use); a Bernoulli built from probs is left to its own log_prob
+        logits = vars(fn).get("logits")
+        if logits is None or "probs" in vars(fn) or logits.dtype != value.dtype:
             return None
         x = _compact(value)
         if not bool(((x == 0) | (x == 1)).all()):
