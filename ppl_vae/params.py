@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
 import torch
+from pyro.params.param_store import StateDict
 
 from .programs import Program, as_program
 
@@ -26,23 +28,33 @@ __all__ = ["param_scope", "pure_params", "trained_params", "trained_state"]
 _MODULE_DIVIDER = "$$$"  # pyro.module's "name$$$param"
 
 
-_TRAINED: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
-_TRAINED_STRONG: dict[int, dict[str, Any]] = {}  # keys that cannot be weakly referenced (rare)
+#: The trained plain ``pyro.param`` values ``fit`` left for each program, by its key: weak keys (the
+#: values do not refer to the program, so an entry goes with it); keys that cannot be weakly referenced
+#: (rare) in a bounded table of the last 8.
+_TRAINED: weakref.WeakKeyDictionary[Any, StateDict] = weakref.WeakKeyDictionary()
+_TRAINED_STRONG: OrderedDict[int, tuple[Any, StateDict]] = OrderedDict()
+_STRONG_SIZE = 8
 
 
-def _remember(program: Program, state: dict[str, Any]) -> None:
+def _remember(program: Program, state: StateDict) -> None:
+    key = program.key
     try:
-        _TRAINED[program.key] = state
+        _TRAINED[key] = state
     except TypeError:
-        _TRAINED_STRONG[id(program.key)] = state
+        _TRAINED_STRONG[id(key)] = (key, state)
+        _TRAINED_STRONG.move_to_end(id(key))
+        while len(_TRAINED_STRONG) > _STRONG_SIZE:
+            _TRAINED_STRONG.popitem(last=False)
 
 
-def trained_state(program: Program) -> dict[str, Any] | None:
+def trained_state(program: Program) -> StateDict | None:
     """The param-store state (plain ``pyro.param`` values) ``fit`` left for this program, or None."""
+    key = program.key
     try:
-        return _TRAINED.get(program.key)
+        return _TRAINED.get(key)
     except TypeError:
-        return _TRAINED_STRONG.get(id(program.key))
+        entry = _TRAINED_STRONG.get(id(key))
+        return entry[1] if entry is not None and entry[0] is key else None
 
 
 def trained_params(program: Any, guide: Callable | None = None) -> dict[str, torch.Tensor]:
@@ -75,13 +87,13 @@ def trained_params(program: Any, guide: Callable | None = None) -> dict[str, tor
         return {name: store[name].detach() for name in state["params"]}
 
 
-def pure_params(state: dict[str, Any]) -> dict[str, Any]:
+def pure_params(state: StateDict | dict[str, Any]) -> StateDict:
     """A copy of a param-store state without ``pyro.module``'s entries (they live on the modules)."""
     keep = [n for n in state["params"] if _MODULE_DIVIDER not in n]
-    return {
-        "params": {n: state["params"][n] for n in keep},
-        "constraints": {n: state["constraints"][n] for n in keep if n in state["constraints"]},
-    }
+    return StateDict(
+        params={n: state["params"][n] for n in keep},
+        constraints={n: state["constraints"][n] for n in keep if n in state["constraints"]},
+    )
 
 
 @contextlib.contextmanager
@@ -91,7 +103,7 @@ def param_scope(
     *,
     keep: bool = False,
     fresh_modules: bool = False,
-) -> Iterator[dict]:
+) -> Iterator[StateDict]:
     """Run inside a parameter store holding the program's parameters.
 
     ``state``: a training state's param-store state (plain ``pyro.param`` values and the modules'
@@ -110,7 +122,7 @@ def param_scope(
         start = (
             pure_params(state)
             if fresh_modules
-            else {"params": dict(state["params"]), "constraints": dict(state["constraints"])}
+            else StateDict(params=dict(state["params"]), constraints=dict(state["constraints"]))
         )
     with store.scope(start) as scoped:
         yield scoped

@@ -192,3 +192,30 @@ def test_a_divergence_before_any_epoch_says_nothing_was_saved(digits, tmp_path):
     assert not list((tmp_path / "ck").glob("*.safetensors")) and not list(
         (tmp_path / "ck").glob("*/*.safetensors")
     )
+
+
+def test_fit_remembers_a_bounded_number_of_training_states_and_says_when_one_was_dropped():
+    """The one memory of programs (train/state.py): the last STATE_CACHE_SIZE states, so a deleted
+    model is freed once it leaves the bound (a weak-keyed map kept every trained model alive: its state
+    refers to it); a model whose state was dropped is told so, once, and trains on."""
+    import gc
+    import weakref
+
+    from ppl_vae.train import state as train_state
+
+    x = (torch.rand(32, 6, generator=torch.Generator().manual_seed(0)) > 0.5).float()
+    first = pv.VAE(6, 2, (8,))
+    pv.fit(first, x, "analytic", epochs=1, progress=False)
+    refs = []
+    for _ in range(train_state.STATE_CACHE_SIZE + 1):
+        vae = pv.VAE(6, 2, (8,))
+        pv.fit(vae, x, "analytic", epochs=1, progress=False)
+        refs.append(weakref.ref(vae))
+        del vae
+    gc.collect()
+    assert refs[0]() is None  # left the bound: freed
+    assert len(train_state._STATES) == train_state.STATE_CACHE_SIZE
+    assert pv.train.state_of(first) is None
+    with pytest.warns(UserWarning, match="left the cache of the last 8 programs"):
+        h = pv.fit(first, x, "analytic", epochs=1, progress=False)
+    assert pv.train.state_of(first) is h.state and h.state.epoch == 1

@@ -24,7 +24,15 @@ from ..runs.lock import lock_folder
 from .data import as_train_data, validate
 from .distributed import DistContext
 from .loop import run_epochs
-from .state import History, TrainState, remember, resolve_device, state_of, training_summary
+from .state import (
+    History,
+    TrainState,
+    new_state,
+    remember,
+    resolve_device,
+    state_of,
+    training_summary,
+)
 
 __all__ = ["AutoencoderStrategy", "fit_autoencoder"]
 
@@ -39,9 +47,15 @@ class AutoencoderStrategy:
         self.label = ae.spec
         self.noise: torch.Generator | None = None
         self.sums = {"loss": 0.0, "reconstruction": 0.0, "penalty": 0.0}
+        self.defers_updates = False  # no compiled whole step: every loss is read when it is made
 
-    def scope(self) -> Any:
+    def scope(self) -> contextlib.AbstractContextManager[Any]:
         return contextlib.nullcontext()
+
+    def fused_epoch(
+        self, rows: tuple[torch.Tensor, ...], first_step: int, epoch: int, batch_size: int
+    ) -> None:
+        return None
 
     def begin_epoch(self, seed: int, device: torch.device) -> None:
         self.ae.train()
@@ -71,7 +85,7 @@ class AutoencoderStrategy:
         }
 
     def test_record(
-        self, test: tuple[torch.Tensor, ...] | None, seed: int, ctx: Any
+        self, test: tuple[torch.Tensor, ...] | None, seed: int, ctx: DistContext
     ) -> dict[str, Any]:
         self.ae.eval()
         return {
@@ -130,7 +144,7 @@ def fit_autoencoder(
             "(use ppl_vae.fit for a VAE)"
         )
     dev = resolve_device(device)
-    state = state or state_of(ae) or TrainState(seed=seed)
+    state = state or state_of(ae) or new_state(ae, seed)
     train = as_train_data(data, test_data, None)
 
     def check(rows: tuple[torch.Tensor, ...], arg: str) -> tuple[torch.Tensor, ...]:
@@ -162,6 +176,8 @@ def fit_autoencoder(
     strategy = AutoencoderStrategy(ae)
 
     def save(st: TrainState) -> None:
+        if checkpoint_dir is None:  # save runs only with a checkpoint_dir
+            return
         save_checkpoint(
             checkpoint_dir,
             ae,

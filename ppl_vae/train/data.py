@@ -80,19 +80,16 @@ class TrainData:
     def to(self, device: torch.device) -> TrainData:
         """The same data on ``device`` (no copy for tensors already there)."""
 
-        def move(rows: Rows | None) -> Rows | None:
-            return (
-                None
-                if rows is None
-                else tuple(t if t.device == device else t.to(device) for t in rows)
-            )
+        def move(rows: Rows) -> Rows:
+            return tuple(t if t.device == device else t.to(device) for t in rows)
 
         if all(t.device == device for t in self.train) and all(
             t.device == device for t in self.test or ()
         ):
             return self
         dataset = self.dataset.to(device) if self.dataset is not None else None
-        return TrainData(move(self.train), move(self.test), self.meta, dataset, self.extra_train)
+        test = None if self.test is None else move(self.test)
+        return TrainData(move(self.train), test, self.meta, dataset, self.extra_train)
 
 
 def _frame_rows(frame: Any, owner: Any, arg: str) -> Any:
@@ -203,14 +200,16 @@ def validate(
     reference, the last :data:`KEEP_CHECKED` sets the checks passed unchanged (a loop of ``fit`` calls
     over a few chunks of data checks each chunk once).
     """
+    probs_of = data.dataset.train_probs if data.dataset is not None else None
     dynamic = data.dataset is not None and data.dataset.meta.binarize == "dynamic"
-    probs = (data.dataset.train_probs,) if dynamic else ()
+    probs: Rows = (probs_of,) if dynamic and probs_of is not None else ()
     key = (_fingerprint(data.train), _fingerprint(data.test), _fingerprint(probs))
     tensors = (*data.train, *(data.test or ()), *probs)
     if (
         memo.get("key") == key
     ):  # the same tensors as the last call: memo["key"] stays the same object
-        return TrainData(*memo["rows"], data.meta, data.dataset, data.extra_train)
+        train, test = memo["rows"]
+        return TrainData(train, test, data.meta, data.dataset, data.extra_train)
     if _checked_before(memo, key, tensors):
         train, test = data.train, data.test
     else:
@@ -218,10 +217,8 @@ def validate(
         test = (
             check(as_rows(data.test, "data.test"), "data.test") if data.test is not None else None
         )
-        if dynamic:
-            check(
-                (data.dataset.train_probs.clamp(0, 1).round(), *data.train[1:]), "data.train_probs"
-            )
+        if probs:
+            check((probs[0].clamp(0, 1).round(), *data.train[1:]), "data.train_probs")
         if all(
             a is b
             for a, b in zip((*train, *(test or ())), (*data.train, *(data.test or ())), strict=True)

@@ -41,7 +41,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import pyro
 import torch
@@ -65,12 +65,15 @@ __all__ = [
     "CAPTURE_MIN_STEPS",
     "ELBOLoss",
     "FAST_MODES",
+    "FastMode",
     "FUSE_AFTER_STEPS",
     "FastEngine",
     "fast_elbo_loss",
 ]
 
-FAST_MODES = ("auto", "graph", "eager", "compile", "off")
+#: How much of Pyro runs per training step (see the module docstring).
+FastMode = Literal["auto", "graph", "eager", "compile", "off"]
+FAST_MODES: tuple[FastMode, ...] = get_args(FastMode)
 #: ``fast="auto"`` captures a graph for a batch shape once this many steps of it have run or are planned.
 CAPTURE_MIN_STEPS = 300
 #: ``fast="auto"`` switches to the compiled whole step (:mod:`.fused`) at the first epoch that starts after
@@ -94,7 +97,7 @@ class FastEngine:
         self,
         program: Program,
         objective: Objective,
-        mode: str,
+        mode: FastMode,
         info: ProgramInfo,
         pure_params: list[torch.Tensor],
     ) -> None:
@@ -149,7 +152,9 @@ class FastEngine:
             )
         )
         module = probe_owner if probe_owner is not None else self.program.module
-        params = [p for p in module.parameters() if p.requires_grad] if module is not None else []
+        params: list[torch.Tensor] = (
+            [p for p in module.parameters() if p.requires_grad] if module is not None else []
+        )
         params += self.pure_params
         plate = self.program.data_plate
         with (
@@ -224,9 +229,10 @@ class FastEngine:
             loss = functional_call(
                 module, dict(zip(names, tensors, strict=True)), rows, {"scale": scale}
             )
-            gs = torch.autograd.grad(loss, tensors[:k], allow_unused=True)
+            found = torch.autograd.grad(loss, tensors[:k], allow_unused=True)
             gs = [
-                torch.zeros_like(t) if g is None else g for t, g in zip(tensors, gs, strict=False)
+                torch.zeros_like(t) if g is None else g
+                for t, g in zip(tensors, found, strict=False)
             ]
             return loss.detach(), gs
 

@@ -12,11 +12,12 @@ the module the graph path captures and ``DistributedDataParallel`` wraps.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, cast
 
 import torch
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 from torch import nn
 from torch.distributions import kl_divergence
@@ -48,19 +49,21 @@ class SiteRecorder(DataPlateScale):
         plate: str,
         scale: float = 1.0,
         latent_weight: float | torch.Tensor = 1.0,
-        replay: dict[str, dict] | None = None,
+        replay: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         # a tensor KL weight (an input of the compiled step, so annealing does not recompile) is applied here
-        self.weight_tensor = latent_weight if torch.is_tensor(latent_weight) else None
-        super().__init__(plate, scale, 1.0 if self.weight_tensor is not None else latent_weight)
+        self.weight_tensor = latent_weight if isinstance(latent_weight, torch.Tensor) else None
+        super().__init__(
+            plate, scale, 1.0 if isinstance(latent_weight, torch.Tensor) else latent_weight
+        )
         self.replay = replay
-        self.sites: dict[str, dict[str, Any]] = {}
+        self.sites: dict[str, Mapping[str, Any]] = {}
 
-    def _process_message(self, msg: dict[str, Any]) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] != "sample":
             return
         if self.replay is not None and not msg["is_observed"]:
-            guide_msg = self.replay.get(msg["name"])
+            guide_msg = self.replay.get(cast(str, msg["name"]))
             if guide_msg is not None:
                 msg["done"] = True
                 msg["value"] = guide_msg["value"]
@@ -69,20 +72,25 @@ class SiteRecorder(DataPlateScale):
         if self.weight_tensor is not None and not msg["is_observed"] and not site_is_subsample(msg):
             msg["scale"] = self.weight_tensor * msg["scale"]
 
-    def _postprocess_message(self, msg: dict[str, Any]) -> None:
+    def _postprocess_message(self, msg: Message) -> None:
         if msg["type"] != "sample" or type(msg["fn"]).__name__ == "_Subsample":
             return
-        if msg["name"] in self.sites:
-            raise RuntimeError(f"Multiple sample sites named '{msg['name']}'")
-        self.sites[msg["name"]] = msg
+        name = cast(str, msg["name"])
+        if name in self.sites:
+            raise RuntimeError(f"Multiple sample sites named '{name}'")
+        self.sites[name] = msg
 
 
-def _log_prob_sum(site: dict[str, Any]) -> torch.Tensor:
+def _log_prob_sum(site: Mapping[str, Any]) -> torch.Tensor:
     log_p = site["fn"].log_prob(site["value"], *site["args"], **site["kwargs"])
     return scale_and_mask(log_p, site["scale"], site["mask"]).sum()
 
 
-def _surrogate_loss(model_sites: dict, guide_sites: dict, analytic: bool) -> torch.Tensor:
+def _surrogate_loss(
+    model_sites: Mapping[str, Mapping[str, Any]],
+    guide_sites: Mapping[str, Mapping[str, Any]],
+    analytic: bool,
+) -> torch.Tensor:
     """Minus the surrogate ELBO, summed in the order of Pyro's ``_differentiable_loss_particle``."""
     elbo: Any = 0.0
     if not analytic:  # Trace_ELBO: log p over the model's sites, minus log q over the guide's

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -36,7 +37,7 @@ class Guard:
 
     def __init__(
         self,
-        params: list[torch.Tensor],
+        params: Sequence[torch.Tensor],
         module: torch.nn.Module | None,
         optimizer: torch.optim.Optimizer,
         lazy: bool,

@@ -18,7 +18,7 @@ from ..objectives import Objective
 from ..programs import Program, ProgramInfo
 from .data import Rows
 from .distributed import DistContext
-from .fast import FastEngine
+from .fast import FastEngine, FastMode
 from .fast_elbo import ELBOLoss, graph_path_supports
 from .state import TrainState
 
@@ -46,7 +46,7 @@ def whole_step_meta(engine: FastEngine) -> dict[str, Any]:
 def choose_engines(
     program: Program,
     obj: Objective,
-    fast: str,
+    fast: FastMode,
     info: ProgramInfo,
     pure: list[torch.Tensor],
     state: TrainState,
@@ -56,44 +56,66 @@ def choose_engines(
     batch_size: int,
     epochs: int,
 ) -> tuple[FastEngine | None, Any]:
+    """The fast engine (kept on ``state`` across calls) and, under ``torchrun``, the DDP-wrapped loss."""
     engine: FastEngine | None = None
     if fast != "off" and graph_path_supports(obj):
-        engine = state.engine
-        if not (
-            isinstance(engine, FastEngine)
-            and engine.program.key is program.key
-            and engine.mode == fast
-            and engine.objective.spec == obj.spec
-            and engine.info == info
-        ):
-            engine = FastEngine(program, obj, fast, info, pure)
-        state.engine = engine
+        engine = _engine(program, obj, fast, info, pure, state)
         full, last = divmod(n, batch_size)
         tail = tuple(tuple(t.shape[1:]) for t in first)
         planned = {tuple((batch_size,) + s for s in tail): full * epochs}
         if last:
             planned[tuple((last,) + s for s in tail)] = epochs
         engine.begin_call(planned)
-    ddp = None
-    if ctx.active:
-        from torch.nn.parallel import DistributedDataParallel
-
-        if program.module is None:
-            raise ProgramError(
-                "data-parallel training needs the programs to belong to an nn.Module"
-            )
-        use_fast = engine is not None and engine.module.fast
-        if use_fast:
-            engine.check(first, n / len(first[0]))
-            use_fast = engine.module.fast
-        module = ELBOLoss(program, obj, fast=use_fast)
-        dev = ctx.device
-        ddp = DistributedDataParallel(module, device_ids=[dev] if dev.type == "cuda" else None)
+    ddp = _data_parallel(program, obj, engine, ctx, first, n) if ctx.active else None
     return engine, ddp
 
 
+def _engine(
+    program: Program,
+    obj: Objective,
+    fast: FastMode,
+    info: ProgramInfo,
+    pure: list[torch.Tensor],
+    state: TrainState,
+) -> FastEngine:
+    """The training state's engine when it serves this program, mode, objective and inspection, else a new one."""
+    engine = state.engine
+    if not (
+        isinstance(engine, FastEngine)
+        and engine.program.key is program.key
+        and engine.mode == fast
+        and engine.objective.spec == obj.spec
+        and engine.info == info
+    ):
+        engine = FastEngine(program, obj, fast, info, pure)
+    state.engine = engine
+    return engine
+
+
+def _data_parallel(
+    program: Program,
+    obj: Objective,
+    engine: FastEngine | None,
+    ctx: DistContext,
+    first: Rows,
+    n: int,
+) -> Any:
+    """The loss wrapped in ``DistributedDataParallel`` (the fast ELBO where it was checked to apply)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if program.module is None:
+        raise ProgramError("data-parallel training needs the programs to belong to an nn.Module")
+    use_fast = False
+    if engine is not None and engine.module.fast:
+        engine.check(first, n / len(first[0]))
+        use_fast = engine.module.fast
+    module = ELBOLoss(program, obj, fast=use_fast)
+    dev = ctx.device
+    return DistributedDataParallel(module, device_ids=[dev] if dev.type == "cuda" else None)
+
+
 def fast_meta(
-    fast: str, engine: FastEngine | None, obj: Objective, state: TrainState
+    fast: FastMode, engine: FastEngine | None, obj: Objective, state: TrainState
 ) -> dict[str, Any]:
     """What path trains this program, and why not a faster one.
 

@@ -4,12 +4,21 @@
 :class:`TrainState`: epoch and step counters, the optimiser, the trained values of plain
 ``pyro.param`` sites, the fast-path engine with its captured graphs, and what was validated. A
 later ``fit`` call of the same program continues from it (``fit(..., state=history.state)``, or
-implicitly: the state is remembered per program, weakly, never as an attribute of the user's object).
+implicitly: :func:`state_of`).
+
+**The one memory of programs.** ``fit`` remembers the state of the last :data:`STATE_CACHE_SIZE` programs
+it trained, by the program's key (the model object, never an attribute of it), oldest dropped first. The
+states are held strongly and the cache is bounded: a state refers to its program (the engine, the
+inspection), so a weak-keyed map would keep every trained program, its optimiser and its compiled graphs
+alive for the whole process. A ``fit`` call of a program whose state was dropped says so once and starts
+a new state (pass ``state=history.state`` to continue exactly).
 """
 
 from __future__ import annotations
 
+import warnings
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +27,15 @@ import torch
 
 from ..errors import UserError
 
-__all__ = ["History", "TrainState", "epoch_seed", "resolve_device", "state_of", "training_summary"]
+__all__ = [
+    "STATE_CACHE_SIZE",
+    "History",
+    "TrainState",
+    "epoch_seed",
+    "resolve_device",
+    "state_of",
+    "training_summary",
+]
 
 
 class History(list):
@@ -77,22 +94,53 @@ class TrainState:
             return {name: store[name].detach() for name in plain["params"]}
 
 
-_STATES: weakref.WeakKeyDictionary[Any, TrainState] = weakref.WeakKeyDictionary()
+#: How many programs' training states ``fit`` remembers (see the module docstring).
+STATE_CACHE_SIZE = 8
+_STATES: OrderedDict[int, tuple[Any, TrainState]] = OrderedDict()  # id(key) -> (key, state)
+_DROPPED: weakref.WeakSet[Any] = weakref.WeakSet()  # keys whose state was dropped (to say so)
 
 
 def state_of(key: Any) -> TrainState | None:
     """The training state ``fit`` remembers for a program (by the program's key), or None."""
-    try:
-        return _STATES.get(key)
-    except TypeError:
+    entry = _STATES.get(id(key))
+    if entry is None or entry[0] is not key:
         return None
+    _STATES.move_to_end(id(key))
+    return entry[1]
 
 
 def remember(key: Any, state: TrainState) -> None:
+    """Remember ``state`` for the program ``key`` (the most recent; the oldest beyond the bound go)."""
+    _STATES[id(key)] = (key, state)
+    _STATES.move_to_end(id(key))
+    while len(_STATES) > STATE_CACHE_SIZE:
+        dropped, _ = _STATES.popitem(last=False)[1]
+        try:
+            _DROPPED.add(dropped)
+        except TypeError:  # cannot be weakly referenced: nothing to say later
+            pass
+
+
+def was_dropped(key: Any) -> bool:
+    """Whether ``fit`` trained this program before and its state has left the cache since."""
     try:
-        _STATES[key] = state
-    except TypeError:  # an object that cannot be weakly referenced: pass state= to continue
-        pass
+        return key in _DROPPED and state_of(key) is None
+    except TypeError:
+        return False
+
+
+def new_state(key: Any, seed: int) -> TrainState:
+    """A fresh training state for the program ``key``, saying once when an earlier one was dropped."""
+    if was_dropped(key):
+        _DROPPED.discard(key)
+        warnings.warn(
+            f"ppl_vae.fit: the training state of this {type(key).__name__} (optimiser, step counter, "
+            f"compiled graphs) left the cache of the last {STATE_CACHE_SIZE} programs trained; training "
+            "continues with a new one. Pass state=history.state to continue a run exactly",
+            UserWarning,
+            stacklevel=3,
+        )
+    return TrainState(seed=seed)
 
 
 def epoch_seed(seed: int, epoch: int) -> int:

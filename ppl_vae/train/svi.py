@@ -49,11 +49,19 @@ from .data import Rows, TrainData, as_train_data, validate
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
 from .evaluation import test_elbo
-from .fast import FAST_MODES, FastEngine
-from .loop import run_epochs
+from .fast import FAST_MODES, FastEngine, FastMode
+from .loop import FusedStepFn, run_epochs
 from .optim import adam, collect_parameters, unregistered_parameters, warn_unregistered
 from .paths import choose_engines, fast_meta, warn_once, whole_step_meta
-from .state import History, TrainState, remember, resolve_device, state_of, training_summary
+from .state import (
+    History,
+    TrainState,
+    new_state,
+    remember,
+    resolve_device,
+    state_of,
+    training_summary,
+)
 
 __all__ = ["fit"]
 
@@ -128,16 +136,16 @@ class SVIStrategy:
 
     def fused_epoch(
         self, rows: Rows, first_step: int, epoch: int, batch_size: int
-    ) -> Callable | None:
+    ) -> FusedStepFn | None:
         """The compiled whole step (:mod:`.fused`) for this epoch's full batches, or None (the reason is
         kept on the engine, and warned about once when the step was asked for or failed)."""
-        engine = self.engine
-        if engine is None or self.ddp is not None or not self.defers_updates:
+        engine, optimizer = self.engine, self.state.optimizer
+        if engine is None or optimizer is None or self.ddp is not None or not self.defers_updates:
             return None
         n = len(rows[0])
         full = n // batch_size if n >= batch_size else 1
         weights = [self.kl_weight(first_step + i, epoch) for i in range(full)]
-        step = engine.fused_epoch(rows, self.state.optimizer, batch_size, first_step, weights)
+        step = engine.fused_epoch(rows, optimizer, batch_size, first_step, weights)
         if step is not None:
             engine.fused_epochs.append(epoch)
         elif engine.fused_reason is not None and (self.explicit or engine.fused_failed):
@@ -180,11 +188,11 @@ class SVIStrategy:
         return record
 
     def checkpoint_params(self) -> dict[str, torch.Tensor]:
-        store = pyro.get_param_store()
-        return {
-            name: store.get_param(name).unconstrained().detach()
-            for name in self.info.param_names
-            if name in store
+        wanted = set(self.info.param_names)
+        return {  # the unconstrained tensors (the store's named_parameters), as Pyro's SVI trains them
+            name: value.detach()
+            for name, value in pyro.get_param_store().named_parameters()
+            if name in wanted
         }
 
 
@@ -205,7 +213,7 @@ def fit(
     progress: bool = True,
     time_budget: float | None = None,
     callback: Callable[[dict[str, Any]], None] | None = None,
-    fast: str = "auto",
+    fast: FastMode = "auto",
     data_plate: str | None = None,
     state: TrainState | None = None,
     log: Literal["mlflow"] | None = None,
@@ -270,7 +278,7 @@ def fit(
         raise ArgumentTypeError(
             f"state must be a TrainState (history.state); got {type(state).__name__}"
         )
-    state = state or state_of(program.key) or TrainState(seed=seed)
+    state = state or state_of(program.key) or new_state(program.key, seed)
     train = _train_data(data, test_data, program, state.validated)
     ctx = setup_distributed(dev)
     dev = ctx.device
@@ -341,6 +349,8 @@ def fit(
     def save(st: TrainState) -> None:
         from ..runs.checkpoint import save_checkpoint
 
+        if checkpoint_dir is None:  # save runs only with a checkpoint_dir
+            return
         save_checkpoint(
             checkpoint_dir,
             program.module,
@@ -522,10 +532,12 @@ def _resume(
         raise UserError(
             f"the checkpoint in {str(directory)!r} has no values for pyro.param site(s) {missing}"
         )
+    unconstrained = dict(store.named_parameters())
     with torch.no_grad():
         for name in info.param_names:
-            store.get_param(name).unconstrained().copy_(loaded[name])
-    load_optimizer_state(directory, state.optimizer, dev)
+            unconstrained[name].copy_(loaded[name])
+    if state.optimizer is not None:
+        load_optimizer_state(directory, state.optimizer, dev)
     training = config.get("training") or {}
     state.epoch = int(training.get("epoch", 0))
     state.step = int(training.get("step", 0))
