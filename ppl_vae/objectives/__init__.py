@@ -46,10 +46,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from dataclasses import replace as with_changes
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
-from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..errors import ProgramError, UserError
 from ..programs import ProgramInfo
@@ -60,6 +60,7 @@ from .renyi import VectorizedRenyiELBO
 from .schedule import SCHEDULE_PARAMS, kl_schedule, scale_latents
 
 __all__ = [
+    "Bound",
     "CachedJitTraceMeanField_ELBO",
     "CachedJitTrace_ELBO",
     "FAST_PATHS",
@@ -76,6 +77,17 @@ __all__ = [
 ]
 
 
+class Bound(Protocol):
+    """What an objective estimates with: Pyro's ELBO interface (``Trace_ELBO``, ``RenyiELBO``, ours).
+
+    ``differentiable_loss(model, guide, *args, **kwargs)`` is minus the bound, differentiable, summed over
+    the batch and scaled by the handlers around it."""
+
+    def differentiable_loss(
+        self, model: Callable[..., Any], guide: Callable[..., Any], *args: Any, **kwargs: Any
+    ) -> torch.Tensor: ...
+
+
 @dataclass
 class Objective:
     """A parsed objective: the ELBO plus the parameters it was built with.
@@ -87,7 +99,7 @@ class Objective:
 
     name: str
     params: dict[str, Any]
-    elbo: Any = field(repr=False)
+    elbo: Bound = field(repr=False)
     max_plate_nesting: int = 1
 
     @property
@@ -291,42 +303,42 @@ def parse_objective(spec: str | Objective, **overrides: Any) -> Objective:
     )
 
 
-def _check_params(params: dict[str, Any], text: str) -> None:
-    """The values every built-in objective's parameters must take (an entry's ``check``)."""
-    from .._checks import check_memory
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
 
-    name = text.partition(":")[0].strip()
+
+def _check_counts(name: str, params: dict[str, Any]) -> None:
+    """``particles``/``k`` integers >= 1 that fit in memory; ``anneal``/``anneal_steps`` >= 0, one of them."""
+    from .._checks import check_memory
 
     def bad(key: str, need: str) -> UserError:
         return UserError(f"objective {name!r}: {key} must be {need}; got {params[key]!r}")
 
     for key in ("particles", "k"):
-        if key in params and (
-            not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 1
-        ):
+        if key not in params:
+            continue
+        if not _is_int(params[key], 1):
             raise bad(key, "an integer >= 1")
-        if key in params:  # one float per particle and data point, before any network runs
-            check_memory(
-                params[key] * 4,
-                f"objective {name!r} with {key}={params[key]}",
-                f"use a smaller {key}",
-            )
-    if "beta" in params and not (
-        isinstance(params["beta"], (int, float))
-        and math.isfinite(params["beta"])
-        and params["beta"] >= 0
-    ):
-        raise bad("beta", "a finite number >= 0")
+        check_memory(  # one float per particle and data point, before any network runs
+            params[key] * 4, f"objective {name!r} with {key}={params[key]}", f"use a smaller {key}"
+        )
     for key in ("anneal", "anneal_steps"):
-        if key in params and (
-            not isinstance(params[key], int) or isinstance(params[key], bool) or params[key] < 0
-        ):
+        if key in params and not _is_int(params[key], 0):
             raise bad(key, "an integer >= 0 (0: no warm-up)")
     if params.get("anneal") and params.get("anneal_steps"):
         raise UserError(
             f"objective {name!r}: choose one warm-up, anneal={params['anneal']} (epochs) or "
             f"anneal_steps={params['anneal_steps']} (steps), not both"
         )
+
+
+def _check_params(params: dict[str, Any], text: str) -> None:
+    """The values every built-in objective's parameters must take (an entry's ``check``)."""
+    name = text.partition(":")[0].strip()
+    _check_counts(name, params)
+    beta = params.get("beta", 1.0)
+    if not (isinstance(beta, (int, float)) and math.isfinite(beta) and beta >= 0):
+        raise UserError(f"objective {name!r}: beta must be a finite number >= 0; got {beta!r}")
     if "grad" in params:
         check_grad(name, params["grad"])
     if "alpha" in params:
@@ -353,7 +365,7 @@ def _make(entry: Entry, params: dict[str, Any], max_plate_nesting: int = 1) -> A
 
 def _trace(
     particles: int = 1, max_plate_nesting: int = 1, grad: str = "reparam", **_schedule: Any
-) -> ELBO:
+) -> Bound:
     if grad != "reparam":
         return PathwiseELBO("elbo", grad, particles, max_plate_nesting)
     return Trace_ELBO(
@@ -363,7 +375,7 @@ def _trace(
     )
 
 
-def _analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
+def _analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> Bound:
     return TraceMeanField_ELBO(
         num_particles=particles,
         vectorize_particles=particles > 1,
@@ -371,7 +383,7 @@ def _analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) 
     )
 
 
-def _enum(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
+def _enum(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> Bound:
     return TraceEnum_ELBO(
         num_particles=particles,
         vectorize_particles=particles > 1,
@@ -379,7 +391,7 @@ def _enum(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> E
     )
 
 
-def _jit_trace(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
+def _jit_trace(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> Bound:
     return CachedJitTrace_ELBO(
         num_particles=particles,
         vectorize_particles=particles > 1,
@@ -387,7 +399,7 @@ def _jit_trace(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any)
     )
 
 
-def _jit_analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> ELBO:
+def _jit_analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: Any) -> Bound:
     return CachedJitTraceMeanField_ELBO(
         num_particles=particles,
         vectorize_particles=particles > 1,
@@ -395,13 +407,13 @@ def _jit_analytic(particles: int = 1, max_plate_nesting: int = 1, **_schedule: A
     )
 
 
-def _iwae(k: int = 5, max_plate_nesting: int = 1, grad: str = "reparam") -> ELBO:
+def _iwae(k: int = 5, max_plate_nesting: int = 1, grad: str = "reparam") -> Bound:
     if grad != "reparam":
         return PathwiseELBO("iwae", grad, k, max_plate_nesting)
     return VectorizedRenyiELBO(alpha=0.0, num_particles=k, max_plate_nesting=max_plate_nesting)
 
 
-def _renyi(alpha: float = 0.5, k: int = 5, max_plate_nesting: int = 1) -> ELBO:
+def _renyi(alpha: float = 0.5, k: int = 5, max_plate_nesting: int = 1) -> Bound:
     return VectorizedRenyiELBO(alpha=alpha, num_particles=k, max_plate_nesting=max_plate_nesting)
 
 

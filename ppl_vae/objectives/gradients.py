@@ -54,7 +54,7 @@ References:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import pyro.poutine as poutine
@@ -139,20 +139,8 @@ class PathwiseELBO:
         """``(log_p, log_q, leaves, values, data_scale)``: per-particle (and per-point) unscaled log p(x, z') and
         log q(z'), the leaves z' (empty unless ``pathwise``) and the drawn z (with their graph to the guide)."""
         dim = -(self.max_plate_nesting + 1)
-        with pyro.plate(_PLATE, self.num_particles, dim=dim):
-            guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
-        latent = [
-            n
-            for n, s in guide_tr.nodes.items()
-            if s["type"] == "sample" and not s["is_observed"] and not site_is_subsample(s)
-        ]
-        for n in latent:
-            if not getattr(guide_tr.nodes[n]["fn"], "has_rsample", False):
-                raise ProgramError(
-                    f"grad={self.grad} needs a reparameterised guide; site {n!r} draws from "
-                    f"{type(guide_tr.nodes[n]['fn']).__name__}, which has no rsample"
-                )
-        values = {n: guide_tr.nodes[n]["value"] for n in latent}
+        guide_tr, guide_sites, latent = self._guide_draws(guide, args, kwargs, dim)
+        values: dict[str, torch.Tensor] = {n: guide_sites[n]["value"] for n in latent}
         leaves = {n: v.detach().requires_grad_() for n, v in values.items()} if pathwise else {}
         at = leaves or values
         replay_tr = poutine.Trace()
@@ -162,15 +150,40 @@ class PathwiseELBO:
             model_tr = poutine.trace(poutine.replay(model, trace=replay_tr)).get_trace(
                 *args, **kwargs
             )
+            q_sites = guide_sites
             if pathwise and len(latent) > 1:  # q(z2 | z1) must see z1' to give d log q / d z1'
-                q_tr = poutine.trace(poutine.replay(guide, trace=replay_tr)).get_trace(
-                    *args, **kwargs
+                q_sites = _sites(
+                    poutine.trace(poutine.replay(guide, trace=replay_tr)).get_trace(*args, **kwargs)
                 )
-            else:
-                q_tr = guide_tr
-        model_sites = [
-            s for s in model_tr.nodes.values() if s["type"] == "sample" and not site_is_subsample(s)
-        ]
+        model_sites = list(_sites(model_tr).values())
+        data_scale = self._data_scale(model_sites)
+        sum_dims = get_dependent_plate_dims(model_sites)
+        log_p = _total(model_sites, [s["value"] for s in model_sites], data_scale, sum_dims)
+        log_q = _total([q_sites[n] for n in latent], [at[n] for n in latent], data_scale, sum_dims)
+        if not torch.is_tensor(log_p) or not torch.is_tensor(log_q):
+            raise ProgramError("the model and guide have no latent sample sites: nothing to weight")
+        log_p, log_q = torch.broadcast_tensors(log_p, log_q)
+        return log_p, log_q, leaves, values, data_scale
+
+    def _guide_draws(
+        self, guide: Callable, args: tuple, kwargs: dict, dim: int
+    ) -> tuple[poutine.Trace, dict[str, dict[str, Any]], list[str]]:
+        """The guide run under the particle plate: its trace, sample sites and latent names (each
+        reparameterised, else a ProgramError naming it)."""
+        with pyro.plate(_PLATE, self.num_particles, dim=dim):
+            guide_tr = poutine.trace(guide).get_trace(*args, **kwargs)
+        guide_sites = _sites(guide_tr)
+        latent = [n for n, s in guide_sites.items() if not s["is_observed"]]
+        for n in latent:
+            if not getattr(guide_sites[n]["fn"], "has_rsample", False):
+                raise ProgramError(
+                    f"grad={self.grad} needs a reparameterised guide; site {n!r} draws from "
+                    f"{type(guide_sites[n]['fn']).__name__}, which has no rsample"
+                )
+        return guide_tr, guide_sites, latent
+
+    def _data_scale(self, model_sites: list[dict[str, Any]]) -> Any:
+        """The scale on the observed sites (the trainer's N/|B|): one number, divided out of every term."""
         obs_scales = [s["scale"] for s in model_sites if s["is_observed"]]
         data_scale = obs_scales[0] if obs_scales else 1.0
         if torch.is_tensor(data_scale) and data_scale.numel() != 1:
@@ -178,23 +191,7 @@ class PathwiseELBO:
                 f"grad={self.grad} needs a scalar scale on the observed sites; got shape "
                 f"{tuple(data_scale.shape)}"
             )
-        sum_dims = get_dependent_plate_dims(model_sites)
-
-        def total(sites: list[dict], value_of: Callable[[dict], torch.Tensor]) -> Any:
-            out: Any = 0.0
-            for site in sites:
-                lp = site["fn"].log_prob(value_of(site))
-                term = scale_and_mask(lp, site["scale"] / data_scale, site["mask"])
-                if not is_identically_zero(term):
-                    out = out + torch_sum(term, sum_dims)
-            return out
-
-        log_p = total(model_sites, lambda s: s["value"])
-        log_q = total([q_tr.nodes[n] for n in latent], lambda s: at[s["name"]])
-        if not torch.is_tensor(log_p) or not torch.is_tensor(log_q):
-            raise ProgramError("the model and guide have no latent sample sites: nothing to weight")
-        log_p, log_q = torch.broadcast_tensors(log_p, log_q)
-        return log_p, log_q, leaves, values, data_scale
+        return data_scale
 
     def _bound(self, log_w: torch.Tensor) -> torch.Tensor:
         if self.bound == "elbo":
@@ -252,3 +249,26 @@ class PathwiseELBO:
         if loss.requires_grad:
             loss.backward()
         return float(loss.detach())
+
+
+def _sites(trace: poutine.Trace) -> dict[str, dict[str, Any]]:
+    """The sample sites of a trace (no plates' subsample sites), as plain dicts."""
+    return {
+        n: cast("dict[str, Any]", s)
+        for n, s in trace.nodes.items()
+        if s["type"] == "sample" and not site_is_subsample(s)
+    }
+
+
+def _total(
+    sites: list[dict[str, Any]], values: list[torch.Tensor], data_scale: Any, sum_dims: Any
+) -> Any:
+    """``sum_s scale_s / data_scale * log p_s(value_s)`` over the sites, summed over their dependent plate
+    dims (0.0 when every term is identically zero)."""
+    out: Any = 0.0
+    for site, value in zip(sites, values, strict=True):
+        lp = site["fn"].log_prob(value)
+        term = scale_and_mask(lp, site["scale"] / data_scale, site["mask"])
+        if not is_identically_zero(term):
+            out = out + torch_sum(term, sum_dims)
+    return out

@@ -25,6 +25,7 @@ import torch
 from pyro.distributions.util import is_identically_zero
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.scale_messenger import ScaleMessenger
 from pyro.poutine.trace_messenger import TraceMessenger
 
@@ -44,7 +45,7 @@ class _SiteScales(Messenger):
         self.obs = obs
         self.latent = latent
 
-    def _process_message(self, msg: dict[str, Any]) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] == "sample":
             msg["scale"] = (self.obs if msg["is_observed"] else self.latent) * msg["scale"]
 
@@ -182,7 +183,7 @@ class _CachedJit:
 
     def loss_and_grads(self, model: Callable, guide: Callable, *args: Any, **kwargs: Any) -> float:
         loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward(retain_graph=self.retain_graph)
+        loss.backward(retain_graph=getattr(self, "retain_graph", None))  # set by Pyro's ELBO
         return loss.item()
 
 

@@ -62,6 +62,27 @@ def log_mean_exp(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
     return value.detach() + (weighted - weighted.detach())
 
 
+def _observed_scale(model_trace: Any) -> Any:
+    """The one scale on every observed site (the mini-batch scale N/|B|), a number or a scalar tensor."""
+    obs_scales = [
+        site["scale"]
+        for site in model_trace.nodes.values()
+        if site["type"] == "sample" and site["is_observed"]
+    ]
+    data_scale = obs_scales[0] if obs_scales else 1.0
+    for s in obs_scales[1:]:
+        if not _same_scale(s, data_scale):
+            raise ProgramError(
+                "VectorizedRenyiELBO needs one scale on all observed sites (the mini-batch scale); "
+                f"got {s!r} and {data_scale!r}"
+            )
+    if torch.is_tensor(data_scale) and data_scale.numel() != 1:
+        raise ProgramError(
+            f"VectorizedRenyiELBO needs a scalar scale on the observed sites; got shape {tuple(data_scale.shape)}"
+        )
+    return data_scale
+
+
 class VectorizedRenyiELBO(RenyiELBO):
     r"""``RenyiELBO`` with vectorised particles, per-point bounds and a ``differentiable_loss``.
 
@@ -94,38 +115,22 @@ class VectorizedRenyiELBO(RenyiELBO):
     ) -> tuple[torch.Tensor, Any, bool]:
         """Unscaled log weights ``(K, B)`` (or ``(K,)`` without a per-point plate), the data scale, per-point flag."""
         ((model_trace, guide_trace),) = self._get_traces(model, guide, args, kwargs)
-        obs_scales = [
-            site["scale"]
-            for site in model_trace.nodes.values()
-            if site["type"] == "sample" and site["is_observed"]
-        ]
-        data_scale = obs_scales[0] if obs_scales else 1.0
-        for s in obs_scales[1:]:
-            if not _same_scale(s, data_scale):
-                raise ProgramError(
-                    "VectorizedRenyiELBO needs one scale on all observed sites (the mini-batch scale); "
-                    f"got {s!r} and {data_scale!r}"
-                )
-        if torch.is_tensor(data_scale) and data_scale.numel() != 1:
-            raise ProgramError(
-                f"VectorizedRenyiELBO needs a scalar scale on the observed sites; got shape {tuple(data_scale.shape)}"
-            )
+        data_scale = _observed_scale(model_trace)
         sum_dims = get_dependent_plate_dims(model_trace.nodes.values())
         log_w: Any = 0.0
         for sign, trace in ((1.0, model_trace), (-1.0, guide_trace)):
             for name, site in trace.nodes.items():
                 if site["type"] != "sample":
                     continue
-                if sign < 0 and not site["fn"].has_rsample:
+                if sign < 0 and not getattr(site["fn"], "has_rsample", False):
                     raise ProgramError(
                         f"iwae/renyi loss needs a reparameterised guide; site {name!r} draws from "
                         f"{type(site['fn']).__name__}, which has no rsample"
                     )
                 relative = site["scale"] / data_scale
                 term = scale_and_mask(site["unscaled_log_prob"], relative, site["mask"])
-                if is_identically_zero(term):
-                    continue
-                log_w = log_w + sign * torch_sum(term, sum_dims)
+                if not is_identically_zero(term):
+                    log_w = log_w + sign * torch_sum(term, sum_dims)
         if not torch.is_tensor(log_w):
             raise ProgramError("the model and guide have no sample sites: nothing to weight")
         if self.num_particles == 1:  # Pyro adds no particle plate for one particle

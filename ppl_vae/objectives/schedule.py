@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 
 from ..errors import UserError
 
@@ -68,6 +69,6 @@ class scale_latents(Messenger):  # noqa: N801 - used like poutine.scale
         super().__init__()
         self.weight = weight
 
-    def _process_message(self, msg: dict[str, Any]) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] == "sample" and not msg["is_observed"]:
             msg["scale"] = self.weight * msg["scale"]
