@@ -45,8 +45,8 @@ package: setup-dev
 	.ci/check_package.sh $(PY)
 
 lint: setup-dev
-	$(VENV)/bin/ruff check ppl_vae tests benchmarks notebooks docs
-	$(VENV)/bin/ruff format --check ppl_vae tests benchmarks notebooks docs
+	$(VENV)/bin/ruff check ppl_vae ppl_vae_cli tests benchmarks notebooks docs
+	$(VENV)/bin/ruff format --check ppl_vae ppl_vae_cli tests benchmarks notebooks docs
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache docs/_build docs/api docs/tutorials/generated

@@ -222,7 +222,7 @@ def check_output_path(
             )
         if p.exists() and not os.access(p, os.W_OK):
             raise ResourceError(f"{what}: {str(p)!r} is not writable")
-        _check_creatable(p.parent, what)
+        _check_creatable(p.parent, what, shown=p)
         return p
     if p.exists() and not p.is_dir():
         raise RunExistsError(f"{what}: {str(p)!r} is a file, not a folder: choose another path")
@@ -230,8 +230,36 @@ def check_output_path(
     return p
 
 
-def _check_creatable(folder: Path, what: str) -> None:
-    """``folder`` exists and is writable, or its nearest existing ancestor is a writable folder."""
+#: file systems that are the kernel's interfaces, not storage: nothing ppl_vae writes belongs there
+PSEUDO_FILESYSTEMS = {
+    "proc", "sysfs", "devtmpfs", "devpts", "cgroup", "cgroup2", "debugfs", "tracefs",
+    "securityfs", "pstore", "bpf", "configfs", "fusectl", "mqueue", "binfmt_misc", "efivarfs",
+}  # fmt: skip
+
+
+def filesystem_type(path: Path, mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The type of the file system ``path`` is on (``"ext4"``, ``"proc"``, ...), from the longest mount
+    point above it in ``mountinfo``; None where that cannot be read (not Linux)."""
+    try:
+        lines = Path(mountinfo).read_text().splitlines()
+    except OSError:
+        return None
+    real, best, kind = os.path.realpath(path), "", None
+    for line in lines:
+        fields = line.split()
+        if " - " not in line or len(fields) < 5:
+            continue
+        point = fields[4].replace("\\040", " ")
+        fs = line.split(" - ", 1)[1].split()[0]
+        inside = real == point or real.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fs
+    return kind
+
+
+def _check_creatable(folder: Path, what: str, shown: Path | None = None) -> None:
+    """``folder`` exists and is writable, or its nearest existing ancestor is a writable folder on a file
+    system that stores files (not ``/proc``, ``/sys``, ``/dev``)."""
     probe = folder.absolute()
     while not probe.exists():
         if probe.parent == probe:
@@ -239,6 +267,12 @@ def _check_creatable(folder: Path, what: str) -> None:
         if probe.is_symlink():  # a dangling link: creating through it would go elsewhere
             raise UserError(f"{what}: {str(probe)!r} is a broken symbolic link")
         probe = probe.parent
+    fs = filesystem_type(probe)
+    if fs in PSEUDO_FILESYSTEMS:
+        raise ResourceError(
+            f"{what}: {str(shown or folder)!r} is on the {fs} file system (the kernel's interface, not storage): "
+            "choose a folder on a disk"
+        )
     if not probe.is_dir():
         raise RunExistsError(
             f"{what}: cannot create {str(folder)!r}: {str(probe)!r} is a file, not a folder"

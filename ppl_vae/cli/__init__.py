@@ -25,6 +25,16 @@ from ..errors import UserError
 from .results import add_compare, add_evaluate, add_plot, add_sample
 from .train import add_demo, add_train
 
+
+def interrupted(command: str) -> int:
+    """Ctrl-C: one line, exit status 130 (what a shell reports for SIGINT)."""
+    try:
+        print(f"ppl-vae{' ' + command if command else ''}: interrupted", file=sys.stderr)
+    except KeyboardInterrupt:  # a second Ctrl-C while saying so
+        pass
+    return 130
+
+
 # ---------------------------------------------------------------- the sub-command table
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_train,
@@ -36,14 +46,31 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 ]
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with one-line errors: ``ppl-vae train: error: argument --lr: ... (ppl-vae train --help)``
+    instead of the usage text and the message (17 lines for a bad ``--lr``), exit status 2."""
+
+    def error(self, message: str):  # type: ignore[override]
+        line = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
+
+    #: the sub-commands' parsers by name (set by :func:`build_parser`)
+    commands: dict[str, argparse.ArgumentParser] | None = None
+
+    def subcommand(self, name: str) -> argparse.ArgumentParser:
+        """The parser of sub-command ``name`` (this one if there is none)."""
+        return (self.commands or {}).get(name, self)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="ppl-vae",
         description="Variational autoencoders as Pyro programs: train, evaluate, compare, plot.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in COMMANDS:
         add(sub)
+    parser.commands = dict(sub.choices)
     return parser
 
 
@@ -57,9 +84,16 @@ def _warning_line(command: str):
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one sub-command; 0 on success, 2 for a user error, 1 for a bug, 130 on Ctrl-C."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one sub-command; 0 on success, 2 for a user error, 1 for a bug, 130 on Ctrl-C (at any moment:
+    while the parser is built or a sub-command imports torch too; the ``ppl-vae`` launcher,
+    :mod:`ppl_vae_cli`, covers the import of ``ppl_vae`` itself)."""
+    try:
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the sub-command's parser, whose flags they were meant for
+            parser.subcommand(args.command).error(f"unrecognized arguments: {' '.join(extra)}")
+    except KeyboardInterrupt:
+        return interrupted("")
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _warning_line(args.command)
     try:
@@ -69,8 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"ppl-vae {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"ppl-vae {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return interrupted(args.command)
     except Exception:
         traceback.print_exc()
         print(

@@ -41,7 +41,8 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         type=names,
         default=[],
         metavar="NAME",
-        help=f"with --resume: let the given flag change a recorded setting ({', '.join(OVERRIDABLE)}); "
+        help="with --resume: let the given flag change a recorded setting "
+        f"({', '.join(n.replace('_', '-') for n in OVERRIDABLE)}; either spelling); "
         "recorded in settings.json and in the history, e.g. --override lr --lr 3e-4",
     )
     p.add_argument(

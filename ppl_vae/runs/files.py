@@ -140,7 +140,13 @@ def _atomic(path: Path, write: Callable[[Any], None], mode: str, replace: bool) 
     refuse_link(path)
     if path.is_dir():
         raise RunExistsError(f"{str(path)!r} is a folder; ppl_vae writes a file there: move it")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:  # the folder vanished, is not one, or will not take a file: not a bug
+        raise disk_error(err, f"could not write {os.fspath(path)}") or ResourceError(
+            f"could not write {os.fspath(path)}: cannot create a file in {os.fspath(path.parent)} "
+            f"({err.strerror or err})"
+        ) from None
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)  # as open() would make it, not mkstemp's 0600
         with os.fdopen(fd, mode) as f:
@@ -177,7 +183,7 @@ def write_bytes(path: str | os.PathLike[str], data: bytes, *, replace: bool = Tr
     try:
         _atomic(Path(path), lambda f: f.write(data), "wb", replace)
     except OSError as err:
-        if isinstance(err, RunExistsError):
+        if isinstance(err, (RunExistsError, ResourceError)):
             raise
         raise disk_error(err, f"could not write {os.fspath(path)}") or err from None
 

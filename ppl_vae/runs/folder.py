@@ -57,7 +57,7 @@ from .flags import (
     resolve_binarize,
 )
 from .lock import is_main_process, lock_folder
-from .logs import LOGS, Recorder, check_tensorboard, metrics_config
+from .logs import LOGS, Recorder, check_tensorboard, keep_edited_csv, metrics_config
 from .pointer import pointer_advice, rebuild_pointer
 from .settings import (
     SETTINGS_FILE,
@@ -188,6 +188,8 @@ def train_run(
     if time_budget is not None:
         time_budget = check_finite_number(time_budget, "time_budget", positive=True)
     override = [override] if isinstance(override, str) else list(override or ())
+    # a flag's name as typed (--override batch-size, --override --lr) or as a Python name (batch_size)
+    override = [str(name).strip().lstrip("-").replace("-", "_") for name in override]
     logs = None if log is UNSET else ([log] if isinstance(log, str) else list(log or ()))
     for name in logs or ():
         if name not in LOGS:
@@ -277,6 +279,8 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
             rebuilt = rebuild_pointer(path / "checkpoint")
             if rebuilt is not None:
                 warnings.warn(rebuilt, stacklevel=3)
+            if (path / "checkpoint" / POINTER).is_file():
+                keep_edited_csv(path, read_settings(path))
         doc = read_settings(path)
         flags = effective_settings(doc)
         if flags["model"] in AUTOENCODERS and "objective" in given:

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..errors import RunExistsError, RunLockedError
+from ..errors import ResourceError, RunExistsError, RunLockedError
 from .files import disk_error, refuse_link
 
 __all__ = ["LOCK_FILE", "is_main_process", "lock_folder", "refuse_if_locked"]
@@ -121,8 +121,10 @@ def lock_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise RunExistsError(
             f"{str(folder)!r} (or a folder above it) is a file, not a folder"
         ) from None
-    except OSError as err:
-        raise disk_error(err, f"cannot create {str(folder)!r}") or err from None
+    except OSError as err:  # the user's path: whatever the file system says is about it, not a bug
+        raise disk_error(err, f"cannot create {str(folder)!r}") or ResourceError(
+            f"cannot create {str(folder)!r}: {err.strerror or err}"
+        ) from None
     key = os.path.realpath(folder)
     with _guard:
         entry = _held.get(key)

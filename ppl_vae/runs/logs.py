@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "Recorder",
     "TensorBoardLog",
     "check_tensorboard",
+    "keep_edited_csv",
     "metrics_config",
     "write_metrics",
 ]
@@ -78,6 +80,37 @@ def write_metrics(
         doc["training"] = training
     write_json(run_dir / METRICS_FILE, doc)
     write_bytes(run_dir / METRICS_CSV, history_csv(history).encode())
+
+
+def keep_edited_csv(run_dir: Path, doc: dict[str, Any]) -> Path | None:
+    """Before a resume rewrites ``metrics.csv``: when the file is not a view ppl_vae wrote of the run's
+    committed history (of all its epochs or of the first ones: a view lags one epoch after a crash), it
+    was edited by hand or comes from epochs that were not kept; move it aside as
+    ``metrics.edited-TIME.csv`` (never overwritten), warn, and return where it went. None otherwise."""
+    import warnings
+    from datetime import datetime
+
+    path = run_dir / METRICS_CSV
+    try:
+        current = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    history = annotate(read_config(run_dir / "checkpoint")["training"]["history"], doc)
+    if any(current == history_csv(history[:n]).encode() for n in range(len(history), -1, -1)):
+        return None
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    aside, k = run_dir / f"metrics.edited-{stamp}.csv", 1
+    while os.path.lexists(aside):
+        k += 1
+        aside = run_dir / f"metrics.edited-{stamp}-{k}.csv"
+    os.link(path, aside)  # the user's bytes under a new name, then the old name is free
+    os.unlink(path)
+    warnings.warn(
+        f"{path} does not match the run's checkpoint (edited by hand, or from epochs that were not "
+        f"kept): kept it as {aside.name}; {METRICS_CSV} is written again from the checkpoint",
+        stacklevel=3,
+    )
+    return aside
 
 
 def check_tensorboard() -> None:
