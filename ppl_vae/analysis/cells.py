@@ -150,7 +150,11 @@ def table_rows(
     """``data`` (a DataFrame, Dataset, tensor/array with NaN, or ``(x_filled, mask)``) as :class:`Rows`."""
     from ..data import Dataset
 
-    schema = schema if schema is not None else getattr(program.owner, "schema", None)
+    if schema is None:
+        owner = program.owner
+        schema = getattr(owner, "schema", None) or getattr(
+            getattr(owner, "likelihood", None), "schema", None
+        )
     if isinstance(data, Dataset):
         batch, mask, ds_schema, frame = _from_dataset(program, data, split)
         return _finish(program, batch, mask, schema or ds_schema, frame)

@@ -182,8 +182,19 @@ def _fill(base: pd.DataFrame, rows: Rows, values: dict, missing: np.ndarray) -> 
         column = column.infer_objects()
         if isinstance(original, pd.CategoricalDtype) and column.isin(original.categories).all():
             column = column.astype(original)
+        elif _is_count(rows, c) and pd.api.types.is_numeric_dtype(column.dtype):
+            values_c = column.to_numpy(dtype=float, na_value=np.nan)
+            finite = values_c[np.isfinite(values_c)]
+            if np.array_equal(
+                finite, np.rint(finite)
+            ):  # draws of a count: integers, as the user has
+                column = column.astype("Int64")
         out[c] = column
     return out
+
+
+def _is_count(rows: Rows, name: Any) -> bool:
+    return rows.schema is not None and rows.schema[name].type == "count"
 
 
 def _draw_values(rows: Rows, draw: torch.Tensor) -> dict:
