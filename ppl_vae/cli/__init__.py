@@ -3,6 +3,8 @@
     ppl-vae train     --dataset digits --objective analytic --epochs 20 --out runs/a
     ppl-vae train     --out runs/a --resume                 # a killed run continues
     ppl-vae evaluate  runs/a --num-samples 1000
+    ppl-vae impute    runs/a --data holes.csv --out completed.csv --multiple 5
+    ppl-vae score     runs/a --data new.csv --out scores.csv
     ppl-vae demo
 
 A user error (a :class:`ppl_vae.errors.UserError`: bad data, unknown names, a folder that would
@@ -22,6 +24,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from ..errors import UserError
+from .missing import add_impute, add_score
 from .results import add_compare, add_evaluate, add_plot, add_sample
 from .train import add_demo, add_train
 
@@ -43,6 +46,8 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_evaluate,
     add_plot,
     add_sample,
+    add_impute,
+    add_score,
 ]
 
 

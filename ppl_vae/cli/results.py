@@ -315,9 +315,11 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
             f"{'train' if args.split == 'test' else 'test'}"
         )
     labels = run.data.test_labels if args.split == "test" else run.data.train_labels
+    mask = getattr(run.data, "mask", lambda split: None)(args.split)  # missing cells: log p(x_obs)
     if args.max_points is not None:
         x = x[: args.max_points]
         labels = None if labels is None else labels[: args.max_points]
+        mask = None if mask is None else mask[: args.max_points]
     # the (N, K) log weights (kept, put in an InferenceData, rendered as netCDF bytes), and a chunk of
     # K samples through the decoder
     check_memory(
@@ -330,7 +332,7 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
     name = f"{Path(args.run_dir).name} ({args.split}, {run.config.get('dataset', '?')})"
     report = evaluate(
         run.model,
-        x,
+        x if mask is None else (x, mask.to(x.device)),
         num_samples=args.num_samples,
         seed=args.seed,
         batch_size=args.batch_size,

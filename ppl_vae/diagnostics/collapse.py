@@ -33,6 +33,7 @@ from pyro.distributions.util import scale_and_mask
 from torch.distributions import Independent, kl_divergence
 
 from ..estimators.importance import require_per_point, resolve, sandbox
+from ..estimators.masked import row_mask
 from ..programs import (
     PARTICLE_PLATE,
     DataPlateScale,
@@ -149,7 +150,8 @@ def _reconstruction(
     batch: tuple[torch.Tensor, ...],
     means: dict[str, Any],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The model with every latent fixed at q's mean: ``-log p(x | E_q z)`` and the squared error per coordinate."""
+    """The model with every latent fixed at q's mean: ``-log p(x | E_q z)`` and the squared error per coordinate
+    (per observed coordinate when the program is given a mask, ``model(x, mask)``)."""
     n = len(batch[0])
     with pyro.plate(PARTICLE_PLATE, 1, dim=-info.rank), DataPlateScale(info.data_plate, 1.0):
         tr = poutine.trace(poutine.condition(program.model, data=means)).get_trace(*batch)
@@ -165,8 +167,16 @@ def _reconstruction(
             diff = _flat(site["fn"].mean - site["value"], info, n)
         except (NotImplementedError, RuntimeError):
             continue
-        if bool(torch.isfinite(diff).all()):
+        seen = row_mask(batch)  # model(x, mask): missing cells hold a fill, not data
+        if seen is not None and site["value"] is batch[0]:
+            seen = seen.reshape(n, -1).to(diff.dtype)
+            diff = torch.where(seen.bool(), diff, diff.new_zeros(()))
+            if bool(torch.isfinite(diff).all()):
+                sq, count = sq + diff.pow(2).sum(-1), count + seen.sum(-1)
+        elif bool(torch.isfinite(diff).all()):
             sq, count = sq + diff.pow(2).sum(-1), count + diff.shape[1]
+    if isinstance(count, torch.Tensor):
+        return nll, sq / count.clamp_min(1)
     return nll, sq / max(count, 1) if count else torch.full_like(sq, math.nan)
 
 

@@ -25,6 +25,7 @@ import torch
 from ..errors import ArgumentTypeError, UserError
 from ..estimators.ais import ais_log_likelihood, check_settings
 from ..estimators.importance import check_fast, prepare, resolve, scan
+from ..estimators.masked import row_mask
 from ..runs.files import dumps, netcdf_bytes
 from .collapse import latent_summary
 from .columns import column_shares, column_summary
@@ -89,6 +90,16 @@ class Report:
             ("median k-hat", s["khat_median"], None, ""),
             ("mean ESS", s["ess_mean"], None, f"of K={k} (1/sum w~^2)"),
         ]
+        if s.get("missing_fraction"):
+            rows.insert(
+                0,
+                (
+                    "missing cells",
+                    s["missing_fraction"],
+                    None,
+                    "share of cells; every value below is over the observed cells, log p(x_obs)",
+                ),
+            )
         if s.get("active_units") is not None:
             rows.append(
                 (
@@ -423,6 +434,10 @@ def evaluate(
         "data_plate": info.data_plate,
         "discrete_sites": sorted(info.non_reparam),
     }
+    mask = row_mask(rows)  # model(x, mask): values are log p(x_obs), over the observed cells
+    summary["missing_fraction"] = 0.0 if mask is None else float((~mask).double().mean())
+    if mask is not None:
+        points["n_observed"] = mask.reshape(n, -1).sum(1).cpu().numpy()
     for key, col in (("elbo", "elbo"), ("iw", "iw_log_likelihood"), ("gap", "gap")):
         summary[f"{key}_mean"], summary[f"{key}_se"] = _mean_se(points[col].to_numpy())
     dims = int(np.prod(rows[0].shape[1:])) if rows[0].dim() > 1 else 1
@@ -467,8 +482,6 @@ def evaluate(
         summary["columns"] = column_summary(
             program.owner, shares, rows[1] if len(rows) > 1 else None
         )
-    if len(rows) > 1 and rows[1].dtype == torch.bool and rows[1].shape == rows[0].shape:
-        summary["missing_fraction"] = float(1.0 - rows[1].float().mean())
     seconds = time.perf_counter() - t0
     summary["seconds"] = seconds
     summary["points_per_second"] = n / seconds if seconds > 0 else None

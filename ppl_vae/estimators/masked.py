@@ -24,9 +24,17 @@ from torch.distributions import Independent
 from ..errors import DataError, ProgramError
 from ..programs import Program, ProgramInfo
 
-__all__ = ["check_mask", "check_masked", "observed_site", "training_off"]
+__all__ = ["check_mask", "check_masked", "observed_site", "row_mask", "training_off"]
 
 Batch = tuple[torch.Tensor, ...]
+
+
+def row_mask(rows: Batch) -> torch.Tensor | None:
+    """The mask of missing cells a program is given by convention, ``model(x, mask, ...)``: the second
+    row-aligned tensor when it is bool and of the shape of ``x`` (True = observed); else None."""
+    if len(rows) > 1 and rows[1].dtype == torch.bool and rows[1].shape == rows[0].shape:
+        return rows[1]
+    return None
 
 
 @contextlib.contextmanager
