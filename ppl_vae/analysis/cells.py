@@ -29,7 +29,7 @@ import torch
 from ..errors import ArgumentTypeError, DataError, ProgramError
 from ..programs import Program
 
-__all__ = ["Rows", "table_rows", "takes_mask"]
+__all__ = ["Rows", "row_label", "table_rows", "takes_mask"]
 
 MASK_IDIOM = (
     "write model(x, mask) and guide(x, mask) and observe only the observed cells: "
@@ -68,6 +68,13 @@ class Rows:
     @property
     def columns(self) -> list[Any]:
         return list(self.schema.names) if self.schema is not None else list(self.frame.columns)
+
+
+def row_label(label: Any) -> str:
+    """A row's label as a message shows it: ``'p7'`` for a string, ``233`` for a number."""
+    if isinstance(label, np.generic):
+        label = label.item()
+    return repr(label) if isinstance(label, str) else str(label)
 
 
 def takes_mask(program: Program) -> bool:
@@ -192,7 +199,7 @@ def _finish(program: Program, batch: tuple, mask: Any, schema: Any, frame: pd.Da
         if len(empty):
             label = frame.index[int(empty[0])]
             raise DataError(
-                f"{len(empty)} row(s) have no observed cell, first row {label!r}: nothing to "
+                f"{len(empty)} row(s) have no observed cell, first row {row_label(label)}: nothing to "
                 "condition on; drop them"
             )
         if not takes_mask(program):

@@ -36,7 +36,7 @@ from ..diagnostics.psis import KHAT_BAD, psis_diagnostics
 from ..errors import UserError
 from ..estimators.impute import CellImputation, impute_cells
 from ..programs import as_program
-from .cells import Rows, table_rows
+from .cells import Rows, row_label, table_rows
 from .rubin import Pooled, pool
 
 __all__ = ["Imputation", "impute"]
@@ -333,7 +333,7 @@ def _warn_unreliable(rows: pd.DataFrame) -> None:
         return
     first = rows.index[int(np.flatnonzero(bad)[0])]
     warnings.warn(
-        f"impute: k-hat > {KHAT_BAD} for {int(bad.sum())} of {len(rows)} rows (first: row {first!r}, k-hat "
+        f"impute: k-hat > {KHAT_BAD} for {int(bad.sum())} of {len(rows)} rows (first: row {row_label(first)}, k-hat "
         f"{rows['khat'].iloc[int(np.flatnonzero(bad)[0])]:.2f}): their imputations rest on a few particles "
         "(rows['reliable'] is False); raise num_samples or train the guide longer",
         UserWarning,

@@ -82,8 +82,8 @@ def add_score(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--max-se",
         type=positive_float,
-        default=0.1,
-        help="largest s.e. (nats) of a ranked row (default 0.1)",
+        default=0.25,
+        help="largest s.e. (nats) of a ranked row (default 0.25)",
     )
     p.set_defaults(func=_cmd_score)
 
