@@ -217,4 +217,9 @@ def _finish(program: Program, batch: tuple, mask: Any, schema: Any, frame: pd.Da
                 UserWarning,
                 stacklevel=3,
             )
+    module = program.module
+    device = next(iter(module.parameters()), None) if module is not None else None
+    if device is not None:  # the rows go where the model's parameters are (a run loaded on CUDA)
+        batch = tuple(t.to(device.device) for t in batch)
+        mask = None if mask is None else batch[1]
     return Rows(batch=batch, mask=mask, schema=schema, frame=frame)

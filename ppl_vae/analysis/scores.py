@@ -124,9 +124,18 @@ def score(
     program = as_program(model, data_plate=data_plate)
     rows = table_rows(program, data, schema=schema, split=split)
     with training_off(program):
-        lw = log_weights(
-            program, rows.batch, num_samples, seed=seed, batch_size=batch_size, progress=progress
-        ).double()
+        lw = (
+            log_weights(
+                program,
+                rows.batch,
+                num_samples,
+                seed=seed,
+                batch_size=batch_size,
+                progress=progress,
+            )
+            .double()
+            .cpu()
+        )
     iw = (lw.logsumexp(1) - math.log(num_samples)).numpy()
     ess = (1.0 / torch.softmax(lw, 1).square().sum(1)).numpy()
     se = np.sqrt(np.clip(1.0 / ess - 1.0 / num_samples, 0.0, None))
@@ -134,7 +143,7 @@ def score(
     reason = _reasons(khat, se, max_se)
     reliable = reason == ""
     n_obs = (
-        rows.mask.sum(1).numpy()
+        rows.mask.sum(1).cpu().numpy()
         if rows.mask is not None
         else np.full(len(iw), rows.x[0].numel(), dtype=np.int64)
     )
