@@ -234,3 +234,18 @@ def test_rows_with_nothing_observed_and_bad_masks_are_refused(linear):
         impute_cells(MaskedLinear(vae), x, mask.float(), num_samples=10)
     with pytest.raises(ProgramError, match="site='nope' is not an observed site"):
         impute_cells(MaskedLinear(vae), x, mask, num_samples=10, site="nope")
+
+
+def test_ais_log_px_obs_matches_the_exact_marginal(linear):
+    """AIS on the masked program (its HMC targets p(z | x_obs)): within its own s.e. of the exact marginal."""
+    vae, x, mask, exact, *_ = linear
+    prog = MaskedLinear(vae, 0.5, 1.5)  # a poorer start than IW's: the annealing has work to do
+    out = pv.ais_log_likelihood(
+        prog, (x[:30], mask[:30]), num_steps=50, num_chains=8, seed=0, return_diagnostics=True
+    )
+    err = (out.log_likelihood - exact[:30]).double()
+    z = err / out.se.double()
+    assert float(z.abs().max()) < 4.5 and 0.6 < float(z.std()) < 1.5  # within its own honest s.e.
+    assert (
+        abs(float(err.mean())) < 4 * float(out.se.double().square().mean().sqrt()) / 30**0.5 + 0.01
+    )
