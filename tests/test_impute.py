@@ -249,3 +249,29 @@ def test_ais_log_px_obs_matches_the_exact_marginal(linear):
     assert (
         abs(float(err.mean())) < 4 * float(out.se.double().square().mean().sqrt()) / 30**0.5 + 0.01
     )
+
+
+class NormalWithoutVariance(dist.Normal):
+    @property
+    def variance(self):
+        raise NotImplementedError
+
+
+class NoVariance(MaskedLinear):
+    """The same model with a distribution that gives no variance: it is estimated from draws."""
+
+    def model(self, x, mask):
+        vae = self.vae
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+            loc = z @ vae.weight.T + vae.bias
+            scale = vae.noise_variance().sqrt().expand_as(loc)
+            pyro.sample("x", NormalWithoutVariance(loc, scale).mask(mask).to_event(1), obs=x)
+
+
+def test_predictive_sd_from_draws_when_the_site_has_no_variance(linear):
+    vae, x, mask, _, _, cov = linear
+    out = impute_cells(NoVariance(vae, 0.3, 1.2), x, mask, num_samples=2000, seed=3)
+    missing = ~mask
+    ratio = out.sd[missing] / cov.diagonal(dim1=1, dim2=2).sqrt()[missing]
+    assert float((ratio - 1).abs().max()) < 0.1 and abs(float(ratio.mean()) - 1) < 0.02

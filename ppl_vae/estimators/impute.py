@@ -58,7 +58,7 @@ from .._checks import check_int, check_memory
 from ..errors import DataError, ProgramError
 from ..programs import as_program, rows_slice, run_with_particles
 from .importance import ROWS_PER_CALL, prepare, sandbox, sum_sites
-from .masked import check_mask, check_masked, observed_site, training_off
+from .masked import cells_of, check_mask, check_masked, observed_site, training_off
 
 __all__ = ["CellImputation", "Features", "impute_cells", "snis_cells"]
 
@@ -72,8 +72,9 @@ class CellImputation:
     Attributes:
         mean: ``(N, ...)`` the rows with missing cells replaced by their SNIS conditional mean (with
             ``features``: ``(N, F)`` their SNIS means, NaN where observed; likewise ``sd``, ``se``, ``ess``).
-        sd: ``(N, ...)`` predictive s.d. of each missing cell given the observed ones (0 where observed;
-            NaN where the site's distribution has no variance).
+        sd: ``(N, ...)`` predictive s.d. of each missing cell given the observed ones (0 where observed);
+            where the site's distribution has no variance, ``Var[x_j | z_k]`` is estimated by
+            ``(x_jk - E[x_j | z_k])^2`` from one draw per particle (unbiased).
         se: ``(N, ...)`` Monte Carlo s.e. of ``mean`` (0 where observed).
         ess: ``(N, ...)`` each missing cell's importance-sampling ESS (NaN where observed).
         draws: ``(M, N, ...)`` SIR draws, observed cells kept; None without ``multiple``.
@@ -131,8 +132,16 @@ class Features(Protocol):
 
 
 def _moment(fn: Any, what: str, k: int, x: torch.Tensor, site: str) -> torch.Tensor | None:
+    """The site's per-cell mean or variance given z, or None where the distribution has none. A ppl_vae
+    likelihood's distribution (``.likelihood``, ``.out``) gives its cells' means unmasked: masking
+    changes what is scored, not ``E[x_j | z]``."""
+    inner, _ = cells_of(fn)
+    likelihood, out = getattr(inner, "likelihood", None), getattr(inner, "out", None)
     try:
-        value = getattr(fn, what)
+        if what == "mean" and callable(getattr(likelihood, "mean", None)) and out is not None:
+            value = likelihood.mean(out)
+        else:
+            value = getattr(fn, what)
     except NotImplementedError:
         return None
     return _as_cells(value, k, x, what, site)
@@ -147,7 +156,7 @@ def _chunk(program, info, batch, k, site, draws, features):
     )
     fn = model_tr.nodes[site]["fn"]
     mean, var = _moment(fn, "mean", k, x, site), _moment(fn, "variance", k, x, site)
-    want = draws or (features is not None and features.draws)
+    want = draws or (features.draws if features is not None else var is None)
     sample = _as_cells(fn.sample(), k, x, "sample", site) if want else None
     if features is not None:
         f, fvar = features(mean, var, sample)
@@ -156,8 +165,8 @@ def _chunk(program, info, batch, k, site, draws, features):
             f"the observed site {site!r} ({type(fn).__name__}) has no mean: SNIS imputation averages "
             "E[x | z]; give the distribution a mean, or pass features="
         )
-    else:
-        f, fvar = mean, var
+    else:  # no variance given z: one draw per particle estimates it without bias
+        f, fvar = mean, var if var is not None else (sample - mean).square()
     return log_w, f, fvar, sample
 
 

@@ -24,7 +24,14 @@ from torch.distributions import Independent
 from ..errors import DataError, ProgramError
 from ..programs import Program, ProgramInfo
 
-__all__ = ["check_mask", "check_masked", "observed_site", "row_mask", "training_off"]
+__all__ = [
+    "cells_of",
+    "check_mask",
+    "check_masked",
+    "observed_site",
+    "row_mask",
+    "training_off",
+]
 
 Batch = tuple[torch.Tensor, ...]
 
@@ -52,7 +59,7 @@ def training_off(program: Program) -> Iterator[None]:
             m.training = mode
 
 
-def _cells(fn: Any) -> tuple[Any, int]:
+def cells_of(fn: Any) -> tuple[Any, int]:
     """The innermost distribution under ``Independent`` and ``.mask`` wrappers, and its event rank."""
     while True:
         if isinstance(fn, Independent):
@@ -87,7 +94,7 @@ def observed_site(
             )
         found = holding[0]
     fn = trace.nodes[found]["fn"]
-    inner, rank = _cells(fn)
+    inner, rank = cells_of(fn)
     if rank and not isinstance(inner, dist.OneHotCategorical | dist.Delta):
         if not callable(
             getattr(inner, "column_log_prob", None)
