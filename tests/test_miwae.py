@@ -8,6 +8,8 @@ objective is the importance-weighted bound of the program ``model(x, mask)``.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pyro
@@ -97,3 +99,20 @@ def test_training_sees_observed_cells_only():
         grads.append(torch.cat([p.grad.flatten() for p in vae.parameters() if p.grad is not None]))
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     torch.testing.assert_close(grads[0], grads[1])
+
+
+def test_compare_on_a_table_with_holes_reports_the_missing_fraction():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=120)
+    frame = pd.DataFrame(
+        {"a": z + 0.3 * rng.normal(size=120), "b": 2 * z, "c": -z + rng.normal(size=120)}
+    )
+    hole = rng.random(frame.shape) < 0.3
+    hole[hole.all(1), 0] = False
+    data = pv.load_dataset(frame.mask(hole), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # small K, tiny model
+        table = pv.compare(["iwae:k=3"], data, seeds=[0], epochs=1, num_samples=20)
+    missing = float((~data.test_mask).float().mean())
+    assert table["missing_fraction"].iloc[0] == pytest.approx(missing)
+    assert missing > 0.1
