@@ -38,7 +38,9 @@ the same program (:func:`param_scope`); module parameters live on their modules.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -50,17 +52,30 @@ from pyro.poutine.util import site_is_subsample
 
 from ._checks import check_finite
 from .errors import ArgumentTypeError, DataError, ProgramError
+from .program_errors import program_failure
+from .program_sites import (
+    PerPointScale,
+    ProgramWarning,
+    enclosing_plates,
+    eval_mode,
+    program_modules,
+    support_shares,
+    user_scales,
+)
 
 __all__ = [
     "DataPlateScale",
+    "PerPointScale",
     "Program",
     "ProgramInfo",
+    "ProgramWarning",
     "PyroProgram",
     "as_program",
     "as_rows",
     "inspect_program",
     "per_point",
     "run_with_particles",
+    "site_sets",
 ]
 
 #: How many rows :func:`inspect_program` runs the programs on.
@@ -132,6 +147,12 @@ class Program:
     def module(self) -> torch.nn.Module | None:
         """The ``nn.Module`` the programs belong to, if any (where module parameters live)."""
         return self.owner if isinstance(self.owner, torch.nn.Module) else None
+
+    @property
+    def modules(self) -> list[torch.nn.Module]:
+        """Every ``nn.Module`` the pair belongs to (the owner, the owner's module attributes, model and guide
+        when they are modules): what the estimators put in eval mode (:func:`evaluating`)."""
+        return program_modules(self.owner, self.model, self.guide)
 
     @property
     def key(self) -> Any:
@@ -285,6 +306,10 @@ class ProgramInfo:
         model_only: model latents the guide does not sample (model-side enumeration).
         max_plate_nesting: the deepest vectorised plate of model and guide (>= 1).
         param_names: plain ``pyro.param`` sites (not ``pyro.module``'s).
+        scaled: ``(site, scale)`` for the sites the program scales itself (``poutine.scale``): its training
+            objective, removed from every per-point value (:class:`PerPointScale`).
+        outside_support: ``(site, share)`` of observed values outside the site's support, on the inspected rows.
+        guide_factors: observed guide sites (``pyro.factor``) that are not reparameterised (no rsample).
     """
 
     data_plate: str
@@ -300,6 +325,9 @@ class ProgramInfo:
     model_only: tuple[str, ...]
     max_plate_nesting: int
     param_names: tuple[str, ...]
+    scaled: tuple[tuple[str, float | str], ...] = ()
+    outside_support: tuple[tuple[str, float], ...] = ()
+    guide_factors: tuple[str, ...] = ()
 
     @property
     def rank(self) -> int:
@@ -386,17 +414,15 @@ def find_data_plate(
     return frame.dim, (full if full is not None and full not in (-1, size) else None)
 
 
-def inspect_program(
-    program: Program, rows: tuple[torch.Tensor, ...], *, particles: bool = False
-) -> ProgramInfo:
-    """Run guide and replayed model once on the first rows of ``rows`` (validation on) and classify sites.
-
-    Raises :class:`~ppl_vae.errors.ProgramError` naming sites, plates and the fix when the pair breaks
-    the contract; errors from inside the user's programs (Pyro's validation included) are raised as
-    ProgramError with the original message (chained), never swallowed.
-    """
-    batch = rows_slice(rows, slice(0, min(len(rows[0]), INSPECT_ROWS)))
+def _traces(
+    program: Program, batch: tuple[torch.Tensor, ...]
+) -> tuple[poutine.Trace, poutine.Trace, poutine.Trace]:
+    """Guide, replayed model (log-probs computed, validation on) and the parameters they register; an
+    exception from the programs becomes one :class:`ProgramError` line naming the site (see
+    :mod:`ppl_vae.program_errors`)."""
     n0 = len(batch[0])
+    shapes = ", ".join(str(tuple(t.shape)) for t in batch)
+    entry = f"inspecting the model and guide on the first {n0} rows (batch shapes {shapes})"
     with poutine.trace(param_only=True) as param_capture, pyro.validation_enabled(True):
         try:
             guide_tr = poutine.trace(program.guide).get_trace(*batch)
@@ -405,8 +431,9 @@ def inspect_program(
             )
             for tr in (guide_tr, model_tr):
                 tr.compute_log_prob(lambda name, site: not site_is_subsample(site))
-        except (RuntimeError, IndexError, ValueError, AssertionError) as err:
-            shapes = ", ".join(str(tuple(t.shape)) for t in batch)
+        except ProgramError:
+            raise
+        except Exception as err:
             hint = ""
             if f"inside plate('{program.data_plate}')" in str(err):
                 hint = (
@@ -414,11 +441,40 @@ def inspect_program(
                     f"batch, pyro.plate({program.data_plate!r}, len(x)), or declare the full data size with "
                     f"pyro.plate({program.data_plate!r}, N, subsample_size=len(x)))"
                 )
-            raise ProgramError(
-                f"running the model and guide on the first {n0} rows (batch shapes {shapes}) "
-                f"failed{hint}: {type(err).__name__}: {err}"
-            ) from err
-    model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
+            raise program_failure(err, entry + hint, program, batch) from err
+    return guide_tr, model_tr, param_capture.trace
+
+
+def detect_data_plate(program: Program, model_sites: dict, observed: list[str]) -> Program:
+    """``program`` itself when a plate has its data plate's name (or none is observed), else the program
+    with the one plate that encloses every observed site as its data plate (said once, a
+    :class:`ProgramWarning`); two candidates are refused naming both."""
+    name = program.data_plate
+    if name != "data" or not observed:
+        return program
+    if any(_data_frame(model_sites[s], name) is not None for s in observed):
+        return program
+    candidates = enclosing_plates(model_sites, observed)
+    if len(candidates) > 1:
+        raise ProgramError(
+            f"no plate is named 'data' and the plates {candidates} all enclose every observed site: "
+            f"pass data_plate= with the plate over data points (e.g. data_plate={candidates[0]!r})"
+        )
+    if not candidates:
+        return program  # find_data_plate explains
+    warnings.warn(
+        f"ppl_vae: no plate is named 'data'; plate {candidates[0]!r} encloses every observed site, so it "
+        f"is the data plate (pass data_plate={candidates[0]!r} to say so)",
+        ProgramWarning,
+        stacklevel=4,
+    )
+    return Program(program.model, program.guide, candidates[0], program.owner, program.key)
+
+
+def _site_classes(
+    model_sites: dict, guide_sites: dict
+) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """``(observed, latent, guide latent, guide auxiliary, enumerated)`` names."""
     observed = [n for n, s in model_sites.items() if s["is_observed"]]
     latent = [n for n, s in model_sites.items() if not s["is_observed"]]
     guide_latent = [n for n, s in guide_sites.items() if not s["is_observed"]]
@@ -431,7 +487,14 @@ def inspect_program(
             if s["infer"].get("enumerate") in ("parallel", "sequential")
         }
     )
-    model_only = [n for n in latent if n not in guide_sites]
+    return observed, latent, guide_latent, aux, enumerated
+
+
+def _check_matching(
+    latent: list[str], guide_latent: list[str], aux: list[str], enumerated: list[str]
+) -> list[str]:
+    """Model latents the guide lacks (enumerated ones allowed); refuses unmatched sites by name."""
+    model_only = [n for n in latent if n not in guide_latent]
     guide_only = set(guide_latent) - set(latent) - set(aux)
     bad_model_only = [n for n in model_only if n not in enumerated]
     if bad_model_only or guide_only:
@@ -441,19 +504,10 @@ def inspect_program(
             "guide site of the same name (or, for a discrete site summed out by the 'enum' objective, "
             "infer={'enumerate': 'parallel'} in the model)"
         )
-    dim, full = find_data_plate(program, model_sites, observed, n0)
-    local = frozenset(
-        n
-        for sites in (model_sites, guide_sites)
-        for n, s in sites.items()
-        if _data_frame(s, program.data_plate) is not None
-    )
-    global_latent = tuple(n for n in latent if n not in local)
-    non_reparam = tuple(
-        n
-        for n in guide_latent
-        if n not in aux and not getattr(guide_sites[n]["fn"], "has_rsample", False)
-    )
+    return model_only
+
+
+def _max_plate_nesting(model_sites: dict, guide_sites: dict, dim: int) -> int:
     mpn = max(
         [
             -f.dim
@@ -471,10 +525,51 @@ def inspect_program(
                     f"plate (max plate nesting {mpn}); declare them with pyro.plate or move them into the event "
                     "with .to_event(...)"
                 )
-    params = tuple(
+    return mpn
+
+
+def _support(model_sites: dict, observed: list[str]) -> tuple[tuple[str, float], ...]:
+    shares = support_shares(model_sites, observed)
+    return tuple((n, out / total) for n, (out, total) in shares.items() if out and total)
+
+
+def inspect_program(
+    program: Program, rows: tuple[torch.Tensor, ...], *, particles: bool = False
+) -> ProgramInfo:
+    """Run guide and replayed model once on the first rows of ``rows`` (validation on) and classify sites.
+
+    Raises :class:`~ppl_vae.errors.ProgramError` naming sites, plates and the fix when the pair breaks
+    the contract; errors from inside the user's programs (Pyro's validation included) are raised as one
+    ProgramError line naming the site where they were raised (chained), never swallowed. When no plate
+    has the data plate's name, the one plate enclosing every observed site is the data plate
+    (:func:`detect_data_plate`; ``info.data_plate`` is the name found).
+    """
+    batch = rows_slice(rows, slice(0, min(len(rows[0]), INSPECT_ROWS)))
+    n0 = len(batch[0])
+    guide_tr, model_tr, param_trace = _traces(program, batch)
+    model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
+    observed, latent, guide_latent, aux, enumerated = _site_classes(model_sites, guide_sites)
+    model_only = _check_matching(latent, guide_latent, aux, enumerated)
+    program = detect_data_plate(program, model_sites, observed)
+    dim, full = find_data_plate(program, model_sites, observed, n0)
+    local = frozenset(
         n
-        for n, s in param_capture.trace.nodes.items()
-        if s["type"] == "param" and _MODULE_DIVIDER not in n
+        for sites in (model_sites, guide_sites)
+        for n, s in sites.items()
+        if _data_frame(s, program.data_plate) is not None
+    )
+    non_reparam = tuple(
+        n
+        for n in guide_latent
+        if n not in aux and not getattr(guide_sites[n]["fn"], "has_rsample", False)
+    )
+    params = tuple(
+        n for n, s in param_trace.nodes.items() if s["type"] == "param" and _MODULE_DIVIDER not in n
+    )
+    scaled = user_scales(model_sites, program.data_plate) + tuple(
+        item
+        for item in user_scales({n: guide_sites[n] for n in guide_latent}, program.data_plate)
+        if item[0] not in model_sites or item not in user_scales(model_sites, program.data_plate)
     )
     return ProgramInfo(
         data_plate=program.data_plate,
@@ -484,13 +579,35 @@ def inspect_program(
         latent=tuple(latent),
         guide_aux=tuple(aux),
         local=local,
-        global_latent=global_latent,
+        global_latent=tuple(n for n in latent if n not in local),
         non_reparam=non_reparam,
         enumerated=tuple(enumerated),
         model_only=tuple(model_only),
-        max_plate_nesting=mpn,
+        max_plate_nesting=_max_plate_nesting(model_sites, guide_sites, dim),
         param_names=params,
+        scaled=scaled,
+        outside_support=_support(model_sites, observed),
+        guide_factors=tuple(
+            n
+            for n, site in guide_sites.items()
+            if site["is_observed"] and not getattr(site["fn"], "has_rsample", True)
+        ),
     )
+
+
+def with_data_plate(program: Program, info: ProgramInfo) -> Program:
+    """``program`` with the data plate the inspection found (the same program when it is the one named)."""
+    if info.data_plate == program.data_plate:
+        return program
+    return Program(program.model, program.guide, info.data_plate, program.owner, program.key)
+
+
+@contextlib.contextmanager
+def evaluating(program: Program) -> Iterator[None]:
+    """The program's modules in eval mode (BatchNorm running statistics, no Dropout), each submodule's
+    mode restored after: estimators' values never depend on the other points of a chunk."""
+    with eval_mode(program.modules):
+        yield
 
 
 # ============================================================================ scaling
@@ -528,21 +645,89 @@ class DataPlateScale(Messenger):
 
 
 # ============================================================================ particles
+def particle_context(info: ProgramInfo, k: int | None) -> Any:
+    """The context a chunk's programs run in: a particle plate of size ``k`` left of every plate (none for
+    ``k=None``: one particle, the programs unvectorised) and :class:`PerPointScale` (unscaled sites)."""
+    stack = contextlib.ExitStack()
+    if k is not None:
+        stack.enter_context(pyro.plate(PARTICLE_PLATE, k, dim=-info.rank))
+    stack.enter_context(PerPointScale())
+    return stack
+
+
 def run_with_particles(
     program: Program,
     info: ProgramInfo,
     batch: tuple[torch.Tensor, ...],
-    k: int,
+    k: int | None,
 ) -> tuple[poutine.Trace, poutine.Trace]:
-    """Guide and replayed model on ``batch`` under a particle plate of size ``k`` left of every plate.
+    """Guide and replayed model on ``batch`` under a particle plate of size ``k`` left of every plate
+    (``k=None``: no particle plate, one particle).
 
-    The data plate's own subsample scale is neutralised (:class:`DataPlateScale` with scale 1), so
-    site log-densities are per point. Returns ``(model_trace, guide_trace)``.
+    Every site's scale is removed (:class:`PerPointScale`: the user's ``poutine.scale``, a subsampling
+    plate's factor), so site log-densities are per point and unscaled. Returns ``(model_trace, guide_trace)``.
     """
-    with pyro.plate(PARTICLE_PLATE, k, dim=-info.rank), DataPlateScale(info.data_plate, 1.0):
+    with particle_context(info, k):
         guide_tr = poutine.trace(program.guide).get_trace(*batch)
         model_tr = poutine.trace(poutine.replay(program.model, trace=guide_tr)).get_trace(*batch)
     return model_tr, guide_tr
+
+
+def _names(trace: poutine.Trace) -> tuple[set[str], set[str]]:
+    """Observed and latent sample-site names of a trace (plates' subsample sites and deterministic left out)."""
+    observed, latent = set(), set()
+    for name, site in trace.nodes.items():
+        if site["type"] != "sample" or site_is_subsample(site):
+            continue
+        if site["infer"].get("_deterministic", False):
+            continue
+        (observed if site["is_observed"] else latent).add(name)
+    return observed, latent
+
+
+def site_sets(
+    model_tr: poutine.Trace, guide_tr: poutine.Trace, info: ProgramInfo
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """``(observed, latent, guide auxiliary)`` site names of *this chunk's* traces.
+
+    Programs whose sites depend on the batch (Pyro's DMM: one site per time step up to the batch's longest
+    sequence) have other sites in other chunks than in the inspection; each chunk is read on its own, and a
+    site the inspection did not see must satisfy the same contract (inside the data plate, matched by the
+    guide), else it is refused by name: never a dropped term.
+    """
+    observed, latent = _names(model_tr)
+    _, guide_latent = _names(guide_tr)
+    if (
+        observed == set(info.observed)
+        and latent == set(info.latent)
+        and guide_latent == set(info.latent) | set(info.guide_aux)
+    ):
+        return info.observed, info.latent, info.guide_aux
+    aux = {n for n in guide_latent if guide_tr.nodes[n]["infer"].get("is_auxiliary", False)}
+    new = (observed | latent | guide_latent) - set(info.observed + info.latent + info.guide_aux)
+    unmatched = (latent - guide_latent) | (guide_latent - latent - aux)
+    outside = {
+        n
+        for n in new
+        if _data_frame((model_tr if n in model_tr.nodes else guide_tr).nodes[n], info.data_plate)
+        is None
+    }
+    if unmatched or outside:
+        bad = sorted(unmatched | outside)
+        raise ProgramError(
+            f"site(s) {bad} of this chunk "
+            + ("have no match in the other program" if unmatched else "")
+            + (" and " if unmatched and outside else "")
+            + (f"lie outside the data plate {info.data_plate!r}" if outside else "")
+            + f" (the inspection of the first rows saw {sorted(info.observed + info.latent)}): sites that "
+            "depend on the batch must be inside the data plate, with a guide site for every latent"
+        )
+    order = [n for n in model_tr.nodes if n in observed or n in latent]
+    return (
+        tuple(n for n in order if n in observed),
+        tuple(n for n in order if n in latent),
+        tuple(n for n in guide_tr.nodes if n in aux),
+    )
 
 
 def per_point(t: torch.Tensor, info: ProgramInfo) -> torch.Tensor:

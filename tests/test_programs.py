@@ -19,6 +19,7 @@ from programs.vaes import (
 )
 
 import ppl_vae as pv
+from ppl_vae.programs import ProgramWarning
 
 K = 200
 
@@ -233,18 +234,21 @@ def test_a_subsampled_plate_is_honoured_and_a_wrong_full_size_refused(splits):
         pv.fit(SubsampledPlateVAE(n_full=60000), x, epochs=1, progress=False)
 
 
-def test_the_data_plate_is_found_by_name_and_the_advice_works(splits):
+def test_the_data_plate_is_found_by_name_or_as_the_one_plate_around_the_observations(splits):
+    """No plate is named "data": the one plate enclosing every observed site is the data plate, said once;
+    data_plate= names it and gives the same numbers (issue 19; before, a refusal asking for data_plate=)."""
     conv = ConvVAE()
     images = splits["xt"].reshape(-1, 1, 8, 8)
-    with pytest.raises(pv.ProgramError, match=r"data_plate='images'"):
-        pv.iw_log_likelihood(conv, images, 10)
-    assert pv.iw_log_likelihood(conv, images, 10, data_plate="images").shape == (120,)
-    with pytest.raises(pv.ProgramError, match=r"data_plate='images'"):
-        pv.fit(conv, splits["x"].reshape(-1, 1, 8, 8), epochs=1, progress=False)
+    with pytest.warns(ProgramWarning, match=r"plate 'images' encloses every observed site"):
+        found = pv.iw_log_likelihood(conv, images, 10, seed=0)
+    assert torch.equal(found, pv.iw_log_likelihood(conv, images, 10, data_plate="images", seed=0))
+    with pytest.warns(ProgramWarning, match=r"data_plate='images'"):
+        h = pv.fit(conv, splits["x"].reshape(-1, 1, 8, 8), epochs=1, progress=False)
+    assert len(h) == 1
     h = pv.fit(
         conv, splits["x"].reshape(-1, 1, 8, 8), epochs=1, progress=False, data_plate="images"
     )
-    assert len(h) == 1
+    assert len(h) == 2
 
 
 def test_plain_pyro_params_reach_the_estimators_after_fit():
@@ -388,7 +392,8 @@ def test_reference_posterior_refuses_a_subsampled_plate_and_the_advice_works(spl
 
 
 def test_compare_takes_a_program_whose_data_plate_has_another_name():
-    """ProgramMethod(..., data_plate=) reaches fit and evaluate, as fit(..., data_plate=) does."""
+    """ProgramMethod(..., data_plate=) reaches fit and evaluate, as fit(..., data_plate=) does; without it the
+    one plate around the observations is the data plate, said once (issue 19)."""
 
     class FlatConv(
         ConvVAE
@@ -400,10 +405,11 @@ def test_compare_takes_a_program_whose_data_plate_has_another_name():
             super().guide(x.reshape(-1, 1, 8, 8))
 
     data = pv.load_dataset("digits", binarize="dynamic", seed=0, n_samples=300)
-    with pytest.raises(pv.ProgramError, match="data_plate='images'"):
-        pv.run_comparison(
+    with pytest.warns(ProgramWarning, match="data_plate='images'"):
+        found = pv.run_comparison(
             [pv.ProgramMethod("conv", FlatConv)], data, epochs=1, num_samples=20, test_points=30
         )
+    assert found.table["test_iw_log_likelihood"].notna().all()
     result = pv.run_comparison(
         [pv.ProgramMethod("conv", FlatConv, data_plate="images"), "analytic"],
         data,

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -53,14 +54,19 @@ from tqdm.auto import tqdm
 from .._checks import check_int, check_memory
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..params import param_scope
+from ..program_errors import from_program, program_failure
+from ..program_sites import ProgramWarning, same_latent_order, support_shares
 from ..programs import (
     Program,
     ProgramInfo,
     as_program,
+    evaluating,
     inspect_program,
+    particle_context,
     per_point,
     rows_slice,
     run_with_particles,
+    site_sets,
 )
 from .compiled import ChunkRunner
 from .kernels import site_log_prob, traceable
@@ -148,9 +154,15 @@ def resolve_seed(seed: int | None, generator: torch.Generator | None) -> int:
 @contextlib.contextmanager
 def sandbox(program: Program, seed: int, device: torch.device) -> Iterator[None]:
     """Seed Pyro's (global) RNG without touching the caller's; run in the program's parameter store
-    (its trained ``pyro.param`` values, else the caller's store), dropping what the programs register."""
+    (its trained ``pyro.param`` values, else the caller's store), dropping what the programs register;
+    the program's modules in eval mode (BatchNorm, Dropout), each submodule's mode restored after."""
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices), param_scope(program), torch.no_grad():
+    with (
+        torch.random.fork_rng(devices=devices),
+        param_scope(program),
+        torch.no_grad(),
+        evaluating(program),
+    ):
         torch.manual_seed(seed)
         yield
 
@@ -194,40 +206,87 @@ def chunk_sizes(
     return min(batch_size, n), particle_chunk
 
 
+#: What to do when a program does not vectorise over particles and no known cause matches.
+PARTICLE_ADVICE = (
+    "index tensors from the right (z[..., j], z.shape[-1], x.new_zeros(x.shape[0], d)) so that a leading "
+    "particle dimension broadcasts"
+)
+
+
+def check_vectorised(
+    program: Program, x0: Batch, info: ProgramInfo, vectorize: bool
+) -> torch.Tensor:
+    """One small chunk of log weights (2 particles, or 1 unvectorised), refusing in one line what fails."""
+    k = 2 if vectorize else None
+    try:
+        log_w = log_w_chunk(program, x0, k, info)
+    except Exception as err:
+        if not from_program(err):
+            raise
+        if not vectorize:
+            raise program_failure(
+                err, "computing log weights", program, x0, lambda: particle_context(info, None)
+            ) from err
+        raise program_failure(
+            err,
+            f"the model and guide run on their own but fail when vectorised over particles (a plate at dim "
+            f"{-info.rank}, left of all their plates; vectorize_particles=False runs them once per particle "
+            "instead, K times slower)",
+            program,
+            x0,
+            lambda: particle_context(info, 2),
+            advice=PARTICLE_ADVICE,
+        ) from err
+    if log_w.shape != (k or 1, len(x0[0])):
+        raise ProgramError(
+            f"per-point log weights have shape {tuple(log_w.shape)} instead of ({k or 1}, {len(x0[0])}) under "
+            "a particle plate: every latent and observed site must sit in the data plate"
+        )
+    return log_w
+
+
 def prepare(
     program: Program,
     data: Any,
     num_samples: int,
     seed: int | None,
     generator: torch.Generator | None,
+    vectorize: bool = True,
 ) -> tuple[Batch, int, ProgramInfo]:
-    """Validate the data at the boundary, inspect the program, check it vectorises over particles."""
+    """Validate the data at the boundary, inspect the program, check it vectorises over particles (or runs
+    once per particle, ``vectorize=False``)."""
     rows = program.rows(data, "x")
     check_count("num_samples", num_samples)
+    if not isinstance(vectorize, bool):
+        raise ArgumentTypeError(f"vectorize_particles must be True or False; got {vectorize!r}")
     seed = resolve_seed(seed, generator)
     with sandbox(program, seed, rows[0].device):
         info = inspect_program(program, rows)
         require_per_point(info)
-        x0 = rows_slice(rows, slice(0, min(len(rows[0]), 16)))
-        try:  # the scan vectorises over particles: check once that the programs allow it
-            log_w = log_w_chunk(program, x0, 2, info)
-        except (RuntimeError, IndexError, ValueError) as err:
-            raise ProgramError(
-                f"the model and guide run on their own but fail when vectorised over particles (an extra "
-                f"plate at dim {-info.rank}, left of all their plates): {err}. Index tensors from the right "
-                "(z[..., j], z.shape[-1], x.new_zeros(x.shape[0], d)) so that a leading particle dimension "
-                "broadcasts, and expand a conditioning input before joining it to a latent "
-                "(torch.cat([z, y.expand(*z.shape[:-1], -1)], -1))"
-            ) from err
-    if log_w.shape != (2, len(x0[0])):
-        raise ProgramError(
-            f"per-point log weights have shape {tuple(log_w.shape)} instead of (2, {len(x0[0])}) under a "
-            "particle plate: every latent and observed site must sit in the data plate"
+        check_vectorised(
+            program, rows_slice(rows, slice(0, min(len(rows[0]), 16))), info, vectorize
         )
     return rows, seed, info
 
 
 # =============================================================================== chunks
+def _site_log_prob(site: dict, scratch: dict | None, info: ProgramInfo) -> torch.Tensor:
+    """One site's log-prob (mask applied; scales were removed by :class:`~ppl_vae.programs.PerPointScale`)
+    summed per particle and point; a failure names the site."""
+    try:
+        lp = scale_and_mask(site_log_prob(site, scratch), site["scale"], site["mask"])
+    except Exception as err:
+        err._ppl_vae_site = site["name"]  # type: ignore[attr-defined]  # read by program_failure
+        raise
+    if lp.dim() > info.rank:
+        raise ProgramError(
+            f"site {site['name']!r} has log_prob shape {tuple(lp.shape)} in this chunk: batch dims outside "
+            f"every plate (max plate nesting {info.max_plate_nesting}); declare them with pyro.plate or move "
+            "them into the event with .to_event(...)"
+        )
+    return per_point(lp, info)
+
+
 def sum_sites(
     trace: poutine.Trace,
     names: tuple[str, ...],
@@ -236,15 +295,17 @@ def sum_sites(
     like: torch.Tensor,
     scratch: dict | None = None,
 ) -> torch.Tensor:
-    """Sum of the named sites' log-probs (scale and mask applied), per particle and point: ``shape``."""
+    """Sum of the named sites' log-probs (mask applied, unscaled), per particle and point: ``shape``.
+
+    Accumulated in float64: the sum of a few large terms of opposite sign (log p(x, z) and log q(z | x) of a
+    badly scaled column, 1e5 and more) keeps its small difference, which float32 rounds away.
+    """
     total = None
     for name in names:
-        site = trace.nodes[name]
-        lp = scale_and_mask(site_log_prob(site, scratch), site["scale"], site["mask"])
-        lp = per_point(lp, info)
+        lp = _site_log_prob(trace.nodes[name], scratch, info).double()
         total = lp if total is None else total + lp
     if total is None:
-        return like.new_zeros(shape)
+        return like.new_zeros(shape, dtype=torch.float64)
     return total.expand(shape)
 
 
@@ -256,19 +317,49 @@ def _keep(scratch: dict | None, traces: tuple) -> None:
         scratch["previous_traces"] = traces
 
 
+def _count_support(
+    scratch: dict | None, model_tr: poutine.Trace, observed: tuple[str, ...]
+) -> None:
+    """Add this chunk's observed values outside their sites' supports to ``scratch["support"]`` (eager
+    chunks only: a compiled chunk is traced on fake tensors)."""
+    if scratch is None:
+        return
+    counts = scratch.setdefault("support", {})
+    for name, (out, total) in support_shares(model_tr.nodes, observed).items():
+        seen = counts.setdefault(name, [0, 0, type(model_tr.nodes[name]["fn"]).__name__])
+        seen[0] += out
+        seen[1] += total
+
+
 def log_w_chunk(
-    program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
+    program: Program, batch: Batch, k: int | None, info: ProgramInfo, scratch: dict | None = None
 ) -> torch.Tensor:
-    """``(k, n)`` log weights ``log p(x, z) - log q(z | x)`` for one chunk."""
+    """``(k, n)`` log weights ``log p(x, z) - log q(z | x)`` for one chunk (float64; ``k=None``: one
+    particle, the programs unvectorised). The chunk's own sites are summed (:func:`~ppl_vae.programs.site_sets`)."""
     model_tr, guide_tr = run_with_particles(program, info, batch, k)
     _keep(scratch, (model_tr, guide_tr))
-    shape, like = (k, len(batch[0])), batch[0]
-    log_p = sum_sites(model_tr, info.observed + info.latent, info, shape, like, scratch)
-    log_q = sum_sites(guide_tr, info.latent + info.guide_aux, info, shape, like, scratch)
+    observed, latent, aux = site_sets(model_tr, guide_tr, info)
+    _count_support(scratch, model_tr, observed)
+    shape, like = (k or 1, len(batch[0])), batch[0]
+    log_p = sum_sites(model_tr, observed + latent, info, shape, like, scratch)
+    log_q = sum_sites(guide_tr, latent + aux, info, shape, like, scratch)
     return log_p - log_q
 
 
-def check_analytic(info: ProgramInfo, guide_tr: poutine.Trace, model_tr: poutine.Trace) -> None:
+def unvectorised(chunk_fn: Callable) -> Callable:
+    """``chunk_fn`` run once per particle without a particle plate (for programs that do not vectorise)."""
+
+    def run(
+        program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
+    ) -> torch.Tensor:
+        return torch.cat([chunk_fn(program, batch, None, info, scratch) for _ in range(k)])
+
+    return run
+
+
+def check_analytic(info: ProgramInfo, guide_tr: poutine.Trace, model_tr: poutine.Trace) -> bool:
+    """Refuse what a closed-form KL cannot do; False (sampled KL, said once) when the guide samples the
+    latents in another order than the model, which breaks the mean-field restriction the closed form needs."""
     if info.guide_aux:
         raise ProgramError(
             f"analytic_kl=True needs a guide without auxiliary sites; got "
@@ -289,21 +380,35 @@ def check_analytic(info: ProgramInfo, guide_tr: poutine.Trace, model_tr: poutine
                 f"at site {name!r}; use analytic_kl=False (sampled KL), or make both sides the same family "
                 "(e.g. Normal(...).to_event(1) in model and guide)"
             ) from None
+    if not same_latent_order(model_tr, guide_tr, info.latent):
+        order_p = [n for n in model_tr.nodes if n in info.latent]
+        order_q = [n for n in guide_tr.nodes if n in info.latent]
+        warnings.warn(
+            f"elbo(analytic_kl=True): the guide samples {order_q} and the model {order_p}: a closed-form KL "
+            "per site is the ELBO only when both sample in the same order (Pyro's mean-field check), so the "
+            "KL is sampled instead (analytic_kl=False; same expectation, more variance)",
+            ProgramWarning,
+            stacklevel=3,
+        )
+        return False
+    return True
 
 
 def analytic_chunk(
-    program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
+    program: Program, batch: Batch, k: int | None, info: ProgramInfo, scratch: dict | None = None
 ) -> torch.Tensor:
-    """``(k, n)`` values of ``log p(x | z) - sum_sites KL(q || p)``, the KL in closed form."""
+    """``(k, n)`` values of ``log p(x | z) - sum_sites KL(q || p)``, the KL in closed form (float64)."""
     model_tr, guide_tr = run_with_particles(program, info, batch, k)
     _keep(scratch, (model_tr, guide_tr))
-    shape = (k, len(batch[0]))
-    total = sum_sites(model_tr, info.observed, info, shape, batch[0], scratch)
-    for name in info.latent:
+    observed, latent, _ = site_sets(model_tr, guide_tr, info)
+    _count_support(scratch, model_tr, observed)
+    shape = (k or 1, len(batch[0]))
+    total = sum_sites(model_tr, observed, info, shape, batch[0], scratch)
+    for name in latent:
         q_site, p_site = guide_tr.nodes[name], model_tr.nodes[name]
         kl = torch.distributions.kl_divergence(q_site["fn"], p_site["fn"])
         kl = scale_and_mask(kl, q_site["scale"], q_site["mask"])
-        total = total - per_point(kl, info).expand(shape)
+        total = total - per_point(kl, info).double().expand(shape)
     return total
 
 
@@ -319,6 +424,20 @@ def _compile_shapes(n: int, k: int, n_b: int, k_c: int, fast: str) -> set[tuple[
     return {shape for shape, count in counts.items() if count >= least}
 
 
+def warn_support(counts: dict[str, list]) -> None:
+    """One warning per site with observed values outside its distribution's support (validation off or not)."""
+    for name, (out, total, family) in counts.items():
+        if out:
+            warnings.warn(
+                f"ppl_vae: {out / total:.1%} of the values observed at site {name!r} ({out} of {total}) lie "
+                f"outside the support of its {family}: their log-densities are not log-likelihoods (the "
+                "distribution cannot produce them; validate_args=False only hides it). Transform the data "
+                "into the support (binarise grey levels) or choose a likelihood that holds them",
+                ProgramWarning,
+                stacklevel=3,
+            )
+
+
 def scan(
     program: Program,
     rows: Batch,
@@ -331,11 +450,15 @@ def scan(
     chunk_fn: Callable = log_w_chunk,
     fast: str = "auto",
     progress: bool = False,
+    vectorize: bool = True,
 ) -> Iterator[tuple[slice, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
     """Walk the rows in chunks of points and particles, on one seeded random stream.
 
-    Yields ``(rows, log_w, lse, total)`` per chunk of points: ``log_w: (n_b, K)`` if ``keep``, ``lse: (n_b,)``
-    the log-sum-exp over all K particles, ``total: (n_b,)`` their sum.
+    Yields ``(rows, log_w, lse, total)`` per chunk of points (float64): ``log_w: (n_b, K)`` if ``keep``,
+    ``lse: (n_b,)`` the log-sum-exp over all K particles, ``total: (n_b,)`` their sum. ``vectorize=False``
+    runs the programs once per particle (no particle plate; never compiled). An exception from the programs
+    is one :class:`~ppl_vae.errors.ProgramError` line naming the rows and the site; observed values outside
+    their supports are counted and warned about once per site at the end.
     """
     n = len(rows[0])
     n_b, k_c = chunk_sizes(n, num_samples, batch_size, particle_chunk)
@@ -347,11 +470,13 @@ def scan(
     )
     if keep:
         check_memory(
-            4.0 * n * num_samples,
+            8.0 * n * num_samples,
             f"keeping {n} x {num_samples} log weights",
             "use iw_log_likelihood (no (N, K) array) or fewer samples",
         )
-    scratch: dict = {}  # buffers reused across chunks and the last chunk's traces
+    scratch: dict = {}  # buffers reused across chunks, the last chunk's traces, support counts
+    if not vectorize:
+        chunk_fn, fast = unvectorised(chunk_fn), "eager"
 
     def traced(batch: Batch, k: int) -> torch.Tensor:
         with traceable():
@@ -370,12 +495,12 @@ def scan(
         for start in range(0, n, n_b):
             batch = rows_slice(rows, slice(start, start + n_b))
             m = len(batch[0])
-            lse = torch.full((m,), -math.inf, dtype=x.dtype, device=x.device)
-            total = torch.zeros(m, dtype=x.dtype, device=x.device)
+            lse = torch.full((m,), -math.inf, dtype=torch.float64, device=x.device)
+            total = torch.zeros(m, dtype=torch.float64, device=x.device)
             kept = []
             for k_start in range(0, num_samples, k_c):
                 k = min(k_c, num_samples - k_start)
-                lw = run(batch, k)
+                lw = _run_chunk(run, batch, k, program, info, (start, start + m), vectorize)
                 if torch.isnan(lw).any():
                     bad = torch.isnan(lw).any(0).nonzero().flatten() + start
                     raise UserError(
@@ -388,6 +513,31 @@ def scan(
                     kept.append(lw.T)
             bar.update(m)
             yield slice(start, start + m), (torch.cat(kept, 1) if keep else None), lse, total
+    warn_support(scratch.get("support", {}))
+
+
+def _run_chunk(
+    run: Callable,
+    batch: Batch,
+    k: int,
+    program: Program,
+    info: ProgramInfo,
+    span: tuple[int, int],
+    vectorize: bool,
+) -> torch.Tensor:
+    """One chunk's log weights (float64); an exception from the programs named by rows and site."""
+    try:
+        return run(batch, k).double()
+    except Exception as err:
+        if not from_program(err):
+            raise
+        raise program_failure(
+            err,
+            f"importance sampling, rows {span[0]}-{span[1] - 1}",
+            program,
+            batch,
+            lambda: particle_context(info, min(k, 2) if vectorize else None),
+        ) from err
 
 
 # =============================================================================== estimators
@@ -404,6 +554,7 @@ def log_weights(
     fast: str = "auto",
     progress: bool = False,
     data_plate: str | None = None,
+    vectorize_particles: bool = True,
 ) -> torch.Tensor:
     """Log importance weights ``log p(x_n, z_nk) - log q(z_nk | x_n)``, ``z_nk ~ q(. | x_n)``.
 
@@ -418,7 +569,15 @@ def log_weights(
         fast: ``"auto"`` (compile the chunk for jobs of at least :data:`COMPILE_MIN_ROWS` rows),
             ``"compile"`` or ``"eager"``; compiled chunks draw the same numbers (checked per call).
         progress: a progress bar over the points.
-        data_plate: the name of the data plate (default ``"data"``).
+        data_plate: the name of the data plate (default ``"data"``, else the one plate that encloses every
+            observed site).
+        vectorize_particles: draw the K particles in one vectorised run per chunk (a particle plate left of
+            the program's plates); ``False`` runs the programs once per particle, for programs that do not
+            broadcast over a leading dimension (boolean-mask indexing, positive ``torch.cat`` dims): K times
+            slower, the same numbers in distribution.
+
+    Every site's ``poutine.scale`` (the user's, a subsampling plate's) is removed: values are unscaled
+    nats per point (:class:`~ppl_vae.programs.PerPointScale`); the program's modules run in eval mode.
 
     Returns:
         ``(N, K)`` tensor of log weights (nats), samples on the last axis (as ArviZ's ``psislw`` wants).
@@ -435,7 +594,7 @@ def log_weights(
     """
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
-    rows, seed, info = prepare(program, data, num_samples, seed, generator)
+    rows, seed, info = prepare(program, data, num_samples, seed, generator, vectorize_particles)
     parts = [
         lw
         for _, lw, _, _ in scan(
@@ -449,9 +608,10 @@ def log_weights(
             True,
             fast=fast,
             progress=progress,
+            vectorize=vectorize_particles,
         )
     ]
-    return torch.cat(parts, 0)
+    return torch.cat(parts, 0).to(rows[0].dtype)
 
 
 def iw_log_likelihood(
@@ -467,6 +627,7 @@ def iw_log_likelihood(
     fast: str = "auto",
     progress: bool = False,
     data_plate: str | None = None,
+    vectorize_particles: bool = True,
 ) -> torch.Tensor:
     """Importance-weighted estimate of ``log p(x_n)`` per point (Burda et al., 2015), nats: ``(N,)``.
 
@@ -485,7 +646,7 @@ def iw_log_likelihood(
     """
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
-    rows, seed, info = prepare(program, data, num_samples, seed, generator)
+    rows, seed, info = prepare(program, data, num_samples, seed, generator, vectorize_particles)
     out = torch.empty(len(rows[0]), dtype=rows[0].dtype, device=rows[0].device)
     for part, _, lse, _ in scan(
         program,
@@ -498,6 +659,7 @@ def iw_log_likelihood(
         False,
         fast=fast,
         progress=progress,
+        vectorize=vectorize_particles,
     ):
         out[part] = lse - math.log(num_samples)
     return out
@@ -517,13 +679,16 @@ def elbo(
     fast: str = "auto",
     progress: bool = False,
     data_plate: str | None = None,
+    vectorize_particles: bool = True,
 ) -> torch.Tensor:
     """The evidence lower bound per point, averaged over ``num_samples`` draws of ``z``, nats: ``(N,)``.
 
     ``analytic_kl=False``: ``mean_k [log p(x_n, z_k) - log q(z_k | x_n)]`` (as ``Trace_ELBO``).
     ``analytic_kl=True``: ``mean_k log p(x_n | z_k) - sum_sites KL(q(z | x_n) || p(z))``, the KL in
-    closed form (as ``TraceMeanField_ELBO``); needs reparameterised guide sites and a registered KL.
-    Other arguments as :func:`log_weights`.
+    closed form (as ``TraceMeanField_ELBO``); needs reparameterised guide sites and a registered KL, and a
+    guide that samples the latents in the model's order (else the KL is sampled, with a
+    :class:`~ppl_vae.programs.ProgramWarning`: the closed form would be biased). Other arguments as
+    :func:`log_weights`.
 
     Examples:
         >>> import torch
@@ -538,15 +703,15 @@ def elbo(
     """
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
-    rows, seed, info = prepare(program, data, num_samples, seed, generator)
+    rows, seed, info = prepare(program, data, num_samples, seed, generator, vectorize_particles)
     chunk_fn = log_w_chunk
     if analytic_kl:
         with sandbox(program, seed, rows[0].device):
             model_tr, guide_tr = run_with_particles(
-                program, info, rows_slice(rows, slice(0, 16)), 1
+                program, info, rows_slice(rows, slice(0, 16)), 1 if vectorize_particles else None
             )
-        check_analytic(info, guide_tr, model_tr)
-        chunk_fn = analytic_chunk
+        if check_analytic(info, guide_tr, model_tr):
+            chunk_fn = analytic_chunk
     out = torch.empty(len(rows[0]), dtype=rows[0].dtype, device=rows[0].device)
     for part, _, _, total in scan(
         program,
@@ -560,6 +725,7 @@ def elbo(
         chunk_fn,
         fast,
         progress,
+        vectorize_particles,
     ):
         out[part] = total / num_samples
     return out

@@ -139,6 +139,20 @@ class Objective:
                 f"(sums {site!r} out exactly: mark it infer={{'enumerate': 'parallel'}}, e.g. with "
                 "pyro.infer.config_enumerate(guide))"
             )
+        if entry.trait("reparam_only") and info.guide_factors:
+            raise ProgramError(
+                f"objective {name!r} needs a fully reparameterised guide; guide factor site(s) "
+                f"{_fmt(info.guide_factors)} (pyro.factor(..., has_rsample=False)) are not. Use 'trace' "
+                "(score-function terms for them), or pass has_rsample=True if the factor comes from "
+                "reparameterised draws"
+            )
+        if entry.trait("sums_enumerated") and not info.enumerated:
+            raise ProgramError(
+                f"objective {name!r} (TraceEnum_ELBO) sums out the discrete sites marked for enumeration, and "
+                "this program marks none: it would train as 'trace' under another name. Mark them, "
+                "infer={'enumerate': 'parallel'} or pyro.infer.config_enumerate(guide) (wrap the guide in "
+                "pv.Program(m.model, config_enumerate(m.guide), owner=m)), or use 'trace'"
+            )
         if info.model_only and not entry.trait("sums_enumerated"):
             raise ProgramError(
                 f"model site(s) {_fmt(info.model_only)} are enumerated in the model and have no guide site: "

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Literal
@@ -36,6 +37,8 @@ from .._torch_compat import tensor_edits
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..objectives import Objective, parse_objective
 from ..params import param_scope
+from ..program_errors import from_program, program_failure
+from ..program_sites import ProgramWarning, restored_modes
 from ..programs import (
     DataPlateScale,
     Program,
@@ -43,6 +46,7 @@ from ..programs import (
     as_program,
     inspect_program,
     rows_slice,
+    with_data_plate,
 )
 from ..runs.tracking import check_fit_log, fit_log
 from .data import Rows, TrainData, as_train_data, validate
@@ -157,7 +161,18 @@ class SVIStrategy:
         return step
 
     def loss(self, batch: Rows, scale: float, weight: float, step: int) -> torch.Tensor:
-        """One batch's loss, with its gradients left in the parameters' ``.grad``."""
+        """One batch's loss, with its gradients left in the parameters' ``.grad``; an exception from the
+        programs is one :class:`ProgramError` line naming the step and the site."""
+        try:
+            return self._loss(batch, scale, weight)
+        except Exception as err:
+            if not from_program(err):
+                raise
+            raise program_failure(
+                err, f"fit {self.label!r}, training step {step + 1}", self.program, batch
+            ) from err
+
+    def _loss(self, batch: Rows, scale: float, weight: float) -> torch.Tensor:
         if self.ddp is not None:
             loss = self.ddp(*batch, scale=scale, latent_weight=weight)
         elif self.engine is not None:
@@ -308,6 +323,7 @@ def fit(
             info, obj, params, pure = _inspect(program, obj, train, first, ctx)
         else:
             info, obj, params, pure = setup[1:]
+        program = with_data_plate(program, info)
         if state.optimizer is None or [
             id(p) for g in state.optimizer.param_groups for p in g["params"]
         ] != [id(p) for p in params]:
@@ -330,6 +346,7 @@ def fit(
         objective=obj.spec,
         discrete_sites=list(info.non_reparam),
     )
+    _report_program(state, info, history)
     strategy = SVIStrategy(program, obj, info, state, engine, ddp, train.dataset)
     if engine is not None and ddp is None:
         steps_per_epoch = max(1, -(-train.n // batch_size))
@@ -376,6 +393,7 @@ def fit(
     }
     with (
         _locked(checkpoint_dir),
+        restored_modes(program.modules),
         fit_log(log, settings, callback, checkpoint_dir, ctx.is_main) as callback,
     ):
         run_epochs(
@@ -399,6 +417,35 @@ def fit(
     if engine is not None:
         history.meta["fast_path"]["whole_step"] = whole_step_meta(engine)
     return history
+
+
+def _report_program(state: TrainState, info: ProgramInfo, history: History) -> None:
+    """Record (``history.meta``) and say once what makes the history's numbers other than nats per point:
+    the program's own ``poutine.scale`` (its objective, kept in training) and observations outside their
+    likelihood's support."""
+    history.meta["scaled_sites"] = {name: scale for name, scale in info.scaled}
+    history.meta["outside_support"] = {name: share for name, share in info.outside_support}
+    if info.scaled:
+        shown = ", ".join(
+            f"{n!r} x {v:.3g}" if isinstance(v, float) else f"{n!r} x {v}" for n, v in info.scaled
+        )
+        message = (
+            f"the program scales its sites itself (poutine.scale: {shown}): fit trains that objective, so "
+            "train_elbo and test_elbo are in its scaled units, not nats per point (history.meta"
+            "['scaled_sites']); iw_log_likelihood, elbo and evaluate remove the scales"
+        )
+        if message not in state.reported:
+            state.reported.add(message)
+            warnings.warn(f"ppl_vae.fit: {message}", ProgramWarning, stacklevel=3)
+    for name, share in info.outside_support:
+        message = (
+            f"{share:.1%} of the values observed at site {name!r} (first rows) lie outside the support of "
+            "its distribution (validation off does not make them fit): transform the data into the "
+            "support (binarise grey levels) or choose a likelihood that holds them"
+        )
+        if message not in state.reported:
+            state.reported.add(message)
+            warnings.warn(f"ppl_vae.fit: {message}", ProgramWarning, stacklevel=3)
 
 
 def _input_key(obj: Any) -> Any:
@@ -498,16 +545,37 @@ def _validate_loss(
     with pyro.validation_enabled(True), DataPlateScale(info.data_plate, n / len(batch[0])):
         try:
             loss = obj.loss(program.model, program.guide, *batch)
-        except (ValueError, RuntimeError, NotImplementedError, AssertionError) as err:
-            raise ProgramError(
-                f"objective {obj.spec!r} cannot train this program: Pyro's check on the first "
-                f"batch failed: {type(err).__name__}: {err}"
+        except UserError:
+            raise
+        except Exception as err:
+            pyro_check = (ValueError, RuntimeError, NotImplementedError, AssertionError)
+            if not from_program(err) and not isinstance(err, pyro_check):
+                raise
+            raise program_failure(
+                err,
+                f"objective {obj.spec!r} cannot train this program: its loss on the first batch failed",
+                advice=_objective_advice(err, obj),
             ) from err
     if torch.is_tensor(loss) and not torch.isfinite(loss):
         raise UserError(
             f"the loss of the first batch is {float(loss)} before any training: check the data and "
             "the initial parameters"
         )
+
+
+def _objective_advice(err: BaseException, obj: Objective) -> str | None:
+    """What to do when an objective's own loss refuses the program (Pyro's check on the first batch)."""
+    text = str(err)
+    if "fully reparameterized" in text or "reparametrized" in text:
+        return (
+            f"{obj.spec!r} needs every guide site reparameterised: a guide pyro.factor(..., has_rsample=False) "
+            "or a discrete site is not; use 'trace' (score-function terms for them)"
+        )
+    if "particle" in text or "vectoriz" in text:
+        return (
+            "the objective draws several particles in one vectorised run: use 'trace' or 'analytic'"
+        )
+    return None
 
 
 def _resume(
