@@ -142,7 +142,7 @@ def known_fix(err: BaseException) -> str | None:
         isinstance(err, IndexError) and "mask" in text and "index" in text
     ):
         return (
-            "indexing with a boolean mask drops the leading particle dimension: score the selected values "
+            "Indexing with a boolean mask drops the leading particle dimension: score the selected values "
             "with the distribution's .mask(mask) and the whole observation (fill what the mask leaves out, "
             "e.g. torch.where(mask, y, 0)) instead of indexing them out"
         )
@@ -155,7 +155,7 @@ def known_fix(err: BaseException) -> str | None:
         "Sizes of tensors must match except in dimension" in text
     ):
         return (
-            "a latent with a leading particle dimension is joined to an input that has none: expand the "
+            "A latent with a leading particle dimension is joined to an input that has none: expand the "
             "input first, torch.cat([z, y.expand(*z.shape[:-1], -1)], -1)"
         )
     if isinstance(err, TypeError) and "positional argument" in text:

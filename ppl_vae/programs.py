@@ -422,7 +422,7 @@ def _traces(
     :mod:`ppl_vae.program_errors`)."""
     n0 = len(batch[0])
     shapes = ", ".join(str(tuple(t.shape)) for t in batch)
-    entry = f"inspecting the model and guide on the first {n0} rows (batch shapes {shapes})"
+    entry = f"running the model and guide on the first {n0} rows (batch shapes {shapes}) failed"
     with poutine.trace(param_only=True) as param_capture, pyro.validation_enabled(True):
         try:
             guide_tr = poutine.trace(program.guide).get_trace(*batch)

@@ -41,9 +41,12 @@ from ..errors import ProgramError, UserError
 from ..estimators import elbo, iw_log_likelihood
 from ..estimators.importance import require_per_point, resolve
 from ..params import param_scope
+from ..program_errors import translated
 from ..programs import (
+    PerPointScale,
     Program,
     ProgramInfo,
+    evaluating,
     inspect_program,
     vectorized_frames,
 )
@@ -220,7 +223,7 @@ def amortization_gap(
         raise UserError(f"analytic_kl must be True, False or 'auto'; got {analytic_kl!r}")
     rows = program.rows(data, "x")
     n = len(rows[0])
-    with param_scope(program), torch.random.fork_rng():
+    with param_scope(program), torch.random.fork_rng(), evaluating(program):
         info = inspect_program(program, rows)
         require_per_point(info)
         sites = gaussian_sites(program, info, rows)
@@ -242,6 +245,7 @@ def amortization_gap(
     with (
         param_scope(program),
         frozen(program.module),
+        evaluating(program),
         torch.random.fork_rng(),
         pyro.validation_enabled(False),
     ):
@@ -253,9 +257,11 @@ def amortization_gap(
         unconstrained = [pyro.param(p).unconstrained() for pair in names.values() for p in pair]
         optim = torch.optim.Adam(unconstrained, lr=lr)
         sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda t: 1.0 - t / max(steps, 1))
+        unscaled = PerPointScale()(program.model)  # the program's own scales are its loss, not log p(x)
         for _ in range(steps):
             optim.zero_grad()
-            loss = loss_fn.differentiable_loss(program.model, local, *rows)
+            with translated("amortization_gap, refining the guide per point", program, rows):
+                loss = loss_fn.differentiable_loss(unscaled, local, *rows)
             loss.backward()
             optim.step()
             sched.step()

@@ -47,6 +47,7 @@ import torch
 
 from ..data import Dataset, load_dataset
 from ..errors import UserError
+from ..programs import Program, as_program
 from ..train import fit, resolve_device
 from .comparison import Comparison, plot_comparison
 from .methods import Method, ProgramMethod, method_of
@@ -76,12 +77,28 @@ __all__ = [
 ]
 
 
-def _params_digest(module: torch.nn.Module) -> str:
+def _params_digest(built: Any) -> str:
+    """A digest of the initial weights of a built model or program (every module it belongs to)."""
     h = hashlib.sha1()
-    for name, t in sorted(module.state_dict().items()):
-        h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    for i, module in enumerate(as_program(built).modules):
+        for name, t in sorted(module.state_dict().items()):
+            h.update(f"{i}.{name}".encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
     return h.hexdigest()[:16]
+
+
+def _weights_of(built: Any) -> torch.nn.Module | None:
+    """The one module whose ``state_dict`` holds a built model's weights (the model itself, or the owner of
+    a :class:`~ppl_vae.programs.Program`); None for other programs (a plain object holding its networks,
+    free functions): those are built under the seed instead, so they start from the same weights too."""
+    if isinstance(built, torch.nn.Module):
+        return built
+    return as_program(built).module
+
+
+def _owner(built: Any) -> Any:
+    """Where a built program's hooks (``dataset_inputs``, ``accuracy``) live."""
+    return built.owner if isinstance(built, Program) else built
 
 
 # ----------------------------------------------------------------------------- running
@@ -123,7 +140,7 @@ def _test_rows(
     model: Any, data: Dataset, test_points: int | None
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """The test split as the program takes it: ``x``, or ``(x, *inputs)`` from its ``dataset_inputs`` hook."""
-    hook = getattr(model, "dataset_inputs", None)
+    hook = getattr(_owner(model), "dataset_inputs", None)
     rows = (data.test, *hook(data, "test")) if callable(hook) else (data.test,)
     rows = tuple(t[:test_points] for t in rows) if test_points is not None else rows
     return rows if len(rows) > 1 else rows[0]
@@ -141,6 +158,47 @@ def _share_weights(model: torch.nn.Module, source: dict[str, torch.Tensor]) -> l
     shared = {k: v for k, v in source.items() if k in own and own[k].shape == v.shape}
     model.load_state_dict({**own, **shared})
     return sorted(shared)
+
+
+def _build(
+    method: Any,
+    seed: int,
+    data: Dataset,
+    defaults: dict[str, Any],
+    templates: dict,
+    first_of_model: dict,
+    settings: dict[str, Any],
+) -> Any:
+    """A method's model for a seed, starting from the seed's weights: methods of one family start from the
+    same weights, a later family of the same model shares every tensor whose name and shape agree; a program
+    without one module of weights (a plain object, free functions) is built under the seed."""
+    if method.family not in templates:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            template = method.build(data.meta.input_dim, **defaults)
+        weights = _weights_of(template)
+        if weights is None:
+            templates[method.family] = None
+        else:
+            if method.model in first_of_model:
+                shared = _share_weights(weights, first_of_model[method.model])
+                settings["shared_init"][f"{seed}:{method.model}/{method.guide}"] = shared
+            else:
+                first_of_model[method.model] = copy.deepcopy(weights.state_dict())
+            templates[method.family] = copy.deepcopy(weights.state_dict())
+        settings["init"][str(seed)]["/".join(method.family)] = _params_digest(template)
+    if templates[method.family] is None:
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            return method.build(data.meta.input_dim, **defaults)
+    model = method.build(data.meta.input_dim, **defaults)
+    weights = _weights_of(model)
+    if weights is None:
+        raise UserError(
+            f"method {method.label!r}: its build returned a program without the module its first build had"
+        )
+    weights.load_state_dict(templates[method.family])
+    return model
 
 
 def run_comparison(
@@ -291,23 +349,11 @@ def run_comparison(
             "num_classes": data.meta.num_classes,
             "image_shape": (1, *image) if image is not None and len(image) == 2 else image,
         }
-        templates: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        templates: dict[tuple[str, str], dict[str, torch.Tensor] | None] = {}
         first_of_model: dict[str, dict[str, torch.Tensor]] = {}
         settings["init"][str(seed)] = {}
         for method in specs:
-            if method.family not in templates:
-                with torch.random.fork_rng():
-                    torch.manual_seed(seed)
-                    template = method.build(data.meta.input_dim, **defaults)
-                if method.model in first_of_model:
-                    shared = _share_weights(template, first_of_model[method.model])
-                    settings["shared_init"][f"{seed}:{method.model}/{method.guide}"] = shared
-                else:
-                    first_of_model[method.model] = copy.deepcopy(template.state_dict())
-                templates[method.family] = copy.deepcopy(template.state_dict())
-                settings["init"][str(seed)]["/".join(method.family)] = _params_digest(template)
-            model = method.build(data.meta.input_dim, **defaults)
-            model.load_state_dict(templates[method.family])
+            model = _build(method, seed, data, defaults, templates, first_of_model, settings)
             t0 = time.perf_counter()
             history = fit(
                 model,
@@ -344,7 +390,7 @@ def run_comparison(
                 report,
                 fit_seconds,
                 lik.partition(":")[0],
-                test_accuracy(model, data),
+                test_accuracy(_owner(model), data),
             )
             rows.append(row)
             curves.append(curve_frame(method.label, seed, history))

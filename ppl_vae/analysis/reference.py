@@ -37,7 +37,9 @@ from ..diagnostics.psis import arviz as _arviz
 from ..errors import ProgramError, UserError
 from ..estimators.importance import require_per_point, resolve
 from ..params import param_scope
-from ..programs import inspect_program, rows_slice
+from ..program_errors import translated, trim_message
+from ..program_sites import ProgramWarning
+from ..programs import PerPointScale, evaluating, inspect_program, rows_slice
 from .amortization import frozen
 
 if TYPE_CHECKING:
@@ -225,6 +227,32 @@ def _run_chains(
     return parts[0] if num_chains == 1 else az.concat(parts, dim="chain")
 
 
+def _chains_or_eager(
+    program: Any, xs: tuple[torch.Tensor, ...], settings: dict[str, Any], *args: Any
+) -> arviz.InferenceData:
+    """NUTS draws of the program's unscaled model (its own ``poutine.scale`` would temper the posterior);
+    when ``torch.jit`` cannot compile the potential, NUTS runs without it (said once, recorded in
+    ``settings["jit_fallback"]``); an exception from the program is one :class:`ProgramError` line."""
+    model = PerPointScale()(program.model)
+    if settings["jit_compile"]:
+        try:
+            return _run_chains(model, xs, *args, True)
+        except UserError:
+            raise
+        except Exception as err:  # noqa: BLE001 - torch.jit's many errors; said and recorded
+            reason = trim_message(err)
+            warnings.warn(
+                f"reference_posterior: NUTS with jit_compile=True failed ({type(err).__name__}: {reason}); "
+                "running it without JIT (jit_compile=False: the same sampler, slower)",
+                ProgramWarning,
+                stacklevel=3,
+            )
+            settings["jit_compile"] = False
+            settings["jit_fallback"] = f"{type(err).__name__}: {reason}"
+    with translated("reference_posterior, NUTS on the model", program, xs):
+        return _run_chains(model, xs, *args, False)
+
+
 def _q_moments(
     program: Any, info: Any, rows: tuple[torch.Tensor, ...], site: str
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -336,7 +364,7 @@ def reference_posterior(
     import xarray as xr
 
     xs = rows_slice(rows, indices)
-    with param_scope(program), torch.random.fork_rng():
+    with param_scope(program), torch.random.fork_rng(), evaluating(program):
         info = inspect_program(program, xs)
         require_per_point(info)
         if info.full_size is not None:
@@ -355,21 +383,31 @@ def reference_posterior(
             )
         site = info.latent[0]
         q_loc, q_cov = _q_moments(program, info, xs, site)
+    settings = {
+        "num_chains": num_chains,
+        "num_samples": num_samples,
+        "warmup": warmup,
+        "seed": seed,
+        "target_accept": target_accept,
+        "max_tree_depth": max_tree_depth,
+        "joint": joint,
+        "jit_compile": jit_compile,
+    }
     dim_name = f"{site}_dim"  # a dimension named like the variable would turn it into a coordinate
     groups = [list(range(len(indices)))] if joint else [[j] for j in range(len(indices))]
     posts, stats = [], []
-    with param_scope(program), frozen(program.module):
+    with param_scope(program), frozen(program.module), evaluating(program):
         for g, members in enumerate(groups):
-            idata = _run_chains(
-                program.model,
+            idata = _chains_or_eager(
+                program,
                 rows_slice(xs, members),
+                settings,
                 num_chains,
                 num_samples,
                 warmup,
                 seed + 1000 * g,
                 target_accept,
                 max_tree_depth,
-                jit_compile,
             )
             z = idata.posterior[site]
             z = z.values.reshape(z.shape[0], z.shape[1], len(members), -1)
@@ -440,16 +478,6 @@ def reference_posterior(
         )
     moments = pd.DataFrame(moment_rows).set_index(["point", "latent"])
     distances = pd.DataFrame(dist_rows).set_index("point")
-    settings = {
-        "num_chains": num_chains,
-        "num_samples": num_samples,
-        "warmup": warmup,
-        "seed": seed,
-        "target_accept": target_accept,
-        "max_tree_depth": max_tree_depth,
-        "joint": joint,
-        "jit_compile": jit_compile,
-    }
     return ReferencePosterior(
         idata=idata,
         indices=list(indices),

@@ -18,6 +18,7 @@ from ..data import Dataset
 from ..diagnostics import evaluate
 from ..errors import UserError
 from ..estimators.globals import per_point_program
+from ..programs import as_program
 from ..registry import REGISTRY
 from .comparison import Comparison
 from .methods import Method
@@ -170,8 +171,10 @@ def evaluate_into(
     """:func:`evaluate` one trained model on ``test_x`` (``(n, ...)`` or ``(x, *inputs)``) with K =
     ``num_samples`` and seed ``eval_seed``; appends its per-point frame (``method, seed, point, ...``)
     to ``points`` and returns the report. Global latents are fixed at their guide means, with a warning."""
-    dev = next(model.parameters()).device
-    test_x = tuple(t.to(dev) for t in test_x) if isinstance(test_x, tuple) else test_x.to(dev)
+    params = [p for m in as_program(model).modules for p in m.parameters()]
+    if params:
+        dev = params[0].device
+        test_x = tuple(t.to(dev) for t in test_x) if isinstance(test_x, tuple) else test_x.to(dev)
     extra = dict(evaluate_options or {})
     if estimator not in (None, "iw"):
         extra["estimator"] = estimator

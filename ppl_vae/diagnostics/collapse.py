@@ -32,17 +32,19 @@ import torch
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import Independent, kl_divergence
 
+from ..errors import ProgramError
 from ..estimators.importance import require_per_point, resolve, sandbox
 from ..estimators.masked import row_mask
 from ..programs import (
     PARTICLE_PLATE,
-    DataPlateScale,
+    PerPointScale,
     Program,
     ProgramInfo,
     inspect_program,
     per_point,
     rows_slice,
     run_with_particles,
+    site_sets,
 )
 
 __all__ = [
@@ -110,9 +112,10 @@ def _site_stats(
 ) -> tuple[list[str], list[torch.Tensor], bool, list[torch.Tensor] | None, dict[str, torch.Tensor]]:
     n = len(batch[0])
     model_tr, guide_tr = run_with_particles(program, info, batch, 1)
-    names, means, kls, exact, raw = [], [], [], True, {}
+    observed, latent, _ = site_sets(model_tr, guide_tr, info)  # this batch's sites
+    names, means, kls, exact, raw = [], [], [], True, {"_observed": observed}
     draws_tr = None
-    for name in info.latent:
+    for name in latent:
         q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
         if (
             name in info.non_reparam
@@ -153,11 +156,12 @@ def _reconstruction(
     """The model with every latent fixed at q's mean: ``-log p(x | E_q z)`` and the squared error per coordinate
     (per observed coordinate when the program is given a mask, ``model(x, mask)``)."""
     n = len(batch[0])
-    with pyro.plate(PARTICLE_PLATE, 1, dim=-info.rank), DataPlateScale(info.data_plate, 1.0):
+    observed = means.pop("_observed")
+    with pyro.plate(PARTICLE_PLATE, 1, dim=-info.rank), PerPointScale():
         tr = poutine.trace(poutine.condition(program.model, data=means)).get_trace(*batch)
     nll = batch[0].new_zeros(n)
     sq, count = batch[0].new_zeros(n), 0
-    for name in info.observed:
+    for name in observed:
         site = tr.nodes[name]
         lp = scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
         nll = nll - per_point(lp, info)[0].expand(n)
@@ -198,7 +202,14 @@ def latent_summary(
         names, exact, has_kl = [], True, True
         for start in range(0, n, BATCH):
             batch = rows_slice(rows, slice(start, start + BATCH))
+            before = names
             names, m, ex, kl, raw = _site_stats(program, info, batch)
+            if before and before != names:
+                raise ProgramError(
+                    f"the latent sites differ between chunks of {BATCH} points (rows from {start} on have "
+                    f"{len(names)} latent dimensions, earlier rows {len(before)}): per-unit summaries need the "
+                    "same latents for every point; summarise rows of one structure at a time"
+                )
             exact = exact and ex
             means.append(torch.cat(m, 1))
             if kl is None:

@@ -329,6 +329,7 @@ def evaluate(
     ais_chains: int = 16,
     ais_leapfrog: int = 10,
     ais_init: str = "guide",
+    vectorize_particles: bool = True,
 ) -> Report:
     """ELBO, IW log p(x), their gap, PSIS k-hat and ESS per point, plus collapse and reconstruction measures.
 
@@ -344,6 +345,13 @@ def evaluate(
             (:func:`ppl_vae.ais_log_likelihood`), beside IW in the table and the summary.
         ais_steps, ais_chains, ais_leapfrog, ais_init: its T, C, L and start (``"guide"`` or ``"prior"``);
             it costs about ``C T L`` model forward-and-backward passes per point.
+        vectorize_particles: as in :func:`ppl_vae.log_weights` (``False``: the programs run once per
+            particle, for programs that do not broadcast over a leading particle dimension).
+
+    Values are unscaled nats per point (a program's own ``poutine.scale`` is its training objective, removed
+    here). ``summary["gap_rounding"]`` is the float32 rounding of the log weights the gap subtracts
+    (``eps32 * mean |log w|``, 0 for float64 data); a mean gap below it is not a measured KL
+    (``summary["gap_resolved"]`` False, and a warning).
 
     The per-point ``elbo`` is the mean of the same K log weights whose log-mean-exp is the
     ``iw_log_likelihood``, so ``gap >= 0`` for every point. k-hat: < 0.5 good, 0.5-0.7 usable, > 0.7 the
@@ -385,9 +393,10 @@ def evaluate(
             stacklevel=2,
         )
     t0 = time.perf_counter()
-    rows, seed, info = prepare(program, data, num_samples, seed, generator)
+    rows, seed, info = prepare(program, data, num_samples, seed, generator, vectorize_particles)
     n = len(rows[0])
     elbo_v, iw_v, khat, ess = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
+    magnitude = np.empty(n)
     kept: list[np.ndarray] = []
     buffer: list[tuple[slice, torch.Tensor]] = []
 
@@ -414,9 +423,11 @@ def evaluate(
         True,
         fast=fast,
         progress=progress,
+        vectorize=vectorize_particles,
     ):
         iw_v[part] = (lse - math.log(num_samples)).cpu().numpy()
         elbo_v[part] = (total / num_samples).cpu().numpy()
+        magnitude[part] = lw.abs().mean(1).cpu().numpy()
         buffer.append((part, lw))
         if sum(len(b[1]) for b in buffer) >= block:
             flush()
@@ -440,6 +451,9 @@ def evaluate(
         points["n_observed"] = mask.reshape(n, -1).sum(1).cpu().numpy()
     for key, col in (("elbo", "elbo"), ("iw", "iw_log_likelihood"), ("gap", "gap")):
         summary[f"{key}_mean"], summary[f"{key}_se"] = _mean_se(points[col].to_numpy())
+    _gap_rounding(summary, magnitude, rows[0].dtype)
+    if info.scaled:
+        summary["scales_removed"] = {name: scale for name, scale in info.scaled}
     dims = int(np.prod(rows[0].shape[1:])) if rows[0].dim() > 1 else 1
     summary["iw_bits_per_dim"] = -summary["iw_mean"] / (dims * math.log(2))
     summary["khat_share_above_0.5"] = float(np.mean(khat > KHAT_GOOD))
@@ -487,6 +501,23 @@ def evaluate(
     summary["points_per_second"] = n / seconds if seconds > 0 else None
     log_w = np.concatenate(kept) if keep_log_weights else None
     return Report(points=points, summary=summary, log_weights=log_w)
+
+
+def _gap_rounding(summary: dict[str, Any], magnitude: np.ndarray, dtype: torch.dtype) -> None:
+    """The rounding of the log weights the gap subtracts (their values are computed in ``dtype``), and
+    whether the mean gap is above it; a gap below it is said once, not reported as nats."""
+    eps = torch.finfo(dtype).eps if dtype in (torch.float16, torch.bfloat16, torch.float32) else 0.0
+    rounding = float(eps * np.mean(magnitude))
+    summary["gap_rounding"] = rounding
+    summary["gap_resolved"] = bool(summary["gap_mean"] > rounding) if rounding > 0 else True
+    if not summary["gap_resolved"]:
+        warnings.warn(
+            f"evaluate: the mean IW - ELBO gap ({summary['gap_mean']:.3g} nats) is below the {dtype} rounding "
+            f"of the log weights it subtracts (~{rounding:.3g} nats, |log w| ~ {np.mean(magnitude):.3g}): it "
+            "is rounding, not a KL; standardise the data, or evaluate in float64 (program.double(), x.double())",
+            UserWarning,
+            stacklevel=3,
+        )
 
 
 def _quiet_psis(lw: torch.Tensor) -> PSISDiagnostics:

@@ -59,8 +59,9 @@ from tqdm.auto import tqdm
 
 from .._checks import check_memory
 from ..errors import ArgumentTypeError, ProgramError, UserError
+from ..program_errors import translated
 from ..programs import (
-    DataPlateScale,
+    PerPointScale,
     Program,
     ProgramInfo,
     inspect_program,
@@ -234,9 +235,9 @@ def setup_ais(
     seed = resolve_seed(seed, generator)
     with sandbox(program, seed, rows[0].device):
         info = inspect_program(program, rows)
-        PathDensity(
-            program, info, rows_slice(rows, slice(0, 16)), 1, init
-        )  # discrete latents: refused by name
+        first = rows_slice(rows, slice(0, 16))
+        with translated("AIS, reading the latent sites", program, first):
+            PathDensity(program, info, first, 1, init)  # discrete latents: refused by name
     if init == "guide" and info.guide_aux:
         raise ProgramError(
             f"AIS from the guide needs q(z | x) as a density of the model's latents alone; the guide "
@@ -290,9 +291,13 @@ def ais_settings(
     n_b = min(n, batch_size or max(1, ROWS_PER_CALL // (num_chains + tune_chains)))
     x = rows[0]
     with sandbox(program, 0, x.device):  # the size of one point's latents, for the memory check
-        with DataPlateScale(info.data_plate, 1.0):
+        with PerPointScale():
             trace = poutine.trace(program.model).get_trace(*rows_slice(rows, slice(0, 1)))
-    latent = sum(trace.nodes[k]["value"].numel() for k in info.latent)
+    latent = sum(
+        s["value"].numel()
+        for s in trace.nodes.values()
+        if s["type"] == "sample" and not s["is_observed"]
+    )
     per_row = 4.0 * (8 * max(1, math.prod(x.shape[1:])) + 16 * latent)
     check_memory(
         per_row * n_b * (num_chains + tune_chains),
@@ -455,33 +460,52 @@ def run_ais(
         for lo in range(0, n, cfg.batch_size):
             batch = rows_slice(rows, slice(lo, lo + cfg.batch_size))
             m = len(batch[0])
-            tune = cfg.tune_chains if cfg.num_steps > 1 else 0
-            density = PathDensity(program, info, batch, c + tune, cfg.init, cfg.fast)
-            log_w, acc, last, used = _anneal(
-                density,
-                density.to_unconstrained(density.sample_initial()),
-                cfg.betas,
-                cfg,
-                bar,
-                record=exact is not None,
-            )
-            fwd[0][lo : lo + m], fwd[1][lo : lo + m], fwd[2][lo : lo + m] = log_w.T, acc, last
-            if exact is not None:
-                density = PathDensity(program, info, batch, c, cfg.init, cfg.fast)
-                z = {}
-                for k, v in exact.items():
-                    v = v.narrow(info.data_index, lo, m)
-                    z[k] = v.expand((c,) + tuple(v.shape[1:])).contiguous()
-                log_w, acc, _, _ = _anneal(
-                    density,
-                    density.to_unconstrained(z),
-                    cfg.betas.flip(0),
-                    cfg,
-                    bar,
-                    eps_schedule=used.flip(0),
-                )
-                rev[0][lo : lo + m], rev[1][lo : lo + m], rev[2][lo : lo + m] = log_w.T, acc, last
+            with translated(f"AIS, rows {lo}-{lo + m - 1}", program, batch):
+                fwd_part, rev_part = _anneal_chunk(program, info, batch, cfg, bar, exact, lo, m)
+            fwd[0][lo : lo + m], fwd[1][lo : lo + m], fwd[2][lo : lo + m] = fwd_part
+            if rev is not None:
+                rev[0][lo : lo + m], rev[1][lo : lo + m], rev[2][lo : lo + m] = rev_part
     return tuple(fwd), (tuple(rev) if rev is not None else None)
+
+
+def _anneal_chunk(
+    program: Program,
+    info: ProgramInfo,
+    batch: tuple[torch.Tensor, ...],
+    cfg: AISSettings,
+    bar: Any,
+    exact: dict[str, torch.Tensor] | None,
+    lo: int,
+    m: int,
+) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...] | None]:
+    """One chunk of points forward (and, with ``exact``, in reverse): ``((log_w.T, acc, last), reverse)``."""
+    tune = cfg.tune_chains if cfg.num_steps > 1 else 0
+    c = cfg.num_chains
+    density = PathDensity(program, info, batch, c + tune, cfg.init, cfg.fast)
+    log_w, acc, last, used = _anneal(
+        density,
+        density.to_unconstrained(density.sample_initial()),
+        cfg.betas,
+        cfg,
+        bar,
+        record=exact is not None,
+    )
+    if exact is None:
+        return (log_w.T, acc, last), None
+    density = PathDensity(program, info, batch, c, cfg.init, cfg.fast)
+    z = {}
+    for k in density.latent:  # this chunk's latents (sites may depend on the batch)
+        v = exact[k].narrow(info.data_index, lo, m)
+        z[k] = v.expand((c,) + tuple(v.shape[1:])).contiguous()
+    rev_w, rev_acc, _, _ = _anneal(
+        density,
+        density.to_unconstrained(z),
+        cfg.betas.flip(0),
+        cfg,
+        bar,
+        eps_schedule=used.flip(0),
+    )
+    return (log_w.T, acc, last), (rev_w.T, rev_acc, last)
 
 
 def ais_result(

@@ -23,7 +23,8 @@ import pyro.poutine as poutine
 import torch
 
 from ..errors import ProgramError
-from ..programs import DataPlateScale, Program, ProgramInfo
+from ..program_errors import translated
+from ..programs import PerPointScale, Program, ProgramInfo
 from .ais import ais_result, run_ais, start
 from .importance import sandbox
 from .path_density import CHAIN_PLATE
@@ -43,7 +44,11 @@ def simulate(
     ``x``), and the other tensors (conditioning inputs, labels the model does not observe) stay as given.
     Returns the simulated rows and the latent values (chain dim of size 1, for :func:`run_ais`'s ``exact``).
     """
-    with pyro.plate(CHAIN_PLATE, 1, dim=-info.rank), DataPlateScale(info.data_plate, 1.0):
+    with (
+        translated("bdmc, simulating the data from the model", program, rows),
+        pyro.plate(CHAIN_PLATE, 1, dim=-info.rank),
+        PerPointScale(),
+    ):
         given = poutine.trace(program.model).get_trace(*rows)
         drawn = poutine.trace(poutine.uncondition(program.model)).get_trace(*rows)
     out = list(rows)

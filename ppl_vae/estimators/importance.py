@@ -208,7 +208,7 @@ def chunk_sizes(
 
 #: What to do when a program does not vectorise over particles and no known cause matches.
 PARTICLE_ADVICE = (
-    "index tensors from the right (z[..., j], z.shape[-1], x.new_zeros(x.shape[0], d)) so that a leading "
+    "Index tensors from the right (z[..., j], z.shape[-1], x.new_zeros(x.shape[0], d)) so that a leading "
     "particle dimension broadcasts"
 )
 

@@ -43,7 +43,7 @@ from torch.distributions import biject_to, constraints
 from .._torch_compat import capture
 from ..errors import ProgramError, UserError
 from ..models import PURE_PROGRAMS
-from ..programs import DataPlateScale, Program, ProgramInfo, per_point
+from ..programs import PerPointScale, Program, ProgramInfo, per_point, site_sets
 
 __all__ = [
     "CHAIN_PLATE",
@@ -184,9 +184,9 @@ def _is_real(support: Any) -> bool:
     return support is constraints.real
 
 
-def _discrete_sites(info: ProgramInfo, sites: dict) -> list[str]:
+def _discrete_sites(info: ProgramInfo, sites: dict, latent: tuple[str, ...]) -> list[str]:
     found = set(info.non_reparam) | set(info.enumerated) | set(info.model_only)
-    found |= {n for n in info.latent if n in sites and sites[n]["fn"].support.is_discrete}
+    found |= {n for n in latent if n in sites and sites[n]["fn"].support.is_discrete}
     return sorted(found)
 
 
@@ -237,7 +237,11 @@ class PathDensity:
         self.n = len(batch[0])
         self.shape = (chains, self.n)
         model_tr = self._trace(program.model)
-        discrete = _discrete_sites(info, model_tr.nodes)
+        # this chunk's own sites (a program's sites may depend on the batch: Pyro's DMM)
+        self.observed, self.latent, _ = site_sets(
+            model_tr, self._trace(program.guide if init == "guide" else program.model), info
+        )
+        discrete = _discrete_sites(info, model_tr.nodes, self.latent)
         if discrete:
             raise ProgramError(
                 f"annealed importance sampling moves the latents with HMC, which needs continuous latents; "
@@ -249,7 +253,7 @@ class PathDensity:
         self.guide_site: dict | None = None
         self.signs: dict = {}  # 1 - 2 x for {0, 1} data scored by Bernoulli(logits), per data tensor
         self.transforms: dict[str, Any] = {}
-        for name in info.latent:
+        for name in self.latent:
             support = model_tr.nodes[name]["fn"].support
             self.transforms[name] = None if _is_real(support) else biject_to(support)
 
@@ -259,7 +263,7 @@ class PathDensity:
             fn = poutine.condition(fn, data=values)
         with (
             pyro.plate(CHAIN_PLATE, self.chains, dim=-self.info.rank),
-            DataPlateScale(self.info.data_plate, 1.0),
+            PerPointScale(),
         ):
             return poutine.trace(fn).get_trace(*self.batch)
 
@@ -273,9 +277,9 @@ class PathDensity:
 
     def _guide_closed(self, z: dict[str, torch.Tensor]) -> tuple[torch.Tensor, State] | None:
         """The one-site guide's log-density and gradient in closed form (see :meth:`_closed`), or None."""
-        if len(self.info.latent) != 1:
+        if len(self.latent) != 1:
             return None
-        name = self.info.latent[0]
+        name = self.latent[0]
         if self.guide_site is None:
             self._guide_log_prob({k: v.detach() for k, v in z.items()})
         return self._closed([dict(self.guide_site, value=z[name], name=name)])
@@ -283,21 +287,21 @@ class PathDensity:
     def _guide_log_prob(self, z: dict[str, torch.Tensor]) -> torch.Tensor:
         """``log q(z | x)`` per chain and point, the guide conditioned on ``z``."""
         if self.guide_site is None:
-            if len(self.info.latent) != 1:
+            if len(self.latent) != 1:
                 trace = self._trace(self.program.guide, z)
-                return self._sum([trace.nodes[k] for k in self.info.latent])
+                return self._sum([trace.nodes[k] for k in self.latent])
             with torch.no_grad():
                 self.guide_site = dict(
                     self._trace(self.program.guide, {k: v.detach() for k, v in z.items()}).nodes[
-                        self.info.latent[0]
+                        self.latent[0]
                     ]
                 )
-        return self._sum([dict(self.guide_site, value=z[self.info.latent[0]])])
+        return self._sum([dict(self.guide_site, value=z[self.latent[0]])])
 
     def sample_initial(self) -> dict[str, torch.Tensor]:
         """Latent values ``z ~ f_0`` (constrained), one per chain and point."""
         trace = self._trace(self.program.guide if self.init == "guide" else self.program.model)
-        return {name: trace.nodes[name]["value"].detach() for name in self.info.latent}
+        return {name: trace.nodes[name]["value"].detach() for name in self.latent}
 
     def to_unconstrained(self, z: dict[str, torch.Tensor]) -> State:
         return {
@@ -395,7 +399,7 @@ class PathDensity:
         N(0, I) prior, a one-site guide's distribution) are scored and differentiated in closed form; other
         guides are scored on a second leaf copy of ``u`` so that the same backward pass gives both gradients.
         """
-        info, names = self.info, list(u)
+        names = list(u)
         zero = {k: torch.zeros_like(v) for k, v in u.items()}
 
         def add(a: State, b: State) -> State:
@@ -409,16 +413,16 @@ class PathDensity:
             inputs = [leaves[k] for k in names]
             z, log_det = self._constrain(leaves)
             model_tr = self._trace(self.program.model, z)
-            prior = self._closed([model_tr.nodes[k] for k in info.latent])
-            observed = self._sum([model_tr.nodes[k] for k in info.observed]) + log_det
+            prior = self._closed([model_tr.nodes[k] for k in self.latent])
+            observed = self._sum([model_tr.nodes[k] for k in self.observed]) + log_det
             if prior is None:  # autograd for the prior terms too
-                observed = observed + self._sum([model_tr.nodes[k] for k in info.latent])
+                observed = observed + self._sum([model_tr.nodes[k] for k in self.latent])
                 prior = (observed.new_zeros(self.shape), {})
             if self.init == "prior":
                 if not prior[
                     1
                 ]:  # base = the prior terms, through autograd: a second (cheap) pass first
-                    base = self._sum([model_tr.nodes[k] for k in info.latent]) + log_det
+                    base = self._sum([model_tr.nodes[k] for k in self.latent]) + log_det
                     g_base = fill(
                         torch.autograd.grad(
                             base.sum(), inputs, retain_graph=True, allow_unused=True

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ProgramError, UserError
 from ..programs import (
+    PerPointScale,
     ProgramInfo,
     as_program,
     find_data_plate,
@@ -133,7 +134,7 @@ def quadrature_log_likelihood(
         for start in range(0, n, n_b):
             batch = rows_slice(rows, slice(start, start + n_b))
             m = len(batch[0])
-            lse = torch.full((m,), -math.inf, dtype=x.dtype, device=x.device)
+            lse = torch.full((m,), -math.inf, dtype=torch.float64, device=x.device)
             for g0 in range(0, g_total, g_c):
                 zg = points[g0 : g0 + g_c]
                 g = len(zg)
@@ -142,11 +143,11 @@ def quadrature_log_likelihood(
                 value = zg.reshape((g,) + (1,) * info.max_plate_nesting + event_shape).expand(
                     tuple(shape) + event_shape
                 )
-                with pyro.plate(_GRID_PLATE, g, dim=-info.rank):
+                with pyro.plate(_GRID_PLATE, g, dim=-info.rank), PerPointScale():
                     tr = poutine.trace(
                         poutine.condition(program.model, data={name: value})
                     ).get_trace(*batch)
                 lp = sum_sites(tr, info.observed + info.latent, info, (g, m), x)
                 lse = torch.logaddexp(lse, lp.logsumexp(0))
-            out[start : start + m] = lse + log_volume
+            out[start : start + m] = (lse + log_volume).to(out.dtype)
     return out

@@ -235,6 +235,9 @@ def register_objective(
     which parameter values (see :data:`FAST_PATHS`; none by default: Pyro's loss every step).
     ``replace=True`` (the default, as before the registry): a name registered again is replaced.
 
+    The factory is called once with the defaults, and an ELBO that ``fit`` cannot drive is refused here
+    (and not registered), naming what it lacks (Pyro's ``TraceGraph_ELBO`` has ``loss_and_grads``, which runs
+    its own backward pass, but no ``differentiable_loss``), rather than at the first training step.
     Examples:
         >>> from pyro.infer import Trace_ELBO
         >>> import ppl_vae as pv
@@ -259,6 +262,38 @@ def register_objective(
         fast_paths=MappingProxyType(dict(fast_paths or {})),
         **traits,
     )
+    try:
+        _check_interface(REGISTRY.entry("objective", name))
+    except UserError:
+        REGISTRY.unregister("objective", name)
+        raise
+
+
+def _check_interface(entry: Entry) -> None:
+    """Refuse a factory whose product ``fit`` cannot train with (one line, naming the missing method)."""
+    name = entry.name
+    if not callable(entry.factory):
+        raise UserError(
+            f"register_objective({name!r}): factory must be callable; got {type(entry.factory).__name__}"
+        )
+    try:
+        made = _make(entry, entry.defaults())
+    except Exception as err:  # noqa: BLE001 - the user's factory: said in one line
+        raise UserError(
+            f"register_objective({name!r}): factory(**{entry.defaults()}) failed: {type(err).__name__}: {err}"
+        ) from err
+    if isinstance(made, Objective):
+        return
+    if not callable(getattr(made, "differentiable_loss", None)):
+        has = [m for m in ("loss_and_grads", "loss") if callable(getattr(made, m, None))]
+        raise UserError(
+            f"register_objective({name!r}): {type(made).__name__} has no differentiable_loss(model, guide, "
+            f"*args), the loss fit differentiates"
+            + (f" (it has {', '.join(has)}, which fit cannot use)" if has else "")
+            + ": return a Pyro ELBO that has one (Trace_ELBO, TraceMeanField_ELBO, TraceEnum_ELBO, "
+            "RenyiELBO), or a ppl_vae Objective whose loss(model, guide, *batch) returns a differentiable "
+            "surrogate"
+        )
 
 
 def available_objectives() -> dict[str, str]:

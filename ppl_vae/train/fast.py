@@ -85,6 +85,32 @@ def rng_devices(dev: torch.device) -> list[torch.device]:
     return [dev] if dev.type == "cuda" else []
 
 
+def _attribute_of(owner: nn.Module, fn: Any) -> str | None:
+    """The name under which ``owner`` holds ``fn``: a bound method of it (``vae.model``) or a submodule
+    (``pyro.contrib.cevae.CEVAE.model``); None for anything else (free functions given ``owner=``)."""
+    if getattr(fn, "__self__", None) is owner:
+        return getattr(fn, "__name__", None)
+    return next((name for name, m in owner.named_children() if m is fn), None)
+
+
+def _probe(program: Program, info: ProgramInfo) -> tuple[Program, nn.Module | None]:
+    """The program on a deep copy of its owner module, so that the fast ELBO's check does not run the real
+    one (a program with side effects never sees the extra calls); the program itself (and None) when model
+    and guide are not the owner's own methods or submodules, or the owner cannot be copied."""
+    owner = program.owner
+    if not isinstance(owner, nn.Module):
+        return program, None
+    names = [_attribute_of(owner, fn) for fn in (program.model, program.guide)]
+    if None in names:
+        return program, None
+    try:
+        copied = copy.deepcopy(owner)
+    except Exception:  # noqa: BLE001 - an uncopyable module: check on the real one
+        return program, None
+    model, guide = (getattr(copied, name) for name in names)
+    return Program(model, guide, info.data_plate, copied), copied
+
+
 class FastEngine:
     """The fast step for one program and objective: checked once, then eager or captured per batch shape.
 
@@ -136,27 +162,13 @@ class FastEngine:
         if self.checked:
             return
         self.checked = True
-        owner = self.program.owner
-        try:
-            probe_owner = copy.deepcopy(owner) if isinstance(owner, nn.Module) else None
-        except Exception:  # noqa: BLE001 - an uncopyable module: check on the real one
-            probe_owner = None
-        probe = (
-            self.program
-            if probe_owner is None
-            else Program(
-                getattr(probe_owner, self.program.model.__name__),
-                getattr(probe_owner, self.program.guide.__name__),
-                self.program.data_plate,
-                probe_owner,
-            )
-        )
+        probe, probe_owner = _probe(self.program, self.info)
         module = probe_owner if probe_owner is not None else self.program.module
         params: list[torch.Tensor] = (
             [p for p in module.parameters() if p.requires_grad] if module is not None else []
         )
         params += self.pure_params
-        plate = self.program.data_plate
+        plate = self.info.data_plate
         with (
             torch.random.fork_rng(devices=rng_devices(batch[0].device)),
             pyro.validation_enabled(False),
