@@ -32,6 +32,8 @@ other points of its chunk; the estimators run the modules in eval mode and resto
 from __future__ import annotations
 
 import contextlib
+import warnings
+import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -49,6 +51,7 @@ __all__ = [
     "eval_mode",
     "program_modules",
     "restored_modes",
+    "say_once",
     "same_latent_order",
     "support_shares",
     "user_scales",
@@ -59,6 +62,22 @@ class ProgramWarning(UserWarning):
     """ppl_vae read a program in a way its author should know about: a data plate found by what encloses
     the observed sites, a scale kept in a training objective, observations outside a likelihood's support,
     a closed-form KL replaced by a sampled one because the guide's order breaks the mean-field restriction."""
+
+
+_SAID: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+
+
+def say_once(key: Any, message: str, stacklevel: int = 3) -> None:
+    """Warn ``message`` (a :class:`ProgramWarning`) once per program (``key``: its owner or model function,
+    held weakly); every time for a key that cannot be held weakly."""
+    try:
+        said = _SAID.setdefault(key, set())
+    except TypeError:
+        said = set()
+    if message in said:
+        return
+    said.add(message)
+    warnings.warn(message, ProgramWarning, stacklevel=stacklevel + 1)
 
 
 def _scale_mask(scale: torch.Tensor, name: str) -> torch.Tensor:

@@ -39,7 +39,7 @@ the same program (:func:`param_scope`); module parameters live on their modules.
 from __future__ import annotations
 
 import contextlib
-import warnings
+import inspect
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
@@ -47,6 +47,7 @@ from typing import Any, Protocol, runtime_checkable
 import pyro
 import pyro.poutine as poutine
 import torch
+from pyro.distributions import Unit
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
@@ -59,6 +60,7 @@ from .program_sites import (
     enclosing_plates,
     eval_mode,
     program_modules,
+    say_once,
     support_shares,
     user_scales,
 )
@@ -462,10 +464,10 @@ def detect_data_plate(program: Program, model_sites: dict, observed: list[str]) 
         )
     if not candidates:
         return program  # find_data_plate explains
-    warnings.warn(
+    say_once(
+        program.key,
         f"ppl_vae: no plate is named 'data'; plate {candidates[0]!r} encloses every observed site, so it "
         f"is the data plate (pass data_plate={candidates[0]!r} to say so)",
-        ProgramWarning,
         stacklevel=4,
     )
     return Program(program.model, program.guide, candidates[0], program.owner, program.key)
@@ -533,6 +535,30 @@ def _support(model_sites: dict, observed: list[str]) -> tuple[tuple[str, float],
     return tuple((n, out / total) for n, (out, total) in shares.items() if out and total)
 
 
+def _refuse_unobserved(program: Program, given: int) -> None:
+    """A model that observed nothing: when it takes more arguments than the data gave (``model(xs,
+    ys=None)`` observes ``ys`` only when given), say how to give them."""
+    try:
+        params = list(inspect.signature(program.model).parameters.values())
+    except (TypeError, ValueError):
+        params = []
+    positional = [
+        p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+    ]
+    hint = ""
+    if len(positional) > given:
+        missing = ", ".join(positional[given:])
+        hint = (
+            f"; the model takes {missing} after the {given} tensor(s) it was given: pass them as row-aligned "
+            "tensors of the data tuple, (x, " + missing + "), or, with a Dataset, return them from the "
+            "program's dataset_inputs(dataset, split) hook"
+        )
+    raise ProgramError(
+        "the model has no observed sample site (obs=...): nothing scores the data; observe it with "
+        f"pyro.sample(name, dist, obs=x){hint}"
+    )
+
+
 def inspect_program(
     program: Program, rows: tuple[torch.Tensor, ...], *, particles: bool = False
 ) -> ProgramInfo:
@@ -550,6 +576,8 @@ def inspect_program(
     model_sites, guide_sites = sample_sites(model_tr), sample_sites(guide_tr)
     observed, latent, guide_latent, aux, enumerated = _site_classes(model_sites, guide_sites)
     model_only = _check_matching(latent, guide_latent, aux, enumerated)
+    if not observed:
+        _refuse_unobserved(program, len(batch))
     program = detect_data_plate(program, model_sites, observed)
     dim, full = find_data_plate(program, model_sites, observed, n0)
     local = frozenset(
@@ -590,7 +618,9 @@ def inspect_program(
         guide_factors=tuple(
             n
             for n, site in guide_sites.items()
-            if site["is_observed"] and not getattr(site["fn"], "has_rsample", True)
+            if site["is_observed"]
+            and isinstance(site["fn"], Unit)
+            and not getattr(site["fn"], "has_rsample", True)
         ),
     )
 

@@ -326,7 +326,10 @@ def _count_support(
         return
     counts = scratch.setdefault("support", {})
     for name, (out, total) in support_shares(model_tr.nodes, observed).items():
-        seen = counts.setdefault(name, [0, 0, type(model_tr.nodes[name]["fn"]).__name__])
+        fn = model_tr.nodes[name]["fn"]
+        while hasattr(fn, "base_dist"):  # .to_event(), .mask(): the family underneath
+            fn = fn.base_dist
+        seen = counts.setdefault(name, [0, 0, type(fn).__name__])
         seen[0] += out
         seen[1] += total
 

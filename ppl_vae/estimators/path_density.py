@@ -236,6 +236,13 @@ class PathDensity:
         self.names: list[str] = []
         self.n = len(batch[0])
         self.shape = (chains, self.n)
+        early = sorted(set(info.non_reparam) | set(info.enumerated) | set(info.model_only))
+        if early:
+            raise ProgramError(
+                f"annealed importance sampling moves the latents with HMC, which needs continuous latents; "
+                f"site(s) {early} are discrete (or enumerated): sum them out in the model and guide, or use "
+                "iw_log_likelihood (importance sampling from the guide)"
+            )
         model_tr = self._trace(program.model)
         # this chunk's own sites (a program's sites may depend on the batch: Pyro's DMM)
         self.observed, self.latent, _ = site_sets(

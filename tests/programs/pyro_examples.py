@@ -1,0 +1,1267 @@
+"""Pyro's own example programs, written again here with their structure kept, for ``tests/test_pyro_examples.py``.
+
+Each class follows one file of pyro-ppl/pyro (named in its docstring): the same sites, plates, ``poutine.scale``,
+BatchNorm, batch-dependent sites, ``validate_args``, sampling order and argument lists; only the data loading
+and the sizes differ (small synthetic or shipped data). Each has a ``torch_log_weights(..., k=, generator=)``
+that computes ``log p(x, z) - log q(z | x)`` per particle and point, ``(k, N)``, in plain torch on the same
+networks (densities written out by hand): the independent sampler the library is checked against.
+``pyro.contrib.cevae`` ships inside pyro-ppl and is imported, not rewritten.
+
+The programs follow code Copyright Contributors to the Pyro project / Uber Technologies, Inc.,
+SPDX-License-Identifier: Apache-2.0.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import namedtuple
+
+import pyro
+import pyro.distributions as dist
+import pyro.poutine as poutine
+import torch
+from pyro.distributions.util import broadcast_shape
+from torch import nn
+from torch.distributions import constraints
+from torch.nn import functional as F
+
+LOG_2PI = math.log(2 * math.pi)
+
+
+# ---------------------------------------------------------------------------- plain-torch densities
+def normal_lp(z, loc, scale, dims: int = 1):
+    """log N(z | loc, scale^2) summed over the last ``dims`` dims."""
+    lp = -0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * LOG_2PI
+    return lp.flatten(start_dim=lp.dim() - dims).sum(-1) if dims else lp
+
+
+def bernoulli_lp(x, p, mask=None):
+    lp = x * p.log() + (1 - x) * (1 - p).log()
+    if mask is not None:
+        lp = torch.where(mask, lp, lp.new_zeros(()))
+    return lp.sum(-1)
+
+
+def bernoulli_logits_lp(x, logits):
+    return -(F.softplus(-logits) * x + F.softplus(logits) * (1 - x))
+
+
+def lognormal_lp(v, loc, scale):
+    return normal_lp(v.log(), loc, scale) - v.log().sum(-1)
+
+
+def zinb_lp(x, gate_logits, total_count, logits):
+    """Zero-inflated negative binomial (torch's NB convention: ``logits`` of the success probability)."""
+    nb = (
+        torch.lgamma(total_count + x)
+        - torch.lgamma(total_count)
+        - torch.lgamma(1 + x)
+        + total_count * F.logsigmoid(-logits)
+        + x * F.logsigmoid(logits)
+    )
+    log_gate, log_keep = F.logsigmoid(gate_logits), F.logsigmoid(-gate_logits)
+    zero = torch.logaddexp(log_gate, log_keep + nb)
+    return torch.where(x == 0, zero, log_keep + nb).sum(-1)
+
+
+def draw(loc, scale, k, generator):
+    return loc + scale * torch.randn((k,) + tuple(loc.shape), generator=generator)
+
+
+# ============================================================================ examples/vae/vae_comparison.py
+class ComparisonEncoder(nn.Module):
+    def __init__(self, d=64, hidden=32, z_dim=4):
+        super().__init__()
+        self.d = d
+        self.fc1 = nn.Linear(d, hidden)
+        self.fc21 = nn.Linear(hidden, z_dim)
+        self.fc22 = nn.Linear(hidden, z_dim)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        x = x.reshape(-1, self.d)
+        h1 = self.relu(self.fc1(x))
+        return self.fc21(h1), torch.exp(self.fc22(h1))
+
+
+class ComparisonDecoder(nn.Module):
+    def __init__(self, d=64, hidden=32, z_dim=4):
+        super().__init__()
+        self.fc3 = nn.Linear(z_dim, hidden)
+        self.fc4 = nn.Linear(hidden, d)
+        self.relu = nn.ReLU()
+
+    def forward(self, z):
+        h3 = self.relu(self.fc3(z))
+        return torch.sigmoid(self.fc4(h3))
+
+
+class PyroVAEImpl:
+    """``examples/vae/vae_comparison.py``'s ``PyroVAEImpl``: a plain object (not an ``nn.Module``) holding its
+    networks, Bernoulli on probabilities, the encoder's second output a variance (``z_var.sqrt()``)."""
+
+    def __init__(self, d=64, z_dim=4):
+        self.z_dim, self.d = z_dim, d
+        self.vae_encoder = ComparisonEncoder(d, 32, z_dim)
+        self.vae_decoder = ComparisonDecoder(d, 32, z_dim)
+
+    def model(self, data):
+        decoder = pyro.module("decoder", self.vae_decoder)
+        z_mean, z_std = (
+            torch.zeros([data.size(0), self.z_dim]),
+            torch.ones([data.size(0), self.z_dim]),
+        )
+        with pyro.plate("data", data.size(0)):
+            z = pyro.sample("latent", dist.Normal(z_mean, z_std).to_event(1))
+            img = decoder.forward(z)
+            pyro.sample("obs", dist.Bernoulli(img).to_event(1), obs=data.reshape(-1, self.d))
+
+    def guide(self, data):
+        encoder = pyro.module("encoder", self.vae_encoder)
+        with pyro.plate("data", data.size(0)):
+            z_mean, z_var = encoder.forward(data)
+            pyro.sample("latent", dist.Normal(z_mean, z_var.sqrt()).to_event(1))
+
+    def torch_log_weights(self, x, *, k, generator):
+        loc, var = self.vae_encoder(x)
+        z = draw(loc, var.sqrt(), k, generator)
+        p = self.vae_decoder(z)
+        return (
+            normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
+            + bernoulli_lp(x, p)
+            - normal_lp(z, loc, var.sqrt())
+        )
+
+
+# ============================================================================ examples/vae/ss_vae_M2.py
+class ClippedSoftmax(nn.Softmax):
+    """Pyro's former ``pyro.nn.ClippedSoftmax``."""
+
+    def __init__(self, epsilon, *args, **kwargs):
+        self.epsilon = epsilon
+        super().__init__(*args, **kwargs)
+
+    def forward(self, val):
+        rval = super().forward(val)
+        return rval.clamp(self.epsilon, 1.0 - self.epsilon) if self.epsilon > 0.0 else rval
+
+
+class ClippedSigmoid(nn.Sigmoid):
+    """Pyro's former ``pyro.nn.ClippedSigmoid``."""
+
+    def __init__(self, epsilon):
+        self.epsilon = epsilon
+        super().__init__()
+
+    def forward(self, val):
+        rval = super().forward(val)
+        return rval.clamp(self.epsilon, 1.0 - self.epsilon) if self.epsilon > 0.0 else rval
+
+
+class Exp(nn.Module):
+    def forward(self, val):
+        return torch.exp(val)
+
+
+class ConcatModule(nn.Module):
+    """``utils/custom_mlp.py``: concatenate a list of inputs, broadcasting them first when allowed."""
+
+    def __init__(self, allow_broadcast=False):
+        self.allow_broadcast = allow_broadcast
+        super().__init__()
+
+    def forward(self, *input_args):
+        if len(input_args) == 1:
+            input_args = input_args[0]
+        if torch.is_tensor(input_args):
+            return input_args
+        if self.allow_broadcast:
+            shape = broadcast_shape(*[s.shape[:-1] for s in input_args]) + (-1,)
+            input_args = [s.expand(shape) for s in input_args]
+        return torch.cat(input_args, dim=-1)
+
+
+class ListOutModule(nn.ModuleList):
+    def forward(self, *args, **kwargs):
+        return [mm.forward(*args, **kwargs) for mm in self]
+
+
+def call_nn_op(op, epsilon):
+    if op in [ClippedSoftmax]:
+        return op(epsilon, dim=-1)
+    if op in [ClippedSigmoid]:
+        return op(epsilon)
+    return op()
+
+
+class MLP(nn.Module):
+    """``utils/custom_mlp.py``'s MLP: concatenated inputs, small initial weights, split outputs."""
+
+    def __init__(
+        self,
+        mlp_sizes,
+        activation=nn.ReLU,
+        output_activation=None,
+        epsilon_scale=None,
+        allow_broadcast=False,
+    ):
+        super().__init__()
+        input_size, hidden_sizes, output_size = mlp_sizes[0], mlp_sizes[1:-1], mlp_sizes[-1]
+        last_layer_size = input_size if isinstance(input_size, int) else sum(input_size)
+        all_modules = [ConcatModule(allow_broadcast)]
+        for layer_size in hidden_sizes:
+            cur_linear_layer = nn.Linear(last_layer_size, layer_size)
+            cur_linear_layer.weight.data.normal_(0, 0.001)
+            cur_linear_layer.bias.data.normal_(0, 0.001)
+            all_modules.append(cur_linear_layer)
+            all_modules.append(activation())
+            last_layer_size = layer_size
+        if isinstance(output_size, int):
+            all_modules.append(nn.Linear(last_layer_size, output_size))
+            if output_activation is not None:
+                all_modules.append(call_nn_op(output_activation, epsilon_scale))
+        else:
+            out_layers = []
+            for out_ix, out_size in enumerate(output_size):
+                split_layer = [nn.Linear(last_layer_size, out_size)]
+                act_out_fct = (
+                    output_activation
+                    if not isinstance(output_activation, (list, tuple))
+                    else output_activation[out_ix]
+                )
+                if act_out_fct:
+                    split_layer.append(call_nn_op(act_out_fct, epsilon_scale))
+                out_layers.append(nn.Sequential(*split_layer))
+            all_modules.append(ListOutModule(out_layers))
+        self.sequential_mlp = nn.Sequential(*all_modules)
+
+    def forward(self, *args, **kwargs):
+        return self.sequential_mlp.forward(*args, **kwargs)
+
+
+class SSVAE(nn.Module):
+    """``examples/vae/ss_vae_M2.py``: y observed where given (``obs=ys``) and sampled by q(y | x) where not
+    (the guide wrapped in ``config_enumerate`` for ``TraceEnum_ELBO``); the auxiliary program
+    ``model_classify`` scores q(y | x) under ``poutine.scale(aux_loss_multiplier)``."""
+
+    def __init__(
+        self,
+        output_size=10,
+        input_size=64,
+        z_dim=4,
+        hidden_layers=(32,),
+        epsilon_scale=1e-7,
+        config_enum="parallel",
+        aux_loss_multiplier=46.0,
+    ):
+        super().__init__()
+        self.output_size, self.input_size, self.z_dim = output_size, input_size, z_dim
+        self.hidden_layers = list(hidden_layers)
+        self.epsilon_scale = epsilon_scale
+        self.allow_broadcast = config_enum == "parallel"
+        self.aux_loss_multiplier = aux_loss_multiplier
+        self.setup_networks()
+
+    def setup_networks(self):
+        z_dim, hidden_sizes = self.z_dim, self.hidden_layers
+        self.encoder_y = MLP(
+            [self.input_size] + hidden_sizes + [self.output_size],
+            activation=nn.Softplus,
+            output_activation=ClippedSoftmax,
+            epsilon_scale=self.epsilon_scale,
+            allow_broadcast=self.allow_broadcast,
+        )
+        self.encoder_z = MLP(
+            [self.input_size + self.output_size] + hidden_sizes + [[z_dim, z_dim]],
+            activation=nn.Softplus,
+            output_activation=[None, Exp],
+            allow_broadcast=self.allow_broadcast,
+        )
+        self.decoder = MLP(
+            [z_dim + self.output_size] + hidden_sizes + [self.input_size],
+            activation=nn.Softplus,
+            output_activation=ClippedSigmoid,
+            epsilon_scale=self.epsilon_scale,
+            allow_broadcast=self.allow_broadcast,
+        )
+
+    def model(self, xs, ys=None):
+        pyro.module("ss_vae", self)
+        batch_size = xs.size(0)
+        with pyro.plate("data"):
+            prior_loc = xs.new_zeros([batch_size, self.z_dim])
+            prior_scale = xs.new_ones([batch_size, self.z_dim])
+            zs = pyro.sample("z", dist.Normal(prior_loc, prior_scale).to_event(1))
+            alpha_prior = xs.new_ones([batch_size, self.output_size]) / (1.0 * self.output_size)
+            ys = pyro.sample("y", dist.OneHotCategorical(alpha_prior), obs=ys)
+            loc = self.decoder.forward([zs, ys])
+            pyro.sample("x", dist.Bernoulli(loc).to_event(1), obs=xs)
+
+    def guide(self, xs, ys=None):
+        with pyro.plate("data"):
+            if ys is None:
+                alpha = self.encoder_y.forward(xs)
+                ys = pyro.sample("y", dist.OneHotCategorical(alpha))
+            loc, scale = self.encoder_z.forward([xs, ys])
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def model_classify(self, xs, ys=None):
+        pyro.module("ss_vae", self)
+        with pyro.plate("data"):
+            if ys is not None:
+                alpha = self.encoder_y.forward(xs)
+                with pyro.poutine.scale(scale=self.aux_loss_multiplier):
+                    pyro.sample("y_aux", dist.OneHotCategorical(alpha), obs=ys)
+
+    def guide_classify(self, xs, ys=None):
+        pass
+
+    def torch_log_weights(self, x, y=None, *, k, generator):
+        if y is None:
+            probs = self.encoder_y(x)
+            idx = torch.multinomial(probs, k, replacement=True, generator=generator).T  # (k, n)
+            y = F.one_hot(idx, self.output_size).to(x.dtype)
+            log_qy = (y * probs.log()).sum(-1)
+        else:
+            y, log_qy = y.expand(k, -1, -1), 0.0
+        xx = x.expand(k, -1, -1)
+        loc, scale = self.encoder_z([xx, y])
+        z = loc + scale * torch.randn(loc.shape, generator=generator)
+        p = self.decoder([z, y])
+        log_p = (
+            normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
+            - math.log(self.output_size)
+            + bernoulli_lp(x, p)
+        )
+        return log_p - log_qy - normal_lp(z, loc, scale)
+
+
+# ============================================================================ examples/cvae/{baseline,cvae}.py
+class BaselineNet(nn.Module):
+    def __init__(self, d=64, hidden_1=32, hidden_2=32):
+        super().__init__()
+        self.d = d
+        self.fc1 = nn.Linear(d, hidden_1)
+        self.fc2 = nn.Linear(hidden_1, hidden_2)
+        self.fc3 = nn.Linear(hidden_2, d)
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        x = x.view(-1, self.d)
+        hidden = self.relu(self.fc1(x))
+        hidden = self.relu(self.fc2(hidden))
+        return torch.sigmoid(self.fc3(hidden))
+
+
+class CVAEEncoder(nn.Module):
+    def __init__(self, z_dim, hidden_1, hidden_2, d=64):
+        super().__init__()
+        self.d = d
+        self.fc1 = nn.Linear(d, hidden_1)
+        self.fc2 = nn.Linear(hidden_1, hidden_2)
+        self.fc31 = nn.Linear(hidden_2, z_dim)
+        self.fc32 = nn.Linear(hidden_2, z_dim)
+        self.relu = nn.ReLU()
+
+    def forward(self, x, y):
+        xc = x.clone()
+        xc[x == -1] = y[x == -1]
+        xc = xc.view(-1, self.d)
+        hidden = self.relu(self.fc1(xc))
+        hidden = self.relu(self.fc2(hidden))
+        return self.fc31(hidden), torch.exp(self.fc32(hidden))
+
+
+class CVAEDecoder(nn.Module):
+    def __init__(self, z_dim, hidden_1, hidden_2, d=64):
+        super().__init__()
+        self.fc1 = nn.Linear(z_dim, hidden_1)
+        self.fc2 = nn.Linear(hidden_1, hidden_2)
+        self.fc3 = nn.Linear(hidden_2, d)
+        self.relu = nn.ReLU()
+
+    def forward(self, z):
+        y = self.relu(self.fc1(z))
+        y = self.relu(self.fc2(y))
+        return torch.sigmoid(self.fc3(y))
+
+
+class CVAE(nn.Module):
+    """``examples/cvae/cvae.py``: inputs ``xs`` with the pixels to predict set to -1, outputs ``ys`` (-1 where
+    the input is given); the baseline's guess feeds the prior network; the masked pixels are selected by
+    boolean indexing (which a particle dimension breaks); ``pyro.plate("data")`` unsized."""
+
+    def __init__(self, z_dim=4, hidden_1=32, hidden_2=32, pre_trained_baseline_net=None, d=64):
+        super().__init__()
+        self.d = d
+        self.baseline_net = pre_trained_baseline_net or BaselineNet(d, hidden_1, hidden_2)
+        self.prior_net = CVAEEncoder(z_dim, hidden_1, hidden_2, d)
+        self.generation_net = CVAEDecoder(z_dim, hidden_1, hidden_2, d)
+        self.recognition_net = CVAEEncoder(z_dim, hidden_1, hidden_2, d)
+
+    def model(self, xs, ys=None):
+        pyro.module("generation_net", self)
+        batch_size = xs.shape[0]
+        with pyro.plate("data"):
+            with torch.no_grad():
+                y_hat = self.baseline_net(xs).view(xs.shape)
+            prior_loc, prior_scale = self.prior_net(xs, y_hat)
+            zs = pyro.sample("z", dist.Normal(prior_loc, prior_scale).to_event(1))
+            loc = self.generation_net(zs)
+            if ys is not None:
+                mask_loc = loc[(xs == -1).view(-1, self.d)].view(batch_size, -1)
+                mask_ys = ys[xs == -1].view(batch_size, -1)
+                pyro.sample("y", dist.Bernoulli(mask_loc).to_event(1), obs=mask_ys)
+            else:
+                pyro.deterministic("y", loc.detach())
+            return loc
+
+    def guide(self, xs, ys=None):
+        with pyro.plate("data"):
+            if ys is None:
+                y_hat = self.baseline_net(xs).view(xs.shape)
+                loc, scale = self.prior_net(xs, y_hat)
+            else:
+                loc, scale = self.recognition_net(xs, ys)
+            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
+
+    def torch_log_weights(self, xs, ys, *, k, generator):
+        loc, scale = self.recognition_net(xs, ys)
+        z = draw(loc, scale, k, generator)
+        y_hat = self.baseline_net(xs).view(xs.shape)
+        p_loc, p_scale = self.prior_net(xs, y_hat)
+        mask = (xs == -1).reshape(-1, self.d)
+        target = torch.where(mask, ys.reshape(-1, self.d), 0.0)
+        lik = bernoulli_lp(target, self.generation_net(z), mask)
+        return normal_lp(z, p_loc, p_scale) + lik - normal_lp(z, loc, scale)
+
+
+class MaskedCVAE(CVAE):
+    """The CVAE after the refusal's advice: the predicted pixels scored with ``.mask()`` instead of indexed out."""
+
+    def model(self, xs, ys=None):
+        pyro.module("generation_net", self)
+        with pyro.plate("data"):
+            with torch.no_grad():
+                y_hat = self.baseline_net(xs).view(xs.shape)
+            prior_loc, prior_scale = self.prior_net(xs, y_hat)
+            zs = pyro.sample("z", dist.Normal(prior_loc, prior_scale).to_event(1))
+            loc = self.generation_net(zs)
+            mask = (xs == -1).view(-1, self.d)
+            target = torch.where(mask, ys.view(-1, self.d), torch.zeros_like(mask, dtype=loc.dtype))
+            pyro.sample("y", dist.Bernoulli(loc).mask(mask).to_event(1), obs=target)
+            return loc
+
+    def dataset_inputs(
+        self, dataset, split
+    ):  # the compare refusal's advice: the outputs from the Dataset
+        x = dataset.train if split == "train" else dataset.test
+        return (quadrant_outputs(x),)
+
+
+def quadrant_inputs(x: torch.Tensor) -> torch.Tensor:
+    """``examples/cvae/mnist.py``'s MaskImages for one quadrant given: the other three set to -1 (8x8 rows)."""
+    img = x.reshape(-1, 8, 8).clone()
+    keep = torch.zeros(8, 8, dtype=torch.bool)
+    keep[:4, :4] = True
+    img[:, ~keep] = -1
+    return img
+
+
+def quadrant_outputs(x: torch.Tensor) -> torch.Tensor:
+    img = x.reshape(-1, 8, 8).clone()
+    img[:, :4, :4] = -1
+    return img
+
+
+class QuadrantCVAE(MaskedCVAE):
+    """The masked CVAE fed a Dataset's flat rows: inputs and outputs made from them, as mnist.py does."""
+
+    def model(self, x, ys=None):
+        super().model(quadrant_inputs(x), ys)
+
+    def guide(self, x, ys=None):
+        super().guide(quadrant_inputs(x), ys)
+
+
+# ============================================================================ examples/scanvi/scanvi.py
+def make_fc(dims):
+    layers = []
+    for in_dim, out_dim in zip(dims, dims[1:], strict=False):
+        layers.append(nn.Linear(in_dim, out_dim))
+        layers.append(nn.BatchNorm1d(out_dim))
+        layers.append(nn.ReLU())
+    return nn.Sequential(*layers[:-1])
+
+
+def split_in_half(t):
+    return t.reshape(t.shape[:-1] + (2, -1)).unbind(-2)
+
+
+def broadcast_inputs(input_args):
+    shape = broadcast_shape(*[s.shape[:-1] for s in input_args]) + (-1,)
+    return [s.expand(shape) for s in input_args]
+
+
+class Z2Decoder(nn.Module):
+    def __init__(self, z1_dim, y_dim, z2_dim, hidden_dims):
+        super().__init__()
+        self.fc = make_fc([z1_dim + y_dim] + hidden_dims + [2 * z2_dim])
+
+    def forward(self, z1, y):
+        z1_y = torch.cat([z1, y], dim=-1)
+        _z1_y = z1_y.reshape(-1, z1_y.size(-1))
+        hidden = self.fc(_z1_y)
+        hidden = hidden.reshape(z1_y.shape[:-1] + hidden.shape[-1:])
+        loc, scale = split_in_half(hidden)
+        return loc, F.softplus(scale)
+
+
+class BroadcastZ2Decoder(Z2Decoder):
+    """The refusal's advice followed: y expanded to z1's particle dimension before ``torch.cat``."""
+
+    def forward(self, z1, y):
+        return super().forward(*broadcast_inputs([z1, y]))
+
+
+class XDecoder(nn.Module):
+    def __init__(self, num_genes, z2_dim, hidden_dims):
+        super().__init__()
+        self.fc = make_fc([z2_dim] + hidden_dims + [2 * num_genes])
+
+    def forward(self, z2):
+        gate_logits, mu = split_in_half(self.fc(z2.reshape(-1, z2.size(-1))))
+        gate_logits = gate_logits.reshape(z2.shape[:-1] + gate_logits.shape[-1:])
+        mu = F.softmax(mu.reshape(z2.shape[:-1] + mu.shape[-1:]), dim=-1)
+        return gate_logits, mu
+
+
+class Z2LEncoder(nn.Module):
+    def __init__(self, num_genes, z2_dim, hidden_dims):
+        super().__init__()
+        self.fc = make_fc([num_genes] + hidden_dims + [2 * z2_dim + 2])
+
+    def forward(self, x):
+        x = torch.log1p(x)
+        h1, h2 = split_in_half(self.fc(x))
+        z2_loc, z2_scale = h1[..., :-1], F.softplus(h2[..., :-1])
+        l_loc, l_scale = h1[..., -1:], F.softplus(h2[..., -1:])
+        return z2_loc, z2_scale, l_loc, l_scale
+
+
+class Z1Encoder(nn.Module):
+    def __init__(self, num_labels, z1_dim, z2_dim, hidden_dims):
+        super().__init__()
+        self.fc = make_fc([num_labels + z2_dim] + hidden_dims + [2 * z1_dim])
+
+    def forward(self, z2, y):
+        z2_y = torch.cat(broadcast_inputs([z2, y]), dim=-1)
+        _z2_y = z2_y.reshape(-1, z2_y.size(-1))
+        hidden = self.fc(_z2_y)
+        hidden = hidden.reshape(z2_y.shape[:-1] + hidden.shape[-1:])
+        loc, scale = split_in_half(hidden)
+        return loc, F.softplus(scale)
+
+
+class Classifier(nn.Module):
+    def __init__(self, z2_dim, hidden_dims, num_labels):
+        super().__init__()
+        self.fc = make_fc([z2_dim] + hidden_dims + [num_labels])
+
+    def forward(self, x):
+        return self.fc(x.reshape(-1, x.size(-1))).reshape(x.shape[:-1] + (-1,))
+
+
+class SCANVI(nn.Module):
+    """``examples/scanvi/scanvi.py`` (pyro 1.9): model and guide under ``poutine.scale(scale_factor)`` (the
+    example's 1 / (batch * genes) loss normaliser) in a plate named ``"batch"``; BatchNorm in every network;
+    the guide samples l, z2, (y), z1 | z2, y while the model samples z1, y, z2 | z1, y, l (another order);
+    a ``pyro.factor`` classification term in the guide for labelled cells; ZINB counts."""
+
+    def __init__(
+        self,
+        num_genes,
+        num_labels,
+        l_loc,
+        l_scale,
+        latent_dim=3,
+        alpha=0.01,
+        scale_factor=1.0,
+        hidden=8,
+        z2_decoder=Z2Decoder,
+    ):
+        self.num_genes, self.num_labels, self.latent_dim = num_genes, num_labels, latent_dim
+        self.l_loc, self.l_scale, self.alpha, self.scale_factor = (
+            l_loc,
+            l_scale,
+            alpha,
+            scale_factor,
+        )
+        super().__init__()
+        self.z2_decoder = z2_decoder(latent_dim, num_labels, latent_dim, [hidden])
+        self.x_decoder = XDecoder(num_genes, latent_dim, [hidden])
+        self.z2l_encoder = Z2LEncoder(num_genes, latent_dim, [hidden])
+        self.classifier = Classifier(latent_dim, [hidden], num_labels)
+        self.z1_encoder = Z1Encoder(num_labels, latent_dim, latent_dim, [hidden])
+        self.epsilon = 5.0e-3
+
+    def model(self, x, y=None):
+        pyro.module("scanvi", self)
+        theta = pyro.param(
+            "inverse_dispersion", 10.0 * x.new_ones(self.num_genes), constraint=constraints.positive
+        )
+        with pyro.plate("batch", len(x)), poutine.scale(scale=self.scale_factor):
+            z1 = pyro.sample("z1", dist.Normal(0, x.new_ones(self.latent_dim)).to_event(1))
+            y = pyro.sample("y", dist.OneHotCategorical(logits=x.new_zeros(self.num_labels)), obs=y)
+            z2_loc, z2_scale = self.z2_decoder(z1, y)
+            z2 = pyro.sample("z2", dist.Normal(z2_loc, z2_scale).to_event(1))
+            l_scale = self.l_scale * x.new_ones(1)
+            lib = pyro.sample("l", dist.LogNormal(self.l_loc, l_scale).to_event(1))
+            gate_logits, mu = self.x_decoder(z2)
+            nb_logits = (lib * mu + self.epsilon).log() - (theta + self.epsilon).log()
+            x_dist = dist.ZeroInflatedNegativeBinomial(
+                gate_logits=gate_logits, total_count=theta, logits=nb_logits
+            )
+            pyro.sample("x", x_dist.to_event(1), obs=x)
+
+    def guide(self, x, y=None):
+        pyro.module("scanvi", self)
+        with pyro.plate("batch", len(x)), poutine.scale(scale=self.scale_factor):
+            z2_loc, z2_scale, l_loc, l_scale = self.z2l_encoder(x)
+            pyro.sample("l", dist.LogNormal(l_loc, l_scale).to_event(1))
+            z2 = pyro.sample("z2", dist.Normal(z2_loc, z2_scale).to_event(1))
+            y_logits = self.classifier(z2)
+            y_dist = dist.OneHotCategorical(logits=y_logits)
+            if y is None:
+                y = pyro.sample("y", y_dist)
+            else:
+                classification_loss = y_dist.log_prob(y)
+                pyro.factor(
+                    "classification_loss", -self.alpha * classification_loss, has_rsample=False
+                )
+            z1_loc, z1_scale = self.z1_encoder(z2, y)
+            pyro.sample("z1", dist.Normal(z1_loc, z1_scale).to_event(1))
+
+    def torch_log_weights(self, x, y=None, *, k, generator, theta):
+        """Unscaled ``log p(x, y, z1, z2, l) - log q(z1, z2, l (, y) | x)``; labelled (y given) or not."""
+        z2_loc, z2_scale, l_loc, l_scale = self.z2l_encoder(x)
+        lib = torch.exp(draw(l_loc, l_scale, k, generator))
+        z2 = draw(z2_loc, z2_scale, k, generator)
+        log_q = lognormal_lp(lib, l_loc, l_scale) + normal_lp(z2, z2_loc, z2_scale)
+        if y is None:
+            logits = self.classifier(z2)
+            idx = torch.distributions.Categorical(
+                logits=logits
+            ).sample()  # global RNG: seeded by the test
+            y = F.one_hot(idx, self.num_labels).to(x.dtype)
+            log_q = log_q + (y * F.log_softmax(logits, -1)).sum(-1)
+        else:
+            y = y.expand(k, -1, -1)
+        z1_loc, z1_scale = self.z1_encoder(z2, y)
+        z1 = z1_loc + z1_scale * torch.randn(z1_loc.shape, generator=generator)
+        log_q = log_q + normal_lp(z1, z1_loc, z1_scale)
+        p_loc, p_scale = self.z2_decoder(z1, y)
+        gate_logits, mu = self.x_decoder(z2)
+        nb_logits = (lib * mu + self.epsilon).log() - (theta + self.epsilon).log()
+        log_p = (
+            normal_lp(z1, torch.zeros_like(z1), torch.ones_like(z1))
+            - math.log(self.num_labels)
+            + normal_lp(z2, p_loc, p_scale)
+            + lognormal_lp(lib, torch.tensor(self.l_loc), torch.tensor(self.l_scale))
+            + zinb_lp(x, gate_logits, theta, nb_logits)
+        )
+        return log_p - log_q
+
+
+# ============================================================================ examples/dmm.py
+class Emitter(nn.Module):
+    def __init__(self, input_dim, z_dim, emission_dim):
+        super().__init__()
+        self.lin_z_to_hidden = nn.Linear(z_dim, emission_dim)
+        self.lin_hidden_to_hidden = nn.Linear(emission_dim, emission_dim)
+        self.lin_hidden_to_input = nn.Linear(emission_dim, input_dim)
+        self.relu = nn.ReLU()
+
+    def forward(self, z_t):
+        h1 = self.relu(self.lin_z_to_hidden(z_t))
+        h2 = self.relu(self.lin_hidden_to_hidden(h1))
+        return torch.sigmoid(self.lin_hidden_to_input(h2))
+
+
+class GatedTransition(nn.Module):
+    def __init__(self, z_dim, transition_dim):
+        super().__init__()
+        self.lin_gate_z_to_hidden = nn.Linear(z_dim, transition_dim)
+        self.lin_gate_hidden_to_z = nn.Linear(transition_dim, z_dim)
+        self.lin_proposed_mean_z_to_hidden = nn.Linear(z_dim, transition_dim)
+        self.lin_proposed_mean_hidden_to_z = nn.Linear(transition_dim, z_dim)
+        self.lin_sig = nn.Linear(z_dim, z_dim)
+        self.lin_z_to_loc = nn.Linear(z_dim, z_dim)
+        self.lin_z_to_loc.weight.data = torch.eye(z_dim)
+        self.lin_z_to_loc.bias.data = torch.zeros(z_dim)
+        self.relu = nn.ReLU()
+        self.softplus = nn.Softplus()
+
+    def forward(self, z_t_1):
+        _gate = self.relu(self.lin_gate_z_to_hidden(z_t_1))
+        gate = torch.sigmoid(self.lin_gate_hidden_to_z(_gate))
+        _proposed_mean = self.relu(self.lin_proposed_mean_z_to_hidden(z_t_1))
+        proposed_mean = self.lin_proposed_mean_hidden_to_z(_proposed_mean)
+        loc = (1 - gate) * self.lin_z_to_loc(z_t_1) + gate * proposed_mean
+        scale = self.softplus(self.lin_sig(self.relu(proposed_mean)))
+        return loc, scale
+
+
+class Combiner(nn.Module):
+    def __init__(self, z_dim, rnn_dim):
+        super().__init__()
+        self.lin_z_to_hidden = nn.Linear(z_dim, rnn_dim)
+        self.lin_hidden_to_loc = nn.Linear(rnn_dim, z_dim)
+        self.lin_hidden_to_scale = nn.Linear(rnn_dim, z_dim)
+        self.tanh = nn.Tanh()
+        self.softplus = nn.Softplus()
+
+    def forward(self, z_t_1, h_rnn):
+        h_combined = 0.5 * (self.tanh(self.lin_z_to_hidden(z_t_1)) + h_rnn)
+        loc = self.lin_hidden_to_loc(h_combined)
+        scale = self.softplus(self.lin_hidden_to_scale(h_combined))
+        return loc, scale
+
+
+def reverse_sequences(mini_batch, seq_lengths):
+    """``polyphonic_data_loader.reverse_sequences``: each sequence's first L steps in reverse order."""
+    reversed_mini_batch = torch.zeros_like(mini_batch)
+    for b in range(mini_batch.size(0)):
+        T = int(seq_lengths[b])
+        time_slice = torch.arange(T - 1, -1, -1, device=mini_batch.device)
+        reversed_mini_batch[b, 0:T, :] = torch.index_select(mini_batch[b, :, :], 0, time_slice)
+    return reversed_mini_batch
+
+
+def pad_and_reverse(rnn_output, seq_lengths):
+    rnn_output, _ = nn.utils.rnn.pad_packed_sequence(rnn_output, batch_first=True)
+    return reverse_sequences(rnn_output, seq_lengths)
+
+
+class DMM(nn.Module):
+    """``examples/dmm.py`` (no IAFs): one ``z_t``/``obs_x_t`` pair of sites per time step up to the batch's
+    longest sequence (Pyro's ``get_mini_batch`` trims every mini-batch to it; with row-aligned padded tensors
+    the programs trim themselves), ``.mask()`` for ragged sequences, ``poutine.scale(annealing_factor)``,
+    Bernoulli on probabilities, a plate named ``"z_minibatch"``."""
+
+    def __init__(self, input_dim=5, z_dim=2, emission_dim=8, transition_dim=8, rnn_dim=8):
+        super().__init__()
+        self.emitter = Emitter(input_dim, z_dim, emission_dim)
+        self.trans = GatedTransition(z_dim, transition_dim)
+        self.combiner = Combiner(z_dim, rnn_dim)
+        self.rnn = nn.RNN(
+            input_size=input_dim,
+            hidden_size=rnn_dim,
+            nonlinearity="relu",
+            batch_first=True,
+            bidirectional=False,
+            num_layers=1,
+            dropout=0.0,
+        )
+        self.z_0 = nn.Parameter(torch.zeros(z_dim))
+        self.z_q_0 = nn.Parameter(torch.zeros(z_dim))
+        self.h_0 = nn.Parameter(torch.zeros(1, 1, rnn_dim))
+
+    def model(
+        self,
+        mini_batch,
+        mini_batch_reversed,
+        mini_batch_mask,
+        mini_batch_seq_lengths,
+        annealing_factor=1.0,
+    ):
+        T_max = int(mini_batch_seq_lengths.max())  # get_mini_batch's trim
+        pyro.module("dmm", self)
+        z_prev = self.z_0.expand(mini_batch.size(0), self.z_0.size(0))
+        with pyro.plate("z_minibatch", len(mini_batch)):
+            for t in pyro.markov(range(1, T_max + 1)):
+                z_loc, z_scale = self.trans(z_prev)
+                with poutine.scale(scale=annealing_factor):
+                    z_t = pyro.sample(
+                        f"z_{t}",
+                        dist.Normal(z_loc, z_scale).mask(mini_batch_mask[:, t - 1 : t]).to_event(1),
+                    )
+                emission_probs_t = self.emitter(z_t)
+                pyro.sample(
+                    f"obs_x_{t}",
+                    dist.Bernoulli(emission_probs_t)
+                    .mask(mini_batch_mask[:, t - 1 : t])
+                    .to_event(1),
+                    obs=mini_batch[:, t - 1, :],
+                )
+                z_prev = z_t
+
+    def _rnn(self, mini_batch_reversed, lengths, T_max):
+        h_0_contig = self.h_0.expand(
+            1, mini_batch_reversed.size(0), self.rnn.hidden_size
+        ).contiguous()
+        packed = nn.utils.rnn.pack_padded_sequence(
+            mini_batch_reversed[:, :T_max], lengths.cpu(), batch_first=True, enforce_sorted=False
+        )
+        rnn_output, _ = self.rnn(packed, h_0_contig)
+        return pad_and_reverse(rnn_output, lengths)
+
+    def guide(
+        self,
+        mini_batch,
+        mini_batch_reversed,
+        mini_batch_mask,
+        mini_batch_seq_lengths,
+        annealing_factor=1.0,
+    ):
+        T_max = int(mini_batch_seq_lengths.max())
+        pyro.module("dmm", self)
+        rnn_output = self._rnn(mini_batch_reversed, mini_batch_seq_lengths, T_max)
+        z_prev = self.z_q_0.expand(mini_batch.size(0), self.z_q_0.size(0))
+        with pyro.plate("z_minibatch", len(mini_batch)):
+            for t in pyro.markov(range(1, T_max + 1)):
+                z_loc, z_scale = self.combiner(z_prev, rnn_output[:, t - 1, :])
+                z_dist = dist.Normal(z_loc, z_scale)
+                with pyro.poutine.scale(scale=annealing_factor):
+                    z_t = pyro.sample(
+                        f"z_{t}", z_dist.mask(mini_batch_mask[:, t - 1 : t]).to_event(1)
+                    )
+                z_prev = z_t
+
+    def torch_log_weights(self, x, x_rev, mask, lengths, *, k, generator):
+        T = int(lengths.max())
+        rnn_output = self._rnn(x_rev, lengths, T)
+        n = len(x)
+        z_prev_q = self.z_q_0.expand(k, n, -1)
+        z_prev_p = self.z_0.expand(k, n, -1)
+        total = x.new_zeros(k, n)
+        for t in range(1, T + 1):
+            m = mask[:, t - 1]
+            q_loc, q_scale = self.combiner(z_prev_q, rnn_output[:, t - 1, :])
+            z = q_loc + q_scale * torch.randn(q_loc.shape, generator=generator)
+            p_loc, p_scale = self.trans(z_prev_p)
+            probs = self.emitter(z)
+            step = (
+                normal_lp(z, p_loc, p_scale)
+                + bernoulli_lp(x[:, t - 1, :], probs)
+                - normal_lp(z, q_loc, q_scale)
+            )
+            total = total + torch.where(m, step, step.new_zeros(()))
+            z_prev_q = z_prev_p = z
+        return total
+
+
+def sequences(
+    n_short: int, n_long: int, short: int = 2, long: int = 6, dim: int = 5, seed: int = 0
+):
+    """Binary sequences padded to ``long`` steps, the short ones first: ``(x, x_reversed, mask, lengths)``."""
+    g = torch.Generator().manual_seed(seed)
+    lengths = torch.tensor([short] * n_short + [long] * n_long)
+    x = (torch.rand(len(lengths), long, dim, generator=g) < 0.4).float()
+    steps = torch.arange(long)
+    mask = steps[None, :] < lengths[:, None]
+    x = x * mask[..., None]
+    return x, reverse_sequences(x, lengths), mask, lengths
+
+
+# ============================================================================ examples/air/{air,modules}.py
+class AIRMLP(nn.Module):
+    def __init__(self, in_size, out_sizes, non_linear_layer, output_non_linearity=False):
+        super().__init__()
+        layers = []
+        in_sizes = [in_size] + out_sizes[0:-1]
+        sizes = list(zip(in_sizes, out_sizes, strict=True))
+        for i, o in sizes[0:-1]:
+            layers.append(nn.Linear(i, o))
+            layers.append(non_linear_layer())
+        layers.append(nn.Linear(sizes[-1][0], sizes[-1][1]))
+        if output_non_linearity:
+            layers.append(non_linear_layer())
+        self.seq = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.seq(x)
+
+
+class AIREncoder(nn.Module):
+    def __init__(self, x_size, h_sizes, z_size, non_linear_layer):
+        super().__init__()
+        self.z_size = z_size
+        self.mlp = AIRMLP(x_size, h_sizes + [2 * z_size], non_linear_layer)
+
+    def forward(self, x):
+        a = self.mlp(x)
+        return a[:, 0 : self.z_size], F.softplus(a[:, self.z_size :])
+
+
+class AIRDecoder(nn.Module):
+    def __init__(self, x_size, h_sizes, z_size, bias, use_sigmoid, non_linear_layer):
+        super().__init__()
+        self.bias, self.use_sigmoid = bias, use_sigmoid
+        self.mlp = AIRMLP(z_size, h_sizes + [x_size], non_linear_layer)
+
+    def forward(self, z):
+        a = self.mlp(z)
+        if self.bias is not None:
+            a = a + self.bias
+        return torch.sigmoid(a) if self.use_sigmoid else a
+
+
+class Predict(nn.Module):
+    def __init__(self, input_size, h_sizes, z_pres_size, z_where_size, non_linear_layer):
+        super().__init__()
+        self.z_pres_size, self.z_where_size = z_pres_size, z_where_size
+        self.mlp = AIRMLP(input_size, h_sizes + [z_pres_size + 2 * z_where_size], non_linear_layer)
+
+    def forward(self, h):
+        out = self.mlp(h)
+        z_pres_p = torch.sigmoid(out[:, 0 : self.z_pres_size])
+        z_where_loc = out[:, self.z_pres_size : self.z_pres_size + self.z_where_size]
+        z_where_scale = F.softplus(out[:, (self.z_pres_size + self.z_where_size) :])
+        return z_pres_p, z_where_loc, z_where_scale
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+def default_z_pres_prior_p(t):
+    return 0.5
+
+
+ModelState = namedtuple("ModelState", ["x", "z_pres", "z_where"])
+GuideState = namedtuple("GuideState", ["h", "c", "bl_h", "bl_c", "z_pres", "z_where", "z_what"])
+
+expansion_indices = torch.LongTensor([1, 0, 2, 0, 1, 3])
+
+
+def expand_z_where(z_where):
+    n = z_where.size(0)
+    out = torch.cat((z_where.new_zeros(n, 1), z_where), 1)
+    out = torch.index_select(out, 1, expansion_indices.to(z_where.device))
+    return out.view(n, 2, 3)
+
+
+def z_where_inv(z_where):
+    n = z_where.size(0)
+    out = torch.cat((z_where.new_ones(n, 1), -z_where[:, 1:]), 1)
+    return out / z_where[:, 0:1]
+
+
+def window_to_image(z_where, window_size, image_size, windows):
+    n = windows.size(0)
+    assert windows.size(1) == window_size**2, "Size mismatch."
+    theta = expand_z_where(z_where)
+    grid = F.affine_grid(theta, torch.Size((n, 1, image_size, image_size)), align_corners=False)
+    out = F.grid_sample(windows.view(n, 1, window_size, window_size), grid, align_corners=False)
+    return out.view(n, image_size, image_size)
+
+
+def image_to_window(z_where, window_size, image_size, images):
+    n = images.size(0)
+    assert images.size(1) == images.size(2) == image_size, "Size mismatch."
+    theta_inv = expand_z_where(z_where_inv(z_where))
+    grid = F.affine_grid(
+        theta_inv, torch.Size((n, 1, window_size, window_size)), align_corners=False
+    )
+    out = F.grid_sample(images.view(n, 1, image_size, image_size), grid, align_corners=False)
+    return out.view(n, -1)
+
+
+def batch_expand(t, n):
+    return t.expand(n, t.size(1))
+
+
+class AIR(nn.Module):
+    """``examples/air/air.py``: ``num_steps`` steps of z_pres (Bernoulli, with a baseline), z_where and z_what
+    masked by z_pres; ``model(data, _)`` and ``guide(data, batch_size)`` with a subsampling plate; spatial
+    transformers that index dims from the left (they do not broadcast over a particle dimension)."""
+
+    def __init__(
+        self,
+        num_steps=2,
+        x_size=12,
+        window_size=4,
+        z_what_size=3,
+        rnn_hidden_size=16,
+        encoder_net=(16,),
+        decoder_net=(16,),
+        predict_net=(16,),
+        bl_predict_net=(16,),
+        non_linearity="ReLU",
+        decoder_output_bias=-2.0,
+        decoder_output_use_sigmoid=True,
+        use_masking=True,
+        use_baselines=True,
+        scale_prior_mean=3.0,
+        scale_prior_sd=0.1,
+        pos_prior_mean=0.0,
+        pos_prior_sd=1.0,
+        likelihood_sd=0.3,
+    ):
+        super().__init__()
+        self.num_steps, self.x_size, self.window_size = num_steps, x_size, window_size
+        self.z_what_size, self.rnn_hidden_size = z_what_size, rnn_hidden_size
+        self.use_masking, self.use_baselines = use_masking, use_baselines
+        self.baseline_scalar = None
+        self.likelihood_sd = likelihood_sd
+        self.prototype = torch.tensor(0.0)
+        self.z_pres_size, self.z_where_size = 1, 3
+        self.z_where_loc_prior = nn.Parameter(
+            torch.FloatTensor([scale_prior_mean, pos_prior_mean, pos_prior_mean]),
+            requires_grad=False,
+        )
+        self.z_where_scale_prior = nn.Parameter(
+            torch.FloatTensor([scale_prior_sd, pos_prior_sd, pos_prior_sd]), requires_grad=False
+        )
+        rnn_input_size = x_size**2 + self.z_where_size + z_what_size + self.z_pres_size
+        nl = getattr(nn, non_linearity)
+        self.rnn = nn.LSTMCell(rnn_input_size, rnn_hidden_size)
+        self.encode = AIREncoder(window_size**2, list(encoder_net), z_what_size, nl)
+        self.decode = AIRDecoder(
+            window_size**2,
+            list(decoder_net),
+            z_what_size,
+            decoder_output_bias,
+            decoder_output_use_sigmoid,
+            nl,
+        )
+        self.predict = Predict(
+            rnn_hidden_size, list(predict_net), self.z_pres_size, self.z_where_size, nl
+        )
+        self.embed = Identity()
+        self.bl_rnn = nn.LSTMCell(rnn_input_size, rnn_hidden_size)
+        self.bl_predict = AIRMLP(rnn_hidden_size, list(bl_predict_net) + [1], nl)
+        self.bl_embed = Identity()
+        self.h_init = nn.Parameter(torch.zeros(1, rnn_hidden_size))
+        self.c_init = nn.Parameter(torch.zeros(1, rnn_hidden_size))
+        self.bl_h_init = nn.Parameter(torch.zeros(1, rnn_hidden_size))
+        self.bl_c_init = nn.Parameter(torch.zeros(1, rnn_hidden_size))
+        self.z_where_init = nn.Parameter(torch.zeros(1, self.z_where_size))
+        self.z_what_init = nn.Parameter(torch.zeros(1, self.z_what_size))
+
+    def prior(self, n, **kwargs):
+        state = ModelState(
+            x=self.prototype.new_zeros([n, self.x_size, self.x_size]),
+            z_pres=self.prototype.new_ones([n, self.z_pres_size]),
+            z_where=None,
+        )
+        z_pres, z_where = [], []
+        for t in range(self.num_steps):
+            state = self.prior_step(t, n, state, **kwargs)
+            z_where.append(state.z_where)
+            z_pres.append(state.z_pres)
+        return (z_where, z_pres), state.x
+
+    def prior_step(self, t, n, prev, z_pres_prior_p=default_z_pres_prior_p):
+        z_pres = pyro.sample(
+            f"z_pres_{t}", dist.Bernoulli(z_pres_prior_p(t) * prev.z_pres).to_event(1)
+        )
+        sample_mask = z_pres if self.use_masking else torch.tensor(1.0)
+        z_where = pyro.sample(
+            f"z_where_{t}",
+            dist.Normal(
+                self.z_where_loc_prior.expand(n, self.z_where_size),
+                self.z_where_scale_prior.expand(n, self.z_where_size),
+            )
+            .mask(sample_mask)
+            .to_event(1),
+        )
+        z_what = pyro.sample(
+            f"z_what_{t}",
+            dist.Normal(
+                self.prototype.new_zeros([n, self.z_what_size]),
+                self.prototype.new_ones([n, self.z_what_size]),
+            )
+            .mask(sample_mask)
+            .to_event(1),
+        )
+        y_att = self.decode(z_what)
+        y = window_to_image(z_where, self.window_size, self.x_size, y_att)
+        x = prev.x + (y * z_pres.view(-1, 1, 1))
+        return ModelState(x=x, z_pres=z_pres, z_where=z_where)
+
+    def model(self, data, _, **kwargs):
+        pyro.module("decode", self.decode)
+        with pyro.plate("data", data.size(0), device=data.device) as ix:
+            batch = data[ix]
+            n = batch.size(0)
+            (z_where, z_pres), x = self.prior(n, **kwargs)
+            pyro.sample(
+                "obs",
+                dist.Normal(
+                    x.view(n, -1), (self.likelihood_sd * self.prototype.new_ones(n, self.x_size**2))
+                ).to_event(1),
+                obs=batch.view(n, -1),
+            )
+
+    def guide(self, data, batch_size, **kwargs):
+        pyro.module("rnn", self.rnn)
+        pyro.module("predict", self.predict)
+        pyro.module("encode", self.encode)
+        pyro.module("embed", self.embed)
+        pyro.module("bl_rnn", self.bl_rnn)
+        pyro.module("bl_predict", self.bl_predict)
+        pyro.module("bl_embed", self.bl_embed)
+        pyro.param("h_init", self.h_init)
+        pyro.param("c_init", self.c_init)
+        pyro.param("z_where_init", self.z_where_init)
+        pyro.param("z_what_init", self.z_what_init)
+        pyro.param("bl_h_init", self.bl_h_init)
+        pyro.param("bl_c_init", self.bl_c_init)
+        with pyro.plate("data", data.size(0), subsample_size=batch_size, device=data.device) as ix:
+            batch = data[ix]
+            n = batch.size(0)
+            flattened_batch = batch.view(n, -1)
+            inputs = {
+                "raw": batch,
+                "embed": self.embed(flattened_batch),
+                "bl_embed": self.bl_embed(flattened_batch),
+            }
+            state = GuideState(
+                h=batch_expand(self.h_init, n),
+                c=batch_expand(self.c_init, n),
+                bl_h=batch_expand(self.bl_h_init, n),
+                bl_c=batch_expand(self.bl_c_init, n),
+                z_pres=self.prototype.new_ones(n, self.z_pres_size),
+                z_where=batch_expand(self.z_where_init, n),
+                z_what=batch_expand(self.z_what_init, n),
+            )
+            z_pres, z_where = [], []
+            for t in range(self.num_steps):
+                state = self.guide_step(t, n, state, inputs)
+                z_where.append(state.z_where)
+                z_pres.append(state.z_pres)
+            return z_where, z_pres
+
+    def guide_step(self, t, n, prev, inputs):
+        rnn_input = torch.cat((inputs["embed"], prev.z_where, prev.z_what, prev.z_pres), 1)
+        h, c = self.rnn(rnn_input, (prev.h, prev.c))
+        z_pres_p, z_where_loc, z_where_scale = self.predict(h)
+        bl_value, bl_h, bl_c = self.baseline_step(prev, inputs)
+        z_pres = pyro.sample(
+            f"z_pres_{t}",
+            dist.Bernoulli(z_pres_p * prev.z_pres).to_event(1),
+            infer=dict(baseline=dict(baseline_value=bl_value.squeeze(-1))),
+        )
+        sample_mask = z_pres if self.use_masking else torch.tensor(1.0)
+        z_where = pyro.sample(
+            f"z_where_{t}",
+            dist.Normal(
+                z_where_loc + self.z_where_loc_prior, z_where_scale * self.z_where_scale_prior
+            )
+            .mask(sample_mask)
+            .to_event(1),
+        )
+        x_att = image_to_window(z_where, self.window_size, self.x_size, inputs["raw"])
+        z_what_loc, z_what_scale = self.encode(x_att)
+        z_what = pyro.sample(
+            f"z_what_{t}", dist.Normal(z_what_loc, z_what_scale).mask(sample_mask).to_event(1)
+        )
+        return GuideState(
+            h=h, c=c, bl_h=bl_h, bl_c=bl_c, z_pres=z_pres, z_where=z_where, z_what=z_what
+        )
+
+    def baseline_step(self, prev, inputs):
+        rnn_input = torch.cat(
+            (
+                inputs["bl_embed"],
+                prev.z_where.detach(),
+                prev.z_what.detach(),
+                prev.z_pres.detach(),
+            ),
+            1,
+        )
+        bl_h, bl_c = self.bl_rnn(rnn_input, (prev.bl_h, prev.bl_c))
+        bl_value = self.bl_predict(bl_h)
+        if self.use_masking:
+            bl_value = bl_value * prev.z_pres
+        return bl_value, bl_h, bl_c
+
+    def torch_log_weights(self, data, *, k, generator):
+        """One particle at a time, as the guide runs: Bernoulli z_pres, z_where and z_what masked by it."""
+        n = data.size(0)
+        flat = data.view(n, -1)
+        sd = torch.full_like(flat, self.likelihood_sd)
+        out = []
+        for _ in range(k):
+            h, c = batch_expand(self.h_init, n), batch_expand(self.c_init, n)
+            z_where, z_what = batch_expand(self.z_where_init, n), batch_expand(self.z_what_init, n)
+            z_pres = data.new_ones(n, 1)
+            x = data.new_zeros(n, self.x_size, self.x_size)
+            log_w = data.new_zeros(n)
+            for _t in range(self.num_steps):
+                h, c = self.rnn(torch.cat((flat, z_where, z_what, z_pres), 1), (h, c))
+                pres_p, w_loc, w_scale = self.predict(h)
+                q_p, p_p = (pres_p * z_pres)[:, 0], 0.5 * z_pres[:, 0]
+                on = torch.rand(q_p.shape, generator=generator) < q_p
+                log_w = log_w + torch.where(on, p_p.log(), torch.log1p(-p_p))
+                log_w = log_w - torch.where(on, q_p.log(), torch.log1p(-q_p))
+                z_pres = on.to(data.dtype)[:, None]
+                w_loc_q = w_loc + self.z_where_loc_prior
+                w_scale_q = w_scale * self.z_where_scale_prior
+                z_where = w_loc_q + w_scale_q * torch.randn(w_loc.shape, generator=generator)
+                x_att = image_to_window(z_where, self.window_size, self.x_size, data)
+                a_loc, a_scale = self.encode(x_att)
+                z_what = a_loc + a_scale * torch.randn(a_loc.shape, generator=generator)
+                terms = (
+                    normal_lp(z_where, self.z_where_loc_prior, self.z_where_scale_prior)
+                    + normal_lp(z_what, torch.zeros_like(z_what), torch.ones_like(z_what))
+                    - normal_lp(z_where, w_loc_q, w_scale_q)
+                    - normal_lp(z_what, a_loc, a_scale)
+                )
+                log_w = log_w + torch.where(on, terms, terms.new_zeros(()))
+                y = window_to_image(z_where, self.window_size, self.x_size, self.decode(z_what))
+                x = x + y * z_pres.view(-1, 1, 1)
+            out.append(log_w + normal_lp(flat, x.view(n, -1), sd))
+        return torch.stack(out)
+
+
+def scenes(n: int, size: int = 12, seed: int = 0) -> torch.Tensor:
+    """Images with one or two bright 4x4 squares: ``(n, size, size)``."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.zeros(n, size, size)
+    for i in range(n):
+        for _ in range(1 + int(torch.randint(2, (1,), generator=g))):
+            r, c = (int(v) for v in torch.randint(0, size - 4, (2,), generator=g))
+            x[i, r : r + 4, c : c + 4] = 1.0
+    return x
+
+
+# ============================================================================ pyro.contrib.cevae (imported)
+def cevae_data(n: int = 120, feature_dim: int = 5, seed: int = 0):
+    """``examples/contrib/cevae/synthetic.py``'s generator: a binary confounder z behind x, t and y."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.bernoulli(torch.full((n,), 0.5), generator=g)
+    x = torch.normal(
+        z[:, None].expand(n, feature_dim),
+        (5 * z + 3 * (1 - z))[:, None].expand(n, feature_dim),
+        generator=g,
+    )
+    t = torch.bernoulli(0.75 * z + 0.25 * (1 - z), generator=g)
+    y = torch.bernoulli(torch.sigmoid(3 * (z + 2 * (2 * t - 2))), generator=g)
+    return x, t, y
+
+
+def cevae_log_weights(cevae, x, t, y, *, k, generator):
+    """Plain torch on CEVAE's networks: z ~ q(z | x, t, y); log p(z) p(x | z) p(t | z) p(y | t, z) - log q."""
+    gd, md = cevae.guide, cevae.model
+    hidden = gd.z_nn(torch.cat([y.unsqueeze(-1), x], dim=-1))
+    loc0, scale0 = gd.z0_nn(hidden)
+    loc1, scale1 = gd.z1_nn(hidden)
+    tt = t.bool().unsqueeze(-1)
+    loc, scale = torch.where(tt, loc1, loc0), torch.where(tt, scale1, scale0)
+    z = draw(loc, scale, k, generator)
+    x_loc, x_scale = md.x_nn(z)
+    (t_logits,) = md.t_nn(z)
+    (y0,) = md.y0_nn(z)
+    (y1,) = md.y1_nn(z)
+    y_logits = torch.where(t.bool(), y1, y0)
+    log_p = (
+        normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
+        + normal_lp(x, x_loc, x_scale)
+        + bernoulli_logits_lp(t, t_logits)
+        + bernoulli_logits_lp(y, y_logits)
+    )
+    return log_p - normal_lp(z, loc, scale)
