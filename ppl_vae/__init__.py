@@ -48,6 +48,7 @@ from .likelihoods import (
 from .models import VAE, HierarchicalVAE, LinearGaussianVAE, SemiSupervisedVAE, build_model
 from .objectives import available_objectives, format_objective, parse_objective, register_objective
 from .params import trained_params
+from .program_import import ImportedProgram
 from .programs import Program
 from .runs.checkpoint import load_checkpoint, save_checkpoint
 from .train import History, TrainState, fit
@@ -66,6 +67,7 @@ __all__ = [
     "DatasetMeta",
     "History",
     "LinearGaussianVAE",
+    "ImportedProgram",
     "Program",
     "ProgramError",
     "TrainState",

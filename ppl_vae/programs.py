@@ -542,15 +542,15 @@ def _refuse_unobserved(program: Program, given: int) -> None:
         params = list(inspect.signature(program.model).parameters.values())
     except (TypeError, ValueError):
         params = []
-    positional = [
-        p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
-    ]
+    positional = [p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     hint = ""
     if len(positional) > given:
         missing = ", ".join(positional[given:])
         hint = (
             f"; the model takes {missing} after the {given} tensor(s) it was given: pass them as row-aligned "
-            "tensors of the data tuple, (x, " + missing + "), or, with a Dataset, return them from the "
+            "tensors of the data tuple, (x, "
+            + missing
+            + "), or, with a Dataset, return them from the "
             "program's dataset_inputs(dataset, split) hook"
         )
     raise ProgramError(

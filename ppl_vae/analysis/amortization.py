@@ -257,7 +257,9 @@ def amortization_gap(
         unconstrained = [pyro.param(p).unconstrained() for pair in names.values() for p in pair]
         optim = torch.optim.Adam(unconstrained, lr=lr)
         sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda t: 1.0 - t / max(steps, 1))
-        unscaled = PerPointScale()(program.model)  # the program's own scales are its loss, not log p(x)
+        unscaled = PerPointScale()(
+            program.model
+        )  # the program's own scales are its loss, not log p(x)
         for _ in range(steps):
             optim.zero_grad()
             with translated("amortization_gap, refining the guide per point", program, rows):

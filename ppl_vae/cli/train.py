@@ -65,6 +65,20 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         "(denoising), sae (sparse), cae (contractive); autoencoders define no likelihood, so their "
         "history is a reconstruction error, not an ELBO",
     )
+    p.add_argument(
+        "--program",
+        default=UNSET,
+        metavar="MODULE:NAME",
+        help="train your own Pyro program: a class or factory (e.g. my_vaes:ConvVAE, imported from the "
+        "current folder or the Python path) returning an object with .model/.guide; recorded in the run "
+        "folder, rebuilt by --resume and evaluate",
+    )
+    p.add_argument(
+        "--program-args",
+        default=UNSET,
+        metavar="JSON",
+        help="keyword arguments for --program as a JSON object, e.g. '{\"z_dim\": 4}'",
+    )
     add_data_args(p)
     add_model_args(p, programs=True)
     g = p.add_argument_group("autoencoders (--model ae|dae|sae|cae)")
@@ -148,6 +162,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         guide=args.guide,
         nets=args.nets,
         labelled_fraction=args.labelled_fraction,
+        program=args.program,
+        program_args=args.program_args,
     )
     if is_main_process():  # under torchrun, one report (rank 0 wrote the files)
         _print_history(run.history)

@@ -207,7 +207,11 @@ def model_from_flags(
     flags: dict[str, Any], meta: Any, epochs: int | None = None
 ) -> torch.nn.Module:
     """The model the flags describe for the data of ``meta`` (a :class:`~ppl_vae.data.DatasetMeta`),
-    sized against memory first for a run of ``epochs``."""
+    sized against memory first for a run of ``epochs``; the user's own program for ``--program``."""
+    if flags.get("program") is not None:  # ppl-vae train --program module:Name
+        from ..program_import import ImportedProgram
+
+        return ImportedProgram(flags["program"], flags.get("program_args"))
     kind, input_dim = flags["model"], meta.input_dim
     hidden = None if flags["hidden_dims"] is None else tuple(flags["hidden_dims"])
     sizes = {

@@ -53,6 +53,8 @@ DEFAULTS: dict[str, Any] = {
     "guide": "meanfield",
     "nets": "mlp",
     "labelled_fraction": None,
+    "program": None,
+    "program_args": None,
 }
 AUTOENCODERS = ("ae", "dae", "sae", "cae")
 #: models trained by SVI on a bound (ppl_vae.models.names): the VAE, two stochastic layers, M2
@@ -164,6 +166,10 @@ def canonical(name: str, value: Any) -> Any:
         return value
     if name == "objective":
         return objective_spec(value)
+    if name in ("program", "program_args"):
+        from ..program_import import check_program_args, check_program_spec
+
+        return check_program_spec(value) if name == "program" else check_program_args(value)
     if name == "device":
         from .._checks import check_device
 
@@ -222,6 +228,7 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
                 f"not for model {model!r}"
             )
         _check_program_flags(model, flags, given)
+        _check_imported(flags, given)
         if model == "m2":
             if flags["labelled_fraction"] is None:
                 flags["labelled_fraction"] = M2_LABELLED
@@ -279,6 +286,36 @@ def _check_program_flags(model: str, flags: dict[str, Any], given: dict[str, Any
             f"{', '.join(_flag(k) for k in sizes)}: model 'hvae' has Burda et al.'s fixed sizes "
             "(latent 100 and 50, hidden 200-200 and 100-100); leave them out"
         )
+
+
+def _check_imported(flags: dict[str, Any], given: dict[str, Any]) -> None:
+    """``--program module:Name`` is the whole model: the flags that build ppl_vae's own are refused beside it."""
+    if flags.get("program") is None:
+        if flags.get("program_args") is not None:
+            raise UserError(
+                "--program-args needs --program module:Name (the class or factory they go to)"
+            )
+        return
+    clash = sorted(
+        k
+        for k in (
+            "model",
+            "latent_dim",
+            "hidden_dims",
+            "guide",
+            "nets",
+            "labelled_fraction",
+            "likelihood",
+            "activation",
+        )
+        if k in given
+    )
+    if clash:
+        raise UserError(
+            f"{', '.join(_flag(k) for k in clash)}: build ppl_vae's own models; with --program "
+            f"{flags['program']} the program is the model (give its arguments with --program-args JSON)"
+        )
+    flags["latent_dim"] = flags["hidden_dims"] = None
 
 
 def check_overrides(

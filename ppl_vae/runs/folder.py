@@ -103,7 +103,10 @@ class Run:
 
 
 def _reinit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Re-initialise every layer from ``seed`` so the same seed gives the same starting weights."""
+    """Re-initialise every layer from ``seed`` so the same seed gives the same starting weights (a model
+    that knows its own initialisation, an imported program, rebuilds itself: ``reinit(seed)``)."""
+    if callable(getattr(model, "reinit", None)):
+        return model.reinit(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for module in model.modules():
@@ -140,6 +143,8 @@ def train_run(
     guide: Any = UNSET,
     nets: Any = UNSET,
     labelled_fraction: Any = UNSET,
+    program: Any = UNSET,
+    program_args: Any = UNSET,
 ) -> Run:
     """Train a model into run folder ``out`` (or in memory when ``out`` is None) and return the run.
 
@@ -155,6 +160,10 @@ def train_run(
     do not apply); ``"m2"`` (semi-supervised, ``labelled_fraction`` of the training labels kept, default
     0.1; objective ``"enum"`` unless given). An objective the library refuses for the program (e.g.
     ``"analytic"`` for m2) is refused before anything is written.
+
+    ``program="module:Name"`` trains the user's own program instead (a class or factory, imported, called
+    with the keyword arguments ``program_args``, a dict or its JSON): recorded, and rebuilt on resume and by
+    ``evaluate`` (:class:`~ppl_vae.program_import.ImportedProgram`).
 
     ``resume=True`` continues the run in ``out`` with its recorded settings: a setting given here
     that differs from the record is refused unless ``override`` names it (``objective``, ``lr``,
@@ -183,6 +192,8 @@ def train_run(
         guide=guide,
         nets=nets,
         labelled_fraction=labelled_fraction,
+        program=program,
+        program_args=program_args,
     )
     more = None if epochs is UNSET else check_positive_int(epochs, "epochs")
     if time_budget is not None:

@@ -58,6 +58,8 @@ FIXED = (
     "mask_prob",
     "rho",
     "lam",
+    "program",
+    "program_args",
 )
 
 
