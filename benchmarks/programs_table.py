@@ -2,6 +2,7 @@
 
     python benchmarks/programs_table.py              # about 5 minutes on two CPU cores
     python benchmarks/programs_table.py --epochs 10 --k 2000
+    python benchmarks/programs_table.py --only-pyro-examples   # Pyro's own examples (issue 19) alone
 
 The programs are the test suite's (``tests/programs/``), written in Pyro's own idioms: Pyro's example VAE
 (sites ``latent``/``obs``), an unsized ``pyro.plate("data")``, a plate with ``subsample_size``, a conv VAE on
@@ -35,6 +36,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 from programs.structures import M2, GlobalBiasVAE, PixelLatentModel  # noqa: E402
 from programs.vaes import (  # noqa: E402
@@ -231,12 +233,21 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--k", type=int, default=1000, help="importance samples per test point")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--only-pyro-examples",
+        action="store_true",
+        help="only the rows of Pyro's own example programs (issue 19)",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     warnings.filterwarnings(
         "ignore"
     )  # the table says what each program got; warnings are in the tests
     pyro.set_rng_seed(0)
+    print(f"threads: {torch.get_num_threads()}, load: {_load()}", flush=True)
+    examples_table(args)
+    if args.only_pyro_examples:
+        return
     data = pv.load_dataset("digits", binarize="dynamic", seed=0)
     table = cases(data)
     rows = []
@@ -262,6 +273,26 @@ def main() -> None:
     for r in rows:
         r["compare"] = compared[r["program"]]
         print("| " + " | ".join(str(r[c]) for c in cols) + " |")
+
+
+def _load() -> str:
+    try:
+        return " ".join(open("/proc/loadavg").read().split()[:3])
+    except OSError:
+        return "unknown"
+
+
+def examples_table(args: argparse.Namespace) -> None:
+    """Pyro's own example programs (``pyro_examples_table.py``), on statically binarised digits."""
+    import pyro_examples_table as ex
+
+    digits = pv.load_dataset("digits", binarize="static", seed=0)
+    rows = ex.rows(digits, args.k, args.epochs)
+    print(f"\nPyro's examples: K = {args.k} (AIR 100), {args.epochs} epochs\n")
+    print("| " + " | ".join(ex.COLUMNS) + " |")
+    print("|" + "---|" * len(ex.COLUMNS))
+    for r in rows:
+        print("| " + " | ".join(str(r[c]) for c in ex.COLUMNS) + " |")
 
 
 if __name__ == "__main__":

@@ -226,6 +226,11 @@ def amortization_gap(
     with param_scope(program), torch.random.fork_rng(), evaluating(program):
         info = inspect_program(program, rows)
         require_per_point(info)
+        if not info.latent:
+            raise ProgramError(
+                "the model has no latent sites: there is no inference gap (its log p(x) is exact with one "
+                "draw: pv.iw_log_likelihood(program, x, 1))"
+            )
         sites = gaussian_sites(program, info, rows)
         closed = _closed_form(program, info, rows)
     if analytic_kl is True and not closed:

@@ -35,12 +35,12 @@ from torch.distributions import Independent, kl_divergence
 from ..errors import ProgramError
 from ..estimators.importance import require_per_point, resolve, sandbox
 from ..estimators.masked import row_mask
+from ..program_errors import translated
 from ..programs import (
-    PARTICLE_PLATE,
-    PerPointScale,
     Program,
     ProgramInfo,
     inspect_program,
+    particle_context,
     per_point,
     rows_slice,
     run_with_particles,
@@ -107,28 +107,51 @@ def _flat(t: torch.Tensor, info: ProgramInfo, n: int) -> torch.Tensor:
     return t.expand((n,) + tuple(t.shape[1:])).reshape(n, -1)
 
 
+def _mc_mean(
+    program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...], vectorize: bool
+) -> Any:
+    """A guide trace whose site values are the means of :data:`MEAN_DRAWS` draws (one run per draw when the
+    program does not vectorise over particles)."""
+    if vectorize:
+        return run_with_particles(program, info, batch, MEAN_DRAWS)[1]
+    traces = [run_with_particles(program, info, batch, None)[1] for _ in range(MEAN_DRAWS)]
+    mean = traces[0].copy()
+    for name in mean.nodes:
+        if mean.nodes[name]["type"] == "sample":
+            values = torch.stack([t.nodes[name]["value"] for t in traces])
+            mean.nodes[name] = dict(mean.nodes[name], value=values.float().mean(0, keepdim=True))
+    return mean
+
+
 def _site_stats(
-    program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...]
+    program: Program, info: ProgramInfo, batch: tuple[torch.Tensor, ...], vectorize: bool = True
 ) -> tuple[list[str], list[torch.Tensor], bool, list[torch.Tensor] | None, dict[str, torch.Tensor]]:
     n = len(batch[0])
-    model_tr, guide_tr = run_with_particles(program, info, batch, 1)
+    model_tr, guide_tr = run_with_particles(program, info, batch, 1 if vectorize else None)
     observed, latent, _ = site_sets(model_tr, guide_tr, info)  # this batch's sites
     names, means, kls, exact, raw = [], [], [], True, {"_observed": observed}
     draws_tr = None
+
+    def lift(
+        t: torch.Tensor,
+    ) -> torch.Tensor:  # unvectorised runs: the particle dim of size 1 added
+        return t if vectorize else t.unsqueeze(0)
+
     for name in latent:
         q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
         if (
             name in info.non_reparam
         ):  # a discrete latent: decode at its most probable value, summarise nothing
-            raw[name] = q.mode.expand(guide_tr.nodes[name]["value"].shape)
+            raw[name] = lift(q.mode.expand(guide_tr.nodes[name]["value"].shape))
             continue
         try:
-            raw[name] = q.mean.expand(guide_tr.nodes[name]["value"].shape)
+            raw[name] = lift(q.mean.expand(guide_tr.nodes[name]["value"].shape))
         except NotImplementedError:
             exact = False
             if draws_tr is None:
-                _, draws_tr = run_with_particles(program, info, batch, MEAN_DRAWS)
-            raw[name] = draws_tr.nodes[name]["value"].mean(0, keepdim=True)
+                draws_tr = _mc_mean(program, info, batch, vectorize)
+            raw[name] = draws_tr.nodes[name]["value"]
+            raw[name] = raw[name].mean(0, keepdim=True) if vectorize else lift(raw[name][0])
         mean = _flat(raw[name], info, n)
         means.append(mean)
         names += [f"{name}[{j}]" for j in range(mean.shape[1])]
@@ -137,7 +160,7 @@ def _site_stats(
         kl = None
         if kls is not None and qd == pd:
             try:
-                kl = _flat(kl_divergence(qb, pb), info, n)
+                kl = _flat(lift(kl_divergence(qb, pb)), info, n)
             except (NotImplementedError, RuntimeError, ValueError):
                 kl = None
         if kl is None or kl.shape != mean.shape:
@@ -152,12 +175,15 @@ def _reconstruction(
     info: ProgramInfo,
     batch: tuple[torch.Tensor, ...],
     means: dict[str, Any],
+    vectorize: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The model with every latent fixed at q's mean: ``-log p(x | E_q z)`` and the squared error per coordinate
     (per observed coordinate when the program is given a mask, ``model(x, mask)``)."""
     n = len(batch[0])
     observed = means.pop("_observed")
-    with pyro.plate(PARTICLE_PLATE, 1, dim=-info.rank), PerPointScale():
+    if not vectorize:  # values without the particle dim of size 1
+        means = {k: v[0] for k, v in means.items()}
+    with particle_context(info, 1 if vectorize else None):
         tr = poutine.trace(poutine.condition(program.model, data=means)).get_trace(*batch)
     nll = batch[0].new_zeros(n)
     sq, count = batch[0].new_zeros(n), 0
@@ -186,11 +212,19 @@ def _reconstruction(
 
 @torch.no_grad()
 def latent_summary(
-    model: Any, guide: Any = None, x: Any = None, *, seed: int = 0, data_plate: str | None = None
+    model: Any,
+    guide: Any = None,
+    x: Any = None,
+    *,
+    seed: int = 0,
+    data_plate: str | None = None,
+    vectorize_particles: bool = True,
 ) -> LatentSummary:
     """Read q(z | x_n) for every point: means, per-dimension KL where defined, reconstructions at the mean.
 
-    Takes ``(program, x)`` or ``(model, guide, x)``, as the estimators do.
+    Takes ``(program, x)`` or ``(model, guide, x)``, as the estimators do; ``vectorize_particles=False``
+    for programs that do not broadcast over a leading particle dimension (as the estimators). A program
+    without latent sites has ``latent_dim`` 0.
     """
     program, data, _ = resolve(model, guide, x, 1, data_plate)
     rows = program.rows(data, "x")
@@ -203,7 +237,10 @@ def latent_summary(
         for start in range(0, n, BATCH):
             batch = rows_slice(rows, slice(start, start + BATCH))
             before = names
-            names, m, ex, kl, raw = _site_stats(program, info, batch)
+            with translated(
+                f"latent summary, rows {start}-{start + len(batch[0]) - 1}", program, batch
+            ):
+                names, m, ex, kl, raw = _site_stats(program, info, batch, vectorize_particles)
             if before and before != names:
                 raise ProgramError(
                     f"the latent sites differ between chunks of {BATCH} points (rows from {start} on have "
@@ -211,12 +248,13 @@ def latent_summary(
                     "same latents for every point; summarise rows of one structure at a time"
                 )
             exact = exact and ex
-            means.append(torch.cat(m, 1))
+            none = batch[0].new_zeros(len(batch[0]), 0)  # a program without latent sites
+            means.append(torch.cat(m, 1) if m else none)
             if kl is None:
                 has_kl = False
             elif has_kl:
-                kls.append(torch.cat(kl, 1))
-            nll, mse = _reconstruction(program, info, batch, raw)
+                kls.append(torch.cat(kl, 1) if kl else none)
+            nll, mse = _reconstruction(program, info, batch, raw, vectorize_particles)
             nlls.append(nll)
             mses.append(mse)
     return LatentSummary(

@@ -475,7 +475,7 @@ def evaluate(
             ais_leapfrog,
             ais_init,
         )
-    latents = latent_summary(program, rows, seed=seed)
+    latents = latent_summary(program, rows, seed=seed, vectorize_particles=vectorize_particles)
     summary["latent_dim"] = latents.latent_dim
     summary["active_units"] = latents.active_units()
     summary["latent_mean_exact"] = latents.mean_exact

@@ -235,6 +235,11 @@ def setup_ais(
     seed = resolve_seed(seed, generator)
     with sandbox(program, seed, rows[0].device):
         info = inspect_program(program, rows)
+        if not info.latent:
+            raise ProgramError(
+                "the model has no latent sites: its log p(x) is its own density, exact with one draw: "
+                "pv.iw_log_likelihood(program, x, 1) gives it (nothing to anneal)"
+            )
         first = rows_slice(rows, slice(0, 16))
         with translated("AIS, reading the latent sites", program, first):
             PathDensity(program, info, first, 1, init)  # discrete latents: refused by name
