@@ -42,14 +42,8 @@ from ..estimators import elbo, iw_log_likelihood
 from ..estimators.importance import require_per_point, resolve
 from ..params import param_scope
 from ..program_errors import translated
-from ..programs import (
-    PerPointScale,
-    Program,
-    ProgramInfo,
-    evaluating,
-    inspect_program,
-    vectorized_frames,
-)
+from ..program_inspection import inspect_program
+from ..programs import PerPointScale, Program, ProgramInfo, evaluating, vectorized_frames
 
 __all__ = ["GaussianSite", "amortization_gap", "frozen", "gaussian_sites"]
 

@@ -38,8 +38,9 @@ from ..errors import ProgramError, UserError
 from ..estimators.importance import require_per_point, resolve
 from ..params import param_scope
 from ..program_errors import translated, trim_message
+from ..program_inspection import inspect_program
 from ..program_sites import ProgramWarning
-from ..programs import PerPointScale, evaluating, inspect_program, rows_slice
+from ..programs import PerPointScale, evaluating, rows_slice
 from .amortization import frozen
 
 if TYPE_CHECKING:

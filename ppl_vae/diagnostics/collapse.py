@@ -35,17 +35,10 @@ from torch.distributions import Independent, kl_divergence
 from ..errors import ProgramError
 from ..estimators.importance import require_per_point, resolve, sandbox
 from ..estimators.masked import row_mask
+from ..program_chunks import particle_context, per_point, run_with_particles, site_sets
 from ..program_errors import translated
-from ..programs import (
-    Program,
-    ProgramInfo,
-    inspect_program,
-    particle_context,
-    per_point,
-    rows_slice,
-    run_with_particles,
-    site_sets,
-)
+from ..program_inspection import inspect_program
+from ..programs import Program, ProgramInfo, rows_slice
 
 __all__ = [
     "LatentSummary",

@@ -60,13 +60,8 @@ from tqdm.auto import tqdm
 from .._checks import check_memory
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..program_errors import translated
-from ..programs import (
-    PerPointScale,
-    Program,
-    ProgramInfo,
-    inspect_program,
-    rows_slice,
-)
+from ..program_inspection import inspect_program
+from ..programs import PerPointScale, Program, ProgramInfo, rows_slice
 from .hmc import find_step_size, hmc_step
 from .importance import ROWS_PER_CALL, check_count, prepare, resolve, resolve_seed, sandbox
 from .path_density import PathDensity, check_fast

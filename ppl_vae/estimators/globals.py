@@ -14,7 +14,8 @@ import torch
 
 from ..errors import ProgramError
 from ..params import param_scope
-from ..programs import INSPECT_ROWS, Program, as_program, as_rows, inspect_program, rows_slice
+from ..program_inspection import inspect_program
+from ..programs import INSPECT_ROWS, Program, as_program, as_rows, rows_slice
 
 __all__ = ["fix_globals", "per_point_program"]
 

@@ -41,38 +41,36 @@ from __future__ import annotations
 
 import contextlib
 import math
-import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pyro
-import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import scale_and_mask
 from tqdm.auto import tqdm
 
 from .._checks import check_int, check_memory
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..params import param_scope
+from ..program_chunks import particle_context, run_with_particles
 from ..program_errors import from_program, program_failure
-from ..program_sites import ProgramWarning, same_latent_order, support_shares
-from ..programs import (
-    Program,
-    ProgramInfo,
-    as_program,
-    evaluating,
-    inspect_program,
-    particle_context,
-    per_point,
-    rows_slice,
-    run_with_particles,
-    site_sets,
+from ..program_inspection import inspect_program
+from ..programs import Program, ProgramInfo, as_program, evaluating, rows_slice
+from .chunks import (
+    analytic_chunk,
+    check_analytic,
+    log_w_chunk,
+    sum_sites,
+    unvectorised,
+    warn_support,
 )
 from .compiled import ChunkRunner
-from .kernels import site_log_prob, traceable
+from .kernels import traceable
 
 __all__ = [
     "COMPILE_MIN_ROWS",
+    "analytic_chunk",
+    "log_w_chunk",
+    "sum_sites",
     "FAST_MODES",
     "ROWS_PER_CALL",
     "check_count",
@@ -269,152 +267,6 @@ def prepare(
     return rows, seed, info
 
 
-# =============================================================================== chunks
-def _site_log_prob(site: dict, scratch: dict | None, info: ProgramInfo) -> torch.Tensor:
-    """One site's log-prob (mask applied; scales were removed by :class:`~ppl_vae.programs.PerPointScale`)
-    summed per particle and point; a failure names the site."""
-    try:
-        lp = scale_and_mask(site_log_prob(site, scratch), site["scale"], site["mask"])
-    except Exception as err:
-        err._ppl_vae_site = site["name"]  # type: ignore[attr-defined]  # read by program_failure
-        raise
-    if lp.dim() > info.rank:
-        raise ProgramError(
-            f"site {site['name']!r} has log_prob shape {tuple(lp.shape)} in this chunk: batch dims outside "
-            f"every plate (max plate nesting {info.max_plate_nesting}); declare them with pyro.plate or move "
-            "them into the event with .to_event(...)"
-        )
-    return per_point(lp, info)
-
-
-def sum_sites(
-    trace: poutine.Trace,
-    names: tuple[str, ...],
-    info: ProgramInfo,
-    shape: tuple[int, int],
-    like: torch.Tensor,
-    scratch: dict | None = None,
-) -> torch.Tensor:
-    """Sum of the named sites' log-probs (mask applied, unscaled), per particle and point: ``shape``.
-
-    Accumulated in float64: the sum of a few large terms of opposite sign (log p(x, z) and log q(z | x) of a
-    badly scaled column, 1e5 and more) keeps its small difference, which float32 rounds away.
-    """
-    total = None
-    for name in names:
-        lp = _site_log_prob(trace.nodes[name], scratch, info).double()
-        total = lp if total is None else total + lp
-    if total is None:
-        return like.new_zeros(shape, dtype=torch.float64)
-    return total.expand(shape)
-
-
-def _keep(scratch: dict | None, traces: tuple) -> None:
-    # Keep this chunk's tensors alive until the next chunk's exist, as the loop variables of a plain-torch
-    # loop do: freeing a whole chunk at once can hand the heap back to the OS, and the next chunk takes it
-    # again page by page (measured: up to 25 MB of page faults per 4096-row call, 10-25% of the time).
-    if scratch is not None:
-        scratch["previous_traces"] = traces
-
-
-def _count_support(
-    scratch: dict | None, model_tr: poutine.Trace, observed: tuple[str, ...]
-) -> None:
-    """Add this chunk's observed values outside their sites' supports to ``scratch["support"]`` (eager
-    chunks only: a compiled chunk is traced on fake tensors)."""
-    if scratch is None:
-        return
-    counts = scratch.setdefault("support", {})
-    for name, (out, total) in support_shares(model_tr.nodes, observed).items():
-        fn = model_tr.nodes[name]["fn"]
-        while hasattr(fn, "base_dist"):  # .to_event(), .mask(): the family underneath
-            fn = fn.base_dist
-        seen = counts.setdefault(name, [0, 0, type(fn).__name__])
-        seen[0] += out
-        seen[1] += total
-
-
-def log_w_chunk(
-    program: Program, batch: Batch, k: int | None, info: ProgramInfo, scratch: dict | None = None
-) -> torch.Tensor:
-    """``(k, n)`` log weights ``log p(x, z) - log q(z | x)`` for one chunk (float64; ``k=None``: one
-    particle, the programs unvectorised). The chunk's own sites are summed (:func:`~ppl_vae.programs.site_sets`)."""
-    model_tr, guide_tr = run_with_particles(program, info, batch, k)
-    _keep(scratch, (model_tr, guide_tr))
-    observed, latent, aux = site_sets(model_tr, guide_tr, info)
-    _count_support(scratch, model_tr, observed)
-    shape, like = (k or 1, len(batch[0])), batch[0]
-    log_p = sum_sites(model_tr, observed + latent, info, shape, like, scratch)
-    log_q = sum_sites(guide_tr, latent + aux, info, shape, like, scratch)
-    return log_p - log_q
-
-
-def unvectorised(chunk_fn: Callable) -> Callable:
-    """``chunk_fn`` run once per particle without a particle plate (for programs that do not vectorise)."""
-
-    def run(
-        program: Program, batch: Batch, k: int, info: ProgramInfo, scratch: dict | None = None
-    ) -> torch.Tensor:
-        return torch.cat([chunk_fn(program, batch, None, info, scratch) for _ in range(k)])
-
-    return run
-
-
-def check_analytic(info: ProgramInfo, guide_tr: poutine.Trace, model_tr: poutine.Trace) -> bool:
-    """Refuse what a closed-form KL cannot do; False (sampled KL, said once) when the guide samples the
-    latents in another order than the model, which breaks the mean-field restriction the closed form needs."""
-    if info.guide_aux:
-        raise ProgramError(
-            f"analytic_kl=True needs a guide without auxiliary sites; got "
-            f"{sorted(info.guide_aux)}: use analytic_kl=False"
-        )
-    for name in info.latent:
-        q, p = guide_tr.nodes[name]["fn"], model_tr.nodes[name]["fn"]
-        if not q.has_rsample:
-            raise ProgramError(
-                f"analytic_kl=True needs reparameterised guide sites; site {name!r} samples from "
-                f"{type(q).__name__}, which has no rsample: use analytic_kl=False (sampled KL)"
-            )
-        try:
-            torch.distributions.kl_divergence(q, p)
-        except NotImplementedError:
-            raise ProgramError(
-                f"analytic_kl=True: no closed-form KL is registered for ({type(q).__name__}, {type(p).__name__}) "
-                f"at site {name!r}; use analytic_kl=False (sampled KL), or make both sides the same family "
-                "(e.g. Normal(...).to_event(1) in model and guide)"
-            ) from None
-    if not same_latent_order(model_tr, guide_tr, info.latent):
-        order_p = [n for n in model_tr.nodes if n in info.latent]
-        order_q = [n for n in guide_tr.nodes if n in info.latent]
-        warnings.warn(
-            f"elbo(analytic_kl=True): the guide samples {order_q} and the model {order_p}: a closed-form KL "
-            "per site is the ELBO only when both sample in the same order (Pyro's mean-field check), so the "
-            "KL is sampled instead (analytic_kl=False; same expectation, more variance)",
-            ProgramWarning,
-            stacklevel=3,
-        )
-        return False
-    return True
-
-
-def analytic_chunk(
-    program: Program, batch: Batch, k: int | None, info: ProgramInfo, scratch: dict | None = None
-) -> torch.Tensor:
-    """``(k, n)`` values of ``log p(x | z) - sum_sites KL(q || p)``, the KL in closed form (float64)."""
-    model_tr, guide_tr = run_with_particles(program, info, batch, k)
-    _keep(scratch, (model_tr, guide_tr))
-    observed, latent, _ = site_sets(model_tr, guide_tr, info)
-    _count_support(scratch, model_tr, observed)
-    shape = (k or 1, len(batch[0]))
-    total = sum_sites(model_tr, observed, info, shape, batch[0], scratch)
-    for name in latent:
-        q_site, p_site = guide_tr.nodes[name], model_tr.nodes[name]
-        kl = torch.distributions.kl_divergence(q_site["fn"], p_site["fn"])
-        kl = scale_and_mask(kl, q_site["scale"], q_site["mask"])
-        total = total - per_point(kl, info).double().expand(shape)
-    return total
-
-
 def _compile_shapes(n: int, k: int, n_b: int, k_c: int, fast: str) -> set[tuple[int, int]]:
     """The ``(points, particles)`` chunk shapes of a scan worth compiling under ``fast``."""
     if fast == "eager" or (fast == "auto" and n * k < COMPILE_MIN_ROWS):
@@ -425,20 +277,6 @@ def _compile_shapes(n: int, k: int, n_b: int, k_c: int, fast: str) -> set[tuple[
             counts[(rows, parts)] = counts.get((rows, parts), 0) + 1
     least = 1 if fast == "compile" else COMPILE_MIN_CHUNKS
     return {shape for shape, count in counts.items() if count >= least}
-
-
-def warn_support(counts: dict[str, list]) -> None:
-    """One warning per site with observed values outside its distribution's support (validation off or not)."""
-    for name, (out, total, family) in counts.items():
-        if out:
-            warnings.warn(
-                f"ppl_vae: {out / total:.1%} of the values observed at site {name!r} ({out} of {total}) lie "
-                f"outside the support of its {family}: their log-densities are not log-likelihoods (the "
-                "distribution cannot produce them; validate_args=False only hides it). Transform the data "
-                "into the support (binarise grey levels) or choose a likelihood that holds them",
-                ProgramWarning,
-                stacklevel=3,
-            )
 
 
 def scan(

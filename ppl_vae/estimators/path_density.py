@@ -43,7 +43,8 @@ from torch.distributions import biject_to, constraints
 from .._torch_compat import capture
 from ..errors import ProgramError, UserError
 from ..models import PURE_PROGRAMS
-from ..programs import PerPointScale, Program, ProgramInfo, per_point, site_sets
+from ..program_chunks import per_point, site_sets
+from ..programs import PerPointScale, Program, ProgramInfo
 
 __all__ = [
     "CHAIN_PLATE",

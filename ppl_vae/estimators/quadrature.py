@@ -14,11 +14,11 @@ import pyro.poutine as poutine
 import torch
 
 from ..errors import ProgramError, UserError
+from ..program_inspection import find_data_plate
 from ..programs import (
     PerPointScale,
     ProgramInfo,
     as_program,
-    find_data_plate,
     rows_slice,
     sample_sites,
     vectorized_frames,

@@ -15,14 +15,8 @@ import torch
 from pyro.infer import Trace_ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
 from ..params import param_scope
-from ..programs import (
-    DataPlateScale,
-    Program,
-    ProgramInfo,
-    as_program,
-    inspect_program,
-    rows_slice,
-)
+from ..program_inspection import inspect_program
+from ..programs import DataPlateScale, Program, ProgramInfo, as_program, rows_slice
 from .data import Rows
 from .distributed import DistContext
 

@@ -38,13 +38,13 @@ from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..objectives import Objective, parse_objective
 from ..params import param_scope
 from ..program_errors import from_program, program_failure
+from ..program_inspection import inspect_program
 from ..program_sites import ProgramWarning, restored_modes
 from ..programs import (
     DataPlateScale,
     Program,
     ProgramInfo,
     as_program,
-    inspect_program,
     rows_slice,
     with_data_plate,
 )
