@@ -74,6 +74,7 @@ __all__ = [
     "as_rows",
     "data_frame",
     "evaluating",
+    "hook_rows",
     "rows_slice",
     "sample_sites",
     "vectorized_frames",
@@ -295,6 +296,23 @@ def as_rows(data: Any, arg: str = "data", nan_ok: bool = False) -> tuple[torch.T
             f"{[len(t) for t in rows]}"
         )
     return tuple(rows)
+
+
+def hook_rows(hook: Callable[..., Any], dataset: Any, split: str) -> tuple[torch.Tensor, ...]:
+    """The tensors a program's ``dataset_inputs(dataset, split)`` hook returns, as a tuple: one tensor alone
+    is one input; anything else is a one-line refusal naming what came back (never its values)."""
+    got = hook(dataset, split)
+    if isinstance(got, torch.Tensor):
+        return (got,)
+    if isinstance(got, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in got):
+        return tuple(got)
+    what = type(got).__name__
+    if isinstance(got, (tuple, list)):
+        what += " of " + ", ".join(type(t).__name__ for t in got[:4])
+    raise ArgumentTypeError(
+        f"dataset_inputs(dataset, {split!r}) must return the row-aligned tensors the program takes after x, "
+        f"a tuple such as (labels,); got a {what}"
+    )
 
 
 def rows_slice(rows: tuple[torch.Tensor, ...], index: Any) -> tuple[torch.Tensor, ...]:

@@ -264,6 +264,23 @@ def test_compare_takes_the_cvae_through_its_dataset_hook(digits):
     agrees(torch.tensor(result.points["iw_log_likelihood"].values), iw_of(lw), "compare CVAE")
 
 
+def test_a_dataset_hook_may_return_one_tensor_and_other_returns_are_one_line(digits):
+    class BareHook(QuadrantCVAE):
+        def dataset_inputs(self, dataset, split):  # one tensor, not a tuple
+            return quadrant_outputs(dataset.train if split == "train" else dataset.test)
+
+    class BadHook(QuadrantCVAE):
+        def dataset_inputs(self, dataset, split):
+            return [1, 2, 3]
+
+    torch.manual_seed(0)
+    h = pv.fit(BareHook(), digits, "trace", epochs=1, progress=False)
+    assert math.isfinite(h[-1]["test_elbo"])
+    with pytest.raises(pv.UserError) as err:
+        pv.fit(BadHook(), digits, "trace", epochs=1, progress=False)
+    assert "got a list of int, int, int" in one_line(err)
+
+
 # ============================================================================ SS-VAE M2: scale 46, enumeration
 def test_ssvae_m2_and_its_auxiliary_program(digits):
     torch.manual_seed(0)
@@ -384,6 +401,29 @@ def test_free_functions_given_an_owner_are_checked_themselves(digits):
 
     h = pv.fit(pv.Program(model, guide, owner=Owner()), digits.train, epochs=1, progress=False)
     assert math.isfinite(h[-1]["train_elbo"])
+
+
+# ============================================================================ numerics (issue 18)
+def test_a_gap_below_float32_rounding_is_said_not_reported_as_nats():
+    """|log w| ~ 2.5e10 (an unstandardised 1e5-scale column): float32 rounds the particles' differences
+    away (gap 0 where float64 finds 0.12): the gap is flagged as unresolved, with the rounding it is under."""
+    import pyro.distributions as dist
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(x.new_zeros(len(x)), 1.0))
+            pyro.sample("x", dist.Normal(1e-6 * z[..., None], 1.0).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(x.new_zeros(len(x)), 1.0))
+
+    x = torch.full((20, 5), 1e5)
+    with pytest.warns(UserWarning, match=r"below the torch.float32 rounding"):
+        rough = pv.evaluate(model, guide, x, 100).summary
+    assert rough["gap_resolved"] is False and rough["gap_rounding"] > 1000
+    exact = pv.evaluate(model, guide, x.double(), 100).summary
+    assert exact["gap_resolved"] is True and 0.05 < exact["gap_mean"] < 0.2
 
 
 # ============================================================================ the CLI trains a user's program

@@ -47,7 +47,7 @@ import torch
 
 from ..data import Dataset, load_dataset
 from ..errors import UserError
-from ..programs import Program, as_program
+from ..programs import Program, as_program, hook_rows
 from ..train import fit, resolve_device
 from .comparison import Comparison, plot_comparison
 from .methods import Method, ProgramMethod, method_of
@@ -141,7 +141,7 @@ def _test_rows(
 ) -> torch.Tensor | tuple[torch.Tensor, ...]:
     """The test split as the program takes it: ``x``, or ``(x, *inputs)`` from its ``dataset_inputs`` hook."""
     hook = getattr(_owner(model), "dataset_inputs", None)
-    rows = (data.test, *hook(data, "test")) if callable(hook) else (data.test,)
+    rows = (data.test, *hook_rows(hook, data, "test")) if callable(hook) else (data.test,)
     rows = tuple(t[:test_points] for t in rows) if test_points is not None else rows
     return rows if len(rows) > 1 else rows[0]
 

@@ -24,7 +24,7 @@ from .._torch_compat import tensor_edits
 from ..data import Dataset
 from ..data.missing import PYRO_MASK_IDIOM
 from ..errors import ArgumentTypeError, DataError
-from ..programs import as_rows
+from ..programs import as_rows, hook_rows
 
 Rows = tuple[torch.Tensor, ...]
 
@@ -142,8 +142,8 @@ def as_train_data(
                 "test_data is taken from the Dataset's test split; pass test_data only "
                 "with tensor data"
             )
-        extra_train = tuple(inputs(data, "train")) if inputs else ()
-        extra_test = tuple(inputs(data, "test")) if inputs else ()
+        extra_train = hook_rows(inputs, data, "train") if inputs else ()
+        extra_test = hook_rows(inputs, data, "test") if inputs else ()
         test = (data.test, *extra_test) if data.test is not None and len(data.test) else None
         return TrainData((data.train, *extra_train), test, data.meta.to_dict(), data, extra_train)
     train = _split(as_rows(data, "data", nan_ok=True), owner, "data")
