@@ -21,6 +21,15 @@ from ppl_vae.models import VAE  # noqa: E402
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
+def _legend_texts(fig) -> list[str]:
+    """The entries of a figure's legend: the axes' own, or the one placed below the figure."""
+    legends = [ax.get_legend() for ax in fig.axes if ax.get_legend() is not None] + list(
+        fig.legends
+    )
+    assert legends, "the figure has no legend"
+    return [t.get_text() for legend in legends for t in legend.get_texts()]
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     before = torch.get_num_threads()
@@ -99,7 +108,7 @@ def test_two_d_data_are_drawn_as_scatters(clusters, tmp_path):
         assert not fig.axes[0].images and fig.axes[0].collections
         _labelled(fig)
     overview = plots.plot_overview_2d(vae, clusters)
-    labels = [t.get_text() for t in overview.axes[0].get_legend().get_texts()]
+    labels = _legend_texts(overview)
     assert (
         labels[0] == "test data"
         and labels[1] == "reconstructions"
@@ -155,7 +164,7 @@ def test_curves_put_several_runs_on_one_axis_and_separate_vae_from_ae():
     }
     fig = plots.plot_curves(vae_runs)
     assert len(fig.axes) == 1
-    labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    labels = _legend_texts(fig)
     assert labels == ["trace: train", "trace: test", "analytic: train", "analytic: test"]
     assert "ELBO" in fig.axes[0].get_ylabel() and fig.axes[0].get_xlabel() == "epoch"
     mixed = dict(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,12 +182,28 @@ COMPARISON = "comparison"
 # ----------------------------------------------------------------------------- plot
 
 
+def method_label(method: str, width: int = 16) -> str:
+    """A method's name broken after ``/``, ``,``, ``:`` and ``=`` into lines of about ``width`` characters, so that the
+    labels of a grid of methods sit side by side without overlapping (``vae/iaf:n=2/`` ``iwae:k=5,``
+    ``grad=dreg``)."""
+    parts = [p for p in re.split(r"(?<=[/,:=])", method) if p]
+    lines = [""]
+    for part in parts:
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
 def plot_comparison(comparison: Comparison) -> Figure:
     """Left: test ELBO per epoch (mean over seeds, thin lines per seed). Right: test IW log p(x) per
     method, mean over seeds with error bars (SE across seeds; SE across points for one seed)."""
-    from matplotlib.figure import Figure
+    from textwrap import fill as wrap_title
 
-    fig = Figure(figsize=(11, 4), layout="constrained")
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+
+    fig = Figure(figsize=(11, 4.8), layout="constrained")
     ax_curve, ax_iw = fig.subplots(1, 2)
     colours = [f"C{i}" for i in range(10)]
     methods = comparison.methods
@@ -199,8 +216,11 @@ def plot_comparison(comparison: Comparison) -> Figure:
         ax_curve.plot(mean.index, mean.to_numpy(), color=c, linewidth=2, label=method)
     ax_curve.set_xlabel("epoch")
     ax_curve.set_ylabel("test ELBO (nats per point, closed-form KL)")
-    ax_curve.set_title("Training curves (thin: seeds; thick: mean)", fontsize=10)
-    ax_curve.legend(fontsize=8)
+    ax_curve.set_title(wrap_title("Training curves (thin: seeds; thick: mean)", 44), fontsize=10)
+    ax_curve.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_curve.legend(  # below the axes, clear of the curves
+        fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=min(3, len(methods))
+    )
 
     table = comparison.table
     k = int(table["num_samples"].iloc[0])
@@ -216,9 +236,18 @@ def plot_comparison(comparison: Comparison) -> Figure:
             [i], [vals.mean()], yerr=[se], fmt="o", color=colours[i % 10], capsize=5, markersize=7
         )
         ax_iw.scatter(np.full(len(vals), i) + 0.12, vals, color=colours[i % 10], s=12, alpha=0.6)
-    ax_iw.set_xticks(range(len(methods)), methods, rotation=20)
+    # about 12 characters per inch at 8 pt over the panel's ~4 inches, shared by the methods
+    width = max(8, int(12 * 4.0 / max(1, len(methods))))
+    ax_iw.set_xticks(
+        range(len(methods)),
+        [method_label(m, width) for m in methods],
+        fontsize=8 if len(methods) <= 4 else 7,
+        rotation=0 if len(methods) <= 8 else 90,
+    )
     ax_iw.set_xlim(-0.6, len(methods) - 0.4)
     ax_iw.set_ylabel(f"test IW log p(x), K={k} (nats per point)")
     which = "SE across seeds" if len(comparison.seeds) > 1 else "SE across points"
-    ax_iw.set_title(f"IW log-likelihood per method (mean ± {which}; dots: seeds)", fontsize=10)
+    ax_iw.set_title(
+        wrap_title(f"IW log-likelihood per method (mean ± {which}; dots: seeds)", 44), fontsize=10
+    )
     return fig

@@ -37,7 +37,15 @@ Modules: :mod:`.latent` (latent maps, reconstructions, samples, interpolations, 
 :mod:`.curves`, :mod:`.reports` (figures of an evaluation), :mod:`.runs` (a run folder's PNGs).
 """
 
-from ._common import KINDS, can_sample, latent_means, model_label, png_bytes, save_png
+from ._common import (
+    KINDS,
+    can_sample,
+    latent_means,
+    model_label,
+    png_bytes,
+    save_png,
+    wrap_title,
+)
 from .curves import plot_curves
 from .latent import (
     default_pair,
@@ -78,4 +86,5 @@ __all__ = [
     "report_figure_files",
     "save_png",
     "save_report_figures",
+    "wrap_title",
 ]

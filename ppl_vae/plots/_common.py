@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -94,14 +94,45 @@ def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axe
     return fig, fig.add_subplot()
 
 
+def shorten(word: str, width: int) -> str:
+    """A word that cannot fit on a line of ``width``: a path keeps its last parts (``.../runs/a``), any
+    other word its two ends (``a-very-long-ru...experiment``), so that no title is clipped."""
+    if len(word) <= width:
+        return word
+    width = max(12, width - 8)  # room for a short word beside it on the line
+    if "/" in word.strip("/"):
+        parts, kept = word.rstrip("/").split("/"), ""
+        for part in reversed(parts):
+            if len(part) + len(kept) + 4 > width:
+                break
+            kept = f"/{part}{kept}"
+        return f"...{kept}" if kept else f".../{shorten(parts[-1], width - 4 + 8)}"
+    half = max(4, (width - 3) // 2)
+    return f"{word[:half]}...{word[-half:]}"
+
+
 def wrap_title(text: str, width: int = 72) -> str:
-    """Wrap each line of a title to ``width`` characters (long run names and model specs)."""
+    """Wrap each line of a title to ``width`` characters (long run names, paths and model specs); a word
+    longer than a line is shortened (:func:`shorten`), never clipped by the figure's edge."""
     import textwrap
 
     return "\n".join(
-        textwrap.fill(line, width, break_long_words=False, break_on_hyphens=False)
+        textwrap.fill(
+            " ".join(shorten(w, width) for w in line.split(" ")),
+            width,
+            break_long_words=False,
+            break_on_hyphens=False,
+        )
         for line in text.split("\n")
     )
+
+
+def integer_ticks(*axes: Any) -> None:
+    """Whole-number ticks on an axis of counts or epochs (no 2.5 epochs, no 7.5 points)."""
+    from matplotlib.ticker import MaxNLocator
+
+    for axis in axes:
+        axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def add_title(ax: Axes, text: str, fontsize: float = 10) -> None:
@@ -223,13 +254,36 @@ def scatter_by_label(
         ax.figure.colorbar(sc, ax=ax, label="label")
 
 
-def add_legend(ax: Axes, *, outside: bool = False, markerscale: float = 1.5, **kwargs: Any) -> None:
-    """A small legend; ``outside=True`` puts it to the right of the axes, clear of the points."""
-    handles, _ = ax.get_legend_handles_labels()
+def add_legend(
+    ax: Axes,
+    *,
+    outside: bool = True,
+    side: Literal["below", "right"] = "below",
+    markerscale: float = 1.5,
+    **kwargs: Any,
+) -> None:
+    """A small legend clear of the data: below the figure (``side="below"``, room made by the layout) or
+    to the right of the axes (``"right"``: a long list such as ten classes); ``outside=False`` puts it
+    inside at ``loc``, for axes a caller composed into a figure of their own."""
+    handles, labels = ax.get_legend_handles_labels()
     if not handles:
+        return
+    if outside and side == "below":
+        ax.figure.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncols=min(3, len(handles)),
+            fontsize=8,
+            markerscale=markerscale,
+            frameon=False,
+            **kwargs,
+        )
         return
     if outside:
         kwargs.update(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0)
+    else:
+        kwargs.setdefault("loc", "best")
     ax.legend(fontsize=8, markerscale=markerscale, **kwargs)
 
 

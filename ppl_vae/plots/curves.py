@@ -10,7 +10,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from ..errors import UserError
-from ._common import finish, wrap_title
+from ._common import add_legend, finish, integer_ticks, wrap_title
 
 
 # --------------------------------------------------------------------------- training curves
@@ -98,17 +98,23 @@ def plot_curves(
         if panel == "elbo":
             ax.set_ylabel("ELBO (nats per data point, higher is better)")
             ax.set_title(
-                "VAE: train ELBO (dashed, during the epoch) and test ELBO (solid)", fontsize=10
+                wrap_title("VAE: train ELBO (dashed, during the epoch) and test ELBO (solid)", 40),
+                fontsize=10,
             )
         else:
             ax.set_ylabel("reconstruction error per data point (lower is better)")
             ax.set_title(
-                "Autoencoders: reconstruction error, train (dashed; inputs as trained on,\n"
-                "e.g. corrupted for a DAE; no penalty) and clean test split (solid)",
+                wrap_title(
+                    "Autoencoders: reconstruction error, train (dashed; inputs as trained on, e.g. "
+                    "corrupted for a DAE; no penalty) and clean test split (solid)",
+                    40,
+                ),
                 fontsize=10,
             )
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="best")
+        integer_ticks(ax.xaxis)
+        # one panel: its legend below the figure; two: each to the right of its own panel
+        add_legend(ax, markerscale=1, side="below" if len(panels) == 1 else "right")
     if title is None:
         title = "Training curves: " + ", ".join(label for label, _ in items)
     fig.suptitle(wrap_title(title, 80 * len(panels)), fontsize=11)

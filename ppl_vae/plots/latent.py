@@ -20,6 +20,7 @@ from ._common import (
     can_sample,
     finish,
     image_range,
+    integer_ticks,
     latent_means,
     model_device,
     new_axes,
@@ -90,7 +91,7 @@ def plot_latent(
     ax.set_ylabel(ylabel)
     shown = "" if d <= 2 else f" (PCA of d={d})"
     add_title(ax, f"Latent map: {what} of the {split} split{shown}\n{name}")
-    add_legend(ax, outside=own_axes, loc=None if own_axes else "best")
+    add_legend(ax, outside=own_axes, side="right")
     return finish(fig, path)
 
 
@@ -111,7 +112,7 @@ def plot_reconstructions(
     ``n`` rows and of their reconstructions.
     """
     model, data, name = unpack_run(model, data, name)
-    kind = data.meta.kind
+    kind, own_axes = data.meta.kind, ax is None
     model.eval()
     if kind == "image":
         x = pick_rows(data.test, n)
@@ -157,21 +158,55 @@ def plot_reconstructions(
         ax.set_ylabel("x2")
         ax.set_aspect("equal", adjustable="datalim")
         add_title(ax, f"Reconstructions of the test split (grey: x to its reconstruction)\n{name}")
-        add_legend(ax, loc="best")
+        add_legend(ax, outside=own_axes)
         return finish(fig, path)
+    return _table_reconstructions(model, data, n, name, path)
+
+
+def column_names(data: Dataset) -> list[str]:
+    """A table's column names (from its schema), else ``"0"``, ``"1"``, ..."""
+    schema = data.meta.schema or {}
+    names = [c.get("name") for c in schema.get("columns", []) if isinstance(c, dict)]
+    if len(names) == data.meta.input_dim and all(isinstance(n, str) for n in names):
+        return names
+    return [str(j) for j in range(data.meta.input_dim)]
+
+
+def _table_reconstructions(model: Any, data: Dataset, n: int, name: str, path) -> Figure:
+    """Heat maps of the first ``n`` test rows and their reconstructions, columns by name, each column
+    standardised by the training split's mean and sd (one column in thousands would hide the others)."""
     x = pick_rows(data.test, n)
     rec = model.reconstruct(x.to(model_device(model))).cpu().numpy()
-    fig = Figure(figsize=(8.0, 0.3 * len(x) + 2.0), layout="constrained")
+    train = data.train.numpy()
+    mean, sd = np.nanmean(train, 0), np.nanstd(train, 0)
+    sd = np.where(sd > 0, sd, 1.0)
+    shown = [(x.numpy() - mean) / sd, (rec - mean) / sd]
+    names = column_names(data)
+    fig = Figure(
+        figsize=(max(8.0, 0.45 * len(names) + 3), 0.3 * len(x) + 3.0), layout="constrained"
+    )
     axes = fig.subplots(1, 2, sharey=True)
-    vmin, vmax = float(min(x.min(), rec.min())), float(max(x.max(), rec.max()))
-    for a, m, title in ((axes[0], x.numpy(), "input"), (axes[1], rec, "reconstruction")):
+    # the colour scale of the inputs (at least +-3 sd): a reconstruction far outside it saturates, and
+    # the colour bar's arrows say so, rather than washing the inputs out
+    limit = max(3.0, float(np.nanmax(np.abs(shown[0]))))
+    step = max(1, math.ceil(len(names) / 30))  # at most 30 column labels per panel
+    for a, m, title in ((axes[0], shown[0], "input"), (axes[1], shown[1], "reconstruction")):
         im = a.imshow(
-            m, aspect="auto", vmin=vmin, vmax=vmax, cmap="viridis", interpolation="nearest"
+            m, aspect="auto", vmin=-limit, vmax=limit, cmap="RdBu_r", interpolation="nearest"
         )
         a.set_title(title, fontsize=9)
+        ticks = list(range(0, len(names), step))
+        a.set_xticks(ticks, [names[j] for j in ticks], rotation=45, ha="right", fontsize=7)
         a.set_xlabel("column")
     axes[0].set_ylabel("test row")
-    fig.colorbar(im, ax=axes, label="value")
+    integer_ticks(axes[0].yaxis)
+    outside = bool(np.nanmax(np.abs(shown[1])) > limit)
+    fig.colorbar(
+        im,
+        ax=axes,
+        extend="both" if outside else "neither",
+        label="value, standardised per column (training mean 0, sd 1)",
+    )
     fig.suptitle(
         wrap_title(f"Reconstructions of the first {len(x)} test rows\n{name}", 90), fontsize=10
     )
@@ -271,6 +306,7 @@ def _draw_decodes(
         ax.set_xlabel(what)
         add_title(ax, title)
         return finish(fig, path)
+    own_axes = ax is None
     fig, ax = new_axes(ax, (6.0, 5.2))
     if kind == "points2d":
         xy_data, xy = data.train.numpy(), x.numpy()
@@ -288,7 +324,7 @@ def _draw_decodes(
     if kind == "points2d":
         ax.set_aspect("equal", adjustable="datalim")
     add_title(ax, title)
-    add_legend(ax, loc="best")
+    add_legend(ax, outside=own_axes)
     return finish(fig, path)
 
 
@@ -342,7 +378,7 @@ def plot_interpolation(
         + f" to test {j}"
         + (f" (class {int(labels[j])})" if labels is not None else "")
     )
-    kind = data.meta.kind
+    kind, own_axes = data.meta.kind, ax is None
     if kind == "image":
         imgs = np.concatenate(
             [as_images(ends[:1], data), as_images(decoded, data), as_images(ends[1:], data)]
@@ -387,7 +423,7 @@ def plot_interpolation(
     if kind == "points2d":
         ax.set_aspect("equal", adjustable="datalim")
     add_title(ax, f"Interpolation in latent space, {ends_desc}\n{name}")
-    add_legend(ax, loc="best", markerscale=0.6)
+    add_legend(ax, outside=own_axes, markerscale=0.6)
     return finish(fig, path)
 
 
@@ -411,6 +447,7 @@ def plot_overview_2d(
     model.eval()
     x = data.test.numpy()
     rec = model.reconstruct(data.test.to(model_device(model))).cpu().numpy()
+    own_axes = ax is None
     fig, ax = new_axes(ax, (6.0, 5.2))
     ax.scatter(x[:, 0], x[:, 1], s=8, color="tab:blue", alpha=0.5, linewidths=0, label="test data")
     ax.scatter(
@@ -433,5 +470,5 @@ def plot_overview_2d(
     ax.set_aspect("equal", adjustable="datalim")
     extra = ", prior samples" if can_sample(model) else " (an autoencoder has no prior to sample)"
     add_title(ax, f"Data, reconstructions{extra}\n{name}")
-    add_legend(ax, loc="best")
+    add_legend(ax, outside=own_axes)
     return finish(fig, path)

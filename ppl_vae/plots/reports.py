@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 from matplotlib.figure import Figure
 
-from ._common import add_legend, add_title, finish, new_axes, png_bytes, save_png
+from ._common import add_legend, add_title, finish, integer_ticks, new_axes, png_bytes, save_png
 
 
 # --------------------------------------------------------------------------- diagnostics (evaluate)
@@ -32,12 +32,14 @@ def plot_khat(report: Any, *, path: str | Path | None = None) -> Figure:
     s = report.summary
     ax.set_xlabel("data point")
     ax.set_ylabel("PSIS k-hat (Pareto shape)")
-    ax.set_title(
-        f"Importance-weight tails per point: {report.name}, K={s['num_samples']}\n"
-        f"{100 * s['khat_share_above_0.5']:.1f}% above 0.5, {100 * s['khat_share_above_0.7']:.1f}% above 0.7",
-        fontsize=10,
+    integer_ticks(ax.xaxis)
+    add_title(
+        ax,
+        f"Importance-weight tails per point, K={s['num_samples']}: "
+        f"{100 * s['khat_share_above_0.5']:.1f}% above 0.5, {100 * s['khat_share_above_0.7']:.1f}% "
+        f"above 0.7\n{report.name}",
     )
-    ax.legend(loc="upper right", fontsize=8)
+    add_legend(ax, markerscale=1)
     return finish(fig, path)
 
 
@@ -57,8 +59,9 @@ def plot_gap_hist(report: Any, *, path: str | Path | None = None) -> Figure:
     )
     ax.set_xlabel("IW log p(x) - ELBO (nats per data point)")
     ax.set_ylabel("number of points")
-    ax.set_title(f"Gap between IW (K={s['num_samples']}) and ELBO: {report.name}", fontsize=10)
-    ax.legend(fontsize=8)
+    integer_ticks(ax.yaxis)
+    add_title(ax, f"Gap between IW (K={s['num_samples']}) and ELBO per point\n{report.name}")
+    add_legend(ax, markerscale=1)
     return finish(fig, path)
 
 
@@ -114,5 +117,5 @@ def plot_elbo_vs_iw(report: Any, *, path: str | Path | None = None) -> Figure:
     add_title(
         ax, f"ELBO vs IW log p(x) per point (mean gap {s['gap_mean']:.3f} nats)\n{report.name}"
     )
-    add_legend(ax, loc="lower right", markerscale=1.5)
+    add_legend(ax, markerscale=1.5)
     return finish(fig, path)
