@@ -1,6 +1,7 @@
 """Kill `ppl-vae train` at every step of every checkpoint commit and at random moments; resume; compare.
+Then the same for the commands that write outputs: evaluate, compare, sample, plot.
 
-    OMP_NUM_THREADS=1 python benchmarks/crash_resume.py [--kills 100] [--seed 0]
+    OMP_NUM_THREADS=1 python benchmarks/crash_resume.py [--kills 100] [--output-kills 20] [--seed 0]
 
 1. An uninterrupted run (digits, MLP 64-32-4, trace ELBO, 4 epochs) is the reference.
 2. Fault injection: for N = 1, 2, ... the run is started with ``PPL_VAE_FAULT_AT=op:N``, which
@@ -11,8 +12,14 @@
 
 After each crash the folder is checked (what is committed is a prefix of the reference and
 loads; metrics.json is at most one epoch behind), the run is resumed through the CLI, and its
-history must equal the reference in every field but ``seconds`` (to 1e-9). Prints one line per
-kind and exits 1 if anything was lost. Uses tests/cli_forkserver.py (forked ``ppl_vae.cli.main``).
+history must equal the reference in every field but ``seconds`` (to 1e-9).
+
+4. Outputs (``benchmarks/crash_outputs.py``): evaluate and compare crashed at every step of their set
+   commits and ``--output-kills`` times at random, sample (PNG, .npy) and plot at random: after each
+   crash the outputs read whole (one set, no mix, nothing torn) and the next call succeeds.
+
+Prints one line per kind and exits 1 if anything was lost. Uses tests/cli_forkserver.py (forked
+``ppl_vae.cli.main``).
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from cli_forkserver import ForkServer  # noqa: E402
+from crash_outputs import run_outputs  # noqa: E402
 from test_crash import ARGS, assert_same_history, check_crashed, recover  # noqa: E402
 
 from ppl_vae.runs import read_history  # noqa: E402
@@ -45,6 +53,13 @@ def main() -> int:
     parser.add_argument(
         "--max-faults", type=int, default=500, help="stop injecting after this many steps"
     )
+    parser.add_argument(
+        "--output-kills",
+        type=int,
+        default=20,
+        help="random kills per output-writing command (default 20; compare a third of it)",
+    )
+    parser.add_argument("--outputs-only", action="store_true", help="skip the training part (1-3)")
     args = parser.parse_args()
     rng = random.Random(args.seed)
     tmp = Path(tempfile.mkdtemp(prefix="crash_resume."))
@@ -68,6 +83,9 @@ def main() -> int:
                 failures.append(f"{label}: {traceback.format_exc(limit=3)}")
             shutil.rmtree(out, ignore_errors=True)
 
+        if args.outputs_only:
+            failures += run_outputs(server, tmp / "ref", tmp, rng, args.output_kills)
+            return _report(failures)
         t0, faults, committed = time.perf_counter(), 0, {}
         for n in range(1, args.max_faults + 1):
             out = tmp / f"fault{n}"
@@ -103,9 +121,14 @@ def main() -> int:
             f"random kills: {args.kills} runs, {landed} killed before they ended (+ every third resume killed "
             f"again), {time.perf_counter() - t0:.0f} s"
         )
+        failures += run_outputs(server, tmp / "ref", tmp, rng, args.output_kills)
     finally:
         server.close()
         shutil.rmtree(tmp, ignore_errors=True)
+    return _report(failures)
+
+
+def _report(failures: list[str]) -> int:
     print(f"lost or changed: {len(failures)}")
     for failure in failures[:10]:
         print(failure)
