@@ -299,6 +299,8 @@ def test_ssvae_m2_and_its_auxiliary_program(digits):
     aux = pv.Program(ss.model_classify, ss.guide_classify, owner=ss)  # under poutine.scale(46)
     got = pv.iw_log_likelihood(aux, (x, y), 2, seed=0)
     assert torch.allclose(got, (y * ss.encoder_y(x).log()).sum(-1), atol=1e-4)  # before: 46 x this
+    report = pv.evaluate(aux, (x, y), 20, seed=0)  # no latents: exact, k-hat undefined (was inf)
+    assert report.points["khat"].isna().all() and report.summary["khat_share_above_0.7"] == 0
 
 
 # ============================================================================ AIR: arguments, vectorisation

@@ -432,6 +432,8 @@ def evaluate(
         if sum(len(b[1]) for b in buffer) >= block:
             flush()
     flush()
+    if not info.latent:  # every weight equal: IW is exact, and PSIS has no tail to fit
+        khat[:], ess[:] = np.nan, num_samples
 
     points = pd.DataFrame(
         {"elbo": elbo_v, "iw_log_likelihood": iw_v, "gap": iw_v - elbo_v, "khat": khat, "ess": ess}
