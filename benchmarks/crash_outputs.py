@@ -29,7 +29,7 @@ import numpy as np
 from cli_forkserver import ForkServer
 from test_output_sets import COMPARE, PNG_END, check_evaluation, check_evaluation_after_crash
 
-from ppl_vae.runs.outputs import read_output_set
+from ppl_vae.store.outputs import read_output_set
 
 
 class Outputs:

@@ -50,7 +50,7 @@ from .objectives import available_objectives, format_objective, parse_objective,
 from .params import trained_params
 from .program_import import ImportedProgram
 from .programs import Program
-from .runs.checkpoint import load_checkpoint, save_checkpoint
+from .store.checkpoint import load_checkpoint, save_checkpoint
 from .train import History, TrainState, fit
 from .train.autoencoder import fit_autoencoder
 

@@ -210,7 +210,7 @@ def check_output_path(
     p = Path(path).expanduser()
     if kind == "file":
         if p.is_symlink():
-            from .runs.files import refuse_link
+            from .store.files import refuse_link
 
             refuse_link(p, what)
         if p.is_dir():

@@ -19,7 +19,7 @@ from ppl_vae.autoencoders import (
 )
 from ppl_vae.data import load_dataset
 from ppl_vae.diagnostics.autoencoders import evaluate_autoencoder
-from ppl_vae.runs.checkpoint import load_checkpoint, save_checkpoint
+from ppl_vae.store.checkpoint import load_checkpoint, save_checkpoint
 from ppl_vae.train import TrainingDiverged
 from ppl_vae.train.autoencoder import fit_autoencoder
 

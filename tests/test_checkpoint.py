@@ -14,10 +14,10 @@ from safetensors.torch import save_file
 from torch import nn
 
 import ppl_vae as pv
-import ppl_vae.runs.checkpoint as ckpt
+import ppl_vae.store.checkpoint as ckpt
 from ppl_vae.errors import CheckpointError, ResourceError, RunLockedError, UserError
 from ppl_vae.runs import lock_folder
-from ppl_vae.runs.checkpoint import (
+from ppl_vae.store.checkpoint import (
     load_checkpoint,
     load_model_state,
     load_optimizer_state,
@@ -25,7 +25,7 @@ from ppl_vae.runs.checkpoint import (
     read_config,
     save_checkpoint,
 )
-from ppl_vae.runs.files import read_json, write_json
+from ppl_vae.store.files import read_json, write_json
 
 
 def _trained(tmp_path, epoch=3):
@@ -413,7 +413,7 @@ def test_a_writer_refused_before_the_holder_wrote_its_pid_still_names_it(tmp_pat
     import fcntl
     import threading
 
-    from ppl_vae.runs.lock import refuse_if_locked
+    from ppl_vae.store.lock import refuse_if_locked
 
     (tmp_path / ".lock").write_text(before)
     fd = os.open(tmp_path / ".lock", os.O_RDWR)

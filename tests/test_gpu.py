@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import ppl_vae as pv
-from ppl_vae.runs.checkpoint import load_checkpoint
+from ppl_vae.store.checkpoint import load_checkpoint
 from ppl_vae.train import mean_elbo
 
 pytestmark = [

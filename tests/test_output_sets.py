@@ -29,7 +29,7 @@ from cli_forkserver import ForkServer
 from test_crash import ARGS
 
 from ppl_vae.errors import ResourceError
-from ppl_vae.runs.outputs import commit_output_set, read_output_set
+from ppl_vae.store.outputs import commit_output_set, read_output_set
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*num_samples=.* unreliable:UserWarning")
 RNG = random.Random(int(os.environ.get("PPL_VAE_CRASH_SEED", "0")))
@@ -179,7 +179,7 @@ def _crash_commit_at_every_step(tmp_path: Path, name: str, old: dict, new: dict)
     """Fork a writer that commits ``new`` over ``old`` and dies (os._exit 137, as kill -9) before its
     N-th step, for N = 1, 2, ... until it completes; after each crash a reader gets one whole set, and
     the next commit tidies what the crash left. Returns the number of steps crashed."""
-    import ppl_vae.runs.commit as commit
+    import ppl_vae.store.commit as commit
 
     for n in range(1, 80):
         folder = tmp_path / f"f{n}"
@@ -218,7 +218,7 @@ def test_a_set_commit_killed_at_every_step_leaves_one_whole_set(tmp_path, monkey
     """Every step of the commit, with the one-step swap and where the file system cannot exchange two
     paths (then the old set goes aside and the new one in: a crash between the renames leaves readers
     the set aside, and the next writer puts it back)."""
-    import ppl_vae.runs.outputs as outputs
+    import ppl_vae.store.outputs as outputs
 
     if switch == "two renames":
         monkeypatch.setattr(outputs, "_RENAMEAT2", None)
@@ -383,7 +383,7 @@ def test_a_full_disk_at_each_writer_is_one_line_and_the_previous_outputs_stay(
 def test_enospc_or_eio_in_a_set_commit_is_a_resource_error_and_keeps_the_set(
     tmp_path, monkeypatch, code
 ):
-    import ppl_vae.runs.commit as commit
+    import ppl_vae.store.commit as commit
 
     commit_output_set(tmp_path, "evaluation", {"a.json": b"{}"}, {"num_samples": 1})
     real = os.fsync

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import ppl_vae as pv
-from ppl_vae.runs.checkpoint import load_model_state, read_config
+from ppl_vae.store.checkpoint import load_model_state, read_config
 
 
 def _small(digits_data, **kw):

@@ -31,6 +31,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("ppl_vae.diagnostics", "Diagnostics"),
     ("ppl_vae.analysis", "Comparing methods and models"),
     ("ppl_vae.runs", "Checkpoints and runs"),
+    ("ppl_vae.store", "Checkpoints and runs"),
     ("ppl_vae.errors", "Errors"),
 )
 OTHER = "Other"

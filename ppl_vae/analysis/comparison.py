@@ -150,9 +150,9 @@ class Comparison:
         ``directory``'s writer lock."""
         import io
 
-        from ..runs.files import netcdf_bytes
-        from ..runs.lock import lock_folder
-        from ..runs.outputs import commit_output_set
+        from ..store.files import netcdf_bytes
+        from ..store.lock import lock_folder
+        from ..store.outputs import commit_output_set
 
         png = io.BytesIO()
         self.plot().savefig(png, format="png", dpi=110)

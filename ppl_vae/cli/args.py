@@ -11,10 +11,10 @@ from pathlib import Path
 from .._checks import check_output_path
 from ..errors import ResourceError, RunExistsError
 from ..registry import REGISTRY
-from ..runs.files import refuse_links
 from ..runs.flags import UNSET
-from ..runs.lock import LOCK_FILE
-from ..runs.outputs import check_replaceable, describe_output_set
+from ..store.files import refuse_links
+from ..store.lock import LOCK_FILE
+from ..store.outputs import check_replaceable, describe_output_set
 
 
 def hidden_dims(text: str) -> tuple[int, ...]:

@@ -120,7 +120,7 @@ def _load(args: argparse.Namespace):
 
 
 def _write_csv(path: Path, frame, force: bool, index: bool = False) -> None:
-    from ..runs.files import write_bytes
+    from ..store.files import write_bytes
 
     buf = io.StringIO()
     frame.to_csv(buf, index=index)

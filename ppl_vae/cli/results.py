@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .._checks import check_memory, check_output_path
 from ..errors import UserError
-from ..runs.lock import lock_folder
+from ..store.lock import lock_folder
 from .args import (
     add_data_args,
     add_model_args,
@@ -285,7 +285,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     ais_settings = (
         {k: v for k, v in ais_flags.items() if v is not None} if args.estimator == "ais" else {}
     )
-    from ..runs.tracking import MLFLOW_FILE, check_mlflow
+    from ..store.tracking import MLFLOW_FILE, check_mlflow
 
     if args.log == "mlflow" or (Path(args.run_dir) / MLFLOW_FILE).is_file():
         check_mlflow("evaluate (the run logs to MLflow)" if args.log is None else "--log mlflow")
@@ -379,7 +379,7 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
         f"wrote {folder}: {', '.join(p.name for p in paths.values())} (epoch {epoch}, committed as "
         "one set)"
     )
-    from ..runs.tracking import log_evaluation
+    from ..store.tracking import log_evaluation
 
     logged = log_evaluation(
         Path(args.run_dir), run.settings or {}, s, paths.values(), args.split, args.log == "mlflow"
@@ -491,7 +491,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
     from ..plots import can_sample, model_label, plot_samples, png_bytes
     from ..runs import load_run
-    from ..runs.files import write_bytes
+    from ..store.files import write_bytes
 
     run = load_run(args.run_dir)
     if not can_sample(run.model):

@@ -121,7 +121,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from ..runs import train_run
-    from ..runs.lock import is_main_process
+    from ..store.lock import is_main_process
 
     if args.model in AUTOENCODERS and (args.objective is not UNSET or args.likelihood is not UNSET):
         raise UserError(

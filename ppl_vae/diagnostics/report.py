@@ -26,7 +26,7 @@ from ..errors import ArgumentTypeError, UserError
 from ..estimators.ais import ais_log_likelihood, check_settings
 from ..estimators.importance import check_fast, prepare, resolve, scan
 from ..estimators.masked import row_mask
-from ..runs.files import dumps, netcdf_bytes
+from ..store.files import dumps, netcdf_bytes
 from .collapse import latent_summary
 from .columns import column_shares, column_summary
 from .psis import KHAT_BAD, KHAT_GOOD, PSISDiagnostics, arviz, psis_diagnostics
@@ -231,13 +231,13 @@ class Report:
         """Commit the evaluation as one set, ``DIRECTORY/evaluation/``: ``evaluation.json`` (summary,
         strict JSON), ``evaluation.csv`` (per point), ``evaluation.nc`` (InferenceData) and ``figures``
         (name -> PNG bytes, e.g. :func:`ppl_vae.plots.report_figure_files`), replacing the previous
-        evaluation there as one unit (:mod:`ppl_vae.runs.outputs`); returns the paths.
+        evaluation there as one unit (:mod:`ppl_vae.store.outputs`); returns the paths.
 
         ``record`` (what produced it: the evaluated epoch and checkpoint set, ...) goes into the set's
         manifest beside K, the seed and the number of points. Takes ``directory``'s writer lock.
         """
-        from ..runs.lock import lock_folder
-        from ..runs.outputs import commit_output_set
+        from ..store.lock import lock_folder
+        from ..store.outputs import commit_output_set
 
         files = {
             "evaluation.json": dumps(self.summary).encode(),
@@ -268,7 +268,7 @@ class Report:
 
         import xarray as xr
 
-        from ..runs.outputs import read_output_set
+        from ..store.outputs import read_output_set
 
         found = read_output_set(
             directory, EVALUATION, ["evaluation.json", "evaluation.csv", "evaluation.nc"]
@@ -299,7 +299,7 @@ EVALUATION = "evaluation"
 
 def _latest_epoch(directory: Path) -> int | None:
     """The epoch of a run folder's committed checkpoint, or None (not a run folder, or unreadable)."""
-    from ..runs.checkpoint import read_config
+    from ..store.checkpoint import read_config
 
     if not (directory / "checkpoint").is_dir():
         return None

@@ -159,7 +159,7 @@ def png_bytes(fig: Figure, dpi: int = DPI) -> bytes:
 
 def save_png(fig: Figure, path: str | Path, dpi: int = DPI) -> Path:
     """Write ``fig`` to ``path`` atomically (temp file, fsync, rename; a link at ``path`` is refused)."""
-    from ..runs.files import write_bytes
+    from ..store.files import write_bytes
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..errors import UserError
-from ..runs.lock import lock_folder
+from ..store.lock import lock_folder
 from ._common import ALL_KINDS, KINDS, can_sample, model_label, save_png
 from .curves import plot_curves
 from .latent import (

@@ -22,10 +22,10 @@ from .._checks import (
 from ..errors import RunError, RunExistsError, UserError
 from ..guides import encoder_outputs
 from ..registry import REGISTRY
-from .checkpoint import POINTER
-from .files import refuse_links
+from ..store.checkpoint import POINTER
+from ..store.files import refuse_links
+from ..store.lock import LOCK_FILE, refuse_if_locked
 from .flags import AUTOENCODERS, HVAE_SIZES
-from .lock import LOCK_FILE, refuse_if_locked
 from .settings import SETTINGS_FILE
 
 __all__ = [

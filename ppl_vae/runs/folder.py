@@ -4,12 +4,12 @@ A run folder holds::
 
     RUN/settings.json    what the run was started with (flags, model config, data provenance),
                          written before the first epoch; --resume appends, never rewrites
-    RUN/checkpoint/      the committed checkpoint sets (ppl_vae.runs.checkpoint); the history
+    RUN/checkpoint/      the committed checkpoint sets (ppl_vae.store.checkpoint); the history
                          lives inside, so the checkpoint is the record of the run
     RUN/metrics.json     views of the history, rewritten atomically after every epoch
     RUN/metrics.csv
     RUN/tensorboard/     event files (with log="tensorboard")
-    RUN/mlflow.json      the MLflow run this folder logs into (with log="mlflow"; ppl_vae.runs.tracking)
+    RUN/mlflow.json      the MLflow run this folder logs into (with log="mlflow"; ppl_vae.store.tracking)
     RUN/.lock            the writer's lock (one writer per run folder)
 
 After every epoch the folder is complete: a run killed at any moment can be resumed
@@ -34,6 +34,10 @@ from .._checks import (
     check_positive_int,
 )
 from ..errors import CheckpointError, MissingFileError, RunError, UserError
+from ..store.checkpoint import POINTER, load_run_checkpoint
+from ..store.lock import is_main_process, lock_folder
+from ..store.pointer import pointer_advice, rebuild_pointer
+from ..store.tracking import check_mlflow
 from ..train import History, fit
 from .build import (
     check_objective,
@@ -46,7 +50,6 @@ from .build import (
     remove_partial,
     run_data_args,
 )
-from .checkpoint import POINTER, load_run_checkpoint
 from .flags import (
     AUTOENCODERS,
     UNSET,
@@ -56,9 +59,7 @@ from .flags import (
     given_flags,
     resolve_binarize,
 )
-from .lock import is_main_process, lock_folder
 from .logs import LOGS, Recorder, check_tensorboard, keep_edited_csv, metrics_config
-from .pointer import pointer_advice, rebuild_pointer
 from .settings import (
     SETTINGS_FILE,
     annotate,
@@ -73,7 +74,6 @@ from .settings import (
     versions,
     write_settings,
 )
-from .tracking import check_mlflow
 
 __all__ = [
     "UNSET",
@@ -171,7 +171,7 @@ def train_run(
     and data cannot change. ``epochs`` is then the number of further epochs (default: up to the
     number the run was asked for). ``log=["tensorboard"]`` also writes TensorBoard event files;
     ``log=["mlflow"]`` logs the settings, the per-epoch history and the folder to MLflow
-    (:mod:`ppl_vae.runs.tracking`).
+    (:mod:`ppl_vae.store.tracking`).
     """
     given = given_flags(
         ae_options,

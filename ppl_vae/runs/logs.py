@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .checkpoint import read_config
-from .files import read_json, to_jsonable, write_bytes, write_json
+from ..store.checkpoint import read_config
+from ..store.files import read_json, to_jsonable, write_bytes, write_json
+from ..store.tracking import MLFLOW_FILE, MLflowLog
 from .settings import annotate
-from .tracking import MLFLOW_FILE, MLflowLog
 
 __all__ = [
     "METRICS_CSV",

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..errors import MissingFileError, RunError
 from ..registry import REGISTRY
-from .files import read_json, to_jsonable, write_json
+from ..store.files import read_json, to_jsonable, write_json
 
 __all__ = [
     "FIXED",

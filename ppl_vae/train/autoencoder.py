@@ -19,8 +19,8 @@ import torch
 from ..autoencoders import Autoencoder, mean_reconstruction_error
 from ..data import Dataset
 from ..errors import ArgumentTypeError, UserError
-from ..runs.checkpoint import load_model_state, load_optimizer_state, save_checkpoint
-from ..runs.lock import lock_folder
+from ..store.checkpoint import load_model_state, load_optimizer_state, save_checkpoint
+from ..store.lock import lock_folder
 from .data import as_train_data, validate
 from .distributed import DistContext
 from .loop import run_epochs

@@ -48,7 +48,7 @@ from ..programs import (
     rows_slice,
     with_data_plate,
 )
-from ..runs.tracking import check_fit_log, fit_log
+from ..store.tracking import check_fit_log, fit_log
 from .data import Rows, TrainData, as_train_data, validate
 from .distributed import DistContext
 from .distributed import setup as setup_distributed
@@ -260,7 +260,7 @@ def fit(
         state: a :class:`TrainState` to continue (default: the one remembered for this program).
         log: ``"mlflow"``: log the settings as parameters, every epoch's record as metrics (step =
             epoch) and the checkpoint as artifacts, into the active MLflow run or a new one (needs
-            ``ppl_vae[mlflow]``; see :mod:`ppl_vae.runs.tracking`).
+            ``ppl_vae[mlflow]``; see :mod:`ppl_vae.store.tracking`).
 
     Returns:
         :class:`History`: ``train_elbo`` is the training objective's bound averaged over the epoch's
@@ -364,7 +364,7 @@ def fit(
     remember(program.key, state)  # reachable even if training stops with an error
 
     def save(st: TrainState) -> None:
-        from ..runs.checkpoint import save_checkpoint
+        from ..store.checkpoint import save_checkpoint
 
         if checkpoint_dir is None:  # save runs only with a checkpoint_dir
             return
@@ -531,7 +531,7 @@ def _locked(folder: str | Path | None) -> Iterator[None]:
     if folder is None:
         yield
         return
-    from ..runs.lock import lock_folder
+    from ..store.lock import lock_folder
 
     with lock_folder(folder):
         yield
@@ -586,7 +586,7 @@ def _resume(
     info: ProgramInfo,
 ) -> int:
     """Load weights, optimizer, plain params and counters from ``directory`` (inside the param scope)."""
-    from ..runs.checkpoint import load_model_state, load_optimizer_state, load_params, read_config
+    from ..store.checkpoint import load_model_state, load_optimizer_state, load_params, read_config
 
     if directory is None:
         raise UserError("resume=True needs checkpoint_dir (where the run's checkpoint is)")
