@@ -121,3 +121,33 @@ def test_a_hand_edited_metrics_csv_is_kept_beside_when_resume_rewrites_it(run_di
     assert any(f"kept it as {aside[0].name}" in str(w.message) for w in said)
     assert (out / "metrics.csv").read_text().startswith("epoch,")
     assert len((out / "metrics.csv").read_text().splitlines()) == 1 + 3
+
+
+def test_evaluation_points_are_the_rows_of_the_users_file(tmp_path):
+    """A statistician maps an outlier in evaluation.csv back to their file: ``point`` is the row of the
+    CSV (the dataset's row labels), not a position in the seeded split."""
+    import numpy as np
+    import pandas as pd
+
+    from ppl_vae.data import load_dataset
+
+    frame = pd.DataFrame(np.random.default_rng(0).normal(size=(80, 3)), columns=["a", "b", "c"])
+    frame.to_csv(tmp_path / "t.csv", index=False)
+    run = tmp_path / "run"
+    dataset = f"csv:{tmp_path / 't.csv'}"
+    argv = [
+        "train",
+        "--dataset",
+        dataset,
+        "--hidden-dims",
+        "8",
+        "--latent-dim",
+        "2",
+        "--epochs",
+        "1",
+    ]
+    assert main([*argv, "--no-progress", "--out", str(run)]) == 0
+    assert main(["evaluate", str(run), "-k", "30", "--no-progress"]) == 0
+    points = pd.read_csv(run / "evaluation" / "evaluation.csv")["point"]
+    expected = load_dataset(dataset).test_index
+    assert list(points) == list(expected) and list(points) != list(range(len(points)))

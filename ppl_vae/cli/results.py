@@ -346,6 +346,11 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
     accuracy = _accuracy(run.model, x, labels)
     if accuracy is not None:  # a model with a classifier (m2): one more summary field
         report.summary[f"{args.split}_accuracy"] = accuracy
+    rows = _row_labels(run.data, args.split, len(x))
+    if (
+        rows is not None
+    ):  # the rows as the user knows them (a CSV's row or ID column), not positions
+        report.points.index = rows
     epoch = run.history[-1]["epoch"] if len(run.history) else 0
     # what was evaluated, so that a reader can tell an evaluation older than the run's last epoch
     report.summary.update(epoch=epoch, checkpoint_set=run.checkpoint, split=args.split)
@@ -387,6 +392,20 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
     if logged is not None:
         print(f"logged to MLflow run {logged['run_id']} at {logged['tracking_uri']}")
     return 0
+
+
+def _row_labels(data, split: str, n: int):
+    """The first ``n`` rows' labels of ``split`` when the dataset offers them (``Dataset.index``), else None."""
+    index = getattr(data, "index", None)
+    try:
+        labels = index(split) if callable(index) else None
+    except UserError:
+        return None
+    if labels is None or len(labels) < n:
+        return None
+    import pandas as pd
+
+    return pd.Index(list(labels[:n]), name="point")
 
 
 def _accuracy(model, x, labels) -> float | None:

@@ -200,7 +200,8 @@ class Report:
         az = arviz()
         import xarray as xr
 
-        point = np.arange(len(self.points))
+        index = self.points.index  # positions, or the rows' labels where the caller set them
+        point = np.arange(len(index)) if isinstance(index, pd.RangeIndex) else index.to_numpy()
         points = xr.Dataset(
             {c: ("point", self.points[c].to_numpy()) for c in self.points.columns},
             coords={"point": point},
