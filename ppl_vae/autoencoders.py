@@ -45,7 +45,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -377,7 +377,7 @@ class ContractiveAE(Autoencoder):
         return self._autograd(x)[1]
 
     def _closed_form(self, x: torch.Tensor, code: torch.Tensor) -> torch.Tensor:
-        w = self.encoder[0].weight  # (d, D)
+        w = cast(nn.Linear, self.encoder[0]).weight  # (d, D): a one-layer encoder (checked above)
         slope = (
             code * (1.0 - code) if self.code_activation == "sigmoid" else 1.0 - code.pow(2)
         )  # s'(a), (N, d)

@@ -40,11 +40,10 @@ References:
 
 from __future__ import annotations
 
-import functools
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import pyro.distributions as dist
 import torch
@@ -235,12 +234,22 @@ class IAFGuide(AmortisedGuide):
         out = self.net(x)
         loc, raw, h = out[..., :d], out[..., d : 2 * d], out[..., 2 * d :]
         base = dist.Normal(loc, F.softplus(raw) + self.min_scale).to_event(1)
-        steps = []
-        for made in self.made:
-            arn = functools.partial(made, context=h)
-            arn.permutation = made.permutation  # read by the transform's inverse
-            steps.append(AffineAutoregressive(arn, stable=True))
+        steps = [
+            AffineAutoregressive(_WithContext(cast(MADE, made), h), stable=True)
+            for made in self.made
+        ]
         return IAFPosterior(base, steps)
+
+
+class _WithContext:
+    """``MADE_t(y, h)`` with the context ``h`` bound, as ``AffineAutoregressive`` calls its network (it
+    also reads ``.permutation``, for the inverse)."""
+
+    def __init__(self, made: MADE, context: torch.Tensor) -> None:
+        self.made, self.context, self.permutation = made, context, made.permutation
+
+    def __call__(self, y: torch.Tensor) -> Any:
+        return self.made(y, context=self.context)
 
 
 @dataclass(frozen=True)

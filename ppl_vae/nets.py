@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -149,7 +150,7 @@ def image_shape_for(
                 f"image_shape {shape} holds {math.prod(shape)} values but input_dim is {input_dim}: "
                 "rows must be C*H*W values (flattened images)"
             )
-        return shape  # type: ignore[return-value]
+        return shape
     side = math.isqrt(input_dim)
     if side * side != input_dim:
         raise UserError(
@@ -290,6 +291,8 @@ class MaskedLinear(nn.Linear):
         super().__init__(in_features, out_features)
         self.register_buffer("mask", mask.to(self.weight.dtype))
 
+    mask: torch.Tensor
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight * self.mask, self.bias)
 
@@ -303,6 +306,8 @@ class MADE(nn.Module):
     The context ``(..., c)`` broadcasts against ``z``'s leading dimensions (a guide's ``(N, c)`` context
     serves importance samples ``z: (K, N, d)``).
     """
+
+    permutation: torch.Tensor
 
     def __init__(
         self,
@@ -324,7 +329,9 @@ class MADE(nn.Module):
             permutation = torch.arange(input_dim)
         self.input_dim, self.context_dim = input_dim, context_dim
         self.register_buffer("permutation", permutation.clone().long())
-        masks, _ = create_mask(input_dim, context_dim, hidden, self.permutation, 2)
+        masks, _ = create_mask(
+            input_dim, context_dim, hidden, cast(torch.LongTensor, self.permutation), 2
+        )
         widths = [context_dim + input_dim, *hidden, 2 * input_dim]
         self.layers = nn.ModuleList(
             MaskedLinear(a, b, m) for a, b, m in zip(widths[:-1], widths[1:], masks, strict=True)
@@ -335,6 +342,8 @@ class MADE(nn.Module):
         self, z: torch.Tensor, context: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         if self.context_dim:
+            if context is None:
+                raise ValueError(f"this MADE takes a context of size {self.context_dim}; got None")
             context = context.expand(tuple(z.shape[:-1]) + (self.context_dim,))
             h = torch.cat([context, z], dim=-1)
         else:

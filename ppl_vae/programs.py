@@ -45,13 +45,14 @@ their own, importable from here as before; what is read from sites (scales, supp
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Union, cast, runtime_checkable
 
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 
 from ._checks import check_finite
@@ -63,12 +64,18 @@ from .program_sites import (
     program_modules,
 )
 
+if TYPE_CHECKING:
+    from .data import Dataset
+
 __all__ = [
+    "DataLike",
     "DataPlateScale",
     "PerPointScale",
     "Program",
     "ProgramInfo",
+    "ProgramLike",
     "ProgramWarning",
+    "PyroFn",
     "PyroProgram",
     "as_program",
     "as_rows",
@@ -101,11 +108,24 @@ MODULE_DIVIDER = "$$$"  # pyro.module's "name$$$param"
 
 @runtime_checkable
 class PyroProgram(Protocol):
-    """Anything with a Pyro ``model`` and ``guide`` called as ``model(*batch)``, ``guide(*batch)``."""
+    """Anything with a Pyro ``model`` and ``guide`` called as ``model(*batch)``, ``guide(*batch)`` (an
+    ``nn.Module`` written as in Pyro's ``examples/vae/vae.py``, :class:`~ppl_vae.VAE`, a :class:`Program`)."""
 
-    def model(self, *args: Any) -> Any: ...
+    @property
+    def model(self) -> Callable[..., object]: ...
 
-    def guide(self, *args: Any) -> Any: ...
+    @property
+    def guide(self) -> Callable[..., object]: ...
+
+
+#: A Pyro program function, called as ``fn(*batch)`` (its return value is not used).
+PyroFn = Callable[..., object]
+#: What the entry points accept as "the program": an object with ``.model``/``.guide``
+#: (:class:`PyroProgram`, :class:`Program`), or a model function (with ``guide=`` beside it).
+ProgramLike = Union[PyroProgram, "Program", PyroFn]
+#: Data as the entry points take it: a tensor ``(N, ...)``, a :class:`~ppl_vae.data.Dataset`, or a tuple
+#: (or list) of row-aligned tensors passed positionally (``model(*batch)``).
+DataLike = Union[torch.Tensor, "Dataset", tuple[torch.Tensor, ...], list[torch.Tensor]]
 
 
 # ============================================================================ programs
@@ -218,7 +238,7 @@ class Program:
 
 
 def as_program(
-    program: Any, guide: Callable | None = None, data_plate: str | None = None
+    program: ProgramLike, guide: PyroFn | None = None, data_plate: str | None = None
 ) -> Program:
     """Normalise the forms every entry point accepts into a :class:`Program`.
 
@@ -243,8 +263,9 @@ def as_program(
         if owner is None or getattr(guide, "__self__", None) is not owner:
             owner = None
         return Program(program, guide, plate, owner)
-    if callable(getattr(program, "model", None)) and callable(getattr(program, "guide", None)):
-        return Program(program.model, program.guide, plate, program)
+    model, guide_fn = getattr(program, "model", None), getattr(program, "guide", None)
+    if callable(model) and callable(guide_fn):
+        return Program(model, guide_fn, plate, program)
     raise ArgumentTypeError(
         f"expected a program: an object with .model and .guide Pyro programs (e.g. ppl_vae.VAE or an "
         f"nn.Module written as in Pyro's examples/vae/vae.py), ppl_vae.Program(model, guide), or "
@@ -253,7 +274,7 @@ def as_program(
 
 
 # ============================================================================ data rows
-def as_rows(data: Any, arg: str = "data", nan_ok: bool = False) -> tuple[torch.Tensor, ...]:
+def as_rows(data: DataLike, arg: str = "data", nan_ok: bool = False) -> tuple[torch.Tensor, ...]:
     """The row-aligned tensors of ``data``: a tensor ``(N, ...)`` -> ``(x,)``, a tuple/list of
     tensors -> itself, a :class:`~ppl_vae.data.Dataset` -> ``(data.train,)`` (with ``data.train_mask``
     after it when cells are missing).
@@ -372,14 +393,14 @@ class ProgramInfo:
         return self.rank + self.data_dim
 
 
-def sample_sites(trace: poutine.Trace) -> dict[str, dict]:
+def sample_sites(trace: poutine.Trace) -> dict[str, dict[str, Any]]:
     """Sample sites of a trace, without plates' subsample sites and ``pyro.deterministic`` records."""
     return {
-        n: s
+        n: cast("dict[str, Any]", s)
         for n, s in trace.nodes.items()
         if s["type"] == "sample"
         and not site_is_subsample(s)
-        and not s["infer"].get("_deterministic", False)
+        and not (s["infer"] or {}).get("_deterministic", False)
     }
 
 
@@ -391,7 +412,7 @@ def _fmt(names: Any) -> str:
     return "{" + ", ".join(repr(n) for n in sorted(names)) + "}"
 
 
-def data_frame(site: dict, plate: str) -> Any:
+def data_frame(site: Mapping[str, Any], plate: str) -> Any:
     """The frame of the plate named ``plate`` among a site's plates, or None."""
     return next((f for f in site["cond_indep_stack"] if f.name == plate), None)
 
@@ -427,7 +448,7 @@ class DataPlateScale(Messenger):
         self.scale = scale
         self.latent_weight = latent_weight
 
-    def _process_message(self, msg: dict[str, Any]) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] != "sample" or site_is_subsample(msg):
             return
         frame = data_frame(msg, self.plate)

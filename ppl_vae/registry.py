@@ -25,6 +25,7 @@ Adding a building block is one module that calls :func:`register` (and its test)
 
 from __future__ import annotations
 
+import builtins
 import importlib
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -94,13 +95,13 @@ class Param:
 
     name: str
     default: Any = None
-    type: type | None = None
+    type: builtins.type | None = None
     doc: str = ""
     choices: tuple[Any, ...] | None = None
     shown: bool = False
 
     @property
-    def kind(self) -> type:
+    def kind(self) -> builtins.type:
         if self.type is not None:
             return self.type
         return str if self.default is None else type(self.default)

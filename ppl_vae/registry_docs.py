@@ -40,22 +40,23 @@ def render(text: str) -> str:
 
     def table(match: re.Match[str]) -> str:
         kind = match.group(2)
-        if kind not in KINDS:
+        if kind not in KINDS:  # narrows str to Kind
             raise ValueError(
                 f"unknown registry kind {kind!r} in a marker; kinds: {', '.join(KINDS)}"
             )
-        return f"{match.group(1)}{REGISTRY.markdown(kind)}\n{match.group(4)}"  # type: ignore[arg-type]
+        return f"{match.group(1)}{REGISTRY.markdown(kind)}\n{match.group(4)}"
 
     return _BLOCK.sub(table, text)
 
 
 def stale_kinds(text: str) -> list[str]:
     """The kinds whose marked table in ``text`` differs from the registry's."""
-    return [
-        m.group(2)
-        for m in _BLOCK.finditer(text)
-        if m.group(3) != REGISTRY.markdown(m.group(2)) + "\n"  # type: ignore[arg-type]
-    ]
+    stale = []
+    for m in _BLOCK.finditer(text):
+        kind = m.group(2)
+        if kind not in KINDS or m.group(3) != REGISTRY.markdown(kind) + "\n":
+            stale.append(kind)
+    return stale
 
 
 def main(argv: Sequence[str] | None = None) -> int:

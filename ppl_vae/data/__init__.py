@@ -169,7 +169,7 @@ def load_dataset(
             f"name must be a dataset name, a file as 'csv:PATH', a DataFrame or a 2-D array; got "
             f"{type(name).__name__}"
         )
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         binarize=binarize,
         seed=seed,
         data_dir=data_dir,

@@ -308,24 +308,27 @@ class Dataset:
                 f"resample_train: generator must be a torch.Generator; got {type(generator).__name__}: "
                 "pass torch.Generator().manual_seed(seed)"
             )
-        if self.meta.binarize != "dynamic":
+        if self.meta.binarize != "dynamic" or self.train_probs is None:
             return self.train
         return bernoulli(self.train_probs, generator)
 
     def to(self, device: str | torch.device) -> Dataset:
         """A copy with every tensor on ``device`` (metadata shared)."""
 
-        def move(t: Tensor | None) -> Tensor | None:
-            return None if t is None else t.to(device, copy=True)
+        def move(t: Tensor) -> Tensor:
+            return t.to(device, copy=True)
+
+        def maybe(t: Tensor | None) -> Tensor | None:
+            return None if t is None else move(t)
 
         train = move(self.train)
-        probs = train if self.train_probs is self.train else move(self.train_probs)
+        probs = train if self.train_probs is self.train else maybe(self.train_probs)
         return dataclasses.replace(
             self,
             train=train,
             test=move(self.test),
-            train_labels=move(self.train_labels),
-            test_labels=move(self.test_labels),
+            train_labels=maybe(self.train_labels),
+            test_labels=maybe(self.test_labels),
             train_probs=probs,
             train_mask=move(self.train_mask),
             test_mask=move(self.test_mask),
@@ -372,6 +375,8 @@ class Dataset:
                         "(it is split with the rows); got a tuple"
                     )
                 y = as_labels(labels, len(x), "labels")
+            idx_train: Tensor | np.ndarray
+            idx_test: Tensor | np.ndarray
             if test_fraction == 0:
                 idx_train, idx_test = torch.arange(len(x)), torch.arange(0)
             else:
@@ -398,7 +403,7 @@ class Dataset:
         check_same_dim(x_train, x_test)
         if image_shape is not None:
             kind = "image"
-            image_shape = tuple(int(s) for s in image_shape)
+            image_shape = (int(image_shape[0]), int(image_shape[1]))
         else:
             kind = "points2d" if x_train.shape[1] == 2 else "tabular"
         holes = fill_holes(x_train, x_test, None)

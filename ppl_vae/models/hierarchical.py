@@ -156,7 +156,7 @@ class HierarchicalVAE(TableInputs, ColumnShares, nn.Module):
         pyro.module("likelihood", self.likelihood)
         n = x.shape[0]
         d2 = self.latent_dims[1]
-        with pyro.plate("data", n, dim=-1, device=x.device):
+        with pyro.plate("data", n, dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
             z2 = pyro.sample("z2", dist.Normal(x.new_zeros(n, d2), x.new_ones(n, d2)).to_event(1))
             z1 = pyro.sample("z1", ConditionalNormal(*self.decoder["z1"](z2)))
             pyro.sample("x", self.observation(self.decoder["x"](z1), mask), obs=x)
@@ -164,7 +164,7 @@ class HierarchicalVAE(TableInputs, ColumnShares, nn.Module):
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
         """q(z1 | x) q(z2 | z1), reparameterised, for ``x: (N, D)``."""
         pyro.module("encoder", self.encoder)
-        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
+        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
             z1 = pyro.sample(
                 "z1", dist.Normal(*self.encoder["z1"](self.encoder_input(x, mask))).to_event(1)
             )

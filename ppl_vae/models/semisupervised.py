@@ -136,7 +136,7 @@ class SemiSupervisedVAE(nn.Module):
         pyro.module("classifier", self.classifier)
         n = x.shape[0]
         labelled, label = self._labels(x, y)
-        with pyro.plate("data", n, dim=-1, device=x.device):
+        with pyro.plate("data", n, dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
             z = pyro.sample(
                 "z",
                 dist.Normal(
@@ -144,14 +144,14 @@ class SemiSupervisedVAE(nn.Module):
                 ).to_event(1),
             )
             prior = dist.Categorical(logits=x.new_zeros(n, self.num_classes))
-            with poutine.mask(mask=labelled):
+            with poutine.mask(mask=labelled):  # type: ignore[call-overload]  # a bool tensor
                 pyro.sample("y_observed", prior, obs=label)
-            with poutine.mask(mask=~labelled):
+            with poutine.mask(mask=~labelled):  # type: ignore[call-overload]  # a bool tensor
                 y_latent = pyro.sample("y", prior)
             y_value = torch.where(labelled, label, y_latent)
             pyro.sample("x", self.likelihood.dist(self.decoder(self._join(z, y_value))), obs=x)
             if self.alpha > 0:
-                with poutine.mask(mask=labelled), poutine.scale(scale=self.alpha):
+                with poutine.mask(mask=labelled), poutine.scale(scale=self.alpha):  # type: ignore[call-overload]  # a bool tensor
                     pyro.sample(
                         "y_classify", dist.Categorical(logits=self.classifier(x)), obs=label
                     )
@@ -161,8 +161,8 @@ class SemiSupervisedVAE(nn.Module):
         pyro.module("encoder", self.encoder)
         pyro.module("classifier", self.classifier)
         labelled, label = self._labels(x, y)
-        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
-            with poutine.mask(mask=~labelled):
+        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
+            with poutine.mask(mask=~labelled):  # type: ignore[call-overload]  # a bool tensor
                 y_latent = pyro.sample(
                     "y",
                     dist.Categorical(logits=self.classifier(x)),

@@ -39,7 +39,7 @@ two models can live in one process.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import pyro.distributions as dist
@@ -156,7 +156,7 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         pyro.module("decoder", self.decoder)
         pyro.module("likelihood", self.likelihood)
         pyro.module("prior", self.prior)
-        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
+        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
             z = pyro.sample("z", self.prior.dist(x))
             pyro.sample("x", self.observation(self.decoder(z), mask), obs=x)
 
@@ -164,7 +164,7 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         """q(z | x), reparameterised, for ``x: (N, D)``: the guide family's distribution (default
         ``N(mu(x), diag sigma(x)^2)``) of the encoder's input (:meth:`encoder_input`)."""
         pyro.module("encoder", self.encoder)
-        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):
+        with pyro.plate("data", x.shape[0], dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
             pyro.sample("z", self.encoder.dist(self.encoder_input(x, mask)))
 
     # ------------------------------------------------------------------ plain-torch helpers
@@ -305,16 +305,22 @@ class LinearGaussianVAE(VAE):
     @property
     def weight(self) -> torch.Tensor:
         """W: (D, d)."""
-        return self.decoder.net[0].weight
+        return self._linear().weight
 
     @property
     def bias(self) -> torch.Tensor:
         """b: (D,)."""
-        return self.decoder.net[0].bias
+        return self._linear().bias
+
+    def _linear(self) -> nn.Linear:
+        layer = cast(nn.Sequential, self.decoder.net)[0]
+        if not isinstance(layer, nn.Linear):
+            raise TypeError(f"a LinearGaussianVAE's decoder is one nn.Linear; got {layer!r}")
+        return layer
 
     def noise_variance(self) -> torch.Tensor:
         """s^2: (D,)."""
-        return self.likelihood.scale() ** 2
+        return cast(GaussianLikelihood, self.likelihood).scale() ** 2
 
     def marginal(self) -> dist.MultivariateNormal:
         """The exact marginal ``p(x) = N(b, W W^T + diag(s^2))``."""
@@ -411,7 +417,7 @@ class LinearGaussianVAE(VAE):
     def exact_guide(self, x: torch.Tensor) -> None:
         """A guide that samples the exact posterior ``p(z | x)`` (full covariance)."""
         n = x.shape[0]
-        with pyro.plate("data", n, dim=-1, device=x.device):
+        with pyro.plate("data", n, dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
             loc, cov = self.exact_posterior(x)
             pyro.sample("z", dist.MultivariateNormal(loc, covariance_matrix=cov.expand(n, -1, -1)))
 

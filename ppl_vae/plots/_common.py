@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -31,7 +31,7 @@ def latent_means(model: torch.nn.Module, x: torch.Tensor, batch_size: int = 4096
     parts = []
     with torch.no_grad():
         for start in range(0, len(x), batch_size):
-            out = model.encode(x[start : start + batch_size].to(device))
+            out = cast(Any, model).encode(x[start : start + batch_size].to(device))
             parts.append((out[0] if isinstance(out, tuple) else out).cpu())
     return torch.cat(parts)
 
@@ -89,7 +89,7 @@ def unpack_run(
 
 def new_axes(ax: Axes | None, figsize: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
-        return ax.figure, ax
+        return _figure(ax), ax
     fig = Figure(figsize=figsize, layout="constrained")
     return fig, fig.add_subplot()
 
@@ -109,6 +109,14 @@ def shorten(word: str, width: int) -> str:
         return f"...{kept}" if kept else f".../{shorten(parts[-1], width - 4 + 8)}"
     half = max(4, (width - 3) // 2)
     return f"{word[:half]}...{word[-half:]}"
+
+
+def _figure(ax: Axes) -> Figure:
+    """The figure an axes is drawn in (the root one when it sits in a subfigure)."""
+    fig = ax.get_figure(root=True)
+    if not isinstance(fig, Figure):
+        raise ArgumentTypeError("ax is not in a figure: pass axes made by plt.subplots or Figure")
+    return fig
 
 
 def wrap_title(text: str, width: int = 72) -> str:
@@ -137,7 +145,7 @@ def integer_ticks(*axes: Any) -> None:
 
 def add_title(ax: Axes, text: str, fontsize: float = 10) -> None:
     """Set a title wrapped to the width of the figure (about 11 characters per inch at 10 pt)."""
-    inches = ax.figure.get_figwidth()
+    inches = _figure(ax).get_figwidth()
     spec = ax.get_subplotspec()
     if (
         spec is not None
@@ -196,8 +204,18 @@ def image_range(data: Dataset) -> tuple[float, float]:
     return (0.0, 1.0) if lo >= 0 and hi <= 1 else (lo, hi)
 
 
+def image_hw(data: Dataset) -> tuple[int, int]:
+    """The first two entries of ``data.meta.image_shape`` (height, width); an error for non-images."""
+    shape = data.meta.image_shape
+    if shape is None:
+        raise ValueError(f"dataset {data.meta.name!r} has no image_shape: it is not images")
+    return int(shape[0]), int(shape[1])
+
+
 def as_images(x: torch.Tensor, data: Dataset) -> np.ndarray:
     shape = data.meta.image_shape
+    if shape is None:
+        raise ValueError("as_images: the dataset has no image_shape")
     return x.detach().cpu().float().numpy().reshape(len(x), *shape)
 
 

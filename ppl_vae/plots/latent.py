@@ -19,6 +19,7 @@ from ._common import (
     as_images,
     can_sample,
     finish,
+    image_hw,
     image_range,
     integer_ticks,
     latent_means,
@@ -54,9 +55,9 @@ def plot_latent(
     """
     model, data, name = unpack_run(model, data, name)
     x = data.test if split == "test" else data.train
-    labels = data.test_labels if split == "test" else data.train_labels
+    label_tensor = data.test_labels if split == "test" else data.train_labels
     x = pick_rows(x, max_points)
-    labels = None if labels is None else labels[: len(x)].numpy()
+    labels = None if label_tensor is None else label_tensor[: len(x)].numpy()
     z = latent_means(model, x).numpy()
     d = z.shape[1]
     own_axes = ax is None
@@ -120,13 +121,10 @@ def plot_reconstructions(
         grid = tile_images(np.concatenate([as_images(x, data), as_images(rec, data)]), ncol=len(x))
         fig, ax = new_axes(ax, (max(4.0, 0.75 * len(x)), 2.4))
         show_grid(ax, grid, *image_range(data))
-        h = data.meta.image_shape[0]
+        h, w = image_hw(data)
         ax.set_yticks([h / 2 - 0.5, h + 1 + h / 2 - 0.5], ["original", "reconstruction"])
         ax.set_xticks(
-            [
-                (data.meta.image_shape[1] + 1) * k + data.meta.image_shape[1] / 2 - 0.5
-                for k in range(len(x))
-            ],
+            [(w + 1) * k + w / 2 - 0.5 for k in range(len(x))],
             [str(k) for k in range(len(x))],
             fontsize=7,
         )
@@ -141,7 +139,7 @@ def plot_reconstructions(
         segments = np.stack([xn, rec], 1)
         from matplotlib.collections import LineCollection
 
-        ax.add_collection(LineCollection(segments, colors="grey", linewidths=0.5, alpha=0.5))
+        ax.add_collection(LineCollection(list(segments), colors="grey", linewidths=0.5, alpha=0.5))
         ax.scatter(
             xn[:, 0], xn[:, 1], s=8, color="tab:blue", alpha=0.6, linewidths=0, label="test point x"
         )
@@ -385,7 +383,7 @@ def plot_interpolation(
         )
         fig, ax = new_axes(ax, (max(5.0, 0.7 * (steps + 2)), 2.0))
         show_grid(ax, tile_images(imgs, ncol=len(imgs), pad=1), *image_range(data))
-        w = data.meta.image_shape[1]
+        w = image_hw(data)[1]
         ticks = [(w + 1) * k + w / 2 - 0.5 for k in range(len(imgs))]
         ax.set_xticks(ticks, ["x_i"] + [f"{float(v):.2f}" for v in t[:, 0]] + ["x_j"], fontsize=7)
         ax.set_yticks([])

@@ -76,9 +76,11 @@ def mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
     if cls == "HierarchicalVAE":
         latent, hidden = as_ints(config.get("latent_dims")), config.get("hidden_dims")
         layers = [as_ints(h) for h in hidden] if isinstance(hidden, (list, tuple)) else []
-        if latent is None or len(latent) != 2 or len(layers) != 2 or None in layers:
+        if latent is None or len(latent) != 2 or len(layers) != 2:
             return None
         (d1, d2), (h1, h2) = latent, layers
+        if h1 is None or h2 is None:
+            return None
         widths = [
             [d_in, *h1, 2 * d1],
             [d1, *h2, 2 * d2],
@@ -91,7 +93,8 @@ def mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
         return None
     words = f"input {d_in}, hidden_dims {hidden}, latent_dim {d}"
     if cls == "SemiSupervisedVAE":
-        c = config.get("num_classes") if isinstance(config.get("num_classes"), int) else 10
+        classes = config.get("num_classes")
+        c = classes if isinstance(classes, int) else 10
         widths = [
             [d_in, *hidden, c],
             [d_in + c, *hidden, 2 * d],

@@ -110,8 +110,9 @@ def _reinit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for module in model.modules():
-            if hasattr(module, "reset_parameters") and module is not model:
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset) and module is not model:
+                reset()
     return model
 
 

@@ -179,15 +179,15 @@ def parse_settings(doc: dict[str, Any], path: Path | str) -> dict[str, Any]:
             "checkpoint/ holds a copy)"
         )
     s = doc["settings"]
-    checks = {
+    checks: dict[str, type | tuple[type, ...]] = {
         "flags": dict,
         "model": (dict, type(None)),
         "model_kind": str,
         "data": dict,
         "epochs": int,
     }
-    for key, kind in checks.items():
-        if not isinstance(s.get(key), kind):
+    for key, want in checks.items():
+        if not isinstance(s.get(key), want):
             raise RunError(f"{path}: field 'settings.{key}' is missing or has the wrong type")
     data = s["data"]
     if (

@@ -184,8 +184,11 @@ def _open(directory: Path) -> _Set:
     if CONFIG_FILE not in files:
         raise CheckpointError(f"{folder / MANIFEST} lists no {CONFIG_FILE}")
     partial = _Set(folder, files, {})
+    config_bytes = partial.read(CONFIG_FILE)
+    if config_bytes is None:  # listed above, so read() found it
+        raise CheckpointError(f"{folder / MANIFEST} lists no {CONFIG_FILE}")
     config = check_config(
-        _parse(partial.read(CONFIG_FILE), folder / CONFIG_FILE),
+        _parse(config_bytes, folder / CONFIG_FILE),
         folder / CONFIG_FILE,
         FORMAT_VERSION,
     )
@@ -365,6 +368,8 @@ def load_optimizer_state(
                 f"{type(optimizer).__name__}"
             )
         tensors = s.tensors(OPTIMIZER_FILE, device)
+        if tensors is None:
+            return False
         try:
             optimizer.load_state_dict(
                 _optimizer_from_flat(tensors, meta, s.folder / OPTIMIZER_FILE)
