@@ -14,14 +14,14 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pyro
 import torch
 from pyro.params.param_store import StateDict
 
-from .programs import Program, as_program
+from .programs import Program, ProgramLike, PyroFn, as_program
 
 __all__ = ["param_scope", "pure_params", "trained_params", "trained_state"]
 
@@ -57,7 +57,7 @@ def trained_state(program: Program) -> StateDict | None:
         return entry[1] if entry is not None and entry[0] is key else None
 
 
-def trained_params(program: Any, guide: Callable | None = None) -> dict[str, torch.Tensor]:
+def trained_params(program: ProgramLike, guide: PyroFn | None = None) -> dict[str, torch.Tensor]:
     """The trained values (constrained) of the plain ``pyro.param`` sites of a program, by name.
 
     Examples:

@@ -65,6 +65,8 @@ from .program_sites import (
 )
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from .data import Dataset
 
 __all__ = [
@@ -123,9 +125,12 @@ PyroFn = Callable[..., object]
 #: What the entry points accept as "the program": an object with ``.model``/``.guide``
 #: (:class:`PyroProgram`, :class:`Program`), or a model function (with ``guide=`` beside it).
 ProgramLike = Union[PyroProgram, "Program", PyroFn]
-#: Data as the entry points take it: a tensor ``(N, ...)``, a :class:`~ppl_vae.data.Dataset`, or a tuple
-#: (or list) of row-aligned tensors passed positionally (``model(*batch)``).
-DataLike = Union[torch.Tensor, "Dataset", tuple[torch.Tensor, ...], list[torch.Tensor]]
+#: Data as the entry points take it: a tensor ``(N, ...)``, a :class:`~ppl_vae.data.Dataset`, a tuple
+#: (or list) of row-aligned tensors passed positionally (``model(*batch)``), or a table as a pandas
+#: DataFrame (for a table model, :mod:`ppl_vae.models.tables`).
+DataLike = Union[
+    torch.Tensor, "Dataset", tuple[torch.Tensor, ...], list[torch.Tensor], "pd.DataFrame"
+]
 
 
 # ============================================================================ programs

@@ -142,7 +142,9 @@ def _cell_frames(rows: Rows, out: CellImputation, features: SchemaFeatures | Non
     n = len(rows.frame)
     values, sd, se, ess = ({} for _ in range(4))
     probabilities: dict[str, pd.DataFrame] = {}
-    missing = ~rows.mask.cpu().numpy()
+    missing = (  # None: every cell observed
+        ~rows.mask.cpu().numpy() if rows.mask is not None else np.zeros((n, len(cols)), dtype=bool)
+    )
     to_np = lambda t: t.detach().cpu().double().numpy()  # noqa: E731
     mean, f_sd, f_se, f_ess = (to_np(t).reshape(n, -1) for t in (out.mean, out.sd, out.se, out.ess))
     if features is None:

@@ -288,7 +288,7 @@ class Dataset:
             f"test={tuple(self.test.shape)}, binarize={self.meta.binarize!r}, "
             f"labels={self.train_labels is not None}, device={self.train.device})"
         )
-        if self.has_missing:
+        if self.has_missing and self.train_mask is not None:
             frac = float(1.0 - self.train_mask.float().mean())
             text += f"\n{frac:.1%} of train cells missing"
         if self.schema is not None:
@@ -330,8 +330,8 @@ class Dataset:
             train_labels=maybe(self.train_labels),
             test_labels=maybe(self.test_labels),
             train_probs=probs,
-            train_mask=move(self.train_mask),
-            test_mask=move(self.test_mask),
+            train_mask=maybe(self.train_mask),
+            test_mask=maybe(self.test_mask),
         )
 
     @classmethod

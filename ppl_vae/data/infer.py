@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -225,6 +225,7 @@ def _declared(series: Any, name: str, declared: str) -> tuple[str, Any, str, str
 def column_numbers(series: Any, c: Column | tuple[str, str, Any], what: str) -> np.ndarray:
     """A column's cells as original numbers (level codes for binary/categorical), NaN where missing;
     values outside the column's type or levels are one error naming the column and rows."""
+    ctype: str
     if isinstance(c, Column):
         name, ctype, levels = c.name, c.type, c.levels
     else:
@@ -269,7 +270,7 @@ def _codes(series: Any, name: str, levels: Sequence[Any], what: str) -> np.ndarr
     elif all(isinstance(v, (int, float)) for v in levels):
         lookup = {float(v): i for i, v in enumerate(levels)}
         keys = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
-        keys = np.where(np.isnan(keys), None, keys).astype(object)
+        keys = np.asarray(np.where(np.isnan(keys), None, keys), dtype=object)
         bad_num = ~missing & np.array([k is None for k in keys])
         if bad_num.any():
             raw = series.to_numpy(dtype=object)
@@ -402,7 +403,7 @@ def _index_column(frame: Any, ids: list[str], declared: dict[str, str]) -> str |
         return chosen[0]
     complete = [n for n in ids if not frame[n].isna().any() and frame[n].nunique() == len(frame)]
     named = [n for n in complete if _ID_NAME.match(n)]
-    return (named or complete or [None])[0]
+    return named[0] if named else (complete[0] if complete else None)
 
 
 def _column(
@@ -424,7 +425,8 @@ def _column(
         )
     mean = float(seen.mean())
     std = float(seen.std()) or 1.0
-    log_mean = log_std = None
+    log_mean: float | None = None
+    log_std: float | None = None
     if ctype == "positive":
         logs = np.log(seen)
         log_mean, log_std = float(logs.mean()), float(logs.std()) or 1.0
@@ -440,10 +442,10 @@ def _column(
         transform, shift, scale = "standardize", mean, std
         fill = 0.0
     elif ctype == "positive" and standardize:
-        transform, shift, scale = "log-standardize", log_mean, log_std
+        transform, shift, scale = "log-standardize", cast(float, log_mean), cast(float, log_std)
         fill = 0.0
     elif ctype == "positive":
-        fill = float(math.exp(log_mean))
+        fill = float(math.exp(cast(float, log_mean)))  # set above for a positive column
     elif ctype == "count":
         fill = float(np.rint(mean))
     else:

@@ -169,5 +169,5 @@ def load_table(
         schema=schema.to_dict(),
         index=(row_labels[idx_train], row_labels[idx_test]),
         load_options=options or None,
-        shift_scale=None if shifts is None else (shifts, scales),
+        shift_scale=None if shifts is None or scales is None else (shifts, scales),
     )

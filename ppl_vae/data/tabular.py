@@ -9,6 +9,7 @@ holds one 2-D numeric array (images as rows, or any matrix; NaN = missing) and h
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +52,7 @@ def load_tabular(
     standardize: bool = False,
     n_samples: int | None = None,
     noise: float | None = None,
-    types: dict[str, str] | None = None,
+    types: Mapping[str, str] | None = None,
     header: Header = "auto",
 ) -> Dataset:
     """Load ``"csv:PATH"``, ``"npy:PATH"`` or a ``.csv`` / ``.npy`` path.

@@ -154,7 +154,7 @@ def _chunk(program, info, batch, k, site, draws, features):
     log_w = sum_sites(model_tr, info.observed + info.latent, info, shape, x) - sum_sites(
         guide_tr, info.latent + info.guide_aux, info, shape, x
     )
-    fn = model_tr.nodes[site]["fn"]
+    fn: Any = model_tr.nodes[site]["fn"]  # a distribution (Pyro types it as any callable)
     mean, var = _moment(fn, "mean", k, x, site), _moment(fn, "variance", k, x, site)
     want = draws or (features.draws if features is not None else var is None)
     sample = _as_cells(fn.sample(), k, x, "sample", site) if want else None

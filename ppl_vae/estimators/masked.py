@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pyro
 import pyro.distributions as dist
@@ -84,7 +84,9 @@ def observed_site(
     else:
         holding = [n for n in info.observed if trace.nodes[n]["value"] is x]
         holding = holding or [
-            n for n in info.observed if tuple(trace.nodes[n]["value"].shape) == tuple(x.shape)
+            n
+            for n in info.observed
+            if tuple(getattr(trace.nodes[n]["value"], "shape", ())) == tuple(x.shape)
         ]
         if len(holding) != 1:
             raise ProgramError(
@@ -125,7 +127,7 @@ def check_masked(program: Program, info: ProgramInfo, batch: Batch, site: str) -
         tr = poutine.trace(poutine.replay(program.model, trace=guide_tr)).get_trace(
             rows, *batch[1:]
         )
-        node = tr.nodes[site]
+        node = cast("dict[str, Any]", tr.nodes[site])
         return node["fn"].log_prob(node["value"])
 
     with pyro.validation_enabled(False):

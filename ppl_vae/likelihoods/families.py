@@ -58,6 +58,8 @@ LOG_THETA_RANGE = (math.log(1e-4), math.log(1e8))
 class LogNormalLikelihood(Likelihood):
     """Log-normal cells: ``log x`` Gaussian, standardised by the column's train log-statistics."""
 
+    log_scale: torch.Tensor
+
     name = "lognormal"
 
     def __init__(
@@ -122,6 +124,10 @@ def _check_counts(name: str, x: torch.Tensor, arg: str, mask: torch.Tensor | Non
 
 class _CountLikelihood(Likelihood):
     """Shared by the count families: ``log mu = out + c`` and log1p-standardised encoder features."""
+
+    offset: torch.Tensor
+    feat_shift: torch.Tensor
+    feat_scale: torch.Tensor
 
     def __init__(self, input_dim: int, columns: Sequence[Any] | None = None) -> None:
         super().__init__(input_dim, columns)
@@ -258,6 +264,9 @@ class CategoricalLikelihood(Likelihood):
     Columns with different ``K_j`` share one padded ``(..., n, K_max)`` layout (padding at ``-inf``), so a
     table's categorical columns cost one log-softmax. Without columns every value has ``k`` levels.
     """
+
+    pos: torch.Tensor
+    valid: torch.Tensor
 
     name = "categorical"
 

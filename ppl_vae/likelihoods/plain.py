@@ -57,6 +57,8 @@ def _logit_offsets(n: int, columns: Sequence[Any] | None) -> torch.Tensor:
 class BernoulliLikelihood(Likelihood):
     """Independent Bernoulli cells with logits from the decoder; data must be in {0, 1}."""
 
+    offset: torch.Tensor
+
     name = "bernoulli"
 
     def __init__(self, input_dim: int, columns: Sequence[Any] | None = None) -> None:
@@ -140,6 +142,8 @@ class GaussianLikelihood(Likelihood):
     With ``columns``, the Gaussian is on each column's original value through its standardised
     variable (module docstring): ``scale`` is then in standard deviations of the column.
     """
+
+    log_scale: torch.Tensor
 
     name = "gaussian"
 

@@ -26,7 +26,7 @@ The likelihood records its schema and families in :attr:`config`, so a checkpoin
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -118,6 +118,9 @@ class TableLikelihood(Likelihood):
         torch.Size([3])
     """
 
+    inverse: torch.Tensor
+    schema: Schema
+
     name = "table"
 
     def __init__(
@@ -185,7 +188,7 @@ class TableLikelihood(Likelihood):
         return self._out_dim
 
     def feature_dim(self) -> int:
-        return sum(b.feature_dim() for b in self.blocks)
+        return sum(cast(Likelihood, b).feature_dim() for b in self.blocks)
 
     def _parts(self):
         index = [(getattr(self, f"index{b}"), sl) for b, sl in enumerate(self._slices)]

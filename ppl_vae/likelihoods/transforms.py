@@ -40,6 +40,15 @@ class ValueMap(nn.Module):
         log_natural: the family's variable is ``log x`` (log-normal) rather than ``x``.
     """
 
+    a: torch.Tensor
+    b: torch.Tensor
+    m: torch.Tensor
+    s: torch.Tensor
+    shift: torch.Tensor
+    scale: torch.Tensor
+    op: torch.Tensor
+    log_s: torch.Tensor
+
     def __init__(self, n: int, columns: Sequence[Any] | None, log_natural: bool = False) -> None:
         super().__init__()
         self.log_natural = log_natural

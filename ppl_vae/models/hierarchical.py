@@ -133,8 +133,9 @@ class HierarchicalVAE(TableInputs, ColumnShares, nn.Module):
         self.latent_dim = d1 + d2
         self.activation = activation
         self.likelihood = build_likelihood(likelihood, input_dim, schema)
-        table = isinstance(self.likelihood, TableLikelihood)
-        default_mask = bool(table and self.likelihood.schema.has_missing)
+        default_mask = isinstance(self.likelihood, TableLikelihood) and bool(
+            self.likelihood.schema.has_missing
+        )
         self.mask_inputs = default_mask if mask_inputs is None else bool(mask_inputs)
         self.encoder = nn.ModuleDict(
             {

@@ -19,6 +19,7 @@ a user's own program given NaN gets one error showing the Pyro idiom instead
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -66,6 +67,8 @@ class TableInputs:
     likelihood: Likelihood
     input_dim: int
     mask_inputs: bool
+    sample: Callable[..., torch.Tensor]  # the VAE's own
+    reconstruct: Callable[..., torch.Tensor]
 
     @property
     def schema(self) -> Schema | None:
@@ -191,6 +194,9 @@ def _needs_table_likelihood(schema: Schema) -> bool:
 
 class ColumnShares:
     """Mixin: each column's expected log-likelihood under q (needs ``self.decoder_outputs``)."""
+
+    likelihood: Likelihood
+    decoder_outputs: Callable[..., torch.Tensor]
 
     @torch.no_grad()
     def column_log_likelihood(

@@ -124,7 +124,9 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         table = isinstance(self.likelihood, TableLikelihood)
         if table and self.nets == "conv":
             raise UserError("nets='conv' is for images; a table's VAE uses nets='mlp'")
-        default_mask = bool(table and self.likelihood.schema.has_missing)
+        default_mask = isinstance(self.likelihood, TableLikelihood) and bool(
+            self.likelihood.schema.has_missing
+        )
         self.mask_inputs = default_mask if mask_inputs is None else bool(mask_inputs)
         if self.nets == "conv" and self.mask_inputs:
             raise UserError(
@@ -226,8 +228,10 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         square = side * side == self.input_dim and self.image_shape == (1, side, side)
         if self.image_shape is not None and (self.nets != "conv" or not square):
             extra["image_shape"] = list(self.image_shape)
-        table = isinstance(self.likelihood, TableLikelihood)
-        if self.mask_inputs != bool(table and self.likelihood.schema.has_missing):
+        if self.mask_inputs != (
+            isinstance(self.likelihood, TableLikelihood)
+            and bool(self.likelihood.schema.has_missing)
+        ):
             extra["mask_inputs"] = self.mask_inputs
         return extra
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, cast
 
@@ -46,9 +47,10 @@ def prior_means(model: torch.nn.Module, n: int, generator: torch.Generator) -> t
     ``sample`` draws from ``p(x | z)``; models whose ``sample`` takes no ``mean`` return means)."""
     import inspect
 
-    if "mean" in inspect.signature(model.sample).parameters:
-        return model.sample(n, generator=generator, mean=True)
-    return model.sample(n, generator=generator)
+    sample = cast(Callable[..., torch.Tensor], getattr(model, "sample"))  # noqa: B009
+    if "mean" in inspect.signature(sample).parameters:
+        return sample(n, generator=generator, mean=True)
+    return sample(n, generator=generator)
 
 
 def model_label(model: torch.nn.Module) -> str:

@@ -274,7 +274,7 @@ def load_model_state(
 
 def load_checkpoint(
     directory: str | os.PathLike[str], device: str | torch.device = "cpu"
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Rebuild the saved model from its config and load its weights onto ``device``: ``(model, config)``.
 
     ``config["training"]`` holds the history and the state needed to resume, ``config["data"]``

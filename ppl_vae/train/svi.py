@@ -28,7 +28,7 @@ import math
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import pyro
 import torch
@@ -41,9 +41,11 @@ from ..program_errors import from_program, program_failure
 from ..program_inspection import inspect_program
 from ..program_sites import ProgramWarning, restored_modes
 from ..programs import (
+    DataLike,
     DataPlateScale,
     Program,
     ProgramInfo,
+    ProgramLike,
     as_program,
     rows_slice,
     with_data_plate,
@@ -213,8 +215,8 @@ class SVIStrategy:
 
 # ====================================================================== fit
 def fit(
-    program: Any,
-    data: Any,
+    program: ProgramLike,
+    data: DataLike,
     objective: str | Objective = "analytic",
     *,
     epochs: int = 10,
@@ -222,7 +224,7 @@ def fit(
     lr: float = 1e-3,
     seed: int = 0,
     device: str | torch.device = "auto",
-    test_data: Any = None,
+    test_data: DataLike | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
     progress: bool = True,
@@ -285,7 +287,7 @@ def fit(
         3
     """
     check_fit_args(epochs, batch_size, lr, fast, time_budget)
-    log = check_fit_log(log)
+    log = cast("Literal['mlflow'] | None", check_fit_log(log))
     program = as_program(program, data_plate=data_plate)
     obj = parse_objective(objective)
     dev = resolve_device(device)
@@ -394,7 +396,13 @@ def fit(
     with (
         _locked(checkpoint_dir),
         restored_modes(program.modules),
-        fit_log(log, settings, callback, checkpoint_dir, ctx.is_main) as callback,
+        fit_log(
+            log,
+            settings,
+            callback,
+            None if checkpoint_dir is None else Path(checkpoint_dir),
+            ctx.is_main,
+        ) as callback,
     ):
         run_epochs(
             strategy,
