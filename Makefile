@@ -47,6 +47,7 @@ package: setup-dev
 lint: setup-dev
 	$(VENV)/bin/ruff check ppl_vae ppl_vae_cli tests benchmarks notebooks docs
 	$(VENV)/bin/ruff format --check ppl_vae ppl_vae_cli tests benchmarks notebooks docs
+	$(VENV)/bin/mypy  # the package, configured in pyproject.toml ([tool.mypy])
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache docs/_build docs/api docs/tutorials/generated

@@ -85,27 +85,7 @@ class Method:
                 f"a method is a string such as 'iwae:k=5' or 'vae/iaf:n=2/iwae:k=5,grad=dreg', or "
                 f"ppl_vae.Method(model=..., guide=..., objective=...); got {method!r}"
             )
-        parts = [p.strip() for p in method.strip().split("/")]
-        if any(not p for p in parts) or len(parts) > 3:
-            raise UserError(
-                f"method {method!r}: write 'objective', 'guide/objective', 'model/objective' or "
-                "'model/guide/objective' (e.g. 'vae/iaf:n=2/iwae:k=5,grad=dreg')"
-            )
-        *prefix, objective = parts
-        fields: dict[str, str] = {"objective": objective}
-        if len(prefix) == 2:
-            fields.update(model=prefix[0], guide=prefix[1])
-        elif prefix:
-            name = prefix[0].partition(":")[0]
-            if name in MODEL_NAMES:
-                fields["model"] = prefix[0]
-            elif name in GUIDES:
-                fields["guide"] = prefix[0]
-            else:
-                raise UserError(
-                    f"method {method!r}: {name!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a "
-                    f"guide ({', '.join(GUIDES)})"
-                )
+        fields = _fields_of(method)
         return cls(**fields)
 
     @property
@@ -198,3 +178,29 @@ def method_of(model: nn.Module, objective: str) -> Method:
     if name == "vae" and config.get("nets", "mlp") != "mlp":
         options = f":nets={config['nets']}"
     return Method(name + options, config.get("guide", "meanfield"), objective)
+
+
+def _fields_of(method: str) -> dict[str, str]:
+    """``"[model/][guide/]objective"`` -> the fields given; a lone prefix is a model or a guide by name."""
+    parts = [p.strip() for p in method.strip().split("/")]
+    if any(not p for p in parts) or len(parts) > 3:
+        raise UserError(
+            f"method {method!r}: write 'objective', 'guide/objective', 'model/objective' or "
+            "'model/guide/objective' (e.g. 'vae/iaf:n=2/iwae:k=5,grad=dreg')"
+        )
+    *prefix, objective = parts
+    fields: dict[str, str] = {"objective": objective}
+    if len(prefix) == 2:
+        fields.update(model=prefix[0], guide=prefix[1])
+    elif prefix:
+        name = prefix[0].partition(":")[0]
+        if name in MODEL_NAMES:
+            fields["model"] = prefix[0]
+        elif name in GUIDES:
+            fields["guide"] = prefix[0]
+        else:
+            raise UserError(
+                f"method {method!r}: {name!r} is neither a model ({', '.join(MODEL_NAMES)}) nor a "
+                f"guide ({', '.join(GUIDES)})"
+            )
+    return fields

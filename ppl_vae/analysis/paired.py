@@ -124,66 +124,10 @@ def paired_differences(
         other = points[points["method"] == method].set_index(["seed", "point"])
         seeds = sorted(set(other.index.get_level_values(0)) & set(ref.index.get_level_values(0)))
         for seed in seeds:
-            if fingerprints is not None:
-                check_same_data(
-                    fingerprints[(method, seed)],
-                    fingerprints[(reference, seed)],
-                    f"{method!r} and {reference!r} for seed {seed}",
-                )
-            a, b = other.loc[seed], ref.loc[seed]
-            if len(a) != len(b) or not a.index.equals(b.index):
-                raise DataMismatch(
-                    f"refusing to pair {method!r} and {reference!r} for seed {seed}: they were evaluated "
-                    f"on different test points ({len(a)} vs {len(b)})"
-                )
+            _check_pairable(other, ref, method, reference, seed, fingerprints)
         for metric in metrics:
-            per_seed = []
-            for seed in seeds:
-                d = (other.loc[seed][metric] - ref.loc[seed][metric]).to_numpy(dtype=float)
-                n = int(np.isfinite(d).sum())
-                d = d[np.isfinite(d)]
-                mean = float(d.mean()) if n else math.nan
-                se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
-                per_seed.append((mean, se))
-                rows.append(
-                    {
-                        "method": method,
-                        "reference": reference,
-                        "metric": metric,
-                        "level": "seed",
-                        "seed": seed,
-                        "n_points": n,
-                        "n_seeds": 1,
-                        "mean_diff": mean,
-                        "se_points": se,
-                        "se_seeds": math.nan,
-                        "z": mean / se if se and se > 0 else math.nan,
-                        "share_better": float(np.mean(d > 0)) if n else math.nan,
-                    }
-                )
-            means = np.array([m for m, _ in per_seed])
-            ses = np.array([s for _, s in per_seed])
-            s_count = len(means)
-            mean_all = float(means.mean()) if s_count else math.nan
-            se_seeds = float(means.std(ddof=1) / math.sqrt(s_count)) if s_count > 1 else math.nan
-            se_points = float(math.sqrt(np.nansum(ses**2)) / s_count) if s_count else math.nan
-            se_z = se_seeds if s_count > 1 else se_points
-            rows.append(
-                {
-                    "method": method,
-                    "reference": reference,
-                    "metric": metric,
-                    "level": "all",
-                    "seed": pd.NA,
-                    "n_points": int(sum(r["n_points"] for r in rows[-s_count:])) if s_count else 0,
-                    "n_seeds": s_count,
-                    "mean_diff": mean_all,
-                    "se_points": se_points,
-                    "se_seeds": se_seeds,
-                    "z": mean_all / se_z if se_z and se_z > 0 else math.nan,
-                    "share_better": math.nan,
-                }
-            )
+            seed_rows = [_seed_row(other, ref, method, reference, metric, seed) for seed in seeds]
+            rows += [*seed_rows, _all_row(seed_rows, method, reference, metric)]
     out = pd.DataFrame(
         rows,
         columns=[
@@ -203,3 +147,78 @@ def paired_differences(
     )
     out["seed"] = out["seed"].astype("Int64")
     return out
+
+
+def _check_pairable(
+    other: pd.DataFrame,
+    ref: pd.DataFrame,
+    method: str,
+    reference: str,
+    seed: int,
+    fingerprints: dict[tuple[str, int], dict[str, Any]] | None,
+) -> None:
+    """Refuse to pair two runs of a seed trained on different data or evaluated on different points."""
+    if fingerprints is not None:
+        check_same_data(
+            fingerprints[(method, seed)],
+            fingerprints[(reference, seed)],
+            f"{method!r} and {reference!r} for seed {seed}",
+        )
+    a, b = other.loc[seed], ref.loc[seed]
+    if len(a) != len(b) or not a.index.equals(b.index):
+        raise DataMismatch(
+            f"refusing to pair {method!r} and {reference!r} for seed {seed}: they were evaluated "
+            f"on different test points ({len(a)} vs {len(b)})"
+        )
+
+
+def _seed_row(
+    other: pd.DataFrame, ref: pd.DataFrame, method: str, reference: str, metric: str, seed: int
+) -> dict[str, Any]:
+    """One seed's paired differences of one metric: mean, s.e. over points, share of points better."""
+    d = (other.loc[seed][metric] - ref.loc[seed][metric]).to_numpy(dtype=float)
+    n = int(np.isfinite(d).sum())
+    d = d[np.isfinite(d)]
+    mean = float(d.mean()) if n else math.nan
+    se = float(d.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    return {
+        "method": method,
+        "reference": reference,
+        "metric": metric,
+        "level": "seed",
+        "seed": seed,
+        "n_points": n,
+        "n_seeds": 1,
+        "mean_diff": mean,
+        "se_points": se,
+        "se_seeds": math.nan,
+        "z": mean / se if se and se > 0 else math.nan,
+        "share_better": float(np.mean(d > 0)) if n else math.nan,
+    }
+
+
+def _all_row(
+    seed_rows: list[dict[str, Any]], method: str, reference: str, metric: str
+) -> dict[str, Any]:
+    """Over seeds: the mean of the per-seed means, its s.e. across seeds and the pooled s.e. over points."""
+    means = np.array([r["mean_diff"] for r in seed_rows])
+    ses = np.array([r["se_points"] for r in seed_rows])
+    s_count = len(means)
+    mean_all = float(means.mean()) if s_count else math.nan
+    se_seeds = float(means.std(ddof=1) / math.sqrt(s_count)) if s_count > 1 else math.nan
+    se_points = float(math.sqrt(np.nansum(ses**2)) / s_count) if s_count else math.nan
+    se_z = se_seeds if s_count > 1 else se_points
+    return {
+        "method": method,
+        "reference": reference,
+        "metric": metric,
+        "level": "all",
+        "seed": pd.NA,
+        "n_points": int(sum(r["n_points"] for r in seed_rows)),
+        "n_seeds": s_count,
+        "mean_diff": mean_all,
+        "se_points": se_points,
+        "se_seeds": se_seeds,
+        "z": mean_all / se_z if se_z and se_z > 0 else math.nan,
+        "share_better": math.nan,
+    }

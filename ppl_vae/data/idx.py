@@ -203,32 +203,39 @@ def download_mnist(
         if target.is_file() and _md5(target.read_bytes()) == sums[name]:
             logger.info("%s: present with the right MD5, skipped", target)
             continue
-        errors: list[str] = []
-        bad_md5 = False
-        for base in bases:
-            url = base.rstrip("/") + "/" + name
-            try:
-                data = fetch(url)
-            except OSError as err:  # urllib.error.URLError is an OSError
-                errors.append(f"{url}: {err}")
-                continue
-            got = _md5(data)
-            if got != sums[name]:
-                bad_md5 = True
-                errors.append(f"{url}: MD5 {got}, expected {sums[name]} ({len(data)} bytes)")
-                continue
-            _atomic_write(target, data)
-            logger.info("%s: downloaded from %s", target, url)
-            break
-        else:
-            report = "\n  ".join(errors)
-            if bad_md5:
-                raise DataError(
-                    f"download_mnist: no mirror gave {name} with the published MD5; nothing was "
-                    f"written to {target}:\n  {report}"
-                )
-            raise OSError(f"download_mnist: could not fetch {name} from any mirror:\n  {report}")
+        _fetch_one(name, target, sums[name], bases, fetch)
     return dest
+
+
+def _fetch_one(
+    name: str, target: Path, md5: str, bases: Sequence[str], fetch: Callable[[str], bytes]
+) -> None:
+    """``name`` from the first mirror that gives it with the published MD5, written atomically to
+    ``target``; else a DataError (a wrong MD5 somewhere: nothing written) or an OSError (no mirror)."""
+    errors: list[str] = []
+    bad_md5 = False
+    for base in bases:
+        url = base.rstrip("/") + "/" + name
+        try:
+            data = fetch(url)
+        except OSError as err:  # urllib.error.URLError is an OSError
+            errors.append(f"{url}: {err}")
+            continue
+        got = _md5(data)
+        if got != md5:
+            bad_md5 = True
+            errors.append(f"{url}: MD5 {got}, expected {md5} ({len(data)} bytes)")
+            continue
+        _atomic_write(target, data)
+        logger.info("%s: downloaded from %s", target, url)
+        return
+    report = "\n  ".join(errors)
+    if bad_md5:
+        raise DataError(
+            f"download_mnist: no mirror gave {name} with the published MD5; nothing was "
+            f"written to {target}:\n  {report}"
+        )
+    raise OSError(f"download_mnist: could not fetch {name} from any mirror:\n  {report}")
 
 
 # --------------------------------------------------------------------------- loaders
@@ -242,6 +249,25 @@ def _locate(folder: Path, name: str) -> Path | None:
     return None
 
 
+def _idx_root(which: str, data_dir: str | os.PathLike[str] | None, how_to: str) -> Path:
+    """``data_dir`` (a folder), else ``$PPL_VAE_DATA``; an error naming both when neither is there."""
+    if data_dir is not None:
+        root = Path(data_dir).expanduser()
+        if not root.is_dir():
+            raise MissingFileError(
+                f"{which}: data_dir={str(data_dir)!r} is not a folder. Expected {list(FILES)} "
+                f"there: {how_to}"
+            )
+        return root
+    env = os.environ.get(ENV_VAR)
+    if not env:
+        raise MissingFileError(
+            f"{which}: no data_dir given and {ENV_VAR} is not set, so there is nowhere to "
+            f"look for {list(FILES)}: {how_to}"
+        )
+    return Path(env).expanduser()
+
+
 def find_idx_files(which: str, data_dir: str | os.PathLike[str] | None = None) -> dict[str, Path]:
     """Paths of the four files of ``which``: in ``data_dir`` (or ``data_dir/which``),
     else ``$PPL_VAE_DATA/which`` or ``$PPL_VAE_DATA``.
@@ -253,29 +279,14 @@ def find_idx_files(which: str, data_dir: str | os.PathLike[str] | None = None) -
         f"download them with ppl_vae.data.download_mnist(DIR, which={which!r}) and pass "
         f"data_dir=DIR, or set {ENV_VAR}=ROOT with the files in ROOT/{which}"
     )
-    if data_dir is not None:
-        root = Path(data_dir).expanduser()
-        if not root.is_dir():
-            raise MissingFileError(
-                f"{which}: data_dir={str(data_dir)!r} is not a folder. Expected {list(FILES)} "
-                f"there: {how_to}"
-            )
-        candidates = [root / which, root]
-    else:
-        env = os.environ.get(ENV_VAR)
-        if not env:
-            raise MissingFileError(
-                f"{which}: no data_dir given and {ENV_VAR} is not set, so there is nowhere to "
-                f"look for {list(FILES)}: {how_to}"
-            )
-        root = Path(env).expanduser()
-        candidates = [root / which, root]
-
+    root = _idx_root(which, data_dir, how_to)
+    candidates = [root / which, root]
     best: tuple[Path, list[str]] | None = None
     for folder in candidates:
         found = {name: _locate(folder, name) for name in FILES}
-        if all(found.values()):
-            return found  # type: ignore[return-value]
+        complete = {name: p for name, p in found.items() if p is not None}
+        if len(complete) == len(FILES):
+            return complete
         present = [name for name, p in found.items() if p is not None]
         if present and (best is None or len(present) > len(best[1])):
             best = (folder, present)

@@ -178,54 +178,60 @@ def fast_log_prob(fn: Any, value: torch.Tensor, scratch: dict | None = None) -> 
         fn = fn.base_dist
     method = type(fn).log_prob
     if method is torch.distributions.Bernoulli.log_prob:
-        # built from logits: they are in the instance's dict and probs are not (torch computes the one
-        # not given lazily, on first use); a Bernoulli built from probs is left to its own log_prob
-        logits = vars(fn).get("logits")
-        if logits is None or "probs" in vars(fn) or logits.dtype != value.dtype:
-            return None
-        x = _compact(value)
-        if not bool(((x == 0) | (x == 1)).all()):
-            return None
-        full = _broadcast(logits.shape, value.shape)
-        if len(full) < event_dims:
-            return None
-        op = functools.partial(_softplus_signed, scratch=scratch)
-        return torch.neg(_blocked_event_sum(op, (logits, 1 - 2 * x), full, event_dims))
+        return _bernoulli_log_prob(fn, value, event_dims, scratch)
     if method is torch.distributions.Normal.log_prob:
-        loc, scale = fn.loc, fn.scale
-        full = _broadcast(loc.shape, value.shape)
-        if (
-            loc.dtype != value.dtype
-            or scale.dtype != value.dtype
-            or len(full) < event_dims
-            or value.dim() < event_dims
-            or tuple(value.shape[value.dim() - event_dims :]) != full[len(full) - event_dims :]
-        ):
-            return None
-        event_shape = full[len(full) - event_dims :]
-        loc, scale = _compact(loc), _compact(scale)
-        if _is_standard(loc, scale):  # N(0, I) prior: sum of z^2, one pass, no temporary
-            quad = _blocked_event_sum(lambda v: v, (value,), full, event_dims, squares=True)
-        else:
-            quad = _blocked_event_sum(
-                _standardise, (value, loc, scale), full, event_dims, squares=True
-            )
-        log_scale = (
-            scale.log()
-        )  # on the compact scale: (1, N, d) for a guide under the particle plate
-        log_norm = (
-            _sum_right(
-                log_scale.expand(
-                    tuple(log_scale.shape[: log_scale.dim() - event_dims]) + event_shape
-                ),
-                event_dims,
-            )
-            + math.prod(event_shape) * _HALF_LOG_2PI
-        )
-        lp = -0.5 * quad - log_norm
-        batch = full[: len(full) - event_dims]
-        return lp.expand(batch) if lp.shape != batch else lp
+        return _normal_log_prob(fn, value, event_dims)
     return None
+
+
+def _bernoulli_log_prob(
+    fn: Any, value: torch.Tensor, event_dims: int, scratch: dict | None
+) -> torch.Tensor | None:
+    """``-softplus((1 - 2 x) l)`` summed over the event dims, for a Bernoulli built from logits."""
+    # built from logits: they are in the instance's dict and probs are not (torch computes the one
+    # not given lazily, on first use); a Bernoulli built from probs is left to its own log_prob
+    logits = vars(fn).get("logits")
+    if logits is None or "probs" in vars(fn) or logits.dtype != value.dtype:
+        return None
+    x = _compact(value)
+    if not bool(((x == 0) | (x == 1)).all()):
+        return None
+    full = _broadcast(logits.shape, value.shape)
+    if len(full) < event_dims:
+        return None
+    op = functools.partial(_softplus_signed, scratch=scratch)
+    return torch.neg(_blocked_event_sum(op, (logits, 1 - 2 * x), full, event_dims))
+
+
+def _normal_log_prob(fn: Any, value: torch.Tensor, event_dims: int) -> torch.Tensor | None:
+    """The Normal log-density summed over the event dims, ``log scale`` on the compact scale."""
+    loc, scale = fn.loc, fn.scale
+    full = _broadcast(loc.shape, value.shape)
+    if (
+        loc.dtype != value.dtype
+        or scale.dtype != value.dtype
+        or len(full) < event_dims
+        or value.dim() < event_dims
+        or tuple(value.shape[value.dim() - event_dims :]) != full[len(full) - event_dims :]
+    ):
+        return None
+    event_shape = full[len(full) - event_dims :]
+    loc, scale = _compact(loc), _compact(scale)
+    if _is_standard(loc, scale):  # N(0, I) prior: sum of z^2, one pass, no temporary
+        quad = _blocked_event_sum(lambda v: v, (value,), full, event_dims, squares=True)
+    else:
+        quad = _blocked_event_sum(_standardise, (value, loc, scale), full, event_dims, squares=True)
+    log_scale = scale.log()  # on the compact scale: (1, N, d) for a guide under the particle plate
+    log_norm = (
+        _sum_right(
+            log_scale.expand(tuple(log_scale.shape[: log_scale.dim() - event_dims]) + event_shape),
+            event_dims,
+        )
+        + math.prod(event_shape) * _HALF_LOG_2PI
+    )
+    lp = -0.5 * quad - log_norm
+    batch = full[: len(full) - event_dims]
+    return lp.expand(batch) if lp.shape != batch else lp
 
 
 _TRACING = False  # True while a chunk is traced for compilation: no data-dependent Python then

@@ -47,16 +47,7 @@ def plot_curves(
             go on separate axes, since the two are different quantities.
         labels: names for the runs (default: run folder and objective, or ``run k``).
     """
-    if isinstance(runs, Mapping):
-        labels, runs = list(runs.keys()), list(runs.values())
-    elif not isinstance(runs, (list, tuple)) or (runs and isinstance(runs[0], dict)):
-        runs = [runs]
-    items = []
-    for k, run in enumerate(runs):
-        label, history = _history_of(run)
-        if labels is not None:
-            label = labels[k]
-        items.append((label or f"run {k}", history))
+    items = _labelled_histories(runs, labels)
     groups: dict[str, list[tuple[int, str, list[dict]]]] = {"elbo": [], "loss": []}
     for k, (label, history) in enumerate(items):
         if not history:
@@ -67,55 +58,76 @@ def plot_curves(
         raise UserError("no epochs to plot: every run's history is empty")
     fig = Figure(figsize=(6.4 * len(panels), 4.4), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
-    import matplotlib
-
-    cmap = matplotlib.colormaps["tab10"]
     for ax, panel in zip(axes, panels, strict=True):
         for k, label, history in groups[panel]:
-            epochs = [r["epoch"] for r in history]
-            if panel == "elbo":
-                train = [r.get("train_elbo") for r in history]
-                test = [r.get("test_elbo") for r in history]
-            else:
-                train = [r.get("train_reconstruction", r.get("train_loss")) for r in history]
-                test = [r.get("test_loss") for r in history]
-            colour = cmap(k % 10)
-            label = wrap_title(label, 45)
-            ax.plot(
-                epochs, train, linestyle="--", color=colour, linewidth=1.2, label=f"{label}: train"
-            )
-            if any(v is not None for v in test):
-                ax.plot(
-                    epochs,
-                    [np.nan if v is None else v for v in test],
-                    color=colour,
-                    linewidth=1.8,
-                    marker="o" if len(epochs) <= 30 else None,
-                    markersize=3,
-                    label=f"{label}: test",
-                )
-        ax.set_xlabel("epoch")
-        if panel == "elbo":
-            ax.set_ylabel("ELBO (nats per data point, higher is better)")
-            ax.set_title(
-                wrap_title("VAE: train ELBO (dashed, during the epoch) and test ELBO (solid)", 40),
-                fontsize=10,
-            )
-        else:
-            ax.set_ylabel("reconstruction error per data point (lower is better)")
-            ax.set_title(
-                wrap_title(
-                    "Autoencoders: reconstruction error, train (dashed; inputs as trained on, e.g. "
-                    "corrupted for a DAE; no penalty) and clean test split (solid)",
-                    40,
-                ),
-                fontsize=10,
-            )
-        ax.grid(alpha=0.3)
-        integer_ticks(ax.xaxis)
-        # one panel: its legend below the figure; two: each to the right of its own panel
-        add_legend(ax, markerscale=1, side="below" if len(panels) == 1 else "right")
+            _draw_run(ax, panel, k, label, history)
+        _label_panel(ax, panel, len(panels))
     if title is None:
         title = "Training curves: " + ", ".join(label for label, _ in items)
     fig.suptitle(wrap_title(title, 80 * len(panels)), fontsize=11)
     return finish(fig, path)
+
+
+def _labelled_histories(runs: Any, labels: Sequence[str] | None) -> list[tuple[str, list[dict]]]:
+    """``(label, history)`` per run, from one run or a sequence or mapping of them."""
+    if isinstance(runs, Mapping):
+        labels, runs = list(runs.keys()), list(runs.values())
+    elif not isinstance(runs, (list, tuple)) or (runs and isinstance(runs[0], dict)):
+        runs = [runs]
+    items = []
+    for k, run in enumerate(runs):
+        label, history = _history_of(run)
+        if labels is not None:
+            label = labels[k]
+        items.append((label or f"run {k}", history))
+    return items
+
+
+def _draw_run(ax: Any, panel: str, k: int, label: str, history: list[dict]) -> None:
+    """One run's train (dashed) and test (solid) curve in the colour of its index."""
+    import matplotlib
+
+    epochs = [r["epoch"] for r in history]
+    if panel == "elbo":
+        train = [r.get("train_elbo") for r in history]
+        test = [r.get("test_elbo") for r in history]
+    else:
+        train = [r.get("train_reconstruction", r.get("train_loss")) for r in history]
+        test = [r.get("test_loss") for r in history]
+    colour = matplotlib.colormaps["tab10"](k % 10)
+    label = wrap_title(label, 45)
+    ax.plot(epochs, train, linestyle="--", color=colour, linewidth=1.2, label=f"{label}: train")
+    if any(v is not None for v in test):
+        ax.plot(
+            epochs,
+            [np.nan if v is None else v for v in test],
+            color=colour,
+            linewidth=1.8,
+            marker="o" if len(epochs) <= 30 else None,
+            markersize=3,
+            label=f"{label}: test",
+        )
+
+
+def _label_panel(ax: Any, panel: str, n_panels: int) -> None:
+    ax.set_xlabel("epoch")
+    if panel == "elbo":
+        ax.set_ylabel("ELBO (nats per data point, higher is better)")
+        ax.set_title(
+            wrap_title("VAE: train ELBO (dashed, during the epoch) and test ELBO (solid)", 40),
+            fontsize=10,
+        )
+    else:
+        ax.set_ylabel("reconstruction error per data point (lower is better)")
+        ax.set_title(
+            wrap_title(
+                "Autoencoders: reconstruction error, train (dashed; inputs as trained on, e.g. "
+                "corrupted for a DAE; no penalty) and clean test split (solid)",
+                40,
+            ),
+            fontsize=10,
+        )
+    ax.grid(alpha=0.3)
+    integer_ticks(ax.xaxis)
+    # one panel: its legend below the figure; two: each to the right of its own panel
+    add_legend(ax, markerscale=1, side="below" if n_panels == 1 else "right")

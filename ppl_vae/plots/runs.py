@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
 
 from ..errors import UserError
 from ..store.lock import lock_folder
@@ -50,55 +53,58 @@ def plot_run(
         return _draw(run, run_dir, out, kinds, num_samples, skipped)
 
 
+def _wanted(kinds: list[str], model: Any, data: Any, skipped: list[str] | None) -> list[str]:
+    """The figures to draw: ``"all"`` expanded to those that apply (samples need a prior, the overview
+    2-D points), each once, in order."""
+    wanted: list[str] = []
+    for kind in kinds:
+        if kind != "all":
+            wanted.append(kind)
+            continue
+        for k in ALL_KINDS:
+            if k == "samples" and not can_sample(model):
+                if skipped is not None:
+                    skipped.append(f"samples: {type(model).__name__} has no prior to sample from")
+                continue
+            if k == "overview" and data.meta.kind != "points2d":
+                continue
+            wanted.append(k)
+    return list(dict.fromkeys(wanted))
+
+
 def _draw(run, run_dir: Path, out: Path, kinds: list[str], num_samples: int, skipped) -> list[Path]:
     model, data = run.model, run.data
     name = f"run {run_dir.resolve().name}: {model_label(model)}, {data.meta.name}"
-    wanted: list[str] = []
-    for kind in kinds:
-        if kind == "all":
-            for k in ALL_KINDS:
-                if k == "samples" and not can_sample(model):
-                    if skipped is not None:
-                        skipped.append(
-                            f"samples: {type(model).__name__} has no prior to sample from"
-                        )
-                    continue
-                if k == "overview" and data.meta.kind != "points2d":
-                    continue
-                wanted.append(k)
-        else:
-            wanted.append(kind)
-    wanted = list(dict.fromkeys(wanted))
+    simple: dict[str, Callable[..., Figure]] = {
+        "latent": plot_latent,
+        "recon": plot_reconstructions,
+        "samples": plot_samples,
+        "interpolate": plot_interpolation,
+        "overview": plot_overview_2d,
+    }
     paths: list[Path] = []
     report = None
-    for kind in wanted:
-        path = out / f"{kind}.png"
-        if kind == "latent":
-            fig = plot_latent(model, data, name=name)
-        elif kind == "recon":
-            fig = plot_reconstructions(model, data, name=name)
-        elif kind == "samples":
-            fig = plot_samples(model, data, name=name)
-        elif kind == "interpolate":
-            fig = plot_interpolation(model, data, name=name)
-        elif kind == "overview":
-            fig = plot_overview_2d(model, data, name=name)
+    for kind in _wanted(kinds, model, data, skipped):
+        if kind in simple:
+            fig = simple[kind](model, data, name=name)
         elif kind == "curves":
             fig = plot_curves(
                 [run], labels=[run_dir.resolve().name], title=f"Training curves: {name}"
             )
         else:  # khat, gap
-            if not (
-                callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))
-            ):
-                raise UserError(
-                    f"{kind!r} needs a VAE (importance weights need p(x, z) and q(z | x)); "
-                    f"{type(model).__name__} defines no likelihood"
-                )
-            if report is None:
-                from ..diagnostics import evaluate
-
-                report = evaluate(model, data.test, num_samples=num_samples, name=name)
+            report = report if report is not None else _report(model, data, kind, num_samples, name)
             fig = (plot_khat if kind == "khat" else plot_gap_hist)(report)
-        paths.append(save_png(fig, path))
+        paths.append(save_png(fig, out / f"{kind}.png"))
     return paths
+
+
+def _report(model: Any, data: Any, kind: str, num_samples: int, name: str) -> Any:
+    """The evaluation the k-hat and gap figures read (a VAE only)."""
+    if not (callable(getattr(model, "model", None)) and callable(getattr(model, "guide", None))):
+        raise UserError(
+            f"{kind!r} needs a VAE (importance weights need p(x, z) and q(z | x)); "
+            f"{type(model).__name__} defines no likelihood"
+        )
+    from ..diagnostics import evaluate
+
+    return evaluate(model, data.test, num_samples=num_samples, name=name)

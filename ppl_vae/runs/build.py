@@ -67,6 +67,24 @@ def as_ints(value: Any) -> tuple[int, ...] | None:
     return None
 
 
+def _hvae_widths(config: dict[str, Any], d_in: int) -> tuple[list[list[int]], str] | None:
+    """The four dense stacks of a two-layer hierarchical VAE (x - z1 - z2 and back)."""
+    latent, hidden = as_ints(config.get("latent_dims")), config.get("hidden_dims")
+    layers = [as_ints(h) for h in hidden] if isinstance(hidden, (list, tuple)) else []
+    if latent is None or len(latent) != 2 or len(layers) != 2:
+        return None
+    (d1, d2), (h1, h2) = latent, layers
+    if h1 is None or h2 is None:
+        return None
+    widths = [
+        [d_in, *h1, 2 * d1],
+        [d1, *h2, 2 * d2],
+        [d2, *reversed(h2), 2 * d1],
+        [d1, *reversed(h1), 2 * d_in],
+    ]
+    return widths, f"input {d_in}, latent_dims {latent}, hidden_dims {h1} and {h2}"
+
+
 def mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
     """The dense layers of a model described by its config (class, sizes), as width lists, and the sizes
     in words; None when the config does not say (an unknown class, odd types: the constructor decides)."""
@@ -74,20 +92,7 @@ def mlp_widths(config: dict[str, Any]) -> tuple[list[list[int]], str] | None:
     if not isinstance(d_in, int):
         return None
     if cls == "HierarchicalVAE":
-        latent, hidden = as_ints(config.get("latent_dims")), config.get("hidden_dims")
-        layers = [as_ints(h) for h in hidden] if isinstance(hidden, (list, tuple)) else []
-        if latent is None or len(latent) != 2 or len(layers) != 2:
-            return None
-        (d1, d2), (h1, h2) = latent, layers
-        if h1 is None or h2 is None:
-            return None
-        widths = [
-            [d_in, *h1, 2 * d1],
-            [d1, *h2, 2 * d2],
-            [d2, *reversed(h2), 2 * d1],
-            [d1, *reversed(h1), 2 * d_in],
-        ]
-        return widths, f"input {d_in}, latent_dims {latent}, hidden_dims {h1} and {h2}"
+        return _hvae_widths(config, d_in)
     d, hidden = config.get("latent_dim"), as_ints(config.get("hidden_dims"))
     if not isinstance(d, int) or hidden is None:
         return None

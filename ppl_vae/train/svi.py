@@ -72,24 +72,24 @@ from .state import (
 __all__ = ["fit"]
 
 
-def check_fit_args(epochs: Any, batch_size: Any, lr: Any, fast: Any, time_budget: Any) -> None:
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_fit_args(
+    epochs: object, batch_size: object, lr: object, fast: object, time_budget: object
+) -> None:
+    """``fit``'s numbers and mode, checked before anything runs (one line naming the argument)."""
     for arg, value, low in (("epochs", epochs, 0), ("batch_size", batch_size, 1)):
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise UserError(
                 f"{arg} must be a {'non-negative' if low == 0 else 'positive'} integer; got {value!r}"
             )
-    if not (
-        isinstance(lr, (int, float)) and not isinstance(lr, bool) and lr > 0 and math.isfinite(lr)
-    ):
+    if not (_is_number(lr) and cast(float, lr) > 0):
         raise UserError(f"lr must be a positive finite number; got {lr!r}")
     if fast not in FAST_MODES:
         raise UserError(f"fast must be one of {FAST_MODES}; got {fast!r}")
-    if time_budget is not None and not (
-        isinstance(time_budget, (int, float))
-        and not isinstance(time_budget, bool)
-        and time_budget > 0
-        and math.isfinite(time_budget)
-    ):
+    if time_budget is not None and not (_is_number(time_budget) and cast(float, time_budget) > 0):
         raise UserError(
             f"time_budget must be a positive finite number of seconds (or None); got {time_budget!r}"
         )
@@ -290,20 +290,95 @@ def fit(
     log = cast("Literal['mlflow'] | None", check_fit_log(log))
     program = as_program(program, data_plate=data_plate)
     obj = parse_objective(objective)
-    dev = resolve_device(device)
+    asked = resolve_device(device)
     if state is not None and not isinstance(state, TrainState):
         raise ArgumentTypeError(
             f"state must be a TrainState (history.state); got {type(state).__name__}"
         )
     state = state or state_of(program.key) or new_state(program.key, seed)
     train = _train_data(data, test_data, program, state.validated)
-    ctx = setup_distributed(dev)
+    ctx = setup_distributed(asked)
     dev = ctx.device
     train = train.to(dev)
     if program.module is not None:
         program.module.to(dev)
-
     first = rows_slice(train.train, slice(0, min(batch_size, train.n)))
+    program, info, obj, params, pure, resumed = _set_up(
+        program, obj, state, train, first, ctx, batch_size, lr, resume, checkpoint_dir
+    )
+    state.seed = seed
+    history = state.history
+    engine, ddp = choose_engines(
+        program, obj, fast, info, pure, state, ctx, first, train.n, batch_size, epochs
+    )
+    history.meta.update(
+        fast_meta(fast, engine, obj, state),
+        objective=obj.spec,
+        discrete_sites=list(info.non_reparam),
+    )
+    _report_program(state, info, history)
+    strategy = _strategy(program, obj, info, state, engine, ddp, train, fast, epochs, batch_size)
+    history.state = state
+    remember(program.key, state)  # reachable even if training stops with an error
+    save = _saver(program, strategy, train, checkpoint_dir, lr, batch_size)
+    settings = {  # what fit(..., log="mlflow") records as the MLflow run's parameters
+        "objective": obj.spec,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "seed": seed,
+        "device": str(dev),
+        "fast": fast,
+        "data_plate": data_plate or "data",
+        "program": type(program.module if program.module is not None else program).__name__,
+        "model": getattr(program.module, "config", None),
+        "n_train": train.n,
+    }
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    with (
+        _locked(checkpoint_dir),
+        restored_modes(program.modules),
+        fit_log(log, settings, callback, folder, ctx.is_main) as callback,
+    ):
+        run_epochs(
+            strategy,
+            train,
+            state,
+            params,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=state.seed,
+            ctx=ctx,
+            checkpoint_dir=checkpoint_dir,
+            save=save,
+            progress=progress,
+            time_budget=time_budget,
+            callback=callback,
+            resumed_epoch=resumed,
+        )
+    history.state = state
+    remember(program.key, state)
+    if engine is not None:
+        history.meta["fast_path"]["whole_step"] = whole_step_meta(engine)
+    return history
+
+
+def _set_up(
+    program: Program,
+    obj: Objective,
+    state: TrainState,
+    train: TrainData,
+    first: Rows,
+    ctx: DistContext,
+    batch_size: int,
+    lr: float,
+    resume: bool,
+    checkpoint_dir: str | Path | None,
+) -> tuple[Program, ProgramInfo, Objective, list[torch.Tensor], list[torch.Tensor], int | None]:
+    """The program inspected and the objective bound (or the last call's, when nothing it depends on
+    changed), the optimiser (kept while it trains the same tensors), a resume: ``(program with the data
+    plate found, info, bound objective, trained tensors, plain pyro.param tensors, resumed epoch)``."""
+    dev = ctx.device
     module_ids = (
         tuple(id(p) for p in program.module.parameters()) if program.module is not None else ()
     )
@@ -326,52 +401,69 @@ def fit(
         else:
             info, obj, params, pure = setup[1:]
         program = with_data_plate(program, info)
-        if state.optimizer is None or [
-            id(p) for g in state.optimizer.param_groups for p in g["params"]
-        ] != [id(p) for p in params]:
-            state.optimizer = adam(params, lr)
+        trained = [id(p) for p in params]
+        optimizer = state.optimizer
+        if (
+            optimizer is None
+            or [id(p) for g in optimizer.param_groups for p in g["params"]] != trained
+        ):
+            optimizer = state.optimizer = adam(params, lr)
         resumed = _resume(program, state, checkpoint_dir, dev, info) if resume else None
-        for (
-            group
-        ) in state.optimizer.param_groups:  # after a resume: the lr asked for, not the saved one
+        for group in optimizer.param_groups:  # after a resume: the lr asked for, not the saved one
             group["lr"] = lr
     state.setup = None if resume else (key, info, obj, params, pure)
     state.info = info
     state.objective = obj.spec
-    state.seed = seed
-    history = state.history
-    engine, ddp = choose_engines(
-        program, obj, fast, info, pure, state, ctx, first, train.n, batch_size, epochs
-    )
-    history.meta.update(
-        fast_meta(fast, engine, obj, state),
-        objective=obj.spec,
-        discrete_sites=list(info.non_reparam),
-    )
-    _report_program(state, info, history)
+    return program, info, obj, params, pure, resumed
+
+
+def _strategy(
+    program: Program,
+    obj: Objective,
+    info: ProgramInfo,
+    state: TrainState,
+    engine: FastEngine | None,
+    ddp: Any,
+    train: TrainData,
+    fast: FastMode,
+    epochs: int,
+    batch_size: int,
+) -> SVIStrategy:
+    """The SVI strategy of this call, with whether the compiled whole step may run (said once when it was
+    asked for and does not apply)."""
     strategy = SVIStrategy(program, obj, info, state, engine, ddp, train.dataset)
-    if engine is not None and ddp is None:
-        steps_per_epoch = max(1, -(-train.n // batch_size))
-        strategy.defers_updates = engine.may_fuse(
-            state.optimizer, state.step, epochs, steps_per_epoch
+    if engine is None or ddp is not None or state.optimizer is None:
+        return strategy
+    steps_per_epoch = max(1, -(-train.n // batch_size))
+    strategy.defers_updates = engine.may_fuse(state.optimizer, state.step, epochs, steps_per_epoch)
+    strategy.explicit = fast == "compile"
+    if strategy.explicit and not strategy.defers_updates and engine.fused_reason is not None:
+        warn_once(
+            state,
+            f"the compiled whole step does not apply ({engine.fused_reason}); training with "
+            "the compiled loss graph and torch.optim.Adam",
         )
-        strategy.explicit = fast == "compile"
-        if strategy.explicit and not strategy.defers_updates and engine.fused_reason is not None:
-            warn_once(
-                state,
-                f"the compiled whole step does not apply ({engine.fused_reason}); training with "
-                "the compiled loss graph and torch.optim.Adam",
-            )
-    history.state = state
-    remember(program.key, state)  # reachable even if training stops with an error
+    return strategy
+
+
+def _saver(
+    program: Program,
+    strategy: SVIStrategy,
+    train: TrainData,
+    checkpoint_dir: str | Path | None,
+    lr: float,
+    batch_size: int,
+) -> Callable[[TrainState], None] | None:
+    """What commits a checkpoint after each epoch (None without ``checkpoint_dir``)."""
+    if checkpoint_dir is None:
+        return None
+    folder = checkpoint_dir
 
     def save(st: TrainState) -> None:
         from ..store.checkpoint import save_checkpoint
 
-        if checkpoint_dir is None:  # save runs only with a checkpoint_dir
-            return
         save_checkpoint(
-            checkpoint_dir,
+            folder,
             program.module,
             optimizer=st.optimizer,
             training=training_summary(st, lr=lr, batch_size=batch_size),
@@ -379,52 +471,7 @@ def fit(
             params=strategy.checkpoint_params(),
         )
 
-    module = program.module
-    settings = {  # what fit(..., log="mlflow") records as the MLflow run's parameters
-        "objective": obj.spec,
-        "epochs": epochs,
-        "batch_size": batch_size,
-        "lr": lr,
-        "seed": seed,
-        "device": str(dev),
-        "fast": fast,
-        "data_plate": data_plate or "data",
-        "program": type(module if module is not None else program).__name__,
-        "model": getattr(module, "config", None),
-        "n_train": train.n,
-    }
-    with (
-        _locked(checkpoint_dir),
-        restored_modes(program.modules),
-        fit_log(
-            log,
-            settings,
-            callback,
-            None if checkpoint_dir is None else Path(checkpoint_dir),
-            ctx.is_main,
-        ) as callback,
-    ):
-        run_epochs(
-            strategy,
-            train,
-            state,
-            params,
-            epochs=epochs,
-            batch_size=batch_size,
-            seed=state.seed,
-            ctx=ctx,
-            checkpoint_dir=checkpoint_dir,
-            save=save if checkpoint_dir is not None else None,
-            progress=progress,
-            time_budget=time_budget,
-            callback=callback,
-            resumed_epoch=resumed,
-        )
-    history.state = state
-    remember(program.key, state)
-    if engine is not None:
-        history.meta["fast_path"]["whole_step"] = whole_step_meta(engine)
-    return history
+    return save
 
 
 def _report_program(state: TrainState, info: ProgramInfo, history: History) -> None:
