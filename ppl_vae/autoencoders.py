@@ -164,7 +164,7 @@ class Autoencoder(nn.Module):
         return self.loss_terms(x, generator)["loss"]
 
     # ------------------------------------------------------------------ bookkeeping
-    def check_data(self, x: Any, arg: str = "x") -> torch.Tensor:
+    def check_data(self, x: object, arg: str = "x") -> torch.Tensor:
         """Validate a batch: a finite float tensor ``(N, D)``, in [0, 1] for BCE."""
         x = check_matrix(x, self.input_dim, arg)
         if self.reconstruction == "bce" and ((x < 0).any() or (x > 1).any()):

@@ -278,7 +278,7 @@ class SemiSupervisedVAE(nn.Module):
             y = torch.randint(0, self.num_classes, (n,), generator=generator).to(device)
         return self.decode(z, y.to(device))
 
-    def check_data(self, x: Any, arg: str = "x") -> torch.Tensor:
+    def check_data(self, x: object, arg: str = "x") -> torch.Tensor:
         x = check_matrix(x, self.input_dim, arg)
         self.likelihood.check(x, arg)
         return x

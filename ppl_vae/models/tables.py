@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -158,9 +158,9 @@ class TableInputs:
         self.likelihood.check(x, arg, mask)
         return (x, mask)
 
-    def check_data(self, x: Any, arg: str = "x") -> torch.Tensor:
+    def check_data(self, x: object, arg: str = "x") -> torch.Tensor:
         """Validate a batch at the boundary: a finite float tensor ``(N, D)`` in the likelihood's support."""
-        return self.check_rows((x,), arg)[0]
+        return self.check_rows((cast(torch.Tensor, x),), arg)[0]  # check_rows validates it
 
     # ------------------------------------------------------------------ outputs in the user's terms
     def _table(self, what: str) -> Schema:

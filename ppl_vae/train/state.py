@@ -20,12 +20,16 @@ import warnings
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 import torch
 
 from ..errors import UserError
+
+if TYPE_CHECKING:
+    from ..programs import ProgramInfo
+    from .fast import FastEngine
 
 __all__ = [
     "STATE_CACHE_SIZE",
@@ -73,12 +77,11 @@ class TrainState:
     objective: str | None = None
     seed: int = 0
     params: dict[str, Any] = field(default_factory=lambda: {"params": {}, "constraints": {}})
-    engine: Any = field(default=None, repr=False)
+    engine: FastEngine | None = field(default=None, repr=False)
     validated: dict[str, Any] = field(default_factory=dict, repr=False)
-    info: Any = field(default=None, repr=False)  # the ProgramInfo of the last inspection
-    setup: Any = field(
-        default=None, repr=False
-    )  # (key, info, bound objective, params, plain params) of the last call
+    info: ProgramInfo | None = field(default=None, repr=False)  # the last inspection
+    #: (key, info, bound objective, params, plain params) of the last call
+    setup: tuple[Any, ...] | None = field(default=None, repr=False)
     reported: set[str] = field(default_factory=set, repr=False)  # reasons already warned about
 
     @property
