@@ -54,11 +54,12 @@ def run_with_particles(
 
 def _names(trace: poutine.Trace) -> tuple[set[str], set[str]]:
     """Observed and latent sample-site names of a trace (plates' subsample sites and deterministic left out)."""
-    observed, latent = set(), set()
+    observed: set[str] = set()
+    latent: set[str] = set()
     for name, site in trace.nodes.items():
         if site["type"] != "sample" or site_is_subsample(site):
             continue
-        if site["infer"].get("_deterministic", False):
+        if (site["infer"] or {}).get("_deterministic", False):
             continue
         (observed if site["is_observed"] else latent).add(name)
     return observed, latent
@@ -82,7 +83,7 @@ def site_sets(
         and guide_latent == set(info.latent) | set(info.guide_aux)
     ):
         return info.observed, info.latent, info.guide_aux
-    aux = {n for n in guide_latent if guide_tr.nodes[n]["infer"].get("is_auxiliary", False)}
+    aux = {n for n in guide_latent if (guide_tr.nodes[n]["infer"] or {}).get("is_auxiliary", False)}
     new = (observed | latent | guide_latent) - set(info.observed + info.latent + info.guide_aux)
     unmatched = (latent - guide_latent) | (guide_latent - latent - aux)
     outside = {

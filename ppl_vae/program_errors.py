@@ -31,6 +31,7 @@ import pyro
 import pyro.poutine as poutine
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 
 from .errors import ProgramError, UserError
@@ -48,7 +49,7 @@ __all__ = [
 MAX_MESSAGE = 320
 
 _LIBRARY_DIRS = tuple(
-    os.path.dirname(os.path.abspath(m.__file__)) + os.sep
+    os.path.dirname(os.path.abspath(m.__file__ or "")) + os.sep
     for m in (torch, pyro, sys.modules[__name__.rpartition(".")[0]])
     if getattr(m, "__file__", None)
 )
@@ -66,11 +67,11 @@ class SiteTracker(Messenger):
         self.started: str | None = None
         self.done: str | None = None
 
-    def _process_message(self, msg: dict[str, Any]) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] == "sample" and not site_is_subsample(msg):
             self.started = msg["name"]
 
-    def _postprocess_message(self, msg: dict[str, Any]) -> None:
+    def _postprocess_message(self, msg: Message) -> None:
         if msg["type"] == "sample" and not site_is_subsample(msg):
             self.done, self.started = msg["name"], None
 

@@ -39,6 +39,7 @@ from typing import Any
 
 import torch
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.runtime import Message
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import constraints
 
@@ -98,12 +99,12 @@ class PerPointScale(Messenger):
     as the mask it is (see the module docstring). Enter it outside the programs (it runs after their
     messengers). Sites are never re-traced: the estimators' one trace per chunk is enough."""
 
-    def _process_message(self, msg: dict[str, Any]) -> None:
+    def _process_message(self, msg: Message) -> None:
         if msg["type"] != "sample" or site_is_subsample(msg):
             return
         scale = msg["scale"]
         if isinstance(scale, torch.Tensor) and scale.numel() > 1:
-            keep = _scale_mask(scale, msg["name"])
+            keep = _scale_mask(scale, str(msg["name"]))
             mask = msg["mask"]
             msg["mask"] = keep if mask is None or mask is True else keep & mask
         msg["scale"] = 1.0
@@ -120,7 +121,7 @@ def _data_factor(site: dict, plate: str) -> float:
 def user_scales(sites: dict[str, dict], plate: str) -> tuple[tuple[str, float | str], ...]:
     """``(site, scale)`` for every site the program itself scales (its own ``poutine.scale``), the data plate's
     subsample factor taken out; ``"tensor"`` for a tensor scale that varies."""
-    out = []
+    out: list[tuple[str, float | str]] = []
     for name, site in sites.items():
         scale = site["scale"]
         if isinstance(scale, torch.Tensor):

@@ -55,7 +55,7 @@ class Parser(argparse.ArgumentParser):
     """argparse with one-line errors: ``ppl-vae train: error: argument --lr: ... (ppl-vae train --help)``
     instead of the usage text and the message (17 lines for a bad ``--lr``), exit status 2."""
 
-    def error(self, message: str):  # type: ignore[override]
+    def error(self, message: str):
         line = " ".join(message.split())
         self.exit(2, f"{self.prog}: error: {line} (see {self.prog} --help)\n")
 
@@ -67,7 +67,7 @@ class Parser(argparse.ArgumentParser):
         return (self.commands or {}).get(name, self)
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> Parser:
     parser = Parser(
         prog="ppl-vae",
         description="Variational autoencoders as Pyro programs: train, evaluate, compare, plot.",

@@ -17,6 +17,7 @@ import argparse
 import io
 import os
 from pathlib import Path
+from typing import Literal
 
 from .._checks import check_output_path
 from ..errors import UserError
@@ -113,7 +114,8 @@ def _load(args: argparse.Namespace):
     from ..data.read import read_csv_frame
     from ..runs import load_run
 
-    header = {"auto": "auto", "yes": True, "no": False}[args.header]
+    choices: dict[str, bool | Literal["auto"]] = {"auto": "auto", "yes": True, "no": False}
+    header = choices[args.header]
     frame = read_csv_frame(Path(args.data), header=header)
     run = load_run(args.run_dir, device=args.device, load_data=False)
     return run.model, frame

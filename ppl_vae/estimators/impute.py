@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import pyro
 import pyro.poutine as poutine
@@ -137,9 +137,10 @@ def _moment(fn: Any, what: str, k: int, x: torch.Tensor, site: str) -> torch.Ten
     changes what is scored, not ``E[x_j | z]``."""
     inner, _ = cells_of(fn)
     likelihood, out = getattr(inner, "likelihood", None), getattr(inner, "out", None)
+    mean_of = getattr(likelihood, "mean", None)
     try:
-        if what == "mean" and callable(getattr(likelihood, "mean", None)) and out is not None:
-            value = likelihood.mean(out)
+        if what == "mean" and callable(mean_of) and out is not None:
+            value = mean_of(out)
         else:
             value = getattr(fn, what)
     except NotImplementedError:
@@ -166,7 +167,8 @@ def _chunk(program, info, batch, k, site, draws, features):
             "E[x | z]; give the distribution a mean, or pass features="
         )
     else:  # no variance given z: one draw per particle estimates it without bias
-        f, fvar = mean, var if var is not None else (sample - mean).square()
+        f = mean  # no variance: a draw was taken above (want is True when var is None)
+        fvar = var if var is not None else (cast(torch.Tensor, sample) - mean).square()
     return log_w, f, fvar, sample
 
 

@@ -105,8 +105,9 @@ class Run:
 def _reinit(model: torch.nn.Module, seed: int) -> torch.nn.Module:
     """Re-initialise every layer from ``seed`` so the same seed gives the same starting weights (a model
     that knows its own initialisation, an imported program, rebuilds itself: ``reinit(seed)``)."""
-    if callable(getattr(model, "reinit", None)):
-        return model.reinit(seed)
+    reinit = getattr(model, "reinit", None)
+    if callable(reinit):
+        return reinit(seed)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
         for module in model.modules():

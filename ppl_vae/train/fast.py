@@ -41,7 +41,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable
-from typing import Any, Literal, get_args
+from typing import Any, Literal, cast, get_args
 
 import pyro
 import torch
@@ -107,7 +107,7 @@ def _probe(program: Program, info: ProgramInfo) -> tuple[Program, nn.Module | No
         copied = copy.deepcopy(owner)
     except Exception:  # noqa: BLE001 - an uncopyable module: check on the real one
         return program, None
-    model, guide = (getattr(copied, name) for name in names)
+    model, guide = (getattr(copied, cast(str, name)) for name in names)  # None checked above
     return Program(model, guide, info.data_plate, copied), copied
 
 
