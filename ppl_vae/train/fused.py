@@ -200,9 +200,10 @@ class FusedStep:
                 grads = torch.autograd.grad(loss, leaves, allow_unused=True)
             lay.used = [g is not None for g in grads]  # Adam skips a parameter without a gradient
             with torch.no_grad():
+                step_size, bc2_sqrt = hyper[0], hyper[1]  # read once: one graph node each
                 for i, g in enumerate(grads):
                     if g is not None:
-                        adam_update(train[i], g, m[i], v[i], s[i], hyper[0], hyper[1], **adam_args)
+                        adam_update(train[i], g, m[i], v[i], s[i], step_size, bc2_sqrt, **adam_args)
             return loss.detach()
 
         return step
