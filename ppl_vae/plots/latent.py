@@ -165,8 +165,9 @@ def column_names(data: Dataset) -> list[str]:
     """A table's column names (from its schema), else ``"0"``, ``"1"``, ..."""
     schema = data.meta.schema or {}
     names = [c.get("name") for c in schema.get("columns", []) if isinstance(c, dict)]
-    if len(names) == data.meta.input_dim and all(isinstance(n, str) for n in names):
-        return names
+    given = [n for n in names if isinstance(n, str)]
+    if len(given) == len(names) == data.meta.input_dim:
+        return given
     return [str(j) for j in range(data.meta.input_dim)]
 
 
