@@ -24,8 +24,10 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from ..errors import UserError
+from .compare import add_compare
+from .evaluate import add_evaluate
 from .missing import add_impute, add_score
-from .results import add_compare, add_evaluate, add_plot, add_sample
+from .outputs import add_plot, add_sample
 from .train import add_demo, add_train
 
 

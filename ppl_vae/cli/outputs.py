@@ -1,0 +1,137 @@
+"""``ppl-vae plot | sample``: figures and samples of a run; outputs checked (and never silently replaced) first."""
+
+from __future__ import annotations
+
+import argparse
+import io
+from pathlib import Path
+
+from .._checks import check_memory, check_output_path
+from ..errors import UserError
+from ..store.lock import lock_folder
+from .args import (
+    positive_int,
+    refuse_outputs,
+    seed,
+)
+
+PLOT_KINDS = ["latent", "recon", "samples", "interpolate", "curves", "overview", "khat", "gap"]
+
+
+def add_plot(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "plot",
+        help="draw a run's figures as PNGs (latent map, reconstructions, samples, ...)",
+        description="Draw figures of a trained run: latent map (PCA when d > 2), reconstructions, "
+        "prior samples (VAE only), an interpolation, training curves; for 2-D data "
+        "an overview scatter; khat/gap run the importance-weighted evaluation first.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `ppl-vae train`")
+    p.add_argument(
+        "--kind",
+        nargs="+",
+        default=["all"],
+        choices=[*PLOT_KINDS, "all"],
+        help="which figures (default all: latent, recon, samples, interpolate, curves, and overview "
+        "for 2-D data)",
+    )
+    p.add_argument("--out", default=None, help="folder for the PNGs (default: RUN_DIR)")
+    p.add_argument("--force", action="store_true", help="replace PNGs that already exist")
+    p.add_argument(
+        "--num-samples",
+        type=positive_int,
+        default=1000,
+        help="importance samples per test point for --kind khat/gap (default 1000)",
+    )
+    p.set_defaults(func=_cmd_plot)
+
+
+def _cmd_plot(args: argparse.Namespace) -> int:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from ..plots import plot_run
+    from ..runs import load_run
+
+    out = Path(args.out) if args.out is not None else Path(args.run_dir)
+    kinds = PLOT_KINDS[:6] if "all" in args.kind else args.kind
+    what = "--out" if args.out is not None else "RUN_DIR"
+    names = [f"{k}.png" for k in kinds]
+    if not Path(args.run_dir).is_dir() and args.out is None:
+        load_run(args.run_dir)  # says what is wrong with RUN_DIR, before anything is made
+    refuse_outputs(out, names, args.force, what)
+    skipped: list[str] = []
+    with lock_folder(out):  # one writer per folder
+        refuse_outputs(out, names, args.force, what)
+        paths = plot_run(
+            args.run_dir, args.kind, args.out, num_samples=args.num_samples, skipped=skipped
+        )
+    for path in paths:
+        print(f"wrote {path}")
+    for reason in skipped:
+        print(f"skipped {reason}")
+    return 0
+
+
+# ---------------------------------------------------------------- sample
+def add_sample(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "sample",
+        help="draw from a trained VAE's prior and decode (PNG grid or .npy array)",
+        description="Draw z ~ N(0, I), decode to the mean of p(x | z), and write an image grid or "
+        "scatter (.png) or the (n, D) array (.npy). Autoencoders have no prior.",
+    )
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `ppl-vae train`")
+    p.add_argument(
+        "-n", "--num", type=positive_int, default=64, help="number of samples (default 64)"
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        help="FILE.png (a picture) or FILE.npy (the decoded means, (n, D)); "
+        "refused if it exists, unless --force",
+    )
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument("--seed", type=seed, default=0, help="seed of the draws of z")
+    p.set_defaults(func=_cmd_sample)
+
+
+def _cmd_sample(args: argparse.Namespace) -> int:
+    out = check_output_path(args.out, "--out", kind="file", force=args.force)
+    if out.suffix.lower() not in (".png", ".npy"):
+        raise UserError(f"--out must end in .png or .npy; got {str(out)!r}")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import numpy as np
+    import torch
+
+    from ..plots import can_sample, model_label, plot_samples, png_bytes
+    from ..runs import load_run
+    from ..store.files import write_bytes
+
+    run = load_run(args.run_dir)
+    if not can_sample(run.model):
+        raise UserError(
+            f"{type(run.model).__name__} (run {args.run_dir}) has no prior over its code, so it "
+            "cannot be sampled; only --model vae runs can"
+        )
+    dim = run.data.meta.input_dim
+    check_memory(
+        args.num * (dim * 4 * 4 + getattr(run.model, "latent_dim", dim) * 4 * 2),
+        f"sample -n {args.num} (decoded to {dim} values each)",
+        "ask for fewer samples",
+    )
+    if out.suffix.lower() == ".npy":
+        gen = torch.Generator().manual_seed(args.seed)
+        buf = io.BytesIO()
+        np.save(buf, run.model.sample(args.num, generator=gen).cpu().numpy())
+        data = buf.getvalue()
+    else:
+        name = f"run {Path(args.run_dir).resolve().name}: {model_label(run.model)}, {run.data.meta.name}"
+        data = png_bytes(plot_samples(run.model, run.data, n=args.num, seed=args.seed, name=name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # one file, written beside and renamed in; without --force a file that appeared meanwhile is kept
+    write_bytes(out, data, replace=args.force)
+    print(f"wrote {args.num} samples to {out}")
+    return 0
