@@ -166,3 +166,39 @@ def test_kill_9_leaves_no_partial_output_under_the_final_name(server, trained, c
         else:
             assert rc == -signal.SIGKILL, (attempt, rc, Path(root / "k.log").read_text())
     assert finished < 3  # at least one kill landed mid-run
+
+
+@pytest.mark.parametrize("command", ["impute", "score", "sample"])
+def test_a_second_writer_into_a_users_folder_is_refused_and_leaves_nothing(
+    server, trained, command
+):
+    """One writer per folder for the single-file commands too: a plain folder is locked by an flock on
+    the folder itself (no lock file left in the user's folder)."""
+    from ppl_vae.store.lock import lock_outputs
+
+    root, _, _ = trained
+    busy = root / f"busy_{command}"
+    busy.mkdir()
+    (busy / "notes.txt").write_text("mine")
+    out = busy / ("s.png" if command == "sample" else "out.csv")
+    argv = [command, root / "run", "--out", out]
+    argv += [] if command == "sample" else ["--data", root / "holes.csv", "-k", "20"]
+    with lock_outputs(busy / "other.csv"):  # this process writes into busy/
+        rc, text, _ = server.call(argv, root / "busy.log")
+    assert rc == 2 and text.count("\n") == 1 and "one writer per folder" in text, text
+    assert sorted(p.name for p in busy.iterdir()) == ["notes.txt"]
+    rc, text, _ = server.call(argv, root / "free.log")  # the lock released: the same call works
+    assert rc == 0, text
+    assert sorted(p.name for p in busy.iterdir()) == sorted(["notes.txt", out.name])
+
+
+def test_sample_into_a_run_folder_being_written_is_refused_naming_the_writer(server, trained):
+    from ppl_vae.store.lock import lock_folder
+
+    root, _, _ = trained
+    with lock_folder(root / "run"):  # as a train --resume of that run would
+        rc, text, _ = server.call(
+            ["sample", root / "run", "--out", root / "run" / "s.png"], root / "s.log"
+        )
+    assert rc == 2 and f"PID {os.getpid()}" in text and text.count("\n") == 1, text
+    assert not (root / "run" / "s.png").exists()

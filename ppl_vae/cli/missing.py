@@ -8,7 +8,8 @@ run's schema: a column the run was trained on missing from the file, or a level 
 error naming it. Outputs are written beside their input, never over it (``--out`` naming ``--data`` is
 refused even with ``--force``), each as one atomic file (a temporary file beside it, fsynced, renamed
 into place): a process killed at any moment leaves no partial file under the final name, and an output
-that exists is kept unless ``--force``.
+that exists is kept unless ``--force``. One writer per folder: while one ``impute``/``score``/``sample``
+writes into a folder, another is refused (:func:`ppl_vae.store.lock.lock_outputs`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Literal
 
 from .._checks import check_output_path
 from ..errors import UserError
+from ..store.lock import lock_outputs
 from .args import positive_float, positive_int, seed
 
 
@@ -130,11 +132,18 @@ def _write_csv(path: Path, frame, force: bool, index: bool = False) -> None:
 
 
 def _cmd_impute(args: argparse.Namespace) -> int:
+    paths = _outputs(args, args.uncertainty)
+    with lock_outputs(
+        *paths
+    ):  # one writer per folder (a second impute, score or sample is refused)
+        return _impute(args, paths)
+
+
+def _impute(args: argparse.Namespace, paths: list[Path]) -> int:
     import pandas as pd
 
     from ..analysis.imputation import impute
 
-    paths = _outputs(args, args.uncertainty)
     model, frame = _load(args)
     out = impute(model, frame, args.num_samples, args.multiple, seed=args.seed)
     if args.uncertainty is not None:
@@ -189,9 +198,14 @@ def _cells_table(out):
 
 
 def _cmd_score(args: argparse.Namespace) -> int:
+    paths = _outputs(args)
+    with lock_outputs(*paths):
+        return _score(args, paths)
+
+
+def _score(args: argparse.Namespace, paths: list[Path]) -> int:
     from ..analysis.scores import score
 
-    paths = _outputs(args)
     model, frame = _load(args)
     out = score(model, frame, args.num_samples, seed=args.seed, max_se=args.max_se)
     ranked = out.ranked()

@@ -100,6 +100,14 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     out = check_output_path(args.out, "--out", kind="file", force=args.force)
     if out.suffix.lower() not in (".png", ".npy"):
         raise UserError(f"--out must end in .png or .npy; got {str(out)!r}")
+    from ..store.lock import lock_outputs
+
+    # one writer per folder: a second sample, plot or train there is refused
+    with lock_outputs(out):
+        return _sample(args, out)
+
+
+def _sample(args: argparse.Namespace, out: Path) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -130,7 +138,6 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     else:
         name = f"run {Path(args.run_dir).resolve().name}: {model_label(run.model)}, {run.data.meta.name}"
         data = png_bytes(plot_samples(run.model, run.data, n=args.num, seed=args.seed, name=name))
-    out.parent.mkdir(parents=True, exist_ok=True)
     # one file, written beside and renamed in; without --force a file that appeared meanwhile is kept
     write_bytes(out, data, replace=args.force)
     print(f"wrote {args.num} samples to {out}")

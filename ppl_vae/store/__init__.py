@@ -6,7 +6,7 @@
   :mod:`~ppl_vae.store.pointer`: a missing or damaged pointer rebuilt from the newest verified set;
   :mod:`~ppl_vae.store.validate`: field-by-field checks of the JSON files read back.
 - :mod:`~ppl_vae.store.outputs`: an evaluation's or a comparison's files committed as one set.
-- :mod:`~ppl_vae.store.lock`: ``lock_folder`` (one writer per folder, never through a link);
+- :mod:`~ppl_vae.store.lock`: ``lock_folder`` (one writer per folder, never through a link), ``lock_outputs``;
   :mod:`~ppl_vae.store.files`: strict JSON and atomic files; :mod:`~ppl_vae.store.tracking`: MLflow.
 
 These modules import nothing of ppl_vae but :mod:`ppl_vae.errors` (and, lazily, the model builder to

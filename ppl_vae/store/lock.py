@@ -8,7 +8,9 @@ writer is told who holds it. Within one process the lock is re-entrant per folde
 The lock file is opened with ``O_NOFOLLOW`` and must be a regular file with one link: a symbolic
 or hard link named ``.lock`` (a shared folder can hold one) is refused by name, never truncated.
 Every writing command (``train``, ``evaluate``, ``compare``, ``plot``, ...) takes it through
-:func:`lock_folder`.
+:func:`lock_folder`. The commands that write single files where the user says (``sample``, ``impute``,
+``score``) take :func:`lock_outputs`: the folder's ``.lock`` when it is a folder of ppl_vae's (a run or an
+output folder holds one), else an ``flock`` on the folder itself, which leaves no file in a user's folder.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from pathlib import Path
 from ..errors import ResourceError, RunExistsError, RunLockedError
 from .files import disk_error, refuse_link
 
-__all__ = ["LOCK_FILE", "is_main_process", "lock_folder", "refuse_if_locked"]
+__all__ = ["LOCK_FILE", "is_main_process", "lock_folder", "lock_outputs", "refuse_if_locked"]
 
 LOCK_FILE = ".lock"
 
@@ -194,3 +196,45 @@ def refuse_if_locked(path: str | os.PathLike[str]) -> None:
         ) from None
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def _lock_directory(folder: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on the directory itself: nothing is created in it."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(
+                f"{str(folder)!r} is being written by another ppl-vae command (sample, impute or "
+                "score): one writer per folder; wait for it to finish, or choose another --out"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def lock_outputs(*paths: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold one writer's lock on the folder of every output file in ``paths`` for the ``with`` block.
+
+    A folder holding a ``.lock`` (a run folder, an evaluation's or a comparison's ``--out``) is locked
+    with :func:`lock_folder`, so a ``sample --out RUN/x.png`` waits for no ``train`` and is refused while
+    one writes ``RUN``; any other folder is locked by an ``flock`` on the folder itself (no file left in
+    it). Folders are locked in the order of their real paths, so two commands never deadlock.
+
+    Raises:
+        RunLockedError: another process writes into one of the folders.
+    """
+    folders = {os.path.realpath(Path(p).parent): Path(p).parent for p in paths}
+    with contextlib.ExitStack() as stack:
+        if is_main_process():
+            for key in sorted(folders):
+                folder = folders[key]
+                folder.mkdir(parents=True, exist_ok=True)
+                if os.path.lexists(folder / LOCK_FILE):
+                    stack.enter_context(lock_folder(folder))
+                else:
+                    stack.enter_context(_lock_directory(folder))
+        yield
