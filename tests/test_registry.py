@@ -145,7 +145,10 @@ def test_every_kind_is_in_the_registry_with_the_traits_the_code_reads():
 
     assert MODEL_NAMES["hvae"] is pv.HierarchicalVAE
     assert REGISTRY.entry("dataset", "mnist").trait("idx")
-    assert REGISTRY.names("prior") == ("standard_normal",)
+    assert REGISTRY.names("prior") == ("standard_normal", "mog", "vamp")
+    assert REGISTRY.entry("prior", "standard_normal").trait("closed_form_kl")
+    assert not REGISTRY.entry("prior", "vamp").trait("closed_form_kl")
+    assert REGISTRY.entry("prior", "vamp").trait("needs_encoder")
 
 
 def test_the_docs_tables_are_the_registrys():

@@ -49,6 +49,7 @@ def _vae(
     latent: int | None,
     hidden: tuple[int, ...] | None,
     activation: str | None,
+    prior: str,
     *,
     defaults: ModelDefaults,
 ) -> VAE:
@@ -63,6 +64,7 @@ def _vae(
         guide=d.guide,
         nets=nets,
         image_shape=d.image_shape if nets == "conv" else None,
+        prior=prior,
     )
 
 
@@ -119,8 +121,14 @@ register(
     "model",
     "vae",
     _vae,
-    params=(Param("nets", None, str, "mlp (default) or conv"), _LATENT, _HIDDEN, _ACTIVATION),
-    doc="one stochastic layer, pv.VAE; any guide family; nets=conv for images",
+    params=(
+        Param("nets", None, str, "mlp (default) or conv"),
+        _LATENT,
+        _HIDDEN,
+        _ACTIVATION,
+        Param("prior", "standard_normal", str, "p(z), a prior spec: mog:k=10, vamp:k=50"),
+    ),
+    doc="one stochastic layer, pv.VAE; any guide family; nets=conv for images; prior=mog|vamp",
     cls=VAE,
     guide_families=True,
 )

@@ -51,6 +51,7 @@ from ..guides import canonical_guide, make_guide
 from ..likelihoods import GaussianLikelihood, Likelihood, TableLikelihood
 from ..nets import check_nets, check_sizes, image_shape_for, make_decoder
 from ..priors import Prior, make_prior
+from ..registry import REGISTRY
 from .registry import PURE_PROGRAMS, register_model
 from .tables import ColumnShares, TableInputs, build_likelihood, likelihood_config
 
@@ -120,7 +121,6 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         )
         self.guide_spec = canonical_guide(guide)
         self.likelihood = build_likelihood(likelihood, input_dim, schema)
-        self.prior = make_prior(prior, latent_dim)
         table = isinstance(self.likelihood, TableLikelihood)
         if table and self.nets == "conv":
             raise UserError("nets='conv' is for images; a table's VAE uses nets='mlp'")
@@ -150,6 +150,12 @@ class VAE(TableInputs, ColumnShares, nn.Module):
             self.image_shape,
             input_dim,
         )
+        self.prior = make_prior(prior, latent_dim, input_width=self.encoder_width())
+        if self.prior_needs_encoder and self.guide_spec.startswith("iaf"):
+            raise UserError(
+                f"prior {self.prior.spec!r} is a mixture of the guide's q at its pseudo-inputs, which "
+                f"needs a batched Gaussian guide: use guide='meanfield' or 'fullrank', not {guide!r}"
+            )
 
     # ------------------------------------------------------------------ Pyro programs
     def model(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
@@ -159,7 +165,7 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         pyro.module("likelihood", self.likelihood)
         pyro.module("prior", self.prior)
         with pyro.plate("data", x.shape[0], dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
-            z = pyro.sample("z", self.prior.dist(x))
+            z = pyro.sample("z", self.prior_dist(x))
             pyro.sample("x", self.observation(self.decoder(z), mask), obs=x)
 
     def guide(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> None:
@@ -168,6 +174,19 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
             pyro.sample("z", self.encoder.dist(self.encoder_input(x, mask)))
+
+    @property
+    def prior_needs_encoder(self) -> bool:
+        """Whether p(z) is defined through the encoder (the VampPrior's registry trait)."""
+        entry = REGISTRY.get("prior", self.prior.name)
+        return entry is not None and bool(entry.trait("needs_encoder"))
+
+    def prior_dist(self, x: torch.Tensor) -> dist.TorchDistribution:
+        """p(z) for the batch ``x``; a prior defined through the encoder (``needs_encoder``) is given it
+        explicitly, so the prior keeps no reference to it (a user's ``dist(x)`` keeps working)."""
+        if self.prior_needs_encoder:
+            return self.prior.dist(x, self.encoder)
+        return self.prior.dist(x)
 
     # ------------------------------------------------------------------ plain-torch helpers
     def encode(
@@ -198,7 +217,10 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         """``n`` draws of ``p(x) = E_z p(x | z)``, ``z ~ p(z)`` (default ``N(0, I)``): ``(n, D)`` in model
         space. ``mean=True``: the means of ``p(x | z)`` instead (what earlier versions returned)."""
         device = next(self.parameters()).device
-        z = self.prior.sample(n, generator=generator, device=device)
+        if self.prior_needs_encoder:
+            z = self.prior.sample(n, generator=generator, device=device, encoder=self.encoder)
+        else:
+            z = self.prior.sample(n, generator=generator, device=device)
         out = self.decoder(z)
         return self.likelihood.mean(out) if mean else self.likelihood.sample(out, generator)
 

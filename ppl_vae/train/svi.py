@@ -37,6 +37,7 @@ from .._torch_compat import tensor_edits
 from ..errors import ArgumentTypeError, ProgramError, UserError
 from ..objectives import Objective, parse_objective
 from ..params import param_scope
+from ..priors import Prior, warn_sampled_kl
 from ..program_errors import from_program, program_failure
 from ..program_inspection import inspect_program
 from ..program_sites import ProgramWarning, restored_modes
@@ -290,6 +291,7 @@ def fit(
     log = cast("Literal['mlflow'] | None", check_fit_log(log))
     program = as_program(program, data_plate=data_plate)
     obj = parse_objective(objective)
+    _say_sampled_kl(program, obj)
     asked = resolve_device(device)
     if state is not None and not isinstance(state, TrainState):
         raise ArgumentTypeError(
@@ -361,6 +363,13 @@ def fit(
     if engine is not None:
         history.meta["fast_path"]["whole_step"] = whole_step_meta(engine)
     return history
+
+
+def _say_sampled_kl(program: Program, obj: Objective) -> None:
+    """A prior whose registry entry has no closed-form KL: the analytic objective samples it (said once)."""
+    prior = getattr(program.module, "prior", None)
+    if isinstance(prior, Prior) and obj.entry is not None:
+        warn_sampled_kl(prior, obj.entry.trait("surrogate"))
 
 
 def _set_up(
