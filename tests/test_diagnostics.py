@@ -156,6 +156,9 @@ def test_psislw_axis_convention_and_ess():
     diag = pv.psis_diagnostics(lw)
     assert diag.khat.shape == (3,)
     np.testing.assert_allclose(diag.ess[:2], [200.0, 1.0], rtol=1e-6)
+    # every weight equal (a program without latents): k-hat undefined, not PSIS's inf; the row is exact
+    assert np.isnan(diag.khat[0]) and diag.exact.tolist() == [True, False, False]
+    assert diag.reliable(0.7)[0] and diag.share_above(0.7) <= 2 / 3
 
 
 # ----------------------------------------------------------------------------- generic programs

@@ -291,7 +291,8 @@ def impute(
         _fill(rows.frame, rows, _draw_values(rows, d), missing)
         for d in (out.draws if out.draws is not None else [])
     ]
-    khat = psis_diagnostics(out.log_weights).khat
+    psis = psis_diagnostics(out.log_weights)
+    khat = psis.khat
     row_table = pd.DataFrame(
         {
             "n_missing": missing.sum(1),
@@ -299,7 +300,7 @@ def impute(
             "log_px_se": out.log_px_se.double().cpu().numpy(),
             "khat": khat,
             "ess": out.row_ess.double().cpu().numpy(),
-            "reliable": khat <= KHAT_BAD,
+            "reliable": psis.reliable(KHAT_BAD),
         },
         index=rows.frame.index,
     )

@@ -60,9 +60,9 @@ class Scores:
         return self.ranked().head(min(n, int(self.rows["reliable"].sum())))
 
 
-def _reasons(khat: np.ndarray, se: np.ndarray, max_se: float) -> np.ndarray:
+def _reasons(khat: np.ndarray, k_ok: np.ndarray, se: np.ndarray, max_se: float) -> np.ndarray:
     out = np.full(len(khat), "", dtype=object)
-    high_k = ~(khat <= KHAT_BAD)  # NaN/inf k-hat counts as unreliable
+    high_k = ~k_ok  # inf k-hat counts as unreliable; NaN (every weight equal) is exact
     high_se = ~(se <= max_se)
     out[high_k] = [f"k-hat {k:.2f} > {KHAT_BAD}" for k in khat[high_k]]
     both = high_k & high_se
@@ -139,8 +139,9 @@ def score(
     iw = (lw.logsumexp(1) - math.log(num_samples)).numpy()
     ess = (1.0 / torch.softmax(lw, 1).square().sum(1)).numpy()
     se = np.sqrt(np.clip(1.0 / ess - 1.0 / num_samples, 0.0, None))
-    khat = psis_diagnostics(lw).khat
-    reason = _reasons(khat, se, max_se)
+    psis = psis_diagnostics(lw)
+    khat = psis.khat
+    reason = _reasons(khat, psis.reliable(KHAT_BAD), se, max_se)
     reliable = reason == ""
     n_obs = (
         rows.mask.sum(1).cpu().numpy()

@@ -71,14 +71,23 @@ class PSISDiagnostics:
 
     Attributes:
         khat: ``(N,)`` Pareto shape estimates: < 0.5 good, 0.5-0.7 usable, > 0.7 the IW estimate
-            for that point is unreliable (``inf`` when too few tail draws to fit).
+            for that point is unreliable (``inf`` when too few tail draws to fit; NaN when every
+            weight of the point is equal: nothing to fit, and the IW estimate is exact).
         ess: ``(N,)`` effective sample size of the raw normalised weights, in [1, K].
         num_samples: K.
+        exact: ``(N,)`` True where every weight of the point is equal (a program without latent
+            sites, or a guide equal to the posterior): k-hat is undefined there, and the estimate exact.
     """
 
     khat: np.ndarray
     ess: np.ndarray
     num_samples: int
+    exact: np.ndarray | None = None
+
+    def reliable(self, threshold: float = 0.7) -> np.ndarray:
+        """``(N,)`` True where the IW estimate can be trusted: ``khat <= threshold``, or exact."""
+        exact = self.exact if self.exact is not None else np.zeros(len(self.khat), bool)
+        return (self.khat <= threshold) | exact
 
     def share_above(self, threshold: float) -> float:
         """Share of points with ``khat > threshold``."""
@@ -137,4 +146,6 @@ def psis_diagnostics(
         for start in range(0, lw.shape[0], rows_per_call):
             _, kh = az.psislw(lw[start : start + rows_per_call], reff=reff)
             khat[start : start + rows_per_call] = kh
-    return PSISDiagnostics(khat=khat, ess=importance_ess(lw), num_samples=k)
+    exact = np.ptp(lw, axis=1) <= 1e-12 * np.maximum(1.0, np.abs(lw).max(axis=1))
+    khat[exact] = np.nan  # every weight equal: no tail to fit (PSIS would say inf)
+    return PSISDiagnostics(khat=khat, ess=importance_ess(lw), num_samples=k, exact=exact)
