@@ -333,6 +333,6 @@ def warn_sampled_kl(prior: Prior, surrogate: str | None) -> bool:
             "closed_form_kl=False): the 'analytic' objective samples that term (log q(z | x) - log p(z) "
             "at the drawn z), as 'trace' does; pass objective='trace' to say so",
             SampledKLWarning,
-            stacklevel=3,
+            stacklevel=4,  # fit's caller (fit -> _say_sampled_kl -> here)
         )
     return True

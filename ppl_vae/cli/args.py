@@ -152,6 +152,13 @@ def add_model_args(p: argparse.ArgumentParser, plain: bool = False, programs: bo
         "image, then --hidden-dims dense layers; image datasets)",
     )
     g.add_argument(
+        "--prior",
+        default=UNSET,
+        metavar="PRIOR",
+        help="p(z) of --model vae, a spec such as mog:k=10 or vamp:k=50 (default standard_normal): "
+        f"{REGISTRY.help_text('prior', docs=True)}",
+    )
+    g.add_argument(
         "--labelled-fraction",
         type=fraction,
         default=UNSET,

@@ -161,6 +161,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         log=args.log if args.log else UNSET,
         guide=args.guide,
         nets=args.nets,
+        prior=args.prior,
         labelled_fraction=args.labelled_fraction,
         program=args.program,
         program_args=args.program_args,

@@ -205,6 +205,14 @@ def training_steps(epochs: int | None, rows: int, batch_size: int) -> int | None
     return None if epochs is None else epochs * max(1, math.ceil(rows / max(1, batch_size)))
 
 
+def _vae_spec(flags: dict[str, Any]) -> str:
+    """The ``vae`` model spec of the flags: its nets and its prior (``vae:nets=conv,prior=mog:k=10``)."""
+    options = ["nets=conv"] if flags.get("nets", "mlp") == "conv" else []
+    if flags.get("prior", "standard_normal") != "standard_normal":
+        options.append(f"prior={flags['prior']}")
+    return "vae" + (":" + ",".join(options) if options else "")
+
+
 def _class_name(kind: str) -> str:
     """The class a model name builds (its registry trait ``cls``), for the size check before building."""
     entry = REGISTRY.get("model", kind)
@@ -244,7 +252,7 @@ def model_from_flags(
         from ..models.names import make_model
 
         spec = {
-            "vae": "vae:nets=conv" if flags.get("nets", "mlp") == "conv" else "vae",
+            "vae": _vae_spec(flags),
             "hvae": f"hvae:activation={flags['activation']}",
             "m2": f"m2:labelled={flags.get('labelled_fraction')!r}",
         }[kind]

@@ -52,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "device": "auto",
     "guide": "meanfield",
     "nets": "mlp",
+    "prior": "standard_normal",
     "labelled_fraction": None,
     "program": None,
     "program_args": None,
@@ -130,6 +131,10 @@ def canonical(name: str, value: Any) -> Any:
         from ..guides import canonical_guide
 
         return canonical_guide(value)
+    if name == "prior":
+        from ..registry import REGISTRY
+
+        return str(REGISTRY.parse("prior", value))
     if name == "nets":
         if value not in NETS:
             raise UserError(
@@ -249,7 +254,7 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
                 f"objective and likelihood are for the VAE; model {flags['model']!r} is trained on its "
                 "reconstruction error (choose it with reconstruction='bce'|'mse')"
             )
-        program = sorted(k for k in ("guide", "nets", "labelled_fraction") if k in given)
+        program = sorted(k for k in ("guide", "nets", "prior", "labelled_fraction") if k in given)
         if program:
             raise UserError(
                 f"{', '.join(_flag(k) for k in program)}: for the models trained by SVI (vae, hvae, "
@@ -275,6 +280,11 @@ def _check_program_flags(model: str, flags: dict[str, Any], given: dict[str, Any
         raise UserError(
             f"--nets {flags['nets']}: model {model!r} has dense (mlp) networks; --nets conv is for "
             "--model vae"
+        )
+    if flags.get("prior", "standard_normal") != "standard_normal" and model != "vae":
+        raise UserError(
+            f"--prior {flags['prior']}: model {model!r} has a standard normal prior; learned priors "
+            "(mog:k=K, vamp:k=K) are for --model vae"
         )
     if flags["labelled_fraction"] is not None and model != "m2":
         raise UserError(
@@ -304,6 +314,7 @@ def _check_imported(flags: dict[str, Any], given: dict[str, Any]) -> None:
             "hidden_dims",
             "guide",
             "nets",
+            "prior",
             "labelled_fraction",
             "likelihood",
             "activation",

@@ -147,6 +147,7 @@ def train_run(
     labelled_fraction: Any = UNSET,
     program: Any = UNSET,
     program_args: Any = UNSET,
+    prior: Any = UNSET,
 ) -> Run:
     """Train a model into run folder ``out`` (or in memory when ``out`` is None) and return the run.
 
@@ -157,7 +158,8 @@ def train_run(
     the first epoch; after each epoch the folder holds the checkpoint and metrics.
 
     Models trained by SVI (:func:`ppl_vae.models.make_model`): ``"vae"`` with ``guide``
-    (``"meanfield"``, ``"fullrank"``, ``"iaf:n=K"``) and ``nets`` (``"mlp"``, ``"conv"`` for images);
+    (``"meanfield"``, ``"fullrank"``, ``"iaf:n=K"``), ``nets`` (``"mlp"``, ``"conv"`` for images) and
+    ``prior`` (``"standard_normal"``, ``"mog:k=K"``, ``"vamp:k=K"``: :mod:`ppl_vae.priors`);
     ``"hvae"`` (two stochastic layers, Burda et al.'s fixed sizes: ``latent_dim`` and ``hidden_dims``
     do not apply); ``"m2"`` (semi-supervised, ``labelled_fraction`` of the training labels kept, default
     0.1; objective ``"enum"`` unless given). An objective the library refuses for the program (e.g.
@@ -193,6 +195,7 @@ def train_run(
         model=model,
         guide=guide,
         nets=nets,
+        prior=prior,
         labelled_fraction=labelled_fraction,
         program=program,
         program_args=program_args,

@@ -51,6 +51,7 @@ FIXED = (
     "activation",
     "guide",
     "nets",
+    "prior",
     "labelled_fraction",
     "reconstruction",
     "noise",
