@@ -39,6 +39,7 @@ from .estimators import (
     quadrature_log_likelihood,
 )
 from .estimators.globals import fix_globals
+from .estimators.ladder import LadderResult, estimate_log_likelihood
 from .likelihoods import (
     TableLikelihood,
     available_likelihoods,
@@ -86,6 +87,8 @@ __all__ = [
     "fit",
     "iw_log_likelihood",
     "ais_log_likelihood",
+    "estimate_log_likelihood",
+    "LadderResult",
     "bdmc",
     "kl_per_dimension",
     "load_checkpoint",
