@@ -75,13 +75,20 @@ def breast_cancer() -> pd.DataFrame:
     return f.rename(columns={"target": "diagnosis"})
 
 
+def _key(value: object) -> str:
+    """A level as text, whole numbers without their ``.0`` (a column read as floats has levels 1, 2)."""
+    if isinstance(value, (int, float, np.integer, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
+
+
 def as_codes(frame: pd.DataFrame, schema: pv.Schema) -> pd.DataFrame:
     """The table a user had to make before: levels replaced by their integer codes, every column real."""
     out = frame.copy()
     for c in schema:
         if c.levels is not None:
-            lookup = {str(v): i for i, v in enumerate(c.levels)}
-            out[c.name] = out[c.name].map(lambda v, lk=lookup: lk[str(v)]).astype(float)
+            lookup = {_key(v): i for i, v in enumerate(c.levels)}
+            out[c.name] = out[c.name].map(lambda v, lk=lookup: lk[_key(v)]).astype(float)
     return out[list(schema.names)]
 
 

@@ -24,6 +24,7 @@ MINE = [
     "03_diagnostics.ipynb",
     "04_autoencoders.ipynb",
     "05_your_own_program.ipynb",
+    "06_a_table.ipynb",
     "07_missing_values.ipynb",
 ]
 
