@@ -79,3 +79,25 @@ def test_the_exact_guide_stops_at_the_elbo_and_bad_arguments_are_refused(linear)
         pv.estimate_log_likelihood(lg, x, k_start=4)
     with pytest.raises(UserError, match="Tensor"):
         pv.estimate_log_likelihood(lg, [[0.0] * 4])
+
+
+def test_evaluate_ladder_on_a_run_folder(tmp_path, capsys):
+    import json
+
+    from helpers import one_line_error
+
+    from ppl_vae.cli import main
+
+    out = tmp_path / "run"
+    quick = ["--dataset", "digits", "--epochs", "1", "--n-samples", "200", "--no-progress"]
+    assert (
+        main(["train", *quick, "--hidden-dims", "16", "--latent-dim", "2", "--out", str(out)]) == 0
+    )
+    args = ["evaluate", str(out), "-k", "20", "--max-points", "8", "--no-progress"]
+    assert main([*args, "--ladder", "--target-se", "0.5"]) == 0
+    assert "ladder (target s.e. 0.5)" in capsys.readouterr().out
+    summary = json.loads((out / "evaluation" / "evaluation.json").read_text())
+    assert summary["ladder_target_se"] == 0.5 and summary["ladder_highest_rung"] in {"iw", "ais"}
+    assert math.isfinite(summary["ladder_log_likelihood_mean"])
+    assert main([*args, "--target-se", "0.1", "--force"]) == 2
+    assert "add --ladder" in one_line_error(capsys)

@@ -109,6 +109,19 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         help="AIS: start the chains from the guide (default) or the prior",
     )
     p.add_argument(
+        "--ladder",
+        action="store_true",
+        help="also run the estimator ladder per point (ELBO -> IW with K doubling -> AIS until converged; "
+        "docs/guide/diagnostics.md): ladder_* columns and summary fields",
+    )
+    p.add_argument(
+        "--target-se",
+        type=float,
+        default=None,
+        metavar="NATS",
+        help="--ladder: the Monte Carlo s.e. a point's IW estimate must reach (default 0.05)",
+    )
+    p.add_argument(
         "--log",
         choices=["mlflow"],
         default=None,
@@ -127,6 +140,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         "ais_leapfrog": args.ais_leapfrog,
         "ais_init": args.ais_init,
     }
+    if args.target_se is not None and not args.ladder:
+        raise UserError("--target-se sets the estimator ladder's precision: add --ladder")
     if args.estimator != "ais" and any(v is not None for v in ais_flags.values()):
         given = ", ".join("--" + k.replace("_", "-") for k, v in ais_flags.items() if v is not None)
         raise UserError(f"{given} set(s) annealed importance sampling: add --estimator ais")
@@ -191,6 +206,11 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
         estimator=args.estimator,
         **ais_settings,
     )
+    if args.ladder:
+        from ..estimators.ladder import add_to_report
+
+        data = x if mask is None else (x, mask.to(x.device))
+        add_to_report(report, run.model, data, args.target_se or 0.05, args.seed)
     accuracy = _accuracy(run.model, x, labels)
     if accuracy is not None:  # a model with a classifier (m2): one more summary field
         report.summary[f"{args.split}_accuracy"] = accuracy
@@ -218,6 +238,11 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
         print(
             f"AIS: T={s['ais_steps']}, {s['ais_chains']} chains from the {s['ais_init']}, L={s['ais_leapfrog']} "
             f"leapfrog steps, {s['ais_seconds']:.1f} s"
+        )
+    if args.ladder:
+        print(
+            f"ladder (target s.e. {s['ladder_target_se']:g}): mean {s['ladder_log_likelihood_mean']:.4f} "
+            f"(Monte Carlo s.e. {s['ladder_mc_se']:.4f}); stopped at {s['ladder_stopped_at']}"
         )
     print("values in nats per data point; se = standard error over points\n")
     print(report.format_table())

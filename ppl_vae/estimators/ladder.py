@@ -39,7 +39,7 @@ from ..errors import UserError
 from .ais import ais_log_likelihood
 from .importance import log_weights
 
-__all__ = ["LadderResult", "estimate_log_likelihood"]
+__all__ = ["LadderResult", "add_to_report", "estimate_log_likelihood"]
 
 
 @dataclass
@@ -217,3 +217,23 @@ def _summary(frame: pd.DataFrame, opts: dict[str, Any], steps: int, chains: int)
         "ais_steps": steps,
         "ais_chains": chains,
     }
+
+
+def add_to_report(
+    report: Any, program: Any, data: Any, target_se: float, seed: int
+) -> LadderResult:
+    """Run the ladder and put it on an :class:`~ppl_vae.Report` (``evaluate --ladder``): ``ladder_*``
+    columns per point and scalar ``ladder_*`` summary fields (``stopped_at`` as ``"iw: 95, ais: 5"``)."""
+    res = estimate_log_likelihood(program, data, target_se=target_se, seed=seed)
+    for col in ("log_likelihood", "se", "k", "khat", "estimator", "reason"):
+        report.points[f"ladder_{col}"] = res.points[col].to_numpy()
+    s = res.summary
+    report.summary.update(
+        ladder_log_likelihood_mean=s["log_likelihood_mean"],
+        ladder_mc_se=s["mc_se"],
+        ladder_target_se=s["target_se"],
+        ladder_highest_rung=s["highest_rung"],
+        ladder_stopped_at=", ".join(f"{k}: {v}" for k, v in s["stopped_at"].items()),
+        ladder_reasons=", ".join(f"{k}: {v}" for k, v in s["reasons"].items()),
+    )
+    return res
