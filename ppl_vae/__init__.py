@@ -11,6 +11,7 @@ from .analysis.compare import Comparison, compare, compare_runs, run_comparison
 from .analysis.imputation import Imputation, impute
 from .analysis.methods import Method, ProgramMethod
 from .analysis.paired import DataMismatch, paired_differences
+from .analysis.ranking import rank_models
 from .analysis.rubin import Pooled, pool, rubin
 from .analysis.scores import Scores, score
 from .autoencoders import (
@@ -120,6 +121,7 @@ __all__ = [
     "compare_runs",
     "format_objective",
     "paired_differences",
+    "rank_models",
     "reference_posterior",
     "register_objective",
     "run_comparison",

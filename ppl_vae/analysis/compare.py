@@ -38,7 +38,7 @@ import dataclasses
 import hashlib
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -50,7 +50,7 @@ from ..errors import UserError
 from ..programs import Program, as_program, hook_rows
 from ..train import fit, resolve_device
 from .comparison import Comparison, plot_comparison
-from .methods import Method, ProgramMethod, method_of
+from .methods import Method, ProgramMethod, method_of, model_axis
 from .paired import DataMismatch, check_same_data, data_fingerprint, paired_differences
 from .rows import (
     TABLE_COLUMNS,
@@ -202,7 +202,7 @@ def _build(
 
 
 def run_comparison(
-    methods: Sequence[Any],
+    methods: Sequence[Any] | None = None,
     dataset: str | Dataset = "digits",
     seeds: Sequence[int] = (0,),
     epochs: int = 20,
@@ -229,6 +229,8 @@ def run_comparison(
     fast: str = "auto",
     test_points: int | None = None,
     test_curve: bool = True,
+    models: Mapping[str, Any] | None = None,
+    objectives: Sequence[str] | None = None,
 ) -> Comparison:
     """Train every method for every seed on the same split and initialisation; evaluate all alike.
 
@@ -259,6 +261,9 @@ def run_comparison(
         test_points: evaluate on the first this many test points (default: all), the same for every method.
         test_curve: score the test ELBO after every epoch (the curves); ``False`` leaves the whole
             ``time_budget`` to training (the curves then hold the training bound only).
+        models: the model axis instead of ``methods``: ``{name: spec or program factory}``
+            (``{"d=2": "vae:latent=2", "d=8": "vae:latent=8"}``), each crossed with every objective of
+            ``objectives`` (default ``["analytic"]``); :meth:`Comparison.ranking` then ranks them by name.
 
     Returns:
         :class:`Comparison` (``.table``, ``.paired()``, ``.points``, ``.curves``, ``.save(dir)``).
@@ -273,6 +278,7 @@ def run_comparison(
     """
     from ..runs import default_likelihood, resolve_binarize
 
+    methods, model_names = model_axis(methods, models, objectives)
     specs = _check_methods(methods)
     seeds = _check_seeds(seeds)
     labels = [m.label for m in specs]
@@ -304,6 +310,7 @@ def run_comparison(
     dev = resolve_device(device)
     settings = {
         "methods": labels,
+        "model_names": model_names,
         "dataset": dataset,
         "seeds": seeds,
         "epochs": epochs,
@@ -414,17 +421,21 @@ def run_comparison(
 
 
 def compare(
-    methods: Sequence[Any],
-    dataset: str = "digits",
+    methods: Sequence[Any] | None = None,
+    dataset: str | Dataset = "digits",
     seeds: Sequence[int] = (0,),
     epochs: int = 20,
+    *,
+    data: str | Dataset | None = None,
     **kwargs: Any,
 ) -> pd.DataFrame:
     """The per-run table of :func:`run_comparison` (one row per method and seed).
 
     ``pv.compare(["trace", "analytic", "iaf:n=2/iwae:k=5,grad=dreg"], "digits", seeds=[0, 1, 2], epochs=50)``;
     keyword arguments as in :func:`run_comparison`. Use :func:`run_comparison` for the paired
-    differences, per-point values, curves and saving.
+    differences, the ranking of ``models=``, per-point values, curves and saving. A model axis:
+    ``pv.compare(models={"d=2": "vae:latent=2", "d=8": "vae:latent=8"}, objectives=["analytic"],
+    data="digits", seeds=[0, 1, 2])`` (``data`` is ``dataset`` by another name).
 
     Examples:
         >>> import ppl_vae as pv
@@ -433,7 +444,7 @@ def compare(
         >>> sorted(table["method"])
         ['analytic', 'trace']
     """
-    return run_comparison(methods, dataset, seeds, epochs, **kwargs).table
+    return run_comparison(methods, dataset if data is None else data, seeds, epochs, **kwargs).table
 
 
 def compare_runs(

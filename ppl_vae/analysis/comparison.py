@@ -139,6 +139,13 @@ class Comparison:
         }
         return az.InferenceData(attrs=attrs, points=points, curves=curves, summary=summary)
 
+    def ranking(self, metric: str | None = None) -> pd.DataFrame:
+        """Models ranked by held-out log p(x), paired differences to the best and k-hat flags
+        (:func:`~ppl_vae.analysis.ranking.rank_models`; names from ``models=`` when given)."""
+        from .ranking import rank_models
+
+        return rank_models(self.points, (self.settings or {}).get("model_names"), metric)
+
     def plot(self) -> Figure:
         """Training curves (test ELBO per epoch) and per-method IW log p(x) with error bars."""
         return plot_comparison(self)
@@ -159,6 +166,7 @@ class Comparison:
         files = {
             "comparison.csv": self.table.to_csv(index=False).encode(),
             "paired.csv": self.paired().to_csv(index=False).encode(),
+            "ranking.csv": self.ranking().to_csv(index=False).encode(),
             "comparison.nc": netcdf_bytes(self.to_inference_data()),
             "comparison.png": png.getvalue(),
         }
@@ -172,7 +180,7 @@ class Comparison:
         }
         with lock_folder(directory) as out:
             folder = commit_output_set(out, COMPARISON, files, record)
-        keys = ("table", "paired", "netcdf", "plot")
+        keys = ("table", "paired", "ranking", "netcdf", "plot")
         return {key: folder / name for key, name in zip(keys, files, strict=True)}
 
 

@@ -18,6 +18,7 @@ written); :attr:`Method.key` is canonical (two spellings of one method, such as 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from ..models.names import MODEL_NAMES, canonical_model, make_model, model_name
 from ..objectives import parse_objective
 from ..registry import REGISTRY
 
-__all__ = ["Method", "ProgramMethod", "method_of"]
+__all__ = ["Method", "ProgramMethod", "method_of", "model_axis"]
 
 
 @dataclass(frozen=True)
@@ -204,3 +205,57 @@ def _fields_of(method: str) -> dict[str, str]:
                 f"guide ({', '.join(GUIDES)})"
             )
     return fields
+
+
+def model_axis(
+    methods: Any, models: Mapping[str, Any] | None, objectives: Sequence[str] | None
+) -> tuple[list[Any], dict[str, str]]:
+    """The methods of a comparison and ``{method label: model name}``.
+
+    With ``models`` (``{name: model spec or program factory}``, e.g. ``{"d=2": "vae:latent=2",
+    "mine": MyProgram}``) every model is crossed with every objective (default ``["analytic"]``); a spec
+    names a registry model (``"vae:latent=2"``, ``"linear:latent=4"``, ``"vae:latent=2/iaf:n=2"`` with a
+    guide), a callable is a :class:`ProgramMethod`. Without ``models``: ``methods`` as given, each its
+    own name. Giving both is refused.
+    """
+    if models is None:
+        if objectives is not None:
+            raise UserError(
+                "objectives= goes with models=; with methods=, write each method in full"
+            )
+        return methods, {}
+    if methods:
+        raise UserError("give methods= or models= (with objectives=), not both")
+    if not isinstance(models, Mapping) or not models:
+        raise UserError(
+            f"models must be a non-empty dict {{name: spec or program factory}}, e.g. "
+            f"{{'d=2': 'vae:latent=2', 'd=8': 'vae:latent=8'}}; got {models!r}"
+        )
+    objectives = ["analytic"] if objectives is None else list(objectives)
+    if not objectives or any(not isinstance(o, str) for o in objectives):
+        raise UserError(f"objectives must be a non-empty list of strings; got {objectives!r}")
+    out: list[Any] = []
+    names: dict[str, str] = {}
+    for name, spec in models.items():
+        for objective in objectives:
+            method = _model_method(str(name), spec, objective)
+            out.append(method)
+            names[method.label] = str(name) if len(objectives) == 1 else f"{name}/{objective}"
+    return out, names
+
+
+def _model_method(name: str, spec: Any, objective: str) -> Method | ProgramMethod:
+    """One cell's method: a registry model spec (``model`` or ``model/guide``) or a program factory."""
+    if callable(spec) and not isinstance(spec, str):
+        return ProgramMethod(name, spec, objective)
+    if not isinstance(spec, str) or not spec.strip():
+        raise UserError(
+            f"model {name!r}: a spec string such as 'vae:latent=2' or a callable returning a program; "
+            f"got {spec!r}"
+        )
+    parts = [p.strip() for p in spec.split("/")]
+    if len(parts) > 2:
+        raise UserError(
+            f"model {name!r}: write 'model' or 'model/guide' (no objective); got {spec!r}"
+        )
+    return Method(parts[0], parts[1] if len(parts) == 2 else "meanfield", objective)

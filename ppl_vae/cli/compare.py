@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 from .._checks import check_output_path
 from ..store.lock import lock_folder
@@ -33,10 +34,23 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "against --reference, SEs across points and seeds), OUT/comparison.nc "
         "(ArviZ InferenceData) and OUT/comparison.png.",
     )
+    axis = p.add_mutually_exclusive_group(required=True)
+    axis.add_argument(
+        "--models",
+        nargs="+",
+        help="the model axis: model specs of the registry, each named by itself, e.g. vae:latent=2 "
+        "vae:latent=8 linear:latent=4/fullrank; crossed with --objectives; the ranking table "
+        "(OUT/comparison/ranking.csv) ranks them by held-out log p(x)",
+    )
     p.add_argument(
+        "--objectives",
+        nargs="+",
+        default=None,
+        help="objectives for every --models model (default: analytic)",
+    )
+    axis.add_argument(
         "--methods",
         nargs="+",
-        required=True,
         help="methods: an objective (trace analytic iwae:k=5 analytic:beta=4 trace:anneal=10), or "
         "[model/][guide/]objective, e.g. fullrank/analytic iaf:n=2/iwae:k=5,grad=dreg hvae/trace "
         "m2:labelled=0.1/enum vae:nets=conv/meanfield/analytic",
@@ -91,15 +105,15 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from ..analysis.compare import run_comparison
-    from ..analysis.methods import Method
+    from ..analysis.methods import Method, model_axis
 
     out = check_output_path(args.out, "--out")
     refuse_nonempty(out, "--out", args.force)
     refuse_outputs(out, [COMPARISON], True, "--out")  # a link, or files of the user's in the set
-    for method in args.methods:
-        Method.parse(
-            method
-        )  # unknown models, guides, objectives or parameters: exit 2 listing the valid ones
+    # unknown models, guides, objectives or parameters: exit 2 listing the valid ones
+    methods, _ = model_axis(args.methods, _models_of(args), args.objectives)
+    for method in methods:
+        Method.parse(method)
     if args.threads:
         import torch
 
@@ -109,12 +123,33 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         return _compare(args, out, run_comparison)
 
 
+def _models_of(args: argparse.Namespace) -> dict[str, str] | None:
+    """``--models`` as ``{spec: spec}`` (each model named by its spec), or None."""
+    return None if args.models is None else {m: m for m in args.models}
+
+
+def _print_ranking(result: Any) -> None:
+    """The ranking table of a ``--models`` comparison (models by held-out log p(x), best first)."""
+    import warnings
+
+    with warnings.catch_warnings():  # the unreliable-estimate warning was given once, by save
+        warnings.simplefilter("ignore", UserWarning)
+        ranking = result.ranking()
+    print(
+        f"\nranking by held-out {ranking['metric'].iloc[0]} (nats per row; diff to the best, its "
+        "paired s.e. over rows and seeds; khat_share: rows with k-hat > 0.7):"
+    )
+    print(ranking.drop(columns=["method", "metric"]).to_string(index=False))
+
+
 def _compare(args: argparse.Namespace, out: Path, run_comparison) -> int:
     import pandas as pd
 
     result = run_comparison(
         args.methods,
         args.dataset,
+        models=_models_of(args),
+        objectives=args.objectives,
         seeds=args.seeds,
         epochs=args.epochs,
         num_samples=args.num_samples,
@@ -149,7 +184,7 @@ def _compare(args: argparse.Namespace, out: Path, run_comparison) -> int:
     ]
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.precision", 3):
         print(
-            f"{args.dataset}: {len(args.methods)} methods x {len(args.seeds)} seeds, {args.epochs} epochs; "
+            f"{args.dataset}: {len(result.methods)} methods x {len(args.seeds)} seeds, {args.epochs} epochs; "
             f"test set, nats per point, IW with K={k}"
         )
         print(result.table[[c for c in cols if c in result.table]].to_string(index=False))
@@ -160,5 +195,7 @@ def _compare(args: argparse.Namespace, out: Path, run_comparison) -> int:
         if len(overall):
             print("\npaired differences (method - reference), per test point, averaged over seeds:")
             print(overall.to_string(index=False))
+        if args.models is not None:
+            _print_ranking(result)
     print("\nwrote " + ", ".join(str(p) for p in paths.values()))
     return 0
