@@ -32,6 +32,9 @@ documented Inductor option ``fallback_random``, so compiled code draws PyTorch's
 
 from __future__ import annotations
 
+import getpass
+import os
+import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +45,7 @@ __all__ = [
     "capture",
     "compile_graph",
     "compile_step",
+    "inductor_cache_dir",
     "pyro_handler_stack",
     "tensor_edits",
 ]
@@ -77,10 +81,27 @@ def capture(fn: Callable[..., Any], *example: Any) -> torch.fx.GraphModule:
     return graph
 
 
+def inductor_cache_dir() -> str:
+    """The directory Inductor caches compiled code in: ``TORCHINDUCTOR_CACHE_DIR`` where the user set
+    it, else one per user and login session (``<tmp>/ppl_vae_inductor_<user>_<session id>``, set in
+    the environment), so parallel sessions of one user never write one cache at once (torch's default,
+    one directory per user, was seen corrupted that way); processes of one session share it."""
+    name = "TORCHINDUCTOR_CACHE_DIR"
+    if not os.environ.get(name):
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # pragma: no cover - no user name: the numeric id
+            user = str(os.getuid())
+        session = os.getsid(0)
+        os.environ[name] = os.path.join(tempfile.gettempdir(), f"ppl_vae_inductor_{user}_{session}")
+    return os.environ[name]
+
+
 def compile_graph(graph: torch.fx.GraphModule | Callable[..., Any]) -> Callable[..., Any]:
     """``graph`` compiled by Inductor for fixed shapes, drawing random numbers from PyTorch's generator
     (``fallback_random``: the compiled code draws what the eager code draws). Public API only; compiles
     on its first call."""
+    inductor_cache_dir()
     return torch.compile(graph, dynamic=False, options={"fallback_random": True})
 
 
@@ -99,6 +120,7 @@ def compile_step(
         from torch.fx.experimental.symbolic_shapes import ShapeEnv
     except ImportError:  # pragma: no cover - a torch that moved them: the public route
         return compile_graph(graph)
+    inductor_cache_dir()
     context = TracingContext(FakeTensorMode(shape_env=ShapeEnv()))
     with inductor_config.patch(fallback_random=True), tracing(context):
         return inductor_compile(graph, list(example))

@@ -123,3 +123,15 @@ def test_compile_step_compiles_a_captured_graph_drawing_the_eager_random_numbers
     torch.manual_seed(5)
     torch.testing.assert_close(run(x, y), eager, rtol=1e-5, atol=1e-6)
     assert torch.equal(y, torch.ones(2))
+
+
+def test_the_inductor_cache_is_per_user_and_session_unless_the_user_set_one(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    default = compat.inductor_cache_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == default
+    assert Path(default).name.endswith(f"_{os.getsid(0)}")
+    assert "ppl_vae_inductor_" in default
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    assert compat.inductor_cache_dir() == str(tmp_path)
