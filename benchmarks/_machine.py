@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import sys
@@ -31,6 +32,22 @@ def _cpu_flags() -> str:
     return "?"
 
 
+def thread_counts() -> str:
+    """Torch's intra-/inter-op thread counts, OMP_NUM_THREADS, and XLA's flags if JAX is installed.
+
+    Printed by every benchmark: a ratio means little without the thread counts of both sides.
+    """
+    import torch
+
+    text = (
+        f"intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}, "
+        f"OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset (torch default)')}"
+    )
+    if importlib.util.find_spec("jax") is not None or "XLA_FLAGS" in os.environ:
+        text += f"; XLA_FLAGS={os.environ.get('XLA_FLAGS', 'unset (XLA default: all cores)')}"
+    return text
+
+
 def machine_info() -> dict[str, Any]:
     """CPU, cores, torch threads, GPU (if any) and versions of Python, torch, Pyro, NumPy."""
     import numpy
@@ -40,7 +57,7 @@ def machine_info() -> dict[str, Any]:
     info: dict[str, Any] = {
         "cpu": f"{_cpu_name()} ({_cpu_flags()})",
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": thread_counts(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none",
         "python": sys.version.split()[0],
         "torch": torch.__version__,

@@ -368,7 +368,7 @@ def machine() -> dict:
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": f"{torch.get_num_threads()} (inter-op {torch.get_num_interop_threads()})",
         "python": platform.python_version(),
         "torch": torch.__version__,
         "pyro": pyro.__version__,

@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         "--n-samples", type=int, default=None, help="keep the first n training images (smoke runs)"
     )
     parser.add_argument(
-        "--threads", type=int, default=1, help="torch threads (1: fair on a shared machine)"
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--data-dir", default=default_data_dir())
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "methods"))
@@ -194,7 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cost-steps", type=int, default=40)
     parser.add_argument("--cost-rounds", type=int, default=4)
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print_machine("bench_methods: guides x objectives x gradient estimators on MNIST")
     # said in the README: the IAF's KL is sampled under 'analytic'; Pyro's mean-field ordering check on hvae;
     # methods without a captured graph (DReG) train on Pyro's path

@@ -232,19 +232,24 @@ def main() -> None:
     )
     p.add_argument("--epochs", type=int, default=5)
     p.add_argument("--k", type=int, default=1000, help="importance samples per test point")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     p.add_argument(
         "--only-pyro-examples",
         action="store_true",
         help="only the rows of Pyro's own example programs (issue 19)",
     )
     args = p.parse_args()
-    torch.set_num_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warnings.filterwarnings(
         "ignore"
     )  # the table says what each program got; warnings are in the tests
     pyro.set_rng_seed(0)
-    print(f"threads: {torch.get_num_threads()}, load: {_load()}", flush=True)
+    print(
+        f"threads: intra-op {torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}, "
+        f"load: {_load()}",
+        flush=True,
+    )
     examples_table(args)
     if args.only_pyro_examples:
         return

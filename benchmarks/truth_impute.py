@@ -114,11 +114,14 @@ def rubin(seed: int, reps: int = 200, n: int = 60) -> dict[str, float]:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--seeds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     args = p.parse_args()
-    torch.set_num_threads(1)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     rows = [{**linear(s), **categorical(s), **rubin(s)} for s in range(args.seeds)]
     print(
-        f"truth tests over {args.seeds} seeds (min .. max); torch threads {torch.get_num_threads()}"
+        f"truth tests over {args.seeds} seeds (min .. max); torch threads: intra-op "
+        f"{torch.get_num_threads()}, inter-op {torch.get_num_interop_threads()}"
     )
     for key in rows[0]:
         values = [r[key] for r in rows]
