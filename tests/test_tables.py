@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from helpers import one_line_error
 
 import ppl_vae as pv
 from ppl_vae.data import infer_schema, split_missing
@@ -410,3 +411,24 @@ def test_a_dataframe_fits_directly_with_the_models_schema():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         pv.VAE(len(data.schema), 2, (8,), likelihood="auto", schema=data.schema)
+
+
+def test_cli_sample_mean_flag_and_a_csv_refused_in_one_line_for_a_run_without_columns(
+    tmp_path, capsys
+):
+    from ppl_vae.cli import main
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"a": rng.normal(0, 1, 60), "b": rng.normal(5, 2, 60)}).to_csv(path, index=False)
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", f"csv:{path}", "--epochs", "2", "--out", str(run)]) == 0
+    draws, means = tmp_path / "d.npy", tmp_path / "m.npy"
+    assert main(["sample", str(run), "-n", "200", "--out", str(draws)]) == 0
+    assert main(["sample", str(run), "-n", "200", "--mean", "--out", str(means)]) == 0
+    # draws of p(x | z) spread wider than its means (the Gaussian's noise on top)
+    assert np.load(draws).std(0).min() > np.load(means).std(0).max()
+    capsys.readouterr()
+    assert main(["sample", str(run), "--out", str(tmp_path / "s.csv")]) == 2
+    err = one_line_error(capsys, "a CSV needs a run trained on a table", ".npy")
+    assert not (tmp_path / "s.csv").exists(), err

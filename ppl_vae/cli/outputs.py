@@ -78,8 +78,9 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "sample",
         help="draw from a trained VAE's prior and decode (PNG grid or .npy array)",
-        description="Draw z ~ N(0, I), decode to the mean of p(x | z), and write an image grid or "
-        "scatter (.png) or the (n, D) array (.npy). Autoencoders have no prior.",
+        description="Draw z ~ N(0, I) and x ~ p(x | z) (--mean: its means), and write an image grid or "
+        "scatter (.png), the (n, D) array (.npy) or, for a table run, a CSV with the table's column names, "
+        "levels and original units (.csv). Autoencoders have no prior.",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by `ppl-vae train`")
     p.add_argument(
@@ -88,18 +89,23 @@ def add_sample(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--out",
         required=True,
-        help="FILE.png (a picture) or FILE.npy (the decoded means, (n, D)); "
-        "refused if it exists, unless --force",
+        help="FILE.png (a picture), FILE.npy (the (n, D) draws in model space) or FILE.csv (a table run: "
+        "the draws in the table's columns, levels and units); refused if it exists, unless --force",
     )
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--seed", type=seed, default=0, help="seed of the draws of z")
+    p.add_argument(
+        "--mean",
+        action="store_true",
+        help="write the means of p(x | z) instead of draws from it (.npy and .csv)",
+    )
     p.set_defaults(func=_cmd_sample)
 
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     out = check_output_path(args.out, "--out", kind="file", force=args.force)
-    if out.suffix.lower() not in (".png", ".npy"):
-        raise UserError(f"--out must end in .png or .npy; got {str(out)!r}")
+    if out.suffix.lower() not in (".png", ".npy", ".csv"):
+        raise UserError(f"--out must end in .png, .npy or .csv; got {str(out)!r}")
     from ..store.lock import lock_outputs
 
     # one writer per folder: a second sample, plot or train there is refused
@@ -130,10 +136,19 @@ def _sample(args: argparse.Namespace, out: Path) -> int:
         f"sample -n {args.num} (decoded to {dim} values each)",
         "ask for fewer samples",
     )
-    if out.suffix.lower() == ".npy":
-        gen = torch.Generator().manual_seed(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    if out.suffix.lower() == ".csv":
+        if getattr(run.model, "schema", None) is None:
+            raise UserError(
+                f"--out {out.name}: a CSV needs a run trained on a table (csv:PATH or a DataFrame); "
+                f"run {args.run_dir} has no columns: write .npy or .png"
+            )
+        frame = run.model.sample_frame(args.num, generator=gen, mean=args.mean)
+        data = frame.to_csv(index=False).encode("utf-8")
+    elif out.suffix.lower() == ".npy":
         buf = io.BytesIO()
-        np.save(buf, run.model.sample(args.num, generator=gen).cpu().numpy())
+        extra = {"mean": True} if args.mean else {}  # an M2 model's samples are already means
+        np.save(buf, run.model.sample(args.num, generator=gen, **extra).cpu().numpy())
         data = buf.getvalue()
     else:
         name = f"run {Path(args.run_dir).resolve().name}: {model_label(run.model)}, {run.data.meta.name}"
