@@ -11,6 +11,7 @@ from .analysis.compare import Comparison, compare, compare_runs, run_comparison
 from .analysis.imputation import Imputation, impute
 from .analysis.methods import Method, ProgramMethod
 from .analysis.paired import DataMismatch, paired_differences
+from .analysis.ppc import PredictiveCheck, predictive_check
 from .analysis.ranking import rank_models
 from .analysis.rubin import Pooled, pool, rubin
 from .analysis.scores import Scores, score
@@ -133,4 +134,6 @@ __all__ = [
     "pool",
     "rubin",
     "score",
+    "PredictiveCheck",
+    "predictive_check",
 ]
