@@ -288,4 +288,4 @@ def test_cli_plot_all_and_sample_on_digits_and_clusters(tmp_path, capsys):
     assert _is_png(tmp_path / "s.png")
     assert main(["sample", str(ae_run), "--out", str(tmp_path / "x.npy")]) == 2
     assert main(["sample", str(digits_run), "--out", str(tmp_path / "x.txt")]) == 2
-    assert "must end in .png or .npy" in capsys.readouterr().err
+    assert "must end in .png, .npy or .csv" in capsys.readouterr().err
