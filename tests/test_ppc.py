@@ -27,7 +27,7 @@ def test_p_values_calibrated_under_true_model() -> None:
     for rep in range(8):
         x = _simulate(lg, 40, seed=100 + rep)
         table = pv.predictive_check(
-            program, x, num_samples=40, seed=rep, statistics=["mean", "variance"]
+            program, x, num_samples=40, seed=rep, statistics=["mean", "variance", "correlation"]
         ).table
         prior_p += list(table.loc[table.source == "prior", "p_value"])
         post_p += list(table.loc[table.source == "posterior", "p_value"])
@@ -81,8 +81,88 @@ def test_user_program_and_refusals() -> None:
 
     x = torch.randn(25, 2)
     check = pv.predictive_check(pv.Program(model, guide), x, num_samples=20)
-    assert len(check.table) == 2 * 3 * 2 and check.posterior.shape == (20, 25, 2)
+    # mean, variance, zero fraction per column, one correlation (no column has levels), two sources
+    assert len(check.table) == 2 * (3 * 2 + 1) and check.posterior.shape == (20, 25, 2)
     with pytest.raises(pv.errors.ArgumentTypeError, match="statistics"):
         pv.predictive_check(pv.Program(model, guide), x, statistics=["median"])
     with pytest.raises(pv.errors.ArgumentTypeError, match="num_samples"):
         pv.predictive_check(pv.Program(model, guide), x, num_samples=1)
+
+
+def _independent_program(probs: torch.Tensor):
+    """Column 0 ~ N(z, 0.5), column 1 ~ N(0, 1) independent of z, column 2 ~ Categorical(probs)."""
+
+    def model(x):
+        with pyro.plate("data", len(x)):
+            z = pyro.sample("z", dist.Normal(0.0, 1.0))
+            a = dist.Normal(z, 0.5).sample()
+            b = dist.Normal(torch.zeros_like(z), 1.0).sample()
+            c = dist.Categorical(probs).sample(z.shape).to(x.dtype)
+            loc = torch.stack([a, b, c], -1)
+            pyro.sample("obs", dist.Normal(loc, 1e-3).to_event(1), obs=x)
+
+    def guide(x):
+        with pyro.plate("data", len(x)):
+            pyro.sample("z", dist.Normal(0.0, 1.0))
+
+    return pv.Program(model, guide)
+
+
+def test_frequency_and_correlation_terms_against_a_hand_computation() -> None:
+    gen = torch.Generator().manual_seed(0)
+    n = 200
+    a = torch.randn(n, generator=gen)
+    b = 0.9 * a + 0.3 * torch.randn(n, generator=gen)  # strongly correlated with a
+    c = torch.multinomial(torch.tensor([0.8, 0.1, 0.1]), n, replacement=True, generator=gen)
+    x = torch.stack([a, b, c.float()], -1)
+    program = _independent_program(torch.tensor([1 / 3, 1 / 3, 1 / 3]))
+    table = pv.predictive_check(program, x, num_samples=40, seed=0, levels={2: 3}).table
+    post = table[table.source == "posterior"]
+    freq = post[post.statistic == "frequency"]
+    assert freq["term"].tolist() == ["2=0", "2=1", "2=2"]
+    np.testing.assert_allclose(freq["observed"], [(c == k).float().mean() for k in range(3)])
+    assert freq["extreme"].all()  # 0.8, 0.1, 0.1 observed against 1/3 replicated
+    right = _independent_program(torch.tensor([0.8, 0.1, 0.1]))
+    again = pv.predictive_check(right, x, num_samples=40, seed=0, levels={2: 3}).table
+    assert not again.loc[again.statistic == "frequency", "extreme"].any()
+    corr = post[post.statistic == "correlation"].set_index("term")
+    assert list(corr.index) == ["0~1", "0~2", "1~2"]
+    expected = np.corrcoef(x[:, 0].numpy(), x[:, 1].numpy())[0, 1]
+    np.testing.assert_allclose(corr.loc["0~1", "observed"], expected, rtol=1e-10)
+    assert corr.loc["0~1", "extreme"]  # replicated columns 0 and 1 are independent
+    assert not corr.loc["0~2", "extreme"]  # and so are the data's columns 0 and 2
+    assert abs(corr.loc["0~1", "replicated_mean"]) < 0.1
+
+
+def test_levels_from_a_table_schema_and_constant_columns() -> None:
+    import pandas as pd
+
+    gen = np.random.default_rng(0)
+    frame = pd.DataFrame(
+        {
+            "size": gen.normal(size=80),
+            "colour": gen.choice(["red", "green", "blue"], size=80),
+            "flag": gen.choice([True, False], size=80),
+        }
+    )
+    data = pv.load_dataset(frame, seed=0)
+    vae = pv.VAE(input_dim=len(data.schema), latent_dim=2, likelihood="auto", schema=data.schema)
+    table = pv.predictive_check(vae, data.train, num_samples=10, seed=0).table
+    freq = table[(table.statistic == "frequency") & (table.source == "prior")]
+    names = [f"colour={k}" for k in range(3)] + ["flag=0", "flag=1"]
+    assert freq["term"].tolist() == names
+    assert set(table.loc[table.statistic == "mean", "term"]) == {"size", "colour", "flag"}
+    # a column constant in the data: its correlations are undefined, not extreme
+    x = torch.randn(30, 3)
+    x[:, 2] = 1.0
+    lg = pv.LinearGaussianVAE(input_dim=3, latent_dim=1)
+    corr = pv.predictive_check(lg, x, num_samples=10, statistics=["correlation"]).table
+    undefined = corr[corr.term.isin(["0~2", "1~2"])]
+    assert undefined["p_value"].isna().all() and not undefined["extreme"].any()
+    # missing cells: a pair's correlation uses the rows where both cells are observed
+    x[:6, 0] = float("nan")
+    corr = pv.predictive_check(lg, x, num_samples=10, statistics=["correlation"]).table
+    expected = np.corrcoef(x[6:, 0].numpy(), x[6:, 1].numpy())[0, 1]
+    np.testing.assert_allclose(corr.loc[corr.term == "0~1", "observed"], expected, rtol=1e-6)
+    with pytest.raises(pv.errors.ArgumentTypeError, match="levels"):
+        pv.predictive_check(lg, x, num_samples=10, levels={5: 3})

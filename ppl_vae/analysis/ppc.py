@@ -3,11 +3,18 @@ r"""Posterior predictive checks for any program: :func:`predictive_check`.
 For each row ``x_n`` a latent is drawn from the guide, ``z ~ q(z | x_n)``, and a replicate
 ``x_rep ~ p(x | z)`` from the model (the observed site made unobserved with
 ``pyro.poutine.uncondition``); ``num_samples`` such replicated data sets are drawn, and as many from the
-prior predictive (``z ~ p(z)``). A statistic ``T`` of each column (mean, variance, zero fraction) is
+prior predictive (``z ~ p(z)``). A statistic ``T`` (per column: mean, variance, zero fraction; per level of
+a categorical or binary column: its frequency; per pair of columns: their Pearson correlation) is
 computed on the data and on every replicate; its posterior predictive p-value is
 ``p = 2 min(P(T_rep >= T_obs), P(T_rep <= T_obs))`` (two-sided, capped at 1; Gelman et al., *Bayesian
 Data Analysis*, 3rd ed., ch. 6), with the central 95% interval of ``T_rep``. Missing cells (NaN in the
-observations) are left out of the observed statistics.
+observations) are left out of the observed statistics (a correlation uses the rows where both cells are
+observed). A replicate whose statistic is undefined (a constant column's correlation) is left out of
+that statistic's p-value and interval.
+
+Which columns have levels: the program's table schema (``binary`` and ``categorical`` columns, levels
+coded ``0 .. K-1`` in model space) or ``levels={column: K}``. Correlations are computed for up to
+:data:`MAX_PAIRS` pairs (the first columns' pairs beyond that).
 
 Posterior predictive p-values are conservative (the data were used twice): under the true model they
 cluster towards 0.5 rather than being exactly uniform; prior predictive p-values are uniform.
@@ -16,7 +23,7 @@ cluster towards 0.5 rather than being exactly uniform; prior predictive p-values
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
@@ -33,10 +40,18 @@ if TYPE_CHECKING:
 
 __all__ = ["PredictiveCheck", "predictive_check"]
 
-Statistic = Literal["mean", "variance", "zero_fraction"]
-STATISTICS: tuple[Statistic, ...] = ("mean", "variance", "zero_fraction")
+Statistic = Literal["mean", "variance", "zero_fraction", "frequency", "correlation"]
+STATISTICS: tuple[Statistic, ...] = (
+    "mean",
+    "variance",
+    "zero_fraction",
+    "frequency",
+    "correlation",
+)
 #: p-values below this are flagged ``extreme``.
 EXTREME_P = 0.01
+#: at most this many column pairs get a ``correlation`` row (per source)
+MAX_PAIRS = 2080
 
 
 class PredictiveCheck:
@@ -73,6 +88,77 @@ def _statistic(name: Statistic, x: np.ndarray) -> np.ndarray:
             return np.nanvar(x, axis=-2, ddof=1)
         zero = np.where(np.isnan(x), np.nan, (x == 0).astype(float))
         return np.nanmean(zero, axis=-2)
+
+
+def _frequencies(x: np.ndarray, levels: dict[int, int]) -> np.ndarray:
+    """The share of each level among a column's observed cells: ``(..., L)`` over ``levels``' items."""
+    out = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for column, count in levels.items():
+            cells = x[..., column]
+            for level in range(count):
+                hit = np.where(np.isnan(cells), np.nan, (np.round(cells) == level).astype(float))
+                out.append(np.nanmean(hit, axis=-1))
+    return np.stack(out, axis=-1)
+
+
+def _correlations(x: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Pearson correlations ``(..., P)`` of the column ``pairs`` (P, 2) of ``x`` (..., N, D): NaN where a
+    column is constant; with missing cells, each pair on the rows where both cells are observed."""
+    if np.isnan(x).any():
+        flat = x.reshape(-1, *x.shape[-2:])
+        return np.stack([_pairwise_complete(rows, pairs) for rows in flat]).reshape(
+            *x.shape[:-2], len(pairs)
+        )
+    centred = x - x.mean(axis=-2, keepdims=True)
+    cov = np.einsum("...ni,...nj->...ij", centred, centred)  # (..., D, D): cheap for many pairs
+    var = np.diagonal(cov, axis1=-2, axis2=-1)
+    constant = np.ptp(x, axis=-2) == 0
+    i, j = pairs[:, 0], pairs[:, 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        r = cov[..., i, j] / np.sqrt(var[..., i] * var[..., j])
+    return np.where(constant[..., i] | constant[..., j], np.nan, r)
+
+
+def _pairwise_complete(x: np.ndarray, pairs: np.ndarray) -> np.ndarray:
+    """Correlations ``(P,)`` of ``x`` (N, D) with NaN cells, each pair on its rows observed in both."""
+    frame = pd.DataFrame(x)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        corr = frame.corr(min_periods=2).to_numpy()
+    return corr[pairs[:, 0], pairs[:, 1]]
+
+
+def _terms(
+    stat: Statistic, d: int, levels: dict[int, int], names: Sequence[str]
+) -> tuple[pd.DataFrame, Callable[[np.ndarray], np.ndarray]]:
+    """The rows a statistic gives (``column``, ``other``, ``level``, ``term``) and its function."""
+    if stat == "frequency":
+        cols = [(c, lv) for c, count in levels.items() for lv in range(count)]
+        frame = pd.DataFrame(
+            {
+                "column": [c for c, _ in cols],
+                "other": -1,
+                "level": [lv for _, lv in cols],
+                "term": [f"{names[c]}={lv}" for c, lv in cols],
+            }
+        )
+        return frame, lambda x: _frequencies(x, levels)
+    if stat == "correlation":
+        pairs = np.array([(i, j) for i in range(d) for j in range(i + 1, d)][:MAX_PAIRS], int)
+        pairs = pairs.reshape(-1, 2)
+        frame = pd.DataFrame(
+            {
+                "column": pairs[:, 0],
+                "other": pairs[:, 1],
+                "level": -1,
+                "term": [f"{names[i]}~{names[j]}" for i, j in pairs],
+            }
+        )
+        return frame, lambda x: _correlations(x, pairs)
+    frame = pd.DataFrame({"column": np.arange(d), "other": -1, "level": -1, "term": list(names)})
+    return frame, lambda x: _statistic(stat, x)
 
 
 def _observed_site(trace: poutine.Trace, x: torch.Tensor) -> str:
@@ -124,37 +210,73 @@ def _rows_of(program: ProgramLike, data: DataLike) -> tuple[tuple[torch.Tensor, 
 
 
 def _p_values(t_obs: np.ndarray, t_rep: np.ndarray) -> np.ndarray:
-    """Two-sided predictive p-values of ``t_obs`` (D,) against ``t_rep`` (S, D)."""
-    upper = (t_rep >= t_obs).mean(axis=0)
-    lower = (t_rep <= t_obs).mean(axis=0)
-    return np.minimum(1.0, 2.0 * np.minimum(upper, lower))
+    """Two-sided predictive p-values of ``t_obs`` (T,) against ``t_rep`` (S, T); undefined draws left out."""
+    valid = ~np.isnan(t_rep)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        count = valid.sum(axis=0)
+        upper = ((t_rep >= t_obs) & valid).sum(axis=0) / count
+        lower = ((t_rep <= t_obs) & valid).sum(axis=0) / count
+    p = np.minimum(1.0, 2.0 * np.minimum(upper, lower))
+    return np.where(np.isnan(t_obs) | (count == 0), np.nan, p)
+
+
+def _summaries(t_rep: np.ndarray) -> dict[str, np.ndarray]:
+    """Mean and central 95% interval of ``t_rep`` (S, T) over its defined draws."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a term undefined in every draw -> NaN
+        return {
+            "replicated_mean": np.nanmean(t_rep, axis=0),
+            "lower": np.nanquantile(t_rep, 0.025, axis=0),
+            "upper": np.nanquantile(t_rep, 0.975, axis=0),
+        }
 
 
 def _table(
-    observed: np.ndarray, reps: dict[str, np.ndarray], statistics: Sequence[Statistic]
+    observed: np.ndarray,
+    reps: dict[str, np.ndarray],
+    statistics: Sequence[Statistic],
+    levels: dict[int, int],
+    names: Sequence[str],
 ) -> pd.DataFrame:
     frames = []
-    for source, rep in reps.items():
-        for stat in statistics:
-            t_obs, t_rep = _statistic(stat, observed), _statistic(stat, rep)
-            p = _p_values(t_obs, t_rep)
-            frames.append(
-                pd.DataFrame(
-                    {
-                        "source": source,
-                        "statistic": stat,
-                        "column": np.arange(observed.shape[1]),
-                        "observed": t_obs,
-                        "replicated_mean": t_rep.mean(axis=0),
-                        "lower": np.quantile(t_rep, 0.025, axis=0),
-                        "upper": np.quantile(t_rep, 0.975, axis=0),
-                        "p_value": np.where(np.isnan(t_obs), np.nan, p),
-                    }
-                )
-            )
+    for stat in statistics:
+        terms, fn = _terms(stat, observed.shape[1], levels, names)
+        if not len(terms):
+            continue
+        t_obs = fn(observed)
+        for source, rep in reps.items():
+            t_rep = fn(rep)
+            frame = terms.assign(source=source, statistic=stat, observed=t_obs)
+            frames.append(frame.assign(**_summaries(t_rep), p_value=_p_values(t_obs, t_rep)))
+    order = ["source", "statistic", "column", "other", "level", "term", "observed"]
     table = pd.concat(frames, ignore_index=True)
+    table = table[order + [c for c in table.columns if c not in order]]
+    table = table.sort_values(["source"], kind="stable", key=lambda s: s != "posterior")
+    table = table.reset_index(drop=True)
     table["extreme"] = table["p_value"] < EXTREME_P
     return table
+
+
+def _levels_and_names(
+    program: ProgramLike, d: int, levels: Mapping[int, int] | None
+) -> tuple[dict[int, int], list[str]]:
+    """Which columns have levels (and how many), and the columns' names: from ``levels`` or the schema."""
+    schema = getattr(as_program(program).owner, "schema", None)
+    names = [str(j) for j in range(d)]
+    found: dict[int, int] = {}
+    if schema is not None and len(schema) == d:
+        names = list(schema.names)
+        for j, column in enumerate(schema):
+            if column.type in ("binary", "categorical"):
+                found[j] = len(column.levels)
+    if levels is not None:
+        bad = [k for k, v in levels.items() if not 0 <= int(k) < d or int(v) < 2]
+        if bad:
+            raise ArgumentTypeError(
+                f"levels: columns {bad} are not column positions 0..{d - 1} with at least 2 levels"
+            )
+        found = {int(k): int(v) for k, v in levels.items()}
+    return dict(sorted(found.items())), names
 
 
 def predictive_check(
@@ -163,6 +285,7 @@ def predictive_check(
     num_samples: int = 100,
     seed: int | None = 0,
     statistics: Sequence[Statistic] = STATISTICS,
+    levels: Mapping[int, int] | None = None,
 ) -> PredictiveCheck:
     """Posterior (and prior) predictive checks of per-column statistics.
 
@@ -177,14 +300,20 @@ def predictive_check(
     seed
         Pyro's seed for the draws (``None``: leave the global state alone).
     statistics
-        Any of ``"mean"``, ``"variance"``, ``"zero_fraction"``.
+        Any of ``"mean"``, ``"variance"``, ``"zero_fraction"`` (per column), ``"frequency"`` (per level of
+        a column with levels), ``"correlation"`` (per pair of columns, up to :data:`MAX_PAIRS`).
+    levels
+        ``{column position: number of levels}`` of the columns whose values are level codes ``0 .. K-1``;
+        default: the binary and categorical columns of the program's table schema (none without one).
 
     Returns
     -------
     PredictiveCheck
-        ``.table``: columns ``source`` (``posterior``/``prior``), ``statistic``, ``column``, ``observed``,
-        ``replicated_mean``, ``lower``/``upper`` (95% interval), ``p_value``, ``extreme`` (p < 0.01);
-        ``.to_inference_data()`` for ``az.plot_ppc``.
+        ``.table``: columns ``source`` (``posterior`` rows first, then ``prior``), ``statistic``,
+        ``column``, ``other`` (a correlation's second column, else -1), ``level`` (a frequency's level,
+        else -1), ``term`` (``name``, ``name=level`` or ``a~b``, with the schema's column names),
+        ``observed``, ``replicated_mean``, ``lower``/``upper`` (95% interval), ``p_value``, ``extreme``
+        (p < 0.01); ``.to_inference_data()`` for ``az.plot_ppc``.
 
     Examples
     --------
@@ -194,7 +323,9 @@ def predictive_check(
     >>> x = torch.randn(20, 3, generator=torch.Generator().manual_seed(0))
     >>> check = pv.predictive_check(vae, x, num_samples=20, seed=0)
     >>> sorted(set(check.table["statistic"]))
-    ['mean', 'variance', 'zero_fraction']
+    ['correlation', 'mean', 'variance', 'zero_fraction']
+    >>> check.table.loc[check.table.statistic == "correlation", "term"].iloc[:3].tolist()
+    ['0~1', '0~2', '1~2']
     """
     if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 2:
         raise ArgumentTypeError(f"num_samples must be an integer >= 2; got {num_samples!r}")
@@ -210,5 +341,6 @@ def predictive_check(
         "posterior": _replicates(program, rows, num_samples, posterior=True),
         "prior": _replicates(program, rows, num_samples, posterior=False),
     }
-    table = _table(observed, reps, list(statistics))
+    found, names = _levels_and_names(program, observed.shape[1], levels)
+    table = _table(observed, reps, list(statistics), found, names)
     return PredictiveCheck(table, observed, reps["posterior"], reps["prior"])

@@ -3,6 +3,7 @@
     ppl-vae train     --dataset digits --objective analytic --epochs 20 --out runs/a
     ppl-vae train     --out runs/a --resume                 # a killed run continues
     ppl-vae evaluate  runs/a --num-samples 1000
+    ppl-vae check     runs/a -n 100                          # posterior predictive checks
     ppl-vae impute    runs/a --data holes.csv --out completed.csv --multiple 5
     ppl-vae score     runs/a --data new.csv --out scores.csv
     ppl-vae demo
@@ -24,6 +25,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from ..errors import UserError
+from .check import add_check
 from .compare import add_compare
 from .evaluate import add_evaluate
 from .missing import add_impute, add_score
@@ -46,6 +48,7 @@ COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     add_demo,
     add_compare,
     add_evaluate,
+    add_check,
     add_plot,
     add_sample,
     add_impute,

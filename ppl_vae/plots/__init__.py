@@ -19,22 +19,23 @@ autoencoder) of the test split: directly when d = 2, as the first two principal
 components (PCA fitted on those means) when d > 2, coloured by label when the data
 have labels.
 
-=========================  ===========================================================
-:func:`plot_latent`        latent map (2-D latents directly, else PCA of the means)
-:func:`plot_reconstructions` originals above reconstructions (images) / arrows (2-D)
-:func:`plot_samples`       decodes of ``z ~ N(0, I)`` (VAE only: an autoencoder has no prior)
-:func:`plot_decoded`       decodes of latent points you choose (any model)
-:func:`plot_interpolation` decodes along the straight line between two inputs' latents
-:func:`plot_curves`        train/test ELBO (VAE) or loss (autoencoder) per epoch, many runs
-:func:`plot_overview_2d`   2-D data, reconstructions and prior samples on one scatter
-:func:`plot_khat`          PSIS k-hat per point (from :mod:`ppl_vae.diagnostics`)
-:func:`plot_gap_hist`      histogram of IW log p(x) - ELBO per point (from :mod:`ppl_vae.diagnostics`)
-:func:`plot_elbo_vs_iw`    per-point ELBO against IW log p(x), coloured by k-hat
-:func:`plot_run`           the above for a run folder, written as PNGs (``ppl-vae plot``)
-=========================  ===========================================================
+===============================  ===========================================================
+:func:`plot_latent`              latent map (2-D latents directly, else PCA of the means)
+:func:`plot_reconstructions`     originals above reconstructions (images) / arrows (2-D)
+:func:`plot_samples`             decodes of ``z ~ N(0, I)`` (VAE only: an autoencoder has no prior)
+:func:`plot_decoded`             decodes of latent points you choose (any model)
+:func:`plot_interpolation`       decodes along the straight line between two inputs' latents
+:func:`plot_curves`              train/test ELBO (VAE) or loss (autoencoder) per epoch, many runs
+:func:`plot_overview_2d`         2-D data, reconstructions and prior samples on one scatter
+:func:`plot_khat`                PSIS k-hat per point (from :mod:`ppl_vae.diagnostics`)
+:func:`plot_gap_hist`            histogram of IW log p(x) - ELBO per point (from :mod:`ppl_vae.diagnostics`)
+:func:`plot_elbo_vs_iw`          per-point ELBO against IW log p(x), coloured by k-hat
+:func:`plot_predictive_check`    observed statistics against their replicated distributions (``ppl-vae check``)
+:func:`plot_run`                 the above for a run folder, written as PNGs (``ppl-vae plot``)
+===============================  ===========================================================
 
 Modules: :mod:`.latent` (latent maps, reconstructions, samples, interpolations, the 2-D overview),
-:mod:`.curves`, :mod:`.reports` (figures of an evaluation), :mod:`.runs` (a run folder's PNGs).
+:mod:`.curves`, :mod:`.reports` (figures of an evaluation), :mod:`.checks` (a predictive check), :mod:`.runs` (a run folder's PNGs).
 """
 
 from ._common import (
@@ -46,6 +47,7 @@ from ._common import (
     save_png,
     wrap_title,
 )
+from .checks import plot_predictive_check
 from .curves import plot_curves
 from .latent import (
     default_pair,
@@ -79,6 +81,7 @@ __all__ = [
     "plot_khat",
     "plot_latent",
     "plot_overview_2d",
+    "plot_predictive_check",
     "plot_reconstructions",
     "plot_run",
     "plot_samples",
