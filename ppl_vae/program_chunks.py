@@ -84,6 +84,35 @@ def site_sets(
     ):
         return info.observed, info.latent, info.guide_aux
     aux = {n for n in guide_latent if (guide_tr.nodes[n]["infer"] or {}).get("is_auxiliary", False)}
+    _refuse_unmatched(model_tr, guide_tr, info, (observed, latent, guide_latent, aux))
+    return _in_trace_order(model_tr, guide_tr, observed, latent, aux)
+
+
+def _in_trace_order(
+    model_tr: poutine.Trace,
+    guide_tr: poutine.Trace,
+    observed: set[str],
+    latent: set[str],
+    aux: set[str],
+) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+    """The three name sets as tuples in the order their sites ran."""
+    order = [n for n in model_tr.nodes if n in observed or n in latent]
+    return (
+        tuple(n for n in order if n in observed),
+        tuple(n for n in order if n in latent),
+        tuple(n for n in guide_tr.nodes if n in aux),
+    )
+
+
+def _refuse_unmatched(
+    model_tr: poutine.Trace,
+    guide_tr: poutine.Trace,
+    info: ProgramInfo,
+    names: tuple[set[str], set[str], set[str], set[str]],
+) -> None:
+    """One :class:`ProgramError` line naming this chunk's sites that the inspection did not see and that
+    break the contract: a latent without its guide site (or the reverse), or a site outside the data plate."""
+    observed, latent, guide_latent, aux = names
     new = (observed | latent | guide_latent) - set(info.observed + info.latent + info.guide_aux)
     unmatched = (latent - guide_latent) | (guide_latent - latent - aux)
     outside = {
@@ -92,21 +121,18 @@ def site_sets(
         if data_frame((model_tr if n in model_tr.nodes else guide_tr).nodes[n], info.data_plate)
         is None
     }
-    if unmatched or outside:
-        bad = sorted(unmatched | outside)
-        raise ProgramError(
-            f"site(s) {bad} of this chunk "
-            + ("have no match in the other program" if unmatched else "")
-            + (" and " if unmatched and outside else "")
-            + (f"lie outside the data plate {info.data_plate!r}" if outside else "")
-            + f" (the inspection of the first rows saw {sorted(info.observed + info.latent)}): sites that "
-            "depend on the batch must be inside the data plate, with a guide site for every latent"
-        )
-    order = [n for n in model_tr.nodes if n in observed or n in latent]
-    return (
-        tuple(n for n in order if n in observed),
-        tuple(n for n in order if n in latent),
-        tuple(n for n in guide_tr.nodes if n in aux),
+    if not (unmatched or outside):
+        return
+    bad = sorted(unmatched | outside)
+    where = [
+        "have no match in the other program" if unmatched else "",
+        f"lie outside the data plate {info.data_plate!r}" if outside else "",
+    ]
+    raise ProgramError(
+        f"site(s) {bad} of this chunk "
+        + " and ".join(w for w in where if w)
+        + f" (the inspection of the first rows saw {sorted(info.observed + info.latent)}): sites that "
+        "depend on the batch must be inside the data plate, with a guide site for every latent"
     )
 
 

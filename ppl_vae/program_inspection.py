@@ -50,20 +50,7 @@ def find_data_plate(
             "the model has no observed sample site (obs=...): nothing scores the data; observe it with "
             "pyro.sample(name, dist, obs=x)"
         )
-    outside = [s for s in observed if data_frame(model_sites[s], name) is None]
-    if outside:
-        plates = {s: [f.name for f in model_sites[s]["cond_indep_stack"]] for s in outside}
-        hint = (
-            f"pass data_plate={sorted({p for ps in plates.values() for p in ps})[0]!r} if that is your data "
-            "plate, or "
-            if any(plates.values())
-            else ""
-        )
-        raise ProgramError(
-            f"observed site(s) {_fmt(outside)} are not inside a plate named {name!r} (their plates: {plates}); "
-            f"per-point values and mini-batch scaling need the data plate by name: {hint}wrap the "
-            f"observations in `with pyro.plate({name!r}, len(x)):`"
-        )
+    _refuse_outside(model_sites, observed, name)
     frame = data_frame(model_sites[observed[0]], name)
     if frame.dim is None:
         raise ProgramError(
@@ -78,6 +65,30 @@ def find_data_plate(
                 f"{other.dim}); use one data plate"
             )
     size, full = frame.size, frame.full_size
+    _check_plate_size(name, size, full, n0)
+    return frame.dim, (full if full is not None and full not in (-1, size) else None)
+
+
+def _refuse_outside(model_sites: dict, observed: list[str], name: str) -> None:
+    """One :class:`ProgramError` line naming the observed sites outside the data plate ``name``."""
+    outside = [s for s in observed if data_frame(model_sites[s], name) is None]
+    if outside:
+        plates = {s: [f.name for f in model_sites[s]["cond_indep_stack"]] for s in outside}
+        hint = (
+            f"pass data_plate={sorted({p for ps in plates.values() for p in ps})[0]!r} if that is your data "
+            "plate, or "
+            if any(plates.values())
+            else ""
+        )
+        raise ProgramError(
+            f"observed site(s) {_fmt(outside)} are not inside a plate named {name!r} (their plates: {plates}); "
+            f"per-point values and mini-batch scaling need the data plate by name: {hint}wrap the "
+            f"observations in `with pyro.plate({name!r}, len(x)):`"
+        )
+
+
+def _check_plate_size(name: str, size: int, full: int | None, n0: int) -> None:
+    """The data plate must be sized by the batch (or declare the full size with ``subsample_size``)."""
     if size != -1 and size != n0:
         if full is not None and full != size:
             what = f"subsample_size={size}"
@@ -88,7 +99,6 @@ def find_data_plate(
             f"(pyro.plate({name!r}, len(x))), or declare the full data size with "
             f"pyro.plate({name!r}, N, subsample_size=len(x))"
         )
-    return frame.dim, (full if full is not None and full not in (-1, size) else None)
 
 
 def _traces(
@@ -266,14 +276,6 @@ def inspect_program(
         for n in guide_latent
         if n not in aux and not getattr(guide_sites[n]["fn"], "has_rsample", False)
     )
-    params = tuple(
-        n for n, s in param_trace.nodes.items() if s["type"] == "param" and MODULE_DIVIDER not in n
-    )
-    scaled = user_scales(model_sites, program.data_plate) + tuple(
-        item
-        for item in user_scales({n: guide_sites[n] for n in guide_latent}, program.data_plate)
-        if item[0] not in model_sites or item not in user_scales(model_sites, program.data_plate)
-    )
     return ProgramInfo(
         data_plate=program.data_plate,
         data_dim=dim,
@@ -287,14 +289,39 @@ def inspect_program(
         enumerated=tuple(enumerated),
         model_only=tuple(model_only),
         max_plate_nesting=_max_plate_nesting(model_sites, guide_sites, dim),
-        param_names=params,
-        scaled=scaled,
+        param_names=_param_names(param_trace),
+        scaled=_scaled_sites(model_sites, guide_sites, guide_latent, program.data_plate),
         outside_support=_support(model_sites, observed),
-        guide_factors=tuple(
-            n
-            for n, site in guide_sites.items()
-            if site["is_observed"]
-            and isinstance(site["fn"], Unit)
-            and not getattr(site["fn"], "has_rsample", True)
-        ),
+        guide_factors=_guide_factors(guide_sites),
+    )
+
+
+def _param_names(param_trace: poutine.Trace) -> tuple[str, ...]:
+    """The ``pyro.param`` sites the programs registered (a module's parameters left out)."""
+    return tuple(
+        n for n, s in param_trace.nodes.items() if s["type"] == "param" and MODULE_DIVIDER not in n
+    )
+
+
+def _scaled_sites(
+    model_sites: dict[str, Any], guide_sites: dict[str, Any], guide_latent: list[str], plate: str
+) -> tuple[tuple[str, float | str], ...]:
+    """The user's own scales (:func:`user_scales`) on model sites, then on guide latents that the model's
+    list does not already hold."""
+    in_model = user_scales(model_sites, plate)
+    return in_model + tuple(
+        item
+        for item in user_scales({n: guide_sites[n] for n in guide_latent}, plate)
+        if item[0] not in model_sites or item not in in_model
+    )
+
+
+def _guide_factors(guide_sites: dict[str, Any]) -> tuple[str, ...]:
+    """Observed ``Unit`` sites of the guide without a reparameterised sampler (``pyro.factor`` terms)."""
+    return tuple(
+        n
+        for n, site in guide_sites.items()
+        if site["is_observed"]
+        and isinstance(site["fn"], Unit)
+        and not getattr(site["fn"], "has_rsample", True)
     )

@@ -301,20 +301,10 @@ def as_rows(data: DataLike, arg: str = "data", nan_ok: bool = False) -> tuple[to
             f"{arg} must be a tensor (N, ...), a tuple of row-aligned tensors (x, y, ...) or a "
             f"ppl_vae Dataset; got {type(data).__name__}"
         )
-    rows = []
-    for i, t in enumerate(parts):
-        name = arg if len(parts) == 1 else f"{arg}[{i}]"
-        if not isinstance(t, torch.Tensor):
-            raise ArgumentTypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
-        if t.dim() == 0 or t.shape[0] == 0:
-            raise DataError(
-                f"{name} must have at least one row (shape (N, ...)); got shape {tuple(t.shape)}"
-            )
-        if i == 0 and not (t.is_floating_point() or t.is_complex()):
-            t = t.float()
-        if not (i == 0 and nan_ok and t.is_floating_point() and not bool(torch.isinf(t).any())):
-            check_finite(t, name)
-        rows.append(t)
+    rows = [
+        _checked_rows(t, i, arg if len(parts) == 1 else f"{arg}[{i}]", nan_ok)
+        for i, t in enumerate(parts)
+    ]
     n = len(rows[0])
     if any(len(t) != n for t in rows):
         raise DataError(
@@ -322,6 +312,22 @@ def as_rows(data: DataLike, arg: str = "data", nan_ok: bool = False) -> tuple[to
             f"{[len(t) for t in rows]}"
         )
     return tuple(rows)
+
+
+def _checked_rows(t: Any, i: int, name: str, nan_ok: bool) -> torch.Tensor:
+    """``data``'s ``i``-th tensor checked (a tensor with N >= 1 rows, finite floats: NaN allowed in the
+    observations, ``i == 0``, when ``nan_ok``); integer observations become float32."""
+    if not isinstance(t, torch.Tensor):
+        raise ArgumentTypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+    if t.dim() == 0 or t.shape[0] == 0:
+        raise DataError(
+            f"{name} must have at least one row (shape (N, ...)); got shape {tuple(t.shape)}"
+        )
+    if i == 0 and not (t.is_floating_point() or t.is_complex()):
+        t = t.float()
+    if not (i == 0 and nan_ok and t.is_floating_point() and not bool(torch.isinf(t).any())):
+        check_finite(t, name)
+    return t
 
 
 def hook_rows(hook: Callable[..., Any], dataset: Any, split: str) -> tuple[torch.Tensor, ...]:

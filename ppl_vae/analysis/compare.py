@@ -281,27 +281,8 @@ def run_comparison(
     methods, model_names = model_axis(methods, models, objectives)
     specs = _check_methods(methods)
     seeds = _check_seeds(seeds)
-    labels = [m.label for m in specs]
-    if reference is not None and reference in labels:
-        pass
-    elif reference is not None:
-        ref_key = Method.parse(reference).key
-        by_key = {m.key: m.label for m in specs}
-        if ref_key not in by_key:
-            raise UserError(f"reference={reference!r} is not among the methods {labels}")
-        reference = by_key[ref_key]
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
-        raise UserError(
-            f"num_samples must be an integer >= 2 (K importance samples per test point); "
-            f"got {num_samples!r}"
-        )
-    warn_small_k(num_samples)
-    if test_points is not None and (
-        not isinstance(test_points, int) or isinstance(test_points, bool) or test_points < 1
-    ):
-        raise UserError(
-            f"test_points must be a positive integer (or None: all); got {test_points!r}"
-        )
+    reference = _reference_label(reference, specs)
+    _check_counts(num_samples, test_points)
     given = dataset if isinstance(dataset, Dataset) else None
     if given is not None:
         dataset = given.meta.name
@@ -309,7 +290,7 @@ def run_comparison(
     binarize = resolve_binarize(binarize, lik.partition(":")[0])
     dev = resolve_device(device)
     settings = {
-        "methods": labels,
+        "methods": [m.label for m in specs],
         "model_names": model_names,
         "dataset": dataset,
         "seeds": seeds,
@@ -332,12 +313,19 @@ def run_comparison(
         "init": {},
         "shared_init": {},
     }
-    rows: list[dict] = []
-    points: list[pd.DataFrame] = []
-    curves: list[pd.DataFrame] = []
-    fingerprints: dict[tuple[str, int], dict] = {}
-    kl: dict[tuple[str, int], list[float]] = {}
-    models: dict[tuple[str, int], Any] = {}
+    fit_options = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "device": dev,
+        "progress": progress,
+        "time_budget": time_budget,
+        "fast": fast,
+    }
+    scoring = _Scoring(
+        num_samples, eval_seed, estimator, evaluate_options, test_points, test_curve, lik
+    )
+    out = _Results(keep_models=keep_models, callback=callback)
     for seed in seeds:
         data = (
             given
@@ -347,77 +335,155 @@ def run_comparison(
             )
         )
         fp = data_fingerprint(data)
-        image = data.meta.image_shape
-        defaults = {
-            "latent_dim": latent_dim,
-            "hidden_dims": tuple(hidden_dims),
-            "likelihood": lik,
-            "activation": activation,
-            "num_classes": data.meta.num_classes,
-            "image_shape": (1, *image) if image is not None and len(image) == 2 else image,
-        }
+        defaults = _model_defaults(data, latent_dim, hidden_dims, lik, activation)
         templates: dict[tuple[str, str], dict[str, torch.Tensor] | None] = {}
         first_of_model: dict[str, dict[str, torch.Tensor]] = {}
         settings["init"][str(seed)] = {}
         for method in specs:
             model = _build(method, seed, data, defaults, templates, first_of_model, settings)
-            t0 = time.perf_counter()
-            history = fit(
-                model,
-                data if test_curve else _without_test(data),
-                method.objective,
-                epochs=epochs,
-                batch_size=batch_size,
-                lr=lr,
-                seed=seed,
-                device=dev,
-                progress=progress,
-                time_budget=time_budget,
-                fast=fast,
-                data_plate=getattr(method, "data_plate", None),
-            )
-            fit_seconds = time.perf_counter() - t0
-            test_x = _test_rows(model, data, test_points)
-            plate = {"data_plate": method.data_plate} if getattr(method, "data_plate", None) else {}
-            report = evaluate_into(
-                model,
-                test_x,
-                method.label,
-                seed,
-                num_samples,
-                eval_seed,
-                points,
-                estimator,
-                {**plate, **(evaluate_options or {})},
-            )
-            row = table_row(
-                method,
-                seed,
-                list(history),
-                report,
-                fit_seconds,
-                lik.partition(":")[0],
-                test_accuracy(_owner(model), data),
-            )
-            rows.append(row)
-            curves.append(curve_frame(method.label, seed, history))
-            fingerprints[(method.label, seed)] = fp
-            kl[(method.label, seed)] = list(report.summary.get("kl_per_dim") or [])
-            if keep_models:
-                models[(method.label, seed)] = model
-            if callback is not None:
-                callback(row)
-    return assemble(
-        rows,
-        points,
-        curves,
-        settings,
-        fingerprints,
-        kl,
-        reference,
-        models,
-        {m.label: m for m in specs},
+            _fit_and_score(method, model, seed, data, fp, fit_options, scoring, out)
+    return out.assemble(settings, reference, {m.label: m for m in specs})
+
+
+@dataclasses.dataclass(frozen=True)
+class _Scoring:
+    """How :func:`run_comparison` evaluates every trained model (the same for all)."""
+
+    num_samples: int
+    eval_seed: int
+    estimator: str | None
+    evaluate_options: dict[str, Any] | None
+    test_points: int | None
+    test_curve: bool
+    likelihood: str
+
+
+@dataclasses.dataclass
+class _Results:
+    """What the runs of a comparison collect, row by row, before :func:`~.rows.assemble`."""
+
+    keep_models: bool = False
+    callback: Any = None
+    rows: list[dict] = dataclasses.field(default_factory=list)
+    points: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    curves: list[pd.DataFrame] = dataclasses.field(default_factory=list)
+    fingerprints: dict[tuple[str, int], dict] = dataclasses.field(default_factory=dict)
+    kl: dict[tuple[str, int], list[float]] = dataclasses.field(default_factory=dict)
+    models: dict[tuple[str, int], Any] = dataclasses.field(default_factory=dict)
+
+    def add(
+        self, label: str, seed: int, row: dict, history: Any, report: Any, fp: dict, model: Any
+    ) -> None:
+        """One run's row, curve, data fingerprint and KL per unit (and model, with ``keep_models``)."""
+        self.rows.append(row)
+        self.curves.append(curve_frame(label, seed, history))
+        self.fingerprints[(label, seed)] = fp
+        self.kl[(label, seed)] = list(report.summary.get("kl_per_dim") or [])
+        if self.keep_models:
+            self.models[(label, seed)] = model
+        if self.callback is not None:
+            self.callback(row)
+
+    def assemble(self, settings: dict, reference: str | None, specs: dict) -> Comparison:
+        return assemble(
+            self.rows,
+            self.points,
+            self.curves,
+            settings,
+            self.fingerprints,
+            self.kl,
+            reference,
+            self.models,
+            specs,
+        )
+
+
+def _reference_label(reference: str | None, specs: list[Method]) -> str | None:
+    """``reference`` as the label of one of the methods (a spec naming the same method is matched by key)."""
+    labels = [m.label for m in specs]
+    if reference is None or reference in labels:
+        return reference
+    by_key = {m.key: m.label for m in specs}
+    ref_key = Method.parse(reference).key
+    if ref_key not in by_key:
+        raise UserError(f"reference={reference!r} is not among the methods {labels}")
+    return by_key[ref_key]
+
+
+def _check_counts(num_samples: Any, test_points: Any) -> None:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool) or num_samples < 2:
+        raise UserError(
+            f"num_samples must be an integer >= 2 (K importance samples per test point); "
+            f"got {num_samples!r}"
+        )
+    warn_small_k(num_samples)
+    if test_points is not None and (
+        not isinstance(test_points, int) or isinstance(test_points, bool) or test_points < 1
+    ):
+        raise UserError(
+            f"test_points must be a positive integer (or None: all); got {test_points!r}"
+        )
+
+
+def _model_defaults(
+    data: Dataset, latent_dim: int, hidden_dims: Sequence[int], lik: str, activation: str
+) -> dict[str, Any]:
+    """The keyword arguments every method's ``build`` gets for this data."""
+    image = data.meta.image_shape
+    return {
+        "latent_dim": latent_dim,
+        "hidden_dims": tuple(hidden_dims),
+        "likelihood": lik,
+        "activation": activation,
+        "num_classes": data.meta.num_classes,
+        "image_shape": (1, *image) if image is not None and len(image) == 2 else image,
+    }
+
+
+def _fit_and_score(
+    method: Any,
+    model: Any,
+    seed: int,
+    data: Dataset,
+    fp: dict,
+    fit_options: dict[str, Any],
+    scoring: _Scoring,
+    out: _Results,
+) -> None:
+    """Train one method's model for a seed, evaluate it on the test rows and add its row to ``out``."""
+    t0 = time.perf_counter()
+    history = fit(
+        model,
+        data if scoring.test_curve else _without_test(data),
+        method.objective,
+        seed=seed,
+        data_plate=getattr(method, "data_plate", None),
+        **fit_options,
     )
+    fit_seconds = time.perf_counter() - t0
+    test_x = _test_rows(model, data, scoring.test_points)
+    plate = {"data_plate": method.data_plate} if getattr(method, "data_plate", None) else {}
+    report = evaluate_into(
+        model,
+        test_x,
+        method.label,
+        seed,
+        scoring.num_samples,
+        scoring.eval_seed,
+        out.points,
+        scoring.estimator,
+        {**plate, **(scoring.evaluate_options or {})},
+    )
+    row = table_row(
+        method,
+        seed,
+        list(history),
+        report,
+        fit_seconds,
+        scoring.likelihood.partition(":")[0],
+        test_accuracy(_owner(model), data),
+    )
+    out.add(method.label, seed, row, history, report, fp, model)
 
 
 def compare(
@@ -479,32 +545,11 @@ def compare_runs(
         raise UserError("compare_runs needs at least one run (a run folder or a Run)")
     warn_small_k(num_samples)
     loaded = [r if isinstance(r, Run) else load_run(r) for r in runs]
-    rows: list[dict] = []
-    points: list[pd.DataFrame] = []
-    curves: list[pd.DataFrame] = []
-    fingerprints: dict[tuple[str, int], dict] = {}
-    kl: dict[tuple[str, int], list[float]] = {}
+    out = _Results()
     by_seed: dict[int, tuple[str, dict]] = {}
     specs: dict[str, Method] = {}
     for run in loaded:
-        if run.data is None:
-            raise UserError(f"run {run.path} was loaded without its data (load_data=False)")
-        method = method_of(run.model, str(run.config.get("objective", "analytic")))
-        seed = int(run.config.get("seed", run.data.meta.seed))
-        if (method.label, seed) in fingerprints:
-            raise UserError(
-                f"two runs have the same method {method.label!r} and seed {seed}: "
-                f"{run.path} and an earlier one"
-            )
-        fp = data_fingerprint(run.data)
-        if seed in by_seed:
-            check_same_data(
-                by_seed[seed][1],
-                fp,
-                f"run {run.path or method.label!r} and run {by_seed[seed][0]!r}",
-            )
-        else:
-            by_seed[seed] = (str(run.path or method.label), fp)
+        method, seed, fp = _run_key(run, out, by_seed)
         history = list(run.history)
         report = evaluate_into(
             run.model,
@@ -513,19 +558,15 @@ def compare_runs(
             seed,
             num_samples,
             eval_seed,
-            points,
+            out.points,
             estimator,
             evaluate_options,
         )
         lik = run.model.likelihood.name if hasattr(run.model, "likelihood") else ""
-        rows.append(
-            table_row(
-                method, seed, history, report, math.nan, lik, test_accuracy(run.model, run.data)
-            )
+        row = table_row(
+            method, seed, history, report, math.nan, lik, test_accuracy(run.model, run.data)
         )
-        curves.append(curve_frame(method.label, seed, history))
-        fingerprints[(method.label, seed)] = fp
-        kl[(method.label, seed)] = list(report.summary.get("kl_per_dim") or [])
+        out.add(method.label, seed, row, history, report, fp, run.model)
         specs[method.label] = method
     settings = {
         "runs": [str(r.path) for r in loaded],
@@ -536,4 +577,30 @@ def compare_runs(
     if reference is not None:
         by_key = {m.key: label for label, m in specs.items()}
         reference = by_key.get(Method.parse(reference).key, reference)
-    return assemble(rows, points, curves, settings, fingerprints, kl, reference, {}, specs)
+    return out.assemble(settings, reference, specs)
+
+
+def _run_key(
+    run: Any, out: _Results, by_seed: dict[int, tuple[str, dict]]
+) -> tuple[Method, int, dict]:
+    """A loaded run's method, seed and data fingerprint; two runs of one (method, seed), or runs of one seed
+    on different data (:class:`DataMismatch`), are refused."""
+    if run.data is None:
+        raise UserError(f"run {run.path} was loaded without its data (load_data=False)")
+    method = method_of(run.model, str(run.config.get("objective", "analytic")))
+    seed = int(run.config.get("seed", run.data.meta.seed))
+    if (method.label, seed) in out.fingerprints:
+        raise UserError(
+            f"two runs have the same method {method.label!r} and seed {seed}: "
+            f"{run.path} and an earlier one"
+        )
+    fp = data_fingerprint(run.data)
+    if seed in by_seed:
+        check_same_data(
+            by_seed[seed][1],
+            fp,
+            f"run {run.path or method.label!r} and run {by_seed[seed][0]!r}",
+        )
+    else:
+        by_seed[seed] = (str(run.path or method.label), fp)
+    return method, seed, fp

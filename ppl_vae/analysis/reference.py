@@ -284,6 +284,178 @@ def _q_moments(
     return mean, cov
 
 
+def _point_indices(indices: Any, n: int) -> list[int]:
+    """``indices`` as a list of distinct row numbers in ``[0, n)``, else one :class:`UserError` line."""
+    if isinstance(indices, (int, np.integer)):
+        indices = [int(indices)]
+    indices = [
+        int(i) if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else i
+        for i in indices
+    ]
+    if not indices:
+        raise UserError("indices must name at least one row of x")
+    for i in indices:
+        if not isinstance(i, int) or not 0 <= i < n:
+            raise UserError(
+                f"point index {i!r} is out of range: x has {n} rows, so indices must be in [0, {n - 1}]"
+            )
+    if len(set(indices)) != len(indices):
+        raise UserError(f"indices must be distinct; got {indices}")
+    return indices
+
+
+def _check_sampler(num_chains: int, num_samples: int, warmup: int, target_accept: float) -> None:
+    for arg, value, low in (
+        ("num_chains", num_chains, 1),
+        ("num_samples", num_samples, 1),
+        ("warmup", warmup, 0),
+    ):
+        check_int(value, arg, minimum=low)
+    if not 0 < target_accept < 1:
+        raise UserError(f"target_accept must be in (0, 1); got {target_accept!r}")
+
+
+def _latent_and_q(program: Any, xs: tuple[torch.Tensor, ...]) -> tuple[str, np.ndarray, np.ndarray]:
+    """The program's one continuous latent site in the data plate (else a :class:`ProgramError` line) and
+    q's moments there for the rows ``xs``."""
+    with param_scope(program), torch.random.fork_rng(), evaluating(program):
+        info = inspect_program(program, xs)
+        require_per_point(info)
+        if info.full_size is not None:
+            p = info.data_plate
+            raise ProgramError(
+                f"reference_posterior runs Pyro's NUTS, which refuses subsampled plates: the data plate {p!r} is "
+                f"written pyro.plate({p!r}, {info.full_size}, subsample_size=...); for the reference, give the "
+                f"model the plate of the points it sees, pyro.plate({p!r}, len(x)) or pyro.plate({p!r}) (fit "
+                "scales such a plate by N/|B| itself, so the same program also trains)"
+            )
+        if len(info.latent) != 1 or info.non_reparam:
+            raise ProgramError(
+                f"reference_posterior compares one continuous latent site; the model has "
+                f"{sorted(info.latent)}"
+                + (f" (discrete: {sorted(info.non_reparam)})" if info.non_reparam else "")
+            )
+        site = info.latent[0]
+        q_loc, q_cov = _q_moments(program, info, xs, site)
+    return site, q_loc, q_cov
+
+
+def _point_draws(idata: arviz.InferenceData, site: str, points: list[int]) -> Any:
+    """One group's draws of ``site`` as a DataArray on ``(chain, draw, point, <site>_dim)``."""
+    import xarray as xr
+
+    dim_name = f"{site}_dim"  # a dimension named like the variable would turn it into a coordinate
+    z = idata.posterior[site]
+    z = z.values.reshape(z.shape[0], z.shape[1], len(points), -1)
+    return xr.DataArray(
+        z,
+        dims=("chain", "draw", "point", dim_name),
+        coords={
+            "chain": np.arange(z.shape[0]),
+            "draw": np.arange(z.shape[1]),
+            "point": points,
+            dim_name: np.arange(z.shape[-1]),
+        },
+    )
+
+
+def _sample_points(
+    program: Any,
+    xs: tuple[torch.Tensor, ...],
+    indices: list[int],
+    site: str,
+    settings: dict[str, Any],
+) -> arviz.InferenceData:
+    """NUTS on the chosen points, jointly or one run per point (``settings["joint"]``), into one
+    ``InferenceData`` with the posterior on ``(chain, draw, point, <site>_dim)`` and ``diverging``."""
+    import xarray as xr
+
+    s = settings
+    groups = [list(range(len(indices)))] if s["joint"] else [[j] for j in range(len(indices))]
+    posts, stats = [], []
+    with param_scope(program), frozen(program.module), evaluating(program):
+        for g, members in enumerate(groups):
+            idata = _chains_or_eager(
+                program,
+                rows_slice(xs, members),
+                settings,
+                s["num_chains"],
+                s["num_samples"],
+                s["warmup"],
+                s["seed"] + 1000 * g,
+                s["target_accept"],
+                s["max_tree_depth"],
+            )
+            points = [indices[r] for r in members]
+            posts.append(_point_draws(idata, site, points))
+            stats.append(idata.sample_stats["diverging"].expand_dims(point=points, axis=-1))
+    posterior = xr.Dataset({site: xr.concat(posts, dim="point")})
+    sample_stats = xr.Dataset({"diverging": xr.concat(stats, dim="point")})
+    return _arviz().InferenceData(posterior=posterior, sample_stats=sample_stats)
+
+
+def _chain_diagnostics(idata: arviz.InferenceData, site: str) -> pd.DataFrame:
+    """Split R-hat, bulk and tail ESS and the mean's Monte Carlo s.e. per (point, latent)."""
+    az = _arviz()
+    diag = pd.DataFrame(
+        {
+            "r_hat": az.rhat(idata, var_names=[site])[site].to_series(),
+            "ess_bulk": az.ess(idata, var_names=[site], method="bulk")[site].to_series(),
+            "ess_tail": az.ess(idata, var_names=[site], method="tail")[site].to_series(),
+            "mcse_mean": az.mcse(idata, var_names=[site], method="mean")[site].to_series(),
+        }
+    )
+    diag.index = diag.index.set_names(["point", "latent"])
+    return diag
+
+
+def _compare_with_q(
+    idata: arviz.InferenceData,
+    site: str,
+    indices: list[int],
+    diag: pd.DataFrame,
+    q_loc: np.ndarray,
+    q_cov: np.ndarray,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The moments table per (point, latent) and the distances table per point (see
+    :class:`ReferencePosterior`)."""
+    q_scale = np.sqrt(np.stack([np.diag(c) for c in q_cov]))
+    moment_rows, dist_rows = [], []
+    for j, point in enumerate(indices):
+        z = idata.posterior[site].sel(point=point).values.astype(float)
+        z = z.reshape(-1, z.shape[-1])
+        m, sd = z.mean(0), z.std(0, ddof=1)
+        cov = np.atleast_2d(np.cov(z.T))
+        for k in range(z.shape[1]):
+            moment_rows.append(
+                {
+                    "point": point,
+                    "latent": k,
+                    "nuts_mean": m[k],
+                    "nuts_sd": sd[k],
+                    "mcse_mean": float(diag.loc[(point, k), "mcse_mean"]),
+                    "q_mean": q_loc[j, k],
+                    "q_sd": q_scale[j, k],
+                    "mean_diff_in_sd": (q_loc[j, k] - m[k]) / sd[k],
+                    "sd_ratio": q_scale[j, k] / sd[k],
+                }
+            )
+        div = int(idata.sample_stats["diverging"].sel(point=point).values.sum())
+        dist_rows.append(
+            {
+                "point": point,
+                "w2": gaussian_w2(m, cov, q_loc[j], q_cov[j]),
+                "kl_q_nuts": gaussian_kl(q_loc[j], q_cov[j], m, cov),
+                "kl_nuts_q": gaussian_kl(m, cov, q_loc[j], q_cov[j]),
+                "max_r_hat": float(diag.loc[point, "r_hat"].max()),
+                "min_ess_bulk": float(diag.loc[point, "ess_bulk"].min()),
+                "divergences": div,
+            }
+        )
+    moments = pd.DataFrame(moment_rows).set_index(["point", "latent"])
+    return moments, pd.DataFrame(dist_rows).set_index("point")
+
+
 def reference_posterior(
     model: Any,
     guide: Any = None,
@@ -337,53 +509,11 @@ def reference_posterior(
         indices, x = x, None  # reference_posterior(program, data, [i, j])
     program, data, _ = resolve(model, guide, x, 1, data_plate)
     rows = program.rows(data, "x")
-    n = len(rows[0])
-    if isinstance(indices, (int, np.integer)):
-        indices = [int(indices)]
-    indices = [
-        int(i) if isinstance(i, (int, np.integer)) and not isinstance(i, bool) else i
-        for i in indices
-    ]
-    if not indices:
-        raise UserError("indices must name at least one row of x")
-    for i in indices:
-        if not isinstance(i, int) or not 0 <= i < n:
-            raise UserError(
-                f"point index {i!r} is out of range: x has {n} rows, so indices must be in [0, {n - 1}]"
-            )
-    if len(set(indices)) != len(indices):
-        raise UserError(f"indices must be distinct; got {indices}")
-    for arg, value, low in (
-        ("num_chains", num_chains, 1),
-        ("num_samples", num_samples, 1),
-        ("warmup", warmup, 0),
-    ):
-        check_int(value, arg, minimum=low)
-    if not 0 < target_accept < 1:
-        raise UserError(f"target_accept must be in (0, 1); got {target_accept!r}")
-    az = _arviz()
-    import xarray as xr
-
+    indices = _point_indices(indices, len(rows[0]))
+    _check_sampler(num_chains, num_samples, warmup, target_accept)
+    _arviz()  # ArviZ missing is one line before any sampling
     xs = rows_slice(rows, indices)
-    with param_scope(program), torch.random.fork_rng(), evaluating(program):
-        info = inspect_program(program, xs)
-        require_per_point(info)
-        if info.full_size is not None:
-            p = info.data_plate
-            raise ProgramError(
-                f"reference_posterior runs Pyro's NUTS, which refuses subsampled plates: the data plate {p!r} is "
-                f"written pyro.plate({p!r}, {info.full_size}, subsample_size=...); for the reference, give the "
-                f"model the plate of the points it sees, pyro.plate({p!r}, len(x)) or pyro.plate({p!r}) (fit "
-                "scales such a plate by N/|B| itself, so the same program also trains)"
-            )
-        if len(info.latent) != 1 or info.non_reparam:
-            raise ProgramError(
-                f"reference_posterior compares one continuous latent site; the model has "
-                f"{sorted(info.latent)}"
-                + (f" (discrete: {sorted(info.non_reparam)})" if info.non_reparam else "")
-            )
-        site = info.latent[0]
-        q_loc, q_cov = _q_moments(program, info, xs, site)
+    site, q_loc, q_cov = _latent_and_q(program, xs)
     settings = {
         "num_chains": num_chains,
         "num_samples": num_samples,
@@ -394,91 +524,9 @@ def reference_posterior(
         "joint": joint,
         "jit_compile": jit_compile,
     }
-    dim_name = f"{site}_dim"  # a dimension named like the variable would turn it into a coordinate
-    groups = [list(range(len(indices)))] if joint else [[j] for j in range(len(indices))]
-    posts, stats = [], []
-    with param_scope(program), frozen(program.module), evaluating(program):
-        for g, members in enumerate(groups):
-            idata = _chains_or_eager(
-                program,
-                rows_slice(xs, members),
-                settings,
-                num_chains,
-                num_samples,
-                warmup,
-                seed + 1000 * g,
-                target_accept,
-                max_tree_depth,
-            )
-            z = idata.posterior[site]
-            z = z.values.reshape(z.shape[0], z.shape[1], len(members), -1)
-            points = [indices[r] for r in members]
-            posts.append(
-                xr.DataArray(
-                    z,
-                    dims=("chain", "draw", "point", dim_name),
-                    coords={
-                        "chain": np.arange(z.shape[0]),
-                        "draw": np.arange(z.shape[1]),
-                        "point": points,
-                        dim_name: np.arange(z.shape[-1]),
-                    },
-                )
-            )
-            div = idata.sample_stats["diverging"].expand_dims(point=points, axis=-1)
-            stats.append(div)
-    posterior = xr.Dataset({site: xr.concat(posts, dim="point")})
-    sample_stats = xr.Dataset({"diverging": xr.concat(stats, dim="point")})
-    idata = az.InferenceData(posterior=posterior, sample_stats=sample_stats)
-
-    rhat = az.rhat(idata, var_names=[site])[site]
-    ess_bulk = az.ess(idata, var_names=[site], method="bulk")[site]
-    ess_tail = az.ess(idata, var_names=[site], method="tail")[site]
-    mcse = az.mcse(idata, var_names=[site], method="mean")[site]
-    diag = pd.DataFrame(
-        {
-            "r_hat": rhat.to_series(),
-            "ess_bulk": ess_bulk.to_series(),
-            "ess_tail": ess_tail.to_series(),
-            "mcse_mean": mcse.to_series(),
-        }
-    )
-    diag.index = diag.index.set_names(["point", "latent"])
-    q_scale = np.sqrt(np.stack([np.diag(c) for c in q_cov]))
-    moment_rows, dist_rows = [], []
-    for j, point in enumerate(indices):
-        z = posterior[site].sel(point=point).values.astype(float)
-        z = z.reshape(-1, z.shape[-1])
-        m, sd = z.mean(0), z.std(0, ddof=1)
-        cov = np.atleast_2d(np.cov(z.T))
-        for k in range(z.shape[1]):
-            moment_rows.append(
-                {
-                    "point": point,
-                    "latent": k,
-                    "nuts_mean": m[k],
-                    "nuts_sd": sd[k],
-                    "mcse_mean": float(diag.loc[(point, k), "mcse_mean"]),
-                    "q_mean": q_loc[j, k],
-                    "q_sd": q_scale[j, k],
-                    "mean_diff_in_sd": (q_loc[j, k] - m[k]) / sd[k],
-                    "sd_ratio": q_scale[j, k] / sd[k],
-                }
-            )
-        div = int(sample_stats["diverging"].sel(point=point).values.sum())
-        dist_rows.append(
-            {
-                "point": point,
-                "w2": gaussian_w2(m, cov, q_loc[j], q_cov[j]),
-                "kl_q_nuts": gaussian_kl(q_loc[j], q_cov[j], m, cov),
-                "kl_nuts_q": gaussian_kl(m, cov, q_loc[j], q_cov[j]),
-                "max_r_hat": float(diag.loc[point, "r_hat"].max()),
-                "min_ess_bulk": float(diag.loc[point, "ess_bulk"].min()),
-                "divergences": div,
-            }
-        )
-    moments = pd.DataFrame(moment_rows).set_index(["point", "latent"])
-    distances = pd.DataFrame(dist_rows).set_index("point")
+    idata = _sample_points(program, xs, indices, site, settings)
+    diag = _chain_diagnostics(idata, site)
+    moments, distances = _compare_with_q(idata, site, indices, diag, q_loc, q_cov)
     return ReferencePosterior(
         idata=idata,
         indices=list(indices),
@@ -487,7 +535,7 @@ def reference_posterior(
         moments=moments,
         distances=distances,
         q_loc=q_loc,
-        q_scale=q_scale,
+        q_scale=np.sqrt(np.stack([np.diag(c) for c in q_cov])),
         settings=settings,
         q_cov=q_cov,
     )

@@ -17,6 +17,7 @@ from ..errors import ProgramError, UserError
 from ..program_inspection import find_data_plate
 from ..programs import (
     PerPointScale,
+    Program,
     ProgramInfo,
     as_program,
     rows_slice,
@@ -71,6 +72,27 @@ def quadrature_log_likelihood(
     program.owner = owner
     rows = program.rows(x, "x")
     x = rows[0]
+    info, event_shape = _one_latent(program, rows, data_plate)
+    points, log_volume = _grid_points(grid, bounds, event_shape, x)
+    n = len(x)
+    check_count("batch_size", batch_size, allow_none=True)
+    n_b = min(n, batch_size or max(1, ROWS_PER_CALL // min(len(points), ROWS_PER_CALL)))
+    g_c = max(1, ROWS_PER_CALL // n_b)
+    out = torch.empty(n, dtype=x.dtype, device=x.device)
+    with sandbox(program, 0, x.device), pyro.validation_enabled(False):
+        for start in range(0, n, n_b):
+            batch = rows_slice(rows, slice(start, start + n_b))
+            lse = _grid_logsumexp(program, info, batch, points, g_c, event_shape)
+            out[start : start + len(lse)] = (lse + log_volume).to(out.dtype)
+    return out
+
+
+def _one_latent(
+    program: Program, rows: tuple[torch.Tensor, ...], data_plate: str
+) -> tuple[ProgramInfo, tuple[int, ...]]:
+    """The model's sites from one trace on the first 16 rows: its one latent site (1 or 2 numbers per
+    point, in the data plate only, else a :class:`ProgramError` line) and its event shape."""
+    x = rows[0]
     first = rows_slice(rows, slice(0, 16))
     with sandbox(program, 0, x.device):
         with pyro.validation_enabled(True):
@@ -91,7 +113,6 @@ def quadrature_log_likelihood(
         name = latent[0]
         site = sites[name]
         event_shape = tuple(site["fn"].event_shape)
-        d = math.prod(event_shape)
         dim, _ = find_data_plate(program, sites, list(observed), len(first[0]))
         plates = [f.name for f in vectorized_frames(site)]
         if event_shape not in ((), (1,), (2,)) or plates != [data_plate]:
@@ -103,7 +124,18 @@ def quadrature_log_likelihood(
     info = ProgramInfo(
         data_plate, dim, None, observed, (name,), (), frozenset(sites), (), (), (), (), mpn, ()
     )
+    return info, event_shape
 
+
+def _grid_points(
+    grid: int | torch.Tensor | None,
+    bounds: tuple[float, float],
+    event_shape: tuple[int, ...],
+    x: torch.Tensor,
+) -> tuple[torch.Tensor, float]:
+    """The grid's points ``(G, d)`` (``(G,)`` for event shape ``()``) and ``d log(dz)``; a grid that is not
+    an int >= 3 or an ascending, equally spaced 1-D tensor is one :class:`UserError` line."""
+    d = math.prod(event_shape)
     if grid is None:
         grid = 2001 if d == 1 else 401
     if isinstance(grid, int) and not isinstance(grid, bool):
@@ -123,31 +155,33 @@ def quadrature_log_likelihood(
     points = axis[:, None] if d == 1 else torch.cartesian_prod(axis, axis)  # (G, d)
     if event_shape == ():
         points = points[:, 0]
-    g_total = len(points)
+    return points, log_volume
 
-    n = len(x)
-    check_count("batch_size", batch_size, allow_none=True)
-    n_b = min(n, batch_size or max(1, ROWS_PER_CALL // min(g_total, ROWS_PER_CALL)))
-    g_c = max(1, ROWS_PER_CALL // n_b)
-    out = torch.empty(n, dtype=x.dtype, device=x.device)
-    with sandbox(program, 0, x.device), pyro.validation_enabled(False):
-        for start in range(0, n, n_b):
-            batch = rows_slice(rows, slice(start, start + n_b))
-            m = len(batch[0])
-            lse = torch.full((m,), -math.inf, dtype=torch.float64, device=x.device)
-            for g0 in range(0, g_total, g_c):
-                zg = points[g0 : g0 + g_c]
-                g = len(zg)
-                shape = [1] * info.rank
-                shape[0], shape[info.data_index] = g, m
-                value = zg.reshape((g,) + (1,) * info.max_plate_nesting + event_shape).expand(
-                    tuple(shape) + event_shape
-                )
-                with pyro.plate(_GRID_PLATE, g, dim=-info.rank), PerPointScale():
-                    tr = poutine.trace(
-                        poutine.condition(program.model, data={name: value})
-                    ).get_trace(*batch)
-                lp = sum_sites(tr, info.observed + info.latent, info, (g, m), x)
-                lse = torch.logaddexp(lse, lp.logsumexp(0))
-            out[start : start + m] = (lse + log_volume).to(out.dtype)
-    return out
+
+def _grid_logsumexp(
+    program: Program,
+    info: ProgramInfo,
+    batch: tuple[torch.Tensor, ...],
+    points: torch.Tensor,
+    g_c: int,
+    event_shape: tuple[int, ...],
+) -> torch.Tensor:
+    """``logsumexp_g log p(x_n, z_g)`` for the rows of ``batch``, ``g_c`` grid points per call: ``(m,)``
+    in float64."""
+    x, m, name = batch[0], len(batch[0]), info.latent[0]
+    lse = torch.full((m,), -math.inf, dtype=torch.float64, device=x.device)
+    for g0 in range(0, len(points), g_c):
+        zg = points[g0 : g0 + g_c]
+        g = len(zg)
+        shape = [1] * info.rank
+        shape[0], shape[info.data_index] = g, m
+        value = zg.reshape((g,) + (1,) * info.max_plate_nesting + event_shape).expand(
+            tuple(shape) + event_shape
+        )
+        with pyro.plate(_GRID_PLATE, g, dim=-info.rank), PerPointScale():
+            tr = poutine.trace(poutine.condition(program.model, data={name: value})).get_trace(
+                *batch
+            )
+        lp = sum_sites(tr, info.observed + info.latent, info, (g, m), x)
+        lse = torch.logaddexp(lse, lp.logsumexp(0))
+    return lse
