@@ -155,3 +155,35 @@ def test_cli_compare_models_prints_and_writes_the_ranking(tmp_path, capsys):
     ranking = pd.read_csv(out / "comparison" / "ranking.csv")
     assert sorted(ranking["model"]) == ["vae:latent=1", "vae:latent=2"]
     assert list(ranking["rank"]) == [1, 2] and ranking["diff"].iloc[0] == 0
+
+
+def _two_models(row_noise: float, seed_shift: list[float]) -> pd.DataFrame:
+    """Model b = model a + a per-seed shift + small per-row noise, on 50 rows per seed."""
+    g = np.random.default_rng(0)
+    frames = []
+    for seed, shift in enumerate(seed_shift):
+        a = g.normal(-5.0, 1.0, size=50)
+        b = a + shift + row_noise * g.normal(size=50)
+        for method, values in (("a", a), ("b", b)):
+            frames.append(
+                pd.DataFrame(
+                    {"method": method, "seed": seed, "point": np.arange(50), "khat": 0.1}
+                ).assign(iw_log_likelihood=values)
+            )
+    return pd.concat(frames, ignore_index=True)
+
+
+def test_within_2se_uses_the_seed_to_seed_se_when_the_seeds_disagree():
+    """Per seed, b - a is nearly constant (a tiny paired row s.e.), but the seeds disagree on it: the
+    difference is not resolved, whatever the rows say (the old flag used the row s.e. alone: False)."""
+    ranking = pv.rank_models(_two_models(0.001, [-0.30, 0.0, -0.02])).set_index("model")
+    b = ranking.loc["b"]
+    assert b["diff"] == pytest.approx(-0.32 / 3, abs=1e-3)
+    assert b["diff_se"] < 0.001 < 0.05 < b["diff_se_seeds"]
+    assert b["diff"] + 2 * b["diff_se"] < 0 <= b["diff"] + 2 * b["diff_se_seeds"]
+    assert b["within_2se"]
+    # seeds that agree, and one seed (no seed-to-seed s.e.): the row s.e. decides
+    agree = pv.rank_models(_two_models(0.001, [-0.10, -0.11, -0.10])).set_index("model")
+    assert not agree.loc["b", "within_2se"]
+    one = pv.rank_models(_two_models(0.001, [-0.30])).set_index("model")
+    assert math.isnan(one.loc["b", "diff_se_seeds"]) and not one.loc["b", "within_2se"]

@@ -12,7 +12,10 @@ so two models are compared **per row**: for seed :math:`s` and row :math:`i` the
   sqrt(S) (it carries the training randomness too; NaN for one seed);
 * ``khat_share``: share of a model's rows whose PSIS :math:`\hat k` > 0.7; ``unreliable`` is True when it
   exceeds 0.1 (a warning names those models: their IW estimate may be far below log p(x));
-* ``within_2se``: ``diff + 2 * diff_se >= 0`` (not distinguishable from the best).
+* ``within_2se``: ``diff + 2 * se >= 0`` (not distinguishable from the best), ``se`` the larger of
+  ``diff_se`` and ``diff_se_seeds`` when there are several seeds: the paired row s.e. alone says nothing
+  of how much the difference moves when the models are trained again, and seeds that disagree must not
+  read as a clear winner.
 
 No ``weight`` column: ArviZ's stacking/pseudo-BMA weights are for predictive densities of one data set
 under LOO; here the summed held-out log p(x) over hundreds of rows makes pseudo-BMA weights 0 or 1, which
@@ -98,6 +101,7 @@ def _row(
     """One model's line of the ranking (before ``rank``): its estimate, paired difference, k-hat share."""
     diff, diff_se, diff_se_seeds = _paired(frame, best)
     is_best = frame is best
+    se = max(diff_se, diff_se_seeds) if math.isfinite(diff_se_seeds) else diff_se
     khat = points.loc[points["method"] == method, "khat"] if "khat" in points else pd.Series([])
     share = float((khat > 0.7).mean()) if len(khat) else math.nan
     return {
@@ -108,7 +112,7 @@ def _row(
         "diff": diff,
         "diff_se": 0.0 if is_best else diff_se,
         "diff_se_seeds": 0.0 if is_best else diff_se_seeds,
-        "within_2se": True if is_best else bool(diff + 2 * diff_se >= 0),
+        "within_2se": True if is_best else bool(diff + 2 * se >= 0),
         "khat_share": share,
         "unreliable": bool(share > KHAT_UNRELIABLE_SHARE),
         "n_rows": int(frame.count().sum()),
