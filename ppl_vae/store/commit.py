@@ -21,6 +21,7 @@ from safetensors.torch import save as save_bytes
 
 from ..errors import CheckpointError
 from .files import disk_error, dumps, fsync_dir, read_json
+from .keys import KEYS
 from .validate import SET_NAME, check_pointer
 
 FORMAT_VERSION = 2
@@ -121,7 +122,7 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
         files[PARAMS_FILE] = _tensors(dict(params))
     model_config = getattr(model, "config", None) if model is not None else None
     config = {
-        "format_version": FORMAT_VERSION,
+        KEYS.format: FORMAT_VERSION,
         "model": model_config if isinstance(model_config, dict) else None,
         "model_class": type(model).__name__ if model is not None else None,
         "training": training,
@@ -129,7 +130,7 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
         "optimizer": optimizer_meta,
         "params": sorted(params) if params else [],
         "extra": extra or None,
-        "torch_version": torch.__version__,
+        KEYS.torch: torch.version.__version__,
     }
     files[CONFIG_FILE] = dumps(config).encode()
     settings = _run_settings(directory)
@@ -137,7 +138,7 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
         files[SETTINGS_FILE] = settings
     manifest = dumps(
         {
-            "format_version": FORMAT_VERSION,
+            KEYS.format: FORMAT_VERSION,
             "files": {
                 name: {"sha256": sha256(data), "bytes": len(data)} for name, data in files.items()
             },
@@ -198,7 +199,7 @@ def write_pointer(
     tmp = tmp or directory / f".{POINTER}.{os.getpid()}.tmp"
     pointer = dumps(
         {
-            "format_version": FORMAT_VERSION,
+            KEYS.format: FORMAT_VERSION,
             "set": name,
             "epoch": epoch,
             "manifest_sha256": sha256(manifest),

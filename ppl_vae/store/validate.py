@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CheckpointError
+from .keys import KEYS
 
 SET_NAME = re.compile(r"epoch-\d{6,}(-\d+)?")
 _HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -72,10 +73,10 @@ def _non_negative(
 
 
 def check_format(obj: dict[str, Any], path: Path | str, newest: int) -> int:
-    version = field(obj, "format_version", (int,), path)
+    version = field(obj, KEYS.format, (int,), path)
     if version > newest:
         raise CheckpointError(
-            f"{path} has format_version {version}; this ppl_vae reads up to {newest}: "
+            f"{path} has {KEYS.format} {version}; this ppl_vae reads up to {newest}: "
             "upgrade ppl_vae to read it"
         )
     return version
@@ -113,7 +114,7 @@ def check_config(
 ) -> dict[str, Any]:
     """Check every field :mod:`ppl_vae.store.checkpoint` and ``fit`` read; returns ``obj``."""
     check_format(obj, path, newest) if not legacy else field(
-        obj, "format_version", (int,), path, required=False
+        obj, KEYS.format, (int,), path, required=False
     )
     field(obj, "model", (dict, type(None)), path)
     if legacy:
