@@ -419,10 +419,10 @@ def test_cli_sample_mean_flag_and_a_csv_refused_in_one_line_for_a_run_without_co
     from ppl_vae.cli import main
 
     rng = np.random.default_rng(0)
-    path = tmp_path / "t.csv"
-    pd.DataFrame({"a": rng.normal(0, 1, 60), "b": rng.normal(5, 2, 60)}).to_csv(path, index=False)
+    path = tmp_path / "t.npy"  # an array: no column names, so no CSV of samples
+    np.save(path, np.stack([rng.normal(0, 1, 60), rng.normal(5, 2, 60)], axis=1))
     run = tmp_path / "run"
-    assert main(["train", "--dataset", f"csv:{path}", "--epochs", "2", "--out", str(run)]) == 0
+    assert main(["train", "--dataset", f"npy:{path}", "--epochs", "2", "--out", str(run)]) == 0
     draws, means = tmp_path / "d.npy", tmp_path / "m.npy"
     assert main(["sample", str(run), "-n", "200", "--out", str(draws)]) == 0
     assert main(["sample", str(run), "-n", "200", "--mean", "--out", str(means)]) == 0

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .._checks import check_output_path
-from ..errors import ResourceError, RunExistsError
+from ..errors import ResourceError, RunExistsError, UserError
 from ..registry import REGISTRY
 from ..runs.flags import UNSET
 from ..store.files import refuse_links
@@ -96,6 +96,59 @@ def add_data_args(p: argparse.ArgumentParser, plain: bool = False) -> None:
     )
 
 
+def column_setting(text: str) -> tuple[str, str]:
+    """``COLUMN=VALUE`` split at the first ``=`` (a spec's own options may hold more: visits=zinb:k=2)."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"expected COLUMN=VALUE, e.g. visits=count; got {text!r}")
+    return name.strip(), value.strip()
+
+
+def add_table_args(p: argparse.ArgumentParser) -> None:
+    """The flags of a table read from a CSV: column types, a family per column, standardisation."""
+    g = p.add_argument_group("tables (--dataset csv:PATH)")
+    g.add_argument(
+        "--column-type",
+        action="append",
+        type=column_setting,
+        default=None,
+        metavar="COL=TYPE",
+        help="declare a column's type instead of the inferred one: real, positive, count, binary, "
+        "categorical, or ignore / id (left out); repeat for several, e.g. --column-type visits=count",
+    )
+    g.add_argument(
+        "--column-likelihood",
+        action="append",
+        type=column_setting,
+        default=None,
+        metavar="COL=SPEC",
+        help="the family of one column instead of its type's default (real gaussian, positive lognormal, "
+        "count negbin, binary bernoulli, categorical categorical), e.g. visits=zinb or visits=poisson",
+    )
+    g.add_argument(
+        "--standardize",
+        action="store_const",
+        const=True,
+        default=UNSET,
+        help="z-score the real columns (positive ones on the log scale) with the train mean and std; the "
+        "table likelihoods do this for their networks anyway and report log p(x) in your units, but a "
+        "plain --likelihood or your own --program then sees standardised values",
+    )
+
+
+def column_settings(given: object, flag: str) -> object:
+    """A list of ``(column, value)`` from a repeated flag -> ``{column: value}`` (a column given twice is an
+    error); not given (None) is UNSET."""
+    if given is None:
+        return UNSET
+    out: dict[str, str] = {}
+    for name, value in given:  # type: ignore[attr-defined]
+        if name in out and out[name] != value:
+            raise UserError(f"{flag}: column {name!r} given twice ({out[name]} and {value})")
+        out[name] = value
+    return out
+
+
 def fraction(text: str) -> float:
     try:
         value = float(text)
@@ -128,7 +181,8 @@ def add_model_args(p: argparse.ArgumentParser, plain: bool = False, programs: bo
         "--likelihood",
         default="auto" if plain else UNSET,
         help=f"p(x | z), a spec name[:key=value]: {REGISTRY.help_text('likelihood')}; auto (default): "
-        "bernoulli for images, gaussian otherwise",
+        "bernoulli for images, a family per column for a CSV table (by its column types; "
+        "--column-likelihood to choose some), gaussian otherwise",
     )
     g.add_argument(
         "--activation",

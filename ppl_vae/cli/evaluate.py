@@ -246,6 +246,10 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
         )
     print("values in nats per data point; se = standard error over points\n")
     print(report.format_table())
+    if s.get("columns"):
+        from ..diagnostics.columns import format_columns
+
+        print("\n" + format_columns(s["columns"]))
     if accuracy is not None:
         print(
             f"\n{args.split} accuracy of q(y | x): {accuracy:.4f} (share of the {len(x)} points whose most probable "

@@ -13,7 +13,16 @@ from ..errors import UserError
 from ..registry import REGISTRY
 from ..runs.flags import AUTOENCODERS, UNSET, VAE_MODELS
 from ..runs.settings import OVERRIDABLE
-from .args import add_data_args, add_fit_args, add_model_args, names, positive_int, seed
+from .args import (
+    add_data_args,
+    add_fit_args,
+    add_model_args,
+    add_table_args,
+    column_settings,
+    names,
+    positive_int,
+    seed,
+)
 
 
 # ---------------------------------------------------------------- train
@@ -80,6 +89,7 @@ def add_train(sub: argparse._SubParsersAction) -> None:
         help="keyword arguments for --program as a JSON object, e.g. '{\"z_dim\": 4}'",
     )
     add_data_args(p)
+    add_table_args(p)
     add_model_args(p, programs=True)
     g = p.add_argument_group("autoencoders (--model ae|dae|sae|cae)")
     g.add_argument(
@@ -165,6 +175,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         labelled_fraction=args.labelled_fraction,
         program=args.program,
         program_args=args.program_args,
+        column_types=column_settings(args.column_type, "--column-type"),
+        column_likelihood=column_settings(args.column_likelihood, "--column-likelihood"),
+        standardize=args.standardize,
+        report=print,
     )
     if is_main_process():  # under torchrun, one report (rank 0 wrote the files)
         _print_history(run.history)

@@ -255,7 +255,7 @@ class Schema:
         width = max(len(c.name) for c in self.columns)
         lines = []
         for c in self.columns:
-            miss = f", {c.missing:.0%} missing" if c.missing > 0 else ""
+            miss = f", {c.missing:.{1 if c.missing < 0.1 else 0}%} missing" if c.missing > 0 else ""
             lines.append(f"  {c.name:<{width}}  {c.describe()}{miss}")
         for name, reason in self.dropped:
             lines.append(f"  {name:<{width}}  left out: {reason}")

@@ -29,7 +29,7 @@ from .infer import MAX_LEVELS, infer_schema
 from .read import Header, read_csv_frame
 from .schema import Schema
 
-__all__ = ["LABEL_COLUMN", "frame_of", "load_table", "scale_warning"]
+__all__ = ["LABEL_COLUMN", "ScaleWarning", "frame_of", "load_table", "scale_warning"]
 
 LABEL_COLUMN = "label"
 #: Ratio of column scales (std of real columns in their units) above which a warning names them.
@@ -54,6 +54,10 @@ def frame_of(data: Any, what: str = "data") -> Any:
     frame = pd.DataFrame(arr, columns=[f"x{j}" for j in range(arr.shape[1])])
     frame.index = frame.index.rename("row")
     return frame
+
+
+class ScaleWarning(UserWarning):
+    """Real columns whose raw scales differ by orders of magnitude, not standardised (see :func:`scale_warning`)."""
 
 
 def scale_warning(schema: Schema) -> str | None:
@@ -137,7 +141,7 @@ def load_table(
     )
     message = scale_warning(schema)
     if message is not None:
-        warnings.warn(f"{name}: {message}", UserWarning, stacklevel=3)
+        warnings.warn(f"{name}: {message}", ScaleWarning, stacklevel=3)
     values, _ = schema.encode(frame, name)
     rows = frame[schema.index] if schema.index is not None else frame.index
     import pandas as pd

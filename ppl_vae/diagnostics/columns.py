@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-__all__ = ["column_shares", "column_summary"]
+__all__ = ["column_shares", "column_summary", "format_columns"]
 
 #: Draws of q per point for the columns' expected log-likelihoods.
 COLUMN_DRAWS = 16
@@ -65,3 +65,19 @@ def column_summary(model: Any, shares: pd.DataFrame, mask: torch.Tensor | None) 
             "missing": float(1.0 - seen[:, j].mean()) if seen is not None else 0.0,
         }
     return out
+
+
+def format_columns(columns: dict[str, dict[str, Any]]) -> str:
+    """The summary's ``columns`` as aligned text, lowest share first (the columns explained worst)."""
+    width = max([len("column"), *(len(name) for name in columns)])
+    lines = [
+        "per column: E_q[log p(x_j | z)], nats per row in the data's units (their sum minus the KL is the "
+        "ELBO); lowest first",
+        f"{'column':<{width}}  {'type':<11}  {'family':<18}  {'share':>10}  {'se':>8}  missing",
+    ]
+    for name, c in sorted(columns.items(), key=lambda kv: kv[1]["mean"]):
+        lines.append(
+            f"{name:<{width}}  {c['type']:<11}  {c['family']:<18}  {c['mean']:>10.4f}  "
+            f"{c['se']:>8.4f}  {c['missing']:.1%}"
+        )
+    return "\n".join(lines)

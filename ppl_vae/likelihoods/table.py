@@ -59,8 +59,9 @@ def _canonical(spec: str, column: str, ctype: str) -> str:
     if ctype not in types:
         raise UserError(
             f"column {column!r} is {ctype}, which likelihood {parsed.name!r} does not model (it takes "
-            f"{', '.join(types)}): choose one of {', '.join(_families(ctype))} for it, or declare the "
-            f"column's type (types={{{column!r}: ...}})"
+            f"{', '.join(types)}): choose one of {', '.join(_families(ctype))} for it (likelihood="
+            f"{{{column!r}: ...}}; CLI --column-likelihood {column}=...), or declare the column's type "
+            f"(types={{{column!r}: ...}}; CLI --column-type {column}=...)"
         )
     return str(parsed)
 

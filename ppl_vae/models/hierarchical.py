@@ -24,7 +24,7 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pyro
@@ -119,7 +119,7 @@ class HierarchicalVAE(TableInputs, ColumnShares, nn.Module):
         input_dim: int,
         latent_dims: Sequence[int] = (100, 50),
         hidden_dims: Sequence[Sequence[int]] = ((200, 200), (100, 100)),
-        likelihood: str | Likelihood = "bernoulli",
+        likelihood: str | Likelihood | Mapping[str, str] = "bernoulli",
         activation: str = "tanh",
         schema: Any = None,
         mask_inputs: bool | None = None,

@@ -14,8 +14,9 @@ arguments, not a short name.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -38,10 +39,13 @@ class ModelDefaults:
     guide: str = "meanfield"
     latent_dim: int = 8
     hidden_dims: tuple[int, ...] = (256,)
-    likelihood: str | Likelihood = "bernoulli"
+    likelihood: str | Likelihood | Mapping[str, str] = "bernoulli"
     activation: str = "relu"
     image_shape: Sequence[int] | None = None
     num_classes: int | None = None
+    #: a table's schema (``Dataset.meta.schema``): ``likelihood`` is then "auto", one spec for every
+    #: column, or ``{column: spec}`` (:class:`~ppl_vae.likelihoods.TableLikelihood`); vae and hvae only
+    schema: Mapping[str, Any] | None = None
 
 
 def _vae(
@@ -65,6 +69,7 @@ def _vae(
         nets=nets,
         image_shape=d.image_shape if nets == "conv" else None,
         prior=prior,
+        schema=d.schema,
     )
 
 
@@ -86,7 +91,12 @@ def _hvae(
     defaults: ModelDefaults,
 ) -> HierarchicalVAE:
     return HierarchicalVAE(
-        defaults.input_dim, latent, (hidden1, hidden2), defaults.likelihood, activation
+        defaults.input_dim,
+        latent,
+        (hidden1, hidden2),
+        defaults.likelihood,
+        activation,
+        schema=defaults.schema,
     )
 
 
@@ -101,6 +111,8 @@ def _m2(
     defaults: ModelDefaults,
 ) -> SemiSupervisedVAE:
     d = defaults
+    if not isinstance(d.likelihood, str | Likelihood):
+        raise UserError("model 'm2' has one likelihood for every column: a spec, not a mapping")
     return SemiSupervisedVAE(
         d.input_dim,
         d.num_classes or 10,
@@ -199,16 +211,18 @@ def make_model(
     *,
     latent_dim: int = 8,
     hidden_dims: Sequence[int] = (256,),
-    likelihood: str | Likelihood = "bernoulli",
+    likelihood: str | Likelihood | Mapping[str, str] = "bernoulli",
     activation: str = "relu",
     image_shape: Sequence[int] | None = None,
     num_classes: int | None = None,
+    schema: Mapping[str, Any] | None = None,
 ) -> nn.Module:
     """Build the model a short name describes for rows of ``input_dim`` values.
 
     ``latent_dim``, ``hidden_dims``, ``likelihood`` and ``activation`` are the defaults of ``vae`` and
     ``m2`` (``hvae`` keeps Burda et al.'s sizes and tanh unless its options say otherwise);
-    ``image_shape`` is passed to conv nets; ``num_classes`` to ``m2`` (default 10).
+    ``image_shape`` is passed to conv nets; ``num_classes`` to ``m2`` (default 10); ``schema`` (a table's,
+    ``Dataset.meta.schema``) to ``vae`` and ``hvae``, whose ``likelihood`` is then a family per column.
     """
     parsed = REGISTRY.parse("model", spec)
     if guide != "meanfield" and not parsed.entry.trait("guide_families"):
@@ -216,6 +230,11 @@ def make_model(
         raise UserError(
             f"model {parsed.name!r} has a mean-field guide per latent site; guide {guide!r} is for "
             f"{' and '.join(map(repr, takes))} models"
+        )
+    if schema is not None and parsed.name not in ("vae", "hvae"):
+        raise UserError(
+            f"model {parsed.name!r} has one likelihood for every column; a family per table column "
+            "(schema=) is for the 'vae' and 'hvae' models"
         )
     defaults = ModelDefaults(
         input_dim,
@@ -226,6 +245,7 @@ def make_model(
         activation,
         image_shape,
         num_classes,
+        schema,
     )
     model: nn.Module = parsed.build(defaults=defaults)
     return model

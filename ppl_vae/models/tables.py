@@ -100,7 +100,7 @@ class TableInputs:
                 f"the data's columns ({theirs!r}) are not the ones this model was built for ({mine!r}): "
                 "build the model from this data's schema, or load data with the model's columns"
             )
-        if mine is None and theirs is not None and _needs_table_likelihood(theirs):
+        if mine is None and theirs is not None and needs_table_likelihood(theirs):
             warnings.warn(
                 f"the data are a table ({len(theirs)} columns, types "
                 f"{sorted(set(theirs.types.values()))}) but the model's likelihood {self.likelihood.spec!r} "
@@ -188,7 +188,8 @@ class TableInputs:
         return schema.to_frame(self.reconstruct(x, mask), index=index)
 
 
-def _needs_table_likelihood(schema: Schema) -> bool:
+def needs_table_likelihood(schema: Schema) -> bool:
+    """Whether a plain likelihood would score anything but raw real values (levels, counts, transforms)."""
     return any(c.type != "real" or c.transform != "identity" for c in schema)
 
 

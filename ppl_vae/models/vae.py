@@ -38,7 +38,7 @@ two models can live in one process.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import pyro
@@ -98,7 +98,7 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         input_dim: int,
         latent_dim: int = 2,
         hidden_dims: Sequence[int] = (256,),
-        likelihood: str | Likelihood = "bernoulli",
+        likelihood: str | Likelihood | Mapping[str, str] = "bernoulli",
         activation: str = "relu",
         guide: str = "meanfield",
         nets: str = "mlp",

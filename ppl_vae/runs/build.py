@@ -250,6 +250,7 @@ def model_from_flags(
     )
     if kind not in AUTOENCODERS:
         from ..models.names import make_model
+        from .tables import table_likelihood
 
         spec = {
             "vae": _vae_spec(flags),
@@ -264,7 +265,7 @@ def model_from_flags(
             input_dim,
             flags.get("guide", "meanfield"),
             **sizes,
-            likelihood=flags["likelihood"],
+            **table_likelihood(flags, meta),
             activation=flags["activation"],
             image_shape=(1, *image) if image is not None and len(image) == 2 else image,
             num_classes=meta.num_classes,
@@ -351,6 +352,9 @@ def run_data_args(flags: dict[str, Any]) -> dict[str, Any]:
         "seed": flags["seed"],
         "data_dir": flags["data_dir"],
         "n_samples": flags["n_samples"],
+        # a table's options only where given, so the data arguments of every other run stay as they were
+        **({"types": flags["column_types"]} if flags.get("column_types") else {}),
+        **({"standardize": True} if flags.get("standardize") else {}),
     }
 
 

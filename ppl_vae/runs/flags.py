@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {
     "labelled_fraction": None,
     "program": None,
     "program_args": None,
+    "column_types": None,
+    "column_likelihood": None,
+    "standardize": False,
 }
 AUTOENCODERS = ("ae", "dae", "sae", "cae")
 #: models trained by SVI on a bound (ppl_vae.models.names): the VAE, two stochastic layers, M2
@@ -81,9 +84,20 @@ def is_image_dataset(dataset: str) -> bool:
     return entry is not None and bool(entry.trait("images"))
 
 
+def is_csv_table(dataset: str) -> bool:
+    """Whether ``dataset`` is a CSV file (a table with a schema: column types, levels, missing cells)."""
+    from ..data.tabular import parse_tabular_name
+
+    parsed = parse_tabular_name(dataset)
+    return parsed is not None and parsed[0] == "csv"
+
+
 def default_likelihood(dataset: str) -> str:
-    """Bernoulli (after binarisation) for the image sets, Gaussian for points and tables."""
-    return "bernoulli" if is_image_dataset(dataset) else "gaussian"
+    """Bernoulli (after binarisation) for the image sets; for a CSV table ``"table"``, a family per column
+    chosen by its type (:data:`ppl_vae.likelihoods.table.AUTO`); Gaussian for points and arrays."""
+    if is_image_dataset(dataset):
+        return "bernoulli"
+    return "table" if is_csv_table(dataset) else "gaussian"
 
 
 def resolve_binarize(binarize: str | None, likelihood: str) -> str | None:
@@ -175,12 +189,44 @@ def canonical(name: str, value: Any) -> Any:
         from ..program_import import check_program_args, check_program_spec
 
         return check_program_spec(value) if name == "program" else check_program_args(value)
+    if name in ("column_types", "column_likelihood"):
+        return _column_mapping(name, value)
+    if name == "standardize":
+        if not isinstance(value, bool):
+            raise ArgumentTypeError(f"standardize must be True or False; got {value!r}")
+        return value
     if name == "device":
         from .._checks import check_device
 
         check_device(value)
         return str(value)
     return value if isinstance(value, str) else _bad(name, value)
+
+
+def _column_mapping(name: str, value: Any) -> dict[str, str] | None:
+    """``{column: type}`` (``--column-type``) or ``{column: likelihood spec}`` (``--column-likelihood``),
+    checked: the types against the schema's, the specs against the registry (their columns are checked
+    against the table's once it is read)."""
+    from ..data.schema import COLUMN_TYPES
+
+    flag = "--column-type" if name == "column_types" else "--column-likelihood"
+    if not value:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ArgumentTypeError(f"{name} must map column names to strings; got {value!r}")
+    if name == "column_likelihood":
+        from ..registry import REGISTRY
+
+        return {k: str(REGISTRY.parse("likelihood", v)) for k, v in value.items()}
+    kinds = (*COLUMN_TYPES, "ignore", "id")
+    for column, kind in value.items():
+        if kind not in kinds:
+            raise UserError(
+                f"{flag} {column}={kind}: unknown column type {kind!r}; choose one of {', '.join(kinds)}"
+            )
+    return dict(value)
 
 
 def _bad(name: str, value: Any):
@@ -247,7 +293,12 @@ def complete(given: dict[str, Any]) -> dict[str, Any]:
                 flags["activation"] = "tanh"  # and their units
         if flags["likelihood"] == "auto":
             flags["likelihood"] = default_likelihood(flags["dataset"])
+            if model == "m2" and flags["likelihood"] == "table":
+                flags["likelihood"] = (
+                    "gaussian"  # one family for every column (said at the first step)
+                )
         lik = flags["likelihood"].partition(":")[0]
+        _check_table_flags(flags, given)
     else:
         if "objective" in given or given.get("likelihood", "auto") != "auto":
             raise UserError(
@@ -295,6 +346,22 @@ def _check_program_flags(model: str, flags: dict[str, Any], given: dict[str, Any
         raise UserError(
             f"{', '.join(_flag(k) for k in sizes)}: model 'hvae' has Burda et al.'s fixed sizes "
             "(latent 100 and 50, hidden 200-200 and 100-100); leave them out"
+        )
+
+
+def _check_table_flags(flags: dict[str, Any], given: dict[str, Any]) -> None:
+    """``--column-type`` and ``--column-likelihood`` need a CSV table (and, the latter, a model that
+    takes a family per column: vae or hvae)."""
+    table = sorted(k for k in ("column_types", "column_likelihood") if given.get(k))
+    if table and not is_csv_table(flags["dataset"]):
+        raise UserError(
+            f"{', '.join(_flag(k) for k in table)}: for a table read from a CSV "
+            f"(--dataset csv:PATH); --dataset {flags['dataset']} has no named columns"
+        )
+    if given.get("column_likelihood") and flags["model"] not in ("vae", "hvae"):
+        raise UserError(
+            f"--column-likelihood: model {flags['model']!r} has one likelihood for every column; "
+            "a family per column is for --model vae or hvae"
         )
 
 
@@ -394,7 +461,7 @@ def _same(a: Any, b: Any) -> bool:
 
 
 def _flag(name: str) -> str:
-    return "--" + name.replace("_", "-")
+    return "--column-type" if name == "column_types" else "--" + name.replace("_", "-")
 
 
 def _show(value: Any) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,7 @@ from .settings import (
     versions,
     write_settings,
 )
+from .tables import load_with_warnings, replay_warnings, schema_report
 
 __all__ = [
     "UNSET",
@@ -148,6 +150,10 @@ def train_run(
     program: Any = UNSET,
     program_args: Any = UNSET,
     prior: Any = UNSET,
+    column_types: Any = UNSET,
+    column_likelihood: Any = UNSET,
+    standardize: Any = UNSET,
+    report: Callable[[str], None] | None = None,
 ) -> Run:
     """Train a model into run folder ``out`` (or in memory when ``out`` is None) and return the run.
 
@@ -164,6 +170,12 @@ def train_run(
     do not apply); ``"m2"`` (semi-supervised, ``labelled_fraction`` of the training labels kept, default
     0.1; objective ``"enum"`` unless given). An objective the library refuses for the program (e.g.
     ``"analytic"`` for m2) is refused before anything is written.
+
+    A table (``dataset="csv:PATH"``): every column gets a family by its type (``likelihood="auto"``), or
+    ``column_likelihood={column: spec}`` for some; ``column_types={column: type}`` overrides the inferred
+    types and ``standardize=True`` z-scores the real columns (:mod:`ppl_vae.runs.tables`). ``report`` is
+    called once with the table's schema and families (the CLI prints it); the schema is recorded in the
+    settings (``settings.data.schema``).
 
     ``program="module:Name"`` trains the user's own program instead (a class or factory, imported, called
     with the keyword arguments ``program_args``, a dict or its JSON): recorded, and rebuilt on resume and by
@@ -199,6 +211,9 @@ def train_run(
         labelled_fraction=labelled_fraction,
         program=program,
         program_args=program_args,
+        column_types=column_types,
+        column_likelihood=column_likelihood,
+        standardize=standardize,
     )
     more = None if epochs is UNSET else check_positive_int(epochs, "epochs")
     if time_budget is not None:
@@ -220,16 +235,16 @@ def train_run(
     if out is None:
         if resume:
             raise UserError("resume=True needs the run folder (out)")
-        return _start(None, given, more, logs or [], progress, time_budget, main)
+        return _start(None, given, more, logs or [], progress, time_budget, main, report)
     path = check_output_path(out, "--out")
     if resume:
         return _resume(path, given, more, override, logs, progress, time_budget, main)
     if main:
         refuse_existing(path)
-    return _start(path, given, more, logs or [], progress, time_budget, main)
+    return _start(path, given, more, logs or [], progress, time_budget, main, report)
 
 
-def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
+def _start(path, given, epochs, logs, progress, time_budget, main, report=None) -> Run:
     flags = complete(given)
     if flags["model"] in AUTOENCODERS and "likelihood" in given and given["likelihood"] != "auto":
         raise UserError(
@@ -241,14 +256,22 @@ def _start(path, given, epochs, logs, progress, time_budget, main) -> Run:
         provenance["kind"] == "files"
     ):  # the IDX folder that was found (not $PPL_VAE_DATA at a later time)
         args["data_dir"] = str(Path(next(iter(provenance["files"]))).parent)
-    data = load_run_data(args)
+    data, caught = load_with_warnings(load_run_data, args)
     model = _reinit(model_from_flags(flags, data.meta, epochs or 20), flags["seed"])
+    replay_warnings(caught, model)
     check_objective(model, data, flags["objective"])
+    shown = schema_report(model, data)
+    if shown is not None and report is not None and main:
+        report(shown)
     settings = {
         "flags": flags,
         "model_kind": flags["model"],
         "model": getattr(model, "config", None),
-        "data": {"args": args, "provenance": provenance},
+        "data": {
+            "args": args,
+            "provenance": provenance,
+            **({"schema": data.meta.schema} if data.meta.schema is not None else {}),
+        },
         "epochs": epochs or 20,
         "time_budget": time_budget,
         "log": logs,
@@ -323,7 +346,7 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
             run.trained = 0
             return run
         logs = doc["settings"].get("log", []) if logs is None else logs
-        data = load_run_data(doc["settings"]["data"]["args"])
+        data, caught = load_with_warnings(load_run_data, doc["settings"]["data"]["args"])
         model = rebuild_model(
             doc["settings"]["model"],
             flags["batch_size"],
@@ -332,6 +355,7 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
             objective=flags.get("objective"),
             epochs=target,
         )
+        replay_warnings(caught, model)
         if "objective" in changes:
             check_objective(model, data, flags["objective"])
         if main:
@@ -448,7 +472,8 @@ def load_run(run_dir: str | os.PathLike[str], device: str = "cpu", load_data: bo
     data = None
     if load_data:
         check_provenance(doc["settings"]["data"]["provenance"], str(path))
-        data = load_run_data(doc["settings"]["data"]["args"])
+        data, caught = load_with_warnings(load_run_data, doc["settings"]["data"]["args"])
+        replay_warnings(caught, model)
         saved = config.get("data") or {}
         for key in ("input_dim", "n_train", "n_test", "binarize", "seed"):
             if key in saved and saved[key] != getattr(data.meta, key, saved[key]):

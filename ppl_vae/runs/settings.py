@@ -61,6 +61,9 @@ FIXED = (
     "lam",
     "program",
     "program_args",
+    "column_types",
+    "column_likelihood",
+    "standardize",
 )
 
 
