@@ -13,7 +13,9 @@ be overwritten, a corrupt checkpoint, a diverged loss, a size the machine cannot
 one line on stderr and exits with status 2. Anything else is a bug: its traceback is printed
 and the status is 1. Ctrl-C exits with 130. No command deletes or replaces a file it did not
 create in the same call (``--force`` lets ``compare``, ``evaluate``, ``plot`` and ``sample``
-replace their own outputs). Also runnable as ``python -m ppl_vae.cli``.
+replace their own outputs). Also runnable as ``python -m ppl_vae.cli``. The modules named in
+``PPL_VAE_PLUGINS`` (and installed ``ppl_vae.plugins`` entry points) are imported first, so that their
+registered likelihoods, objectives and guides are in every ``--help`` (:mod:`ppl_vae.plugins`).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 from ..errors import UserError
+from ..plugins import load_plugins
 from .check import add_check
 from .compare import add_compare
 from .evaluate import add_evaluate
@@ -97,6 +100,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; 0 on success, 2 for a user error, 1 for a bug, 130 on Ctrl-C (at any moment:
     while the parser is built or a sub-command imports torch too; the ``ppl-vae`` launcher,
     :mod:`ppl_vae_cli`, covers the import of ``ppl_vae`` itself)."""
+    try:
+        load_plugins()  # the user's registry entries, before --help lists them
+    except UserError as err:
+        words = sys.argv[1:] if argv is None else list(argv)
+        command = next((w for w in words if not w.startswith("-")), "")
+        print(f"ppl-vae {command}: error: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return interrupted("")
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
