@@ -165,3 +165,17 @@ def test_declared_types_families_and_standardize_are_recorded_and_kept_on_resume
         root / "declared-resume.log",
     )
     assert rc == 2 and "--column-type" in text and "cannot change" in text, text
+
+
+def test_compare_on_the_csv_gives_every_model_the_tables_families(server, trained):
+    root, _ = trained
+    out = root / "compared"
+    argv = ["compare", "--dataset", f"csv:{root / 'patients.csv'}", "--out", out, "--epochs", "3"]
+    argv += ["--models", "vae:latent=1", "vae:latent=2", "--objectives", "analytic", "--seeds", "0"]
+    argv += ["--num-samples", "100", "--hidden-dims", "16", "--no-progress"]
+    rc, text, _ = server.call(argv, root / "compare.log")
+    assert rc == 0, text
+    assert "differ in scale" not in text
+    ranking = pd.read_csv(out / "comparison" / "ranking.csv")
+    # log p(x) in the data's units for both models (a Gaussian on the raw values: about -1e8)
+    assert ranking["log_px"].between(-40, -5).all(), ranking

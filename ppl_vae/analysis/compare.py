@@ -286,7 +286,14 @@ def run_comparison(
     given = dataset if isinstance(dataset, Dataset) else None
     if given is not None:
         dataset = given.meta.name
-    lik = default_likelihood(dataset) if likelihood == "auto" else likelihood
+    if likelihood != "auto":
+        lik = likelihood
+    elif (
+        given is not None and given.meta.schema is not None
+    ):  # a table's Dataset: a family per column
+        lik = "table"
+    else:
+        lik = default_likelihood(dataset)
     binarize = resolve_binarize(binarize, lik.partition(":")[0])
     dev = resolve_device(device)
     settings = {
@@ -330,8 +337,8 @@ def run_comparison(
         data = (
             given
             if given is not None
-            else load_dataset(
-                dataset, binarize=binarize, seed=seed, data_dir=data_dir, n_samples=n_samples
+            else _load(
+                dataset, lik, binarize=binarize, seed=seed, data_dir=data_dir, n_samples=n_samples
             )
         )
         fp = data_fingerprint(data)
@@ -425,15 +432,31 @@ def _check_counts(num_samples: Any, test_points: Any) -> None:
         )
 
 
+def _load(dataset: str, lik: str, **options: Any) -> Dataset:
+    """The data of one seed; a table's raw-scale warning is left out when every column gets its family
+    (the table likelihoods standardise for their networks and score the data in its own units)."""
+    import warnings
+
+    from ..data.table import ScaleWarning
+
+    with warnings.catch_warnings():
+        if lik == "table":
+            warnings.simplefilter("ignore", ScaleWarning)
+        return load_dataset(dataset, **options)
+
+
 def _model_defaults(
     data: Dataset, latent_dim: int, hidden_dims: Sequence[int], lik: str, activation: str
 ) -> dict[str, Any]:
     """The keyword arguments every method's ``build`` gets for this data."""
+    from ..runs.tables import table_likelihood
+
     image = data.meta.image_shape
+    flags = {"likelihood": lik, "model": "vae", "dataset": data.meta.name}
     return {
+        **table_likelihood(flags, data.meta),  # a table's families (schema=) for vae and hvae
         "latent_dim": latent_dim,
         "hidden_dims": tuple(hidden_dims),
-        "likelihood": lik,
         "activation": activation,
         "num_classes": data.meta.num_classes,
         "image_shape": (1, *image) if image is not None and len(image) == 2 else image,

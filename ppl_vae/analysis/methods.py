@@ -107,7 +107,14 @@ class Method:
         return (self.model, self.guide)
 
     def build(self, input_dim: int, **defaults: Any) -> nn.Module:
-        """The model for rows of ``input_dim`` values (``defaults``: see :func:`~ppl_vae.models.make_model`)."""
+        """The model for rows of ``input_dim`` values (``defaults``: see :func:`~ppl_vae.models.make_model`);
+        a table's families (``schema=``) go to vae and hvae, the other models get one Gaussian for every
+        column (and say at their first step that it scores model-space values)."""
+        if defaults.get("schema") is not None and self.model.partition(":")[0] not in (
+            "vae",
+            "hvae",
+        ):
+            defaults = {**defaults, "schema": None, "likelihood": "gaussian"}
         return make_model(self.model, input_dim, self.guide, **defaults)
 
     def __str__(self) -> str:
