@@ -362,7 +362,8 @@ def test_a_full_disk_at_each_writer_is_one_line_and_the_previous_outputs_stay(
     }
     cases = [
         (["evaluate", run, "-k", "300", "--force", "--no-progress"], "evaluation"),
-        ([*COMPARE, "--seeds", "1", "--out", cmp, "--force"], "comparison"),
+        # the first cell of the new seed is what compare writes first (OUT/cells/, then OUT/comparison/)
+        ([*COMPARE, "--seeds", "1", "--out", cmp, "--force"], "cmp/cells/s1-"),
         (["plot", run, "--kind", "curves", "--force"], "curves.png"),
         (["sample", run, "--out", png, "--force"], "s.png"),
         (["sample", run, "--out", npy, "--force", "-n", "500"], "s.npy"),
@@ -375,7 +376,7 @@ def test_a_full_disk_at_each_writer_is_one_line_and_the_previous_outputs_stay(
     assert read_output_set(cmp, "comparison").files == before["comparison"]
     assert (run / "curves.png").read_bytes() == before["curves"]
     assert npy.read_bytes() == png.read_bytes() == b"old"
-    for folder in (run, cmp, tmp_path):
+    for folder in (run, cmp, cmp / "cells", tmp_path):
         assert not [p.name for p in folder.iterdir() if ".tmp" in p.name], folder
 
 

@@ -37,6 +37,7 @@ import copy
 import dataclasses
 import hashlib
 import math
+import os
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -52,6 +53,7 @@ from ..train import fit, resolve_device
 from .comparison import Comparison, plot_comparison
 from .methods import Method, ProgramMethod, method_of, model_axis
 from .paired import DataMismatch, check_same_data, data_fingerprint, paired_differences
+from .resume import Cell, CellStore
 from .rows import (
     TABLE_COLUMNS,
     assemble,
@@ -231,6 +233,7 @@ def run_comparison(
     test_curve: bool = True,
     models: Mapping[str, Any] | None = None,
     objectives: Sequence[str] | None = None,
+    cells: str | os.PathLike[str] | CellStore | None = None,
 ) -> Comparison:
     """Train every method for every seed on the same split and initialisation; evaluate all alike.
 
@@ -264,6 +267,9 @@ def run_comparison(
         models: the model axis instead of ``methods``: ``{name: spec or program factory}``
             (``{"d=2": "vae:latent=2", "d=8": "vae:latent=8"}``), each crossed with every objective of
             ``objectives`` (default ``["analytic"]``); :meth:`Comparison.ranking` then ranks them by name.
+        cells: a folder (or :class:`~.resume.CellStore`) where each finished (method, seed) is committed,
+            and read back instead of trained again when the same comparison is run again after a kill
+            (:mod:`.resume`; cells of other settings are refused). Reused cells have no model in ``.models``.
 
     Returns:
         :class:`Comparison` (``.table``, ``.paired()``, ``.points``, ``.curves``, ``.save(dir)``).
@@ -333,6 +339,9 @@ def run_comparison(
         num_samples, eval_seed, estimator, evaluate_options, test_points, test_curve, lik
     )
     out = _Results(keep_models=keep_models, callback=callback)
+    store = cells if isinstance(cells, CellStore) or cells is None else CellStore(cells)
+    if store is not None:
+        store.start({**settings, "evaluate_options": evaluate_options, "fast": fast})
     for seed in seeds:
         data = (
             given
@@ -348,8 +357,30 @@ def run_comparison(
         settings["init"][str(seed)] = {}
         for method in specs:
             model = _build(method, seed, data, defaults, templates, first_of_model, settings)
-            _fit_and_score(method, model, seed, data, fp, fit_options, scoring, out)
+            _run_cell(method, model, seed, data, fp, fit_options, scoring, out, store)
     return out.assemble(settings, reference, {m.label: m for m in specs})
+
+
+def _run_cell(
+    method: Any,
+    model: Any,
+    seed: int,
+    data: Dataset,
+    fp: dict,
+    fit_options: dict[str, Any],
+    scoring: _Scoring,
+    out: _Results,
+    store: CellStore | None,
+) -> None:
+    """One method x seed: read back from ``store`` when it finished before, else trained, scored and
+    committed there. (Its model is built either way, so the cells after it start from the same weights.)"""
+    cell = None if store is None else store.load(seed, method.label, fp)
+    if cell is not None:
+        out.add_cell(method.label, seed, cell)
+        return
+    _fit_and_score(method, model, seed, data, fp, fit_options, scoring, out)
+    if store is not None:
+        store.save(seed, method.label, out.cell(method.label, seed))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -390,6 +421,26 @@ class _Results:
             self.models[(label, seed)] = model
         if self.callback is not None:
             self.callback(row)
+
+    def cell(self, label: str, seed: int) -> Cell:
+        """The last run added (``label``, ``seed``) as a :class:`~.resume.Cell` to commit."""
+        return Cell(
+            self.rows[-1],
+            self.points[-1],
+            self.curves[-1],
+            self.fingerprints[(label, seed)],
+            self.kl[(label, seed)],
+        )
+
+    def add_cell(self, label: str, seed: int, cell: Cell) -> None:
+        """A cell read back from disk, in the place its run would have taken."""
+        self.rows.append(cell.row)
+        self.points.append(cell.points)
+        self.curves.append(cell.curve)
+        self.fingerprints[(label, seed)] = cell.fingerprint
+        self.kl[(label, seed)] = cell.kl
+        if self.callback is not None:
+            self.callback(cell.row)
 
     def assemble(self, settings: dict, reference: str | None, specs: dict) -> Comparison:
         return assemble(

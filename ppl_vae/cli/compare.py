@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .._checks import check_output_path
+from ..store.files import refuse_link
 from ..store.lock import lock_folder
 from .args import (
     add_data_args,
@@ -21,6 +22,8 @@ from .args import (
 
 #: the output set compare commits: OUT/comparison/ (comparison.csv, paired.csv, comparison.nc, .png)
 COMPARISON = "comparison"
+#: every finished (method, seed) cell, committed as it finishes: OUT/cells/<cell>/ (a re-run resumes)
+CELLS = "cells"
 
 
 def add_compare(sub: argparse._SubParsersAction) -> None:
@@ -32,7 +35,9 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "estimator (K importance samples, one seed), and write OUT/comparison.csv "
         "(one row per method and seed), OUT/paired.csv (per-point differences "
         "against --reference, SEs across points and seeds), OUT/comparison.nc "
-        "(ArviZ InferenceData) and OUT/comparison.png.",
+        "(ArviZ InferenceData) and OUT/comparison.png. Each finished method x seed is committed at once "
+        "in OUT/cells/: a compare killed part-way, run again with the same settings and --out, reuses "
+        "the finished cells and trains the rest (other settings are refused; --force starts again).",
     )
     axis = p.add_mutually_exclusive_group(required=True)
     axis.add_argument(
@@ -82,7 +87,10 @@ def add_compare(sub: argparse._SubParsersAction) -> None:
         "not empty, unless --force)",
     )
     p.add_argument(
-        "--force", action="store_true", help="write into an existing --out, replacing its outputs"
+        "--force",
+        action="store_true",
+        help="write into an existing --out, replacing its outputs; its cells of other settings are "
+        "removed (cells of the same settings are still reused)",
     )
     p.add_argument(
         "--batch-size", type=positive_int, default=128, help="mini-batch size (default 128)"
@@ -108,8 +116,9 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     from ..analysis.methods import Method, model_axis
 
     out = check_output_path(args.out, "--out")
-    refuse_nonempty(out, "--out", args.force)
+    _refuse_unless_resumable(out, args.force)
     refuse_outputs(out, [COMPARISON], True, "--out")  # a link, or files of the user's in the set
+    refuse_link(out / CELLS)  # never written through
     # unknown models, guides, objectives or parameters: exit 2 listing the valid ones
     methods, _ = model_axis(args.methods, _models_of(args), args.objectives)
     for method in methods:
@@ -119,8 +128,18 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     with lock_folder(out):  # one writer: a second compare --out OUT is refused, naming this PID
-        refuse_nonempty(out, "--out", args.force)  # again, now that no other writer can be in it
+        _refuse_unless_resumable(out, args.force)  # again, now that no other writer can be in it
         return _compare(args, out, run_comparison)
+
+
+def _refuse_unless_resumable(out: Path, force: bool) -> None:
+    """``--out`` empty, or holding only the cells of a killed compare (resumed), unless ``--force``."""
+    from ..store.lock import LOCK_FILE
+
+    entries = {p.name for p in out.iterdir()} - {LOCK_FILE} if out.is_dir() else set()
+    if entries <= {CELLS} and (out / CELLS).is_dir():
+        return  # a compare killed before it committed its comparison: resumed (same settings only)
+    refuse_nonempty(out, "--out", force)
 
 
 def _models_of(args: argparse.Namespace) -> dict[str, str] | None:
@@ -145,6 +164,9 @@ def _print_ranking(result: Any) -> None:
 def _compare(args: argparse.Namespace, out: Path, run_comparison) -> int:
     import pandas as pd
 
+    from ..analysis.resume import CellStore
+
+    cells = CellStore(out / CELLS, replace=args.force)
     result = run_comparison(
         args.methods,
         args.dataset,
@@ -167,7 +189,13 @@ def _compare(args: argparse.Namespace, out: Path, run_comparison) -> int:
         device=args.device,
         progress=not args.no_progress and sys.stderr.isatty(),
         time_budget=args.time_budget,
+        cells=cells,
     )
+    if cells.reused:
+        print(
+            f"resumed: {len(cells.reused)} finished cell(s) read back from {out / CELLS} (same settings): "
+            f"{', '.join(cells.reused)}; trained {len(cells.trained)}"
+        )
     paths = result.save(out)
     k = args.num_samples
     cols = [
