@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from .._checks import check_memory, check_output_path
+from .._checks import check_device, check_memory, check_output_path
 from ..errors import UserError
-from ..store.lock import lock_folder
+from ..store.lock import is_main_process, lock_folder
 from .args import (
     positive_int,
     refuse_outputs,
@@ -170,7 +170,7 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
     from ..diagnostics import evaluate
     from ..runs import load_run
 
-    run = load_run(args.run_dir, device=args.device)
+    run = load_run(args.run_dir, device=_rank_device(args.device))
     x = run.data.test if args.split == "test" else run.data.train
     if x is None or len(x) == 0:
         raise UserError(
@@ -214,6 +214,10 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
     accuracy = _accuracy(run.model, x, labels)
     if accuracy is not None:  # a model with a classifier (m2): one more summary field
         report.summary[f"{args.split}_accuracy"] = accuracy
+    if (
+        not is_main_process()
+    ):  # under torchrun: every rank computed its share; rank 0 writes and reports
+        return 0
     rows = _row_labels(run.data, args.split, len(x))
     if (
         rows is not None
@@ -269,6 +273,16 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
     if logged is not None:
         print(f"logged to MLflow run {logged['run_id']} at {logged['tracking_uri']}")
     return 0
+
+
+def _rank_device(device: str) -> str:
+    """``--device`` for this process: under ``torchrun`` the group is started here (gloo on the CPU, NCCL on
+    CUDA, each rank on ``cuda:LOCAL_RANK``) so that the estimators share the points between the ranks."""
+    from ..train.distributed import env_world_size, setup
+
+    if env_world_size() <= 1:
+        return device
+    return str(setup(check_device(device)).device)
 
 
 def _row_labels(data, split: str, n: int):

@@ -24,8 +24,9 @@ import torch
 
 from ..errors import ArgumentTypeError, UserError
 from ..estimators.ais import ais_log_likelihood, check_settings
-from ..estimators.importance import check_fast, prepare, resolve, scan
+from ..estimators.importance import check_fast, points_shard, prepare, resolve, scan
 from ..estimators.masked import row_mask
+from ..estimators.sharding import Shard
 from ..store.files import dumps, netcdf_bytes
 from .collapse import latent_summary
 from .columns import column_shares, column_summary
@@ -413,26 +414,34 @@ def evaluate(
         buffer.clear()
 
     block = max(1, 2**22 // num_samples)  # about 16 MB of float32 log weights per PSIS call
-    for part, lw, lse, total in scan(
-        program,
-        rows,
-        info,
-        num_samples,
-        seed,
-        batch_size,
-        particle_chunk,
-        True,
-        fast=fast,
-        progress=progress,
-        vectorize=vectorize_particles,
-    ):
-        iw_v[part] = (lse - math.log(num_samples)).cpu().numpy()
-        elbo_v[part] = (total / num_samples).cpu().numpy()
-        magnitude[part] = lw.abs().mean(1).cpu().numpy()
-        buffer.append((part, lw))
-        if sum(len(b[1]) for b in buffer) >= block:
-            flush()
-    flush()
+    shard = points_shard(
+        rows, num_samples, batch_size, particle_chunk
+    )  # under torchrun: this rank's
+    with shard.computing():
+        for part, lw, lse, total in scan(
+            program,
+            rows,
+            info,
+            num_samples,
+            seed,
+            batch_size,
+            particle_chunk,
+            True,
+            fast=fast,
+            progress=progress,
+            vectorize=vectorize_particles,
+            shard=shard,
+        ):
+            iw_v[part] = (lse - math.log(num_samples)).cpu().numpy()
+            elbo_v[part] = (total / num_samples).cpu().numpy()
+            magnitude[part] = lw.abs().mean(1).cpu().numpy()
+            buffer.append((part, lw))
+            if sum(len(b[1]) for b in buffer) >= block:
+                flush()
+        flush()
+    kept = _gather_points(
+        shard, (elbo_v, iw_v, khat, ess, magnitude), kept, keep_log_weights, num_samples
+    )
     if not info.latent:  # every weight equal: IW is exact, and PSIS has no tail to fit
         khat[:], ess[:] = np.nan, num_samples
 
@@ -504,6 +513,21 @@ def evaluate(
     summary["points_per_second"] = n / seconds if seconds > 0 else None
     log_w = np.concatenate(kept) if keep_log_weights else None
     return Report(points=points, summary=summary, log_weights=log_w)
+
+
+def _gather_points(
+    shard: Shard, arrays: tuple[np.ndarray, ...], kept: list[np.ndarray], keep: bool, k: int
+) -> list[np.ndarray]:
+    """Every rank's rows of the per-point ``arrays`` (filled in place) and of the kept log weights
+    (``(rows, K)`` float32 blocks; a rank without points holds none)."""
+    if not shard.active:
+        return kept
+    for a in arrays:
+        a[:] = shard.gather(torch.from_numpy(a[shard.lo : shard.hi].copy())).numpy()
+    if not keep:
+        return kept
+    local = np.concatenate(kept) if kept else np.zeros((0, k), np.float32)
+    return [shard.gather(torch.from_numpy(local)).numpy()]
 
 
 def _gap_rounding(summary: dict[str, Any], magnitude: np.ndarray, dtype: torch.dtype) -> None:

@@ -65,6 +65,7 @@ from ..programs import PerPointScale, Program, ProgramInfo, rows_slice
 from .hmc import find_step_size, hmc_step
 from .importance import ROWS_PER_CALL, check_count, prepare, resolve, resolve_seed, sandbox
 from .path_density import PathDensity, check_fast
+from .sharding import Shard, chunk_seed, point_shard
 
 __all__ = [
     "ADAPT_RATE",
@@ -440,13 +441,22 @@ def run_ais(
     cfg: AISSettings,
     bar: Any,
     exact: dict[str, torch.Tensor] | None = None,
+    seed: int | None = None,
 ) -> tuple[tuple[torch.Tensor, ...], tuple | None]:
-    """AIS over every chunk of points on the current random stream: ``((log_w (N, C), acceptance (N,), last step
-    size (N,)), reverse)``. With ``exact`` (latent values with a chain dim of size 1, exact posterior draws for
-    ``rows``), each chunk is also annealed in reverse from them, with the forward run's step sizes in reverse order
-    (``reverse`` is then a tuple like the first, else None)."""
+    """AIS over every chunk of points: ``((log_w (N, C), acceptance (N,), last step size (N,)), reverse)``.
+
+    With ``seed``, each chunk of points draws from :func:`~.sharding.chunk_seed` ``(seed, first row)`` and, in a
+    process group, each rank anneals its own chunks and the results are gathered (:mod:`.sharding`); without,
+    every chunk runs here, in turn on the current random stream. With ``exact`` (latent values with a chain dim of
+    size 1, exact posterior draws for ``rows``), each chunk is also annealed in reverse from them, with the forward
+    run's step sizes in reverse order (``reverse`` is then a tuple like the first, else None)."""
     n, c = len(rows[0]), cfg.num_chains
     like = rows[0]
+    shard = (
+        point_shard(n, cfg.batch_size, like.device)
+        if seed is not None
+        else Shard(n, cfg.batch_size)
+    )
 
     def empty() -> list[torch.Tensor]:
         return [
@@ -457,14 +467,20 @@ def run_ais(
 
     fwd, rev = empty(), empty() if exact is not None else None
     with pyro.validation_enabled(False):
-        for lo in range(0, n, cfg.batch_size):
-            batch = rows_slice(rows, slice(lo, lo + cfg.batch_size))
-            m = len(batch[0])
-            with translated(f"AIS, rows {lo}-{lo + m - 1}", program, batch):
-                fwd_part, rev_part = _anneal_chunk(program, info, batch, cfg, bar, exact, lo, m)
-            fwd[0][lo : lo + m], fwd[1][lo : lo + m], fwd[2][lo : lo + m] = fwd_part
-            if rev is not None:
-                rev[0][lo : lo + m], rev[1][lo : lo + m], rev[2][lo : lo + m] = rev_part
+        with shard.computing():
+            for lo in shard.starts:
+                if seed is not None:
+                    torch.manual_seed(chunk_seed(seed, lo))
+                batch = rows_slice(rows, slice(lo, lo + cfg.batch_size))
+                m = len(batch[0])
+                with translated(f"AIS, rows {lo}-{lo + m - 1}", program, batch):
+                    fwd_part, rev_part = _anneal_chunk(program, info, batch, cfg, bar, exact, lo, m)
+                fwd[0][lo : lo + m], fwd[1][lo : lo + m], fwd[2][lo : lo + m] = fwd_part
+                if rev is not None:
+                    rev[0][lo : lo + m], rev[1][lo : lo + m], rev[2][lo : lo + m] = rev_part
+    if shard.active:
+        fwd = [shard.gather(a[shard.lo : shard.hi]) for a in fwd]
+        rev = None if rev is None else [shard.gather(a[shard.lo : shard.hi]) for a in rev]
     return tuple(fwd), (tuple(rev) if rev is not None else None)
 
 
@@ -556,7 +572,9 @@ def ais_log_likelihood(
         leapfrog_steps: L leapfrog steps per HMC transition.
         init: ``"guide"`` (start from ``q(z | x)``: short paths suffice when q is good) or ``"prior"``.
         seed, generator: the random stream (as :func:`~ppl_vae.iw_log_likelihood`); the caller's RNG is untouched.
-            Numbers depend on the seed and ``batch_size`` (chunks walk one stream in turn).
+            Numbers depend on the seed and ``batch_size`` (each chunk of points draws from its own seed), not on
+            the process: under ``torchrun`` the ranks share the chunks and gather one result
+            (:mod:`~ppl_vae.estimators.sharding`).
         schedule: ``"sigmoid"`` (default), ``"linear"`` or a tensor of T + 1 betas (see :func:`schedule_betas`).
         target_accept: the acceptance probability the per-point step size is adapted toward (0.65).
         tune_chains: extra chains per point that only adapt the step size (their weights are dropped).
@@ -613,7 +631,7 @@ def ais_log_likelihood(
         passes=1,
     )
     with sandbox(program, seed, rows[0].device), bar:
-        (log_w, acc, eps), _ = run_ais(program, rows, info, cfg, bar)
+        (log_w, acc, eps), _ = run_ais(program, rows, info, cfg, bar, seed=seed)
     result = ais_result(
         log_w, acc, eps, 1.0, cfg.public(seed, schedule), time.perf_counter() - t0, rows[0].dtype
     )

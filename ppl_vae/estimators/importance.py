@@ -65,6 +65,7 @@ from .chunks import (
 )
 from .compiled import ChunkRunner
 from .kernels import traceable
+from .sharding import Shard, chunk_seed, point_shard
 
 __all__ = [
     "COMPILE_MIN_ROWS",
@@ -78,6 +79,7 @@ __all__ = [
     "iw_log_likelihood",
     "log_weights",
     "prepare",
+    "points_shard",
     "resolve",
     "resolve_seed",
     "sandbox",
@@ -267,9 +269,12 @@ def prepare(
     return rows, seed, info
 
 
-def _compile_shapes(n: int, k: int, n_b: int, k_c: int, fast: str) -> set[tuple[int, int]]:
-    """The ``(points, particles)`` chunk shapes of a scan worth compiling under ``fast``."""
-    if fast == "eager" or (fast == "auto" and n * k < COMPILE_MIN_ROWS):
+def _compile_shapes(
+    n: int, k: int, n_b: int, k_c: int, fast: str, total: int | None = None
+) -> set[tuple[int, int]]:
+    """The ``(points, particles)`` chunk shapes of a scan of ``n`` points worth compiling under ``fast``
+    (``total``: the points of the whole job, all ranks, for the size threshold; default ``n``)."""
+    if fast == "eager" or (fast == "auto" and (total or n) * k < COMPILE_MIN_ROWS):
         return set()
     counts: dict[tuple[int, int], int] = {}
     for rows in (n_b,) * (n // n_b) + ((n % n_b,) if n % n_b else ()):
@@ -277,6 +282,15 @@ def _compile_shapes(n: int, k: int, n_b: int, k_c: int, fast: str) -> set[tuple[
             counts[(rows, parts)] = counts.get((rows, parts), 0) + 1
     least = 1 if fast == "compile" else COMPILE_MIN_CHUNKS
     return {shape for shape, count in counts.items() if count >= least}
+
+
+def points_shard(
+    rows: Batch, num_samples: int, batch_size: int | None, particle_chunk: int | None
+) -> Shard:
+    """This process's chunks of the points of a :func:`scan` (all of them outside a process group)."""
+    n = len(rows[0])
+    n_b, _ = chunk_sizes(n, num_samples, batch_size, particle_chunk)
+    return point_shard(n, n_b, rows[0].device)
 
 
 def scan(
@@ -292,8 +306,10 @@ def scan(
     fast: str = "auto",
     progress: bool = False,
     vectorize: bool = True,
+    shard: Shard | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor | None, torch.Tensor, torch.Tensor]]:
-    """Walk the rows in chunks of points and particles, on one seeded random stream.
+    """Walk the rows in chunks of points and particles, each chunk of points on its own seeded stream
+    (:func:`~.sharding.chunk_seed`), only ``shard``'s chunks when given (rows are global indices).
 
     Yields ``(rows, log_w, lse, total)`` per chunk of points (float64): ``log_w: (n_b, K)`` if ``keep``,
     ``lse: (n_b,)`` the log-sum-exp over all K particles, ``total: (n_b,)`` their sum. ``vectorize=False``
@@ -303,6 +319,11 @@ def scan(
     """
     n = len(rows[0])
     n_b, k_c = chunk_sizes(n, num_samples, batch_size, particle_chunk)
+    shard = shard or Shard(n, n_b)
+    if shard.chunk != n_b or shard.n != n:
+        raise ValueError(
+            f"the shard cuts {shard.n} points in chunks of {shard.chunk}, not {n} in {n_b}"
+        )
     x = rows[0]
     check_memory(
         4.0 * n_b * k_c * max(1, math.prod(x.shape[1:])) * 3,
@@ -326,14 +347,19 @@ def scan(
     run = ChunkRunner(
         lambda batch, k: chunk_fn(program, batch, k, info, scratch),
         traced,
-        _compile_shapes(n, num_samples, n_b, k_c, fast),
+        _compile_shapes(shard.hi - shard.lo, num_samples, n_b, k_c, fast, n),
         explicit=fast == "compile",
     )
     bar = tqdm(
-        total=n, desc=f"log weights, K={num_samples}", unit="pt", disable=not progress, leave=False
+        total=shard.hi - shard.lo,
+        desc=f"log weights, K={num_samples}",
+        unit="pt",
+        disable=not progress,
+        leave=False,
     )
     with sandbox(program, seed, x.device), pyro.validation_enabled(False), bar:
-        for start in range(0, n, n_b):
+        for start in shard.starts:
+            torch.manual_seed(chunk_seed(seed, start))
             batch = rows_slice(rows, slice(start, start + n_b))
             m = len(batch[0])
             lse = torch.full((m,), -math.inf, dtype=torch.float64, device=x.device)
@@ -406,7 +432,9 @@ def log_weights(
         batch_size: points per call (default: about :data:`ROWS_PER_CALL` / particle_chunk).
         particle_chunk: particles per call (default: K cut into equal chunks of at most ROWS_PER_CALL).
         seed, generator: the random stream (an int seed, None: 0, or a ``torch.Generator`` to draw one
-            from); same seed and chunk sizes, same numbers on CPU. The caller's RNG is left as it was.
+            from); same seed and chunk sizes, same numbers on CPU (each chunk of points draws from its own
+            seed, so under ``torchrun`` the ranks share the chunks and gather the same result:
+            :mod:`~ppl_vae.estimators.sharding`). The caller's RNG is left as it was.
         fast: ``"auto"`` (compile the chunk for jobs of at least :data:`COMPILE_MIN_ROWS` rows),
             ``"compile"`` or ``"eager"``; compiled chunks draw the same numbers (checked per call).
         progress: a progress bar over the points.
@@ -436,23 +464,29 @@ def log_weights(
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
     rows, seed, info = prepare(program, data, num_samples, seed, generator, vectorize_particles)
-    parts = [
-        lw
-        for _, lw, _, _ in scan(
-            program,
-            rows,
-            info,
-            num_samples,
-            seed,
-            batch_size,
-            particle_chunk,
-            True,
-            fast=fast,
-            progress=progress,
-            vectorize=vectorize_particles,
-        )
-    ]
-    return torch.cat(parts, 0).to(rows[0].dtype)
+    shard = points_shard(rows, num_samples, batch_size, particle_chunk)
+    with shard.computing():
+        parts = [
+            lw
+            for _, lw, _, _ in scan(
+                program,
+                rows,
+                info,
+                num_samples,
+                seed,
+                batch_size,
+                particle_chunk,
+                True,
+                fast=fast,
+                progress=progress,
+                vectorize=vectorize_particles,
+                shard=shard,
+            )
+        ]
+    local = (
+        torch.cat(parts, 0) if parts else rows[0].new_empty((0, num_samples), dtype=torch.float64)
+    )
+    return shard.gather(local).to(rows[0].dtype)
 
 
 def iw_log_likelihood(
@@ -488,22 +522,25 @@ def iw_log_likelihood(
     check_fast(fast)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
     rows, seed, info = prepare(program, data, num_samples, seed, generator, vectorize_particles)
-    out = torch.empty(len(rows[0]), dtype=rows[0].dtype, device=rows[0].device)
-    for part, _, lse, _ in scan(
-        program,
-        rows,
-        info,
-        num_samples,
-        seed,
-        batch_size,
-        particle_chunk,
-        False,
-        fast=fast,
-        progress=progress,
-        vectorize=vectorize_particles,
-    ):
-        out[part] = lse - math.log(num_samples)
-    return out
+    shard = points_shard(rows, num_samples, batch_size, particle_chunk)
+    out = torch.empty(shard.hi - shard.lo, dtype=rows[0].dtype, device=rows[0].device)
+    with shard.computing():
+        for part, _, lse, _ in scan(
+            program,
+            rows,
+            info,
+            num_samples,
+            seed,
+            batch_size,
+            particle_chunk,
+            False,
+            fast=fast,
+            progress=progress,
+            vectorize=vectorize_particles,
+            shard=shard,
+        ):
+            out[part.start - shard.lo : part.stop - shard.lo] = lse - math.log(num_samples)
+    return shard.gather(out)
 
 
 def elbo(
@@ -553,20 +590,23 @@ def elbo(
             )
         if check_analytic(info, guide_tr, model_tr):
             chunk_fn = analytic_chunk
-    out = torch.empty(len(rows[0]), dtype=rows[0].dtype, device=rows[0].device)
-    for part, _, _, total in scan(
-        program,
-        rows,
-        info,
-        num_samples,
-        seed,
-        batch_size,
-        particle_chunk,
-        False,
-        chunk_fn,
-        fast,
-        progress,
-        vectorize_particles,
-    ):
-        out[part] = total / num_samples
-    return out
+    shard = points_shard(rows, num_samples, batch_size, particle_chunk)
+    out = torch.empty(shard.hi - shard.lo, dtype=rows[0].dtype, device=rows[0].device)
+    with shard.computing():
+        for part, _, _, total in scan(
+            program,
+            rows,
+            info,
+            num_samples,
+            seed,
+            batch_size,
+            particle_chunk,
+            False,
+            chunk_fn,
+            fast,
+            progress,
+            vectorize_particles,
+            shard,
+        ):
+            out[part.start - shard.lo : part.stop - shard.lo] = total / num_samples
+    return shard.gather(out)
