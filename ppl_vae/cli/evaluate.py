@@ -214,10 +214,8 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
     accuracy = _accuracy(run.model, x, labels)
     if accuracy is not None:  # a model with a classifier (m2): one more summary field
         report.summary[f"{args.split}_accuracy"] = accuracy
-    if (
-        not is_main_process()
-    ):  # under torchrun: every rank computed its share; rank 0 writes and reports
-        return 0
+    if not is_main_process():
+        return 0  # under torchrun: every rank computed its share of the points; rank 0 writes and reports
     rows = _row_labels(run.data, args.split, len(x))
     if (
         rows is not None

@@ -414,9 +414,8 @@ def evaluate(
         buffer.clear()
 
     block = max(1, 2**22 // num_samples)  # about 16 MB of float32 log weights per PSIS call
-    shard = points_shard(
-        rows, num_samples, batch_size, particle_chunk
-    )  # under torchrun: this rank's
+    # in a process group (torchrun) this rank's chunks of points; every rank's are gathered below
+    shard = points_shard(rows, num_samples, batch_size, particle_chunk)
     with shard.computing():
         for part, lw, lse, total in scan(
             program,
