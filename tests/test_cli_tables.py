@@ -179,3 +179,21 @@ def test_compare_on_the_csv_gives_every_model_the_tables_families(server, traine
     ranking = pd.read_csv(out / "comparison" / "ranking.csv")
     # log p(x) in the data's units for both models (a Gaussian on the raw values: about -1e8)
     assert ranking["log_px"].between(-40, -5).all(), ranking
+
+
+def test_score_and_impute_name_the_rows_by_the_id_column(server, trained):
+    root, _ = trained
+    rc, text, _ = server.call(
+        ["score", root / "run", "--data", root / "patients.csv", "--out", root / "scores.csv"],
+        root / "score.log",
+    )
+    assert rc == 0, text
+    scores = pd.read_csv(root / "scores.csv")
+    assert scores.columns[0] == "patient_id" and scores["patient_id"].str.startswith("P").all()
+    argv = ["impute", root / "run", "--data", root / "patients.csv", "--out", root / "done.csv"]
+    rc, text, _ = server.call([*argv, "--uncertainty", root / "cells.csv"], root / "impute.log")
+    assert rc == 0, text
+    cells = pd.read_csv(root / "cells.csv")
+    assert set(cells["row"]) == {"P0003", "P0017", "P0040", "P0005", "P0009"}
+    done = pd.read_csv(root / "done.csv")
+    assert done["smoker"].notna().all() and set(done["smoker"]) <= {"yes", "no"}

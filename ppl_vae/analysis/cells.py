@@ -120,7 +120,16 @@ def _from_array(values: np.ndarray, index: Any, columns: Any) -> tuple[torch.Ten
 def _from_frame(frame: pd.DataFrame, schema: Any) -> tuple[torch.Tensor, Any, pd.DataFrame]:
     if schema is not None:
         x, mask = schema.tensors(frame, "data")
-        return x, mask, frame.copy()
+        frame = frame.copy()
+        key = schema.index  # the rows are named by the ID column the schema was inferred with
+        if (
+            key is not None
+            and key in frame.columns
+            and frame[key].notna().all()
+            and frame[key].is_unique
+        ):
+            frame.index = pd.Index(frame[key], name=key)
+        return x, mask, frame
     numeric = frame.select_dtypes(include="number")
     other = [c for c in frame.columns if c not in numeric.columns]
     if other:
