@@ -7,6 +7,7 @@ the recorded value) from "given" (it must agree with the record, or be overridde
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from .._checks import check_finite_number, check_int, check_positive_int
 from ..errors import ArgumentTypeError, RunError, UserError
 from ..registry import REGISTRY
 from .settings import FIXED, OVERRIDABLE
+from .tables import check_table_flags, column_mapping, is_csv_table
 
 __all__ = ["DEFAULTS", "UNSET", "canonical", "check_overrides", "resolve_binarize"]
 
@@ -84,14 +86,6 @@ def is_image_dataset(dataset: str) -> bool:
     return entry is not None and bool(entry.trait("images"))
 
 
-def is_csv_table(dataset: str) -> bool:
-    """Whether ``dataset`` is a CSV file (a table with a schema: column types, levels, missing cells)."""
-    from ..data.tabular import parse_tabular_name
-
-    parsed = parse_tabular_name(dataset)
-    return parsed is not None and parsed[0] == "csv"
-
-
 def default_likelihood(dataset: str) -> str:
     """Bernoulli (after binarisation) for the image sets; for a CSV table ``"table"``, a family per column
     chosen by its type (:data:`ppl_vae.likelihoods.table.AUTO`); Gaussian for points and arrays."""
@@ -125,108 +119,111 @@ def canonical(name: str, value: Any) -> Any:
     """The checked, canonical form of flag ``name`` (paths absolute, objective spelled one way)."""
     if value is None and DEFAULTS.get(name, 0) is None:
         return None
-    if name in ("latent_dim", "batch_size", "n_samples"):
-        return check_positive_int(value, name)
-    if name == "seed":
-        return check_int(value, "seed", minimum=0, maximum=2**32 - 1)
-    if name == "lr":
-        return check_finite_number(value, "lr", positive=True)
-    if name in ("sigma", "mask_prob", "rho", "lam"):
-        return check_finite_number(value, name)
-    if name == "labelled_fraction":
-        value = check_finite_number(value, name)
-        if not 0 < value <= 1:
-            raise UserError(
-                f"labelled_fraction (--labelled-fraction) is the share of training points that keep "
-                f"their label, in (0, 1]; got {value:g}"
-            )
-        return value
-    if name == "guide":
-        from ..guides import canonical_guide
-
-        return canonical_guide(value)
-    if name == "prior":
-        from ..registry import REGISTRY
-
-        return str(REGISTRY.parse("prior", value))
-    if name == "nets":
-        if value not in NETS:
-            raise UserError(
-                f"nets must be 'mlp' (dense layers) or 'conv' (convolutions, for images); got {value!r}"
-            )
-        return value
-    if name == "hidden_dims":
-        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
-            raise ArgumentTypeError(
-                f"hidden_dims must be a sequence of positive integers; got {value!r}"
-            )
-        return [check_positive_int(h, "hidden_dims") for h in value]
-    if name == "dataset":
-        return _dataset_name(value)
-    if name == "data_dir":
-        return (
-            str(Path(value).expanduser().resolve())
-            if isinstance(value, (str, Path))
-            else _bad(name, value)
-        )
-    if name == "binarize":
-        value = "none" if value is None else value
-        if value not in ("auto", "dynamic", "static", "none"):
-            raise UserError(
-                f"binarize must be 'auto', 'dynamic', 'static' or 'none'; got {value!r}"
-            )
-        return value
-    if name == "model":
-        if value not in (*VAE_MODELS, *AUTOENCODERS):
-            raise UserError(
-                f"model must be 'vae', 'hvae', 'm2' (trained by SVI) or 'ae', 'dae', 'sae', 'cae' "
-                f"(autoencoders); got {value!r}"
-            )
-        return value
-    if name == "objective":
-        return objective_spec(value)
-    if name in ("program", "program_args"):
-        from ..program_import import check_program_args, check_program_spec
-
-        return check_program_spec(value) if name == "program" else check_program_args(value)
-    if name in ("column_types", "column_likelihood"):
-        return _column_mapping(name, value)
-    if name == "standardize":
-        if not isinstance(value, bool):
-            raise ArgumentTypeError(f"standardize must be True or False; got {value!r}")
-        return value
-    if name == "device":
-        from .._checks import check_device
-
-        check_device(value)
-        return str(value)
+    check = _CANONICAL.get(name)
+    if check is not None:
+        return check(name, value)
     return value if isinstance(value, str) else _bad(name, value)
 
 
-def _column_mapping(name: str, value: Any) -> dict[str, str] | None:
-    """``{column: type}`` (``--column-type``) or ``{column: likelihood spec}`` (``--column-likelihood``),
-    checked: the types against the schema's, the specs against the registry (their columns are checked
-    against the table's once it is read)."""
-    from ..data.schema import COLUMN_TYPES
+def _labelled_fraction(name: str, value: Any) -> float:
+    value = check_finite_number(value, name)
+    if not 0 < value <= 1:
+        raise UserError(
+            f"labelled_fraction (--labelled-fraction) is the share of training points that keep "
+            f"their label, in (0, 1]; got {value:g}"
+        )
+    return value
 
-    flag = "--column-type" if name == "column_types" else "--column-likelihood"
-    if not value:
-        return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ArgumentTypeError(f"{name} must map column names to strings; got {value!r}")
-    if name == "column_likelihood":
-        from ..registry import REGISTRY
 
-        return {k: str(REGISTRY.parse("likelihood", v)) for k, v in value.items()}
-    kinds = (*COLUMN_TYPES, "ignore", "id")
-    for column, kind in value.items():
-        if kind not in kinds:
-            raise UserError(
-                f"{flag} {column}={kind}: unknown column type {kind!r}; choose one of {', '.join(kinds)}"
-            )
-    return dict(value)
+def _guide(name: str, value: Any) -> str:
+    from ..guides import canonical_guide
+
+    return canonical_guide(value)
+
+
+def _prior(name: str, value: Any) -> str:
+    from ..registry import REGISTRY
+
+    return str(REGISTRY.parse("prior", value))
+
+
+def _choice(choices: tuple[str, ...], what: str) -> Callable[[str, Any], str]:
+    def check(name: str, value: Any) -> str:
+        value = "none" if value is None and name == "binarize" else value
+        if value not in choices:
+            raise UserError(f"{name} must be {what}; got {value!r}")
+        return value
+
+    return check
+
+
+def _hidden_dims(name: str, value: Any) -> list[int]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ArgumentTypeError(
+            f"hidden_dims must be a sequence of positive integers; got {value!r}"
+        )
+    return [check_positive_int(h, "hidden_dims") for h in value]
+
+
+def _data_dir(name: str, value: Any) -> str:
+    if not isinstance(value, (str, Path)):
+        _bad(name, value)
+    return str(Path(value).expanduser().resolve())
+
+
+def _program(name: str, value: Any) -> Any:
+    from ..program_import import check_program_args, check_program_spec
+
+    return check_program_spec(value) if name == "program" else check_program_args(value)
+
+
+def _standardize(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ArgumentTypeError(f"standardize must be True or False; got {value!r}")
+    return value
+
+
+def _device(name: str, value: Any) -> str:
+    from .._checks import check_device
+
+    check_device(value)
+    return str(value)
+
+
+#: flag -> its check (the flags not named here are strings, checked where they are used)
+_CANONICAL: dict[str, Callable[[str, Any], Any]] = {
+    **{
+        k: lambda name, v: check_positive_int(v, name)
+        for k in ("latent_dim", "batch_size", "n_samples")
+    },
+    "seed": lambda name, v: check_int(v, "seed", minimum=0, maximum=2**32 - 1),
+    "lr": lambda name, v: check_finite_number(v, "lr", positive=True),
+    **{
+        k: lambda name, v: check_finite_number(v, name)
+        for k in ("sigma", "mask_prob", "rho", "lam")
+    },
+    "labelled_fraction": _labelled_fraction,
+    "guide": _guide,
+    "prior": _prior,
+    "nets": _choice(NETS, "'mlp' (dense layers) or 'conv' (convolutions, for images)"),
+    "hidden_dims": _hidden_dims,
+    "dataset": lambda name, v: _dataset_name(v),
+    "data_dir": _data_dir,
+    "binarize": _choice(
+        ("auto", "dynamic", "static", "none"), "'auto', 'dynamic', 'static' or 'none'"
+    ),
+    "model": _choice(
+        (*VAE_MODELS, *AUTOENCODERS),
+        "'vae', 'hvae', 'm2' (trained by SVI) or 'ae', 'dae', 'sae', 'cae' (autoencoders)",
+    ),
+    "objective": lambda name, v: objective_spec(v),
+    "program": _program,
+    "program_args": _program,
+    "column_types": lambda name, v: column_mapping(name, v),
+    "column_likelihood": lambda name, v: column_mapping(name, v),
+    "standardize": _standardize,
+    "device": _device,
+}
 
 
 def _bad(name: str, value: Any):
@@ -270,54 +267,69 @@ def given_flags(ae_options: dict[str, Any] | None, **values: Any) -> dict[str, A
 def complete(given: dict[str, Any]) -> dict[str, Any]:
     """Flags of a new run: the given ones over the defaults, checked for consistency."""
     flags = {**DEFAULTS, **given}
-    ae_given = sorted(k for k in AE_OPTIONS.values() if k in given)
-    model = flags["model"]
-    if model in VAE_MODELS:
-        if ae_given:
-            raise UserError(
-                f"options {ae_given} are for autoencoders (model 'ae', 'dae', 'sae', 'cae'), "
-                f"not for model {model!r}"
-            )
-        _check_program_flags(model, flags, given)
-        _check_imported(flags, given)
-        if model == "m2":
-            if flags["labelled_fraction"] is None:
-                flags["labelled_fraction"] = M2_LABELLED
-            if "objective" not in given:
-                flags["objective"] = "enum"  # sums the unlabelled points' class out exactly
-        if (
-            model == "hvae"
-        ):  # Burda et al.'s sizes: none of the flags' (recorded as none, not as unused values)
-            flags["latent_dim"] = flags["hidden_dims"] = None
-            if "activation" not in given:
-                flags["activation"] = "tanh"  # and their units
-        if flags["likelihood"] == "auto":
-            flags["likelihood"] = default_likelihood(flags["dataset"])
-            if model == "m2" and flags["likelihood"] == "table":
-                flags["likelihood"] = (
-                    "gaussian"  # one family for every column (said at the first step)
-                )
-        lik = flags["likelihood"].partition(":")[0]
-        _check_table_flags(flags, given)
+    if flags["model"] in VAE_MODELS:
+        lik = _complete_svi(flags, given)
     else:
-        if "objective" in given or given.get("likelihood", "auto") != "auto":
-            raise UserError(
-                f"objective and likelihood are for the VAE; model {flags['model']!r} is trained on its "
-                "reconstruction error (choose it with reconstruction='bce'|'mse')"
-            )
-        program = sorted(k for k in ("guide", "nets", "prior", "labelled_fraction") if k in given)
-        if program:
-            raise UserError(
-                f"{', '.join(_flag(k) for k in program)}: for the models trained by SVI (vae, hvae, "
-                f"m2); model {flags['model']!r} is an autoencoder"
-            )
-        flags["objective"] = None
-        flags["likelihood"] = None
-        if flags["reconstruction"] in ("auto", None):
-            flags["reconstruction"] = "bce" if is_image_dataset(flags["dataset"]) else "mse"
-        lik = "bernoulli" if flags["reconstruction"] == "bce" else "gaussian"
+        lik = _complete_autoencoder(flags, given)
     flags["binarize_resolved"] = resolve_binarize(flags["binarize"], lik)
     return flags
+
+
+def _complete_svi(flags: dict[str, Any], given: dict[str, Any]) -> str:
+    """A model trained by SVI (vae, hvae, m2): its defaults filled in; returns the likelihood's name."""
+    model = flags["model"]
+    ae_given = sorted(k for k in AE_OPTIONS.values() if k in given)
+    if ae_given:
+        raise UserError(
+            f"options {ae_given} are for autoencoders (model 'ae', 'dae', 'sae', 'cae'), "
+            f"not for model {model!r}"
+        )
+    _check_program_flags(model, flags, given)
+    _check_imported(flags, given)
+    if model == "m2":
+        if flags["labelled_fraction"] is None:
+            flags["labelled_fraction"] = M2_LABELLED
+        if "objective" not in given:
+            flags["objective"] = "enum"  # sums the unlabelled points' class out exactly
+    if (
+        model == "hvae"
+    ):  # Burda et al.'s sizes: none of the flags' (recorded as none, not as unused values)
+        flags["latent_dim"] = flags["hidden_dims"] = None
+        if "activation" not in given:
+            flags["activation"] = "tanh"  # and their units
+    if flags["likelihood"] == "auto":
+        flags["likelihood"] = default_likelihood(flags["dataset"])
+        if model == "m2" and flags["likelihood"] == "table":
+            flags["likelihood"] = "gaussian"  # one family for every column (said at the first step)
+    check_table_flags(flags, given)
+    return flags["likelihood"].partition(":")[0]
+
+
+def _complete_autoencoder(flags: dict[str, Any], given: dict[str, Any]) -> str:
+    """An autoencoder: no objective, likelihood or program flags; returns the likelihood its
+    reconstruction error corresponds to (for binarisation)."""
+    if "objective" in given or given.get("likelihood", "auto") != "auto":
+        raise UserError(
+            f"objective and likelihood are for the VAE; model {flags['model']!r} is trained on its "
+            "reconstruction error (choose it with reconstruction='bce'|'mse')"
+        )
+    program = sorted(k for k in ("guide", "nets", "prior", "labelled_fraction") if k in given)
+    if program:
+        raise UserError(
+            f"{', '.join(_flag(k) for k in program)}: for the models trained by SVI (vae, hvae, "
+            f"m2); model {flags['model']!r} is an autoencoder"
+        )
+    table = sorted(k for k in ("column_types", "column_likelihood") if given.get(k))
+    if "column_likelihood" in table:
+        raise UserError(
+            f"--column-likelihood: model {flags['model']!r} is an autoencoder, trained on its "
+            "reconstruction error; a family per column is for --model vae or hvae"
+        )
+    flags["objective"] = None
+    flags["likelihood"] = None
+    if flags["reconstruction"] in ("auto", None):
+        flags["reconstruction"] = "bce" if is_image_dataset(flags["dataset"]) else "mse"
+    return "bernoulli" if flags["reconstruction"] == "bce" else "gaussian"
 
 
 def _check_program_flags(model: str, flags: dict[str, Any], given: dict[str, Any]) -> None:
@@ -346,22 +358,6 @@ def _check_program_flags(model: str, flags: dict[str, Any], given: dict[str, Any
         raise UserError(
             f"{', '.join(_flag(k) for k in sizes)}: model 'hvae' has Burda et al.'s fixed sizes "
             "(latent 100 and 50, hidden 200-200 and 100-100); leave them out"
-        )
-
-
-def _check_table_flags(flags: dict[str, Any], given: dict[str, Any]) -> None:
-    """``--column-type`` and ``--column-likelihood`` need a CSV table (and, the latter, a model that
-    takes a family per column: vae or hvae)."""
-    table = sorted(k for k in ("column_types", "column_likelihood") if given.get(k))
-    if table and not is_csv_table(flags["dataset"]):
-        raise UserError(
-            f"{', '.join(_flag(k) for k in table)}: for a table read from a CSV "
-            f"(--dataset csv:PATH); --dataset {flags['dataset']} has no named columns"
-        )
-    if given.get("column_likelihood") and flags["model"] not in ("vae", "hvae"):
-        raise UserError(
-            f"--column-likelihood: model {flags['model']!r} has one likelihood for every column; "
-            "a family per column is for --model vae or hvae"
         )
 
 

@@ -13,9 +13,70 @@ import re
 import warnings
 from typing import Any
 
-from ..errors import DataError, UserError
+from ..errors import ArgumentTypeError, DataError, UserError
 
-__all__ = ["load_with_warnings", "replay_warnings", "schema_report", "table_likelihood"]
+__all__ = [
+    "check_table_flags",
+    "column_mapping",
+    "is_csv_table",
+    "load_with_warnings",
+    "replay_warnings",
+    "schema_report",
+    "table_likelihood",
+]
+
+
+_FLAGS = {"column_types": "--column-type", "column_likelihood": "--column-likelihood"}
+
+
+def is_csv_table(dataset: str) -> bool:
+    """Whether ``dataset`` is a CSV file (a table with a schema: column types, levels, missing cells)."""
+    from ..data.tabular import parse_tabular_name
+
+    parsed = parse_tabular_name(dataset)
+    return parsed is not None and parsed[0] == "csv"
+
+
+def column_mapping(name: str, value: Any) -> dict[str, str] | None:
+    """``{column: type}`` (``--column-type``) or ``{column: likelihood spec}`` (``--column-likelihood``),
+    checked: the types against the schema's, the specs against the registry (their columns are checked
+    against the table's once it is read)."""
+    from ..data.schema import COLUMN_TYPES
+
+    flag = "--column-type" if name == "column_types" else "--column-likelihood"
+    if not value:
+        return None
+    if not isinstance(value, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
+        raise ArgumentTypeError(f"{name} must map column names to strings; got {value!r}")
+    if name == "column_likelihood":
+        from ..registry import REGISTRY
+
+        return {k: str(REGISTRY.parse("likelihood", v)) for k, v in value.items()}
+    kinds = (*COLUMN_TYPES, "ignore", "id")
+    for column, kind in value.items():
+        if kind not in kinds:
+            raise UserError(
+                f"{flag} {column}={kind}: unknown column type {kind!r}; choose one of {', '.join(kinds)}"
+            )
+    return dict(value)
+
+
+def check_table_flags(flags: dict[str, Any], given: dict[str, Any]) -> None:
+    """``--column-type`` and ``--column-likelihood`` need a CSV table (and, the latter, a model that
+    takes a family per column: vae or hvae)."""
+    table = sorted(k for k in ("column_types", "column_likelihood") if given.get(k))
+    if table and not is_csv_table(flags["dataset"]):
+        raise UserError(
+            f"{', '.join(_FLAGS[k] for k in table)}: for a table read from a CSV "
+            f"(--dataset csv:PATH); --dataset {flags['dataset']} has no named columns"
+        )
+    if given.get("column_likelihood") and flags["model"] not in ("vae", "hvae"):
+        raise UserError(
+            f"--column-likelihood: model {flags['model']!r} has one likelihood for every column; "
+            "a family per column is for --model vae or hvae"
+        )
 
 
 def table_likelihood(flags: dict[str, Any], meta: Any) -> dict[str, Any]:
