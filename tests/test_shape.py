@@ -20,25 +20,16 @@ PACKAGE = Path(ppl_vae.__file__).parent
 LIMIT = 15
 
 PENDING = {
-    "runs/flags.py:canonical": 29,
     "runs/folder.py:train_run": 24,
-    "diagnostics/report.py:evaluate": 23,
-    "store/commit.py:commit": 23,
     "data/table.py:load_table": 22,
     "data/infer.py:_infer_one": 21,
-    "analysis/amortization.py:amortization_gap": 20,
     "data/read.py:read_csv_frame": 20,
-    "runs/flags.py:complete": 20,
     "runs/settings.py:parse_settings": 20,
-    "cli/evaluate.py:_evaluate": 19,
     "data/infer.py:_column": 19,
     "runs/flags.py:check_overrides": 18,
     "runs/folder.py:_resume": 18,
-    "store/validate.py:check_config": 18,
     "analysis/cells.py:table_rows": 17,
-    "cli/evaluate.py:_cmd_evaluate": 17,
     "data/infer.py:_declared": 17,
-    "estimators/path_density.py:_site_log_prob": 17,
     "analysis/cells.py:_finish": 16,
     "data/dataset.py:build_dataset": 16,
 }

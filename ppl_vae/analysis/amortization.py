@@ -156,6 +156,96 @@ def _closed_form(program: Program, info: ProgramInfo, rows: tuple[torch.Tensor, 
     return True
 
 
+def _check_arguments(
+    num_samples: int, elbo_samples: int, steps: int, particles: int, lr: float, analytic_kl: Any
+) -> None:
+    for arg, value in (
+        ("num_samples", num_samples),
+        ("elbo_samples", elbo_samples),
+        ("steps", steps),
+        ("particles", particles),
+    ):
+        check_int(value, arg, minimum=0 if arg == "steps" else 1)
+    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
+        raise UserError(f"lr must be a positive finite number; got {lr!r}")
+    if analytic_kl not in (True, False, "auto"):
+        raise UserError(f"analytic_kl must be True, False or 'auto'; got {analytic_kl!r}")
+
+
+def _gaussian_latents(
+    program: Program, rows: tuple[torch.Tensor, ...]
+) -> tuple[ProgramInfo, list[GaussianSite], bool]:
+    """The program's inspection, its Gaussian guide sites and whether every latent has a closed-form KL;
+    a program without latent sites is one :class:`ProgramError` line."""
+    with param_scope(program), torch.random.fork_rng(), evaluating(program):
+        info = inspect_program(program, rows)
+        require_per_point(info)
+        if not info.latent:
+            raise ProgramError(
+                "the model has no latent sites: there is no inference gap (its log p(x) is exact with one "
+                "draw: pv.iw_log_likelihood(program, x, 1))"
+            )
+        sites = gaussian_sites(program, info, rows)
+        closed = _closed_form(program, info, rows)
+    return info, sites, closed
+
+
+def _refine(
+    program: Program,
+    info: ProgramInfo,
+    sites: list[GaussianSite],
+    rows: tuple[torch.Tensor, ...],
+    settings: tuple[int, float, int, int],
+    analytic: bool,
+) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], list[float]]:
+    """Per-point Adam refinement of q's loc and scale (``settings``: steps, lr, particles, seed), the model
+    frozen: the refined ``{site: (loc, scale)}`` and the loss per step (nats per point)."""
+    steps, lr, particles, seed = settings
+    n = len(rows[0])
+    names = {s.name: (f"_refine.{s.name}.loc", f"_refine.{s.name}.scale") for s in sites}
+    curve: list[float] = []
+    loss_cls = TraceMeanField_ELBO if analytic else Trace_ELBO
+    loss_fn = loss_cls(
+        num_particles=particles,
+        vectorize_particles=particles > 1,
+        max_plate_nesting=info.max_plate_nesting,
+    )
+    with (
+        param_scope(program),
+        frozen(program.module),
+        evaluating(program),
+        torch.random.fork_rng(),
+        pyro.validation_enabled(False),
+    ):
+        torch.manual_seed(seed)
+        for s in sites:
+            pyro.param(names[s.name][0], s.loc.clone())
+            pyro.param(names[s.name][1], s.scale.clone(), constraint=dist.constraints.positive)
+        local = _local_guide(sites, names, rows[0], info.data_plate, info.data_dim)
+        unconstrained = [pyro.param(p).unconstrained() for pair in names.values() for p in pair]
+        optim = torch.optim.Adam(unconstrained, lr=lr)
+        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda t: 1.0 - t / max(steps, 1))
+        unscaled = PerPointScale()(
+            program.model
+        )  # the program's own scales are its loss, not log p(x)
+        for _ in range(steps):
+            optim.zero_grad()
+            with translated("amortization_gap, refining the guide per point", program, rows):
+                loss = loss_fn.differentiable_loss(unscaled, local, *rows)
+            loss.backward()
+            optim.step()
+            sched.step()
+            curve.append(loss.item() / n)
+        refined = {
+            s.name: (
+                pyro.param(names[s.name][0]).detach().clone(),
+                pyro.param(names[s.name][1]).detach().clone(),
+            )
+            for s in sites
+        }
+    return refined, curve
+
+
 def amortization_gap(
     model: Any,
     guide: Any = None,
@@ -204,76 +294,17 @@ def amortization_gap(
         4
     """
     program, data, _ = resolve(model, guide, x, 1, data_plate)
-    for arg, value in (
-        ("num_samples", num_samples),
-        ("elbo_samples", elbo_samples),
-        ("steps", steps),
-        ("particles", particles),
-    ):
-        check_int(value, arg, minimum=0 if arg == "steps" else 1)
-    if not (isinstance(lr, (int, float)) and lr > 0 and math.isfinite(lr)):
-        raise UserError(f"lr must be a positive finite number; got {lr!r}")
-    if analytic_kl not in (True, False, "auto"):
-        raise UserError(f"analytic_kl must be True, False or 'auto'; got {analytic_kl!r}")
+    _check_arguments(num_samples, elbo_samples, steps, particles, lr, analytic_kl)
     rows = program.rows(data, "x")
     n = len(rows[0])
-    with param_scope(program), torch.random.fork_rng(), evaluating(program):
-        info = inspect_program(program, rows)
-        require_per_point(info)
-        if not info.latent:
-            raise ProgramError(
-                "the model has no latent sites: there is no inference gap (its log p(x) is exact with one "
-                "draw: pv.iw_log_likelihood(program, x, 1))"
-            )
-        sites = gaussian_sites(program, info, rows)
-        closed = _closed_form(program, info, rows)
+    info, sites, closed = _gaussian_latents(program, rows)
     if analytic_kl is True and not closed:
         raise ProgramError(
             "analytic_kl=True: a latent site has no closed-form KL between guide and prior (e.g. a "
             "flow prior); pass analytic_kl='auto' or False (sampled KL)"
         )
     analytic = closed if analytic_kl == "auto" else bool(analytic_kl)
-    names = {s.name: (f"_refine.{s.name}.loc", f"_refine.{s.name}.scale") for s in sites}
-    curve: list[float] = []
-    loss_cls = TraceMeanField_ELBO if analytic else Trace_ELBO
-    loss_fn = loss_cls(
-        num_particles=particles,
-        vectorize_particles=particles > 1,
-        max_plate_nesting=info.max_plate_nesting,
-    )
-    with (
-        param_scope(program),
-        frozen(program.module),
-        evaluating(program),
-        torch.random.fork_rng(),
-        pyro.validation_enabled(False),
-    ):
-        torch.manual_seed(seed)
-        for s in sites:
-            pyro.param(names[s.name][0], s.loc.clone())
-            pyro.param(names[s.name][1], s.scale.clone(), constraint=dist.constraints.positive)
-        local = _local_guide(sites, names, rows[0], info.data_plate, info.data_dim)
-        unconstrained = [pyro.param(p).unconstrained() for pair in names.values() for p in pair]
-        optim = torch.optim.Adam(unconstrained, lr=lr)
-        sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda t: 1.0 - t / max(steps, 1))
-        unscaled = PerPointScale()(
-            program.model
-        )  # the program's own scales are its loss, not log p(x)
-        for _ in range(steps):
-            optim.zero_grad()
-            with translated("amortization_gap, refining the guide per point", program, rows):
-                loss = loss_fn.differentiable_loss(unscaled, local, *rows)
-            loss.backward()
-            optim.step()
-            sched.step()
-            curve.append(loss.item() / n)
-        refined = {
-            s.name: (
-                pyro.param(names[s.name][0]).detach().clone(),
-                pyro.param(names[s.name][1]).detach().clone(),
-            )
-            for s in sites
-        }
+    refined, curve = _refine(program, info, sites, rows, (steps, lr, particles, seed), analytic)
     local = _local_guide(sites, refined, rows[0], info.data_plate, info.data_dim)
     refined_program = Program(
         program.model, local, info.data_plate, program.owner, identity=program.key

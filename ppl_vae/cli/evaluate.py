@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .._checks import check_device, check_memory, check_output_path
 from ..errors import UserError
@@ -14,6 +15,12 @@ from .args import (
     refuse_outputs,
     seed,
 )
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..diagnostics.report import Report
+    from ..runs import Run
 
 #: the output set evaluate commits: RUN/evaluation/ (evaluation.json, .csv, .nc, khat.png, gap_hist.png)
 EVALUATION = "evaluation"
@@ -134,20 +141,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from ..runs import load_run
 
-    ais_flags = {
-        "ais_steps": args.ais_steps,
-        "ais_chains": args.ais_chains,
-        "ais_leapfrog": args.ais_leapfrog,
-        "ais_init": args.ais_init,
-    }
-    if args.target_se is not None and not args.ladder:
-        raise UserError("--target-se sets the estimator ladder's precision: add --ladder")
-    if args.estimator != "ais" and any(v is not None for v in ais_flags.values()):
-        given = ", ".join("--" + k.replace("_", "-") for k, v in ais_flags.items() if v is not None)
-        raise UserError(f"{given} set(s) annealed importance sampling: add --estimator ais")
-    ais_settings = (
-        {k: v for k, v in ais_flags.items() if v is not None} if args.estimator == "ais" else {}
-    )
+    ais_settings = _ais_settings(args)
     from ..store.tracking import MLFLOW_FILE, check_mlflow
 
     if args.log == "mlflow" or (Path(args.run_dir) / MLFLOW_FILE).is_file():
@@ -171,18 +165,7 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
     from ..runs import load_run
 
     run = load_run(args.run_dir, device=_rank_device(args.device))
-    x = run.data.test if args.split == "test" else run.data.train
-    if x is None or len(x) == 0:
-        raise UserError(
-            f"the run's {args.split} split is empty: evaluate --split "
-            f"{'train' if args.split == 'test' else 'test'}"
-        )
-    labels = run.data.test_labels if args.split == "test" else run.data.train_labels
-    mask = getattr(run.data, "mask", lambda split: None)(args.split)  # missing cells: log p(x_obs)
-    if args.max_points is not None:
-        x = x[: args.max_points]
-        labels = None if labels is None else labels[: args.max_points]
-        mask = None if mask is None else mask[: args.max_points]
+    x, labels, mask = _split_rows(run, args)
     # the (N, K) log weights (kept, put in an InferenceData, rendered as netCDF bytes), and a chunk of
     # K samples through the decoder
     check_memory(
@@ -231,6 +214,63 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
 
     record = {"run": str(Path(args.run_dir).resolve()), "checkpoint_set": run.checkpoint}
     paths = report.save(out, figures=report_figure_files(report), record=record)
+    _print_report(args, name, report, accuracy, paths, epoch, len(x))
+    s = report.summary
+    from ..store.tracking import log_evaluation
+
+    logged = log_evaluation(
+        Path(args.run_dir), run.settings or {}, s, paths.values(), args.split, args.log == "mlflow"
+    )
+    if logged is not None:
+        print(f"logged to MLflow run {logged['run_id']} at {logged['tracking_uri']}")
+    return 0
+
+
+def _ais_settings(args: argparse.Namespace) -> dict:
+    """The AIS flags given (with ``--estimator ais``); a flag that needs another one is one line."""
+    ais_flags = {
+        "ais_steps": args.ais_steps,
+        "ais_chains": args.ais_chains,
+        "ais_leapfrog": args.ais_leapfrog,
+        "ais_init": args.ais_init,
+    }
+    if args.target_se is not None and not args.ladder:
+        raise UserError("--target-se sets the estimator ladder's precision: add --ladder")
+    if args.estimator != "ais" and any(v is not None for v in ais_flags.values()):
+        given = ", ".join("--" + k.replace("_", "-") for k, v in ais_flags.items() if v is not None)
+        raise UserError(f"{given} set(s) annealed importance sampling: add --estimator ais")
+    return {k: v for k, v in ais_flags.items() if v is not None} if args.estimator == "ais" else {}
+
+
+def _split_rows(
+    run: Run, args: argparse.Namespace
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The split's rows, labels and mask of missing cells, cut to ``--max-points``; an empty split is one line."""
+    x = run.data.test if args.split == "test" else run.data.train
+    if x is None or len(x) == 0:
+        raise UserError(
+            f"the run's {args.split} split is empty: evaluate --split "
+            f"{'train' if args.split == 'test' else 'test'}"
+        )
+    labels = run.data.test_labels if args.split == "test" else run.data.train_labels
+    mask = getattr(run.data, "mask", lambda split: None)(args.split)  # missing cells: log p(x_obs)
+    if args.max_points is not None:
+        x = x[: args.max_points]
+        labels = None if labels is None else labels[: args.max_points]
+        mask = None if mask is None else mask[: args.max_points]
+    return x, labels, mask
+
+
+def _print_report(
+    args: argparse.Namespace,
+    name: str,
+    report: Report,
+    accuracy: float | None,
+    paths: dict,
+    epoch: int,
+    n: int,
+) -> None:
+    """What ``ppl-vae evaluate`` prints: the settings, the table, the columns, the accuracy, the files."""
     s = report.summary
     print(
         f"{name}: {s['n']} points, K={s['num_samples']} importance samples, seed {s['seed']}, "
@@ -254,7 +294,7 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
         print("\n" + format_columns(s["columns"]))
     if accuracy is not None:
         print(
-            f"\n{args.split} accuracy of q(y | x): {accuracy:.4f} (share of the {len(x)} points whose most probable "
+            f"\n{args.split} accuracy of q(y | x): {accuracy:.4f} (share of the {n} points whose most probable "
             f"class is their label; {args.split}_accuracy in evaluation.json)"
         )
     print("\nk-hat: < 0.5 good, 0.5-0.7 usable, > 0.7 the IW estimate is unreliable for that point")
@@ -263,14 +303,6 @@ def _evaluate(args: argparse.Namespace, out: Path, ais_settings: dict) -> int:
         f"wrote {folder}: {', '.join(p.name for p in paths.values())} (epoch {epoch}, committed as "
         "one set)"
     )
-    from ..store.tracking import log_evaluation
-
-    logged = log_evaluation(
-        Path(args.run_dir), run.settings or {}, s, paths.values(), args.split, args.log == "mlflow"
-    )
-    if logged is not None:
-        print(f"logged to MLflow run {logged['run_id']} at {logged['tracking_uri']}")
-    return 0
 
 
 def _rank_device(device: str) -> str:

@@ -371,49 +371,12 @@ def evaluate(
         >>> list(report.points.columns[:5])
         ['elbo', 'iw_log_likelihood', 'gap', 'khat', 'ess']
     """
-    check_fast(fast)
-    if estimator not in ("iw", "ais"):
-        raise UserError(
-            f"estimator must be 'iw' (importance sampling from the guide) or 'ais' (IW and annealed "
-            f"importance sampling side by side); got {estimator!r}"
-        )
-    if estimator == "ais":
-        check_settings(ais_steps, ais_chains, ais_leapfrog, ais_init)
+    _check_options(fast, estimator, ais_steps, ais_chains, ais_leapfrog, ais_init)
     program, data, num_samples = resolve(model, guide, x, num_samples, data_plate)
-    if not isinstance(num_samples, int) or isinstance(num_samples, bool):
-        raise ArgumentTypeError(f"num_samples must be an integer; got {num_samples!r}")
-    if num_samples < 2:
-        raise UserError(
-            f"evaluate needs num_samples >= 2 for PSIS k-hat; got {num_samples}: the Pareto tail is fitted "
-            "to the largest weights of each point (in practice use num_samples >= 100)"
-        )
-    if num_samples < 100:
-        warnings.warn(
-            f"k-hat from num_samples={num_samples} per point is unreliable (inf when <= 20: too few tail "
-            "draws for the Pareto fit); use num_samples >= 100",
-            UserWarning,
-            stacklevel=2,
-        )
+    _check_num_samples(num_samples)
     t0 = time.perf_counter()
     rows, seed, info = prepare(program, data, num_samples, seed, generator, vectorize_particles)
-    n = len(rows[0])
-    elbo_v, iw_v, khat, ess = np.empty(n), np.empty(n), np.empty(n), np.empty(n)
-    magnitude = np.empty(n)
-    kept: list[np.ndarray] = []
-    buffer: list[tuple[slice, torch.Tensor]] = []
-
-    def flush() -> None:
-        if not buffer:
-            return
-        lw = torch.cat([b[1] for b in buffer])
-        part = slice(buffer[0][0].start, buffer[-1][0].stop)
-        diag = psis_diagnostics(lw) if num_samples >= 100 else _quiet_psis(lw)
-        khat[part], ess[part] = diag.khat, diag.ess
-        if keep_log_weights:
-            kept.append(lw.float().cpu().numpy())
-        buffer.clear()
-
-    block = max(1, 2**22 // num_samples)  # about 16 MB of float32 log weights per PSIS call
+    sweep = _Sweep(len(rows[0]), num_samples, keep_log_weights)
     # in a process group (torchrun) this rank's chunks of points; every rank's are gathered below
     shard = points_shard(rows, num_samples, batch_size, particle_chunk)
     with shard.computing():
@@ -431,21 +394,117 @@ def evaluate(
             vectorize=vectorize_particles,
             shard=shard,
         ):
-            iw_v[part] = (lse - math.log(num_samples)).cpu().numpy()
-            elbo_v[part] = (total / num_samples).cpu().numpy()
-            magnitude[part] = lw.abs().mean(1).cpu().numpy()
-            buffer.append((part, lw))
-            if sum(len(b[1]) for b in buffer) >= block:
-                flush()
-        flush()
-    kept = _gather_points(
-        shard, (elbo_v, iw_v, khat, ess, magnitude), kept, keep_log_weights, num_samples
-    )
+            sweep.add(part, lw, lse, total)
+        sweep.flush()
+    per_point = (sweep.elbo, sweep.iw, sweep.khat, sweep.ess, sweep.magnitude)
+    sweep.kept = _gather_points(shard, per_point, sweep.kept, keep_log_weights, num_samples)
     if not info.latent:  # every weight equal: IW is exact, and PSIS has no tail to fit
-        khat[:], ess[:] = np.nan, num_samples
+        sweep.khat[:], sweep.ess[:] = np.nan, num_samples
+    points, summary = _weights_summary(sweep, rows, info, name, num_samples, seed)
+    if estimator == "ais":
+        _add_ais(
+            points,
+            summary,
+            program,
+            rows,
+            seed,
+            progress,
+            ais_steps,
+            ais_chains,
+            ais_leapfrog,
+            ais_init,
+        )
+    _add_latents(points, summary, program, rows, seed, vectorize_particles)
+    shares = column_shares(
+        program.owner, rows, seed=seed
+    )  # a table model: each column's share, its type
+    if shares is not None:
+        points[list(shares.columns)] = shares.to_numpy()
+        summary["columns"] = column_summary(
+            program.owner, shares, rows[1] if len(rows) > 1 else None
+        )
+    seconds = time.perf_counter() - t0
+    summary["seconds"] = seconds
+    summary["points_per_second"] = len(rows[0]) / seconds if seconds > 0 else None
+    log_w = np.concatenate(sweep.kept) if keep_log_weights else None
+    return Report(points=points, summary=summary, log_weights=log_w)
 
+
+def _check_options(
+    fast: str, estimator: str, ais_steps: int, ais_chains: int, ais_leapfrog: int, ais_init: str
+) -> None:
+    check_fast(fast)
+    if estimator not in ("iw", "ais"):
+        raise UserError(
+            f"estimator must be 'iw' (importance sampling from the guide) or 'ais' (IW and annealed "
+            f"importance sampling side by side); got {estimator!r}"
+        )
+    if estimator == "ais":
+        check_settings(ais_steps, ais_chains, ais_leapfrog, ais_init)
+
+
+def _check_num_samples(num_samples: Any) -> None:
+    if not isinstance(num_samples, int) or isinstance(num_samples, bool):
+        raise ArgumentTypeError(f"num_samples must be an integer; got {num_samples!r}")
+    if num_samples < 2:
+        raise UserError(
+            f"evaluate needs num_samples >= 2 for PSIS k-hat; got {num_samples}: the Pareto tail is fitted "
+            "to the largest weights of each point (in practice use num_samples >= 100)"
+        )
+    if num_samples < 100:
+        warnings.warn(
+            f"k-hat from num_samples={num_samples} per point is unreliable (inf when <= 20: too few tail "
+            "draws for the Pareto fit); use num_samples >= 100",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
+class _Sweep:
+    """Per-point values from one pass over the log weights: ELBO, IW, mean |log w|; PSIS k-hat and ESS
+    computed on blocks of about 16 MB of float32 log weights (and the weights kept, if asked)."""
+
+    def __init__(self, n: int, num_samples: int, keep: bool) -> None:
+        self.num_samples, self.keep = num_samples, keep
+        self.elbo, self.iw, self.khat, self.ess = (np.empty(n) for _ in range(4))
+        self.magnitude = np.empty(n)
+        self.kept: list[np.ndarray] = []
+        self._buffer: list[tuple[slice, torch.Tensor]] = []
+        self._block = max(1, 2**22 // num_samples)
+
+    def add(self, part: slice, lw: torch.Tensor, lse: torch.Tensor, total: torch.Tensor) -> None:
+        self.iw[part] = (lse - math.log(self.num_samples)).cpu().numpy()
+        self.elbo[part] = (total / self.num_samples).cpu().numpy()
+        self.magnitude[part] = lw.abs().mean(1).cpu().numpy()
+        self._buffer.append((part, lw))
+        if sum(len(b[1]) for b in self._buffer) >= self._block:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._buffer:
+            return
+        lw = torch.cat([b[1] for b in self._buffer])
+        part = slice(self._buffer[0][0].start, self._buffer[-1][0].stop)
+        diag = psis_diagnostics(lw) if self.num_samples >= 100 else _quiet_psis(lw)
+        self.khat[part], self.ess[part] = diag.khat, diag.ess
+        if self.keep:
+            self.kept.append(lw.float().cpu().numpy())
+        self._buffer.clear()
+
+
+def _weights_summary(
+    sweep: _Sweep, rows: tuple, info: Any, name: str | None, num_samples: int, seed: int
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The per-point frame and the summary of the log weights (bounds, gap, k-hat, ESS, bits/dim)."""
+    n, khat, ess = len(rows[0]), sweep.khat, sweep.ess
     points = pd.DataFrame(
-        {"elbo": elbo_v, "iw_log_likelihood": iw_v, "gap": iw_v - elbo_v, "khat": khat, "ess": ess}
+        {
+            "elbo": sweep.elbo,
+            "iw_log_likelihood": sweep.iw,
+            "gap": sweep.iw - sweep.elbo,
+            "khat": khat,
+            "ess": ess,
+        }
     )
     summary: dict[str, Any] = {
         "name": name,
@@ -462,9 +521,9 @@ def evaluate(
         points["n_observed"] = mask.reshape(n, -1).sum(1).cpu().numpy()
     for key, col in (("elbo", "elbo"), ("iw", "iw_log_likelihood"), ("gap", "gap")):
         summary[f"{key}_mean"], summary[f"{key}_se"] = _mean_se(points[col].to_numpy())
-    _gap_rounding(summary, magnitude, rows[0].dtype)
+    _gap_rounding(summary, sweep.magnitude, rows[0].dtype)
     if info.scaled:
-        summary["scales_removed"] = {name: scale for name, scale in info.scaled}
+        summary["scales_removed"] = {site: scale for site, scale in info.scaled}
     dims = int(np.prod(rows[0].shape[1:])) if rows[0].dim() > 1 else 1
     summary["iw_bits_per_dim"] = -summary["iw_mean"] / (dims * math.log(2))
     summary["khat_share_above_0.5"] = float(np.mean(khat > KHAT_GOOD))
@@ -473,19 +532,18 @@ def evaluate(
     summary["khat_max"] = float(np.max(khat))
     summary["ess_mean"] = float(np.mean(ess))
     summary["ess_fraction_mean"] = float(np.mean(ess) / num_samples)
-    if estimator == "ais":
-        _add_ais(
-            points,
-            summary,
-            program,
-            rows,
-            seed,
-            progress,
-            ais_steps,
-            ais_chains,
-            ais_leapfrog,
-            ais_init,
-        )
+    return points, summary
+
+
+def _add_latents(
+    points: pd.DataFrame,
+    summary: dict[str, Any],
+    program: Any,
+    rows: tuple,
+    seed: int,
+    vectorize_particles: bool,
+) -> None:
+    """Active units, the KL per unit (where it has a closed form) and the reconstruction errors."""
     latents = latent_summary(program, rows, seed=seed, vectorize_particles=vectorize_particles)
     summary["latent_dim"] = latents.latent_dim
     summary["active_units"] = latents.active_units()
@@ -499,19 +557,6 @@ def evaluate(
     points["recon_mse"] = latents.recon_mse.double().cpu().numpy()
     summary["reconstruction_nll"] = float(points["recon_nll"].mean())
     summary["reconstruction_mse"] = float(points["recon_mse"].mean())
-    shares = column_shares(
-        program.owner, rows, seed=seed
-    )  # a table model: each column's share, its type
-    if shares is not None:
-        points[list(shares.columns)] = shares.to_numpy()
-        summary["columns"] = column_summary(
-            program.owner, shares, rows[1] if len(rows) > 1 else None
-        )
-    seconds = time.perf_counter() - t0
-    summary["seconds"] = seconds
-    summary["points_per_second"] = n / seconds if seconds > 0 else None
-    log_w = np.concatenate(kept) if keep_log_weights else None
-    return Report(points=points, summary=summary, log_weights=log_w)
 
 
 def _gather_points(
@@ -542,7 +587,7 @@ def _gap_rounding(summary: dict[str, Any], magnitude: np.ndarray, dtype: torch.d
             f"of the log weights it subtracts (~{rounding:.3g} nats, |log w| ~ {np.mean(magnitude):.3g}): it "
             "is rounding, not a KL; standardise the data, or evaluate in float64 (program.double(), x.double())",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # the caller of evaluate
         )
 
 

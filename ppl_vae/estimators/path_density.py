@@ -133,13 +133,7 @@ def _site_log_prob(site: dict, signs: dict) -> torch.Tensor:
     batch = tuple(fn.batch_shape)
     lp = None
     if method is torch.distributions.Bernoulli.log_prob and not value.requires_grad:
-        logits = base.__dict__.get("logits")
-        cached = signs.get(id(value))
-        if cached is None or cached[0] is not value:
-            binary = value.is_floating_point() and bool(((value == 0) | (value == 1)).all())
-            cached = signs[id(value)] = (value, 1.0 - 2.0 * value if binary else None)
-        if logits is not None and cached[1] is not None and logits.dtype == value.dtype:
-            lp = -_sum_event(torch.nn.functional.softplus(logits * cached[1]), event_dims)
+        lp = _bernoulli_log_prob(base, value, event_dims, signs)
     elif (
         method is torch.distributions.Normal.log_prob
         and value.dim() >= event_dims
@@ -150,6 +144,21 @@ def _site_log_prob(site: dict, signs: dict) -> torch.Tensor:
     if lp is None or len(lp.shape) > len(batch):
         return fn.log_prob(value)
     return lp if tuple(lp.shape) == batch else lp.expand(batch)
+
+
+def _bernoulli_log_prob(
+    base: Any, value: torch.Tensor, event_dims: int, signs: dict
+) -> torch.Tensor | None:
+    """``-softplus(logits * (1 - 2 x))`` summed over the event for {0, 1} data given as logits (``signs``
+    caches ``1 - 2 x`` per data tensor); None where that form does not apply (probs, other values)."""
+    logits = base.__dict__.get("logits")
+    cached = signs.get(id(value))
+    if cached is None or cached[0] is not value:
+        binary = value.is_floating_point() and bool(((value == 0) | (value == 1)).all())
+        cached = signs[id(value)] = (value, 1.0 - 2.0 * value if binary else None)
+    if logits is not None and cached[1] is not None and logits.dtype == value.dtype:
+        return -_sum_event(torch.nn.functional.softplus(logits * cached[1]), event_dims)
+    return None
 
 
 def _closed_normal(site: dict) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -110,6 +110,22 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
     training = dict(training or {})
     epoch = training.get("epoch", 0)
     epoch = epoch if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 else 0
+    files = _set_files(directory, model, optimizer, training, data_meta, extra, params)
+    manifest = files[MANIFEST]
+    previous = current_set_name(directory)
+    name = f"epoch-{epoch:06d}"
+    k = 1
+    while (directory / name).exists():
+        k += 1
+        name = f"epoch-{epoch:06d}-{k}"
+    final = _place(directory, files, name, epoch, manifest, previous)
+    # with no valid pointer before this save, no older set is known to be superseded: keep them all
+    _clean(directory, keep={name, previous}, sets=previous is not None)
+    return final
+
+
+def _set_files(directory, model, optimizer, training, data_meta, extra, params) -> dict[str, bytes]:
+    """The files of a new set by name: weights, optimizer state, params, config, settings, manifest."""
     files: dict[str, bytes] = {}
     if model is not None:
         files[MODEL_FILE] = _tensors(model.state_dict())
@@ -136,7 +152,7 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
     settings = _run_settings(directory)
     if settings is not None:
         files[SETTINGS_FILE] = settings
-    manifest = dumps(
+    files[MANIFEST] = dumps(
         {
             KEYS.format: FORMAT_VERSION,
             "files": {
@@ -144,14 +160,19 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
             },
         }
     ).encode()
-    files[MANIFEST] = manifest
+    return files
 
-    previous = current_set_name(directory)
-    name = f"epoch-{epoch:06d}"
-    k = 1
-    while (directory / name).exists():
-        k += 1
-        name = f"epoch-{epoch:06d}-{k}"
+
+def _place(
+    directory: Path,
+    files: dict[str, bytes],
+    name: str,
+    epoch: int,
+    manifest: bytes,
+    previous: str | None,
+) -> Path:
+    """Write the set under a temporary name, rename it to ``name``, switch the pointer, fsync; on a failure
+    before the switch, nothing of it is left (an ``OSError`` becomes one line saying what is still current)."""
     tmp = directory / f".tmp-{name}-{os.getpid()}-{secrets.token_hex(4)}"
     final = directory / name
     pointer_tmp = directory / f".{POINTER}.{os.getpid()}.tmp"
@@ -186,8 +207,6 @@ def commit(directory, model, optimizer, training, data_meta, extra, params) -> P
                 or err
             ) from None
         raise
-    # with no valid pointer before this save, no older set is known to be superseded: keep them all
-    _clean(directory, keep={name, previous}, sets=previous is not None)
     return final
 
 

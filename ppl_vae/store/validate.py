@@ -126,8 +126,17 @@ def check_config(
                 raise CheckpointError(
                     f"{path}: field 'files' has an unexpected entry {str(name)[:60]!r}"
                 )
+    obj["training"] = _check_training(obj, path)
+    obj["data"] = field(obj, "data", (dict, type(None)), path, required=False)
+    obj["extra"] = field(obj, "extra", (dict, type(None)), path, required=False)
+    obj["params"] = field(obj, "params", (list,), path, required=False, default=[])
+    obj["optimizer"] = _check_optimizer(obj, path)
+    return obj
+
+
+def _check_training(obj: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The config's ``training`` object (``{}`` when absent): counters, settings and the history."""
     training = field(obj, "training", (dict,), path, required=False, default={})
-    obj["training"] = training
     for key in ("epoch", "step"):
         _non_negative(training, key, path, "training.")
     field(training, "seed", (int,), path, required=False, prefix="training.")
@@ -141,35 +150,33 @@ def check_config(
         if not isinstance(record, dict):
             raise CheckpointError(f"{path}: field 'training.history[{i}]' must be an object")
         _non_negative(record, "epoch", path, f"training.history[{i}].", required=True)
-    obj["data"] = field(obj, "data", (dict, type(None)), path, required=False)
-    obj["extra"] = field(obj, "extra", (dict, type(None)), path, required=False)
-    obj["params"] = field(obj, "params", (list,), path, required=False, default=[])
+    return training
+
+
+def _check_optimizer(obj: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """The config's ``optimizer`` object (or None): its class, parameter groups and per-parameter scalars."""
     optimizer = field(obj, "optimizer", (dict, type(None)), path, required=False)
-    obj["optimizer"] = optimizer
-    if optimizer is not None:
-        field(optimizer, "class", (str,), path, prefix="optimizer.")
-        groups = field(optimizer, "param_groups", (list,), path, prefix="optimizer.")
-        for i, group in enumerate(groups):
-            if not isinstance(group, dict):
-                raise CheckpointError(
-                    f"{path}: field 'optimizer.param_groups[{i}]' must be an object"
-                )
-            params = field(group, "params", (list,), path, prefix=f"optimizer.param_groups[{i}].")
-            if not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
-                raise CheckpointError(
-                    f"{path}: field 'optimizer.param_groups[{i}].params' must list integers"
-                )
-            field(
-                group, "lr", (float,), path, required=False, prefix=f"optimizer.param_groups[{i}]."
+    if optimizer is None:
+        return None
+    field(optimizer, "class", (str,), path, prefix="optimizer.")
+    groups = field(optimizer, "param_groups", (list,), path, prefix="optimizer.")
+    for i, group in enumerate(groups):
+        if not isinstance(group, dict):
+            raise CheckpointError(f"{path}: field 'optimizer.param_groups[{i}]' must be an object")
+        params = field(group, "params", (list,), path, prefix=f"optimizer.param_groups[{i}].")
+        if not all(isinstance(p, int) and not isinstance(p, bool) for p in params):
+            raise CheckpointError(
+                f"{path}: field 'optimizer.param_groups[{i}].params' must list integers"
             )
-        scalars = field(
-            optimizer, "scalars", (dict,), path, required=False, default={}, prefix="optimizer."
-        )
-        optimizer["scalars"] = scalars
-        for idx, entry in scalars.items():
-            if not idx.isdigit() or not isinstance(entry, dict):
-                raise CheckpointError(
-                    f"{path}: field 'optimizer.scalars.{idx[:20]}' must be an object "
-                    "under a parameter index"
-                )
-    return obj
+        field(group, "lr", (float,), path, required=False, prefix=f"optimizer.param_groups[{i}].")
+    scalars = field(
+        optimizer, "scalars", (dict,), path, required=False, default={}, prefix="optimizer."
+    )
+    optimizer["scalars"] = scalars
+    for idx, entry in scalars.items():
+        if not idx.isdigit() or not isinstance(entry, dict):
+            raise CheckpointError(
+                f"{path}: field 'optimizer.scalars.{idx[:20]}' must be an object "
+                "under a parameter index"
+            )
+    return optimizer
