@@ -91,3 +91,10 @@ def test_check_out_folder_and_refusals(server, run, tmp_path):
     rc, text, _ = server.call(["check", run, "-n", "1"], tmp_path / "c")
     assert rc == 2
     _one_line(text, "--num-samples", "2 draws")
+    ae = tmp_path / "ae"
+    argv = ["train", "--model", "ae", "--dataset", "two_moons", "--epochs", "1", "--no-progress"]
+    assert server.call([*argv, "--out", ae], tmp_path / "d")[0] == 0
+    rc, text, _ = server.call(["check", ae], tmp_path / "e")
+    assert rc == 2
+    _one_line(text, "Autoencoder", "no likelihood")
+    assert not (ae / "check").exists()

@@ -26,6 +26,7 @@ MINE = [
     "05_your_own_program.ipynb",
     "06_a_table.ipynb",
     "07_missing_values.ipynb",
+    "08_choosing_a_model.ipynb",
 ]
 
 

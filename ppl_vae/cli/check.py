@@ -79,6 +79,11 @@ def _check(args: argparse.Namespace, out: Path) -> int:
     from ..store.outputs import commit_output_set
 
     run = load_run(args.run_dir)
+    if not all(callable(getattr(run.model, part, None)) for part in ("model", "guide")):
+        raise UserError(
+            f"{type(run.model).__name__} (run {args.run_dir}) has no likelihood p(x | z) to replicate data "
+            "from: check runs on models trained by SVI (vae, hvae, m2, --program)"
+        )
     x = run.data.test
     if x is None or len(x) < 2:
         raise UserError(f"run {args.run_dir} has no test split to check (train with a test split)")
