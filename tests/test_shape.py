@@ -20,18 +20,7 @@ PACKAGE = Path(ppl_vae.__file__).parent
 LIMIT = 15
 
 PENDING = {
-    "runs/folder.py:train_run": 24,
-    "data/table.py:load_table": 22,
-    "data/infer.py:_infer_one": 21,
-    "data/read.py:read_csv_frame": 20,
-    "runs/settings.py:parse_settings": 20,
-    "data/infer.py:_column": 19,
-    "runs/flags.py:check_overrides": 18,
-    "runs/folder.py:_resume": 18,
-    "analysis/cells.py:table_rows": 17,
-    "data/infer.py:_declared": 17,
     "analysis/cells.py:_finish": 16,
-    "data/dataset.py:build_dataset": 16,
 }
 
 

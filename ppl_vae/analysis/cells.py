@@ -160,6 +160,20 @@ def _from_dataset(program: Program, data: Any, split: str) -> tuple[tuple, Any, 
     return (x, *inputs), mask, getattr(data, "schema", None), frame
 
 
+def _from_pair(data: tuple, schema: Any) -> tuple[torch.Tensor, Any, pd.DataFrame]:
+    """``(x_filled, mask)`` -> x, the mask (None when complete) and the rows as a frame with NaN holes."""
+    x, mask = data
+    if mask.dtype != torch.bool or mask.shape != x.shape:
+        raise DataError(
+            f"(x, mask): mask must be bool of the shape of x {tuple(x.shape)}; got {mask.dtype} "
+            f"{tuple(mask.shape)}"
+        )
+    values = x.detach().cpu().double().numpy().copy()
+    values[~mask.cpu().numpy()] = np.nan
+    frame = pd.DataFrame(values) if schema is None else schema.to_frame(x, mask)
+    return x, (None if bool(mask.all()) else mask), frame
+
+
 def table_rows(
     program: Program, data: Any, *, schema: Any = None, split: str = "test", what: str = "data"
 ) -> Rows:
@@ -181,16 +195,7 @@ def table_rows(
         and len(data) == 2
         and all(isinstance(t, torch.Tensor) for t in data)
     ):
-        x, mask = data
-        if mask.dtype != torch.bool or mask.shape != x.shape:
-            raise DataError(
-                f"(x, mask): mask must be bool of the shape of x {tuple(x.shape)}; got {mask.dtype} "
-                f"{tuple(mask.shape)}"
-            )
-        values = x.detach().cpu().double().numpy().copy()
-        values[~mask.cpu().numpy()] = np.nan
-        frame = pd.DataFrame(values) if schema is None else schema.to_frame(x, mask)
-        mask = None if bool(mask.all()) else mask
+        x, mask, frame = _from_pair(data, schema)
     elif isinstance(data, (torch.Tensor, np.ndarray)):
         values = data.detach().cpu().double().numpy() if isinstance(data, torch.Tensor) else data
         x, mask, frame = _from_array(np.asarray(values, dtype=np.float64), None, None)

@@ -486,6 +486,23 @@ def fill_holes(
     )
 
 
+def _binarized(
+    train: torch.Tensor, test: torch.Tensor, binarize: str, name: str, seed: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One seeded {0, 1} draw of train then test, with the grey levels read as probabilities."""
+    lo = min(float(train.min()), float(test.min()))
+    hi = max(float(train.max()), float(test.max()))
+    if lo < 0.0 or hi > 1.0:
+        raise DataError(
+            f"binarize={binarize!r} needs data in [0, 1] (read as Bernoulli probabilities); "
+            f"dataset {name!r} has values in [{lo:.4g}, {hi:.4g}]: pass binarize=None and use a "
+            "likelihood for real values (e.g. Gaussian, with standardize=True if you like), "
+            "or rescale the data into [0, 1] yourself"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    return bernoulli(train, gen), bernoulli(test, gen)
+
+
 def build_dataset(
     *,
     name: str,
@@ -542,18 +559,7 @@ def build_dataset(
     train, test = holes.train, holes.test
     probs = train
     if binarize is not None:
-        lo = min(float(train.min()), float(test.min()))
-        hi = max(float(train.max()), float(test.max()))
-        if lo < 0.0 or hi > 1.0:
-            raise DataError(
-                f"binarize={binarize!r} needs data in [0, 1] (read as Bernoulli probabilities); "
-                f"dataset {name!r} has values in [{lo:.4g}, {hi:.4g}]: pass binarize=None and use a "
-                "likelihood for real values (e.g. Gaussian, with standardize=True if you like), "
-                "or rescale the data into [0, 1] yourself"
-            )
-        gen = torch.Generator().manual_seed(seed)
-        train = bernoulli(probs, gen)
-        test = bernoulli(test, gen)
+        train, test = _binarized(train, test, binarize, name, seed)
     meta = DatasetMeta(
         name=name,
         kind=kind,

@@ -128,6 +128,11 @@ def _infer_one(
         return "binary", (False, True), "bool", "booleans"
     if not _is_numeric(series):
         return _infer_strings(series, present, name, max_levels)
+    return _infer_numbers(series, present, name, max_int_levels)
+
+
+def _finite(series: Any, present: Any, name: str) -> np.ndarray:
+    """The column's observed numbers; an infinite one is an error naming the rows."""
     v = present.to_numpy(dtype=np.float64)
     if not np.isfinite(v).all():
         bad = np.isinf(series.to_numpy(dtype=np.float64, na_value=np.nan))
@@ -135,23 +140,32 @@ def _infer_one(
             f"column {name!r} has infinite values at {_rows(series.index, bad)}: replace them with "
             "finite numbers or empty cells (missing)"
         )
+    return v
+
+
+def _infer_numbers(
+    series: Any, present: Any, name: str, max_int_levels: int
+) -> tuple[str, Any, str, str]:
+    """Rules 4 and 5 of the module docstring, for a numeric column with two or more distinct values."""
+    v = _finite(series, present, name)
+    distinct = present.unique()
     integral = bool(np.all(v == np.rint(v)))
-    k = len(distinct)
+    k, n = len(distinct), len(present)
     levels = tuple(sorted(int(d) if integral else _py(d) for d in distinct))
     kind = "int" if integral else "float"
     if integral and _ID_NAME.match(name) and k == len(series):
         return "id", None, kind, "ID-like (an integer per row, named like an ID)"
     if k == 2:
         return "binary", levels, kind, "two distinct values"
-    if integral and k <= max_int_levels and 2 * k <= n:
+    if not integral:
+        if v.min() > 0 and v.max() >= 10 * v.min() and _lognormal_fits_better(v):
+            return "positive", None, kind, "positive, over a factor >= 10, a log-normal fits better"
+        return "real", None, kind, "numbers"
+    if k <= max_int_levels and 2 * k <= n:
         return "categorical", levels, kind, f"{k} distinct integers (a code)"
-    if integral:
-        if v.min() >= 0:
-            return "count", None, kind, "non-negative integers"
-        return "real", None, kind, "integers, some negative"
-    if v.min() > 0 and v.max() >= 10 * v.min() and _lognormal_fits_better(v):
-        return "positive", None, kind, "positive, over a factor >= 10, a log-normal fits better"
-    return "real", None, kind, "numbers"
+    if v.min() >= 0:
+        return "count", None, kind, "non-negative integers"
+    return "real", None, kind, "integers, some negative"
 
 
 def _infer_strings(
@@ -186,23 +200,25 @@ def _infer_strings(
     )
 
 
+def _declared_levels(series: Any, present: Any) -> tuple[tuple[Any, ...], str]:
+    """The sorted levels and the kind of a column declared binary or categorical."""
+    if _is_bool(series):
+        return (False, True), "bool"
+    if not _is_numeric(series):
+        return tuple(sorted(present.astype(str).unique())), "str"
+    levels = tuple(sorted(_py(d) for d in present.unique()))
+    if all(float(v).is_integer() for v in levels):
+        return tuple(int(v) for v in levels), "int"
+    return levels, "float"
+
+
 def _declared(series: Any, name: str, declared: str) -> tuple[str, Any, str, str]:
     """A type the user declared: its levels and kind; the values are checked in :func:`column_numbers`."""
     present = series.dropna()
     if declared in ("ignore", "id"):
         return ("drop" if declared == "ignore" else "id"), None, "", f"declared {declared!r}"
     if declared in ("binary", "categorical"):
-        if _is_bool(series):
-            levels: tuple[Any, ...] = (False, True)
-            kind = "bool"
-        elif _is_numeric(series):
-            levels = tuple(sorted(_py(d) for d in present.unique()))
-            integral = all(float(v).is_integer() for v in levels)
-            kind = "int" if integral else "float"
-            if integral:
-                levels = tuple(int(v) for v in levels)
-        else:
-            levels, kind = tuple(sorted(present.astype(str).unique())), "str"
+        levels, kind = _declared_levels(series, present)
         if declared == "binary" and len(levels) > 2:
             raise DataError(
                 f"column {name!r} is declared binary but has {len(levels)} distinct values "
@@ -406,6 +422,39 @@ def _index_column(frame: Any, ids: list[str], declared: dict[str, str]) -> str |
     return named[0] if named else (complete[0] if complete else None)
 
 
+def _log_stats(ctype: str, seen: np.ndarray) -> tuple[float | None, float | None]:
+    """Mean and std of ``log x`` (positive) or ``log1p x`` (count) over the observed train cells."""
+    if ctype not in ("positive", "count"):
+        return None, None
+    logs = np.log(seen) if ctype == "positive" else np.log1p(seen)
+    return float(logs.mean()), float(logs.std()) or 1.0
+
+
+def _transform(
+    ctype: str,
+    levels: Any,
+    standardize: bool,
+    seen: np.ndarray,
+    mean: float,
+    std: float,
+    log_mean: float | None,
+    log_std: float | None,
+) -> tuple[str, float, float, float]:
+    """``(transform, shift, scale, fill)`` of a column (the fill in model space)."""
+    if levels is not None:
+        codes, counts = np.unique(seen.astype(int), return_counts=True)
+        return "levels", 0.0, 1.0, float(codes[np.argmax(counts)])
+    if ctype == "real" and standardize:
+        return "standardize", mean, std, 0.0
+    if ctype == "positive" and standardize:
+        return "log-standardize", cast(float, log_mean), cast(float, log_std), 0.0
+    if ctype == "positive":
+        return "identity", 0.0, 1.0, float(math.exp(cast(float, log_mean)))
+    if ctype == "count":
+        return "identity", 0.0, 1.0, float(np.rint(mean))
+    return "identity", 0.0, 1.0, mean
+
+
 def _column(
     name: str,
     ctype: str,
@@ -425,31 +474,10 @@ def _column(
         )
     mean = float(seen.mean())
     std = float(seen.std()) or 1.0
-    log_mean: float | None = None
-    log_std: float | None = None
-    if ctype == "positive":
-        logs = np.log(seen)
-        log_mean, log_std = float(logs.mean()), float(logs.std()) or 1.0
-    elif ctype == "count":
-        logs = np.log1p(seen)
-        log_mean, log_std = float(logs.mean()), float(logs.std()) or 1.0
-    transform, shift, scale = "identity", 0.0, 1.0
-    if levels is not None:
-        transform = "levels"
-        codes, counts = np.unique(seen.astype(int), return_counts=True)
-        fill = float(codes[np.argmax(counts)])
-    elif ctype == "real" and standardize:
-        transform, shift, scale = "standardize", mean, std
-        fill = 0.0
-    elif ctype == "positive" and standardize:
-        transform, shift, scale = "log-standardize", cast(float, log_mean), cast(float, log_std)
-        fill = 0.0
-    elif ctype == "positive":
-        fill = float(math.exp(cast(float, log_mean)))  # set above for a positive column
-    elif ctype == "count":
-        fill = float(np.rint(mean))
-    else:
-        fill = mean
+    log_mean, log_std = _log_stats(ctype, seen)
+    transform, shift, scale, fill = _transform(
+        ctype, levels, standardize, seen, mean, std, log_mean, log_std
+    )
     return Column(
         name=name,
         type=ctype,  # type: ignore[arg-type]

@@ -103,6 +103,23 @@ def _names(first: list[Any]) -> list[str]:
     return names
 
 
+def _has_header(first: list[str], cells: Any, path: Path) -> bool:
+    """``header="auto"``: a first row with a non-number is a header; one of numbers only when the rows
+    below it differ from it in kind (said in a warning: pass header=False if it is data)."""
+    if not all(_is_number(v) for v in first if v.strip()) or not any(v.strip() for v in first):
+        return True
+    numeric = len(cells) > 1 and _numeric_header(first, cells.iloc[1:])
+    if numeric:
+        warnings.warn(
+            f"{path}: the first row ({', '.join(first[:4])}{', ...' if len(first) > 4 else ''}) "
+            "is read as a header of numbers (column names); pass header=False (--header no) if "
+            "it is data",
+            UserWarning,
+            stacklevel=4,
+        )
+    return numeric
+
+
 def read_csv_frame(path: Path, header: Header = "auto") -> Any:
     """Read a CSV into a DataFrame of typed columns (see the module docstring)."""
     import pandas as pd
@@ -123,21 +140,7 @@ def read_csv_frame(path: Path, header: Header = "auto") -> Any:
     except pd.errors.ParserError as err:
         raise DataError(f"{path}: cannot parse the CSV ({' '.join(str(err).split())})") from None
     first = [str(v) for v in cells.iloc[0]]
-    if header == "auto":
-        if not all(_is_number(v) for v in first if v.strip()) or not any(v.strip() for v in first):
-            has_header = True
-        else:
-            has_header = len(cells) > 1 and _numeric_header(first, cells.iloc[1:])
-            if has_header:
-                warnings.warn(
-                    f"{path}: the first row ({', '.join(first[:4])}{', ...' if len(first) > 4 else ''}) "
-                    "is read as a header of numbers (column names); pass header=False (--header no) if "
-                    "it is data",
-                    UserWarning,
-                    stacklevel=3,
-                )
-    else:
-        has_header = bool(header)
+    has_header = _has_header(first, cells, path) if header == "auto" else bool(header)
     names = _names(first) if has_header else [f"x{j}" for j in range(cells.shape[1])]
     frame = pd.read_csv(
         io.StringIO(text), header=None, skiprows=1 if has_header else 0, names=names

@@ -129,13 +129,7 @@ def load_table(
     frame, labels = _labels(frame, name)
     if frame.shape[1] == 0:
         raise DataError(f"{name}: the table has no columns besides {LABEL_COLUMN!r}")
-    idx_train, idx_test = split_indices(len(frame), test_fraction, seed)
-    if n_samples is not None:
-        if n_samples > len(idx_train):
-            raise DataError(
-                f"n_samples={n_samples} exceeds the {len(idx_train)} train rows of {name}"
-            )
-        idx_train = idx_train[:n_samples]
+    idx_train, idx_test = _split(len(frame), name, test_fraction, seed, n_samples)
     schema = infer_schema(
         frame, types, train_rows=idx_train, standardize=standardize, max_levels=max_levels
     )
@@ -143,19 +137,12 @@ def load_table(
     if message is not None:
         warnings.warn(f"{name}: {message}", ScaleWarning, stacklevel=3)
     values, _ = schema.encode(frame, name)
-    rows = frame[schema.index] if schema.index is not None else frame.index
-    import pandas as pd
-
-    row_labels = pd.Index(
-        rows.to_numpy() if schema.index else rows, name=schema.index or frame.index.name or "row"
-    )
-    options: dict[str, Any] = {}
-    if types:
-        options["types"] = dict(types)
-    if header != "auto":
-        options["header"] = header
-    shifts = [c.shift for c in schema] if standardize else None
-    scales = [c.scale for c in schema] if standardize else None
+    row_labels = _row_labels(frame, schema)
+    options = {
+        **({"types": dict(types)} if types else {}),
+        **({"header": header} if header != "auto" else {}),
+    }
+    shift_scale = ([c.shift for c in schema], [c.scale for c in schema]) if standardize else None
     return build_dataset(
         name=name,
         kind="points2d" if len(schema) == 2 else "tabular",
@@ -173,5 +160,28 @@ def load_table(
         schema=schema.to_dict(),
         index=(row_labels[idx_train], row_labels[idx_test]),
         load_options=options or None,
-        shift_scale=None if shifts is None or scales is None else (shifts, scales),
+        shift_scale=shift_scale,
     )
+
+
+def _split(
+    n: int, name: str, test_fraction: float, seed: int, n_samples: int | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded train/test row indices; ``n_samples`` keeps the first train rows."""
+    idx_train, idx_test = split_indices(n, test_fraction, seed)
+    if n_samples is not None:
+        if n_samples > len(idx_train):
+            raise DataError(
+                f"n_samples={n_samples} exceeds the {len(idx_train)} train rows of {name}"
+            )
+        idx_train = idx_train[:n_samples]
+    return idx_train, idx_test
+
+
+def _row_labels(frame: Any, schema: Schema) -> Any:
+    """The rows' labels: the ID column's values, else the frame's own index (named ``row``)."""
+    import pandas as pd
+
+    if schema.index is not None:
+        return pd.Index(frame[schema.index].to_numpy(), name=schema.index)
+    return pd.Index(frame.index, name=frame.index.name or "row")

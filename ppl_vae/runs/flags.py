@@ -420,14 +420,7 @@ def check_overrides(
     conflicts, changes = [], {}
     for name, value in given.items():
         old = recorded.get(name, DEFAULTS.get(name))
-        if value == "auto" and name == "likelihood":
-            value = (
-                default_likelihood(recorded["dataset"])
-                if recorded.get("model", "vae") in VAE_MODELS
-                else None
-            )
-        elif value == "auto" and name == "reconstruction" and recorded.get("model") in AUTOENCODERS:
-            value = "bce" if is_image_dataset(recorded["dataset"]) else "mse"
+        value = _resolved(name, value, recorded)
         if _same(value, old):
             continue
         if name in override:
@@ -448,6 +441,18 @@ def check_overrides(
             + "; ".join(conflicts)
         )
     return changes
+
+
+def _resolved(name: str, value: Any, recorded: dict[str, Any]) -> Any:
+    """A given ``"auto"`` as the recorded run resolved it (its likelihood or reconstruction error)."""
+    if value == "auto" and name == "likelihood":
+        if recorded.get("model", "vae") not in VAE_MODELS:
+            return None
+        lik = default_likelihood(recorded["dataset"])
+        return "gaussian" if lik == "table" and recorded.get("model") == "m2" else lik
+    if value == "auto" and name == "reconstruction" and recorded.get("model") in AUTOENCODERS:
+        return "bce" if is_image_dataset(recorded["dataset"]) else "mse"
+    return value
 
 
 def _same(a: Any, b: Any) -> bool:

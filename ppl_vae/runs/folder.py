@@ -218,19 +218,8 @@ def train_run(
     more = None if epochs is UNSET else check_positive_int(epochs, "epochs")
     if time_budget is not None:
         time_budget = check_finite_number(time_budget, "time_budget", positive=True)
-    override = [override] if isinstance(override, str) else list(override or ())
-    # a flag's name as typed (--override batch-size, --override --lr) or as a Python name (batch_size)
-    override = [str(name).strip().lstrip("-").replace("-", "_") for name in override]
-    logs = None if log is UNSET else ([log] if isinstance(log, str) else list(log or ()))
-    for name in logs or ():
-        if name not in LOGS:
-            raise UserError(f"unknown log {name!r}; choose from {', '.join(LOGS)}")
-    if override and not resume:
-        raise UserError("override applies to --resume only (a new run takes its settings as given)")
-    if "tensorboard" in (logs or ()):
-        check_tensorboard()
-    if "mlflow" in (logs or ()):
-        check_mlflow()
+    override = _override_names(override, resume)
+    logs = _logs(log)
     main = is_main_process()
     if out is None:
         if resume:
@@ -242,6 +231,28 @@ def train_run(
     if main:
         refuse_existing(path)
     return _start(path, given, more, logs or [], progress, time_budget, main, report)
+
+
+def _override_names(override: Any, resume: bool) -> list[str]:
+    """A flag's name as typed (``--override batch-size``, ``--override --lr``) or as a Python name."""
+    names = [override] if isinstance(override, str) else list(override or ())
+    names = [str(name).strip().lstrip("-").replace("-", "_") for name in names]
+    if names and not resume:
+        raise UserError("override applies to --resume only (a new run takes its settings as given)")
+    return names
+
+
+def _logs(log: Any) -> list[str] | None:
+    """The loggers asked for (None: not given), each checked and its package found."""
+    logs = None if log is UNSET else ([log] if isinstance(log, str) else list(log or ()))
+    for name in logs or ():
+        if name not in LOGS:
+            raise UserError(f"unknown log {name!r}; choose from {', '.join(LOGS)}")
+    if "tensorboard" in (logs or ()):
+        check_tensorboard()
+    if "mlflow" in (logs or ()):
+        check_mlflow()
+    return logs
 
 
 def _start(path, given, epochs, logs, progress, time_budget, main, report=None) -> Run:
@@ -301,7 +312,7 @@ def _committed(path: Path) -> tuple[int, bytes | None, dict | None]:
     return int(config["training"].get("epoch", 0)), copy, config.get("data")
 
 
-def _resume(path, given, more, override, logs, progress, time_budget, main) -> Run:
+def _check_resumable(path: Path) -> None:
     if not path.is_dir():
         raise MissingFileError(
             f"cannot resume: {str(path)!r} does not exist; start the run without --resume"
@@ -311,15 +322,25 @@ def _resume(path, given, more, override, logs, progress, time_budget, main) -> R
             f"cannot resume {str(path)!r}: it has no settings.json, so it is not a run of this "
             "ppl_vae (an older ppl_vae's runs cannot be resumed); start a new run with another --out"
         )
+
+
+def _repair(path: Path) -> None:
+    """Under the lock, before a resume reads anything: no links, no half-written files of ours, the
+    pointer rebuilt if it is missing (never a reason to delete), a hand-edited metrics.csv kept beside."""
+    refuse_run_links(path)
+    remove_partial(path)
+    rebuilt = rebuild_pointer(path / "checkpoint")
+    if rebuilt is not None:
+        warnings.warn(rebuilt, stacklevel=4)
+    if (path / "checkpoint" / POINTER).is_file():
+        keep_edited_csv(path, read_settings(path))
+
+
+def _resume(path, given, more, override, logs, progress, time_budget, main) -> Run:
+    _check_resumable(path)
     with lock_folder(path) if main else contextlib.nullcontext():
         if main:
-            refuse_run_links(path)
-            remove_partial(path)
-            rebuilt = rebuild_pointer(path / "checkpoint")
-            if rebuilt is not None:
-                warnings.warn(rebuilt, stacklevel=3)
-            if (path / "checkpoint" / POINTER).is_file():
-                keep_edited_csv(path, read_settings(path))
+            _repair(path)
         doc = read_settings(path)
         flags = effective_settings(doc)
         if flags["model"] in AUTOENCODERS and "objective" in given:

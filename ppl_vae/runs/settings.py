@@ -182,7 +182,13 @@ def parse_settings(doc: dict[str, Any], path: Path | str) -> dict[str, Any]:
             "ppl_vae will not use an edited run file; restore it (each checkpoint set under "
             "checkpoint/ holds a copy)"
         )
-    s = doc["settings"]
+    _check_fields(doc["settings"], path)
+    _check_data(doc["settings"]["data"], path)
+    _check_resumes(doc["resumes"], path)
+    return doc
+
+
+def _check_fields(s: dict[str, Any], path: Path | str) -> None:
     checks: dict[str, type | tuple[type, ...]] = {
         "flags": dict,
         "model": (dict, type(None)),
@@ -193,7 +199,9 @@ def parse_settings(doc: dict[str, Any], path: Path | str) -> dict[str, Any]:
     for key, want in checks.items():
         if not isinstance(s.get(key), want):
             raise RunError(f"{path}: field 'settings.{key}' is missing or has the wrong type")
-    data = s["data"]
+
+
+def _check_data(data: dict[str, Any], path: Path | str) -> None:
     if (
         not isinstance(data.get("args"), dict)
         or not isinstance(data.get("provenance"), dict)
@@ -209,7 +217,10 @@ def parse_settings(doc: dict[str, Any], path: Path | str) -> dict[str, Any]:
         raise RunError(
             f"{path}: field 'settings.data.provenance.files' must map absolute paths to hashes"
         )
-    for i, entry in enumerate(doc["resumes"]):
+
+
+def _check_resumes(resumes: list[Any], path: Path | str) -> None:
+    for i, entry in enumerate(resumes):
         if (
             not isinstance(entry, dict)
             or not isinstance(entry.get("overrides", {}), dict)
@@ -219,7 +230,6 @@ def parse_settings(doc: dict[str, Any], path: Path | str) -> dict[str, Any]:
             raise RunError(
                 f"{path}: field 'resumes[{i}]' must hold 'after_epoch', 'target' and 'overrides'"
             )
-    return doc
 
 
 def read_settings(run_dir: Path) -> dict[str, Any]:
