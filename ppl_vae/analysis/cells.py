@@ -207,19 +207,24 @@ def table_rows(
     return _finish(program, (x,) if mask is None else (x, mask), mask, schema, frame)
 
 
+def _check_mask(program: Program, mask: torch.Tensor, frame: pd.DataFrame) -> None:
+    """Every row observes a cell, and the program takes the mask."""
+    empty = (~mask.any(1)).nonzero().flatten()
+    if len(empty):
+        label = frame.index[int(empty[0])]
+        raise DataError(
+            f"{len(empty)} row(s) have no observed cell, first row {row_label(label)}: nothing to "
+            "condition on; drop them"
+        )
+    if not takes_mask(program):
+        raise ProgramError(
+            f"{int((~mask).sum())} cells are missing but the model takes no mask: {MASK_IDIOM}"
+        )
+
+
 def _finish(program: Program, batch: tuple, mask: Any, schema: Any, frame: pd.DataFrame) -> Rows:
     if mask is not None:
-        empty = (~mask.any(1)).nonzero().flatten()
-        if len(empty):
-            label = frame.index[int(empty[0])]
-            raise DataError(
-                f"{len(empty)} row(s) have no observed cell, first row {row_label(label)}: nothing to "
-                "condition on; drop them"
-            )
-        if not takes_mask(program):
-            raise ProgramError(
-                f"{int((~mask).sum())} cells are missing but the model takes no mask: {MASK_IDIOM}"
-            )
+        _check_mask(program, mask, frame)
     elif len(batch) == 1 and _needs_mask(program):
         batch = (batch[0], torch.ones_like(batch[0], dtype=torch.bool))
     if schema is not None and schema.dropped:
