@@ -31,7 +31,7 @@ def table(n: int = 240, seed: int = 0) -> pd.DataFrame:
         {
             "patient_id": [f"P{i:04d}" for i in range(n)],
             "age": np.round(50 + 10 * z + rng.normal(0, 3, n), 1),
-            "income": np.exp(10 + 0.5 * z + rng.normal(0, 0.3, n)) + 0.5,  # std ~1e4, not integral
+            "income": np.exp(11.5 + 0.5 * z + rng.normal(0, 0.3, n)) + 0.5,  # ~1e5, not integral
             "conc": np.exp(-7 + 0.5 * z + rng.normal(0, 0.3, n)),  # ~1e-3
             "visits": rng.poisson(np.exp(1 + 0.5 * z)),
             "smoker": np.where(rng.random(n) < 1 / (1 + np.exp(-2 * z)), "yes", "no"),
