@@ -32,6 +32,11 @@ step). No closed-form KL exists: the ``analytic`` objective falls back to a samp
 and says so once (a :class:`SampledKLWarning`). The mean of q has no closed form either:
 diagnostics use a Monte Carlo mean.
 
+**Traits** (the registry entry's declarations, read elsewhere instead of the family's name):
+``closed_form_kl`` (the analytic objective's KL), ``encoder_outputs`` (the memory check's encoder width),
+``mixture_component`` (q at a batch of inputs is a batched Gaussian that ``MixtureSameFamily`` can hold:
+the VampPrior's components; True for mean-field and full rank, False for the flow).
+
 References:
     Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016), Improving Variational Inference
     with Inverse Autoregressive Flow, NeurIPS.
@@ -320,6 +325,7 @@ register(
     _meanfield,
     doc="N(mu(x), diag sigma(x)^2), Normal(...).to_event(1)",
     closed_form_kl=True,
+    mixture_component=True,
     encoder_outputs=lambda d, params: 2 * d,
 )
 register(
@@ -328,6 +334,7 @@ register(
     _fullrank,
     doc="N(mu(x), L(x) L(x)^T), MultivariateNormal(loc, scale_tril), L lower triangular",
     closed_form_kl=True,
+    mixture_component=True,
     encoder_outputs=lambda d, params: FullRankGuide.outputs(d),
 )
 register(
@@ -342,6 +349,7 @@ register(
     doc="n inverse autoregressive flow steps on a mean-field base, Kingma et al. 2016",
     check=_positive,
     closed_form_kl=False,
+    mixture_component=False,
     encoder_outputs=lambda d, params: IAFGuide.outputs(
         d, _iaf_sizes(d, params.get("hidden"), params.get("context"))[1]
     ),

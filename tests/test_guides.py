@@ -240,3 +240,23 @@ def test_iaf_is_autoregressive_and_its_density_is_exact():
     zs = prop.sample((200_000,)).unsqueeze(1)
     ratio = (q.log_prob(zs).squeeze(1) - prop.log_prob(zs.squeeze(1))).exp().detach()
     assert abs(float(ratio.mean()) - 1.0) < 4 * float(ratio.std()) / 200_000**0.5 + 1e-3
+
+
+def test_the_vampprior_reads_the_guide_familys_mixture_component_trait_not_its_name():
+    """A family registered under a new name is accepted or refused by what it declares."""
+    from ppl_vae.errors import UserError
+    from ppl_vae.registry import REGISTRY
+
+    meanfield = REGISTRY.entry("guide", "meanfield").factory
+    REGISTRY.register("guide", "twin_mixable", meanfield, doc="test", mixture_component=True)
+    REGISTRY.register("guide", "twin_plain", meanfield, doc="test")
+    try:
+        vae = VAE(6, 2, (8,), prior="vamp:k=3", guide="twin_mixable")
+        assert vae.prior_dist(torch.zeros(4, 6)).batch_shape == (4,)
+        with pytest.raises(UserError, match="trait mixture_component") as err:
+            VAE(6, 2, (8,), prior="vamp:k=3", guide="twin_plain")
+        assert "'meanfield' or 'fullrank' or 'twin_mixable'" in str(err.value)
+        VAE(6, 2, (8,), guide="twin_plain")  # any other prior takes it
+    finally:
+        REGISTRY.unregister("guide", "twin_mixable")
+        REGISTRY.unregister("guide", "twin_plain")

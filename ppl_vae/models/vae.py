@@ -51,7 +51,7 @@ from ..guides import canonical_guide, make_guide
 from ..likelihoods import GaussianLikelihood, Likelihood, TableLikelihood
 from ..nets import check_nets, check_sizes, image_shape_for, make_decoder
 from ..priors import Prior, make_prior
-from ..registry import REGISTRY
+from ..registry import REGISTRY, Entry
 from .registry import PURE_PROGRAMS, register_model
 from .tables import ColumnShares, TableInputs, build_likelihood, likelihood_config
 
@@ -151,10 +151,14 @@ class VAE(TableInputs, ColumnShares, nn.Module):
             input_dim,
         )
         self.prior = make_prior(prior, latent_dim, input_width=self.encoder_width())
-        if self.prior_needs_encoder and self.guide_spec.startswith("iaf"):
+        if self.prior_needs_encoder and not self.guide_entry.trait("mixture_component", False):
+            fit = " or ".join(
+                repr(e.name) for e in REGISTRY.entries("guide") if e.trait("mixture_component")
+            )
             raise UserError(
                 f"prior {self.prior.spec!r} is a mixture of the guide's q at its pseudo-inputs, which "
-                f"needs a batched Gaussian guide: use guide='meanfield' or 'fullrank', not {guide!r}"
+                f"needs a batched Gaussian guide (a family with the trait mixture_component): use "
+                f"guide={fit}, not {guide!r}"
             )
 
     # ------------------------------------------------------------------ Pyro programs
@@ -174,6 +178,11 @@ class VAE(TableInputs, ColumnShares, nn.Module):
         pyro.module("encoder", self.encoder)
         with pyro.plate("data", x.shape[0], dim=-1, device=x.device):  # type: ignore[arg-type]  # Pyro annotates str
             pyro.sample("z", self.encoder.dist(self.encoder_input(x, mask)))
+
+    @property
+    def guide_entry(self) -> Entry:
+        """The registry entry of the guide family (its traits: ``closed_form_kl``, ``mixture_component``)."""
+        return REGISTRY.parse("guide", self.guide_spec).entry
 
     @property
     def prior_needs_encoder(self) -> bool:
