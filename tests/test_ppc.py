@@ -166,3 +166,22 @@ def test_levels_from_a_table_schema_and_constant_columns() -> None:
     np.testing.assert_allclose(corr.loc[corr.term == "0~1", "observed"], expected, rtol=1e-6)
     with pytest.raises(pv.errors.ArgumentTypeError, match="levels"):
         pv.predictive_check(lg, x, num_samples=10, levels={5: 3})
+
+
+def test_correlations_of_many_columns_use_the_most_variable_ones() -> None:
+    """Beyond MAX_PAIR_COLUMNS columns the pairs are those of the most variable columns (blank pixels,
+    whose correlations are undefined, are left out)."""
+    from ppl_vae.analysis.ppc import MAX_PAIR_COLUMNS
+
+    gen = torch.Generator().manual_seed(0)
+    d = MAX_PAIR_COLUMNS + 10
+    x = torch.randn(40, d, generator=gen)
+    x[:, :10] *= 0.01  # ten nearly constant columns
+    lg = pv.LinearGaussianVAE(input_dim=d, latent_dim=1)
+    table = pv.predictive_check(lg, x, num_samples=4, statistics=["correlation"]).table
+    post = table[table.source == "posterior"]
+    assert len(post) == MAX_PAIR_COLUMNS * (MAX_PAIR_COLUMNS - 1) // 2
+    assert set(post["column"]) | set(post["other"]) == set(range(10, d))
+    row = post[(post.column == 10) & (post.other == 11)]
+    expected = np.corrcoef(x[:, 10].numpy(), x[:, 11].numpy())[0, 1]
+    np.testing.assert_allclose(row["observed"], expected, rtol=1e-6)

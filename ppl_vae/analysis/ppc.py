@@ -14,7 +14,8 @@ that statistic's p-value and interval.
 
 Which columns have levels: the program's table schema (``binary`` and ``categorical`` columns, levels
 coded ``0 .. K-1`` in model space) or ``levels={column: K}``. Correlations are computed for up to
-:data:`MAX_PAIRS` pairs (the first columns' pairs beyond that).
+the pairs of up to :data:`MAX_PAIR_COLUMNS` columns: with more columns (pixels), those whose observed
+variance is largest (a blank pixel's correlations are undefined anyway).
 
 Posterior predictive p-values are conservative (the data were used twice): under the true model they
 cluster towards 0.5 rather than being exactly uniform; prior predictive p-values are uniform.
@@ -50,8 +51,8 @@ STATISTICS: tuple[Statistic, ...] = (
 )
 #: p-values below this are flagged ``extreme``.
 EXTREME_P = 0.01
-#: at most this many column pairs get a ``correlation`` row (per source)
-MAX_PAIRS = 2080
+#: correlations are computed between at most this many columns (2080 pairs), the most variable ones
+MAX_PAIR_COLUMNS = 65
 
 
 class PredictiveCheck:
@@ -111,6 +112,8 @@ def _correlations(x: np.ndarray, pairs: np.ndarray) -> np.ndarray:
         return np.stack([_pairwise_complete(rows, pairs) for rows in flat]).reshape(
             *x.shape[:-2], len(pairs)
         )
+    used, pairs = np.unique(pairs, return_inverse=True)  # only the paired columns: (S, N, <= 65)
+    x, pairs = x[..., used], pairs.reshape(-1, 2)
     centred = x - x.mean(axis=-2, keepdims=True)
     cov = np.einsum("...ni,...nj->...ij", centred, centred)  # (..., D, D): cheap for many pairs
     var = np.diagonal(cov, axis1=-2, axis2=-1)
@@ -130,23 +133,36 @@ def _pairwise_complete(x: np.ndarray, pairs: np.ndarray) -> np.ndarray:
     return corr[pairs[:, 0], pairs[:, 1]]
 
 
+def _pair_columns(observed: np.ndarray) -> list[int]:
+    """All columns, or the :data:`MAX_PAIR_COLUMNS` whose observed variance is largest (in order)."""
+    d = observed.shape[1]
+    if d <= MAX_PAIR_COLUMNS:
+        return list(range(d))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        var = np.nan_to_num(np.nanvar(observed, axis=0), nan=-1.0)
+    return sorted(np.argsort(-var, kind="stable")[:MAX_PAIR_COLUMNS].tolist())
+
+
 def _terms(
-    stat: Statistic, d: int, levels: dict[int, int], names: Sequence[str]
+    stat: Statistic, observed: np.ndarray, levels: dict[int, int], names: Sequence[str]
 ) -> tuple[pd.DataFrame, Callable[[np.ndarray], np.ndarray]]:
     """The rows a statistic gives (``column``, ``other``, ``level``, ``term``) and its function."""
+    d = observed.shape[1]
     if stat == "frequency":
-        cols = [(c, lv) for c, count in levels.items() for lv in range(count)]
+        cells = [(c, lv) for c, count in levels.items() for lv in range(count)]
         frame = pd.DataFrame(
             {
-                "column": [c for c, _ in cols],
+                "column": [c for c, _ in cells],
                 "other": -1,
-                "level": [lv for _, lv in cols],
-                "term": [f"{names[c]}={lv}" for c, lv in cols],
+                "level": [lv for _, lv in cells],
+                "term": [f"{names[c]}={lv}" for c, lv in cells],
             }
         )
         return frame, lambda x: _frequencies(x, levels)
     if stat == "correlation":
-        pairs = np.array([(i, j) for i in range(d) for j in range(i + 1, d)][:MAX_PAIRS], int)
+        cols = _pair_columns(observed)
+        pairs = np.array([(i, j) for k, i in enumerate(cols) for j in cols[k + 1 :]], int)
         pairs = pairs.reshape(-1, 2)
         frame = pd.DataFrame(
             {
@@ -240,7 +256,7 @@ def _table(
 ) -> pd.DataFrame:
     frames = []
     for stat in statistics:
-        terms, fn = _terms(stat, observed.shape[1], levels, names)
+        terms, fn = _terms(stat, observed, levels, names)
         if not len(terms):
             continue
         t_obs = fn(observed)
@@ -301,7 +317,8 @@ def predictive_check(
         Pyro's seed for the draws (``None``: leave the global state alone).
     statistics
         Any of ``"mean"``, ``"variance"``, ``"zero_fraction"`` (per column), ``"frequency"`` (per level of
-        a column with levels), ``"correlation"`` (per pair of columns, up to :data:`MAX_PAIRS`).
+        a column with levels), ``"correlation"`` (per pair of columns; of the :data:`MAX_PAIR_COLUMNS` most variable
+        columns when there are more).
     levels
         ``{column position: number of levels}`` of the columns whose values are level codes ``0 .. K-1``;
         default: the binary and categorical columns of the program's table schema (none without one).

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .._checks import check_output_path
+from .._checks import check_memory, check_output_path
 from ..errors import UserError
 from ..store.lock import lock_folder
 from .args import positive_int, refuse_outputs, seed
@@ -88,6 +88,12 @@ def _check(args: argparse.Namespace, out: Path) -> int:
     if x is None or len(x) < 2:
         raise UserError(f"run {args.run_dir} has no test split to check (train with a test split)")
     mask = getattr(run.data, "mask", lambda split: None)("test")
+    cells = len(x) * x[0].numel()
+    check_memory(  # posterior and prior replicates, float32 draws stacked as float64
+        2 * args.num_samples * cells * 12,
+        f"check -n {args.num_samples} on {len(x)} rows of {x[0].numel()} values",
+        "use fewer draws (-n)",
+    )
     t0 = time.perf_counter()
     check = predictive_check(
         run.model, x if mask is None else (x, mask), num_samples=args.num_samples, seed=args.seed
