@@ -53,6 +53,7 @@ from ..train import fit, resolve_device
 from .comparison import Comparison, plot_comparison
 from .methods import Method, ProgramMethod, method_of, model_axis
 from .paired import DataMismatch, check_same_data, data_fingerprint, paired_differences
+from .ranks import CellRanks
 from .resume import Cell, CellStore
 from .rows import (
     TABLE_COLUMNS,
@@ -271,6 +272,9 @@ def run_comparison(
             and read back instead of trained again when the same comparison is run again after a kill
             (:mod:`.resume`; cells of other settings are refused). Reused cells have no model in ``.models``.
 
+    Under ``torchrun`` every rank runs whole cells (method x seed) and every rank returns the same result,
+    equal to one process's (:mod:`.ranks`; ``.models`` then holds this rank's models only).
+
     Returns:
         :class:`Comparison` (``.table``, ``.paired()``, ``.points``, ``.curves``, ``.save(dir)``).
 
@@ -340,24 +344,38 @@ def run_comparison(
     )
     out = _Results(keep_models=keep_models, callback=callback)
     store = cells if isinstance(cells, CellStore) or cells is None else CellStore(cells)
+    ranks = CellRanks.of(dev)  # under torchrun: whole cells per rank (.ranks), gathered below
     if store is not None:
-        store.start({**settings, "evaluate_options": evaluate_options, "fast": fast})
-    for seed in seeds:
-        data = (
-            given
-            if given is not None
-            else _load(
-                dataset, lik, binarize=binarize, seed=seed, data_dir=data_dir, n_samples=n_samples
+        ranks.start(store, {**settings, "evaluate_options": evaluate_options, "fast": fast})
+    mine: dict[tuple[str, int], Cell] = {}
+    with ranks.computing():
+        for i, seed in enumerate(seeds):
+            data = (
+                given
+                if given is not None
+                else _load(
+                    dataset,
+                    lik,
+                    binarize=binarize,
+                    seed=seed,
+                    data_dir=data_dir,
+                    n_samples=n_samples,
+                )
             )
-        )
-        fp = data_fingerprint(data)
-        defaults = _model_defaults(data, latent_dim, hidden_dims, lik, activation)
-        templates: dict[tuple[str, str], dict[str, torch.Tensor] | None] = {}
-        first_of_model: dict[str, dict[str, torch.Tensor]] = {}
-        settings["init"][str(seed)] = {}
-        for method in specs:
-            model = _build(method, seed, data, defaults, templates, first_of_model, settings)
-            _run_cell(method, model, seed, data, fp, fit_options, scoring, out, store)
+            fp = data_fingerprint(data)
+            defaults = _model_defaults(data, latent_dim, hidden_dims, lik, activation)
+            templates: dict[tuple[str, str], dict[str, torch.Tensor] | None] = {}
+            first_of_model: dict[str, dict[str, torch.Tensor]] = {}
+            settings["init"][str(seed)] = {}
+            for j, method in enumerate(specs):
+                model = _build(method, seed, data, defaults, templates, first_of_model, settings)
+                if ranks.owns(i, j):  # every rank builds every model: the same weights per cell
+                    with ranks.alone():
+                        _run_cell(method, model, seed, data, fp, fit_options, scoring, out, store)
+                    mine[(method.label, seed)] = out.cell(method.label, seed)
+    if ranks.active:
+        order = [(m.label, s) for s in seeds for m in specs]
+        out = out.regathered(dict(zip(order, ranks.gather(mine, order, store), strict=True)))
     return out.assemble(settings, reference, {m.label: m for m in specs})
 
 
@@ -441,6 +459,13 @@ class _Results:
         self.kl[(label, seed)] = cell.kl
         if self.callback is not None:
             self.callback(cell.row)
+
+    def regathered(self, cells: dict[tuple[str, int], Cell]) -> _Results:
+        """Every rank's ``cells`` (in the single-process order) with this rank's models."""
+        out = _Results(keep_models=self.keep_models, models=self.models)
+        for (label, seed), cell in cells.items():
+            out.add_cell(label, seed, cell)
+        return out
 
     def assemble(self, settings: dict, reference: str | None, specs: dict) -> Comparison:
         return assemble(

@@ -191,6 +191,10 @@ def _compare(args: argparse.Namespace, out: Path, run_comparison) -> int:
         time_budget=args.time_budget,
         cells=cells,
     )
+    from ..train.distributed import is_main_process
+
+    if not is_main_process():
+        return 0  # under torchrun: every rank ran its cells and holds the result; rank 0 writes and reports
     if cells.reused:
         print(
             f"resumed: {len(cells.reused)} finished cell(s) read back from {out / CELLS} (same settings): "

@@ -26,7 +26,10 @@ The semantics are those of one process with the same ``batch_size``:
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import torch
@@ -40,9 +43,13 @@ class DistContext:
     rank: int = 0
     world_size: int = 1
     device: torch.device = torch.device("cpu")
+    #: this process trains alone even in a group (:func:`single_process`): no collective at all
+    alone: bool = False
 
     @property
     def active(self) -> bool:
+        if self.alone:
+            return False
         return self.world_size > 1 or (dist.is_available() and dist.is_initialized())
 
     @property
@@ -81,6 +88,41 @@ def env_world_size() -> int:
         return 1
 
 
+_ALONE: ContextVar[bool] = ContextVar("ppl_vae_single_process", default=False)
+
+
+@contextlib.contextmanager
+def single_process() -> Iterator[None]:
+    """:func:`~ppl_vae.train.fit` inside trains in this process alone, even in a process group (each rank
+    its own model: ``compare`` under ``torchrun`` gives every rank whole cells). On CUDA under ``torchrun``
+    a ``"cuda"`` device still means this rank's ``cuda:LOCAL_RANK``.
+
+    Examples:
+        >>> from ppl_vae.train.distributed import setup, single_process
+        >>> with single_process():
+        ...     ctx = setup(torch.device("cpu"))
+        >>> ctx.active, ctx.rank
+        (False, 0)
+    """
+    token = _ALONE.set(True)
+    try:
+        yield
+    finally:
+        _ALONE.reset(token)
+
+
+def in_single_process() -> bool:
+    """Whether this code runs inside :func:`single_process`."""
+    return _ALONE.get()
+
+
+def _own_device(device: torch.device) -> torch.device:
+    """``device``, with ``cuda`` made this rank's ``cuda:LOCAL_RANK`` under a ``torchrun`` launch."""
+    if device.type == "cuda" and device.index is None and env_world_size() > 1:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
 def is_main_process() -> bool:
     """Rank 0 of the group, or of the ``torchrun`` launch; True in a plain process.
 
@@ -97,9 +139,12 @@ def is_main_process() -> bool:
 def setup(device: torch.device) -> DistContext:
     """Join (or start, from ``torchrun``'s environment) the process group for training on ``device``.
 
-    Returns a context of size 1 when there is nothing to join. Under ``torchrun`` on CUDA,
+    Returns a context of size 1 when there is nothing to join, or inside :func:`single_process`
+    (one that never joins). Under ``torchrun`` on CUDA,
     each process takes ``cuda:LOCAL_RANK``; the backend is NCCL for CUDA and gloo for CPU.
     """
+    if _ALONE.get():
+        return DistContext(device=_own_device(device), alone=True)
     if not dist.is_available():
         return DistContext(device=device)
     if not dist.is_initialized():
