@@ -149,7 +149,9 @@ def test_levels_from_a_table_schema_and_constant_columns() -> None:
     vae = pv.VAE(input_dim=len(data.schema), latent_dim=2, likelihood="auto", schema=data.schema)
     table = pv.predictive_check(vae, data.train, num_samples=10, seed=0).table
     freq = table[(table.statistic == "frequency") & (table.source == "prior")]
-    names = [f"colour={k}" for k in range(3)] + ["flag=0", "flag=1"]
+    levels = {c.name: c.levels for c in data.schema}
+    names = [f"colour={v}" for v in levels["colour"]] + [f"flag={v}" for v in levels["flag"]]
+    assert set(levels["colour"]) == {"red", "green", "blue"}
     assert freq["term"].tolist() == names
     assert set(table.loc[table.statistic == "mean", "term"]) == {"size", "colour", "flag"}
     # a column constant in the data: its correlations are undefined, not extreme

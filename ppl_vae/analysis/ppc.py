@@ -145,7 +145,11 @@ def _pair_columns(observed: np.ndarray) -> list[int]:
 
 
 def _terms(
-    stat: Statistic, observed: np.ndarray, levels: dict[int, int], names: Sequence[str]
+    stat: Statistic,
+    observed: np.ndarray,
+    levels: dict[int, int],
+    names: Sequence[str],
+    labels: Mapping[int, Sequence[str]],
 ) -> tuple[pd.DataFrame, Callable[[np.ndarray], np.ndarray]]:
     """The rows a statistic gives (``column``, ``other``, ``level``, ``term``) and its function."""
     d = observed.shape[1]
@@ -156,7 +160,7 @@ def _terms(
                 "column": [c for c, _ in cells],
                 "other": -1,
                 "level": [lv for _, lv in cells],
-                "term": [f"{names[c]}={lv}" for c, lv in cells],
+                "term": [f"{names[c]}={labels[c][lv] if c in labels else lv}" for c, lv in cells],
             }
         )
         return frame, lambda x: _frequencies(x, levels)
@@ -253,10 +257,11 @@ def _table(
     statistics: Sequence[Statistic],
     levels: dict[int, int],
     names: Sequence[str],
+    labels: Mapping[int, Sequence[str]],
 ) -> pd.DataFrame:
     frames = []
     for stat in statistics:
-        terms, fn = _terms(stat, observed, levels, names)
+        terms, fn = _terms(stat, observed, levels, names, labels)
         if not len(terms):
             continue
         t_obs = fn(observed)
@@ -275,16 +280,19 @@ def _table(
 
 def _levels_and_names(
     program: ProgramLike, d: int, levels: Mapping[int, int] | None
-) -> tuple[dict[int, int], list[str]]:
-    """Which columns have levels (and how many), and the columns' names: from ``levels`` or the schema."""
+) -> tuple[dict[int, int], list[str], dict[int, list[str]]]:
+    """Which columns have levels (and how many), the columns' names and the schema's level labels:
+    from ``levels`` or the schema."""
     schema = getattr(as_program(program).owner, "schema", None)
     names = [str(j) for j in range(d)]
     found: dict[int, int] = {}
+    labels: dict[int, list[str]] = {}
     if schema is not None and len(schema) == d:
         names = list(schema.names)
         for j, column in enumerate(schema):
             if column.type in ("binary", "categorical"):
                 found[j] = len(column.levels)
+                labels[j] = [str(level) for level in column.levels]
     if levels is not None:
         bad = [k for k, v in levels.items() if not 0 <= int(k) < d or int(v) < 2]
         if bad:
@@ -292,7 +300,8 @@ def _levels_and_names(
                 f"levels: columns {bad} are not column positions 0..{d - 1} with at least 2 levels"
             )
         found = {int(k): int(v) for k, v in levels.items()}
-    return dict(sorted(found.items())), names
+        labels = {j: lab for j, lab in labels.items() if found.get(j) == len(lab)}
+    return dict(sorted(found.items())), names, labels
 
 
 def predictive_check(
@@ -328,7 +337,7 @@ def predictive_check(
     PredictiveCheck
         ``.table``: columns ``source`` (``posterior`` rows first, then ``prior``), ``statistic``,
         ``column``, ``other`` (a correlation's second column, else -1), ``level`` (a frequency's level,
-        else -1), ``term`` (``name``, ``name=level`` or ``a~b``, with the schema's column names),
+        else -1), ``term`` (``name``, ``name=level`` or ``a~b``, with the schema's column names and levels),
         ``observed``, ``replicated_mean``, ``lower``/``upper`` (95% interval), ``p_value``, ``extreme``
         (p < 0.01); ``.to_inference_data()`` for ``az.plot_ppc``.
 
@@ -358,6 +367,6 @@ def predictive_check(
         "posterior": _replicates(program, rows, num_samples, posterior=True),
         "prior": _replicates(program, rows, num_samples, posterior=False),
     }
-    found, names = _levels_and_names(program, observed.shape[1], levels)
-    table = _table(observed, reps, list(statistics), found, names)
+    found, names, labels = _levels_and_names(program, observed.shape[1], levels)
+    table = _table(observed, reps, list(statistics), found, names, labels)
     return PredictiveCheck(table, observed, reps["posterior"], reps["prior"])
