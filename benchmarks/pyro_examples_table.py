@@ -25,7 +25,6 @@ from programs.pyro_examples import (
     DMM,
     SCANVI,
     SSVAE,
-    BroadcastZ2Decoder,
     MaskedCVAE,
     PyroVAEImpl,
     QuadrantCVAE,
@@ -66,7 +65,7 @@ def cases(digits: Any) -> dict[str, dict[str, Any]]:
     def scanvi() -> SCANVI:
         return SCANVI(
             12, 3, float(log_lib.mean()), float(log_lib.std()), scale_factor=1 / (20 * 12),
-            z2_decoder=BroadcastZ2Decoder,
+            fixes=("rowwise", "expand"),
         )  # fmt: skip
 
     def scanvi_ref(m: Any, rows: tuple, k: int, g: torch.Generator) -> torch.Tensor:

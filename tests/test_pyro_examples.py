@@ -23,7 +23,6 @@ from programs.pyro_examples import (
     DMM,
     SCANVI,
     SSVAE,
-    BroadcastZ2Decoder,
     MaskedCVAE,
     PyroVAEImpl,
     QuadrantCVAE,
@@ -88,7 +87,7 @@ def scanvi(cells):
     x, y, l_loc, l_scale = cells
     pyro.clear_param_store()
     torch.manual_seed(0)
-    sc = SCANVI(12, 3, l_loc, l_scale, scale_factor=1.0 / (20 * 12), z2_decoder=BroadcastZ2Decoder)
+    sc = SCANVI(12, 3, l_loc, l_scale, scale_factor=1.0 / (20 * 12), fixes=("rowwise", "expand"))
     svi = SVI(sc.model, sc.guide, pyro.optim.Adam({"lr": 5e-2}), Trace_ELBO())
     for _ in range(20):
         for i in range(0, 60, 20):
@@ -141,15 +140,21 @@ def test_scanvi_per_point_values_are_unscaled_in_every_estimator(cells, scanvi):
 
 
 def test_scanvi_labelled_cat_refusal_and_its_advice(cells, scanvi):
-    """The example as written: labelled y (observed, no particle dim) joined to z1 with torch.cat fails under
-    a particle plate: one line naming the site and the fix (expand), which the fixture's program follows."""
+    """The example as written under a particle plate: its Classifier and XDecoder give BatchNorm1d a 3-D input
+    (the guide fails first, after z2), then labelled y (observed, no particle dim) is joined to z1 with
+    torch.cat: each a one-line refusal naming the site and the fix, which the next program (and the
+    fixture's) follows."""
     x, y, l_loc, l_scale = cells
     torch.manual_seed(0)
-    sc = SCANVI(12, 3, l_loc, l_scale, scale_factor=1.0 / 240)
-    with pytest.raises(pv.ProgramError) as err:
-        pv.iw_log_likelihood(sc, (x, y), K, **CELLS)
-    text = one_line(err)
-    assert "after sample site 'y'" in text and "expand the input first" in text, text
+    for fixes, site, advice in (
+        ((), "after sample site 'z2'", "reshape to (-1, C) before it"),
+        (("rowwise",), "after sample site 'y'", "expand the input first"),
+    ):
+        sc = SCANVI(12, 3, l_loc, l_scale, scale_factor=1.0 / 240, fixes=fixes)
+        with pytest.raises(pv.ProgramError) as err:
+            pv.iw_log_likelihood(sc, (x, y), K, **CELLS)
+        text = one_line(err)
+        assert site in text and advice in text, text
     with pytest.raises(
         pv.ProgramError, match=r"factor site\(s\) \{'classification_loss'\}.*'trace'"
     ):
