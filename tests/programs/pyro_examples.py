@@ -1,16 +1,16 @@
 """Pyro's own example programs for ``tests/test_pyro_examples.py``.
 
-Upstream copies: SCANVI (examples/scanvi/scanvi.py), each a thin subclass of its class in
-``tests/programs/pyro_upstream/``. Those files are copied verbatim from pyro-ppl/pyro@ff6ae1c95 with their
-licence headers (Copyright Contributors to the Pyro project / Uber Technologies, Inc.,
-SPDX-License-Identifier: Apache-2.0); only the data loading, main(), argparse and plotting are removed and
-example-local imports made relative, each file listing its changes under its header. A subclass adds only
-``torch_log_weights``, the test's sizes and, where the library refuses the example as written, the networks
-that follow the refusal's advice (named, opt-in).
+Upstream copies: SCANVI (examples/scanvi/scanvi.py), SSVAE (examples/vae/ss_vae_M2.py with
+utils/custom_mlp.py), each a thin subclass of its class in ``tests/programs/pyro_upstream/``. Those files are
+copied verbatim from pyro-ppl/pyro@ff6ae1c95 with their licence headers (Copyright Contributors to the Pyro
+project / Uber Technologies, Inc., SPDX-License-Identifier: Apache-2.0); only the data loading, main(),
+argparse and plotting are removed and example-local imports made relative, each file listing its changes under
+its header. A subclass adds only ``torch_log_weights``, the test's sizes and, where the library refuses the
+example as written, the networks that follow the refusal's advice (named, opt-in).
 
 Still re-typed here ("written again with their structure kept": the same sites, plates, ``poutine.scale``,
 batch-dependent sites, ``validate_args``, sampling order and argument lists; small synthetic or shipped data):
-SSVAE, DMM, CVAE (MaskedCVAE, QuadrantCVAE), PyroVAEImpl (vae_comparison) and AIR: not yet converted.
+DMM, CVAE (MaskedCVAE, QuadrantCVAE), PyroVAEImpl (vae_comparison) and AIR: not yet converted.
 
 Each program has a ``torch_log_weights(..., k=, generator=)`` that computes ``log p(x, z) - log q(z | x)`` per
 particle and point, ``(k, N)``, in plain torch on the same networks (densities written out by hand): the
@@ -27,11 +27,12 @@ import pyro
 import pyro.distributions as dist
 import pyro.poutine as poutine
 import torch
-from pyro.distributions.util import broadcast_shape
 from torch import nn
+from torch.distributions.utils import probs_to_logits
 from torch.nn import functional as F
 
 from .pyro_upstream import scanvi as scanvi_upstream
+from .pyro_upstream import ss_vae_M2 as ss_vae_upstream
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -142,204 +143,39 @@ class PyroVAEImpl:
 
 
 # ============================================================================ examples/vae/ss_vae_M2.py
-class ClippedSoftmax(nn.Softmax):
-    """Pyro's former ``pyro.nn.ClippedSoftmax``."""
+class SSVAE(ss_vae_upstream.SSVAE):
+    """``examples/vae/ss_vae_M2.py``'s ``SSVAE`` (with ``utils/custom_mlp.py``), copied unchanged in
+    ``pyro_upstream/``, at the test's sizes: y observed where given (``obs=ys``) and sampled by q(y | x) where
+    not (the guide wrapped in ``config_enumerate`` for ``TraceEnum_ELBO``); grey levels scored by
+    ``Bernoulli(validate_args=False)``; the auxiliary program ``model_classify`` scores q(y | x) under
+    ``poutine.scale(aux_loss_multiplier)``."""
 
-    def __init__(self, epsilon, *args, **kwargs):
-        self.epsilon = epsilon
-        super().__init__(*args, **kwargs)
-
-    def forward(self, val):
-        rval = super().forward(val)
-        return rval.clamp(self.epsilon, 1.0 - self.epsilon) if self.epsilon > 0.0 else rval
-
-
-class ClippedSigmoid(nn.Sigmoid):
-    """Pyro's former ``pyro.nn.ClippedSigmoid``."""
-
-    def __init__(self, epsilon):
-        self.epsilon = epsilon
-        super().__init__()
-
-    def forward(self, val):
-        rval = super().forward(val)
-        return rval.clamp(self.epsilon, 1.0 - self.epsilon) if self.epsilon > 0.0 else rval
-
-
-class Exp(nn.Module):
-    def forward(self, val):
-        return torch.exp(val)
-
-
-class ConcatModule(nn.Module):
-    """``utils/custom_mlp.py``: concatenate a list of inputs, broadcasting them first when allowed."""
-
-    def __init__(self, allow_broadcast=False):
-        self.allow_broadcast = allow_broadcast
-        super().__init__()
-
-    def forward(self, *input_args):
-        if len(input_args) == 1:
-            input_args = input_args[0]
-        if torch.is_tensor(input_args):
-            return input_args
-        if self.allow_broadcast:
-            shape = broadcast_shape(*[s.shape[:-1] for s in input_args]) + (-1,)
-            input_args = [s.expand(shape) for s in input_args]
-        return torch.cat(input_args, dim=-1)
-
-
-class ListOutModule(nn.ModuleList):
-    def forward(self, *args, **kwargs):
-        return [mm.forward(*args, **kwargs) for mm in self]
-
-
-def call_nn_op(op, epsilon):
-    if op in [ClippedSoftmax]:
-        return op(epsilon, dim=-1)
-    if op in [ClippedSigmoid]:
-        return op(epsilon)
-    return op()
-
-
-class MLP(nn.Module):
-    """``utils/custom_mlp.py``'s MLP: concatenated inputs, small initial weights, split outputs."""
-
-    def __init__(
-        self,
-        mlp_sizes,
-        activation=nn.ReLU,
-        output_activation=None,
-        epsilon_scale=None,
-        allow_broadcast=False,
-    ):
-        super().__init__()
-        input_size, hidden_sizes, output_size = mlp_sizes[0], mlp_sizes[1:-1], mlp_sizes[-1]
-        last_layer_size = input_size if isinstance(input_size, int) else sum(input_size)
-        all_modules = [ConcatModule(allow_broadcast)]
-        for layer_size in hidden_sizes:
-            cur_linear_layer = nn.Linear(last_layer_size, layer_size)
-            cur_linear_layer.weight.data.normal_(0, 0.001)
-            cur_linear_layer.bias.data.normal_(0, 0.001)
-            all_modules.append(cur_linear_layer)
-            all_modules.append(activation())
-            last_layer_size = layer_size
-        if isinstance(output_size, int):
-            all_modules.append(nn.Linear(last_layer_size, output_size))
-            if output_activation is not None:
-                all_modules.append(call_nn_op(output_activation, epsilon_scale))
-        else:
-            out_layers = []
-            for out_ix, out_size in enumerate(output_size):
-                split_layer = [nn.Linear(last_layer_size, out_size)]
-                act_out_fct = (
-                    output_activation
-                    if not isinstance(output_activation, (list, tuple))
-                    else output_activation[out_ix]
-                )
-                if act_out_fct:
-                    split_layer.append(call_nn_op(act_out_fct, epsilon_scale))
-                out_layers.append(nn.Sequential(*split_layer))
-            all_modules.append(ListOutModule(out_layers))
-        self.sequential_mlp = nn.Sequential(*all_modules)
-
-    def forward(self, *args, **kwargs):
-        return self.sequential_mlp.forward(*args, **kwargs)
-
-
-class SSVAE(nn.Module):
-    """``examples/vae/ss_vae_M2.py``: y observed where given (``obs=ys``) and sampled by q(y | x) where not
-    (the guide wrapped in ``config_enumerate`` for ``TraceEnum_ELBO``); the auxiliary program
-    ``model_classify`` scores q(y | x) under ``poutine.scale(aux_loss_multiplier)``."""
-
-    def __init__(
-        self,
-        output_size=10,
-        input_size=64,
-        z_dim=4,
-        hidden_layers=(32,),
-        epsilon_scale=1e-7,
-        config_enum="parallel",
-        aux_loss_multiplier=46.0,
-    ):
-        super().__init__()
-        self.output_size, self.input_size, self.z_dim = output_size, input_size, z_dim
-        self.hidden_layers = list(hidden_layers)
-        self.epsilon_scale = epsilon_scale
-        self.allow_broadcast = config_enum == "parallel"
-        self.aux_loss_multiplier = aux_loss_multiplier
-        self.setup_networks()
-
-    def setup_networks(self):
-        z_dim, hidden_sizes = self.z_dim, self.hidden_layers
-        self.encoder_y = MLP(
-            [self.input_size] + hidden_sizes + [self.output_size],
-            activation=nn.Softplus,
-            output_activation=ClippedSoftmax,
-            epsilon_scale=self.epsilon_scale,
-            allow_broadcast=self.allow_broadcast,
+    def __init__(self, input_size=64, z_dim=4, hidden_layers=(32,), aux_loss_multiplier=46.0):
+        super().__init__(
+            output_size=10,
+            input_size=input_size,
+            z_dim=z_dim,
+            hidden_layers=list(hidden_layers),
+            config_enum="parallel",
+            aux_loss_multiplier=aux_loss_multiplier,
         )
-        self.encoder_z = MLP(
-            [self.input_size + self.output_size] + hidden_sizes + [[z_dim, z_dim]],
-            activation=nn.Softplus,
-            output_activation=[None, Exp],
-            allow_broadcast=self.allow_broadcast,
-        )
-        self.decoder = MLP(
-            [z_dim + self.output_size] + hidden_sizes + [self.input_size],
-            activation=nn.Softplus,
-            output_activation=ClippedSigmoid,
-            epsilon_scale=self.epsilon_scale,
-            allow_broadcast=self.allow_broadcast,
-        )
-
-    def model(self, xs, ys=None):
-        pyro.module("ss_vae", self)
-        batch_size = xs.size(0)
-        with pyro.plate("data"):
-            prior_loc = xs.new_zeros([batch_size, self.z_dim])
-            prior_scale = xs.new_ones([batch_size, self.z_dim])
-            zs = pyro.sample("z", dist.Normal(prior_loc, prior_scale).to_event(1))
-            alpha_prior = xs.new_ones([batch_size, self.output_size]) / (1.0 * self.output_size)
-            ys = pyro.sample("y", dist.OneHotCategorical(alpha_prior), obs=ys)
-            loc = self.decoder.forward([zs, ys])
-            pyro.sample("x", dist.Bernoulli(loc).to_event(1), obs=xs)
-
-    def guide(self, xs, ys=None):
-        with pyro.plate("data"):
-            if ys is None:
-                alpha = self.encoder_y.forward(xs)
-                ys = pyro.sample("y", dist.OneHotCategorical(alpha))
-            loc, scale = self.encoder_z.forward([xs, ys])
-            pyro.sample("z", dist.Normal(loc, scale).to_event(1))
-
-    def model_classify(self, xs, ys=None):
-        pyro.module("ss_vae", self)
-        with pyro.plate("data"):
-            if ys is not None:
-                alpha = self.encoder_y.forward(xs)
-                with pyro.poutine.scale(scale=self.aux_loss_multiplier):
-                    pyro.sample("y_aux", dist.OneHotCategorical(alpha), obs=ys)
-
-    def guide_classify(self, xs, ys=None):
-        pass
 
     def torch_log_weights(self, x, y=None, *, k, generator):
         if y is None:
-            probs = self.encoder_y(x)
-            idx = torch.multinomial(probs, k, replacement=True, generator=generator).T  # (k, n)
-            y = F.one_hot(idx, self.output_size).to(x.dtype)
-            log_qy = (y * probs.log()).sum(-1)
+            log_probs = self.encoder_y(x).log()
+            idx = torch.multinomial(log_probs.exp(), k, replacement=True, generator=generator).T
+            y = F.one_hot(idx, self.output_size).to(x.dtype)  # (k, n, 10)
+            log_qy = torch.take_along_dim(log_probs, idx.T, dim=1).T
         else:
             y, log_qy = y.expand(k, -1, -1), 0.0
         xx = x.expand(k, -1, -1)
         loc, scale = self.encoder_z([xx, y])
         z = loc + scale * torch.randn(loc.shape, generator=generator)
-        p = self.decoder([z, y])
+        logits = probs_to_logits(self.decoder([z, y]), is_binary=True)  # torch's Bernoulli(probs)
         log_p = (
             normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
             - math.log(self.output_size)
-            + bernoulli_lp(x, p)
+            + bernoulli_logits_lp(x, logits).sum(-1)
         )
         return log_p - log_qy - normal_lp(z, loc, scale)
 
