@@ -267,6 +267,16 @@ def test_plot_and_sample_killed_at_random_moments_leave_whole_pngs(server, evalu
         server.wait(pid)
         for png in (run / "latent.png", run / "recon.png", run / "curves.png", sample):
             assert png.read_bytes().endswith(PNG_END), png
+    # a kill can land mid-write and leave its temporary file; the next write of that file removes it
+    assert (
+        server.call(
+            ["plot", run, "--force", "--kind", "latent", "recon", "curves"], tmp_path / "l"
+        )[0]
+        == 0
+    )
+    assert (
+        server.call(["sample", run, "--out", sample, "--force", "-n", "16"], tmp_path / "l")[0] == 0
+    )
     assert not [p for p in [*run.iterdir(), *tmp_path.iterdir()] if p.name.endswith(".tmp")]
 
 

@@ -382,7 +382,7 @@ def folder_state(path: Path) -> str:
 
 #: a file of ours half-written when a process died (the temporary name of an atomic write)
 _PARTIAL = re.compile(
-    r"\.(settings\.json|metrics\.json|metrics\.csv|mlflow\.json)\.[A-Za-z0-9_]+\.tmp"
+    r"\.(settings\.json|metrics\.json|metrics\.csv|mlflow\.json)\.(?:\d+\.)?[A-Za-z0-9_]+\.tmp"
 )
 
 

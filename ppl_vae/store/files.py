@@ -17,10 +17,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
 import os
+import re
 import stat
 import tempfile
 from collections.abc import Callable
@@ -135,13 +137,43 @@ def _umask() -> int:
 _UMASK = _umask()
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process: alive
+        return True
+    return True
+
+
+def remove_stale_temps(path: Path) -> None:
+    """Remove the temporary files of earlier writes of ``path`` whose process is gone (killed mid-write:
+    ``.NAME.PID.XXXX.tmp``, the name only this module gives a file); a live writer's are kept."""
+    pattern = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[A-Za-z0-9_]+\.tmp")
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.fullmatch(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        if entry.is_file(follow_symlinks=False):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+
+
 def _atomic(path: Path, write: Callable[[Any], None], mode: str, replace: bool) -> None:
     path = Path(path)
     refuse_link(path)
     if path.is_dir():
         raise RunExistsError(f"{str(path)!r} is a folder; ppl_vae writes a file there: move it")
+    remove_stale_temps(path)
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        fd, tmp = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp"
+        )
     except OSError as err:  # the folder vanished, is not one, or will not take a file: not a bug
         raise disk_error(err, f"could not write {os.fspath(path)}") or ResourceError(
             f"could not write {os.fspath(path)}: cannot create a file in {os.fspath(path.parent)} "
