@@ -1,16 +1,17 @@
 """Pyro's own example programs for ``tests/test_pyro_examples.py``.
 
 Upstream copies: SCANVI (examples/scanvi/scanvi.py), SSVAE (examples/vae/ss_vae_M2.py with
-utils/custom_mlp.py), each a thin subclass of its class in ``tests/programs/pyro_upstream/``. Those files are
-copied verbatim from pyro-ppl/pyro@ff6ae1c95 with their licence headers (Copyright Contributors to the Pyro
-project / Uber Technologies, Inc., SPDX-License-Identifier: Apache-2.0); only the data loading, main(),
-argparse and plotting are removed and example-local imports made relative, each file listing its changes under
-its header. A subclass adds only ``torch_log_weights``, the test's sizes and, where the library refuses the
-example as written, the networks that follow the refusal's advice (named, opt-in).
+utils/custom_mlp.py), DMM (examples/dmm.py with pyro/contrib/examples/polyphonic_data_loader.py's mini-batch
+helpers), each a thin subclass of its class in ``tests/programs/pyro_upstream/``. Those files are copied
+verbatim from pyro-ppl/pyro@ff6ae1c95 with their licence headers (Copyright Contributors to the Pyro project /
+Uber Technologies, Inc., SPDX-License-Identifier: Apache-2.0); only the data loading, main(), argparse and
+plotting are removed and example-local imports made relative, each file listing its changes under its header.
+A subclass adds only ``torch_log_weights``, the test's sizes and, where the library refuses the example as
+written, the networks that follow the refusal's advice (named, opt-in).
 
 Still re-typed here ("written again with their structure kept": the same sites, plates, ``poutine.scale``,
 batch-dependent sites, ``validate_args``, sampling order and argument lists; small synthetic or shipped data):
-DMM, CVAE (MaskedCVAE, QuadrantCVAE), PyroVAEImpl (vae_comparison) and AIR: not yet converted.
+CVAE (MaskedCVAE, QuadrantCVAE), PyroVAEImpl (vae_comparison) and AIR: not yet converted.
 
 Each program has a ``torch_log_weights(..., k=, generator=)`` that computes ``log p(x, z) - log q(z | x)`` per
 particle and point, ``(k, N)``, in plain torch on the same networks (densities written out by hand): the
@@ -25,12 +26,13 @@ from collections import namedtuple
 
 import pyro
 import pyro.distributions as dist
-import pyro.poutine as poutine
 import torch
 from torch import nn
 from torch.distributions.utils import probs_to_logits
 from torch.nn import functional as F
 
+from .pyro_upstream import dmm as dmm_upstream
+from .pyro_upstream import polyphonic_data_loader as poly
 from .pyro_upstream import scanvi as scanvi_upstream
 from .pyro_upstream import ss_vae_M2 as ss_vae_upstream
 
@@ -408,98 +410,29 @@ class SCANVI(scanvi_upstream.SCANVI):
 
 
 # ============================================================================ examples/dmm.py
-class Emitter(nn.Module):
-    def __init__(self, input_dim, z_dim, emission_dim):
-        super().__init__()
-        self.lin_z_to_hidden = nn.Linear(z_dim, emission_dim)
-        self.lin_hidden_to_hidden = nn.Linear(emission_dim, emission_dim)
-        self.lin_hidden_to_input = nn.Linear(emission_dim, input_dim)
-        self.relu = nn.ReLU()
-
-    def forward(self, z_t):
-        h1 = self.relu(self.lin_z_to_hidden(z_t))
-        h2 = self.relu(self.lin_hidden_to_hidden(h1))
-        return torch.sigmoid(self.lin_hidden_to_input(h2))
-
-
-class GatedTransition(nn.Module):
-    def __init__(self, z_dim, transition_dim):
-        super().__init__()
-        self.lin_gate_z_to_hidden = nn.Linear(z_dim, transition_dim)
-        self.lin_gate_hidden_to_z = nn.Linear(transition_dim, z_dim)
-        self.lin_proposed_mean_z_to_hidden = nn.Linear(z_dim, transition_dim)
-        self.lin_proposed_mean_hidden_to_z = nn.Linear(transition_dim, z_dim)
-        self.lin_sig = nn.Linear(z_dim, z_dim)
-        self.lin_z_to_loc = nn.Linear(z_dim, z_dim)
-        self.lin_z_to_loc.weight.data = torch.eye(z_dim)
-        self.lin_z_to_loc.bias.data = torch.zeros(z_dim)
-        self.relu = nn.ReLU()
-        self.softplus = nn.Softplus()
-
-    def forward(self, z_t_1):
-        _gate = self.relu(self.lin_gate_z_to_hidden(z_t_1))
-        gate = torch.sigmoid(self.lin_gate_hidden_to_z(_gate))
-        _proposed_mean = self.relu(self.lin_proposed_mean_z_to_hidden(z_t_1))
-        proposed_mean = self.lin_proposed_mean_hidden_to_z(_proposed_mean)
-        loc = (1 - gate) * self.lin_z_to_loc(z_t_1) + gate * proposed_mean
-        scale = self.softplus(self.lin_sig(self.relu(proposed_mean)))
-        return loc, scale
+def as_mini_batch(mini_batch, mini_batch_reversed, mini_batch_mask, mini_batch_seq_lengths):
+    """Row-aligned padded tensors as ``poly.get_mini_batch`` hands them to the example: trimmed to the batch's
+    longest sequence, the reversed batch packed (``enforce_sorted=False``: the rows keep their order)."""
+    T_max = int(mini_batch_seq_lengths.max())
+    packed = nn.utils.rnn.pack_padded_sequence(
+        mini_batch_reversed[:, :T_max],
+        mini_batch_seq_lengths.cpu(),
+        batch_first=True,
+        enforce_sorted=False,
+    )
+    return mini_batch[:, :T_max], packed, mini_batch_mask[:, :T_max], mini_batch_seq_lengths
 
 
-class Combiner(nn.Module):
-    def __init__(self, z_dim, rnn_dim):
-        super().__init__()
-        self.lin_z_to_hidden = nn.Linear(z_dim, rnn_dim)
-        self.lin_hidden_to_loc = nn.Linear(rnn_dim, z_dim)
-        self.lin_hidden_to_scale = nn.Linear(rnn_dim, z_dim)
-        self.tanh = nn.Tanh()
-        self.softplus = nn.Softplus()
-
-    def forward(self, z_t_1, h_rnn):
-        h_combined = 0.5 * (self.tanh(self.lin_z_to_hidden(z_t_1)) + h_rnn)
-        loc = self.lin_hidden_to_loc(h_combined)
-        scale = self.softplus(self.lin_hidden_to_scale(h_combined))
-        return loc, scale
-
-
-def reverse_sequences(mini_batch, seq_lengths):
-    """``polyphonic_data_loader.reverse_sequences``: each sequence's first L steps in reverse order."""
-    reversed_mini_batch = torch.zeros_like(mini_batch)
-    for b in range(mini_batch.size(0)):
-        T = int(seq_lengths[b])
-        time_slice = torch.arange(T - 1, -1, -1, device=mini_batch.device)
-        reversed_mini_batch[b, 0:T, :] = torch.index_select(mini_batch[b, :, :], 0, time_slice)
-    return reversed_mini_batch
-
-
-def pad_and_reverse(rnn_output, seq_lengths):
-    rnn_output, _ = nn.utils.rnn.pad_packed_sequence(rnn_output, batch_first=True)
-    return reverse_sequences(rnn_output, seq_lengths)
-
-
-class DMM(nn.Module):
-    """``examples/dmm.py`` (no IAFs): one ``z_t``/``obs_x_t`` pair of sites per time step up to the batch's
-    longest sequence (Pyro's ``get_mini_batch`` trims every mini-batch to it; with row-aligned padded tensors
-    the programs trim themselves), ``.mask()`` for ragged sequences, ``poutine.scale(annealing_factor)``,
-    Bernoulli on probabilities, a plate named ``"z_minibatch"``."""
+class DMM(dmm_upstream.DMM):
+    """``examples/dmm.py``'s ``DMM``, copied unchanged in ``pyro_upstream/dmm.py`` (no IAFs), at the test's
+    sizes: one ``z_t``/``obs_x_t`` pair of sites per time step up to the batch's longest sequence, ``.mask()``
+    for ragged sequences, ``poutine.scale(annealing_factor)``, Bernoulli on probabilities, a plate named
+    ``"z_minibatch"``. The library hands the program row-aligned tensors (padded to the data's longest
+    sequence), so model and guide first do what the example's data loader does per mini-batch
+    (:func:`as_mini_batch`) and call the upstream bodies."""
 
     def __init__(self, input_dim=5, z_dim=2, emission_dim=8, transition_dim=8, rnn_dim=8):
-        super().__init__()
-        self.emitter = Emitter(input_dim, z_dim, emission_dim)
-        self.trans = GatedTransition(z_dim, transition_dim)
-        self.combiner = Combiner(z_dim, rnn_dim)
-        self.rnn = nn.RNN(
-            input_size=input_dim,
-            hidden_size=rnn_dim,
-            nonlinearity="relu",
-            batch_first=True,
-            bidirectional=False,
-            num_layers=1,
-            dropout=0.0,
-        )
-        self.z_0 = nn.Parameter(torch.zeros(z_dim))
-        self.z_q_0 = nn.Parameter(torch.zeros(z_dim))
-        self.h_0 = nn.Parameter(torch.zeros(1, 1, rnn_dim))
+        super().__init__(input_dim, z_dim, emission_dim, transition_dim, rnn_dim)
 
     def model(
         self,
@@ -509,36 +442,8 @@ class DMM(nn.Module):
         mini_batch_seq_lengths,
         annealing_factor=1.0,
     ):
-        T_max = int(mini_batch_seq_lengths.max())  # get_mini_batch's trim
-        pyro.module("dmm", self)
-        z_prev = self.z_0.expand(mini_batch.size(0), self.z_0.size(0))
-        with pyro.plate("z_minibatch", len(mini_batch)):
-            for t in pyro.markov(range(1, T_max + 1)):
-                z_loc, z_scale = self.trans(z_prev)
-                with poutine.scale(scale=annealing_factor):
-                    z_t = pyro.sample(
-                        f"z_{t}",
-                        dist.Normal(z_loc, z_scale).mask(mini_batch_mask[:, t - 1 : t]).to_event(1),
-                    )
-                emission_probs_t = self.emitter(z_t)
-                pyro.sample(
-                    f"obs_x_{t}",
-                    dist.Bernoulli(emission_probs_t)
-                    .mask(mini_batch_mask[:, t - 1 : t])
-                    .to_event(1),
-                    obs=mini_batch[:, t - 1, :],
-                )
-                z_prev = z_t
-
-    def _rnn(self, mini_batch_reversed, lengths, T_max):
-        h_0_contig = self.h_0.expand(
-            1, mini_batch_reversed.size(0), self.rnn.hidden_size
-        ).contiguous()
-        packed = nn.utils.rnn.pack_padded_sequence(
-            mini_batch_reversed[:, :T_max], lengths.cpu(), batch_first=True, enforce_sorted=False
-        )
-        rnn_output, _ = self.rnn(packed, h_0_contig)
-        return pad_and_reverse(rnn_output, lengths)
+        rows = (mini_batch, mini_batch_reversed, mini_batch_mask, mini_batch_seq_lengths)
+        return super().model(*as_mini_batch(*rows), annealing_factor)
 
     def guide(
         self,
@@ -548,36 +453,26 @@ class DMM(nn.Module):
         mini_batch_seq_lengths,
         annealing_factor=1.0,
     ):
-        T_max = int(mini_batch_seq_lengths.max())
-        pyro.module("dmm", self)
-        rnn_output = self._rnn(mini_batch_reversed, mini_batch_seq_lengths, T_max)
-        z_prev = self.z_q_0.expand(mini_batch.size(0), self.z_q_0.size(0))
-        with pyro.plate("z_minibatch", len(mini_batch)):
-            for t in pyro.markov(range(1, T_max + 1)):
-                z_loc, z_scale = self.combiner(z_prev, rnn_output[:, t - 1, :])
-                z_dist = dist.Normal(z_loc, z_scale)
-                with pyro.poutine.scale(scale=annealing_factor):
-                    z_t = pyro.sample(
-                        f"z_{t}", z_dist.mask(mini_batch_mask[:, t - 1 : t]).to_event(1)
-                    )
-                z_prev = z_t
+        rows = (mini_batch, mini_batch_reversed, mini_batch_mask, mini_batch_seq_lengths)
+        return super().guide(*as_mini_batch(*rows), annealing_factor)
 
     def torch_log_weights(self, x, x_rev, mask, lengths, *, k, generator):
-        T = int(lengths.max())
-        rnn_output = self._rnn(x_rev, lengths, T)
+        x, packed, mask, lengths = as_mini_batch(x, x_rev, mask, lengths)
+        h_0 = self.h_0.expand(1, x.size(0), self.rnn.hidden_size).contiguous()
+        rnn_output = poly.pad_and_reverse(self.rnn(packed, h_0)[0], lengths)
         n = len(x)
         z_prev_q = self.z_q_0.expand(k, n, -1)
         z_prev_p = self.z_0.expand(k, n, -1)
         total = x.new_zeros(k, n)
-        for t in range(1, T + 1):
+        for t in range(1, x.size(1) + 1):
             m = mask[:, t - 1]
             q_loc, q_scale = self.combiner(z_prev_q, rnn_output[:, t - 1, :])
             z = q_loc + q_scale * torch.randn(q_loc.shape, generator=generator)
             p_loc, p_scale = self.trans(z_prev_p)
-            probs = self.emitter(z)
+            logits = probs_to_logits(self.emitter(z), is_binary=True)  # torch's Bernoulli(probs)
             step = (
                 normal_lp(z, p_loc, p_scale)
-                + bernoulli_lp(x[:, t - 1, :], probs)
+                + bernoulli_logits_lp(x[:, t - 1, :], logits).sum(-1)
                 - normal_lp(z, q_loc, q_scale)
             )
             total = total + torch.where(m, step, step.new_zeros(()))
@@ -595,7 +490,7 @@ def sequences(
     steps = torch.arange(long)
     mask = steps[None, :] < lengths[:, None]
     x = x * mask[..., None]
-    return x, reverse_sequences(x, lengths), mask, lengths
+    return x, poly.reverse_sequences(x, lengths), mask, lengths
 
 
 # ============================================================================ examples/air/{air,modules}.py
