@@ -151,3 +151,33 @@ def test_evaluation_points_are_the_rows_of_the_users_file(tmp_path):
     points = pd.read_csv(run / "evaluation" / "evaluation.csv")["point"]
     expected = load_dataset(dataset).test_index
     assert list(points) == list(expected) and list(points) != list(range(len(points)))
+
+
+def test_a_reader_that_goes_away_ends_the_command_quietly(tmp_path):
+    """``ppl-vae compare ... | head -1``: no traceback, no 'internal error', exit 141 as a SIGPIPE'd
+    command, and the outputs written before the print are whole."""
+    import subprocess
+    import sys
+
+    argv = ["compare", "--dataset", "two_moons", "--methods", "analytic", "--seeds", "0"]
+    argv += [
+        "--epochs",
+        "1",
+        "--num-samples",
+        "100",
+        "--n-samples",
+        "200",
+        "--out",
+        str(tmp_path / "c"),
+    ]
+    child = subprocess.Popen(
+        [sys.executable, "-m", "ppl_vae.cli", *argv, "--no-progress"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    child.stdout.close()  # the reader is gone before anything is printed
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=300) == 141, err
+    assert "Traceback" not in err and "internal error" not in err and "Exception" not in err, err
+    assert (tmp_path / "c" / "comparison" / "comparison.csv").is_file()

@@ -21,6 +21,8 @@ registered likelihoods, objectives and guides are in every ``--help`` (:mod:`ppl
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 import traceback
 import warnings
@@ -96,6 +98,17 @@ def _warning_line(command: str):
     return format_warning
 
 
+def _pipe_closed() -> int:
+    """The reader of our output went away (``| head``): stop quietly, as a command cut by SIGPIPE does (the
+    files a command writes are committed before it prints, so nothing is half-written)."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(
+            devnull, sys.stdout.fileno()
+        )  # no second BrokenPipeError when Python flushes at exit
+    return 141  # 128 + SIGPIPE, what a shell reports for such a command
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one sub-command; 0 on success, 2 for a user error, 1 for a bug, 130 on Ctrl-C (at any moment:
     while the parser is built or a sub-command imports torch too; the ``ppl-vae`` launcher,
@@ -116,16 +129,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.subcommand(args.command).error(f"unrecognized arguments: {' '.join(extra)}")
     except KeyboardInterrupt:
         return interrupted("")
+    except BrokenPipeError:  # ppl-vae train --help | head
+        return _pipe_closed()
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _warning_line(args.command)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # here, where a reader that went away is handled, not at the interpreter's exit
+        return code
     except UserError as err:
         message = " ".join(str(err).split())  # one line
         print(f"ppl-vae {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return interrupted(args.command)
+    except BrokenPipeError:  # ppl-vae evaluate RUN | head: the reader has what it wanted
+        return _pipe_closed()
     except Exception:
         traceback.print_exc()
         print(
