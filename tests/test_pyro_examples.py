@@ -26,6 +26,7 @@ from programs.pyro_examples import (
     MaskedCVAE,
     PyroVAEImpl,
     QuadrantCVAE,
+    as_28x28,
     cevae_data,
     cevae_log_weights,
     quadrant_inputs,
@@ -66,6 +67,13 @@ def one_line(err: pytest.ExceptionInfo) -> str:
 @pytest.fixture(scope="module")
 def digits():
     return pv.load_dataset("digits", binarize="static", seed=0, n_samples=400)
+
+
+@pytest.fixture(scope="module")
+def digits28(digits):
+    """The digits at 28 x 28 (nearest-neighbour), the size Pyro's CVAE networks are built for."""
+    train, test = as_28x28(digits.train), as_28x28(digits.test)
+    return pv.Dataset.from_tensors(train, test, name="digits28", image_shape=(28, 28))
 
 
 # ============================================================================ scanVI: scales, BatchNorm, order
@@ -231,8 +239,8 @@ def test_dmm_sites_that_depend_on_the_batch_are_read_per_chunk():
 
 
 # ============================================================================ CVAE: boolean indexing, compare
-def test_cvae_mask_indexing_refused_by_site_and_both_fixes_agree(digits):
-    xt = digits.test[:60]
+def test_cvae_mask_indexing_refused_by_site_and_both_fixes_agree(digits28):
+    xt = digits28.test[:60]
     xs, ys = quadrant_inputs(xt), quadrant_outputs(xt)
     torch.manual_seed(0)
     cv = CVAE()
@@ -250,28 +258,28 @@ def test_cvae_mask_indexing_refused_by_site_and_both_fixes_agree(digits):
     agrees(unvectorised, iw_of(lw[:50]), "CVAE vectorize_particles=False")
 
 
-def test_compare_takes_the_cvae_through_its_dataset_hook(digits):
+def test_compare_takes_the_cvae_through_its_dataset_hook(digits28):
     with pytest.raises(pv.ProgramError, match=r"takes ys after.*dataset_inputs"):
         pv.run_comparison(
-            [pv.ProgramMethod("cvae", CVAE, "trace")], digits, epochs=1, num_samples=20
+            [pv.ProgramMethod("cvae", CVAE, "trace")], digits28, epochs=1, num_samples=20
         )
     result = pv.run_comparison(
         [pv.ProgramMethod("cvae", QuadrantCVAE, "trace")],
-        digits,
+        digits28,
         epochs=1,
         num_samples=K,
         test_points=40,
         keep_models=True,
     )
     model = result.models[("cvae/trace", 0)]
-    xt = digits.test[:40]
+    xt = digits28.test[:40]
     lw = model.torch_log_weights(
         quadrant_inputs(xt), quadrant_outputs(xt), k=K, generator=gen()
     ).detach()
     agrees(torch.tensor(result.points["iw_log_likelihood"].values), iw_of(lw), "compare CVAE")
 
 
-def test_a_dataset_hook_may_return_one_tensor_and_other_returns_are_one_line(digits):
+def test_a_dataset_hook_may_return_one_tensor_and_other_returns_are_one_line(digits28):
     class BareHook(QuadrantCVAE):
         def dataset_inputs(self, dataset, split):  # one tensor, not a tuple
             return quadrant_outputs(dataset.train if split == "train" else dataset.test)
@@ -281,10 +289,10 @@ def test_a_dataset_hook_may_return_one_tensor_and_other_returns_are_one_line(dig
             return [1, 2, 3]
 
     torch.manual_seed(0)
-    h = pv.fit(BareHook(), digits, "trace", epochs=1, progress=False)
+    h = pv.fit(BareHook(), digits28, "trace", epochs=1, progress=False)
     assert math.isfinite(h[-1]["test_elbo"])
     with pytest.raises(pv.UserError) as err:
-        pv.fit(BadHook(), digits, "trace", epochs=1, progress=False)
+        pv.fit(BadHook(), digits28, "trace", epochs=1, progress=False)
     assert "got a list of int, int, int" in one_line(err)
 
 
