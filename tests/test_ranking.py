@@ -187,3 +187,5 @@ def test_within_2se_uses_the_seed_to_seed_se_when_the_seeds_disagree():
     assert not agree.loc["b", "within_2se"]
     one = pv.rank_models(_two_models(0.001, [-0.30])).set_index("model")
     assert math.isnan(one.loc["b", "diff_se_seeds"]) and not one.loc["b", "within_2se"]
+    best = one[one["rank"] == 1].iloc[0]
+    assert math.isnan(best["diff_se_seeds"]) and best["diff_se"] == 0.0  # one seed: no seed s.e.

@@ -111,7 +111,8 @@ def _row(
         "log_px_se": mean_se[1],
         "diff": diff,
         "diff_se": 0.0 if is_best else diff_se,
-        "diff_se_seeds": 0.0 if is_best else diff_se_seeds,
+        # the best's difference to itself is 0 with no spread; with one seed there is no seed-to-seed s.e.
+        "diff_se_seeds": (0.0 if frame.shape[1] > 1 else math.nan) if is_best else diff_se_seeds,
         "within_2se": True if is_best else bool(diff + 2 * se >= 0),
         "khat_share": share,
         "unreliable": bool(share > KHAT_UNRELIABLE_SHARE),
