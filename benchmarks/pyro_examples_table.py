@@ -56,7 +56,7 @@ def _cells(n: int = 120, genes: int = 12, seed: int = 0) -> tuple[torch.Tensor, 
 def cases(digits: Any) -> dict[str, dict[str, Any]]:
     """Each program: how to build it, its data, objective, estimator options and plain-torch reference."""
     xt, x = digits.test[:200], digits.train
-    xt28, x28 = as_28x28(xt), as_28x28(x)  # Pyro's CVAE networks are sized for 28 x 28
+    xt28, x28 = as_28x28(xt), as_28x28(x)  # Pyro's CVAE and vae_comparison networks: 28 x 28
     yo = torch.nn.functional.one_hot(digits.train_labels, 10).float()
     cells_x, cells_y = _cells()
     log_lib = cells_x.sum(-1).log()
@@ -79,7 +79,12 @@ def cases(digits: Any) -> dict[str, dict[str, Any]]:
 
     return {
         "vae_comparison (plain object)": dict(
-            build=PyroVAEImpl, train=x, test=xt, objective="trace", compare=PyroVAEImpl
+            build=PyroVAEImpl,
+            train=x28,
+            test=xt28,
+            objective="trace",
+            compare=PyroVAEImpl,
+            compare_data="digits28",
         ),
         "ss_vae_M2, labelled (x, y)": dict(
             build=SSVAE,

@@ -357,24 +357,25 @@ def test_cevae_default_fit_estimators_and_bdmc():
     assert bool((frame["gap"] > -1.0).all())
 
 
-def test_a_plain_object_program_through_compare_and_the_posterior_tools(digits):
-    """vae_comparison.py's PyroVAEImpl holds its networks on a plain object (no state_dict)."""
+def test_a_plain_object_program_through_compare_and_the_posterior_tools(digits28):
+    """vae_comparison.py's PyroVAEImpl holds its networks on a plain object (no state_dict);
+    its networks are sized for 28 x 28 images."""
     result = pv.run_comparison(
         [pv.ProgramMethod("vae_comparison", PyroVAEImpl, "trace")],
-        digits,
+        digits28,
         epochs=2,
         num_samples=K,
         test_points=40,
         keep_models=True,
     )
     model = result.models[("vae_comparison/trace", 0)]
-    lw = model.torch_log_weights(digits.test[:40], k=K, generator=gen()).detach()
+    lw = model.torch_log_weights(digits28.test[:40], k=K, generator=gen()).detach()
     agrees(torch.tensor(result.points["iw_log_likelihood"].values), iw_of(lw), "compare object")
-    gap = pv.amortization_gap(model, digits.test[:4], steps=5, num_samples=50, elbo_samples=20)
+    gap = pv.amortization_gap(model, digits28.test[:4], steps=5, num_samples=50, elbo_samples=20)
     assert gap["inference_gap"].notna().all()
     with pytest.warns(ProgramWarning, match="jit_compile=True failed"):
         ref = pv.reference_posterior(
-            model, digits.test[:2], [0, 1], num_chains=1, num_samples=60, warmup=40
+            model, digits28.test[:2], [0, 1], num_chains=1, num_samples=60, warmup=40
         )
     assert ref.settings["jit_compile"] is False and ref.settings["jit_fallback"]
 

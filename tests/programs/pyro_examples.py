@@ -1,18 +1,19 @@
 """Pyro's own example programs for ``tests/test_pyro_examples.py``.
 
-Upstream copies: SCANVI (examples/scanvi/scanvi.py), SSVAE (examples/vae/ss_vae_M2.py with
-utils/custom_mlp.py), DMM (examples/dmm.py with pyro/contrib/examples/polyphonic_data_loader.py's mini-batch
-helpers), CVAE (examples/cvae/cvae.py with baseline.py; MaskedCVAE and QuadrantCVAE are the test's variants
-after the library's advice), each a thin subclass of its class in ``tests/programs/pyro_upstream/``. Those
-files are copied verbatim from pyro-ppl/pyro@ff6ae1c95 with their licence headers (Copyright Contributors to
-the Pyro project / Uber Technologies, Inc., SPDX-License-Identifier: Apache-2.0); only the data loading,
-main(), argparse and plotting are removed and example-local imports made relative, each file listing its
-changes under its header. A subclass adds only ``torch_log_weights``, the test's sizes and, where the library
-refuses the example as written, the networks that follow the refusal's advice (named, opt-in).
+Upstream copies: PyroVAEImpl (examples/vae/vae_comparison.py), SCANVI (examples/scanvi/scanvi.py), SSVAE
+(examples/vae/ss_vae_M2.py with utils/custom_mlp.py), DMM (examples/dmm.py with
+pyro/contrib/examples/polyphonic_data_loader.py's mini-batch helpers), CVAE (examples/cvae/cvae.py with
+baseline.py; MaskedCVAE and QuadrantCVAE are the test's variants after the library's advice), each a thin
+subclass of its class in ``tests/programs/pyro_upstream/``. Those files are copied verbatim from
+pyro-ppl/pyro@ff6ae1c95 with their licence headers (Copyright Contributors to the Pyro project / Uber
+Technologies, Inc., SPDX-License-Identifier: Apache-2.0); only the data loading, main(), argparse and plotting
+are removed and example-local imports made relative, each file listing its changes under its header. A
+subclass adds only ``torch_log_weights``, the test's sizes and, where the library refuses the example as
+written, the networks that follow the refusal's advice (named, opt-in).
 
 Still re-typed here ("written again with their structure kept": the same sites, plates, ``poutine.scale``,
 batch-dependent sites, ``validate_args``, sampling order and argument lists; small synthetic or shipped data):
-PyroVAEImpl (vae_comparison) and AIR: not yet converted.
+AIR (examples/air/air.py, modules.py): not yet converted.
 
 Each program has a ``torch_log_weights(..., k=, generator=)`` that computes ``log p(x, z) - log q(z | x)`` per
 particle and point, ``(k, N)``, in plain torch on the same networks (densities written out by hand): the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import math
 from collections import namedtuple
+from types import SimpleNamespace
 
 import pyro
 import pyro.distributions as dist
@@ -38,6 +40,7 @@ from .pyro_upstream import dmm as dmm_upstream
 from .pyro_upstream import polyphonic_data_loader as poly
 from .pyro_upstream import scanvi as scanvi_upstream
 from .pyro_upstream import ss_vae_M2 as ss_vae_upstream
+from .pyro_upstream import vae_comparison as vae_comparison_upstream
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -47,13 +50,6 @@ def normal_lp(z, loc, scale, dims: int = 1):
     """log N(z | loc, scale^2) summed over the last ``dims`` dims."""
     lp = -0.5 * ((z - loc) / scale) ** 2 - scale.log() - 0.5 * LOG_2PI
     return lp.flatten(start_dim=lp.dim() - dims).sum(-1) if dims else lp
-
-
-def bernoulli_lp(x, p, mask=None):
-    lp = x * p.log() + (1 - x) * (1 - p).log()
-    if mask is not None:
-        lp = torch.where(mask, lp, lp.new_zeros(()))
-    return lp.sum(-1)
 
 
 def bernoulli_logits_lp(x, logits):
@@ -83,66 +79,22 @@ def draw(loc, scale, k, generator):
 
 
 # ============================================================================ examples/vae/vae_comparison.py
-class ComparisonEncoder(nn.Module):
-    def __init__(self, d=64, hidden=32, z_dim=4):
-        super().__init__()
-        self.d = d
-        self.fc1 = nn.Linear(d, hidden)
-        self.fc21 = nn.Linear(hidden, z_dim)
-        self.fc22 = nn.Linear(hidden, z_dim)
-        self.relu = nn.ReLU()
+class PyroVAEImpl(vae_comparison_upstream.PyroVAEImpl):
+    """``examples/vae/vae_comparison.py``'s ``PyroVAEImpl``, copied unchanged in ``pyro_upstream/``: a plain
+    object (not an ``nn.Module``) holding its networks (784 - 400 - 20, 28 x 28 inputs),
+    ``Bernoulli(validate_args=False)`` on probabilities, the encoder's second output a variance
+    (``z_var.sqrt()``). Built without the example's loaders (its ``train``/``test`` loops are not used)."""
 
-    def forward(self, x):
-        x = x.reshape(-1, self.d)
-        h1 = self.relu(self.fc1(x))
-        return self.fc21(h1), torch.exp(self.fc22(h1))
-
-
-class ComparisonDecoder(nn.Module):
-    def __init__(self, d=64, hidden=32, z_dim=4):
-        super().__init__()
-        self.fc3 = nn.Linear(z_dim, hidden)
-        self.fc4 = nn.Linear(hidden, d)
-        self.relu = nn.ReLU()
-
-    def forward(self, z):
-        h3 = self.relu(self.fc3(z))
-        return torch.sigmoid(self.fc4(h3))
-
-
-class PyroVAEImpl:
-    """``examples/vae/vae_comparison.py``'s ``PyroVAEImpl``: a plain object (not an ``nn.Module``) holding its
-    networks, Bernoulli on probabilities, the encoder's second output a variance (``z_var.sqrt()``)."""
-
-    def __init__(self, d=64, z_dim=4):
-        self.z_dim, self.d = z_dim, d
-        self.vae_encoder = ComparisonEncoder(d, 32, z_dim)
-        self.vae_decoder = ComparisonDecoder(d, 32, z_dim)
-
-    def model(self, data):
-        decoder = pyro.module("decoder", self.vae_decoder)
-        z_mean, z_std = (
-            torch.zeros([data.size(0), self.z_dim]),
-            torch.ones([data.size(0), self.z_dim]),
-        )
-        with pyro.plate("data", data.size(0)):
-            z = pyro.sample("latent", dist.Normal(z_mean, z_std).to_event(1))
-            img = decoder.forward(z)
-            pyro.sample("obs", dist.Bernoulli(img).to_event(1), obs=data.reshape(-1, self.d))
-
-    def guide(self, data):
-        encoder = pyro.module("encoder", self.vae_encoder)
-        with pyro.plate("data", data.size(0)):
-            z_mean, z_var = encoder.forward(data)
-            pyro.sample("latent", dist.Normal(z_mean, z_var.sqrt()).to_event(1))
+    def __init__(self):
+        super().__init__(SimpleNamespace(jit=False, batch_size=64), None, None)
 
     def torch_log_weights(self, x, *, k, generator):
         loc, var = self.vae_encoder(x)
         z = draw(loc, var.sqrt(), k, generator)
-        p = self.vae_decoder(z)
+        logits = probs_to_logits(self.vae_decoder(z), is_binary=True)  # torch's Bernoulli(probs)
         return (
             normal_lp(z, torch.zeros_like(z), torch.ones_like(z))
-            + bernoulli_lp(x, p)
+            + bernoulli_logits_lp(x, logits).sum(-1)
             - normal_lp(z, loc, var.sqrt())
         )
 
