@@ -1,7 +1,8 @@
 """Pyro's own example programs through every entry point (issue 19): no silent wrong number.
 
-The programs (``tests/programs/pyro_examples.py``) follow pyro-ppl/pyro's ``examples/vae/vae_comparison.py``,
-``ss_vae_M2.py``, ``examples/cvae``, ``examples/scanvi/scanvi.py``, ``examples/dmm.py`` and ``examples/air``;
+The programs are pyro-ppl/pyro's ``examples/vae/vae_comparison.py``, ``ss_vae_M2.py``, ``examples/cvae``,
+``examples/scanvi/scanvi.py``, ``examples/dmm.py`` and ``examples/air``, copied with their licence headers in
+``tests/programs/pyro_upstream/`` and subclassed at the tests' sizes in ``tests/programs/pyro_examples.py``;
 ``pyro.contrib.cevae`` is imported; ``examples/vae/vae.py`` is ``tests/programs/vaes.PyroExampleVAE``. Each
 estimate is checked against an independent plain-torch importance sampler on the same networks (mean
 per-point difference within 3 standard errors), or it is a one-line refusal whose advice the test follows.
