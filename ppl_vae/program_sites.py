@@ -215,12 +215,47 @@ def restored_modes(modules: list[torch.nn.Module]) -> Iterator[None]:
 
 @contextlib.contextmanager
 def eval_mode(modules: list[torch.nn.Module]) -> Iterator[None]:
-    """Every submodule of ``modules`` in eval mode inside the block; each one's own mode restored after."""
+    """Every submodule of ``modules`` in eval mode inside the block; each one's own mode restored after.
+
+    A ``BatchNorm1d`` given a 3-D input ``(A, B, C)`` with ``B == C ==`` its feature count is said once: that
+    is how a particle-expanded ``(K, N, C)`` batch of N == C rows looks, which BatchNorm1d reads as (batch,
+    channels, length) and normalises over the rows without an error (with N != C it fails, and the failure
+    is explained by :mod:`ppl_vae.program_errors`)."""
     saved = [(m, m.training) for root in modules for m in root.modules()]
+    norms = {
+        name: m
+        for root in modules
+        for name, m in root.named_modules()
+        if isinstance(m, torch.nn.BatchNorm1d)
+    }
+    handles = [m.register_forward_pre_hook(_batchnorm_check(name)) for name, m in norms.items()]
     try:
         for root in modules:
             root.eval()
         yield
     finally:
+        for h in handles:
+            h.remove()
         for m, mode in saved:
             m.training = mode
+
+
+def _batchnorm_check(name: str) -> Any:
+    said: list[bool] = []
+
+    def check(module: torch.nn.BatchNorm1d, args: tuple[Any, ...]) -> None:
+        x = args[0] if args else None
+        if said or not isinstance(x, torch.Tensor) or x.dim() != 3:
+            return
+        if x.shape[1] == x.shape[2] == module.num_features:
+            said.append(True)
+            warnings.warn(
+                f"BatchNorm1d {name or '(the module)'!r} was given a 3-D input {tuple(x.shape)}: it reads it "
+                "as (batch, channels, length), so a particle-expanded (K, N, C) batch whose N rows equal its C "
+                "features is normalised over the rows, silently; if the leading dimension is the particles', "
+                "reshape to (-1, C) before it and back after",
+                ProgramWarning,
+                stacklevel=2,
+            )
+
+    return check

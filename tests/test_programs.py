@@ -435,3 +435,34 @@ def test_compare_evaluates_a_global_latent_program_at_its_guide_means_and_says_s
             test_points=30,
         )
     assert result.table["test_iw_log_likelihood"].notna().all()
+
+
+def test_a_batchnorm_that_would_normalise_over_the_rows_without_an_error_is_said():
+    """BatchNorm1d(C) on a particle-expanded (K, N, C) batch reads N as its channels: with N != C it fails
+    (and the failure is explained), with N == C it normalises over the rows silently; that case is said."""
+    import pyro
+    import pyro.distributions as dist
+    from torch import nn
+
+    from ppl_vae.program_sites import ProgramWarning
+
+    class Normed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4))
+
+        def model(self, x):
+            pyro.module("normed", self)
+            with pyro.plate("data", x.shape[0]):
+                z = pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+                pyro.sample("x", dist.Normal(self.net(z), 1.0).to_event(1), obs=x)
+
+        def guide(self, x):
+            with pyro.plate("data", x.shape[0]):
+                pyro.sample("z", dist.Normal(x.new_zeros(x.shape[0], 2), 1.0).to_event(1))
+
+    program = Normed()
+    x = torch.randn(4, 4)  # N = 4 rows, C = 4 features
+    with pytest.warns(ProgramWarning, match=r"BatchNorm1d 'net\.1'.*\(-1, C\)"):
+        pv.iw_log_likelihood(program, x, num_samples=8, seed=0)
+    assert program.training  # the mode comes back

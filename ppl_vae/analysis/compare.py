@@ -286,7 +286,7 @@ def run_comparison(
         >>> sorted(result.table["method"]), result.reference
         (['analytic', 'iwae:k=3'], 'analytic')
     """
-    from ..runs import default_likelihood, resolve_binarize
+    from ..runs import resolve_binarize
 
     methods, model_names = model_axis(methods, models, objectives)
     specs = _check_methods(methods)
@@ -296,14 +296,7 @@ def run_comparison(
     given = dataset if isinstance(dataset, Dataset) else None
     if given is not None:
         dataset = given.meta.name
-    if likelihood != "auto":
-        lik = likelihood
-    elif (
-        given is not None and given.meta.schema is not None
-    ):  # a table's Dataset: a family per column
-        lik = "table"
-    else:
-        lik = default_likelihood(dataset)
+    lik = _likelihood(likelihood, given, dataset)
     binarize = resolve_binarize(binarize, lik.partition(":")[0])
     dev = resolve_device(device)
     settings = {
@@ -343,24 +336,20 @@ def run_comparison(
         num_samples, eval_seed, estimator, evaluate_options, test_points, test_curve, lik
     )
     out = _Results(keep_models=keep_models, callback=callback)
-    store = cells if isinstance(cells, CellStore) or cells is None else CellStore(cells)
+    store = _cell_store(cells)
     ranks = CellRanks.of(dev)  # under torchrun: whole cells per rank (.ranks), gathered below
     if store is not None:
         ranks.start(store, {**settings, "evaluate_options": evaluate_options, "fast": fast})
     mine: dict[tuple[str, int], Cell] = {}
     with ranks.computing():
         for i, seed in enumerate(seeds):
-            data = (
-                given
-                if given is not None
-                else _load(
-                    dataset,
-                    lik,
-                    binarize=binarize,
-                    seed=seed,
-                    data_dir=data_dir,
-                    n_samples=n_samples,
-                )
+            data = _load(
+                given if given is not None else dataset,
+                lik,
+                binarize=binarize,
+                seed=seed,
+                data_dir=data_dir,
+                n_samples=n_samples,
             )
             fp = data_fingerprint(data)
             defaults = _model_defaults(data, latent_dim, hidden_dims, lik, activation)
@@ -373,10 +362,31 @@ def run_comparison(
                     with ranks.alone():
                         _run_cell(method, model, seed, data, fp, fit_options, scoring, out, store)
                     mine[(method.label, seed)] = out.cell(method.label, seed)
-    if ranks.active:
-        order = [(m.label, s) for s in seeds for m in specs]
-        out = out.regathered(dict(zip(order, ranks.gather(mine, order, store), strict=True)))
+    out = _gathered(out, ranks, mine, [(m.label, s) for s in seeds for m in specs], store)
     return out.assemble(settings, reference, {m.label: m for m in specs})
+
+
+def _likelihood(likelihood: str, given: Dataset | None, dataset: str) -> str:
+    """``"auto"``: a family per column for a table (a CSV, or a Dataset with a schema), else the dataset's."""
+    from ..runs import default_likelihood
+
+    if likelihood != "auto":
+        return likelihood
+    if given is not None and given.meta.schema is not None:
+        return "table"
+    return default_likelihood(dataset)
+
+
+def _cell_store(cells: Any) -> CellStore | None:
+    """``cells=``: a folder (or a :class:`CellStore`) where finished cells are kept, or None."""
+    return cells if isinstance(cells, CellStore) or cells is None else CellStore(cells)
+
+
+def _gathered(out: Any, ranks: CellRanks, mine: dict, order: list, store: CellStore | None) -> Any:
+    """Under torchrun: every rank's cells, in the single-process order; else ``out`` as it is."""
+    if not ranks.active:
+        return out
+    return out.regathered(dict(zip(order, ranks.gather(mine, order, store), strict=True)))
 
 
 def _run_cell(
@@ -508,13 +518,16 @@ def _check_counts(num_samples: Any, test_points: Any) -> None:
         )
 
 
-def _load(dataset: str, lik: str, **options: Any) -> Dataset:
-    """The data of one seed; a table's raw-scale warning is left out when every column gets its family
-    (the table likelihoods standardise for their networks and score the data in its own units)."""
+def _load(dataset: str | Dataset, lik: str, **options: Any) -> Dataset:
+    """The data of one seed (a Dataset given: itself); a table's raw-scale warning is left out when every
+    column gets its family (the table likelihoods standardise for their networks and score the data in its
+    own units)."""
     import warnings
 
     from ..data.table import ScaleWarning
 
+    if isinstance(dataset, Dataset):
+        return dataset
     with warnings.catch_warnings():
         if lik == "table":
             warnings.simplefilter("ignore", ScaleWarning)

@@ -142,9 +142,7 @@ class CellRanks:
         if missing:
             raise RuntimeError(f"no rank ran the cells {missing}")
         if store is not None:
-            names = [f"{label} (seed {seed})" for label, seed in order]
-            store.reused[:] = [n for n in names if n in reused]
-            store.trained[:] = [n for n in names if n in trained]
+            _in_order(store, order, reused, trained)
         return [cells[key] for key in order]
 
     def _failed(self, mine: bool) -> list[int]:
@@ -158,3 +156,10 @@ class CellRanks:
         flags[self.rank] = float(mine)
         dist.all_reduce(flags)
         return [r for r in range(self.world) if flags[r] > 0]
+
+
+def _in_order(store: CellStore, order: Sequence[Key], reused: set[str], trained: set[str]) -> None:
+    """The store's reused/trained lists, gathered from every rank, in the single-process order."""
+    names = [f"{label} (seed {seed})" for label, seed in order]
+    store.reused[:] = [n for n in names if n in reused]
+    store.trained[:] = [n for n in names if n in trained]
