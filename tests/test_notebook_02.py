@@ -7,14 +7,13 @@ it) and runs in pytest's tmp folder, so nothing is written next to the committed
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+from notebook_run import executed  # noqa: E402
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_compare_inference.ipynb"
 BUDGET_S = 300  # the notebook takes well under a minute on an idle 2-core CPU
@@ -22,17 +21,7 @@ BUDGET_S = 300  # the notebook takes well under a minute on an idle 2-core CPU
 
 @pytest.mark.slow
 def test_notebook_02_executes(tmp_path):
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    env = dict(
-        os.environ, OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline"
-    )
-    client = nbclient.NotebookClient(
-        nb, kernel_name="python3", timeout=BUDGET_S, resources={"metadata": {"path": str(tmp_path)}}
-    )
-    t0 = time.perf_counter()
-    client.execute(env=env)
-    seconds = time.perf_counter() - t0
-    nbformat.write(nb, tmp_path / NOTEBOOK.name)
+    nb, seconds, _ = executed(NOTEBOOK, tmp_path, timeout=BUDGET_S)
     outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     images = sum("image/png" in o.get("data", {}) for o in outputs)

@@ -9,14 +9,13 @@ executed copy is written to pytest's tmp folder, never over the committed file.
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
 import pytest
 
 nbformat = pytest.importorskip("nbformat")
 nbclient = pytest.importorskip("nbclient")
+from notebook_run import executed  # noqa: E402
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 MINE = [
@@ -30,29 +29,10 @@ MINE = [
 ]
 
 
-def execute(path: Path, out_dir: Path, timeout: int = 600) -> tuple[object, float]:
-    """Run a notebook in a fresh kernel; return the executed notebook and the seconds it took."""
-    nb = nbformat.read(path, as_version=4)
-    env = dict(
-        os.environ, OMP_NUM_THREADS="1", MPLBACKEND="module://matplotlib_inline.backend_inline"
-    )
-    client = nbclient.NotebookClient(
-        nb,
-        kernel_name="python3",
-        timeout=timeout,
-        resources={"metadata": {"path": str(path.parent)}},
-    )
-    t0 = time.perf_counter()
-    client.execute(env=env)
-    seconds = time.perf_counter() - t0
-    nbformat.write(nb, out_dir / path.name)
-    return nb, seconds
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", MINE)
 def test_notebook_executes_without_error(name, tmp_path):
-    nb, seconds = execute(NOTEBOOKS / name, tmp_path)
+    nb, seconds, by = executed(NOTEBOOKS / name, tmp_path)
     errors = [
         o
         for c in nb.cells
@@ -69,7 +49,7 @@ def test_notebook_executes_without_error(name, tmp_path):
         if "image/png" in o.get("data", {})
     )
     assert images >= 3, f"{name}: expected figures inline, got {images}"
-    print(f"{name}: {seconds:.1f} s")
+    print(f"{name}: {seconds:.1f} s (run {by})")
 
 
 @pytest.mark.parametrize("name", MINE)
